@@ -1,0 +1,126 @@
+"""Linux x86-64 constants with their kernel values, so they mix with ``os`` and ``mmap``.
+
+Values come from include/uapi/asm-generic/mman-common.h, mman.h and
+include/uapi/linux/mman.h (Linux 6.18).
+"""
+
+from __future__ import annotations
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+PMD_SIZE = 2 << 20
+
+# Address-space geometry (arch/x86/include/asm/page_64_types.h).
+TASK_SIZE_4LEVEL = (1 << 47) - PAGE_SIZE
+TASK_SIZE_5LEVEL = (1 << 56) - PAGE_SIZE
+DEFAULT_MAX_MAP_COUNT = 65530  # USHRT_MAX - MAPCOUNT_ELF_CORE_MARGIN
+DEFAULT_MMAP_MIN_ADDR = 4096  # vm.mmap_min_addr sysctl
+LSM_MMAP_MIN_ADDR = 65536  # CONFIG_LSM_MMAP_MIN_ADDR: floor for hints
+STACK_GUARD_GAP = 256 << PAGE_SHIFT  # stack_guard_gap, 1 MiB
+
+PROT_NONE = 0x0
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+PROT_EXEC = 0x4
+PROT_SEM = 0x8
+PROT_GROWSDOWN = 0x01000000
+PROT_GROWSUP = 0x02000000
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_DROPPABLE = 0x08
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_ANON = MAP_ANONYMOUS
+MAP_32BIT = 0x40
+MAP_GROWSDOWN = 0x0100
+MAP_DENYWRITE = 0x0800
+MAP_EXECUTABLE = 0x1000
+MAP_LOCKED = 0x2000
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_NONBLOCK = 0x10000
+MAP_STACK = 0x20000
+MAP_HUGETLB = 0x40000
+MAP_SYNC = 0x80000
+MAP_FIXED_NOREPLACE = 0x100000
+MAP_UNINITIALIZED = 0x4000000
+MAP_HUGE_SHIFT = 26
+MAP_HUGE_MASK = 0x3F
+
+MAP_FAILED = -1
+
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+MLOCK_ONFAULT = 0x01
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+MCL_ONFAULT = 4
+
+MADV_NORMAL = 0
+MADV_RANDOM = 1
+MADV_SEQUENTIAL = 2
+MADV_WILLNEED = 3
+MADV_DONTNEED = 4
+MADV_FREE = 8
+MADV_REMOVE = 9
+MADV_DONTFORK = 10
+MADV_DOFORK = 11
+MADV_MERGEABLE = 12
+MADV_UNMERGEABLE = 13
+MADV_HUGEPAGE = 14
+MADV_NOHUGEPAGE = 15
+MADV_DONTDUMP = 16
+MADV_DODUMP = 17
+MADV_WIPEONFORK = 18
+MADV_KEEPONFORK = 19
+MADV_COLD = 20
+MADV_PAGEOUT = 21
+MADV_POPULATE_READ = 22
+MADV_POPULATE_WRITE = 23
+MADV_DONTNEED_LOCKED = 24
+MADV_COLLAPSE = 25
+MADV_HWPOISON = 100
+MADV_SOFT_OFFLINE = 101
+MADV_GUARD_INSTALL = 102
+MADV_GUARD_REMOVE = 103
+
+# Signals and their codes, for Segfault / BusError.
+SIGSEGV = 11
+SIGBUS = 7
+SEGV_MAPERR = 1
+SEGV_ACCERR = 2
+BUS_ADRERR = 2
+
+# memfd_create flags
+MFD_CLOEXEC = 0x0001
+MFD_ALLOW_SEALING = 0x0002
+MFD_HUGETLB = 0x0004
+MFD_NOEXEC_SEAL = 0x0008
+MFD_EXEC = 0x0010
+
+# open(2) access modes, for files handed to Process.open()
+O_RDONLY = 0
+O_WRONLY = 1
+O_RDWR = 2
+
+PROT_NAMES = {PROT_READ: "PROT_READ", PROT_WRITE: "PROT_WRITE", PROT_EXEC: "PROT_EXEC"}
+
+MAP_NAMES = {
+    value: name
+    for name, value in globals().copy().items()
+    if name.startswith("MAP_")
+    and isinstance(value, int)
+    and name not in ("MAP_TYPE", "MAP_ANON", "MAP_FAILED", "MAP_HUGE_SHIFT", "MAP_HUGE_MASK")
+}
+
+MADV_NAMES = {
+    value: name
+    for name, value in globals().copy().items()
+    if name.startswith("MADV_") and isinstance(value, int)
+}

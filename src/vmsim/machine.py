@@ -1,0 +1,126 @@
+"""The simulated machine: system-wide settings and the processes that run on it."""
+
+from __future__ import annotations
+
+import re
+
+from vmsim import snapshot
+from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
+from vmsim.mm.core import AddressSpace, MmConfig
+from vmsim.mm.vma import Inode, OpenFile
+from vmsim.process import Process
+
+# mmap_base of a process without ASLR: TASK_SIZE - 128 MiB (the minimum stack gap).
+DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
+DEFAULT_START_BRK = 0x555555559000
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string like "64M", "16GiB", "4096"."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 4096, 64M, 16G)")
+    shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}[m.group(2).upper()]
+    return int(m.group(1)) << shift
+
+
+class Machine:
+    """A Linux 6.18 x86-64 machine. Keyword options mirror sysctls and hardware:
+
+    ``max_map_count`` (vm.max_map_count), ``ram`` and ``swap`` (sizes; they bound the
+    overcommit heuristic), ``overcommit_memory``/``overcommit_ratio``, ``mmap_min_addr``,
+    ``thp`` ("always" | "madvise" | "never"), ``five_level`` (57-bit addresses),
+    ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
+    (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_map_count: int = DEFAULT_MAX_MAP_COUNT,
+        ram: int | str = "16G",
+        swap: int | str = 0,
+        overcommit_memory: int = 0,
+        overcommit_ratio: int = 50,
+        mmap_min_addr: int = 4096,
+        thp: str = "madvise",
+        five_level: bool = False,
+        pkeys: bool = False,
+        vsyscall: bool = True,
+        stack_limit: int | str = "8M",
+    ) -> None:
+        if thp not in ("always", "madvise", "never"):
+            raise ValueError(f"thp must be always, madvise or never, not {thp!r}")
+        if overcommit_memory not in (0, 1, 2):
+            raise ValueError("overcommit_memory must be 0, 1 or 2")
+        if max_map_count < 0:
+            raise ValueError("max_map_count must be >= 0")
+        self.cfg = MmConfig(
+            max_map_count=max_map_count,
+            mmap_min_addr=mmap_min_addr,
+            five_level=five_level,
+            overcommit_memory=overcommit_memory,
+            overcommit_ratio=overcommit_ratio,
+            ram_pages=parse_size(ram) >> PAGE_SHIFT,
+            swap_pages=parse_size(swap) >> PAGE_SHIFT,
+            thp=thp,
+        )
+        self.pkeys = pkeys
+        self.vsyscall = vsyscall
+        self.stack_limit = parse_size(stack_limit)
+        self.processes: list[Process] = []
+        self._pid = 1000
+        self._ino = 1024
+
+    @property
+    def max_map_count(self) -> int:
+        return self.cfg.max_map_count
+
+    @max_map_count.setter
+    def max_map_count(self, value: int) -> None:
+        self.cfg.max_map_count = value
+
+    def _next_ino(self) -> int:
+        self._ino += 1
+        return self._ino
+
+    def _shmem_file(self, length: int) -> OpenFile:
+        inode = Inode(
+            "/dev/zero", dev=(0, 1), ino=self._next_ino(), size=length, shmem=True, deleted=True
+        )
+        return OpenFile(inode)
+
+    def _adopt(self, mm: AddressSpace) -> Process:
+        self._pid += 1
+        p = Process(self, self._pid, mm)
+        self.processes.append(p)
+        return p
+
+    def spawn(
+        self,
+        layout: str | None = None,
+        *,
+        maps: str | None = None,
+        mmap_base: int | None = None,
+        start_brk: int | None = None,
+    ) -> Process:
+        """A new process: empty (map_count 0) by default; ``layout="linux"`` for the usual
+        layout of a fresh process; ``maps=`` to rebuild one from a real maps/smaps text."""
+        if layout not in (None, "empty", "linux"):
+            raise ValueError(f"unknown layout {layout!r} (use 'empty' or 'linux')")
+        if maps is not None and layout not in (None, "empty"):
+            raise ValueError("give either layout= or maps=, not both")
+        mm = AddressSpace(self.cfg, DEFAULT_MMAP_BASE)
+        mm.start_brk = mm.brk = DEFAULT_START_BRK
+        text = snapshot.LINUX_LAYOUT if layout == "linux" else maps
+        if text is not None:
+            snapshot.build(mm, snapshot.parse(text), [self._ino])
+        if mmap_base is not None:
+            mm.mmap_base = mmap_base
+        if start_brk is not None:
+            mm.start_brk = mm.brk = start_brk
+        return self._adopt(mm)

@@ -1,0 +1,1 @@
+"""The address space: VMAs, their tree, and one module per syscall family."""

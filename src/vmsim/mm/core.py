@@ -1,0 +1,535 @@
+"""The address space of one process (``struct mm_struct``) and the VMA primitives of mm/vma.c.
+
+Syscalls live in their own modules (mmap.py, mprotect.py, madvise.py, mremap.py) as functions
+taking the ``AddressSpace``, the way the kernel's do_mmap()/do_mprotect_pkey() take the mm.
+This module holds what they share: split, the two merge paths (new range and existing range),
+unmapping, faults (which create the anon_vma that later decides merges) and accounting.
+
+Invariants (checked by ``check()``): VMAs sorted, non-overlapping, page-aligned, non-empty,
+``map_count == len(tree)``.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedDict
+
+from vmsim.constants import (
+    DEFAULT_MAX_MAP_COUNT,
+    DEFAULT_MMAP_MIN_ADDR,
+    LSM_MMAP_MIN_ADDR,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    STACK_GUARD_GAP,
+    TASK_SIZE_4LEVEL,
+    TASK_SIZE_5LEVEL,
+)
+from vmsim.errors import BusError, Segfault, oserror
+from vmsim.mm.flags import (
+    VM_ACCESS_FLAGS,
+    VM_ACCOUNT,
+    VM_GROWSDOWN,
+    VM_IGNORE_MERGE,
+    VM_IO,
+    VM_LOCKED,
+    VM_LOCKONFAULT,
+    VM_MAYBE_GUARD,
+    VM_PFNMAP,
+    VM_SEALED,
+    VM_SHADOW_STACK,
+    VM_SHARED,
+    VM_SOFTDIRTY,
+    VM_SPECIAL,
+    VM_WRITE,
+)
+from vmsim.mm.tree import VmaTree
+from vmsim.mm.vma import AnonVma, Vma
+
+PAGE_MASK64 = (1 << 64) - PAGE_SIZE
+U64 = (1 << 64) - 1
+
+
+def page_align(n: int) -> int:
+    """PAGE_ALIGN() on an unsigned long: wraps to 0 near 2**64, as in C."""
+    return (n + PAGE_SIZE - 1) & PAGE_MASK64
+
+
+@dataclass
+class MmConfig:
+    """System settings the mm code reads (sysctls, rlimits, capabilities)."""
+
+    max_map_count: int = DEFAULT_MAX_MAP_COUNT
+    mmap_min_addr: int = DEFAULT_MMAP_MIN_ADDR  # vm.mmap_min_addr (the DAC value)
+    lsm_mmap_min_addr: int = LSM_MMAP_MIN_ADDR
+    cap_sys_rawio: bool = True  # root: MAP_FIXED below mmap_min_addr is allowed
+    five_level: bool = False
+    overcommit_memory: int = 0
+    overcommit_ratio: int = 50
+    ram_pages: int = (16 << 30) >> PAGE_SHIFT
+    swap_pages: int = 0
+    thp: str = "madvise"  # /sys/kernel/mm/transparent_hugepage/enabled
+    committed_pages: int = field(default=0)  # vm_committed_as, machine-wide
+
+    @property
+    def task_size(self) -> int:
+        return TASK_SIZE_5LEVEL if self.five_level else TASK_SIZE_4LEVEL
+
+    @property
+    def effective_mmap_min_addr(self) -> int:
+        """security/min_addr.c: max(dac_mmap_min_addr, CONFIG_LSM_MMAP_MIN_ADDR)."""
+        return max(self.mmap_min_addr, self.lsm_mmap_min_addr)
+
+
+def vm_start_gap(vma: Vma) -> int:
+    """vm_start_gap(): a stack's start minus the guard gap that no mapping may enter."""
+    start = vma.start
+    if vma.flags & VM_GROWSDOWN:
+        gap = start - STACK_GUARD_GAP
+        return gap if gap <= start and gap > 0 else 0
+    if vma.flags & VM_SHADOW_STACK:
+        return max(start - PAGE_SIZE, 0)
+    return start
+
+
+class AddressSpace:
+    """``struct mm_struct``: the VMA tree plus the fields that syscalls consult.
+
+    ``pages`` holds the private (anonymous or copied-on-write) page contents by virtual page
+    number; shared and file pages live in their ``Inode``. ``guards`` holds the pages carrying
+    a MADV_GUARD_INSTALL marker.
+    """
+
+    def __init__(self, cfg: MmConfig, mmap_base: int, mmap_legacy_base: int | None = None) -> None:
+        self.cfg = cfg
+        self.tree = VmaTree()
+        self.mmap_base = mmap_base
+        self.mmap_legacy_base = (
+            mmap_legacy_base
+            if mmap_legacy_base is not None
+            else page_align(cfg.task_size // 3)  # TASK_UNMAPPED_BASE, no randomisation
+        )
+        self.start_brk = 0
+        self.brk = 0
+        self.start_stack = 0
+        self.locked_vm = 0
+        self.pages: SortedDict = SortedDict()
+        self.guards: SortedDict = SortedDict()
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def map_count(self) -> int:
+        return len(self.tree)
+
+    def check(self) -> None:
+        """Assert the invariants in the class docstring (a debugging aid for tests)."""
+        last_end = -1
+        for vma in self.tree:
+            assert vma.start < vma.end, vma
+            assert vma.start % PAGE_SIZE == 0 and vma.end % PAGE_SIZE == 0, vma
+            assert vma.start >= last_end, vma
+            last_end = vma.end
+
+    # ----------------------------------------------------------- accounting
+    def vm_enough_memory(self, pages: int) -> bool:
+        """__vm_enough_memory(): charge ``pages`` to vm_committed_as, or refuse (ENOMEM)."""
+        cfg = self.cfg
+        if cfg.overcommit_memory == 1:
+            cfg.committed_pages += pages
+            return True
+        if cfg.overcommit_memory == 0:
+            if pages > cfg.ram_pages + cfg.swap_pages:
+                return False
+            cfg.committed_pages += pages
+            return True
+        allowed = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
+        if cfg.committed_pages + pages > allowed:
+            return False
+        cfg.committed_pages += pages
+        return True
+
+    def vm_unacct(self, pages: int) -> None:
+        self.cfg.committed_pages = max(0, self.cfg.committed_pages - pages)
+
+    # ------------------------------------------------------------ splitting
+    def split(self, vma: Vma, addr: int) -> Vma:
+        """__split_vma() without the map_count check: ``vma`` keeps ``[start, addr)``, the
+        returned new VMA covers ``[addr, end)``."""
+        hi = vma.copy()
+        hi.start = addr
+        hi.pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
+        vma.end = addr
+        self.tree.insert(hi)
+        return hi
+
+    def split_checked(self, vma: Vma, addr: int) -> Vma:
+        """split_vma(): refuses with ENOMEM once ``map_count >= max_map_count``."""
+        if len(self.tree) >= self.cfg.max_map_count:
+            raise oserror(errno.ENOMEM)
+        return self.split(vma, addr)
+
+    # -------------------------------------------------------------- merging
+    @staticmethod
+    def _flags_mergeable(vma: Vma, flags: int, file: object) -> bool:
+        """is_mergeable_vma(): same flags (but sticky ones), same struct file."""
+        return not ((vma.flags ^ flags) & ~VM_IGNORE_MERGE) and vma.file is file
+
+    @staticmethod
+    def _anon_mergeable(tgt: Vma, src_anon: AnonVma | None, src: Vma | None) -> bool:
+        """is_mergeable_anon_vma(): a VMA inherited through fork (non-singular chain) never
+        gives its anon_vma to, or takes one from, a neighbour."""
+        tgt_anon = tgt.anon_vma
+        if tgt_anon is None and src_anon is not None:
+            return src is None or src.anon_singular
+        if tgt_anon is not None and src_anon is None:
+            return tgt.anon_singular
+        return src_anon is tgt_anon
+
+    @staticmethod
+    def _adopt_anon(survivor: Vma, *others: Vma | None) -> None:
+        """dup_anon_vma(): the survivor of a merge inherits an anon_vma it lacked."""
+        if survivor.anon_vma is None:
+            for other in others:
+                if other is not None and other.anon_vma is not None:
+                    survivor.anon_vma = other.anon_vma
+                    survivor.anon_singular = other.anon_singular
+                    return
+
+    def merge_new_range(
+        self,
+        start: int,
+        end: int,
+        flags: int,
+        file: object,
+        pgoff: int,
+        prev: Vma | None,
+        nxt: Vma | None,
+        src_anon: AnonVma | None = None,
+        src_singular: bool = True,
+        just_expand: bool = False,
+    ) -> Vma | None:
+        """vma_merge_new_range(): merge a new range with prev, next or both; None if neither.
+
+        The range must be free. ``src_anon`` is the anon_vma the new range brings with it
+        (copy_vma() for an mremap move), None for a fresh mapping.
+        """
+        if flags & VM_SPECIAL:
+            return None
+        pglen = (end - start) >> PAGE_SHIFT
+        can_left = (
+            prev is not None
+            and prev.end == start
+            and prev.name is None
+            and self._flags_mergeable(prev, flags, file)
+            and self._anon_mergeable(prev, src_anon, None)
+            and prev.pgoff + prev.pages == pgoff
+        )
+        can_right = (
+            not just_expand
+            and nxt is not None
+            and nxt.start == end
+            and nxt.name is None
+            and self._flags_mergeable(nxt, flags, file)
+            and self._anon_mergeable(nxt, src_anon, None)
+            and nxt.pgoff == pgoff + pglen
+        )
+        if can_left and can_right:
+            assert prev is not None and nxt is not None
+            if prev.anon_vma is not None and nxt.anon_vma is not None:
+                can_right = prev.anon_vma is nxt.anon_vma
+        tree = self.tree
+        sticky = flags & VM_MAYBE_GUARD
+        if can_left:
+            assert prev is not None
+            if can_right:
+                assert nxt is not None
+                tree.remove(nxt)
+                prev.end = nxt.end
+                self._adopt_anon(prev, nxt)
+                sticky |= nxt.flags & VM_MAYBE_GUARD
+            else:
+                prev.end = end
+            if prev.anon_vma is None and src_anon is not None:
+                prev.anon_vma = src_anon
+                prev.anon_singular = src_singular
+            prev.flags |= sticky
+            return prev
+        if can_right:
+            assert nxt is not None
+            tree.move_start(nxt, start)
+            nxt.pgoff = pgoff
+            if nxt.anon_vma is None and src_anon is not None:
+                nxt.anon_vma = src_anon
+                nxt.anon_singular = src_singular
+            nxt.flags |= sticky
+            return nxt
+        return None
+
+    def vma_modify(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+        """vma_modify_flags(): give ``[start, end)`` of ``vma`` the flags ``newflags``.
+
+        Tries vma_merge_existing_range() when the range touches either end of the VMA,
+        otherwise splits at start then at end, each split checked against max_map_count;
+        a failure leaves the earlier split in place (the kernel does not undo it).
+        Returns the VMA that now covers exactly ``[start, end)``.
+        """
+        tree = self.tree
+        left_side = start == vma.start
+        right_side = end == vma.end
+        if not (newflags & VM_SPECIAL) and (left_side or right_side):
+            file = vma.file
+            merged = None
+            prev = tree.prev(vma) if left_side else None
+            nxt = tree.next(vma) if right_side else None
+            merge_left = (
+                prev is not None
+                and prev.end == start
+                and prev.name is None
+                and self._flags_mergeable(prev, newflags, file)
+                and self._anon_mergeable(prev, vma.anon_vma, vma)
+                and prev.pgoff + prev.pages == vma.pgoff
+            )
+            merge_right = (
+                nxt is not None
+                and nxt.start == end
+                and nxt.name is None
+                and self._flags_mergeable(nxt, newflags, file)
+                and self._anon_mergeable(nxt, vma.anon_vma, vma)
+                and nxt.pgoff == vma.pgoff_at(end)
+            )
+            if merge_left and merge_right:
+                assert prev is not None and nxt is not None
+                if prev.anon_vma is not None and nxt.anon_vma is not None:
+                    merge_right = prev.anon_vma is nxt.anon_vma
+            sticky = (newflags | vma.flags) & VM_MAYBE_GUARD
+            if merge_left:
+                assert prev is not None
+                if merge_right:  # prev + whole vma + next
+                    assert nxt is not None
+                    tree.remove(vma)
+                    tree.remove(nxt)
+                    prev.end = nxt.end
+                    self._adopt_anon(prev, vma, nxt)
+                    sticky |= nxt.flags & VM_MAYBE_GUARD
+                elif right_side:  # prev + whole vma
+                    tree.remove(vma)
+                    prev.end = vma.end
+                    self._adopt_anon(prev, vma)
+                else:  # prev grows over the head of vma
+                    prev.end = end
+                    tree.move_start(vma, end)
+                    vma.pgoff += (end - start) >> PAGE_SHIFT
+                    self._adopt_anon(prev, vma)
+                merged = prev
+            elif merge_right:
+                assert nxt is not None
+                if left_side:  # whole vma + next
+                    tree.remove(vma)
+                    tree.move_start(nxt, start)
+                    nxt.pgoff = vma.pgoff
+                else:  # next grows down over the tail of vma
+                    vma.end = start
+                    tree.move_start(nxt, start)
+                    nxt.pgoff = vma.pgoff_at(start)
+                self._adopt_anon(nxt, vma)
+                sticky |= nxt.flags & VM_MAYBE_GUARD
+                merged = nxt
+            if merged is not None:
+                merged.flags = newflags | sticky
+                return merged
+        if vma.start < start:
+            vma = self.split_checked(vma, start)
+        if vma.end > end:
+            self.split_checked(vma, end)
+        vma.flags = newflags
+        return vma
+
+    # ------------------------------------------------------------ unmapping
+    def gather_munmap(self, start: int, end: int, first: Vma) -> list[Vma]:
+        """vms_gather_munmap_vmas(): split the edges and collect the VMAs of ``[start, end)``.
+
+        The count check applies only when the range lies strictly inside one VMA; a sealed
+        VMA refuses with EPERM, after any split of the first VMA already made (the kernel
+        leaves that split in place).
+        """
+        vma = first
+        if start > vma.start:
+            if end < vma.end and len(self.tree) >= self.cfg.max_map_count:
+                raise oserror(errno.ENOMEM)
+            if vma.flags & VM_SEALED:
+                raise oserror(errno.EPERM)
+            vma = self.split(vma, start)
+        out = []
+        for v in self.tree.range(vma.start, end):
+            if v.flags & VM_SEALED:
+                raise oserror(errno.EPERM)
+            out.append(v)
+        last = out[-1]
+        if last.end > end:
+            self.split(last, end)
+        return out
+
+    def remove_vmas(self, vmas: list[Vma]) -> None:
+        """vms_complete_munmap_vmas(): drop the VMAs, their pages, accounting and locks."""
+        tree = self.tree
+        for v in vmas:
+            tree.remove(v)
+            if v.flags & VM_ACCOUNT:
+                self.vm_unacct(v.pages)
+            if v.flags & VM_LOCKED:
+                self.locked_vm -= v.pages
+            self.zap_private(v.start, v.end)
+            self.drop_guards(v.start, v.end)
+
+    def do_munmap(self, start: int, end: int) -> None:
+        """do_vmi_align_munmap() on an aligned, validated range."""
+        first = self.tree.find_intersection(start, end)
+        if first is None:
+            return
+        self.remove_vmas(self.gather_munmap(start, end, first))
+
+    # ------------------------------------------------------------ contents
+    def zap_private(self, start: int, end: int) -> None:
+        """zap_page_range(): forget private page contents in ``[start, end)``."""
+        pages = self.pages
+        if not pages:
+            return
+        keys = list(pages.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1))
+        for k in keys:
+            del pages[k]
+
+    def drop_guards(self, start: int, end: int) -> None:
+        guards = self.guards
+        if not guards:
+            return
+        for k in list(guards.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1)):
+            del guards[k]
+
+    def move_private(self, old: int, new: int, length: int) -> None:
+        """move_page_tables(): private pages follow an mremap move."""
+        pages = self.pages
+        if not pages:
+            return
+        lo = old >> PAGE_SHIFT
+        moved = [(k, pages[k]) for k in pages.irange(lo, lo + (length >> PAGE_SHIFT) - 1)]
+        for k, _ in moved:
+            del pages[k]
+        delta = (new - old) >> PAGE_SHIFT
+        for k, data in moved:
+            pages[k + delta] = data
+
+    # ------------------------------------------------------------- faults
+    def anon_vma_prepare(self, vma: Vma) -> None:
+        """__anon_vma_prepare(): reuse a compatible neighbour's anon_vma (next first, then
+        prev, only if that neighbour's chain is singular) or allocate a new one."""
+        if vma.anon_vma is not None:
+            return
+        nxt = self.tree.next(vma)
+        if (
+            nxt is not None
+            and _anon_vma_compatible(vma, nxt)
+            and nxt.anon_vma is not None
+            and nxt.anon_singular
+        ):
+            vma.anon_vma = nxt.anon_vma
+            vma.anon_singular = True
+            return
+        prev = self.tree.prev(vma)
+        if (
+            prev is not None
+            and _anon_vma_compatible(prev, vma)
+            and prev.anon_vma is not None
+            and prev.anon_singular
+        ):
+            vma.anon_vma = prev.anon_vma
+            vma.anon_singular = True
+            return
+        vma.anon_vma = AnonVma()
+        vma.anon_singular = True
+
+    def fault(self, vma: Vma, addr: int, write: bool) -> None:
+        """The side effects of handle_mm_fault() that the VMA layer can see.
+
+        A write fault on a private mapping prepares the anon_vma (before the file is read,
+        so even a write past EOF creates it); a file page past EOF raises BusError.
+        """
+        if self.guards and (addr >> PAGE_SHIFT) in self.guards:
+            raise Segfault(addr, 1)
+        shared = vma.flags & VM_SHARED
+        if write and not shared:
+            self.anon_vma_prepare(vma)
+        f = vma.file
+        if f is not None and (addr >> PAGE_SHIFT) not in self.pages:
+            pgoff = vma.pgoff_at(addr)
+            if (pgoff << PAGE_SHIFT) >= page_align(f.inode.size):
+                raise BusError(addr)
+
+    def populate(self, start: int, end: int, ignore_errors: bool) -> bool:
+        """__mm_populate(): fault in ``[start, end)`` like mlock/MAP_POPULATE.
+
+        Writable private VMAs take write faults (creating their anon_vma), others read
+        faults; PROT_NONE VMAs fail (-EFAULT). Returns False on an error not ignored.
+        """
+        addr = start
+        while addr < end:
+            vma = self.tree.find_intersection(addr, end)
+            if vma is None:
+                break
+            nend = min(end, vma.end)
+            addr = max(addr, vma.start)
+            if vma.flags & (VM_IO | VM_PFNMAP):
+                addr = nend
+                continue
+            if vma.flags & VM_LOCKONFAULT:
+                addr = nend
+                continue
+            ok = self._populate_vma(vma, addr, nend)
+            if not ok and not ignore_errors:
+                return False
+            addr = nend
+        return True
+
+    def _populate_vma(self, vma: Vma, start: int, end: int) -> bool:
+        """populate_vma_page_range() in O(1): the fault side effects of touching every page
+        of ``[start, end)`` (the first fault decides the anon_vma; EOF and guard markers
+        stop the walk with -EFAULT)."""
+        if not (vma.flags & VM_ACCESS_FLAGS):
+            return False
+        write = (vma.flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+        guards = self.guards
+        if guards:
+            hit = next(iter(guards.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1)), None)
+            if hit is not None:
+                if hit > start >> PAGE_SHIFT and write:
+                    self.anon_vma_prepare(vma)
+                return False
+        if write:
+            self.anon_vma_prepare(vma)
+        f = vma.file
+        if f is not None:
+            eof = page_align(f.inode.size)
+            if (vma.pgoff_at(end - PAGE_SIZE) << PAGE_SHIFT) >= eof:
+                # some page lies past EOF; private copies already made still read fine
+                first_bad = vma.start + ((eof >> PAGE_SHIFT) - vma.pgoff << PAGE_SHIFT)
+                first_bad = max(first_bad, start)
+                pages = self.pages
+                a = first_bad
+                while a < end:
+                    if (a >> PAGE_SHIFT) not in pages:
+                        return False
+                    a += PAGE_SIZE
+        return True
+
+
+def _anon_vma_compatible(a: Vma, b: Vma) -> bool:
+    """anon_vma_compatible(): adjacent, same file, flags equal but for access bits,
+    contiguous page offsets."""
+    return (
+        a.end == b.start
+        and a.file is b.file
+        and a.name is None
+        and b.name is None
+        and not ((a.flags ^ b.flags) & ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY))
+        and b.pgoff == a.pgoff + ((b.start - a.start) >> PAGE_SHIFT)
+    )

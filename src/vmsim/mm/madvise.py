@@ -1,0 +1,290 @@
+"""madvise(2): mm/madvise.c of Linux 6.18.
+
+Advice that changes ``vm_flags`` goes through ``vma_modify`` (and so can split, and fail at
+the map_count limit, which madvise reports as EAGAIN); the rest acts on pages only.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from vmsim.constants import (
+    MADV_COLD,
+    MADV_COLLAPSE,
+    MADV_DODUMP,
+    MADV_DOFORK,
+    MADV_DONTDUMP,
+    MADV_DONTFORK,
+    MADV_DONTNEED,
+    MADV_DONTNEED_LOCKED,
+    MADV_FREE,
+    MADV_GUARD_INSTALL,
+    MADV_GUARD_REMOVE,
+    MADV_HUGEPAGE,
+    MADV_HWPOISON,
+    MADV_KEEPONFORK,
+    MADV_MERGEABLE,
+    MADV_NOHUGEPAGE,
+    MADV_NORMAL,
+    MADV_PAGEOUT,
+    MADV_POPULATE_READ,
+    MADV_POPULATE_WRITE,
+    MADV_RANDOM,
+    MADV_REMOVE,
+    MADV_SEQUENTIAL,
+    MADV_SOFT_OFFLINE,
+    MADV_UNMERGEABLE,
+    MADV_WILLNEED,
+    MADV_WIPEONFORK,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SIZE,
+)
+from vmsim.errors import BusError, Segfault, oserror
+from vmsim.mm.access import cow_page
+from vmsim.mm.core import U64, AddressSpace, page_align
+from vmsim.mm.flags import (
+    VM_DONTCOPY,
+    VM_DONTDUMP,
+    VM_DROPPABLE,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_IO,
+    VM_LOCKED,
+    VM_MAYBE_GUARD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_MERGEABLE,
+    VM_NOHUGEPAGE,
+    VM_PFNMAP,
+    VM_RAND_READ,
+    VM_SEALED,
+    VM_SEQ_READ,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_WIPEONFORK,
+    VM_WRITE,
+)
+from vmsim.mm.vma import Vma
+
+VALID_ADVICE = frozenset(
+    {
+        MADV_NORMAL,
+        MADV_RANDOM,
+        MADV_SEQUENTIAL,
+        MADV_WILLNEED,
+        MADV_DONTNEED,
+        MADV_DONTNEED_LOCKED,
+        MADV_FREE,
+        MADV_COLD,
+        MADV_PAGEOUT,
+        MADV_POPULATE_READ,
+        MADV_POPULATE_WRITE,
+        MADV_REMOVE,
+        MADV_DONTFORK,
+        MADV_DOFORK,
+        MADV_DONTDUMP,
+        MADV_DODUMP,
+        MADV_WIPEONFORK,
+        MADV_KEEPONFORK,
+        MADV_GUARD_INSTALL,
+        MADV_GUARD_REMOVE,
+        MADV_MERGEABLE,
+        MADV_UNMERGEABLE,
+        MADV_HUGEPAGE,
+        MADV_NOHUGEPAGE,
+        MADV_COLLAPSE,
+    }
+)
+# is_discard(): advice a sealed read-only anonymous VMA refuses
+_DISCARD = frozenset(
+    {
+        MADV_FREE,
+        MADV_DONTNEED,
+        MADV_DONTNEED_LOCKED,
+        MADV_REMOVE,
+        MADV_DONTFORK,
+        MADV_WIPEONFORK,
+        MADV_GUARD_INSTALL,
+    }
+)
+
+
+def do_madvise(mm: AddressSpace, start: int, len_in: int, behavior: int) -> None:
+    """do_madvise(): validate, then walk the VMAs; holes give ENOMEM at the end, after the
+    advice was applied to every mapped part."""
+    if behavior in (MADV_HWPOISON, MADV_SOFT_OFFLINE):
+        # memory-failure injection would poison real frames; not modelled
+        raise oserror(errno.EINVAL)
+    if behavior not in VALID_ADVICE:
+        raise oserror(errno.EINVAL)
+    if start & (PAGE_SIZE - 1):
+        raise oserror(errno.EINVAL)
+    length = page_align(len_in)
+    if len_in and not length:
+        raise oserror(errno.EINVAL)
+    end = start + length
+    if end > U64:
+        raise oserror(errno.EINVAL)
+    if end == start:
+        return
+    if behavior in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
+        _madvise_populate(mm, start, end, behavior == MADV_POPULATE_WRITE)
+        return
+    tree = mm.tree
+    unmapped_error = 0
+    vma = tree.find(start)
+    while True:
+        if vma is None:
+            raise oserror(errno.ENOMEM)
+        if start < vma.start:
+            unmapped_error = errno.ENOMEM
+            start = vma.start
+            if start >= end:
+                break
+        rend = min(vma.end, end)
+        vma = _madvise_vma(mm, vma, start, rend, behavior)
+        if rend < vma.end:
+            rend = vma.end
+        start = rend
+        if start >= end:
+            break
+        vma = tree.next(vma)
+    if unmapped_error:
+        raise oserror(unmapped_error)
+
+
+def _is_ro_anon(vma: Vma) -> bool:
+    return vma.file is None and not (vma.flags & VM_SHARED) and not (vma.flags & VM_WRITE)
+
+
+def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int) -> Vma:
+    """madvise_vma_behavior() for one VMA piece ``[start, end)``; returns the VMA the walk
+    continues after."""
+    if vma.flags & VM_SEALED and behavior in _DISCARD and _is_ro_anon(vma):
+        raise oserror(errno.EPERM)
+    flags = vma.flags
+    new = flags
+    if behavior == MADV_REMOVE:
+        if flags & VM_LOCKED:
+            raise oserror(errno.EINVAL)
+        if vma.file is None:
+            raise oserror(errno.EINVAL)
+        if not (flags & VM_SHARED and flags & VM_MAYWRITE):
+            raise oserror(errno.EACCES)
+        inode = vma.file.inode
+        for pg in range(vma.pgoff_at(start), vma.pgoff_at(end)):
+            inode.pages.pop(pg, None)
+        return vma
+    if behavior == MADV_WILLNEED:
+        return vma
+    if behavior in (MADV_COLD, MADV_PAGEOUT):
+        if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+            raise oserror(errno.EINVAL)
+        return vma
+    if behavior in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE):
+        forbidden = VM_PFNMAP
+        if behavior != MADV_DONTNEED_LOCKED:
+            forbidden |= VM_LOCKED
+        if flags & forbidden:
+            raise oserror(errno.EINVAL)
+        if behavior == MADV_FREE:
+            if not vma.is_anonymous or flags & VM_SHARED:
+                raise oserror(errno.EINVAL)
+            # lazily freed: contents stay until reclaim, which this model never forces
+            return vma
+        mm.zap_private(start, end)
+        return vma
+    if behavior == MADV_COLLAPSE:
+        if not vma.is_anonymous or flags & (VM_SHARED | VM_SPECIAL | VM_HUGETLB):
+            raise oserror(errno.EINVAL)
+        hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+        if hstart + PMD_SIZE > (end & ~(PMD_SIZE - 1)):
+            return vma
+        raise oserror(errno.EINVAL)
+    if behavior == MADV_GUARD_INSTALL:
+        if flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED):
+            raise oserror(errno.EINVAL)
+        vma.flags |= VM_MAYBE_GUARD
+        if vma.is_anonymous:
+            mm.anon_vma_prepare(vma)
+        mm.zap_private(start, end)
+        for pg in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            mm.guards[pg] = True
+        return vma
+    if behavior == MADV_GUARD_REMOVE:
+        if flags & (VM_SPECIAL | VM_HUGETLB):
+            raise oserror(errno.EINVAL)
+        mm.drop_guards(start, end)
+        return vma
+    if behavior == MADV_NORMAL:
+        new = flags & ~(VM_RAND_READ | VM_SEQ_READ)
+    elif behavior == MADV_SEQUENTIAL:
+        new = (flags & ~VM_RAND_READ) | VM_SEQ_READ
+    elif behavior == MADV_RANDOM:
+        new = (flags & ~VM_SEQ_READ) | VM_RAND_READ
+    elif behavior == MADV_DONTFORK:
+        new = flags | VM_DONTCOPY
+    elif behavior == MADV_DOFORK:
+        if flags & VM_IO:
+            raise oserror(errno.EINVAL)
+        new = flags & ~VM_DONTCOPY
+    elif behavior == MADV_WIPEONFORK:
+        if vma.file is not None or flags & VM_SHARED:
+            raise oserror(errno.EINVAL)
+        new = flags | VM_WIPEONFORK
+    elif behavior == MADV_KEEPONFORK:
+        if flags & VM_DROPPABLE:
+            raise oserror(errno.EINVAL)
+        new = flags & ~VM_WIPEONFORK
+    elif behavior == MADV_DONTDUMP:
+        new = flags | VM_DONTDUMP
+    elif behavior == MADV_DODUMP:
+        if (flags & VM_SPECIAL and not flags & VM_HUGETLB) or flags & VM_DROPPABLE:
+            raise oserror(errno.EINVAL)
+        new = flags & ~VM_DONTDUMP
+    elif behavior == MADV_MERGEABLE:
+        # ksm_madvise(): only VMAs KSM can handle get VM_MERGEABLE; others are left as is
+        if not flags & (VM_SHARED | VM_MAYSHARE | VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
+            new = flags | VM_MERGEABLE
+    elif behavior == MADV_UNMERGEABLE:
+        new = flags & ~VM_MERGEABLE
+    elif behavior == MADV_HUGEPAGE:
+        new = (flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
+    elif behavior == MADV_NOHUGEPAGE:
+        new = (flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
+    if new == flags:
+        return vma
+    try:
+        return mm.vma_modify(vma, start, end, new)
+    except OSError as e:
+        if e.errno == errno.ENOMEM:
+            raise oserror(errno.EAGAIN) from None
+        raise
+
+
+def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> None:
+    """madvise_populate(): fault every page in like a user access would (with FOLL_WRITE for
+    POPULATE_WRITE); holes give ENOMEM, inaccessible VMAs EINVAL, SIGBUS/guards EFAULT."""
+    tree = mm.tree
+    addr = start
+    while addr < end:
+        vma = tree.lookup(addr)
+        if vma is None:
+            raise oserror(errno.ENOMEM)
+        if vma.flags & (VM_IO | VM_PFNMAP):
+            raise oserror(errno.EINVAL)
+        access = VM_WRITE if write else 0x1
+        if not (vma.flags & access):
+            raise oserror(errno.EINVAL)
+        nend = min(end, vma.end)
+        a = addr
+        try:
+            while a < nend:
+                mm.fault(vma, a, write)
+                if write and not (vma.flags & VM_SHARED) and vma.file is not None:
+                    cow_page(mm, vma, a)
+                a += PAGE_SIZE
+        except (BusError, Segfault):
+            raise oserror(errno.EFAULT) from None
+        addr = nend

@@ -1,0 +1,206 @@
+"""mprotect(2) (mm/mprotect.c), mlock(2)/munlock(2) (mm/mlock.c) and mseal(2) (mm/mseal.c).
+
+Each walks the VMAs of the range left to right and changes their flags through
+``AddressSpace.vma_modify`` (merge with a neighbour, or split); an error part-way leaves the
+VMAs already handled changed, as in the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from vmsim.constants import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PROT_EXEC,
+    PROT_GROWSDOWN,
+    PROT_GROWSUP,
+    PROT_READ,
+    PROT_SEM,
+    PROT_WRITE,
+)
+from vmsim.errors import oserror
+from vmsim.mm.core import U64, AddressSpace, page_align
+from vmsim.mm.flags import (
+    VM_ACCESS_FLAGS,
+    VM_ACCOUNT,
+    VM_DROPPABLE,
+    VM_GROWSDOWN,
+    VM_HUGETLB,
+    VM_LOCKED,
+    VM_LOCKED_MASK,
+    VM_NORESERVE,
+    VM_SEALED,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_WRITE,
+    calc_vm_prot_bits,
+)
+from vmsim.mm.vma import Vma
+
+
+def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
+    """do_mprotect_pkey() with pkey -1."""
+    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
+    if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
+        raise oserror(errno.EINVAL)
+    if start & (PAGE_SIZE - 1):
+        raise oserror(errno.EINVAL)
+    if not length:
+        return
+    length = page_align(length)
+    end = (start + length) & U64
+    if end <= start:
+        raise oserror(errno.ENOMEM)
+    if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
+        raise oserror(errno.EINVAL)
+    tree = mm.tree
+    vma = tree.find(start)
+    if vma is None or vma.start >= end:
+        raise oserror(errno.ENOMEM)
+    if grows & PROT_GROWSDOWN:
+        start = vma.start
+        if not (vma.flags & VM_GROWSDOWN):
+            raise oserror(errno.EINVAL)
+    else:
+        if vma.start > start:
+            raise oserror(errno.ENOMEM)
+        if grows & PROT_GROWSUP:
+            raise oserror(errno.EINVAL)
+    nstart = start
+    tmp = vma.start
+    newprot = calc_vm_prot_bits(prot)
+    cur: Vma | None = vma
+    while cur is not None and cur.start < end:
+        if cur.start != tmp:
+            raise oserror(errno.ENOMEM)
+        newflags = newprot | (cur.flags & ~VM_ACCESS_FLAGS)
+        # VM_MAY* shifted right by 4 must allow every requested access bit
+        if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+            raise oserror(errno.EACCES)
+        tmp = min(cur.end, end)
+        cur = mprotect_fixup(mm, cur, nstart, tmp, newflags)
+        tmp = cur.end
+        nstart = tmp
+        cur = tree.next(cur)
+    if tmp < end:
+        raise oserror(errno.ENOMEM)
+
+
+def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+    """mprotect_fixup(): VM_ACCOUNT follows write permission, then the flags change."""
+    if vma.flags & VM_SEALED:
+        raise oserror(errno.EPERM)
+    oldflags = vma.flags
+    if newflags == oldflags:
+        return vma
+    nrpages = (end - start) >> PAGE_SHIFT
+    charged = 0
+    if newflags & VM_WRITE:
+        if not (oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE)):
+            if not mm.vm_enough_memory(nrpages):
+                raise oserror(errno.ENOMEM)
+            charged = nrpages
+            newflags |= VM_ACCOUNT
+    elif oldflags & VM_ACCOUNT and vma.is_anonymous and vma.anon_vma is None:
+        newflags &= ~VM_ACCOUNT
+    try:
+        vma = mm.vma_modify(vma, start, end, newflags)
+    except OSError:
+        mm.vm_unacct(charged)
+        raise
+    if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
+        mm.vm_unacct(nrpages)
+    return vma
+
+
+# ------------------------------------------------------------------- mlock
+def do_mlock(mm: AddressSpace, start: int, length: int, lockflags: int) -> None:
+    """do_mlock(): start rounded down, length rounded up over the page offset; the range is
+    locked VMA by VMA, then populated (a PROT_NONE or unpopulatable VMA makes mlock fail
+    with ENOMEM after it has been marked locked)."""
+    length = page_align(length + (start & (PAGE_SIZE - 1)))
+    start &= ~(PAGE_SIZE - 1)
+    apply_vma_lock_flags(mm, start, length, lockflags)
+    end = start + length
+    if length and not mm.populate(start, end, ignore_errors=False):
+        raise oserror(errno.ENOMEM)
+
+
+def do_munlock(mm: AddressSpace, start: int, length: int) -> None:
+    length = page_align(length + (start & (PAGE_SIZE - 1)))
+    start &= ~(PAGE_SIZE - 1)
+    apply_vma_lock_flags(mm, start, length, 0)
+
+
+def apply_vma_lock_flags(mm: AddressSpace, start: int, length: int, lockflags: int) -> None:
+    end = start + length
+    if end > U64:
+        raise oserror(errno.EINVAL)
+    if end == start:
+        return
+    tree = mm.tree
+    vma = tree.lookup(start)
+    if vma is None:
+        raise oserror(errno.ENOMEM)
+    nstart = start
+    tmp = vma.start
+    cur: Vma | None = vma
+    while cur is not None and cur.start < end:
+        if cur.start != tmp:
+            raise oserror(errno.ENOMEM)
+        newflags = (cur.flags & ~VM_LOCKED_MASK) | lockflags
+        tmp = min(cur.end, end)
+        cur = mlock_fixup(mm, cur, nstart, tmp, newflags)
+        tmp = cur.end
+        nstart = tmp
+        cur = tree.next(cur)
+    if tmp < end:
+        raise oserror(errno.ENOMEM)
+
+
+def mlock_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+    oldflags = vma.flags
+    if newflags == oldflags or oldflags & (VM_SPECIAL | VM_DROPPABLE | VM_HUGETLB):
+        return vma
+    vma = mm.vma_modify(vma, start, end, newflags)
+    nr = (end - start) >> PAGE_SHIFT
+    if not (newflags & VM_LOCKED):
+        mm.locked_vm -= nr
+    elif not (oldflags & VM_LOCKED):
+        mm.locked_vm += nr
+    return vma
+
+
+# ------------------------------------------------------------------- mseal
+def do_mseal(mm: AddressSpace, start: int, length: int, flags: int) -> None:
+    """do_mseal(): the whole range must be mapped (checked before any change)."""
+    if flags:
+        raise oserror(errno.EINVAL)
+    if start & (PAGE_SIZE - 1):
+        raise oserror(errno.EINVAL)
+    aligned = page_align(length)
+    if length and not aligned:
+        raise oserror(errno.EINVAL)
+    end = start + aligned
+    if end > U64:
+        raise oserror(errno.EINVAL)
+    if end == start:
+        return
+    tree = mm.tree
+    prev_end = start
+    for v in tree.range(start, end):
+        if v.start > prev_end:
+            raise oserror(errno.ENOMEM)
+        prev_end = v.end
+    if prev_end < end:
+        raise oserror(errno.ENOMEM)
+    curr_start = start
+    cur = tree.lookup(start)
+    while cur is not None and cur.start < end:
+        curr_end = min(cur.end, end)
+        if not (cur.flags & VM_SEALED):
+            cur = mm.vma_modify(cur, curr_start, curr_end, cur.flags | VM_SEALED)
+        curr_start = curr_end
+        cur = tree.next(cur)

@@ -1,0 +1,133 @@
+"""The VMA and the objects a VMA points at: open files and anon_vmas.
+
+Mirrors ``struct vm_area_struct`` (include/linux/mm_types.h) with only the fields that decide
+Linux's behaviour: the range, ``vm_flags``, ``vm_pgoff``, ``vm_file`` and the anon_vma state
+that governs merging (``anon_vma`` and whether the ``anon_vma_chain`` is singular).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from vmsim.constants import PAGE_SHIFT
+
+_anon_ids = itertools.count(1)
+
+
+class AnonVma:
+    """Identity of an ``struct anon_vma``: created by the first write fault of a private VMA."""
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id = next(_anon_ids)
+
+    def __repr__(self) -> str:
+        return f"AnonVma#{self.id}"
+
+
+@dataclass(eq=False)
+class Inode:
+    """A file's contents and identity (``struct inode``): shared by every open of the file.
+
+    ``pages`` holds 4 KiB pages of data by page offset; absent pages read as zeros (a hole).
+    """
+
+    path: str
+    dev: tuple[int, int] = (0, 0)
+    ino: int = 0
+    size: int = 0
+    pages: dict[int, bytearray] = field(default_factory=dict)
+    shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here
+    deleted: bool = False  # name shown with " (deleted)"
+
+
+@dataclass(eq=False)
+class OpenFile:
+    """An open file description (``struct file``): two open()s of one inode never merge."""
+
+    inode: Inode
+    readable: bool = True
+    writable: bool = True
+    noexec: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.inode.path + (" (deleted)" if self.inode.deleted else "")
+
+
+class Vma:
+    """One virtual memory area ``[start, end)``.
+
+    Invariants (checked by ``AddressSpace.check()`` in tests): page-aligned, ``start < end``,
+    no overlap with any other VMA of its mm. ``anon_singular`` is False for a VMA whose
+    anon_vma_chain has more than one entry (inherited through fork): such a VMA never merges
+    with a neighbour that would have to adopt its anon_vma.
+    """
+
+    __slots__ = (
+        "anon_singular",
+        "anon_vma",
+        "end",
+        "file",
+        "flags",
+        "name",
+        "pgoff",
+        "start",
+    )
+
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        flags: int,
+        pgoff: int,
+        file: OpenFile | None = None,
+        anon_vma: AnonVma | None = None,
+        anon_singular: bool = True,
+        name: str | None = None,
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.flags = flags
+        self.pgoff = pgoff
+        self.file = file
+        self.anon_vma = anon_vma
+        self.anon_singular = anon_singular
+        # vm_ops->name() of a special mapping ([vdso], [vvar], ...): never merges (VM_SPECIAL)
+        self.name = name
+
+    def copy(self) -> Vma:
+        return Vma(
+            self.start,
+            self.end,
+            self.flags,
+            self.pgoff,
+            self.file,
+            self.anon_vma,
+            self.anon_singular,
+            self.name,
+        )
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) >> PAGE_SHIFT
+
+    def pgoff_at(self, addr: int) -> int:
+        """vma_pgoff_offset(): the file page offset that ``addr`` maps."""
+        return self.pgoff + ((addr - self.start) >> PAGE_SHIFT)
+
+    @property
+    def is_anonymous(self) -> bool:
+        """vma_is_anonymous(): no file and not a special mapping."""
+        return self.file is None and self.name is None
+
+    def __repr__(self) -> str:
+        from vmsim.mm.flags import vmflags_text
+
+        who = self.file.name if self.file else (self.name or "anon")
+        return (
+            f"Vma({self.start:#x}-{self.end:#x} {vmflags_text(self.flags).strip()} "
+            f"pgoff={self.pgoff:#x} {who} {self.anon_vma})"
+        )
