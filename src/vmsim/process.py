@@ -194,7 +194,7 @@ class Process:
                     child_mm.pages[k] = bytearray(parent.pages[k])
             for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):
                 child_mm.guards[k] = True
-            child_mm.tree.insert(c)
+            child_mm.tree.insert_new(c)
         child = self.machine._adopt(child_mm)
         child.files = dict(self.files)
         return child

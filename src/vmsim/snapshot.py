@@ -167,7 +167,7 @@ def build(mm: AddressSpace, entries: list[MapsEntry], next_ino: list[int]) -> No
         )
         if has_anon and special is None and not (flags & VM_SHARED):
             vma.anon_vma = AnonVma()
-        mm.tree.insert(vma)
+        mm.tree.insert_new(vma)
         if e.name == "[heap]":
             heap = vma
         elif e.name == "[stack]":

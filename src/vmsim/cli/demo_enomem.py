@@ -166,7 +166,10 @@ def story(max_map_count: int, progress: ProgressFn | None = None) -> Iterator[St
         map_count_before=mapped,
         map_count=count,
         max_map_count=limit,
-        explain="read-only page in the middle of the region: 1 VMA becomes 3, +2",
+        explain=(
+            "read-only page in the middle of the region: 1 VMA becomes 3 (two splits), "
+            f"{count - mapped:+d} VMAs"
+        ),
         detail=(
             "A VMA has one protection, so changing one page in its middle cuts it in three: "
             "rw- | r-- | rw-. split_vma() runs twice and each split costs one VMA. Allocators, "
@@ -219,7 +222,7 @@ def story(max_map_count: int, progress: ProgressFn | None = None) -> Iterator[St
         explain=(
             f"{calls:,} mprotect calls ({middle:,} middle splits at +2"
             + (f", {edge} edge split at +1" if edge else "")
-            + f"): map_count = {full:,} = max_map_count"
+            + f"): map_count {full:,}, max_map_count {limit:,}"
         ),
         detail=(
             f"Every other page of the region is now read-only. The process holds {full:,} "
@@ -260,8 +263,8 @@ def story(max_map_count: int, progress: ProgressFn | None = None) -> Iterator[St
         map_count=after,
         max_map_count=limit,
         explain=(
-            "munmap of a page strictly inside a VMA must split it (+1); "
-            f"map_count {full:,} >= max_map_count {limit:,}, so: {failed_errno or 'succeeded'}"
+            "munmap of a page strictly inside a VMA must split it (one more VMA); "
+            f"map_count {full:,} >= max_map_count {limit:,}: {failed_errno or 'succeeded'}"
         ),
         detail=(
             f"The page at {_fmt(hole)} lies strictly inside the VMA "
@@ -291,7 +294,7 @@ def story(max_map_count: int, progress: ProgressFn | None = None) -> Iterator[St
         map_count_before=after,
         map_count=freed,
         max_map_count=limit,
-        explain="munmap of one whole VMA needs no split, so no check: map_count -1",
+        explain=f"munmap of one whole VMA needs no split, so no check: {freed - after:+d} VMA",
         detail=(
             "Removing a whole VMA (or trimming one at its edge) never needs a new VMA, so "
             "the kernel does not check the limit. One slot is free again."

@@ -46,6 +46,7 @@ def find_vma_for_access(mm: AddressSpace, addr: int, stack_limit: int) -> Vma:
         raise Segfault(addr, SEGV_MAPERR)
     mm.anon_vma_prepare(vma)
     grow = (vma.start - new_start) >> PAGE_SHIFT
+    mm.tree.occupy(new_start, vma.start)
     mm.tree.move_start(vma, new_start)
     vma.pgoff -= grow
     return vma

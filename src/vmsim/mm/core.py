@@ -130,6 +130,15 @@ class AddressSpace:
             assert vma.start % PAGE_SIZE == 0 and vma.end % PAGE_SIZE == 0, vma
             assert vma.start >= last_end, vma
             last_end = vma.end
+        # the free-space index is exactly the complement of the VMAs
+        expect = []
+        cursor = 0
+        for vma in self.tree:
+            if vma.start > cursor:
+                expect.append((cursor, vma.start))
+            cursor = vma.end
+        expect.append((cursor, 1 << 64))
+        assert self.tree.free.ranges() == expect, "free-space index out of step"
 
     # ----------------------------------------------------------- accounting
     def vm_enough_memory(self, pages: int) -> bool:
@@ -240,6 +249,8 @@ class AddressSpace:
                 can_right = prev.anon_vma is nxt.anon_vma
         tree = self.tree
         sticky = flags & VM_MAYBE_GUARD
+        if can_left or can_right:
+            tree.occupy(start, end)
         if can_left:
             assert prev is not None
             if can_right:
@@ -374,7 +385,7 @@ class AddressSpace:
         """vms_complete_munmap_vmas(): drop the VMAs, their pages, accounting and locks."""
         tree = self.tree
         for v in vmas:
-            tree.remove(v)
+            tree.remove_unmapped(v)
             if v.flags & VM_ACCOUNT:
                 self.vm_unacct(v.pages)
             if v.flags & VM_LOCKED:

@@ -82,20 +82,16 @@ MAX_LFS_FILESIZE = (1 << 63) - 1
 # ------------------------------------------------------------------ placement
 def _highest_gap(mm: AddressSpace, length: int, low: int, high: int) -> tuple[int, int] | None:
     """mas_empty_area_rev(): the highest free ``[gs, ge)`` inside ``[low, high)`` with
-    ``ge - gs >= length``."""
+    ``ge - gs >= length``; walks the free ranges (not the VMAs) down from ``high``."""
     if high <= low or high - low < length:
         return None
-    gap_end = high
-    for vma in mm.tree.items_from(high, reverse=True):
-        if vma.end < gap_end:
-            gs = max(vma.end, low)
-            if gap_end - gs >= length:
-                return gs, gap_end
-        gap_end = min(gap_end, vma.start)
-        if gap_end <= low or gap_end - low < length:
+    for fs, fe in mm.tree.free.descending(high):
+        if fe <= low:
             return None
-    if gap_end - low >= length:
-        return low, gap_end
+        ge = min(fe, high)
+        gs = max(fs, low)
+        if ge - gs >= length:
+            return gs, ge
     return None
 
 
@@ -103,19 +99,13 @@ def _lowest_gap(mm: AddressSpace, length: int, low: int, high: int) -> tuple[int
     """mas_empty_area(): the lowest free ``[gs, ge)`` inside ``[low, high)`` of ``length``."""
     if high <= low or high - low < length:
         return None
-    gap_start = low
-    before = mm.tree.prev_of(low)
-    if before is not None and before.end > gap_start:
-        gap_start = before.end
-    for vma in mm.tree.items_from(low):
-        ge = min(vma.start, high)
-        if ge - gap_start >= length:
-            return gap_start, ge
-        gap_start = max(gap_start, vma.end)
-        if gap_start >= high:
+    for fs, fe in mm.tree.free.ascending(low):
+        gs = max(fs, low)
+        if gs >= high:
             return None
-    if high - gap_start >= length:
-        return gap_start, high
+        ge = min(fe, high)
+        if ge - gs >= length:
+            return gs, ge
     return None
 
 
@@ -411,7 +401,7 @@ def mmap_region(
         vma = mm.merge_new_range(addr, end, vm_flags, file, pgoff, prev, nxt)
     if vma is None:
         vma = Vma(addr, end, vm_flags, pgoff, file)
-        tree.insert(vma)
+        tree.insert_new(vma)
     if vm_flags & VM_LOCKED:
         if vm_flags & VM_SPECIAL:
             vma.flags &= ~VM_LOCKED_MASK
@@ -480,7 +470,7 @@ def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int) -> b
         )
         if merged is not None:
             return True
-    mm.tree.insert(Vma(addr, addr + length, flags, addr >> PAGE_SHIFT))
+    mm.tree.insert_new(Vma(addr, addr + length, flags, addr >> PAGE_SHIFT))
     return True
 
 

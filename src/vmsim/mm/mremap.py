@@ -274,7 +274,7 @@ def _copy_vma(mm: AddressSpace, vma: Vma, addr: int, length: int, pgoff: int) ->
         return merged
     new = vma.copy()
     new.start, new.end, new.pgoff = addr, addr + length, pgoff
-    tree.insert(new)
+    tree.insert_new(new)
     return new
 
 

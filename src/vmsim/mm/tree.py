@@ -1,64 +1,202 @@
-"""The per-mm set of VMAs, ordered by address (the kernel's maple tree).
+"""The per-mm set of VMAs, ordered by address (the kernel's maple tree), and the free gaps
+between them (which the maple tree also keeps, for O(log n) mmap placement).
 
-Every lookup is O(log n): the VMAs live in a ``SortedDict`` keyed by ``vm_start``.
+Lookups are two bisections: VMA starts live in a ``SortedList`` and the VMAs in a dict keyed
+by start. The floor/ceiling searches read the SortedList's sublists (``_lists``/``_maxes``,
+stable internals of the pinned sortedcontainers 2.4.0) so that no positional index has to be
+rebuilt after every insert: that index made lookups slower as the tree grew.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedList
 
 from vmsim.mm.vma import Vma
 
 
-class VmaTree:
-    """Sorted, non-overlapping VMAs. ``len(tree)`` is the mm's ``map_count``."""
+class _Ordered:
+    """A sorted set of ints with fast floor/ceiling (shared by VMA starts and gap starts)."""
 
-    __slots__ = ("_keys", "_map")
+    __slots__ = ("sl",)
 
     def __init__(self) -> None:
-        self._map: SortedDict = SortedDict()
-        self._keys = self._map.keys()
+        self.sl = SortedList()
+
+    def floor(self, x: int) -> int | None:
+        """Largest key <= x."""
+        maxes = self.sl._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, x)
+        lists = self.sl._lists
+        if pos == len(maxes):
+            k: int = lists[-1][-1]
+            return k
+        sub = lists[pos]
+        i = bisect_right(sub, x)
+        if i:
+            k = sub[i - 1]
+            return k
+        if pos:
+            k = lists[pos - 1][-1]
+            return k
+        return None
+
+    def ceil(self, x: int) -> int | None:
+        """Smallest key >= x."""
+        maxes = self.sl._maxes
+        pos = bisect_left(maxes, x)
+        if pos == len(maxes):
+            return None
+        sub = self.sl._lists[pos]
+        k: int = sub[bisect_left(sub, x)]
+        return k
+
+    def higher(self, x: int) -> int | None:
+        """Smallest key > x."""
+        maxes = self.sl._maxes
+        pos = bisect_right(maxes, x)
+        if pos == len(maxes):
+            return None
+        sub = self.sl._lists[pos]
+        k: int = sub[bisect_right(sub, x)]
+        return k
+
+
+class FreeSpace:
+    """The free ranges of an address space, ``[start, end)`` keyed by start, coalesced.
+
+    Kept in step with the VMA tree through ``occupy``/``release`` at the few places where
+    the mapped space changes (a new VMA, a merge into free space, an unmap, stack growth).
+    """
+
+    __slots__ = ("_ends", "_keys")
+
+    def __init__(self, limit: int) -> None:
+        self._keys = _Ordered()
+        self._ends: dict[int, int] = {}
+        self._add(0, limit)
+
+    def _add(self, start: int, end: int) -> None:
+        self._keys.sl.add(start)
+        self._ends[start] = end
+
+    def _drop(self, start: int) -> int:
+        self._keys.sl.remove(start)
+        return self._ends.pop(start)
+
+    def occupy(self, start: int, end: int) -> None:
+        """Mark ``[start, end)`` mapped; it must lie inside one free range."""
+        fs = self._keys.floor(start)
+        assert fs is not None, (hex(start), hex(end))
+        fe = self._drop(fs)
+        assert fe >= end, (hex(start), hex(end), hex(fs), hex(fe))
+        if fs < start:
+            self._add(fs, start)
+        if end < fe:
+            self._add(end, fe)
+
+    def release(self, start: int, end: int) -> None:
+        """Mark ``[start, end)`` free, merging with free neighbours."""
+        before = self._keys.floor(start - 1) if start else None
+        if before is not None and self._ends[before] == start:
+            start = before
+            self._drop(before)
+        after_end = self._ends.get(end)
+        if after_end is not None:
+            self._drop(end)
+            end = after_end
+        self._add(start, end)
+
+    def descending(self, below: int) -> Iterator[tuple[int, int]]:
+        """Free ranges starting below ``below``, highest first."""
+        sl = self._keys.sl
+        for s in sl.irange(maximum=below, inclusive=(True, False), reverse=True):
+            yield s, self._ends[s]
+
+    def ascending(self, start: int) -> Iterator[tuple[int, int]]:
+        """Free ranges ending above ``start``, lowest first."""
+        sl = self._keys.sl
+        first = self._keys.floor(start)
+        lo = first if first is not None else start
+        for s in sl.irange(minimum=lo):
+            yield s, self._ends[s]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return [(s, self._ends[s]) for s in self._keys.sl]
+
+
+class VmaTree:
+    """Sorted, non-overlapping VMAs. ``len(tree)`` is the mm's ``map_count``.
+
+    ``insert``/``remove`` keep the free-space index unchanged (splits and merges of space
+    that is already mapped); ``insert_new``/``remove_unmapped`` and ``occupy`` change it.
+    """
+
+    __slots__ = ("_keys", "_vmas", "free")
+
+    def __init__(self, limit: int = 1 << 64) -> None:
+        self._keys = _Ordered()
+        self._vmas: dict[int, Vma] = {}
+        self.free = FreeSpace(limit)
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._vmas)
 
     def __iter__(self) -> Iterator[Vma]:
-        return iter(self._map.values())
+        vmas = self._vmas
+        return (vmas[s] for s in self._keys.sl)
 
+    # -------------------------------------------------------------- updates
     def insert(self, vma: Vma) -> None:
-        self._map[vma.start] = vma
+        self._keys.sl.add(vma.start)
+        self._vmas[vma.start] = vma
 
     def remove(self, vma: Vma) -> None:
-        del self._map[vma.start]
+        self._keys.sl.remove(vma.start)
+        del self._vmas[vma.start]
+
+    def insert_new(self, vma: Vma) -> None:
+        """Insert a VMA over free space."""
+        self.free.occupy(vma.start, vma.end)
+        self.insert(vma)
+
+    def remove_unmapped(self, vma: Vma) -> None:
+        """Remove a VMA whose range becomes free."""
+        self.remove(vma)
+        self.free.release(vma.start, vma.end)
+
+    def occupy(self, start: int, end: int) -> None:
+        """A VMA grew over the free range ``[start, end)``."""
+        self.free.occupy(start, end)
 
     def move_start(self, vma: Vma, new_start: int) -> None:
-        """Change ``vma.start`` keeping the index consistent."""
-        del self._map[vma.start]
+        """Change ``vma.start`` keeping the index consistent (space unchanged)."""
+        self.remove(vma)
         vma.start = new_start
-        self._map[new_start] = vma
+        self.insert(vma)
 
+    # -------------------------------------------------------------- lookups
     def find(self, addr: int) -> Vma | None:
         """find_vma(): the first VMA with ``end > addr``."""
-        m = self._map
-        i = m.bisect_right(addr) - 1
-        if i >= 0:
-            vma: Vma = m[self._keys[i]]
+        k = self._keys.floor(addr)
+        if k is not None:
+            vma = self._vmas[k]
             if vma.end > addr:
                 return vma
-        i += 1
-        if i < len(m):
-            nxt: Vma = m[self._keys[i]]
-            return nxt
-        return None
+            k = self._keys.higher(k)
+        else:
+            k = self._keys.ceil(addr)
+        return self._vmas[k] if k is not None else None
 
     def lookup(self, addr: int) -> Vma | None:
         """vma_lookup(): the VMA containing ``addr``."""
-        m = self._map
-        i = m.bisect_right(addr) - 1
-        if i >= 0:
-            vma: Vma = m[self._keys[i]]
+        k = self._keys.floor(addr)
+        if k is not None:
+            vma = self._vmas[k]
             if vma.end > addr:
                 return vma
         return None
@@ -72,60 +210,45 @@ class VmaTree:
 
     def prev(self, vma: Vma) -> Vma | None:
         """The VMA before ``vma`` (not necessarily adjacent)."""
-        i = self._map.bisect_left(vma.start) - 1
-        if i >= 0:
-            p: Vma = self._map[self._keys[i]]
-            return p
-        return None
+        return self.prev_of(vma.start)
 
     def next(self, vma: Vma) -> Vma | None:
         """The VMA after ``vma`` (not necessarily adjacent)."""
-        i = self._map.bisect_right(vma.start)
-        if i < len(self._map):
-            n: Vma = self._map[self._keys[i]]
-            return n
-        return None
+        k = self._keys.higher(vma.start)
+        return self._vmas[k] if k is not None else None
 
     def prev_of(self, addr: int) -> Vma | None:
         """The last VMA that starts below ``addr``."""
-        i = self._map.bisect_left(addr) - 1
-        if i >= 0:
-            p: Vma = self._map[self._keys[i]]
-            return p
-        return None
+        if addr <= 0:
+            return None
+        k = self._keys.floor(addr - 1)
+        return self._vmas[k] if k is not None else None
 
     def range(self, start: int, end: int) -> list[Vma]:
         """All VMAs overlapping ``[start, end)``, in address order."""
         first = self.find(start)
         if first is None or first.start >= end:
             return []
+        vmas = self._vmas
         out = [first]
-        m = self._map
-        for key in m.irange(first.start, end, inclusive=(False, False)):
-            out.append(m[key])
+        for key in self._keys.sl.irange(first.start, end, inclusive=(False, False)):
+            out.append(vmas[key])
         return out
 
-    def highest_below(self, addr: int) -> Vma | None:
-        """The VMA with the greatest start below ``addr``."""
-        return self.prev_of(addr)
-
     def first(self) -> Vma | None:
-        if not self._map:
-            return None
-        v: Vma = self._map.peekitem(0)[1]
-        return v
+        sl = self._keys.sl
+        return self._vmas[sl[0]] if sl else None
 
     def last(self) -> Vma | None:
-        if not self._map:
-            return None
-        v: Vma = self._map.peekitem(-1)[1]
-        return v
+        sl = self._keys.sl
+        return self._vmas[sl[-1]] if sl else None
 
     def items_from(self, addr: int, reverse: bool = False) -> Iterator[Vma]:
-        m = self._map
+        vmas = self._vmas
+        sl = self._keys.sl
         if reverse:
-            for key in m.irange(maximum=addr, inclusive=(True, False), reverse=True):
-                yield m[key]
+            for key in sl.irange(maximum=addr, inclusive=(True, False), reverse=True):
+                yield vmas[key]
         else:
-            for key in m.irange(minimum=addr):
-                yield m[key]
+            for key in sl.irange(minimum=addr):
+                yield vmas[key]
