@@ -70,6 +70,12 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def _centre(win: dict[str, int]) -> int:
+    """The window's target if the window covers it (it may not if the region ran out)."""
+    lo, hi = win["map_count_from"], win["map_count_to"]
+    return win["target"] if lo <= win["target"] <= hi else (lo + hi) // 2
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -120,7 +126,7 @@ def render(console: Console, summary: dict[str, Any]) -> None:
     for key in ("low", "high"):
         win = summary["scaling"]["vmsim"][key]
         scaling.add_column(
-            f"at ~{win['target']:,} VMAs\n({win['map_count_from']:,}..{win['map_count_to']:,})",
+            f"at ~{_centre(win):,} VMAs\n({win['map_count_from']:,}..{win['map_count_to']:,})",
             justify="right",
         )
     scaling.add_column(f"ratio (target <= {SCALING_TARGET:.0f}x)", justify="right")
@@ -160,5 +166,9 @@ def render(console: Console, summary: dict[str, Any]) -> None:
         agree = "-" if k is None else ("[green]yes[/green]" if k == v else "[red]NO[/red]")
         counts.add_row(label, _cell(k), _cell(v), agree)
     console.print(counts)
+    if not sim["fill_errno"]:
+        console.print(
+            "[yellow]the region ran out before the limit:[/yellow] use --pages >= 2 x max_map_count"
+        )
     if summary["kernel_skipped"]:
         console.print(f"[yellow]kernel side skipped:[/yellow] {summary['kernel_skipped']}")

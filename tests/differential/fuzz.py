@@ -5,7 +5,7 @@ and middles of existing VMAs, spans across several, pgoff-contiguous memfd offse
 only emits calls that cannot hurt the child interpreter: every range that a call could modify
 must avoid the VMAs that existed when the sequence started (the interpreter, its heap up to the
 break it started with, libraries, stack, the floor).  Absurd arguments are only emitted in forms
-the kernel rejects before touching anything.  See ``Runner`` for the comparison loop.
+the kernel rejects before touching anything.  ``run_calls`` is the comparison loop.
 """
 
 from __future__ import annotations
@@ -177,6 +177,13 @@ def unsafe(call: Call, snap: Snapshot, guard: Guard) -> str | None:
     for s, e in ranges:
         if guard.hits(s, e):
             return f"touches protected range {s:#x}-{e:#x}"
+    if call.name == "read":
+        s, e = ranges[0]
+        for v in snap.vmas:
+            if v.start < e and s < v.end and v.perms[0] == "-" and v.perms[1:3] != "--":
+                # GUP reads need VM_READ, but on x86 without pkeys a CPU read of a write- or
+                # exec-only page succeeds: the child could not show what a user read does.
+                return "read of a w/x-only VMA (GUP and the CPU disagree)"
     if call.name in ("read", "write"):
         # GUP (process_vm_*) never grows a VM_GROWSDOWN VMA; a real access would.  Skip accesses
         # that hit an unmapped page whose next VMA up grows down.
@@ -663,6 +670,11 @@ def run_calls(
                     return res
                 res.problems = compare_state(k_maps, k_smaps, o_maps, o_smaps)
                 if res.problems:
+                    return res
+                k_count = k_maps.count("\n") - 1  # minus [vsyscall], the gate VMA
+                o_count = other.map_count
+                if o_count != k_count:
+                    res.problems.append(f"map_count differs: kernel {k_count}, other {o_count}")
                     return res
             snap = Snapshot.read(k_maps, k_smaps)
         return res

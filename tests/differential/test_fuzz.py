@@ -3,7 +3,7 @@
 Each sequence has a seed (test id ``seed_N``) and runs in a fresh child without ASLR, so a
 failure reproduces exactly:
 
-    pytest tests/differential/test_fuzz.py -k seed_123        # one of the default seeds
+    pytest tests/differential/test_fuzz.py -k "seed_123 and not long"   # a default seed
     VMSIM_FUZZ_SEED=123456 pytest tests/differential/test_fuzz.py -k vmsim   # any seed
 
 Knobs: VMSIM_FUZZ_SEQS (number of sequences, default 320), VMSIM_FUZZ_CALLS (calls per
@@ -34,7 +34,7 @@ SEEDS = [int(ONE_SEED)] if ONE_SEED else list(range(START, START + SEQS))
 Factory = Callable[[LiveChild, str], Any]
 
 
-@pytest.mark.parametrize("seed", [7, 99, 1234, 31337, 424242], ids=lambda s: f"seed_{s}")
+@pytest.mark.parametrize("seed", [7, 99, 1234, 31337, 424242], ids=lambda s: f"twin{s}")
 def test_harness_kernel_vs_kernel(seed: int, make_twin: Factory) -> None:
     """Sanity check of the harness itself: two identical children must never disagree."""
     res = run_calls(None, make_twin, seed=seed, ncalls=CALLS)
@@ -49,4 +49,18 @@ def test_vmsim_matches_kernel(seed: int, make_sim: Factory) -> None:
     assert res.invalid is None, res.invalid
     assert res.ok, res.report(
         "vmsim", f"VMSIM_FUZZ_SEED={seed} pytest tests/differential/test_fuzz.py -k vmsim"
+    )
+
+
+LONG_SEEDS = list(range(900_000, 900_000 + int(os.environ.get("VMSIM_FUZZ_LONG_SEQS", "24"))))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", LONG_SEEDS, ids=lambda s: f"long_seed_{s}")
+def test_vmsim_matches_kernel_long(seed: int, make_sim: Factory) -> None:
+    """Fewer, longer sequences (200 calls): state piles up, so merges meet older VMAs."""
+    res = run_calls(None, make_sim, seed=seed, ncalls=200)
+    assert res.invalid is None, res.invalid
+    assert res.ok, res.report(
+        "vmsim", f"pytest tests/differential/test_fuzz.py -k long_seed_{seed}"
     )

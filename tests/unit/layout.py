@@ -147,3 +147,8 @@ def peek(p: Any, page: int, npages: int = 1) -> None:
     """Read-fault pages (maps the zero page: no anon_vma)."""
     for k in range(npages):
         p.read(at(page + k), 1)
+
+
+def offsets(p: HasMaps, base: int, npages: int) -> list[int]:
+    """The offset column (vm_pgoff << 12 for file VMAs) of each VMA meeting the window."""
+    return [v.offset for v in vmas_in(p, base, npages)]

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from vmsim.cli.main import EXIT_OK, EXIT_USAGE, main
+import vmsim
+from vmsim.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 
 LIMIT = 200
 STEP_IDS = [
@@ -126,3 +127,23 @@ def test_too_small_a_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str], 
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "nope"]) == EXIT_USAGE
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_model_that_frees_inside_a_vma_at_the_limit_is_flagged(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If munmap strictly inside a VMA succeeded at the limit, the demo must say so and fail."""
+    real_munmap = vmsim.Process.munmap
+
+    def lenient_munmap(self: vmsim.Process, addr: int, length: int) -> None:
+        try:
+            real_munmap(self, addr, length)
+        except OSError:
+            pass  # a broken model: swallows the ENOMEM and unmaps nothing
+
+    monkeypatch.setattr(vmsim.Process, "munmap", lenient_munmap)
+    code = main(["demo", "enomem", "--max-map-count", str(LIMIT), "--explain"])
+    captured = capsys.readouterr()
+    assert code == EXIT_FAILURE
+    assert "MODEL DISAGREES" in captured.out
+    assert "munmap-middle" in captured.err

@@ -23,7 +23,9 @@ from vmsim import (
 
 def move(p, src_page: int, npages: int, dst_page: int) -> None:
     """mremap(MAYMOVE|FIXED) npages from src_page to dst_page."""
-    new = p.mremap(at(src_page), npages * PAGE, npages * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, at(dst_page))
+    new = p.mremap(
+        at(src_page), npages * PAGE, npages * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, at(dst_page)
+    )
     assert new == at(dst_page)
 
 

@@ -418,17 +418,18 @@ class AddressSpace:
             del guards[k]
 
     def move_private(self, old: int, new: int, length: int) -> None:
-        """move_page_tables(): private pages follow an mremap move."""
-        pages = self.pages
-        if not pages:
-            return
-        lo = old >> PAGE_SHIFT
-        moved = [(k, pages[k]) for k in pages.irange(lo, lo + (length >> PAGE_SHIFT) - 1)]
-        for k, _ in moved:
-            del pages[k]
+        """move_page_tables(): private pages and guard markers follow an mremap move."""
         delta = (new - old) >> PAGE_SHIFT
-        for k, data in moved:
-            pages[k + delta] = data
+        lo = old >> PAGE_SHIFT
+        hi = lo + (length >> PAGE_SHIFT) - 1
+        for store in (self.pages, self.guards):
+            if not store:
+                continue
+            moved = [(k, store[k]) for k in store.irange(lo, hi)]
+            for k, _ in moved:
+                del store[k]
+            for k, data in moved:
+                store[k + delta] = data
 
     # ------------------------------------------------------------- faults
     def anon_vma_prepare(self, vma: Vma) -> None:

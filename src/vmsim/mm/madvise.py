@@ -196,11 +196,21 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         mm.zap_private(start, end)
         return vma
     if behavior == MADV_COLLAPSE:
+        # thp_vma_allowable_order(TVA_FORCED_COLLAPSE): anonymous and spanning an aligned
+        # PMD, whatever the THP sysfs mode says
         if not vma.is_anonymous or flags & (VM_SHARED | VM_SPECIAL | VM_HUGETLB):
             raise oserror(errno.EINVAL)
+        haddr = (vma.end - PMD_SIZE) & ~(PMD_SIZE - 1)
+        if haddr < vma.start or flags & VM_NOHUGEPAGE:
+            raise oserror(errno.EINVAL)
         hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-        if hstart + PMD_SIZE > (end & ~(PMD_SIZE - 1)):
+        hend = end & ~(PMD_SIZE - 1)
+        # madvise_collapse() compares thps (0) with (hend - hstart) >> PMD_SHIFT in unsigned
+        # arithmetic: a range inside one PMD (hstart > hend) fails, one that only straddles
+        # a boundary (hstart == hend) succeeds with nothing to do.
+        if hstart == hend:
             return vma
+        # otherwise the collapse scan finds no populated page table in this model
         raise oserror(errno.EINVAL)
     if behavior == MADV_GUARD_INSTALL:
         if flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED):

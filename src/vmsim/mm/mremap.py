@@ -242,7 +242,7 @@ def _move_vma(mm: AddressSpace, vrm: _Remap) -> int:
             vma.anon_vma = None
             vma.anon_singular = True
         return new_addr
-    first = mm.tree.find_intersection(old_addr, old_addr + old_len)
+    first = mm.tree.find_intersection(old_addr, old_addr + old_len) if old_len else None
     if first is not None:
         doomed = mm.gather_munmap(old_addr, old_addr + old_len, first)
         for v in doomed:  # the reservation moved with the pages: do not undo it
@@ -290,6 +290,9 @@ def _remap_move(mm: AddressSpace, vrm: _Remap) -> int:
     cursor = start
     while True:
         vma = mm.tree.find(cursor)
+        if seen and vma is not None and vma.start < cursor:
+            # a source kept by MREMAP_DONTUNMAP: continue after it
+            vma = mm.tree.next(vma)
         if vma is None or vma.start >= end:
             break
         if not seen and start < vma.start:
