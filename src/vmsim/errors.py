@@ -1,4 +1,5 @@
-"""Exceptions for what Linux reports with a signal rather than an errno."""
+"""Errors: OSError with the kernel's errno (and, for the ENOMEM verdict, why), and the
+exceptions for what Linux reports with a signal rather than an errno."""
 
 from __future__ import annotations
 
@@ -7,10 +8,27 @@ import os
 
 from vmsim.constants import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV
 
+# Why a call failed, for the ENOMEM verdict (vmsim replay, vmsim maps).
+CAUSE_MAP_COUNT = "map_count"  # vm.max_map_count reached
+CAUSE_OVERCOMMIT = "overcommit"  # __vm_enough_memory() refused the commit charge
+CAUSE_RLIMIT_AS = "rlimit_as"
+CAUSE_RLIMIT_DATA = "rlimit_data"
+CAUSE_ADDRESS_SPACE = "address_space"  # no free range large enough / beyond TASK_SIZE
 
-def oserror(code: int) -> OSError:
-    """An OSError carrying ``code`` and its strerror text, as the os module raises."""
-    return OSError(code, os.strerror(code))
+
+class MmError(OSError):
+    """``OSError(errno, strerror)`` as the os module raises it, plus ``cause`` (one of the
+    CAUSE_* strings, or None) and ``detail`` (the kernel check that refused)."""
+
+    def __init__(self, code: int, cause: str | None = None, detail: str = "") -> None:
+        super().__init__(code, os.strerror(code))
+        self.cause = cause
+        self.detail = detail
+
+
+def oserror(code: int, cause: str | None = None, detail: str = "") -> MmError:
+    """The error to raise for ``code`` (an OSError subclass)."""
+    return MmError(code, cause, detail)
 
 
 class Segfault(Exception):
@@ -36,4 +54,15 @@ class BusError(Exception):
         self.code = code
 
 
-__all__ = ["BusError", "Segfault", "errno", "oserror"]
+__all__ = [
+    "CAUSE_ADDRESS_SPACE",
+    "CAUSE_MAP_COUNT",
+    "CAUSE_OVERCOMMIT",
+    "CAUSE_RLIMIT_AS",
+    "CAUSE_RLIMIT_DATA",
+    "BusError",
+    "MmError",
+    "Segfault",
+    "errno",
+    "oserror",
+]

@@ -35,7 +35,8 @@ class Machine:
     overcommit heuristic), ``overcommit_memory``/``overcommit_ratio``, ``mmap_min_addr``,
     ``thp`` ("always" | "madvise" | "never"), ``five_level`` (57-bit addresses),
     ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
-    (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK).
+    (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK), ``rlimit_as`` and
+    ``rlimit_data`` (RLIMIT_AS / RLIMIT_DATA in bytes; None is unlimited).
     """
 
     def __init__(
@@ -52,6 +53,8 @@ class Machine:
         pkeys: bool = False,
         vsyscall: bool = True,
         stack_limit: int | str = "8M",
+        rlimit_as: int | str | None = None,
+        rlimit_data: int | str | None = None,
     ) -> None:
         if thp not in ("always", "madvise", "never"):
             raise ValueError(f"thp must be always, madvise or never, not {thp!r}")
@@ -68,6 +71,8 @@ class Machine:
             ram_pages=parse_size(ram) >> PAGE_SHIFT,
             swap_pages=parse_size(swap) >> PAGE_SHIFT,
             thp=thp,
+            rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
+            rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
         )
         self.pkeys = pkeys
         self.vsyscall = vsyscall

@@ -26,7 +26,15 @@ from vmsim.constants import (
     TASK_SIZE_4LEVEL,
     TASK_SIZE_5LEVEL,
 )
-from vmsim.errors import BusError, Segfault, oserror
+from vmsim.errors import (
+    CAUSE_MAP_COUNT,
+    CAUSE_OVERCOMMIT,
+    CAUSE_RLIMIT_AS,
+    CAUSE_RLIMIT_DATA,
+    BusError,
+    Segfault,
+    oserror,
+)
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -71,6 +79,9 @@ class MmConfig:
     swap_pages: int = 0
     thp: str = "madvise"  # /sys/kernel/mm/transparent_hugepage/enabled
     committed_pages: int = field(default=0)  # vm_committed_as, machine-wide
+    rlimit_as: int | None = None  # RLIMIT_AS in bytes (None: unlimited)
+    rlimit_data: int | None = None  # RLIMIT_DATA in bytes (None: unlimited)
+    map_count_needed: int = 0  # the smallest max_map_count every check so far passed at
 
     @property
     def task_size(self) -> int:
@@ -115,6 +126,9 @@ class AddressSpace:
         self.start_stack = 0
         self.locked_vm = 0
         self.pages: SortedDict = SortedDict()
+        # Replay of a recorded trace: where the kernel actually placed the next mapping
+        # (it depends on ASLR); get_unmapped_area() takes it when that range is free.
+        self.placement_hint: int | None = None
         self.guards: SortedDict = SortedDict()
 
     # ----------------------------------------------------------------- basics
@@ -158,8 +172,74 @@ class AddressSpace:
         cfg.committed_pages += pages
         return True
 
+    def commit_error(self, pages: int) -> OSError:
+        cfg = self.cfg
+        mode = cfg.overcommit_memory
+        if mode == 0:
+            why = (
+                f"overcommit_memory=0: {pages} pages > RAM + swap "
+                f"({cfg.ram_pages + cfg.swap_pages} pages)"
+            )
+        else:
+            limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
+            why = (
+                f"overcommit_memory=2: Committed_AS {cfg.committed_pages} + {pages} pages "
+                f"> CommitLimit {limit} pages"
+            )
+        return oserror(errno.ENOMEM, CAUSE_OVERCOMMIT, why)
+
+    @property
+    def total_vm(self) -> int:
+        """Pages mapped (mm->total_vm)."""
+        return self.tree.free.used >> PAGE_SHIFT
+
+    def data_vm(self) -> int:
+        """Pages of private writable non-stack mappings (mm->data_vm)."""
+        return sum(
+            v.pages
+            for v in self.tree
+            if (v.flags & (VM_WRITE | VM_SHARED | VM_GROWSDOWN)) == VM_WRITE
+        )
+
+    def may_expand_vm(self, flags: int, npages: int) -> None:
+        """may_expand_vm(): RLIMIT_AS on every mapping, RLIMIT_DATA on data mappings."""
+        cfg = self.cfg
+        if cfg.rlimit_as is not None and self.total_vm + npages > cfg.rlimit_as >> PAGE_SHIFT:
+            raise oserror(
+                errno.ENOMEM,
+                CAUSE_RLIMIT_AS,
+                f"RLIMIT_AS {cfg.rlimit_as:#x}: {self.total_vm} + {npages} pages mapped",
+            )
+        if (
+            cfg.rlimit_data is not None
+            and (flags & (VM_WRITE | VM_SHARED | VM_GROWSDOWN)) == VM_WRITE
+            and self.data_vm() + npages > cfg.rlimit_data >> PAGE_SHIFT
+        ):
+            raise oserror(
+                errno.ENOMEM,
+                CAUSE_RLIMIT_DATA,
+                f"RLIMIT_DATA {cfg.rlimit_data:#x}: {self.data_vm()} + {npages} data pages",
+            )
+
     def vm_unacct(self, pages: int) -> None:
         self.cfg.committed_pages = max(0, self.cfg.committed_pages - pages)
+
+    # ------------------------------------------------------------ map_count
+    def check_map_count(self, need: int, site: str) -> None:
+        """One max_map_count check: the call needs ``max_map_count >= need`` to pass.
+
+        ``cfg.map_count_needed`` keeps the largest ``need`` seen, which is the smallest
+        limit under which every call so far would have passed this check.
+        """
+        cfg = self.cfg
+        if need > cfg.map_count_needed:
+            cfg.map_count_needed = need
+        if need > cfg.max_map_count:
+            raise oserror(
+                errno.ENOMEM,
+                CAUSE_MAP_COUNT,
+                f"{site}: map_count {len(self.tree)}, max_map_count {cfg.max_map_count}",
+            )
 
     # ------------------------------------------------------------ splitting
     def split(self, vma: Vma, addr: int) -> Vma:
@@ -174,8 +254,7 @@ class AddressSpace:
 
     def split_checked(self, vma: Vma, addr: int) -> Vma:
         """split_vma(): refuses with ENOMEM once ``map_count >= max_map_count``."""
-        if len(self.tree) >= self.cfg.max_map_count:
-            raise oserror(errno.ENOMEM)
+        self.check_map_count(len(self.tree) + 1, "split_vma()")
         return self.split(vma, addr)
 
     # -------------------------------------------------------------- merging
@@ -366,8 +445,8 @@ class AddressSpace:
         """
         vma = first
         if start > vma.start:
-            if end < vma.end and len(self.tree) >= self.cfg.max_map_count:
-                raise oserror(errno.ENOMEM)
+            if end < vma.end:
+                self.check_map_count(len(self.tree) + 1, "vms_gather_munmap_vmas()")
             if vma.flags & VM_SEALED:
                 raise oserror(errno.EPERM)
             vma = self.split(vma, start)

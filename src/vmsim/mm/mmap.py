@@ -32,7 +32,7 @@ from vmsim.constants import (
     PROT_EXEC,
     PROT_WRITE,
 )
-from vmsim.errors import oserror
+from vmsim.errors import CAUSE_ADDRESS_SPACE, oserror
 from vmsim.mm.core import U64, AddressSpace, page_align, vm_start_gap
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -224,6 +224,15 @@ def get_unmapped_area(
     task_size = mm.cfg.task_size
     if length > task_size:
         return -errno.ENOMEM
+    forced = mm.placement_hint
+    if forced is not None and not (flags & MAP_FIXED):
+        mm.placement_hint = None
+        if (
+            not forced & (PAGE_SIZE - 1)
+            and forced <= task_size - length
+            and mm.tree.find_intersection(forced, forced + length) is None
+        ):
+            return forced
     if (
         mm.cfg.thp != "never"
         and file is None
@@ -263,6 +272,15 @@ def _thp_get_unmapped_area(mm: AddressSpace, length: int, flags: int, vm_flags: 
     return ret + off_sub
 
 
+def placement_error(code: int, length: int) -> OSError:
+    """The error of a failed get_unmapped_area(): ENOMEM there means no room."""
+    if code == errno.ENOMEM:
+        return oserror(
+            code, CAUSE_ADDRESS_SPACE, f"no free range of {length:#x} bytes in the address space"
+        )
+    return oserror(code)
+
+
 # ------------------------------------------------------------------------ mmap
 def do_mmap(
     mm: AddressSpace,
@@ -291,8 +309,7 @@ def do_mmap(
         raise oserror(errno.ENOMEM)
     if pgoff + (length >> PAGE_SHIFT) > U64:
         raise oserror(errno.EOVERFLOW)
-    if len(mm.tree) > cfg.max_map_count:
-        raise oserror(errno.ENOMEM)
+    mm.check_map_count(len(mm.tree), "do_mmap()")
 
     vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     if flags & MAP_GROWSDOWN:
@@ -306,7 +323,7 @@ def do_mmap(
 
     addr = get_unmapped_area(mm, file, addr, length, pgoff, flags, vm_flags)
     if addr < 0:
-        raise oserror(-addr)
+        raise placement_error(-addr, length)
     if flags & MAP_FIXED_NOREPLACE and mm.tree.find_intersection(addr, addr + length):
         raise oserror(errno.EEXIST)
 
@@ -377,11 +394,12 @@ def mmap_region(
     if first is not None:
         doomed = mm.gather_munmap(addr, end, first)
         nr_accounted = sum(v.pages for v in doomed if v.flags & VM_ACCOUNT)
+    mm.may_expand_vm(vm_flags, (length >> PAGE_SHIFT) - sum(v.pages for v in doomed))
     # accountable_mapping(): private writable, not MAP_NORESERVE
     if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:
         charged = (length >> PAGE_SHIFT) - nr_accounted
         if charged > 0 and not mm.vm_enough_memory(charged):
-            raise oserror(errno.ENOMEM)
+            raise mm.commit_error(charged)
         if charged < 0:
             mm.vm_unacct(-charged)
         vm_flags |= VM_ACCOUNT
@@ -459,7 +477,10 @@ def do_brk(mm: AddressSpace, brk: int) -> int:
 
 def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int) -> bool:
     """do_brk_flags(): extend the heap VMA in place or add a new one."""
-    if len(mm.tree) > mm.cfg.max_map_count:
+    try:
+        mm.may_expand_vm(VM_DATA_DEFAULT_FLAGS, length >> PAGE_SHIFT)
+        mm.check_map_count(len(mm.tree), "do_brk_flags()")
+    except OSError:
         return False
     if not mm.vm_enough_memory(length >> PAGE_SHIFT):
         return False

@@ -100,7 +100,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
     if newflags & VM_WRITE:
         if not (oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE)):
             if not mm.vm_enough_memory(nrpages):
-                raise oserror(errno.ENOMEM)
+                raise mm.commit_error(nrpages)
             charged = nrpages
             newflags |= VM_ACCOUNT
     elif oldflags & VM_ACCOUNT and vma.is_anonymous and vma.anon_vma is None:

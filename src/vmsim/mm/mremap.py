@@ -27,7 +27,7 @@ from vmsim.mm.flags import (
     VM_SEALED,
     VM_SHARED,
 )
-from vmsim.mm.mmap import get_unmapped_area
+from vmsim.mm.mmap import get_unmapped_area, placement_error
 from vmsim.mm.vma import Vma
 
 
@@ -91,8 +91,7 @@ def _check_params(mm: AddressSpace, vrm: _Remap) -> None:
     # vrm_overlaps()
     if vrm.addr < vrm.new_addr + vrm.new_len and vrm.new_addr < vrm.addr + vrm.old_len:
         raise oserror(errno.EINVAL)
-    if len(mm.tree) + 2 >= mm.cfg.max_map_count - 3:
-        raise oserror(errno.ENOMEM)
+    mm.check_map_count(len(mm.tree) + 6, "check_mremap_params()")
 
 
 def _check_prep_vma(mm: AddressSpace, vrm: _Remap) -> None:
@@ -121,6 +120,8 @@ def _check_prep_vma(mm: AddressSpace, vrm: _Remap) -> None:
         raise oserror(errno.EINVAL)
     if vma.flags & (VM_DONTEXPAND | VM_PFNMAP) and vrm.new_len > vrm.old_len:
         raise oserror(errno.EFAULT)
+    if vrm.new_len > vrm.old_len:
+        mm.may_expand_vm(vma.flags, (vrm.new_len - vrm.old_len) >> PAGE_SHIFT)
 
 
 def _shrink(mm: AddressSpace, vrm: _Remap) -> None:
@@ -140,7 +141,7 @@ def _mremap_at(mm: AddressSpace, vrm: _Remap) -> int:
     delta = vrm.new_len - vrm.old_len
     if vma.end - vrm.addr == vrm.old_len and _expandable(mm, vma, delta):
         if vma.flags & VM_ACCOUNT and not mm.vm_enough_memory(delta >> PAGE_SHIFT):
-            raise oserror(errno.ENOMEM)
+            raise mm.commit_error(delta >> PAGE_SHIFT)
         # vma_merge_extend(): the extension merges with the VMA and maybe with next
         end = vma.end
         merged = mm.merge_new_range(
@@ -190,7 +191,7 @@ def _set_new_addr(mm: AddressSpace, vrm: _Remap) -> None:
     hint = vrm.new_addr if vrm.implies_new_addr else 0
     res = get_unmapped_area(mm, vma.file, hint, vrm.new_len, vma.pgoff_at(vrm.addr), map_flags, 0)
     if res < 0:
-        raise oserror(-res)
+        raise placement_error(-res, vrm.new_len)
     vrm.new_addr = res
 
 
@@ -216,8 +217,7 @@ def _mremap_to(mm: AddressSpace, vrm: _Remap) -> int:
 def _move_vma(mm: AddressSpace, vrm: _Remap) -> int:
     """move_vma(): copy the VMA to the new place (merging if it can), move the pages, then
     unmap the source (or, with MREMAP_DONTUNMAP, leave it empty and unlocked)."""
-    if len(mm.tree) >= mm.cfg.max_map_count - 3:
-        raise oserror(errno.ENOMEM)
+    mm.check_map_count(len(mm.tree) + 4, "prep_move_vma()")
     vma = vrm.vma
     assert vma is not None
     charged = 0
@@ -227,7 +227,7 @@ def _move_vma(mm: AddressSpace, vrm: _Remap) -> int:
         elif vrm.new_len > vrm.old_len:
             charged = (vrm.new_len - vrm.old_len) >> PAGE_SHIFT
         if charged and not mm.vm_enough_memory(charged):
-            raise oserror(errno.ENOMEM)
+            raise mm.commit_error(charged)
     old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
     old_start, old_end = vma.start, vma.end
     new_vma = _copy_vma(mm, vma, new_addr, new_len, vma.pgoff_at(old_addr))

@@ -73,12 +73,13 @@ class FreeSpace:
     the mapped space changes (a new VMA, a merge into free space, an unmap, stack growth).
     """
 
-    __slots__ = ("_ends", "_keys")
+    __slots__ = ("_ends", "_keys", "used")
 
     def __init__(self, limit: int) -> None:
         self._keys = _Ordered()
         self._ends: dict[int, int] = {}
         self._add(0, limit)
+        self.used = 0  # bytes mapped
 
     def _add(self, start: int, end: int) -> None:
         self._keys.sl.add(start)
@@ -94,6 +95,7 @@ class FreeSpace:
         assert fs is not None, (hex(start), hex(end))
         fe = self._drop(fs)
         assert fe >= end, (hex(start), hex(end), hex(fs), hex(fe))
+        self.used += end - start
         if fs < start:
             self._add(fs, start)
         if end < fe:
@@ -101,6 +103,7 @@ class FreeSpace:
 
     def release(self, start: int, end: int) -> None:
         """Mark ``[start, end)`` free, merging with free neighbours."""
+        self.used -= end - start
         before = self._keys.floor(start - 1) if start else None
         if before is not None and self._ends[before] == start:
             start = before
