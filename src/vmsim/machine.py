@@ -80,6 +80,7 @@ class Machine:
         self.processes: list[Process] = []
         self._pid = 1000
         self._ino = 1024
+        self._inodes: dict[str, Inode] = {}
 
     @property
     def max_map_count(self) -> int:
@@ -92,6 +93,27 @@ class Machine:
     def _next_ino(self) -> int:
         self._ino += 1
         return self._ino
+
+    def inode_for(self, path: str, dev: tuple[int, int], ino: int, size: int) -> Inode:
+        """The machine's inode for a file path (one per path: every open shares it)."""
+        inode = self._inodes.get(path)
+        if inode is None:
+            inode = self._inodes[path] = Inode(path, dev, ino or self._next_ino(), size=size)
+        return inode
+
+    def _truncate_cows(self, inode: Inode, keep_pages: int) -> None:
+        """truncate_pagecache() -> unmap_mapping_range(even_cows=1): private copies of file
+        pages past the new EOF are dropped from every mapping of the file."""
+        for proc in self.processes:
+            mm = proc.mm
+            if not mm.pages:
+                continue
+            for v in mm.tree:
+                if v.file is None or v.file.inode is not inode:
+                    continue
+                first = max(v.start, v.start + ((keep_pages - v.pgoff) << PAGE_SHIFT))
+                if first < v.end:
+                    mm.zap_private(first, v.end)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(

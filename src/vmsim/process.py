@@ -8,6 +8,7 @@ kernel's errno, like the ``os`` module.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmsim.constants import (
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from vmsim.machine import Machine
 
 U32 = (1 << 32) - 1
+DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
 
 
 def _s32(x: int) -> int:
@@ -146,6 +148,7 @@ class Process:
         if not f.writable:
             raise oserror(errno.EINVAL)
         inode = f.inode
+        old_size = inode.size
         if size < inode.size:
             keep = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
             for pg in [p for p in inode.pages if p >= keep]:
@@ -155,6 +158,8 @@ class Process:
                 page = inode.pages[size >> PAGE_SHIFT]
                 page[tail:] = bytes(PAGE_SIZE - tail)
         inode.size = size
+        if size < old_size:
+            self.machine._truncate_cows(inode, (size + PAGE_SIZE - 1) >> PAGE_SHIFT)
 
     def close(self, fd: int) -> None:
         if self.files.pop(_s32(fd), None) is None:
@@ -170,6 +175,20 @@ class Process:
         access.user_write(self.mm, addr & U64, bytes(data), self.machine.stack_limit)
 
     # ------------------------------------------------------------ processes
+    def execve(self, path: str | None = None, cwd: str | Path = ".") -> list[str]:
+        """execve(2): a fresh address space. With ``path``, the layout the kernel's ELF
+        loader builds for that binary (and its interpreter); without, the usual layout of
+        a fresh process. Returns notes on what was estimated."""
+        from vmsim import snapshot
+        from vmsim.loader import load_program
+
+        old = self.mm
+        self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)
+        if path is None:
+            snapshot.build(self.mm, snapshot.parse(snapshot.LINUX_LAYOUT), [])
+            return ["layout: the usual fresh-process layout (no binary given)"]
+        return load_program(self, path, Path(cwd))
+
     def fork(self) -> Process:
         """fork(2) at the VMA level (dup_mmap()): VM_DONTCOPY areas are skipped, locks are
         not inherited, each VMA with an anon_vma gets a new one whose chain links the

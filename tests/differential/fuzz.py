@@ -617,11 +617,13 @@ def run_calls(
     seed: int | None = None,
     ncalls: int = 40,
     check_state: bool = True,
+    aslr: bool = False,
 ) -> SequenceResult:
     """Run a generated (``calls is None``: seeded) or given sequence on a fresh child and on
-    ``make_other(child, smaps)``; stop at the first difference."""
+    ``make_other(child, smaps)``; stop at the first difference.  ``aslr=True`` randomises the
+    child's layout (other holes, other placements) at the price of exact reproducibility."""
     res = SequenceResult(seed)
-    kernel = LiveChild()
+    kernel = LiveChild(aslr=aslr)
     other = None
     try:
         kernel.map_floor()

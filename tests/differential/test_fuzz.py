@@ -7,7 +7,9 @@ failure reproduces exactly:
     VMSIM_FUZZ_SEED=123456 pytest tests/differential/test_fuzz.py -k vmsim   # any seed
 
 Knobs: VMSIM_FUZZ_SEQS (number of sequences, default 320), VMSIM_FUZZ_CALLS (calls per
-sequence, default 40), VMSIM_FUZZ_START (first seed, default 0).  After every call the test
+sequence, default 40), VMSIM_FUZZ_START (first seed, default 0), VMSIM_FUZZ_ASLR=1 (randomised
+child layouts: broader, but a failure then only reproduces in that layout), VMSIM_MMAP_BASE=auto
+(let vmsim infer mmap_base from the smaps text instead of passing it).  After every call the test
 compares the return value or errno, the full /proc/<pid>/maps text (byte for byte, after
 normalising memfd/shmem device and inode numbers) and each VMA's smaps ``VmFlags``.
 """
@@ -29,6 +31,7 @@ SEQS = int(os.environ.get("VMSIM_FUZZ_SEQS", "320"))
 CALLS = int(os.environ.get("VMSIM_FUZZ_CALLS", "40"))
 START = int(os.environ.get("VMSIM_FUZZ_START", "0"))
 ONE_SEED = os.environ.get("VMSIM_FUZZ_SEED")
+ASLR = os.environ.get("VMSIM_FUZZ_ASLR", "") not in ("", "0")
 SEEDS = [int(ONE_SEED)] if ONE_SEED else list(range(START, START + SEQS))
 
 Factory = Callable[[LiveChild, str], Any]
@@ -45,7 +48,7 @@ def test_harness_kernel_vs_kernel(seed: int, make_twin: Factory) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed_{s}")
 def test_vmsim_matches_kernel(seed: int, make_sim: Factory) -> None:
-    res = run_calls(None, make_sim, seed=seed, ncalls=CALLS)
+    res = run_calls(None, make_sim, seed=seed, ncalls=CALLS, aslr=ASLR)
     assert res.invalid is None, res.invalid
     assert res.ok, res.report(
         "vmsim", f"VMSIM_FUZZ_SEED={seed} pytest tests/differential/test_fuzz.py -k vmsim"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from vmsim.cli import demo_enomem
+from vmsim.cli import demo_enomem, maps, top
 from vmsim.cli.errors import CliError, UsageError
 
 EXIT_OK = 0
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="guided stories told by the model")
     demos = demo.add_subparsers(dest="demo", metavar="DEMO", required=True)
     demo_enomem.register(demos)
+    maps.register(commands)
+    top.register(commands)
     return parser
 
 

@@ -582,35 +582,44 @@ class AddressSpace:
         return True
 
     def _populate_vma(self, vma: Vma, start: int, end: int) -> bool:
-        """populate_vma_page_range() in O(1): the fault side effects of touching every page
-        of ``[start, end)`` (the first fault decides the anon_vma; EOF and guard markers
-        stop the walk with -EFAULT)."""
+        """populate_vma_page_range(): the fault side effects of touching every page of
+        ``[start, end)``: a writable private VMA takes write faults (its anon_vma, and a
+        private copy of each file page), others read faults. A guard marker or a file page
+        past EOF stops the walk with -EFAULT (returns False)."""
         if not (vma.flags & VM_ACCESS_FLAGS):
             return False
         write = (vma.flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+        stop = end
+        ok = True
         guards = self.guards
         if guards:
             hit = next(iter(guards.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1)), None)
             if hit is not None:
-                if hit > start >> PAGE_SHIFT and write:
-                    self.anon_vma_prepare(vma)
-                return False
-        if write:
-            self.anon_vma_prepare(vma)
+                stop = hit << PAGE_SHIFT
+                ok = False
         f = vma.file
-        if f is not None:
-            eof = page_align(f.inode.size)
-            if (vma.pgoff_at(end - PAGE_SIZE) << PAGE_SHIFT) >= eof:
-                # some page lies past EOF; private copies already made still read fine
-                first_bad = vma.start + ((eof >> PAGE_SHIFT) - vma.pgoff << PAGE_SHIFT)
-                first_bad = max(first_bad, start)
-                pages = self.pages
-                a = first_bad
-                while a < end:
-                    if (a >> PAGE_SHIFT) not in pages:
-                        return False
-                    a += PAGE_SIZE
-        return True
+        if f is None:
+            if write and stop > start:
+                self.anon_vma_prepare(vma)
+            return ok
+        eof_pages = page_align(f.inode.size) >> PAGE_SHIFT
+        pages = self.pages
+        inode_pages = f.inode.pages
+        a = start
+        while a < stop:
+            vpn = a >> PAGE_SHIFT
+            pg = vma.pgoff_at(a)
+            if write:
+                # do_cow_fault() prepares the anon_vma before it reads the file page
+                self.anon_vma_prepare(vma)
+            if vpn not in pages:
+                if pg >= eof_pages:
+                    return False
+                if write:
+                    src = inode_pages.get(pg)
+                    pages[vpn] = bytearray(src) if src is not None else bytearray(PAGE_SIZE)
+            a += PAGE_SIZE
+        return ok
 
 
 def _anon_vma_compatible(a: Vma, b: Vma) -> bool:

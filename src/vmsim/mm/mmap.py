@@ -475,8 +475,9 @@ def do_brk(mm: AddressSpace, brk: int) -> int:
     return brk
 
 
-def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int) -> bool:
-    """do_brk_flags(): extend the heap VMA in place or add a new one."""
+def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int, extra: int = 0) -> bool:
+    """do_brk_flags(): extend the heap VMA in place or add a new one (also the ELF
+    loader's bss, through vm_brk_flags(), with ``extra`` = VM_EXEC for an executable one)."""
     try:
         mm.may_expand_vm(VM_DATA_DEFAULT_FLAGS, length >> PAGE_SHIFT)
         mm.check_map_count(len(mm.tree), "do_brk_flags()")
@@ -484,7 +485,7 @@ def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int) -> b
         return False
     if not mm.vm_enough_memory(length >> PAGE_SHIFT):
         return False
-    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
+    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | extra
     if vma is not None and vma.end == addr:
         merged = mm.merge_new_range(
             addr, addr + length, flags, None, addr >> PAGE_SHIFT, vma, None, just_expand=True

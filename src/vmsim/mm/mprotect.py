@@ -112,6 +112,10 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
         raise
     if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
         mm.vm_unacct(nrpages)
+    # Private pages of a locked VMA made writable are faulted in (write faults) right away,
+    # so they stay locked after the copy-on-write.
+    if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
+        mm.populate(start, end, ignore_errors=True)
     return vma
 
 

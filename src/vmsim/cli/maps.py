@@ -1,0 +1,223 @@
+"""``vmsim maps SNAPSHOT|PID``: what every VMA of a process is for, and how much room is left
+under vm.max_map_count.
+
+SNAPSHOT is a /proc/PID/maps or smaps file, ``-`` for stdin, or a JVM ``hs_err_pid*.log``
+(its ``Dynamic libraries:`` maps dump and the max_map_count it prints); digits that name no
+file are a live PID. The command parses, calls :mod:`vmsim.analysis`, and renders the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from vmsim.analysis import Level, MapsReport, SnapshotInputError, analyze, read_snapshot
+from vmsim.analysis.classify import ClassifiedVma, human_size
+from vmsim.cli.errors import CliError, UsageError
+from vmsim.cli.render import write_json
+
+TOP_FILES = 10
+LEVEL_STYLE = {
+    Level.OK: "bold green",
+    Level.WARNING: "bold yellow",
+    Level.DANGER: "bold red",
+    Level.AT_LIMIT: "bold white on red",
+}
+
+
+def vma_json(v: ClassifiedVma) -> dict[str, Any]:
+    return {
+        "start": f"{v.start:#x}",
+        "end": f"{v.end:#x}",
+        "size": v.size,
+        "perms": v.perms,
+        "offset": v.offset,
+        "name": v.name,
+        "line": v.lineno,
+        "kind": str(v.kind),
+        "reason": v.reason,
+        "owner": v.owner,
+        "unit": v.unit,
+        "counted": v.counted,
+    }
+
+
+def report_json(report: MapsReport, all_vmas: bool) -> dict[str, Any]:
+    """The report as plain JSON values; the per-VMA list only with --all (it can be long)."""
+    data = asdict(report)
+    data["verdict"] = {"level": str(report.verdict.level), "text": report.verdict.text}
+    data["kinds"] = [{**asdict(k), "kind": str(k.kind)} for k in report.kinds]
+    data["files"] = [{**asdict(f), "kind": str(f.kind)} for f in report.files]
+    data["counts"] = {str(k.kind): k.vmas for k in report.kinds}
+    if all_vmas:
+        data["vmas"] = [vma_json(v) for v in report.vmas]
+    else:
+        del data["vmas"]
+    return data
+
+
+def _header(report: MapsReport) -> str:
+    who = escape(report.source)
+    if report.comm:
+        who += f" ({escape(report.comm)})"
+    if report.program:
+        who += f"  [dim]{escape(report.program)}[/dim]"
+    skipped = report.lines - report.map_count
+    extra = f"; {skipped} line not counted: {escape('[vsyscall]')}" if skipped == 1 else ""
+    if skipped > 1:
+        extra = f"; {skipped} lines not counted"
+    return (
+        f"[bold]{who}[/bold]\n"
+        f"map_count [bold]{report.map_count:,}[/bold] ({report.lines:,} lines in maps{extra})"
+    )
+
+
+def _kinds_table(report: MapsReport) -> Table:
+    table = Table(title="VMAs by kind", title_justify="left")
+    table.add_column("kind")
+    table.add_column("VMAs", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("units", justify="right")
+    for k in sorted(report.kinds, key=lambda k: -k.vmas):
+        share = 100.0 * k.vmas / report.map_count if report.map_count else 0.0
+        table.add_row(
+            f"{escape(k.title)} [dim]({k.kind})[/dim]",
+            f"{k.vmas:,}",
+            f"{share:.1f}%",
+            human_size(k.bytes),
+            f"{k.units:,}",
+        )
+    table.add_section()
+    table.add_row("[bold]total[/bold]", f"[bold]{report.map_count:,}[/bold]", "", "", "")
+    return table
+
+
+def _projection_table(report: MapsReport) -> Table:
+    table = Table(
+        title=f"What fits in the {max(report.headroom, 0):,} VMA(s) left, if only one thing grows",
+        title_justify="left",
+    )
+    table.add_column("what")
+    table.add_column("now", justify="right")
+    table.add_column("VMAs each", justify="right")
+    table.add_column("more that fit", justify="right")
+    table.add_column("why", style="dim")
+    for p in report.projections:
+        table.add_row(p.what, f"{p.now:,}", str(p.vmas_each), f"{p.more_fit:,}", p.note)
+    return table
+
+
+def _files_table(report: MapsReport, limit: int | None) -> Table:
+    shown = report.files if limit is None else report.files[:limit]
+    title = "VMAs by file" if limit is None else f"Files with the most VMAs (top {len(shown)})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("kind")
+    table.add_column("VMAs", justify="right")
+    table.add_column("size", justify="right")
+    for f in shown:
+        table.add_row(escape(f.path), str(f.kind), f"{f.vmas:,}", human_size(f.bytes))
+    return table
+
+
+def _vmas_table(report: MapsReport) -> Table:
+    table = Table(title="Every VMA", title_justify="left")
+    table.add_column("line", justify="right", style="dim")
+    table.add_column("range", no_wrap=True)
+    table.add_column("perms")
+    table.add_column("size", justify="right")
+    table.add_column("kind")
+    table.add_column("reason", overflow="fold")
+    table.add_column("name", overflow="fold", style="dim")
+    for v in report.vmas:
+        kind = str(v.kind) if v.counted else f"{v.kind} (not counted)"
+        table.add_row(
+            str(v.lineno),
+            f"{v.start:x}-{v.end:x}",
+            v.perms,
+            human_size(v.size),
+            kind,
+            escape(v.reason),
+            escape(v.name or ""),
+        )
+    return table
+
+
+def render(console: Console, report: MapsReport, all_vmas: bool) -> None:
+    console.print(_header(report))
+    console.print(_kinds_table(report))
+    style = LEVEL_STYLE[report.verdict.level]
+    console.print(f"[{style}]{escape(report.verdict.text)}[/{style}]")
+    console.print(
+        f"vm.max_map_count {report.max_map_count:,} [dim](from "
+        f"{escape(report.max_map_count_source)})[/dim], headroom {report.headroom:,}"
+    )
+    threads = (
+        f"{report.threads:,} threads [dim]({escape(report.threads_source or '')})[/dim], "
+        if report.threads is not None
+        else ""
+    )
+    console.print(
+        f"Threads: {threads}{report.thread_stacks:,} thread stacks recognised, "
+        f"{report.vmas_per_thread} VMAs per thread: "
+        f"[bold]{report.more_threads:,}[/bold] more threads fit"
+    )
+    console.print(
+        f"glibc malloc arena heaps: {report.arena_heaps:,}, 2 VMAs each: "
+        f"[bold]{report.more_arena_heaps:,}[/bold] more fit"
+    )
+    console.print(_projection_table(report))
+    if report.files:
+        console.print(_files_table(report, None if all_vmas else TOP_FILES))
+    if all_vmas:
+        console.print(_vmas_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``maps`` to the ``vmsim`` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "maps",
+        help="classify the VMAs of a maps/smaps/hs_err snapshot or a live PID; headroom",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "snapshot",
+        metavar="SNAPSHOT|PID",
+        help="maps or smaps file, '-' for stdin, hs_err_pid*.log, or a PID",
+    )
+    parser.add_argument(
+        "--max-map-count",
+        type=int,
+        metavar="N",
+        help="the limit to compare with (default: the hs_err file's, else this machine's)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--all", action="store_true", help="also list every VMA with its kind")
+    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if args.max_map_count is not None and args.max_map_count < 1:
+        raise UsageError(f"--max-map-count must be positive, got {args.max_map_count}")
+    try:
+        snapshot = read_snapshot(args.snapshot)
+    except SnapshotInputError as exc:
+        raise CliError(str(exc)) from exc
+    report = analyze(snapshot, args.max_map_count)
+    if args.json:
+        write_json(report_json(report, args.all))
+    else:
+        render(console, report, args.all)
+    return 0
+
+
+__all__ = ["register", "report_json", "run"]

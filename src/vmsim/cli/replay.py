@@ -1,0 +1,297 @@
+"""``vmsim replay TRACE``: replay a recorded strace (or ltrace -S) log through the model and
+explain the VMA budget: peak map_count, the first call that fails at a limit and why, the
+smallest vm.max_map_count that lets the whole trace succeed, and who creates the VMAs."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vmsim.cli.errors import CliError, UsageError
+from vmsim.cli.render import write_json
+from vmsim.constants import DEFAULT_MAX_MAP_COUNT
+from vmsim.errors import (
+    CAUSE_ADDRESS_SPACE,
+    CAUSE_MAP_COUNT,
+    CAUSE_OVERCOMMIT,
+    CAUSE_RLIMIT_AS,
+    CAUSE_RLIMIT_DATA,
+)
+from vmsim.trace.replay import ReplayError, ReplayReport, replay
+
+VERDICTS = {
+    CAUSE_MAP_COUNT: "the process reached vm.max_map_count: the call had to create a VMA "
+    "(a split, or a new mapping) and the kernel refused. RAM is irrelevant.",
+    CAUSE_OVERCOMMIT: "the overcommit policy refused to commit the memory "
+    "(vm.overcommit_memory / CommitLimit), not the VMA count.",
+    CAUSE_RLIMIT_AS: "RLIMIT_AS (ulimit -v) caps the process's total mapped size.",
+    CAUSE_RLIMIT_DATA: "RLIMIT_DATA (ulimit -d) caps private writable mappings.",
+    CAUSE_ADDRESS_SPACE: "no free range of that size is left in the address space.",
+}
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "replay",
+        help="replay an strace log through the model: VMA budget and ENOMEM verdicts",
+        description=__doc__,
+    )
+    parser.add_argument(
+        "trace",
+        nargs="+",
+        type=Path,
+        help="strace output (-o FILE; several files for -ff; .gz accepted) or ltrace -S",
+    )
+    parser.add_argument(
+        "--max-map-count",
+        type=int,
+        default=DEFAULT_MAX_MAP_COUNT,
+        metavar="N",
+        help=f"vm.max_map_count to replay at (default {DEFAULT_MAX_MAP_COUNT})",
+    )
+    parser.add_argument(
+        "--from-maps", type=Path, metavar="SNAPSHOT", help="start from this maps/smaps snapshot"
+    )
+    parser.add_argument(
+        "--cwd",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="resolve the traced program's relative paths here (for execve)",
+    )
+    parser.add_argument(
+        "--overcommit-memory", type=int, choices=(0, 1, 2), default=0, metavar="MODE"
+    )
+    parser.add_argument("--ram", default="16G", help="RAM of the model machine (default 16G)")
+    parser.add_argument("--swap", default="0", help="swap of the model machine (default 0)")
+    parser.add_argument("--rlimit-as", default=None, metavar="SIZE", help="RLIMIT_AS to apply")
+    parser.add_argument("--rlimit-data", default=None, metavar="SIZE", help="RLIMIT_DATA to apply")
+    parser.add_argument(
+        "--no-recorded-addresses",
+        action="store_true",
+        help="place mappings where the model chooses, not where the trace shows",
+    )
+    parser.add_argument("--strict", action="store_true", help="a malformed line is fatal")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="write a plot of map_count over the trace (default: TRACE.map_count.png)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def _open(path: Path) -> IO[str]:
+    try:
+        if path.suffix == ".gz":
+            return io.TextIOWrapper(gzip.open(path), errors="replace")
+        return open(path, errors="replace")
+    except OSError as e:
+        raise CliError(f"{path}: {e.strerror}") from e
+
+
+def _events(paths: list[Path], progress: Progress | None) -> Iterator[Any]:
+    from vmsim.trace import strace as strace_mod
+
+    if len(paths) > 1:
+        yield from strace_mod.read_strace_files(paths)
+        return
+    path = paths[0]
+    fh = _open(path)
+    with fh:
+        task = None
+        if progress is not None:
+            task = progress.add_task(str(path), total=max(1, path.stat().st_size))
+
+        def lines() -> Iterator[str]:
+            done = 0
+            for n, line in enumerate(fh, 1):
+                done += len(line)
+                if progress is not None and task is not None and n % 4096 == 0:
+                    progress.update(task, completed=done)
+                yield line
+            if progress is not None and task is not None:
+                progress.update(task, completed=path.stat().st_size)
+
+        head = []
+        it = lines()
+        for line in it:
+            head.append(line)
+            if len(head) >= 20:
+                break
+        from vmsim.trace import detect_format
+
+        fmt = detect_format(head)
+        import itertools
+
+        stream = itertools.chain(head, it)
+        if fmt == "ltrace":
+            from vmsim.trace import ltrace as ltrace_mod
+
+            yield from ltrace_mod.read_ltrace(stream)
+        else:
+            yield from strace_mod.read_strace(stream)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if args.max_map_count < 1:
+        raise UsageError(f"--max-map-count must be positive, got {args.max_map_count}")
+    for p in args.trace:
+        if not p.exists():
+            raise CliError(f"{p}: no such file")
+    from_maps = None
+    if args.from_maps is not None:
+        try:
+            from_maps = args.from_maps.read_text()
+        except OSError as e:
+            raise CliError(f"{args.from_maps}: {e.strerror}") from e
+    options: dict[str, Any] = {
+        "from_maps": from_maps,
+        "cwd": args.cwd,
+        "use_recorded_addresses": not args.no_recorded_addresses,
+        "strict": args.strict,
+        "machine_options": {
+            "overcommit_memory": args.overcommit_memory,
+            "ram": args.ram,
+            "swap": args.swap,
+            "rlimit_as": args.rlimit_as,
+            "rlimit_data": args.rlimit_data,
+        },
+    }
+    show_progress = not (args.json or args.no_progress) and console.is_terminal
+    try:
+        if show_progress:
+            with Progress(
+                TextColumn("replaying {task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                report = replay(
+                    lambda: _events(args.trace, progress),
+                    max_map_count=args.max_map_count,
+                    **options,
+                )
+        else:
+            report = replay(
+                lambda: _events(args.trace, None), max_map_count=args.max_map_count, **options
+            )
+    except ReplayError as e:
+        raise CliError(str(e)) from e
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    plot_path = None
+    if not args.no_plot:
+        plot_path = args.plot or args.trace[0].with_name(args.trace[0].name + ".map_count.png")
+        plot(report, plot_path, args.trace[0].name)
+    if args.json:
+        data = report.to_json()
+        data["plot"] = str(plot_path) if plot_path else None
+        write_json(data)
+    else:
+        render(report, console, plot_path)
+    return 0
+
+
+def verdict(report: ReplayReport) -> str:
+    f = report.first_failure
+    if f is None:
+        return "no call failed in the model at this limit"
+    why = VERDICTS.get(f.cause or "", "the kernel's argument checks refused it")
+    return f"{f.call} failed with {f.errno} at line {f.lineno}: {why}"
+
+
+def render(report: ReplayReport, console: Console, plot_path: Path | None) -> None:
+    t = Table(title="vmsim replay", show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("calls replayed", f"{report.calls:,} (of {report.lines:,} lines)")
+    t.add_row("malformed lines", f"{len(report.problems):,}")
+    t.add_row("divergences", f"{len(report.divergences):,}")
+    t.add_row(
+        "peak map_count",
+        f"{report.peak_map_count:,} at line {report.peak_line}"
+        + (f" (pid {report.peak_pid})" if report.peak_pid is not None else ""),
+    )
+    t.add_row("max_map_count", f"{report.max_map_count:,}")
+    t.add_row("smallest limit that succeeds", f"{report.min_max_map_count:,}")
+    if report.placements:
+        pct = 100 * report.placements_agreed / report.placements
+        t.add_row(
+            "model placement agreed",
+            f"{report.placements_agreed:,} of {report.placements:,} ({pct:.0f}%)",
+        )
+    t.add_row("verdict", verdict(report))
+    if report.first_failure is not None and report.first_failure.detail:
+        t.add_row("kernel check", report.first_failure.detail)
+    console.print(t)
+    if report.vmas_by_cause:
+        c = Table(title="VMAs created, by cause", title_justify="left")
+        c.add_column("cause")
+        c.add_column("VMAs", justify="right")
+        for cause, n in report.vmas_by_cause.most_common():
+            c.add_row(cause, f"{n:,}")
+        console.print(c)
+    if report.vmas_by_site:
+        s = Table(title="VMAs created, by call site (-k stacks)", title_justify="left")
+        s.add_column("call site")
+        s.add_column("VMAs", justify="right")
+        for site, n in report.vmas_by_site.most_common(10):
+            s.add_row(site, f"{n:,}")
+        console.print(s)
+    for d in report.divergences[:10]:
+        console.print(
+            f"line {d.lineno}: {d.call}: recorded {d.recorded}, model {d.model} ({d.why})",
+            markup=False,
+        )
+    if len(report.divergences) > 10:
+        console.print(f"... {len(report.divergences) - 10:,} more divergences (see --json)")
+    for p in report.problems[:10]:
+        console.print(f"line {p.lineno}: {p.message}", markup=False)
+    if len(report.problems) > 10:
+        console.print(f"... {len(report.problems) - 10:,} more malformed lines (see --json)")
+    for note in report.estimates:
+        console.print(f"note: {note}", markup=False)
+    if plot_path is not None:
+        console.print(f"plot: {plot_path}", markup=False)
+
+
+def plot(report: ReplayReport, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    xs = [s[0] for s in report.series]
+    ys = [s[2] for s in report.series]
+    ax.step(xs, ys, where="post", color="tab:blue", label="map_count")
+    ax.axhline(report.max_map_count, color="tab:red", linestyle="--", label="max_map_count")
+    f = report.first_failure
+    if f is not None:
+        ax.axvline(f.lineno, color="tab:orange", linestyle=":", label=f"first {f.errno}")
+    ax.set_xlabel("trace line")
+    ax.set_ylabel("VMAs (map_count)")
+    ax.set_title(f"map_count over {title}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
+    finally:
+        plt.close(fig)

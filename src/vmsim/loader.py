@@ -1,0 +1,230 @@
+"""execve(): the address space the kernel's ELF loader builds (fs/binfmt_elf.c,
+load_elf_binary()), before the program's first instruction.
+
+The layout is built through the model's own mmap/brk paths, as the kernel does with
+vm_mmap()/vm_brk_flags(): the [stack] (setup_arg_pages), the program's PT_LOAD segments
+at ELF_ET_DYN_BASE (PIE) or their link address, the break after its bss, the interpreter's
+segments placed top-down below mmap_base, then [vvar], [vvar_vclock] and [vdso]. Addresses
+are those of a process without ASLR (as under ``setarch -R``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vmsim.constants import (
+    MAP_FIXED,
+    MAP_PRIVATE,
+    PAGE_SIZE,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+)
+from vmsim.mm.core import AddressSpace, page_align
+from vmsim.mm.flags import (
+    VM_ACCOUNT,
+    VM_DONTDUMP,
+    VM_DONTEXPAND,
+    VM_EXEC,
+    VM_GROWSDOWN,
+    VM_IO,
+    VM_MAYEXEC,
+    VM_MAYREAD,
+    VM_MAYWRITE,
+    VM_PFNMAP,
+    VM_READ,
+    VM_WRITE,
+)
+from vmsim.mm.mmap import do_brk_flags, get_unmapped_area
+from vmsim.mm.vma import AnonVma, OpenFile, Vma
+
+if TYPE_CHECKING:
+    from vmsim.process import Process
+
+ELF_ET_DYN_BASE = ((1 << 47) - PAGE_SIZE) // 3 * 2 & ~(PAGE_SIZE - 1)
+STACK_TOP = (1 << 47) - PAGE_SIZE
+STACK_EXPAND = 128 << 10  # setup_arg_pages() grows the stack to 128 KiB past the args
+VVAR_PAGES, VVAR_VCLOCK_PAGES, VDSO_PAGES = 4, 2, 2  # this kernel's vdso image
+
+
+class ExecError(Exception):
+    """The binary cannot be loaded (missing, not ELF, unsupported)."""
+
+
+@dataclass
+class Segment:
+    vaddr: int
+    offset: int
+    filesz: int
+    memsz: int
+    prot: int
+    align: int
+
+
+@dataclass
+class ElfImage:
+    path: str
+    dynamic: bool  # ET_DYN (PIE or shared object)
+    segments: list[Segment]
+    interp: str | None
+    size: int
+    dev: tuple[int, int] = (0, 0)
+    ino: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def read_elf(path: Path) -> ElfImage:
+    """The PT_LOAD and PT_INTERP program headers of an ELF file (pyelftools)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as fh:
+            elf = ELFFile(fh)
+            if elf.get_machine_arch() != "x64":
+                raise ExecError(f"{path}: not an x86-64 ELF ({elf.get_machine_arch()})")
+            segs = []
+            interp = None
+            for seg in elf.iter_segments():
+                if seg["p_type"] == "PT_LOAD":
+                    fl = seg["p_flags"]
+                    prot = (
+                        (PROT_READ if fl & 4 else 0)
+                        | (PROT_WRITE if fl & 2 else 0)
+                        | (PROT_EXEC if fl & 1 else 0)
+                    )
+                    segs.append(
+                        Segment(
+                            seg["p_vaddr"],
+                            seg["p_offset"],
+                            seg["p_filesz"],
+                            seg["p_memsz"],
+                            prot,
+                            seg["p_align"],
+                        )
+                    )
+                elif seg["p_type"] == "PT_INTERP":
+                    interp = str(seg.get_interp_name())  # type: ignore[attr-defined]
+            dynamic = elf["e_type"] == "ET_DYN"
+    except (OSError, ELFError) as e:
+        raise ExecError(f"{path}: {e}") from e
+    if not segs:
+        raise ExecError(f"{path}: no PT_LOAD segment")
+    st = os.stat(path)
+    return ElfImage(
+        str(path),
+        dynamic,
+        segs,
+        interp,
+        st.st_size,
+        (os.major(st.st_dev), os.minor(st.st_dev)),
+        st.st_ino,
+    )
+
+
+def _open(proc: Process, img: ElfImage) -> int:
+    inode = proc.machine.inode_for(img.path, img.dev, img.ino, img.size)
+    return proc._new_fd(OpenFile(inode, writable=False))
+
+
+def _load(proc: Process, img: ElfImage, bias: int | None) -> tuple[int, int]:
+    """elf_load() of every PT_LOAD: returns (load bias, end of the last segment's memory).
+
+    ``bias`` None places the image top-down (an ET_DYN interpreter: vm_mmap(NULL, total))."""
+    mm = proc.mm
+    fd = _open(proc, img)
+    first = img.segments[0]
+    last = img.segments[-1]
+    total = page_align(last.vaddr + last.memsz) - (first.vaddr & ~(PAGE_SIZE - 1))
+    flags = MAP_PRIVATE
+    end_brk = 0
+    for i, seg in enumerate(img.segments):
+        page_off = seg.vaddr & (PAGE_SIZE - 1)
+        if bias is None:
+            # first segment: map the whole image size top-down, then trim to the segment
+            addr = proc.mmap(0, total, seg.prot, flags, fd, seg.offset - page_off)
+            bias = addr - (seg.vaddr - page_off)
+            size = page_align(seg.filesz + page_off)
+            if total > size:
+                proc.munmap(addr + size, total - size)
+        else:
+            start = bias + seg.vaddr - page_off
+            if seg.filesz:
+                size = seg.filesz + page_off
+                if i == 0 and total > page_align(size):
+                    proc.mmap(start, total, seg.prot, flags | MAP_FIXED, fd, seg.offset - page_off)
+                    proc.munmap(start + page_align(size), total - page_align(size))
+                else:
+                    proc.mmap(start, size, seg.prot, flags | MAP_FIXED, fd, seg.offset - page_off)
+        if seg.memsz > seg.filesz:
+            zero_start = bias + seg.vaddr + seg.filesz
+            zero_end = bias + seg.vaddr + seg.memsz
+            if zero_start & (PAGE_SIZE - 1) and seg.prot & PROT_WRITE and seg.filesz:
+                # padzero(): clearing the tail of the last file page is a write fault
+                vma = mm.tree.lookup(zero_start)
+                if vma is not None:
+                    mm.anon_vma_prepare(vma)
+            zs, ze = page_align(zero_start), page_align(zero_end)
+            if ze > zs:
+                prev = mm.tree.prev_of(zs + 1)
+                do_brk_flags(mm, prev, zs, ze - zs, VM_EXEC if seg.prot & PROT_EXEC else 0)
+        end_brk = max(end_brk, bias + seg.vaddr + seg.memsz)
+    proc.close(fd)
+    assert bias is not None
+    return bias, end_brk
+
+
+def _special(mm: AddressSpace, start: int, pages: int, flags: int, name: str) -> int:
+    mm.tree.insert_new(Vma(start, start + pages * PAGE_SIZE, flags, 0, name=name))
+    return start + pages * PAGE_SIZE
+
+
+def exec_image(proc: Process, img: ElfImage, interp: ElfImage | None) -> None:
+    """load_elf_binary() into ``proc``'s fresh, empty address space."""
+    mm = proc.mm
+    # setup_arg_pages(): one page of arguments, grown by 128 KiB; written, so anon_vma
+    stack = Vma(
+        STACK_TOP - PAGE_SIZE - STACK_EXPAND,
+        STACK_TOP,
+        VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_GROWSDOWN | VM_ACCOUNT,
+        (STACK_TOP - PAGE_SIZE - STACK_EXPAND) >> 12,
+        anon_vma=AnonVma(),
+    )
+    mm.tree.insert_new(stack)
+    mm.start_stack = STACK_TOP - PAGE_SIZE // 2
+    if img.dynamic:
+        align = max((s.align for s in img.segments if s.align > PAGE_SIZE), default=PAGE_SIZE)
+        base = ELF_ET_DYN_BASE & ~(align - 1)
+        bias = base - (img.segments[0].vaddr & ~(PAGE_SIZE - 1))
+    else:
+        bias = 0
+    _, end_brk = _load(proc, img, bias)
+    mm.start_brk = mm.brk = page_align(end_brk)
+    if interp is not None:
+        _load(proc, interp, None)
+    # map_vdso(): [vvar] [vvar_vclock] [vdso] placed top-down like any mapping
+    total = (VVAR_PAGES + VVAR_VCLOCK_PAGES + VDSO_PAGES) * PAGE_SIZE
+    addr = get_unmapped_area(mm, None, 0, total, 0, 0, 0)
+    vvar = VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP
+    addr = _special(mm, addr, VVAR_PAGES, vvar, "[vvar]")
+    addr = _special(mm, addr, VVAR_VCLOCK_PAGES, vvar, "[vvar_vclock]")
+    vdso = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND
+    _special(mm, addr, VDSO_PAGES, vdso, "[vdso]")
+
+
+def resolve(path: str, cwd: Path, root: Path | None = None) -> Path:
+    p = Path(path)
+    if root is not None and p.is_absolute():
+        return root / p.relative_to("/")
+    return p if p.is_absolute() else cwd / p
+
+
+def load_program(proc: Process, path: str, cwd: Path = Path(".")) -> list[str]:
+    """Read ``path`` (and its interpreter) and build the exec layout; returns notes."""
+    img = read_elf(resolve(path, cwd))
+    interp = read_elf(Path(img.interp)) if img.interp else None
+    exec_image(proc, img, interp)
+    return img.notes

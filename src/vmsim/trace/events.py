@@ -1,0 +1,87 @@
+"""The events that trace readers yield: one value per syscall, signal, task exit or bad line.
+
+Readers never raise on bad input: a line they cannot read becomes a :class:`Problem` that
+carries its line number, so a replay can count them, report them, or (``--strict``) stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Arg = int | str | None
+"""One decoded syscall argument: an int for numbers, pointers, fds and flag expressions,
+a str for strings (unquoted) and for anything left undecoded (the raw text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Syscall:
+    """One system call, merged from its ``<unfinished ...>`` and ``<... resumed>`` halves.
+
+    ``args`` are decoded only for the memory and process syscalls a VMA replay needs
+    (:data:`vmsim.trace.decode.DECODED_SYSCALLS`); for every other call ``args`` is a
+    one-element tuple holding the raw argument text (``()`` when there is none), which
+    :func:`vmsim.trace.decode.split_args` splits on demand.
+    """
+
+    lineno: int
+    """1-based line of the call (of its ``<unfinished ...>`` line if the call was split)."""
+    pid: int | None
+    """Task id from the line prefix or the ``-ff`` file suffix; None when there is none."""
+    time: float | None
+    """Seconds: since midnight (``-t``/``-tt``), since the epoch (``-ttt``), or the running
+    sum of the relative stamps (``-r``)."""
+    name: str
+    args: tuple[Arg, ...]
+    fd_paths: dict[int, str]
+    """fd -> path from the ``-y``/``-yy`` decorations on this call (arguments and result)."""
+    ret: int | None
+    """Return value; None for ``= ?`` (never returned, e.g. exit_group or a killed task)."""
+    errno: str | None
+    """Error name (``'ENOMEM'``) when the call failed; ``ret`` is then -1."""
+    duration: float | None
+    """Seconds spent in the call (``-T``)."""
+    stack: tuple[str, ...]
+    """``-k`` frames, innermost first, without the leading ``' > '``."""
+    raw: str
+    """The original line(s), joined with a newline when the call was split."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signal delivered to a task: ``--- SIGSEGV {si_signo=SIGSEGV, ...} ---``."""
+
+    lineno: int
+    pid: int | None
+    time: float | None
+    signame: str
+    si_code: str | None
+    si_addr: int | None
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """A task ended: ``+++ exited with 0 +++`` or ``+++ killed by SIGKILL +++``.
+
+    Both ``status`` and ``killed_by`` are None for ``+++ superseded by execve in pid N +++``
+    (a non-leader thread called execve and took over the leader's pid).
+    """
+
+    lineno: int
+    pid: int | None
+    time: float | None
+    status: int | None
+    killed_by: str | None
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A line the reader could not make sense of (malformed, truncated, orphaned)."""
+
+    lineno: int
+    line: str
+    message: str
+
+
+Event = Syscall | Signal | Exit | Problem

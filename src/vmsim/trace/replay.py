@@ -1,0 +1,552 @@
+"""Replay a recorded syscall trace through the model (``vmsim replay``).
+
+One model process per address space: threads (clone with CLONE_VM) share their parent's,
+fork copies it, execve replaces it with the ELF loader's layout. Every memory call is run
+on the model and its result compared with the recorded one; where the kernel chose an
+address (ASLR), the replay places the mapping there too and counts how often its own
+choice agreed. Each max_map_count check records the limit the call needed, so one replay
+without failures gives the smallest limit that lets the whole trace succeed.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmsim.constants import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
+    MAP_STACK,
+    MREMAP_FIXED,
+    MREMAP_MAYMOVE,
+    PAGE_SIZE,
+    PROT_NONE,
+)
+from vmsim.errors import CAUSE_MAP_COUNT, MmError
+from vmsim.loader import ExecError
+from vmsim.machine import Machine
+from vmsim.mm.core import page_align
+from vmsim.mm.flags import VM_NOHUGEPAGE
+from vmsim.mm.mmap import get_unmapped_area
+from vmsim.mm.vma import OpenFile
+from vmsim.process import Process
+from vmsim.trace.events import Exit, Problem, Signal, Syscall
+
+CLONE_VM = 0x00000100
+CLONE_VFORK = 0x00004000
+CLONE_THREAD = 0x00010000
+MEMORY_CALLS = frozenset(
+    {
+        "mmap",
+        "munmap",
+        "mprotect",
+        "pkey_mprotect",
+        "mremap",
+        "madvise",
+        "brk",
+        "mlock",
+        "mlock2",
+        "munlock",
+        "mseal",
+    }
+)
+UNLIMITED = 1 << 40
+
+
+class ReplayError(Exception):
+    """A fatal replay problem (with --strict, a malformed line)."""
+
+    def __init__(self, message: str, lineno: int | None = None) -> None:
+        super().__init__(f"line {lineno}: {message}" if lineno else message)
+        self.lineno = lineno
+
+
+@dataclass
+class Divergence:
+    lineno: int
+    call: str
+    recorded: str
+    model: str
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line": self.lineno,
+            "call": self.call,
+            "recorded": self.recorded,
+            "model": self.model,
+            "why": self.why,
+        }
+
+
+@dataclass
+class Failure:
+    lineno: int
+    call: str
+    errno: str
+    cause: str | None
+    detail: str
+    map_count: int
+    pid: int | None
+    stack: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line": self.lineno,
+            "call": self.call,
+            "errno": self.errno,
+            "cause": self.cause,
+            "detail": self.detail,
+            "map_count": self.map_count,
+            "pid": self.pid,
+            "stack": list(self.stack),
+        }
+
+
+@dataclass
+class ReplayReport:
+    max_map_count: int
+    lines: int = 0
+    calls: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list)
+    peak_map_count: int = 0
+    peak_line: int = 0
+    peak_pid: int | None = None
+    first_failure: Failure | None = None
+    failures: list[Failure] = field(default_factory=list)
+    min_max_map_count: int = 0
+    vmas_by_site: Counter[str] = field(default_factory=Counter)
+    vmas_by_cause: Counter[str] = field(default_factory=Counter)
+    placements: int = 0
+    placements_agreed: int = 0
+    estimates: list[str] = field(default_factory=list)
+    series: list[tuple[int, float | None, int]] = field(default_factory=list)
+    processes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_map_count": self.max_map_count,
+            "lines": self.lines,
+            "calls": self.calls,
+            "problems": [{"line": p.lineno, "message": p.message} for p in self.problems],
+            "divergences": [d.to_json() for d in self.divergences],
+            "peak_map_count": self.peak_map_count,
+            "peak_line": self.peak_line,
+            "peak_pid": self.peak_pid,
+            "first_failure": self.first_failure.to_json() if self.first_failure else None,
+            "min_max_map_count": self.min_max_map_count,
+            "vmas_by_site": dict(self.vmas_by_site.most_common()),
+            "vmas_by_cause": dict(self.vmas_by_cause.most_common()),
+            "placement": {"recorded": self.placements, "agreed": self.placements_agreed},
+            "estimates": self.estimates,
+            "processes": self.processes,
+        }
+
+
+def _errname(code: int) -> str:
+    return errno_mod.errorcode.get(code, str(code))
+
+
+def _fmt_call(ev: Syscall) -> str:
+    args = ", ".join(hex(a) if isinstance(a, int) and a > 9 else str(a) for a in ev.args)
+    return f"{ev.name}({args})"
+
+
+def call_site(stack: tuple[str, ...]) -> str:
+    """The first -k frame outside libc, ld.so and libpthread: who asked for the memory."""
+    for frame in stack:
+        obj = frame.split("(", 1)[0].strip()
+        base = obj.rsplit("/", 1)[-1]
+        if not base.startswith(("libc.so", "libc-", "ld-linux", "libpthread", "ld.so")):
+            return frame
+    return stack[0] if stack else "(no stack: record with strace -k)"
+
+
+class Replayer:
+    """Feeds trace events to the model; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        max_map_count: int = 65530,
+        from_maps: str | None = None,
+        cwd: Path = Path("."),
+        use_recorded_addresses: bool = True,
+        strict: bool = False,
+        machine_options: dict[str, Any] | None = None,
+        series_every: int = 1,
+    ) -> None:
+        self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
+        self.from_maps = from_maps
+        self.cwd = cwd
+        self.use_recorded = use_recorded_addresses
+        self.strict = strict
+        self.series_every = max(1, series_every)
+        self.report = ReplayReport(max_map_count=max_map_count)
+        self.tasks: dict[int | None, Process] = {}
+        self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
+            "mmap": self._mmap,
+            "munmap": self._munmap,
+            "mprotect": self._mprotect,
+            "pkey_mprotect": self._mprotect,
+            "mremap": self._mremap,
+            "madvise": self._madvise,
+            "brk": self._brk,
+            "mlock": self._mlock,
+            "mlock2": self._mlock,
+            "munlock": self._munlock,
+            "mseal": self._mseal,
+        }
+
+    # ------------------------------------------------------------- processes
+    def _initial(self, ev: Syscall | None) -> Process:
+        m = self.machine
+        if self.from_maps is not None:
+            self.report.estimates.append("initial layout: from the given maps snapshot")
+            return m.spawn(maps=self.from_maps)
+        if ev is not None and ev.name == "execve" and (ev.ret == 0):
+            p = m.spawn()
+            self._exec(p, ev)
+            return p
+        self.report.estimates.append(
+            "initial layout: estimated (the usual fresh-process layout; the trace does not "
+            "start with execve and no --from-maps snapshot was given)"
+        )
+        return m.spawn(layout="linux")
+
+    def _exec(self, p: Process, ev: Syscall) -> None:
+        path = ev.args[0] if ev.args and isinstance(ev.args[0], str) else None
+        try:
+            if path is None:
+                raise ExecError("execve path not in the trace")
+            p.execve(path.strip('"'), self.cwd)
+        except (ExecError, OSError) as e:
+            p.execve(None)
+            self.report.estimates.append(
+                f"line {ev.lineno}: execve layout estimated: {e} (use --cwd or --from-maps)"
+            )
+
+    def process_for(self, pid: int | None, ev: Syscall | None) -> Process:
+        p = self.tasks.get(pid)
+        if p is None:
+            if not self.tasks:
+                p = self._initial(ev)
+            elif None in self.tasks and pid is not None:
+                p = self.tasks[None]
+            else:
+                p = self._initial(None)
+            self.tasks[pid] = p
+            self.report.processes += 1
+        return p
+
+    # --------------------------------------------------------------- the loop
+    def feed(self, events: Iterable[Syscall | Signal | Exit | Problem]) -> ReplayReport:
+        rep = self.report
+        for ev in events:
+            rep.lines = max(rep.lines, ev.lineno)
+            if isinstance(ev, Problem):
+                rep.problems.append(ev)
+                if self.strict:
+                    raise ReplayError(ev.message, ev.lineno)
+                continue
+            if isinstance(ev, Exit):
+                self.tasks.pop(ev.pid, None)
+                continue
+            if isinstance(ev, Signal):
+                continue
+            self.syscall(ev)
+        rep.min_max_map_count = self.machine.cfg.map_count_needed
+        return rep
+
+    def syscall(self, ev: Syscall) -> None:
+        name = ev.name
+        if name == "execve" or name == "execveat":
+            if ev.ret == 0:
+                if not self.tasks:
+                    self.process_for(ev.pid, ev)
+                else:
+                    p = self.machine.spawn()
+                    self._exec(p, ev)
+                    old = self.tasks.get(ev.pid)
+                    for tid, q in list(self.tasks.items()):
+                        if q is old and old is not None:
+                            self.tasks[tid] = p
+                    self.tasks[ev.pid] = p
+            return
+        if name in ("clone", "clone3", "fork", "vfork"):
+            self._clone(ev)
+            return
+        handler = self._handlers.get(name)
+        if handler is None:
+            return
+        p = self.process_for(ev.pid, None)
+        rep = self.report
+        rep.calls += 1
+        before = p.map_count
+        try:
+            result, err = handler(p, ev)
+        except (TypeError, IndexError, ValueError) as e:
+            rep.problems.append(Problem(ev.lineno, ev.raw, f"cannot replay {name}: {e}"))
+            if self.strict:
+                raise ReplayError(f"cannot replay {name}: {e}", ev.lineno) from e
+            return
+        after = p.map_count
+        self._compare(ev, result, err, before)
+        if after > before:
+            rep.vmas_by_site[call_site(ev.stack)] += after - before
+            rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
+        if after > rep.peak_map_count:
+            rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
+        if rep.calls % self.series_every == 0 or after != before:
+            rep.series.append((ev.lineno, ev.time, after))
+
+    def _clone(self, ev: Syscall) -> None:
+        if ev.ret is None or ev.ret < 0:
+            return
+        parent = self.process_for(ev.pid, None)
+        flags = 0
+        if ev.name in ("clone", "clone3"):
+            for a in ev.args:
+                if isinstance(a, int):
+                    flags = a
+                    break
+        elif ev.name == "vfork":
+            flags = CLONE_VM | CLONE_VFORK
+        if flags & CLONE_VM:
+            self.tasks[ev.ret] = parent
+        else:
+            self.tasks[ev.ret] = parent.fork()
+            self.report.processes += 1
+
+    # ------------------------------------------------------------ comparison
+    def _compare(self, ev: Syscall, result: int, err: MmError | None, before: int) -> None:
+        rep = self.report
+        rec_err = ev.errno
+        if err is not None:
+            model = f"-1 {_errname(err.errno or 0)}"
+            if rep.first_failure is None or len(rep.failures) < 1000:
+                fail = Failure(
+                    ev.lineno,
+                    _fmt_call(ev),
+                    _errname(err.errno or 0),
+                    err.cause,
+                    err.detail,
+                    before,
+                    ev.pid,
+                    ev.stack,
+                )
+                if rep.first_failure is None:
+                    rep.first_failure = fail
+                rep.failures.append(fail)
+        else:
+            model = hex(result) if result > 9 else str(result)
+        if ev.ret is None:
+            return
+        if rec_err is not None:
+            recorded = f"-1 {rec_err}"
+        else:
+            recorded = hex(ev.ret) if ev.ret > 9 else str(ev.ret)
+        if recorded != model:
+            why = "model and kernel disagree"
+            if err is not None and err.cause == CAUSE_MAP_COUNT:
+                why = f"the model hit max_map_count {rep.max_map_count}: {err.detail}"
+            elif rec_err == "ENOMEM" and err is None:
+                why = (
+                    "the kernel refused with ENOMEM where the model succeeded: a different "
+                    "limit (max_map_count, overcommit, rlimits) or an earlier divergence"
+                )
+            rep.divergences.append(Divergence(ev.lineno, _fmt_call(ev), recorded, model, why))
+
+    def _cause(self, p: Process, ev: Syscall, err: MmError | None) -> str:
+        name = ev.name
+        a = ev.args
+        if name == "munmap":
+            return "partial munmap"
+        if name in ("mprotect", "pkey_mprotect"):
+            vma = p.mm.tree.lookup(int(a[0])) if isinstance(a[0], int) else None
+            if vma is not None and vma.flags & VM_NOHUGEPAGE and vma.is_anonymous:
+                return "thread stack"  # MAP_STACK sets VM_NOHUGEPAGE: stack + guard split
+            return "mprotect guard" if a[2] == PROT_NONE else "mprotect split"
+        if name == "mmap":
+            flags = a[3] if isinstance(a[3], int) else 0
+            length = a[1] if isinstance(a[1], int) else 0
+            if flags & MAP_STACK:
+                return "thread stack"
+            if not flags & MAP_ANONYMOUS:
+                return "file mapping"
+            if length in (64 << 20, 128 << 20) and a[2] == PROT_NONE:
+                return "malloc arena"
+            return "anonymous mmap"
+        if name in ("mlock", "mlock2", "munlock"):
+            return "mlock split"
+        if name == "madvise":
+            return "madvise split"
+        return name
+
+    # ------------------------------------------------------------- the calls
+    @staticmethod
+    def _ints(ev: Syscall, n: int) -> list[int]:
+        out = []
+        for i in range(n):
+            v = ev.args[i] if i < len(ev.args) else 0
+            if v is None:
+                v = 0
+            if not isinstance(v, int):
+                raise ValueError(f"argument {i + 1} is not a number: {v!r}")
+            out.append(v)
+        return out
+
+    def _file(self, p: Process, fd: int, ev: Syscall) -> None:
+        """Make sure fd refers to a model file (by -y path when the trace has it)."""
+        path = ev.fd_paths.get(fd)
+        cur = p.files.get(fd)
+        if cur is not None and (path is None or cur.inode.path == path):
+            return
+        name = path or f"fd{fd}"
+        inode = self.machine.inode_for(name, (0, 0), 0, 1 << 46)
+        p.files[fd] = OpenFile(inode)
+
+    def _mmap(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length, prot, flags, fd, off = self._ints(ev, 6)
+        if not flags & MAP_ANONYMOUS:
+            self._file(p, fd & 0xFFFFFFFF if fd >= 0 else fd, ev)
+        mm = p.mm
+        placed = (
+            self.use_recorded
+            and ev.errno is None
+            and ev.ret is not None
+            and not flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)
+        )
+        if placed:
+            assert ev.ret is not None
+            f = p.files.get(fd) if not flags & MAP_ANONYMOUS else None
+            hint = addr & ~(PAGE_SIZE - 1)
+            own = get_unmapped_area(
+                mm, f, hint, page_align(length), off >> 12, flags & ~MAP_FIXED, 0
+            )
+            self.report.placements += 1
+            if own == ev.ret:
+                self.report.placements_agreed += 1
+            mm.placement_hint = ev.ret
+        try:
+            return p.mmap(addr, length, prot, flags, fd, off), None
+        except MmError as e:
+            return -1, e
+        finally:
+            mm.placement_hint = None
+
+    def _munmap(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length = self._ints(ev, 2)
+        try:
+            p.munmap(addr, length)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+    def _mprotect(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length, prot = self._ints(ev, 3)
+        try:
+            p.mprotect(addr, length, prot)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+    def _mremap(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        n = 5 if len(ev.args) >= 5 else 4
+        args = self._ints(ev, n) + ([0] if n == 4 else [])
+        old, old_len, new_len, flags, new_addr = args
+        mm = p.mm
+        if (
+            self.use_recorded
+            and flags & MREMAP_MAYMOVE
+            and not flags & MREMAP_FIXED
+            and ev.errno is None
+            and ev.ret is not None
+            and ev.ret != old
+        ):
+            mm.placement_hint = ev.ret
+        try:
+            return p.mremap(old, old_len, new_len, flags, new_addr), None
+        except MmError as e:
+            return -1, e
+        finally:
+            mm.placement_hint = None
+
+    def _madvise(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length, advice = self._ints(ev, 3)
+        try:
+            p.madvise(addr, length, advice)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+    def _brk(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        (addr,) = self._ints(ev, 1)
+        mm = p.mm
+        # the first brk(NULL) reveals the randomised start of the heap
+        if (
+            addr == 0
+            and ev.ret is not None
+            and self.use_recorded
+            and ev.ret != mm.brk
+            and mm.brk == mm.start_brk
+            and mm.tree.find_intersection(ev.ret, ev.ret + 1) is None
+        ):
+            mm.start_brk = mm.brk = ev.ret
+        return p.brk(addr), None
+
+    def _mlock(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length = self._ints(ev, 2)
+        flags = self._ints(ev, 3)[2] if ev.name == "mlock2" and len(ev.args) > 2 else 0
+        try:
+            p.mlock2(addr, length, flags)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+    def _munlock(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length = self._ints(ev, 2)
+        try:
+            p.munlock(addr, length)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+    def _mseal(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        addr, length, flags = self._ints(ev, 3)
+        try:
+            p.mseal(addr, length, flags)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+
+def replay(
+    events: Iterable[Syscall | Signal | Exit | Problem] | Callable[[], Iterator[Any]],
+    *,
+    max_map_count: int = 65530,
+    **options: Any,
+) -> ReplayReport:
+    """Replay ``events`` at ``max_map_count``. ``events`` may be a callable that yields the
+    events afresh: then, if the trace hit the limit, a second replay without a limit finds
+    the smallest max_map_count that lets every call succeed."""
+    source = events() if callable(events) else events
+    r = Replayer(max_map_count=max_map_count, **options)
+    rep = r.feed(source)
+    hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
+    if hit_limit and callable(events):
+        r2 = Replayer(max_map_count=UNLIMITED, **options)
+        r2.feed(events())
+        rep.min_max_map_count = r2.report.min_max_map_count
+    elif hit_limit:
+        rep.min_max_map_count = 0  # unknown: the events could not be read twice
+        rep.estimates.append(
+            "min_max_map_count unknown: the trace hit the limit and could not be re-read"
+        )
+    return rep

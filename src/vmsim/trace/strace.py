@@ -1,0 +1,422 @@
+"""Reading strace output into events, in every shape strace 6 prints.
+
+Line grammar (strace ``printleader()`` and ``syscall_exiting_trace()``)::
+
+    [PID-PREFIX][TIME ][[IP] ]NAME(ARGS) = RET[ ERRNAME (strerror)][ <SECONDS>]
+
+- PID prefix: ``[pid  N] `` (``-f`` writing to a terminal), ``N `` (``-f -o FILE``), none
+  (one task, or ``-ff`` where the pid is the file suffix).
+- TIME: ``-t`` ``HH:MM:SS``, ``-tt`` ``HH:MM:SS.uuuuuu``, ``-ttt`` epoch, ``-r`` relative.
+- A call interrupted by another task's output is split into ``NAME(ARGS <unfinished ...>`` and,
+  later, ``<... NAME resumed>ARGS) = RET``; the two halves are merged into one :class:`Syscall`
+  numbered at the first half, yielded when the second half arrives (the order in which calls
+  completed: an mmap that returns an address returned it after any munmap that freed it).
+- ``-k`` adds one `` > frame`` line per stack frame after the call's (completed) line.
+- ``--- SIGNAME {siginfo} ---`` is a signal; ``+++ exited with N +++`` / ``+++ killed by SIG
+  +++`` the end of a task.
+- Without ``-o``, strace's own ``strace: Process N attached`` lands in the middle of a line; the
+  rest of that line follows on the next one. The two pieces are joined again.
+
+Speed: the common complete-call line is one precompiled regex match; everything else takes the
+slower path. Arguments are decoded only for :data:`~vmsim.trace.decode.DECODED_SYSCALLS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import heapq
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final
+
+from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_args
+from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall
+
+__all__ = ["open_trace", "read_strace", "read_strace_files"]
+
+_PREFIX: Final = (
+    r" *(?:\[pid +(\d+)\] |(\d+) +)?"  # '[pid  123] ' or '123 '
+    r"(?:(\d+:\d\d:\d\d(?:\.\d+)?|\d+\.\d+) +)?"  # -t/-tt/-ttt/-r
+    r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
+)
+_RESULT: Final = r"\) *= (-?\d+|0x[0-9a-f]+|\?)(.*)$"
+# The fast path: a complete call on one line.
+_CALL = re.compile(_PREFIX + r"([a-z_][a-z0-9_]*)\((.*)" + _RESULT)
+_LEADER = re.compile(_PREFIX)
+_BODY_CALL = re.compile(r"([\w?]+)\((.*)" + _RESULT)
+_UNFINISHED = re.compile(r"([\w?]+)\((.*) <unfinished \.\.\.>$")
+_DETACHED = re.compile(r"([\w?]+)\((.*) <detached \.\.\.>$")
+_RESUMED = re.compile(r"<\.\.\. ([\w?]+) resumed>(.*)$")
+_SIGNAL = re.compile(r"--- (?:stopped by )?(SIG\w+|\d+)\b(.*?) ?---$")
+_SI_CODE = re.compile(r"\bsi_code=([^,}]+)")
+_SI_ADDR = re.compile(r"\bsi_addr=(0x[0-9a-f]+|NULL)")
+_EXITED = re.compile(r"\+\+\+ exited with (\d+) \+\+\+$")
+_KILLED = re.compile(r"\+\+\+ killed by (SIG\w+|\d+)(?: \(core dumped\))? \+\+\+$")
+_SUPERSEDED = re.compile(r"\+\+\+ superseded by execve in pid \d+ \+\+\+$")
+_ERRNO = re.compile(r"(E[A-Z0-9_]+)(?: \(|$)")
+_MESSAGE = "strace: Process "
+_FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))(\d+)<(?!<)")
+_DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
+_EMPTY: Final[tuple[str, ...]] = ()
+
+
+@dataclass(slots=True)
+class _Open:
+    """A call whose line is complete but whose -k frames may still follow."""
+
+    lineno: int
+    pid: int | None
+    time: float | None
+    name: str
+    args: tuple[Arg, ...]
+    fd_paths: dict[int, str]
+    ret: int | None
+    errno: str | None
+    duration: float | None
+    raw: str
+    stack: list[str] = field(default_factory=list)
+
+    def close(self) -> Syscall:
+        return Syscall(
+            self.lineno,
+            self.pid,
+            self.time,
+            self.name,
+            self.args,
+            self.fd_paths,
+            self.ret,
+            self.errno,
+            self.duration,
+            tuple(self.stack) if self.stack else _EMPTY,
+            self.raw,
+        )
+
+
+@dataclass(slots=True)
+class _Unfinished:
+    lineno: int
+    time: float | None
+    name: str
+    args: str
+    raw: str
+
+
+def read_strace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Event]:
+    """Read strace output, one event per call, signal, exit or unreadable line.
+
+    ``pid`` is the task of lines without a pid prefix (the ``-ff`` file suffix), else None.
+    Never raises on bad input: unreadable lines become :class:`Problem` events.
+    """
+    return _read(lines, pid, Timestamps())
+
+
+def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> Iterator[Event]:
+    call_match = _CALL.match
+    decoded = DECODED_SYSCALLS
+    parse_time = clock.parse
+    held: _Open | None = None  # the last complete call: -k frames may follow it
+    pending: dict[int | None, _Unfinished] = {}
+    carry = ""  # the head of a line cut by 'strace: Process N attached'
+    carry_lineno = 0
+    lineno = 0
+    for lineno, line in enumerate(lines, 1):  # noqa: B007 (lineno is used after the loop)
+        if line.endswith("\n"):
+            line = line[:-2] if line.endswith("\r\n") else line[:-1]
+        start = lineno
+        if carry:
+            line = carry + line
+            start = carry_lineno
+            carry = ""
+        m = call_match(line)
+        if m is not None:
+            if held is not None:
+                yield held.close()
+            pid_b, pid_p, stamp, name, args_text, ret_text, tail = m.groups()
+            pid_text = pid_b or pid_p
+            fd_paths: dict[int, str] = {}
+            if name in decoded:
+                args: tuple[Arg, ...] = decode_args(name, args_text, fd_paths)
+            else:
+                args = (args_text,) if args_text else ()
+                if "<" in args_text:
+                    _scan_fd_paths(args_text, fd_paths)
+            if ret_text == "?":
+                ret = None
+            elif ret_text[1:2] == "x":
+                ret = int(ret_text, 16)
+            else:
+                ret = int(ret_text)
+            errno = duration = None
+            if tail:
+                errno, duration = _parse_tail(tail, ret, fd_paths)
+                if errno is not None and ret is not None:
+                    ret = -1
+            held = _Open(
+                start,
+                int(pid_text) if pid_text else default_pid,
+                parse_time(stamp) if stamp else None,
+                name,
+                args,
+                fd_paths,
+                ret,
+                errno,
+                duration,
+                line,
+            )
+            continue
+
+        # The slow path: everything but a complete call on one line.
+        if line.startswith(" > "):
+            if held is not None:
+                held.stack.append(line[3:])
+            else:
+                yield Problem(lineno, line, "-k stack frame without a syscall line before it")
+            continue
+        cut = line.find(_MESSAGE)
+        if cut >= 0:
+            # strace's own message; without -o it may land in the middle of a call's line.
+            if line[:cut].strip():
+                carry, carry_lineno = line[:cut], start
+            continue
+        if held is not None:
+            yield held.close()
+            held = None
+        if not line.strip() or line.startswith("strace: "):
+            continue
+        leader = _LEADER.match(line)
+        assert leader is not None  # every part of _PREFIX is optional
+        pid_text = leader.group(1) or leader.group(2)
+        task = int(pid_text) if pid_text else default_pid
+        stamp = leader.group(3)
+        time = parse_time(stamp) if stamp else None
+        body = line[leader.end() :]
+
+        if body.startswith("<..."):
+            rm = _RESUMED.match(body)
+            first = pending.pop(task, None)
+            if rm is None:
+                yield Problem(start, line, "malformed '<... NAME resumed>' line")
+                continue
+            if first is None or first.name != rm.group(1):
+                if first is not None:
+                    yield _never_returned(first, task)
+                yield Problem(
+                    start,
+                    line,
+                    f"'<... {rm.group(1)} resumed>' without a matching '<unfinished ...>' "
+                    f"of pid {task}",
+                )
+                continue
+            rest = rm.group(2)
+            raw = first.raw + "\n" + line
+            if rest.endswith(" <unfinished ...>"):  # interrupted again
+                first.args += rest[: -len(" <unfinished ...>")]
+                first.raw = raw
+                pending[task] = first
+                continue
+            bm = _BODY_CALL.match(f"{first.name}({first.args}{rest}")
+            if bm is None:
+                yield Problem(start, line, "resumed call has no ' = ' result (cut short?)")
+                continue
+            held = _complete(first.lineno, task, first.time, bm, raw)
+            continue
+
+        if body.startswith("---"):
+            sm = _SIGNAL.match(body)
+            if sm is None:
+                yield Problem(start, line, "malformed signal line")
+                continue
+            info = sm.group(2)
+            code = _SI_CODE.search(info)
+            addr = _SI_ADDR.search(info)
+            yield Signal(
+                start,
+                task,
+                time,
+                sm.group(1),
+                code.group(1) if code else None,
+                (0 if addr.group(1) == "NULL" else int(addr.group(1), 16)) if addr else None,
+                line,
+            )
+            continue
+
+        if body.startswith("+++"):
+            first = pending.pop(task, None)
+            if first is not None:
+                yield _never_returned(first, task)
+            em = _EXITED.match(body)
+            if em is not None:
+                yield Exit(start, task, time, int(em.group(1)), None, line)
+                continue
+            km = _KILLED.match(body)
+            if km is not None:
+                yield Exit(start, task, time, None, km.group(1), line)
+                continue
+            if _SUPERSEDED.match(body):
+                yield Exit(start, task, time, None, None, line)
+                continue
+            yield Problem(start, line, "malformed '+++' line")
+            continue
+
+        um = _UNFINISHED.match(body)
+        if um is not None:
+            first = pending.pop(task, None)
+            if first is not None:
+                yield _never_returned(first, task)
+            pending[task] = _Unfinished(start, time, um.group(1), um.group(2), line)
+            continue
+
+        bm = _BODY_CALL.match(body)
+        if bm is not None:  # a call the fast path does not take ('????(...)', odd spacing)
+            held = _complete(start, task, time, bm, line)
+            continue
+        dm = _DETACHED.match(body)
+        if dm is not None:
+            fd_paths = {}
+            held = _Open(
+                start, task, time, dm.group(1), _args(dm.group(1), dm.group(2), fd_paths),
+                fd_paths, None, None, None, line,
+            )  # fmt: skip
+            continue
+        if re.match(r"[\w?]+\(", body):
+            yield Problem(start, line, "syscall line has no ' = ' result (cut short?)")
+        else:
+            yield Problem(start, line, "not an strace line")
+
+    if held is not None:
+        yield held.close()
+    if carry:
+        yield Problem(carry_lineno, carry, "line cut by a strace message never continued")
+    for task, first in sorted(pending.items(), key=lambda item: item[1].lineno):
+        yield _never_returned(first, task)
+
+
+def _args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ...]:
+    if name in DECODED_SYSCALLS:
+        return decode_args(name, text, fd_paths)
+    if "<" in text:
+        _scan_fd_paths(text, fd_paths)
+    return (text,) if text else ()
+
+
+def _complete(
+    lineno: int, task: int | None, time: float | None, m: re.Match[str], raw: str
+) -> _Open:
+    name, args_text, ret_text, tail = m.groups()
+    fd_paths: dict[int, str] = {}
+    args = _args(name, args_text, fd_paths)
+    ret = None if ret_text == "?" else int(ret_text, 0 if ret_text[1:2] == "x" else 10)
+    errno, duration = _parse_tail(tail, ret, fd_paths) if tail else (None, None)
+    if errno is not None and ret is not None:
+        ret = -1
+    return _Open(lineno, task, time, name, args, fd_paths, ret, errno, duration, raw)
+
+
+def _never_returned(first: _Unfinished, task: int | None) -> Syscall:
+    """An ``<unfinished ...>`` call whose task went on to something else, exited or the trace
+    ended: it never returned (``ret`` None)."""
+    fd_paths: dict[int, str] = {}
+    args = _args(first.name, first.args, fd_paths)
+    return Syscall(
+        first.lineno, task, first.time, first.name, args, fd_paths, None, None, None, _EMPTY,
+        first.raw,
+    )  # fmt: skip
+
+
+def _parse_tail(tail: str, ret: int | None, fd_paths: dict[int, str]) -> tuple[str | None, float | None]:
+    """Errno and -T duration from what follows the return value:
+    ``' ENOMEM (Cannot allocate memory) <0.000028>'``, ``'</etc/ld.so.cache> <0.000031>'``,
+    ``' ERESTARTSYS (To be restarted if SA_RESTART is set)'``, ``' (Timeout)'``."""
+    duration = None
+    if tail.endswith(">"):
+        i = tail.rfind(" <")
+        if i >= 0:
+            try:
+                duration = float(tail[i + 2 : -1])
+                tail = tail[:i]
+            except ValueError:
+                pass
+        if tail.startswith("<") and ret is not None:  # -y on a returned fd: '= 3</etc/x>'
+            end = _DECORATION_END.search(tail, 1)
+            if end is not None:
+                fd_paths[ret] = tail[1 : end.start()]
+                tail = tail[end.end() :]
+    tail = tail.lstrip()
+    if tail.startswith("E"):
+        em = _ERRNO.match(tail)
+        if em is not None:
+            return em.group(1), duration
+    return None, duration
+
+
+def _scan_fd_paths(text: str, fd_paths: dict[int, str]) -> None:
+    """-y paths in the arguments of a call whose arguments stay undecoded."""
+    for m in _FD_IN_ARGS.finditer(text):
+        end = _DECORATION_END.search(text, m.end())
+        if end is not None:
+            fd_paths[int(m.group(1))] = text[m.end() : end.start()]
+
+
+def open_trace(path: Path) -> IO[str]:
+    """Open a trace file as text, decompressing ``.gz`` (by name or by its magic bytes)."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    if gzipped or path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape")
+
+
+_PID_SUFFIX = re.compile(r"\.(\d+)(?:\.gz)?$")
+
+
+def read_strace_files(paths: list[Path]) -> Iterator[Event]:
+    """Read the per-task files of ``strace -ff -o P`` (``P.<pid>``), the pid from each suffix.
+
+    With absolute timestamps (``-t``, ``-tt``, ``-ttt``) the events of all files are merged by
+    time (ties keep file order); without them, or with ``-r`` (relative to each file's own
+    previous line), the files follow one another in the order given. Line numbers are those
+    within each file.
+    """
+    with contextlib.ExitStack() as stack:
+        streams: list[tuple[list[Event], Iterator[Event], Timestamps]] = []
+        for path in paths:
+            m = _PID_SUFFIX.search(path.name)
+            clock = Timestamps()
+            handle = stack.enter_context(open_trace(path))
+            events = _read(handle, int(m.group(1)) if m else None, clock)
+            head: list[Event] = []
+            for event in events:  # look ahead to the first timestamp
+                head.append(event)
+                if not isinstance(event, Problem):
+                    break
+            streams.append((head, events, clock))
+        # Merge when every file that has an event has a timestamp on its first one.
+        firsts = [next((e for e in head if not isinstance(e, Problem)), None) for head, _, _ in streams]
+        timed = all(e.time is not None for e in firsts if e is not None) and not any(
+            clock.relative for _, _, clock in streams
+        )
+        if not timed:
+            for head, events, _ in streams:
+                yield from head
+                yield from events
+            return
+        keyed = [_keyed(index, head, events) for index, (head, events, _) in enumerate(streams)]
+        for _, _, _, event in heapq.merge(*keyed):
+            yield event
+
+
+def _keyed(
+    index: int, head: list[Event], events: Iterator[Event]
+) -> Iterator[tuple[float, int, int, Event]]:
+    """Events with a sort key: their time (a Problem takes the time of the event before it)."""
+    last = 0.0
+    seq = 0
+    for source in (head, events):
+        for event in source:
+            if not isinstance(event, Problem) and event.time is not None and event.time > last:
+                last = event.time  # never backwards: merge needs each stream sorted
+            seq += 1
+            yield last, index, seq, event
