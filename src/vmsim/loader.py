@@ -74,6 +74,27 @@ class ElfImage:
     dev: tuple[int, int] = (0, 0)
     ino: int = 0
     notes: list[str] = field(default_factory=list)
+    relro: tuple[int, int] | None = None  # PT_GNU_RELRO (p_vaddr, p_memsz)
+
+
+@dataclass
+class LoadedImage:
+    """Where an image landed: its load bias and the address range its VMAs cover."""
+
+    path: str
+    bias: int
+    lo: int
+    hi: int
+    relro: tuple[int, int] | None
+
+    def relro_range(self, bias: int) -> tuple[int, int] | None:
+        """The range ld.so's _dl_protect_relro() makes read-only at this bias."""
+        if self.relro is None:
+            return None
+        vaddr, memsz = self.relro
+        start = (bias + vaddr) & ~(PAGE_SIZE - 1)
+        end = (bias + vaddr + memsz) & ~(PAGE_SIZE - 1)
+        return (start, end) if end > start else None
 
 
 def read_elf(path: Path) -> ElfImage:
@@ -88,6 +109,7 @@ def read_elf(path: Path) -> ElfImage:
                 raise ExecError(f"{path}: not an x86-64 ELF ({elf.get_machine_arch()})")
             segs = []
             interp = None
+            relro = None
             for seg in elf.iter_segments():
                 if seg["p_type"] == "PT_LOAD":
                     fl = seg["p_flags"]
@@ -106,6 +128,8 @@ def read_elf(path: Path) -> ElfImage:
                             seg["p_align"],
                         )
                     )
+                elif seg["p_type"] == "PT_GNU_RELRO":
+                    relro = (seg["p_vaddr"], seg["p_memsz"])
                 elif seg["p_type"] == "PT_INTERP":
                     interp = str(seg.get_interp_name())  # type: ignore[attr-defined]
             dynamic = elf["e_type"] == "ET_DYN"
@@ -122,6 +146,7 @@ def read_elf(path: Path) -> ElfImage:
         st.st_size,
         (os.major(st.st_dev), os.minor(st.st_dev)),
         st.st_ino,
+        relro=relro,
     )
 
 
@@ -174,6 +199,8 @@ def _load(proc: Process, img: ElfImage, bias: int | None) -> tuple[int, int]:
         end_brk = max(end_brk, bias + seg.vaddr + seg.memsz)
     proc.close(fd)
     assert bias is not None
+    lo = bias + (first.vaddr & ~(PAGE_SIZE - 1))
+    proc.images.append(LoadedImage(img.path, bias, lo, page_align(end_brk), img.relro))
     return bias, end_brk
 
 
@@ -185,6 +212,7 @@ def _special(mm: AddressSpace, start: int, pages: int, flags: int, name: str) ->
 def exec_image(proc: Process, img: ElfImage, interp: ElfImage | None) -> None:
     """load_elf_binary() into ``proc``'s fresh, empty address space."""
     mm = proc.mm
+    proc.images = []
     # setup_arg_pages(): one page of arguments, grown by 128 KiB; written, so anon_vma
     stack = Vma(
         STACK_TOP - PAGE_SIZE - STACK_EXPAND,
@@ -220,6 +248,62 @@ def resolve(path: str, cwd: Path, root: Path | None = None) -> Path:
     if root is not None and p.is_absolute():
         return root / p.relative_to("/")
     return p if p.is_absolute() else cwd / p
+
+
+def relocate(mm: AddressSpace, image: LoadedImage, bias: int) -> bool:
+    """Move an image's VMAs to load bias ``bias`` (where ASLR really put it); False if the
+    destination is not free."""
+    delta = bias - image.bias
+    if not move_range(mm, image.lo, image.hi, delta):
+        return False
+    image.bias, image.lo, image.hi = bias, image.lo + delta, image.hi + delta
+    return True
+
+
+def move_range(mm: AddressSpace, lo: int, hi: int, delta: int) -> bool:
+    """Move every VMA of ``[lo, hi)`` by ``delta`` bytes, if the destination is free."""
+    if not delta:
+        return True
+    nlo, nhi = lo + delta, hi + delta
+    if nlo < 0 or nhi > mm.cfg.task_size:
+        return False
+    vmas = mm.tree.range(lo, hi)
+    for v in vmas:
+        mm.tree.remove_unmapped(v)
+    if mm.tree.find_intersection(nlo, nhi) is not None:
+        for v in vmas:
+            mm.tree.insert_new(v)
+        return False
+    for v in vmas:
+        v.start += delta
+        v.end += delta
+        if v.file is None and v.name is None:
+            v.pgoff += delta >> 12
+        mm.tree.insert_new(v)
+    mm.move_private(lo, nlo, hi - lo)
+    return True
+
+
+VDSO_BLOCK = (VVAR_PAGES + VVAR_VCLOCK_PAGES + VDSO_PAGES) * PAGE_SIZE
+
+
+def place_top(mm: AddressSpace, interp: LoadedImage, first_mmap: int, length: int) -> bool:
+    """ASLR moved mmap_base. A fresh process's first mmap(NULL) lands right below the
+    [vvar][vvar_vclock][vdso] block, which lies right below the interpreter: from where
+    the kernel put that first mapping, place the interpreter, the vdso and mmap_base."""
+    vdso_lo = first_mmap + page_align(length)
+    new_lo = vdso_lo + VDSO_BLOCK
+    old_vdso = interp.lo - VDSO_BLOCK
+    first = mm.tree.lookup(old_vdso)
+    if first is None or first.name != "[vvar]":
+        return False
+    if not move_range(mm, old_vdso, interp.hi, new_lo - interp.lo):
+        return False
+    interp.bias += new_lo - interp.lo
+    interp.hi += new_lo - interp.lo
+    interp.lo = new_lo
+    mm.mmap_base = interp.hi
+    return True
 
 
 def load_program(proc: Process, path: str, cwd: Path = Path(".")) -> list[str]:

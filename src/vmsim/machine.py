@@ -98,7 +98,10 @@ class Machine:
         """The machine's inode for a file path (one per path: every open shares it)."""
         inode = self._inodes.get(path)
         if inode is None:
-            inode = self._inodes[path] = Inode(path, dev, ino or self._next_ino(), size=size)
+            shmem = path.startswith(("/memfd:", "/dev/shm/", "/dev/zero", "/SYSV"))
+            inode = self._inodes[path] = Inode(
+                path, dev, ino or self._next_ino(), size=size, shmem=shmem
+            )
         return inode
 
     def _truncate_cows(self, inode: Inode, keep_pages: int) -> None:

@@ -31,6 +31,7 @@ from vmsim.mm.vma import AnonVma, Inode, OpenFile
 from vmsim.procfs import maps_text, smaps_text
 
 if TYPE_CHECKING:
+    from vmsim.loader import LoadedImage
     from vmsim.machine import Machine
 
 U32 = (1 << 32) - 1
@@ -50,6 +51,7 @@ class Process:
         self.pid = pid
         self.mm = mm
         self.files: dict[int, OpenFile] = {}
+        self.images: list[LoadedImage] = []  # ELF images the last execve loaded
 
     # ------------------------------------------------------------ mm syscalls
     def mmap(

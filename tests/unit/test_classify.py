@@ -294,6 +294,7 @@ def test_exe_overrides_the_guess() -> None:
         (75, 100, Level.WARNING, "WARNING: 75% of vm.max_map_count used, 25 VMAs left"),
         (98, 100, Level.DANGER, "DANGER: 98% of vm.max_map_count used, 2 VMAs left"),
         (99, 100, Level.DANGER, "DANGER: 99% of vm.max_map_count used, 1 VMA left"),
+        (65400, 65530, Level.DANGER, "DANGER: 99.8% of vm.max_map_count used, 130 VMAs left"),
         (89, 100, Level.WARNING, "WARNING: 89% of vm.max_map_count used, 11 VMAs left"),
         (65530, 65530, Level.AT_LIMIT, "AT LIMIT: 65,530 VMAs = vm.max_map_count"),
         (65531, 65530, Level.AT_LIMIT, "OVER LIMIT: 65,531 VMAs > vm.max_map_count 65,530"),

@@ -127,13 +127,15 @@ def verdict(map_count: int, max_map_count: int) -> Verdict:
             f"AT LIMIT: {map_count:,} VMAs = vm.max_map_count: mmap, and mprotect/munmap that "
             "split a VMA, fail with ENOMEM",
         )
+    # Never print "100%" while VMAs are left.
+    shown = f"{pct:.0f}" if round(pct) < 100 else f"{pct:.1f}"
     if pct >= DANGER_PERCENT:
         return Verdict(
-            Level.DANGER, f"DANGER: {pct:.0f}% of vm.max_map_count used, {_vmas(left)} left"
+            Level.DANGER, f"DANGER: {shown}% of vm.max_map_count used, {_vmas(left)} left"
         )
     if pct >= WARNING_PERCENT:
         return Verdict(
-            Level.WARNING, f"WARNING: {pct:.0f}% of vm.max_map_count used, {_vmas(left)} left"
+            Level.WARNING, f"WARNING: {shown}% of vm.max_map_count used, {_vmas(left)} left"
         )
     return Verdict(Level.OK, f"OK: {_vmas(left)} left ({pct:.1f}% of vm.max_map_count used)")
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from vmsim.cli import demo_enomem, maps, top
+from vmsim.cli import demo_enomem, maps, replay, top
 from vmsim.cli.errors import CliError, UsageError
 
 EXIT_OK = 0
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     demos = demo.add_subparsers(dest="demo", metavar="DEMO", required=True)
     demo_enomem.register(demos)
     maps.register(commands)
+    replay.register(commands)
     top.register(commands)
     return parser
 

@@ -9,7 +9,7 @@ file are a live PID. The command parses, calls :mod:`vmsim.analysis`, and render
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from rich.console import Console
@@ -49,15 +49,16 @@ def vma_json(v: ClassifiedVma) -> dict[str, Any]:
 
 def report_json(report: MapsReport, all_vmas: bool) -> dict[str, Any]:
     """The report as plain JSON values; the per-VMA list only with --all (it can be long)."""
-    data = asdict(report)
+    # asdict() would deep-copy every VMA only to drop them: convert field by field.
+    data = {f.name: getattr(report, f.name) for f in fields(report) if f.name != "vmas"}
+    data["projections"] = [asdict(p) for p in report.projections]
+    data["notes"] = list(report.notes)
     data["verdict"] = {"level": str(report.verdict.level), "text": report.verdict.text}
     data["kinds"] = [{**asdict(k), "kind": str(k.kind)} for k in report.kinds]
     data["files"] = [{**asdict(f), "kind": str(f.kind)} for f in report.files]
     data["counts"] = {str(k.kind): k.vmas for k in report.kinds}
     if all_vmas:
         data["vmas"] = [vma_json(v) for v in report.vmas]
-    else:
-        del data["vmas"]
     return data
 
 

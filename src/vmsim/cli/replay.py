@@ -5,11 +5,10 @@ smallest vm.max_map_count that lets the whole trace succeed, and who creates the
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -25,6 +24,7 @@ from vmsim.errors import (
     CAUSE_RLIMIT_AS,
     CAUSE_RLIMIT_DATA,
 )
+from vmsim.trace import detect_format, open_trace, read_ltrace, read_strace, read_strace_files
 from vmsim.trace.replay import ReplayError, ReplayReport, replay
 
 VERDICTS = {
@@ -68,6 +68,13 @@ def register(subparsers: Any) -> None:
         help="resolve the traced program's relative paths here (for execve)",
     )
     parser.add_argument(
+        "--exe",
+        type=Path,
+        metavar="BINARY",
+        help="the traced program's binary, for its first execve (else the path in the trace, "
+        "resolved against --cwd)",
+    )
+    parser.add_argument(
         "--overcommit-memory", type=int, choices=(0, 1, 2), default=0, metavar="MODE"
     )
     parser.add_argument("--ram", default="16G", help="RAM of the model machine (default 16G)")
@@ -93,56 +100,38 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _open(path: Path) -> IO[str]:
-    try:
-        if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path), errors="replace")
-        return open(path, errors="replace")
-    except OSError as e:
-        raise CliError(f"{path}: {e.strerror}") from e
-
-
 def _events(paths: list[Path], progress: Progress | None) -> Iterator[Any]:
-    from vmsim.trace import strace as strace_mod
-
-    if len(paths) > 1:
-        yield from strace_mod.read_strace_files(paths)
+    """The events of the trace file(s), advancing the progress bar as lines are read."""
+    if len(paths) > 1 or paths[0].is_dir():
+        files = sorted(paths[0].iterdir()) if paths[0].is_dir() else paths
+        yield from read_strace_files(files)
         return
     path = paths[0]
-    fh = _open(path)
+    try:
+        fh = open_trace(path)
+    except OSError as e:
+        raise CliError(f"{path}: {e.strerror or e}") from e
     with fh:
-        task = None
-        if progress is not None:
-            task = progress.add_task(str(path), total=max(1, path.stat().st_size))
+        total = max(1, path.stat().st_size)
+        task = progress.add_task(path.name, total=total) if progress is not None else None
 
         def lines() -> Iterator[str]:
-            done = 0
             for n, line in enumerate(fh, 1):
-                done += len(line)
-                if progress is not None and task is not None and n % 4096 == 0:
-                    progress.update(task, completed=done)
+                if task is not None and progress is not None and n % 8192 == 0:
+                    raw = getattr(fh, "buffer", None)
+                    pos = raw.tell() if raw is not None and hasattr(raw, "tell") else 0
+                    progress.update(task, completed=min(pos, total))
                 yield line
-            if progress is not None and task is not None:
-                progress.update(task, completed=path.stat().st_size)
+            if task is not None and progress is not None:
+                progress.update(task, completed=total)
 
-        head = []
         it = lines()
-        for line in it:
-            head.append(line)
-            if len(head) >= 20:
-                break
-        from vmsim.trace import detect_format
-
-        fmt = detect_format(head)
-        import itertools
-
+        head = list(itertools.islice(it, 20))
         stream = itertools.chain(head, it)
-        if fmt == "ltrace":
-            from vmsim.trace import ltrace as ltrace_mod
-
-            yield from ltrace_mod.read_ltrace(stream)
+        if detect_format(head) == "ltrace":
+            yield from read_ltrace(stream)
         else:
-            yield from strace_mod.read_strace(stream)
+            yield from read_strace(stream)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -160,6 +149,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     options: dict[str, Any] = {
         "from_maps": from_maps,
         "cwd": args.cwd,
+        "exe": args.exe,
         "use_recorded_addresses": not args.no_recorded_addresses,
         "strict": args.strict,
         "machine_options": {

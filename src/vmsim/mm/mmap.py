@@ -219,7 +219,9 @@ def get_unmapped_area(
     Private anonymous mappings whose length is a multiple of 2 MiB, without a hint, are
     placed THP-aligned (__thp_get_unmapped_area: search for len + 2 MiB, round down).
     shmem (memfd, MAP_SHARED|MAP_ANONYMOUS) uses its own hook, which with
-    shmem_enabled=never places like an ordinary mapping.
+    shmem_enabled=never places like an ordinary mapping. Regular files (ext4 and most disk
+    file systems) use thp_get_unmapped_area(): 2 MiB alignment of the file offset when the
+    mapping spans a whole aligned 2 MiB of the file.
     """
     task_size = mm.cfg.task_size
     if length > task_size:
@@ -240,7 +242,13 @@ def get_unmapped_area(
         and not addr
         and length % PMD_SIZE == 0
     ):
-        ret = _thp_get_unmapped_area(mm, length, flags, vm_flags)
+        ret = _thp_get_unmapped_area(mm, 0, length, 0, flags, vm_flags)
+        if not ret:
+            ret = arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags)
+        addr = ret
+    elif file is not None and not file.inode.shmem:
+        # f_op->get_unmapped_area of ext4/xfs/btrfs is thp_get_unmapped_area()
+        ret = _thp_get_unmapped_area(mm, addr, length, pgoff << PAGE_SHIFT, flags, vm_flags)
         if not ret:
             ret = arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags)
         addr = ret
@@ -258,15 +266,24 @@ def get_unmapped_area(
     return addr
 
 
-def _thp_get_unmapped_area(mm: AddressSpace, length: int, flags: int, vm_flags: int) -> int:
-    """__thp_get_unmapped_area() with off = 0 and size = PMD_SIZE; 0 means 'not done'."""
+def _thp_get_unmapped_area(
+    mm: AddressSpace, addr: int, length: int, off: int, flags: int, vm_flags: int
+) -> int:
+    """__thp_get_unmapped_area() with size = PMD_SIZE: place so that file offset ``off``
+    falls on a 2 MiB boundary (searching for len + 2 MiB); 0 means 'not done'."""
+    off_end = off + length
+    off_align = (off + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    if off_end <= off_align or off_end - off_align < PMD_SIZE:
+        return 0
     len_pad = length + PMD_SIZE
     if len_pad > U64:
         return 0
-    ret = arch_get_unmapped_area_topdown(mm, 0, len_pad, flags, vm_flags)
-    if ret <= 0:
+    ret = arch_get_unmapped_area_topdown(mm, addr, len_pad, flags, vm_flags)
+    if ret < 0:
         return 0
-    off_sub = (0 - ret) & (PMD_SIZE - 1)
+    if ret == addr:  # the hint was free
+        return addr
+    off_sub = (off - ret) & (PMD_SIZE - 1)
     if not off_sub:  # MMF_TOPDOWN
         return ret + PMD_SIZE
     return ret + off_sub

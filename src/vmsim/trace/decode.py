@@ -105,7 +105,7 @@ FLAG_VALUES: Final[dict[str, int]] = {
 del FLAG_VALUES["MAP_FAILED"], FLAG_VALUES["MAP_TYPE"], FLAG_VALUES["MAP_HUGE_MASK"]
 
 # Flag expressions repeat endlessly (``PROT_READ|PROT_WRITE``): decode each spelling once.
-_flag_cache: dict[str, Arg] = {}
+_flag_cache: dict[str, Arg] = {"NULL": 0, "0": 0, "-1": -1}
 _FLAG_CACHE_LIMIT: Final = 4096
 
 _SPECIAL = re.compile(r'[",\[\]{}()<>]|/\*')
@@ -266,6 +266,32 @@ def decode_args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ..
     ``clone(child_stack=NULL, flags=CLONE_VM|SIGCHLD, ...)`` keyword arguments lose their
     keyword; the ``clone3({flags=..., ...} => {...}, 88)`` struct becomes its flags.
     """
+    # The fast path, for the arguments of most calls: hex addresses, and tokens seen before
+    # (flag expressions, NULL, common lengths). A token it does not know, which may hide a
+    # comma inside a string or struct, sends the whole text to the careful path.
+    if not text:
+        return ()
+    out: list[Arg] = []
+    get = _flag_cache.get
+    for token in text.split(", "):
+        value = get(token)
+        if value is None:
+            if token.startswith("0x"):
+                try:
+                    value = int(token, 16)
+                except ValueError:
+                    return _decode_args(name, text, fd_paths)
+            elif token.isdigit() and token[0] != "0":
+                value = int(token)
+                if len(_flag_cache) < _FLAG_CACHE_LIMIT:
+                    _flag_cache[token] = value
+            else:
+                return _decode_args(name, text, fd_paths)
+        out.append(value)
+    return tuple(out)
+
+
+def _decode_args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ...]:
     tokens = split_args(text)
     if name == "clone":
         tokens = [t[m.end() :] if (m := _KEYWORD.match(t)) else t for t in tokens]
@@ -296,7 +322,7 @@ class Timestamps:
         self._minutes: dict[str, int] = {}
 
     def parse(self, text: str) -> float:
-        colon = text.find(":")
+        colon = 2 if text[2:3] == ":" else text.find(":")
         if colon > 0:
             hhmm = text[: colon + 3]
             base = self._minutes.get(hhmm)

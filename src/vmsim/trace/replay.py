@@ -26,12 +26,13 @@ from vmsim.constants import (
     MREMAP_MAYMOVE,
     PAGE_SIZE,
     PROT_NONE,
+    PROT_READ,
 )
 from vmsim.errors import CAUSE_MAP_COUNT, MmError
-from vmsim.loader import ExecError
+from vmsim.loader import ExecError, place_top, relocate
 from vmsim.machine import Machine
 from vmsim.mm.core import page_align
-from vmsim.mm.flags import VM_NOHUGEPAGE
+from vmsim.mm.flags import VM_NOHUGEPAGE, VM_NORESERVE
 from vmsim.mm.mmap import get_unmapped_area
 from vmsim.mm.vma import OpenFile
 from vmsim.process import Process
@@ -181,6 +182,7 @@ class Replayer:
         strict: bool = False,
         machine_options: dict[str, Any] | None = None,
         series_every: int = 1,
+        exe: Path | None = None,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -190,6 +192,11 @@ class Replayer:
         self.series_every = max(1, series_every)
         self.report = ReplayReport(max_map_count=max_map_count)
         self.tasks: dict[int | None, Process] = {}
+        self._anchored: dict[int, set[str]] = {}
+        self.exe = exe
+        self._exe_used = False
+        self._top_placed: set[int] = set()
+        self._held: dict[int | None, list[tuple[int, Syscall | Exit]]] = {}
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
             "mmap": self._mmap,
             "munmap": self._munmap,
@@ -223,6 +230,9 @@ class Replayer:
     def _exec(self, p: Process, ev: Syscall) -> None:
         path = ev.args[0] if ev.args and isinstance(ev.args[0], str) else None
         try:
+            if self.exe is not None and not self._exe_used:
+                path = str(self.exe)
+                self._exe_used = True
             if path is None:
                 raise ExecError("execve path not in the trace")
             p.execve(path.strip('"'), self.cwd)
@@ -255,14 +265,76 @@ class Replayer:
                 if self.strict:
                     raise ReplayError(ev.message, ev.lineno)
                 continue
-            if isinstance(ev, Exit):
-                self.tasks.pop(ev.pid, None)
-                continue
             if isinstance(ev, Signal):
                 continue
-            self.syscall(ev)
+            if self._held:
+                self._hold_or_run(ev)
+            elif isinstance(ev, Exit):
+                self.tasks.pop(ev.pid, None)
+            elif self._must_wait(ev):
+                self._held.setdefault(ev.pid, []).append((rep.lines, ev))
+            else:
+                self.syscall(ev)
+        self._flush(force=True)
         rep.min_max_map_count = self.machine.cfg.map_count_needed
         return rep
+
+    # strace prints a call when the tracer sees its exit, which can lag behind the kernel's
+    # own order between threads: an mmap may print its result before the munmap (of another
+    # thread) that freed the range. A call whose recorded address is still busy in the model
+    # waits (with the rest of its task's calls) until the range is free, up to a bound.
+    HOLD_LIMIT = 512
+
+    def _must_wait(self, ev: Syscall | Exit) -> bool:
+        if not isinstance(ev, Syscall) or ev.name not in ("mmap", "mremap"):
+            return False
+        if ev.pid is None or ev.errno is not None or ev.ret is None or ev.ret < 0:
+            return False
+        if ev.name == "mmap":
+            flags = ev.args[3] if len(ev.args) > 3 and isinstance(ev.args[3], int) else 0
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+                return False
+            length = ev.args[1] if isinstance(ev.args[1], int) else 0
+        else:
+            flags = ev.args[3] if len(ev.args) > 3 and isinstance(ev.args[3], int) else 0
+            if not flags & MREMAP_MAYMOVE or flags & MREMAP_FIXED or ev.ret == ev.args[0]:
+                return False
+            length = ev.args[2] if isinstance(ev.args[2], int) else 0
+        p = self.tasks.get(ev.pid)
+        if p is None:
+            return False
+        return p.mm.tree.find_intersection(ev.ret, ev.ret + page_align(length)) is not None
+
+    def _hold_or_run(self, ev: Syscall | Exit) -> None:
+        if ev.pid in self._held:
+            self._held[ev.pid].append((self.report.lines, ev))
+        elif self._must_wait(ev):
+            self._held[ev.pid] = [(self.report.lines, ev)]
+        elif isinstance(ev, Exit):
+            self.tasks.pop(ev.pid, None)
+        else:
+            self.syscall(ev)
+        self._flush(force=False)
+
+    def _flush(self, force: bool) -> None:
+        progress = True
+        while progress and self._held:
+            progress = False
+            for pid in list(self._held):
+                queue = self._held[pid]
+                while queue:
+                    seen, ev = queue[0]
+                    stale = self.report.lines - seen > self.HOLD_LIMIT
+                    if not (force or stale) and self._must_wait(ev):
+                        break
+                    queue.pop(0)
+                    progress = True
+                    if isinstance(ev, Exit):
+                        self.tasks.pop(ev.pid, None)
+                    else:
+                        self.syscall(ev)
+                if not queue:
+                    del self._held[pid]
 
     def syscall(self, ev: Syscall) -> None:
         name = ev.name
@@ -372,6 +444,13 @@ class Replayer:
             vma = p.mm.tree.lookup(int(a[0])) if isinstance(a[0], int) else None
             if vma is not None and vma.flags & VM_NOHUGEPAGE and vma.is_anonymous:
                 return "thread stack"  # MAP_STACK sets VM_NOHUGEPAGE: stack + guard split
+            if (
+                vma is not None
+                and vma.is_anonymous
+                and vma.flags & VM_NORESERVE
+                and vma.start % (64 << 20) == 0
+            ):
+                return "malloc arena"  # glibc grows a HEAP_MAX-aligned arena heap
             return "mprotect guard" if a[2] == PROT_NONE else "mprotect split"
         if name == "mmap":
             flags = a[3] if isinstance(a[3], int) else 0
@@ -425,6 +504,11 @@ class Replayer:
         )
         if placed:
             assert ev.ret is not None
+            if len(p.images) > 1 and id(p) not in self._top_placed:
+                # the first mmap(NULL) after execve locates the interpreter and mmap_base
+                self._top_placed.add(id(p))
+                if place_top(mm, p.images[-1], ev.ret, length):
+                    self._anchored.setdefault(id(p), set()).add(p.images[-1].path)
             f = p.files.get(fd) if not flags & MAP_ANONYMOUS else None
             hint = addr & ~(PAGE_SIZE - 1)
             own = get_unmapped_area(
@@ -449,8 +533,34 @@ class Replayer:
         except MmError as e:
             return -1, e
 
+    def _anchor(self, p: Process, addr: int, length: int) -> None:
+        """ld.so makes each image's RELRO read-only right after relocating it: a recorded
+        mprotect(PROT_READ) on a range the model has not mapped reveals where ASLR put the
+        program or the interpreter; move that image there."""
+        done = self._anchored.setdefault(id(p), set())
+        for img in p.images:
+            if img.path in done:
+                continue
+            rng = img.relro_range(img.bias)
+            if rng is None or rng[1] - rng[0] != page_align(length):
+                continue
+            if relocate(p.mm, img, img.bias + (addr - rng[0])):
+                done.add(img.path)
+                self.report.estimates.append(
+                    f"{img.path}: placed at {img.lo:#x} (found from its RELRO mprotect)"
+                )
+                return
+
     def _mprotect(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         addr, length, prot = self._ints(ev, 3)
+        if (
+            self.use_recorded
+            and p.images
+            and ev.ret == 0
+            and prot == PROT_READ
+            and p.mm.tree.lookup(addr) is None
+        ):
+            self._anchor(p, addr, length)
         try:
             p.mprotect(addr, length, prot)
             return 0, None

@@ -28,12 +28,12 @@ import gzip
 import heapq
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_args
-from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall
+from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, mutable_twin
 
 __all__ = ["open_trace", "read_strace", "read_strace_files"]
 
@@ -42,7 +42,7 @@ _PREFIX: Final = (
     r"(?:(\d+:\d\d:\d\d(?:\.\d+)?|\d+\.\d+) +)?"  # -t/-tt/-ttt/-r
     r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
 )
-_RESULT: Final = r"\) *= (-?\d+|0x[0-9a-f]+|\?)(.*)$"
+_RESULT: Final = r"\) *= (0x[0-9a-f]+|-?\d+|\?)(.*)$"
 # The fast path: a complete call on one line.
 _CALL = re.compile(_PREFIX + r"([a-z_][a-z0-9_]*)\((.*)" + _RESULT)
 _LEADER = re.compile(_PREFIX)
@@ -61,38 +61,20 @@ _MESSAGE = "strace: Process "
 _FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))(\d+)<(?!<)")
 _DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
 _EMPTY: Final[tuple[str, ...]] = ()
+_EXITS: Final = frozenset({"exit", "exit_group"})
 
 
-@dataclass(slots=True)
-class _Open:
-    """A call whose line is complete but whose -k frames may still follow."""
+# Events are built as mutable twins (see mutable_twin): -k frames may still be appended.
+_SyscallBuilder: Final[Any] = mutable_twin(Syscall)
+_SignalBuilder: Final[Any] = mutable_twin(Signal)
 
-    lineno: int
-    pid: int | None
-    time: float | None
-    name: str
-    args: tuple[Arg, ...]
-    fd_paths: dict[int, str]
-    ret: int | None
-    errno: str | None
-    duration: float | None
-    raw: str
-    stack: list[str] = field(default_factory=list)
 
-    def close(self) -> Syscall:
-        return Syscall(
-            self.lineno,
-            self.pid,
-            self.time,
-            self.name,
-            self.args,
-            self.fd_paths,
-            self.ret,
-            self.errno,
-            self.duration,
-            tuple(self.stack) if self.stack else _EMPTY,
-            self.raw,
-        )
+def _finish(built: Any) -> Any:
+    """Turn a builder into its frozen event (the fast path does this inline)."""
+    if built.stack:
+        built.stack = tuple(built.stack)
+    built.__class__ = Syscall if type(built) is _SyscallBuilder else Signal
+    return built
 
 
 @dataclass(slots=True)
@@ -117,12 +99,20 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
     call_match = _CALL.match
     decoded = DECODED_SYSCALLS
     parse_time = clock.parse
-    held: _Open | None = None  # the last complete call: -k frames may follow it
+    # The last call or signal: -k frames may follow it, so it is yielded at the next line.
+    held: Any = None  # a _SyscallBuilder or _SignalBuilder
+    held_final: type = Syscall  # what ``held`` becomes
+    held_exiting = False  # ``held`` is in ``exiting``: its '+++' line yields it
+    building = _SyscallBuilder
+    after: Event | None = None  # yielded right after ``held``
+    # exit/exit_group calls wait for their task's '+++' line: strace -k prints their stack
+    # after it, possibly with other tasks' lines in between.
+    exiting: dict[int | None, Any] = {}
     pending: dict[int | None, _Unfinished] = {}
     carry = ""  # the head of a line cut by 'strace: Process N attached'
     carry_lineno = 0
     lineno = 0
-    for lineno, line in enumerate(lines, 1):  # noqa: B007 (lineno is used after the loop)
+    for lineno, line in enumerate(lines, 1):
         if line.endswith("\n"):
             line = line[:-2] if line.endswith("\r\n") else line[:-1]
         start = lineno
@@ -133,7 +123,14 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         m = call_match(line)
         if m is not None:
             if held is not None:
-                yield held.close()
+                if not held_exiting:
+                    if held.stack:
+                        held.stack = tuple(held.stack)
+                    held.__class__ = held_final
+                    yield held
+                if after is not None:
+                    yield after
+                    after = None
             pid_b, pid_p, stamp, name, args_text, ret_text, tail = m.groups()
             pid_text = pid_b or pid_p
             fd_paths: dict[int, str] = {}
@@ -151,10 +148,16 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 ret = int(ret_text)
             errno = duration = None
             if tail:
-                errno, duration = _parse_tail(tail, ret, fd_paths)
+                if tail.startswith(" <") and tail.endswith(">"):  # just -T: ' <0.000040>'
+                    try:
+                        duration = float(tail[2:-1])
+                    except ValueError:
+                        errno, duration = _parse_tail(tail, ret, fd_paths)
+                else:
+                    errno, duration = _parse_tail(tail, ret, fd_paths)
                 if errno is not None and ret is not None:
                     ret = -1
-            held = _Open(
+            held = building(
                 start,
                 int(pid_text) if pid_text else default_pid,
                 parse_time(stamp) if stamp else None,
@@ -164,16 +167,24 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 ret,
                 errno,
                 duration,
+                _EMPTY,
                 line,
             )
+            held_final = Syscall
+            held_exiting = ret is None and name in _EXITS
+            if held_exiting:
+                exiting[held.pid] = held
             continue
 
         # The slow path: everything but a complete call on one line.
         if line.startswith(" > "):
             if held is not None:
-                held.stack.append(line[3:])
+                if held.stack:
+                    held.stack.append(line[3:])
+                else:
+                    held.stack = [line[3:]]
             else:
-                yield Problem(lineno, line, "-k stack frame without a syscall line before it")
+                yield Problem(lineno, line, "-k stack frame without a call or signal before it")
             continue
         cut = line.find(_MESSAGE)
         if cut >= 0:
@@ -181,11 +192,15 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
             if line[:cut].strip():
                 carry, carry_lineno = line[:cut], start
             continue
-        if held is not None:
-            yield held.close()
-            held = None
         if not line.strip() or line.startswith("strace: "):
             continue
+        if held is not None:
+            if not held_exiting:
+                yield _finish(held)
+            held = None
+            if after is not None:
+                yield after
+                after = None
         leader = _LEADER.match(line)
         assert leader is not None  # every part of _PREFIX is optional
         pid_text = leader.group(1) or leader.group(2)
@@ -222,6 +237,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 yield Problem(start, line, "resumed call has no ' = ' result (cut short?)")
                 continue
             held = _complete(first.lineno, task, first.time, bm, raw)
+            held_final = Syscall
+            held_exiting = held.ret is None and held.name in _EXITS
+            if held_exiting:
+                exiting[task] = held
             continue
 
         if body.startswith("---"):
@@ -232,7 +251,7 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
             info = sm.group(2)
             code = _SI_CODE.search(info)
             addr = _SI_ADDR.search(info)
-            yield Signal(
+            held = _SignalBuilder(
                 start,
                 task,
                 time,
@@ -241,6 +260,7 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 (0 if addr.group(1) == "NULL" else int(addr.group(1), 16)) if addr else None,
                 line,
             )
+            held_final, held_exiting = Signal, False
             continue
 
         if body.startswith("+++"):
@@ -248,17 +268,21 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
             if first is not None:
                 yield _never_returned(first, task)
             em = _EXITED.match(body)
+            km = None if em is not None else _KILLED.match(body)
             if em is not None:
-                yield Exit(start, task, time, int(em.group(1)), None, line)
+                end: Event = Exit(start, task, time, int(em.group(1)), None, line)
+            elif km is not None:
+                end = Exit(start, task, time, None, km.group(1), line)
+            elif _SUPERSEDED.match(body):
+                end = Exit(start, task, time, None, None, line)
+            else:
+                yield Problem(start, line, "malformed '+++' line")
                 continue
-            km = _KILLED.match(body)
-            if km is not None:
-                yield Exit(start, task, time, None, km.group(1), line)
-                continue
-            if _SUPERSEDED.match(body):
-                yield Exit(start, task, time, None, None, line)
-                continue
-            yield Problem(start, line, "malformed '+++' line")
+            call = exiting.pop(task, None)
+            if call is not None:  # the task's exit call takes the -k frames that follow
+                held, held_final, held_exiting, after = call, Syscall, False, end
+            else:
+                yield end
             continue
 
         um = _UNFINISHED.match(body)
@@ -272,14 +296,19 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         bm = _BODY_CALL.match(body)
         if bm is not None:  # a call the fast path does not take ('????(...)', odd spacing)
             held = _complete(start, task, time, bm, line)
+            held_final = Syscall
+            held_exiting = held.ret is None and held.name in _EXITS
+            if held_exiting:
+                exiting[task] = held
             continue
         dm = _DETACHED.match(body)
         if dm is not None:
             fd_paths = {}
-            held = _Open(
+            held = _SyscallBuilder(
                 start, task, time, dm.group(1), _args(dm.group(1), dm.group(2), fd_paths),
-                fd_paths, None, None, None, line,
+                fd_paths, None, None, None, _EMPTY, line,
             )  # fmt: skip
+            held_final, held_exiting = Syscall, False
             continue
         if re.match(r"[\w?]+\(", body):
             yield Problem(start, line, "syscall line has no ' = ' result (cut short?)")
@@ -287,11 +316,17 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
             yield Problem(start, line, "not an strace line")
 
     if held is not None:
-        yield held.close()
+        if not held_exiting:
+            yield _finish(held)
+        if after is not None:
+            yield after
     if carry:
         yield Problem(carry_lineno, carry, "line cut by a strace message never continued")
-    for task, first in sorted(pending.items(), key=lambda item: item[1].lineno):
-        yield _never_returned(first, task)
+    # Calls still open when the trace ends: exit calls whose '+++' line never came, and
+    # unfinished calls that never resumed (the trace was cut, or strace detached).
+    leftover: list[Syscall] = [_finish(call) for call in exiting.values()]
+    leftover += [_never_returned(first, task) for task, first in pending.items()]
+    yield from sorted(leftover, key=lambda call: call.lineno)
 
 
 def _args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ...]:
@@ -302,9 +337,7 @@ def _args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ...]:
     return (text,) if text else ()
 
 
-def _complete(
-    lineno: int, task: int | None, time: float | None, m: re.Match[str], raw: str
-) -> _Open:
+def _complete(lineno: int, task: int | None, time: float | None, m: re.Match[str], raw: str) -> Any:
     name, args_text, ret_text, tail = m.groups()
     fd_paths: dict[int, str] = {}
     args = _args(name, args_text, fd_paths)
@@ -312,7 +345,9 @@ def _complete(
     errno, duration = _parse_tail(tail, ret, fd_paths) if tail else (None, None)
     if errno is not None and ret is not None:
         ret = -1
-    return _Open(lineno, task, time, name, args, fd_paths, ret, errno, duration, raw)
+    return _SyscallBuilder(
+        lineno, task, time, name, args, fd_paths, ret, errno, duration, _EMPTY, raw
+    )
 
 
 def _never_returned(first: _Unfinished, task: int | None) -> Syscall:
@@ -326,7 +361,9 @@ def _never_returned(first: _Unfinished, task: int | None) -> Syscall:
     )  # fmt: skip
 
 
-def _parse_tail(tail: str, ret: int | None, fd_paths: dict[int, str]) -> tuple[str | None, float | None]:
+def _parse_tail(
+    tail: str, ret: int | None, fd_paths: dict[int, str]
+) -> tuple[str | None, float | None]:
     """Errno and -T duration from what follows the return value:
     ``' ENOMEM (Cannot allocate memory) <0.000028>'``, ``'</etc/ld.so.cache> <0.000031>'``,
     ``' ERESTARTSYS (To be restarted if SA_RESTART is set)'``, ``' (Timeout)'``."""
@@ -394,7 +431,9 @@ def read_strace_files(paths: list[Path]) -> Iterator[Event]:
                     break
             streams.append((head, events, clock))
         # Merge when every file that has an event has a timestamp on its first one.
-        firsts = [next((e for e in head if not isinstance(e, Problem)), None) for head, _, _ in streams]
+        firsts = [
+            next((e for e in head if not isinstance(e, Problem)), None) for head, _, _ in streams
+        ]
         timed = all(e.time is not None for e in firsts if e is not None) and not any(
             clock.relative for _, _, clock in streams
         )
