@@ -56,7 +56,8 @@ def test_fill_to_limit_agrees_with_every_recorded_result(bindir: Path) -> None:
     assert rep.divergences == [], [d.to_json() for d in rep.divergences[:5]]
     # the recorded trace: line 32769 is the mprotect that fails with ENOMEM (partial split),
     # line 32770 the munmap strictly inside a VMA that fails, 32771 a whole-VMA munmap: ok
-    lines = gzip.open(TRACES / "fill_map_count.exec.strace.gz", "rt").read().splitlines()
+    with gzip.open(TRACES / "fill_map_count.exec.strace.gz", "rt") as fh:
+        lines = fh.read().splitlines()
     assert "mprotect(" in lines[32768] and "= -1 ENOMEM" in lines[32768]
     assert "munmap(" in lines[32769] and "= -1 ENOMEM" in lines[32769]
     assert "munmap(" in lines[32770] and lines[32770].split("= ")[1].startswith("0")
