@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, console)
     except (CliError, OSError, KeyboardInterrupt) as exc:
         message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        errors.print(f"vmsim: {message}", markup=False)
+        errors.print(f"vmsim: {message}", markup=False, soft_wrap=True)
         return exit_code(exc)
     return code
 

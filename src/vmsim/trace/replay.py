@@ -197,6 +197,7 @@ class Replayer:
         self._exe_used = False
         self._top_placed: set[int] = set()
         self._held: dict[int | None, list[tuple[int, Syscall | Exit]]] = {}
+        self._last: Process | None = None
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
             "mmap": self._mmap,
             "munmap": self._munmap,
@@ -249,6 +250,14 @@ class Replayer:
                 p = self._initial(ev)
             elif None in self.tasks and pid is not None:
                 p = self.tasks[None]
+            elif self._last is not None:
+                # a task whose creating clone() never showed up: assume a thread of the
+                # process that ran last
+                p = self._last
+                self.report.estimates.append(
+                    f"task {pid}: no clone() created it in the trace; taken as a thread of "
+                    f"pid {p.pid} (line {ev.lineno if ev else '?'})"
+                )
             else:
                 p = self._initial(None)
             self.tasks[pid] = p
@@ -286,6 +295,14 @@ class Replayer:
     HOLD_LIMIT = 512
 
     def _must_wait(self, ev: Syscall | Exit) -> bool:
+        if (
+            ev.pid is not None
+            and self.tasks
+            and ev.pid not in self.tasks
+            and None not in self.tasks
+        ):
+            # a new task's first calls can print before its parent's clone() returns
+            return not (isinstance(ev, Syscall) and ev.name in ("execve", "execveat"))
         if not isinstance(ev, Syscall) or ev.name not in ("mmap", "mremap"):
             return False
         if ev.pid is None or ev.errno is not None or ev.ret is None or ev.ret < 0:
@@ -357,7 +374,8 @@ class Replayer:
         handler = self._handlers.get(name)
         if handler is None:
             return
-        p = self.process_for(ev.pid, None)
+        p = self.process_for(ev.pid, ev)
+        self._last = p
         rep = self.report
         rep.calls += 1
         before = p.map_count
