@@ -10,6 +10,7 @@ are those of a process without ASLR (as under ``setarch -R``).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,18 @@ class LoadedImage:
 
 
 def read_elf(path: Path) -> ElfImage:
-    """The PT_LOAD and PT_INTERP program headers of an ELF file (pyelftools)."""
+    """The PT_LOAD, PT_INTERP and PT_GNU_RELRO program headers of an ELF file (pyelftools);
+    cached per (path, size, mtime), since a replay may exec the same binary many times."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ExecError(f"{path}: {e.strerror}") from e
+    return _read_elf(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_elf(path_s: str, size: int, mtime_ns: int) -> ElfImage:
+    path = Path(path_s)
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 

@@ -198,6 +198,8 @@ class Replayer:
         self._top_placed: set[int] = set()
         self._held: dict[int | None, list[tuple[int, Syscall | Exit]]] = {}
         self._last: Process | None = None
+        self._tick = 0
+        self._stride = 1
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
             "mmap": self._mmap,
             "munmap": self._munmap,
@@ -374,11 +376,13 @@ class Replayer:
         handler = self._handlers.get(name)
         if handler is None:
             return
-        p = self.process_for(ev.pid, ev)
+        known = self.tasks.get(ev.pid)
+        p = known if known is not None else self.process_for(ev.pid, ev)
         self._last = p
         rep = self.report
         rep.calls += 1
-        before = p.map_count
+        tree = p.mm.tree
+        before = len(tree)
         try:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
@@ -386,15 +390,32 @@ class Replayer:
             if self.strict:
                 raise ReplayError(f"cannot replay {name}: {e}", ev.lineno) from e
             return
-        after = p.map_count
-        self._compare(ev, result, err, before)
-        if after > before:
-            rep.vmas_by_site[call_site(ev.stack)] += after - before
-            rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
-        if after > rep.peak_map_count:
-            rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
-        if rep.calls % self.series_every == 0 or after != before:
-            rep.series.append((ev.lineno, ev.time, after))
+        after = len(tree)
+        # the common case, model and kernel agree on success, costs one comparison
+        if err is not None or ev.errno is not None or result != ev.ret:
+            self._compare(ev, result, err, before)
+        if after != before:
+            if after > before:
+                rep.vmas_by_site[call_site(ev.stack)] += after - before
+                rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
+                if after > rep.peak_map_count:
+                    rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
+            self._sample(ev, after)
+        elif rep.calls % self.series_every == 0:
+            self._sample(ev, after)
+
+    SERIES_MAX = 20000
+
+    def _sample(self, ev: Syscall, count: int) -> None:
+        """Keep at most SERIES_MAX points of map_count for the plot (halving when full)."""
+        rep = self.report
+        self._tick += 1
+        if self._tick % self._stride:
+            return
+        rep.series.append((ev.lineno, ev.time, count))
+        if len(rep.series) >= self.SERIES_MAX:
+            rep.series = rep.series[::2]
+            self._stride *= 2
 
     def _clone(self, ev: Syscall) -> None:
         if ev.ret is None or ev.ret < 0:
@@ -489,15 +510,15 @@ class Replayer:
     # ------------------------------------------------------------- the calls
     @staticmethod
     def _ints(ev: Syscall, n: int) -> list[int]:
-        out = []
-        for i in range(n):
-            v = ev.args[i] if i < len(ev.args) else 0
-            if v is None:
-                v = 0
-            if not isinstance(v, int):
-                raise ValueError(f"argument {i + 1} is not a number: {v!r}")
-            out.append(v)
-        return out
+        args = ev.args
+        out = list(args[:n]) if len(args) >= n else [*args, *([0] * (n - len(args)))]
+        for i, v in enumerate(out):
+            if type(v) is not int:
+                if v is None:
+                    out[i] = 0
+                elif not isinstance(v, int):
+                    raise ValueError(f"argument {i + 1} is not a number: {v!r}")
+        return out  # type: ignore[return-value]
 
     def _file(self, p: Process, fd: int, ev: Syscall) -> None:
         """Make sure fd refers to a model file (by -y path when the trace has it)."""
