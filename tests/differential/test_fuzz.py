@@ -56,6 +56,9 @@ def test_vmsim_matches_kernel(seed: int, make_sim: Factory) -> None:
 
 
 LONG_SEEDS = list(range(900_000, 900_000 + int(os.environ.get("VMSIM_FUZZ_LONG_SEQS", "24"))))
+# 200-call seeds that once found bugs (explore.py runs): sticky VM_MAYBE_GUARD lost in a
+# merge with the previous VMA; anon_vma_compatible() ignoring the sticky flag
+LONG_SEEDS += [5125, 5141, 5164, 5367, 5395, 5425, 5592, 5601, 5614, 5751]
 
 
 @pytest.mark.slow

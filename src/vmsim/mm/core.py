@@ -48,7 +48,6 @@ from vmsim.mm.flags import (
     VM_SEALED,
     VM_SHADOW_STACK,
     VM_SHARED,
-    VM_SOFTDIRTY,
     VM_SPECIAL,
     VM_WRITE,
 )
@@ -395,6 +394,7 @@ class AddressSpace:
             sticky = (newflags | vma.flags) & VM_MAYBE_GUARD
             if merge_left:
                 assert prev is not None
+                sticky |= prev.flags & VM_MAYBE_GUARD
                 if merge_right:  # prev + whole vma + next
                     assert nxt is not None
                     tree.remove(vma)
@@ -630,6 +630,6 @@ def _anon_vma_compatible(a: Vma, b: Vma) -> bool:
         and a.file is b.file
         and a.name is None
         and b.name is None
-        and not ((a.flags ^ b.flags) & ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY))
+        and not ((a.flags ^ b.flags) & ~(VM_ACCESS_FLAGS | VM_IGNORE_MERGE))
         and b.pgoff == a.pgoff + ((b.start - a.start) >> PAGE_SHIFT)
     )
