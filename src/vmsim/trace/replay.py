@@ -202,16 +202,16 @@ class Replayer:
         self._stride = 1
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
             "mmap": self._mmap,
-            "munmap": self._munmap,
+            "munmap": self._plain("munmap", 2),
             "mprotect": self._mprotect,
             "pkey_mprotect": self._mprotect,
             "mremap": self._mremap,
-            "madvise": self._madvise,
+            "madvise": self._plain("madvise", 3),
             "brk": self._brk,
             "mlock": self._mlock,
             "mlock2": self._mlock,
-            "munlock": self._munlock,
-            "mseal": self._mseal,
+            "munlock": self._plain("munlock", 2),
+            "mseal": self._plain("mseal", 3),
         }
 
     # ------------------------------------------------------------- processes
@@ -520,6 +520,22 @@ class Replayer:
                     raise ValueError(f"argument {i + 1} is not a number: {v!r}")
         return out  # type: ignore[return-value]
 
+    def _plain(
+        self, method: str, nargs: int
+    ) -> Callable[[Process, Syscall], tuple[int, MmError | None]]:
+        """A handler for a call that returns 0 or fails: the first ``nargs`` arguments are
+        passed to the Process method of the same name."""
+
+        def handler(p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+            args = self._ints(ev, nargs)
+            try:
+                getattr(p, method)(*args)
+                return 0, None
+            except MmError as e:
+                return -1, e
+
+        return handler
+
     def _file(self, p: Process, fd: int, ev: Syscall) -> None:
         """Make sure fd refers to a model file (by -y path when the trace has it)."""
         path = ev.fd_paths.get(fd)
@@ -563,14 +579,6 @@ class Replayer:
             return -1, e
         finally:
             mm.placement_hint = None
-
-    def _munmap(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
-        addr, length = self._ints(ev, 2)
-        try:
-            p.munmap(addr, length)
-            return 0, None
-        except MmError as e:
-            return -1, e
 
     def _anchor(self, p: Process, addr: int, length: int) -> None:
         """ld.so makes each image's RELRO read-only right after relocating it: a recorded
@@ -627,14 +635,6 @@ class Replayer:
         finally:
             mm.placement_hint = None
 
-    def _madvise(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
-        addr, length, advice = self._ints(ev, 3)
-        try:
-            p.madvise(addr, length, advice)
-            return 0, None
-        except MmError as e:
-            return -1, e
-
     def _brk(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         (addr,) = self._ints(ev, 1)
         mm = p.mm
@@ -655,22 +655,6 @@ class Replayer:
         flags = self._ints(ev, 3)[2] if ev.name == "mlock2" and len(ev.args) > 2 else 0
         try:
             p.mlock2(addr, length, flags)
-            return 0, None
-        except MmError as e:
-            return -1, e
-
-    def _munlock(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
-        addr, length = self._ints(ev, 2)
-        try:
-            p.munlock(addr, length)
-            return 0, None
-        except MmError as e:
-            return -1, e
-
-    def _mseal(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
-        addr, length, flags = self._ints(ev, 3)
-        try:
-            p.mseal(addr, length, flags)
             return 0, None
         except MmError as e:
             return -1, e
