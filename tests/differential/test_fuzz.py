@@ -59,6 +59,8 @@ LONG_SEEDS = list(range(900_000, 900_000 + int(os.environ.get("VMSIM_FUZZ_LONG_S
 # 200-call seeds that once found bugs (explore.py runs): sticky VM_MAYBE_GUARD lost in a
 # merge with the previous VMA; anon_vma_compatible() ignoring the sticky flag
 LONG_SEEDS += [5125, 5141, 5164, 5367, 5395, 5425, 5592, 5601, 5614, 5751]
+# mseal revisits the VMA it merged into (mseal_apply() iterator), seeds 20022 20743 21182
+LONG_SEEDS += [20022, 20743, 21182]
 
 
 @pytest.mark.slow

@@ -200,11 +200,14 @@ def do_mseal(mm: AddressSpace, start: int, length: int, flags: int) -> None:
         prev_end = v.end
     if prev_end < end:
         raise oserror(errno.ENOMEM)
+    # mseal_apply() walks on from the end of each VMA *as it was* (curr_end), and its iterator
+    # then finds the VMA containing that address: after a merge with the next VMA that is the
+    # merged one again (already sealed), so the following VMA can merge into it in turn.
     curr_start = start
     cur = tree.lookup(start)
-    while cur is not None and cur.start < end:
+    while cur is not None and curr_start < end:
         curr_end = min(cur.end, end)
         if not (cur.flags & VM_SEALED):
-            cur = mm.vma_modify(cur, curr_start, curr_end, cur.flags | VM_SEALED)
+            mm.vma_modify(cur, curr_start, curr_end, cur.flags | VM_SEALED)
         curr_start = curr_end
-        cur = tree.next(cur)
+        cur = tree.find(curr_end)
