@@ -7,6 +7,7 @@ kernel's errno, like the ``os`` module.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -218,6 +219,7 @@ class Process:
             child_mm.tree.insert_new(c)
         child = self.machine._adopt(child_mm)
         child.files = dict(self.files)
+        child.images = [dataclasses.replace(img) for img in self.images]
         return child
 
     # ------------------------------------------------------------- /proc view

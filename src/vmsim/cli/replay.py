@@ -75,10 +75,21 @@ def register(subparsers: Any) -> None:
         "resolved against --cwd)",
     )
     parser.add_argument(
-        "--overcommit-memory", type=int, choices=(0, 1, 2), default=0, metavar="MODE"
+        "--overcommit-memory",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        metavar="MODE",
+        help="vm.overcommit_memory of the traced machine: 0 heuristic (default), 1 always, "
+        "2 never (CommitLimit = RAM * ratio + swap)",
     )
-    parser.add_argument("--ram", default="16G", help="RAM of the model machine (default 16G)")
-    parser.add_argument("--swap", default="0", help="swap of the model machine (default 0)")
+    parser.add_argument(
+        "--ram",
+        default="16G",
+        help="RAM of the traced machine, e.g. 64G (default 16G): with overcommit 0 a private "
+        "writable mapping larger than RAM + swap fails",
+    )
+    parser.add_argument("--swap", default="0", help="swap of the traced machine (default 0)")
     parser.add_argument("--rlimit-as", default=None, metavar="SIZE", help="RLIMIT_AS to apply")
     parser.add_argument("--rlimit-data", default=None, metavar="SIZE", help="RLIMIT_DATA to apply")
     parser.add_argument(
