@@ -148,7 +148,7 @@ class Machine:
         mm.start_brk = mm.brk = DEFAULT_START_BRK
         text = snapshot.LINUX_LAYOUT if layout == "linux" else maps
         if text is not None:
-            snapshot.build(mm, snapshot.parse(text), [self._ino])
+            snapshot.build(mm, snapshot.parse(text))
         if mmap_base is not None:
             mm.mmap_base = mmap_base
         if start_brk is not None:

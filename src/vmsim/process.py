@@ -188,7 +188,7 @@ class Process:
         old = self.mm
         self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)
         if path is None:
-            snapshot.build(self.mm, snapshot.parse(snapshot.LINUX_LAYOUT), [])
+            snapshot.build(self.mm, snapshot.parse(snapshot.LINUX_LAYOUT))
             return ["layout: the usual fresh-process layout (no binary given)"]
         return load_program(self, path, Path(cwd))
 

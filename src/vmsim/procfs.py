@@ -59,7 +59,8 @@ def vma_name(mm: AddressSpace, vma: Vma) -> str | None:
         return vma.name
     if vma.start < mm.brk and vma.end > mm.start_brk:
         return "[heap]"
-    if vma.start <= mm.start_stack <= vma.end:
+    # (an empty model process has no initial stack: start_stack 0 names nothing)
+    if mm.start_stack and vma.start <= mm.start_stack <= vma.end:
         return "[stack]"
     return None
 

@@ -130,7 +130,7 @@ def _default_flags(e: MapsEntry) -> int:
     return flags
 
 
-def build(mm: AddressSpace, entries: list[MapsEntry], next_ino: list[int]) -> None:
+def build(mm: AddressSpace, entries: list[MapsEntry]) -> None:
     """Insert the snapshot's VMAs into an empty ``mm`` and set brk/stack/mmap_base hints."""
     files: dict[tuple[tuple[int, int], int, str], OpenFile] = {}
     heap = stack = None
@@ -188,7 +188,6 @@ def build(mm: AddressSpace, entries: list[MapsEntry], next_ino: list[int]) -> No
         below = mm.tree.prev(stack)
         if below is not None:
             mm.mmap_base = below.end
-    del next_ino
 
 
 # The layout of a fresh process without ASLR (as under `setarch -R`): a PIE program,
