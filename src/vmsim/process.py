@@ -109,6 +109,13 @@ class Process:
         lockflags = VM_LOCKED | (VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0)
         mprotect.do_mlock(self.mm, addr & U64, length & U64, lockflags)
 
+    def mlockall(self, flags: int) -> None:
+        """mlockall(2): MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT."""
+        mprotect.do_mlockall(self.mm, _s32(flags))
+
+    def munlockall(self) -> None:
+        mprotect.do_munlockall(self.mm)
+
     def munlock(self, addr: int, length: int) -> None:
         mprotect.do_munlock(self.mm, addr & U64, length & U64)
 

@@ -124,6 +124,7 @@ class AddressSpace:
         self.brk = 0
         self.start_stack = 0
         self.locked_vm = 0
+        self.def_flags = 0  # mm->def_flags: VM_LOCKED[ONFAULT] after mlockall(MCL_FUTURE)
         self.pages: SortedDict = SortedDict()
         # Replay of a recorded trace: where the kernel actually placed the next mapping
         # (it depends on ASLR); get_unmapped_area() takes it when that range is free.

@@ -328,7 +328,7 @@ def do_mmap(
         raise oserror(errno.EOVERFLOW)
     mm.check_map_count(len(mm.tree), "do_mmap()")
 
-    vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    vm_flags = calc_vm_prot_bits(prot) | mm.def_flags | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     if flags & MAP_GROWSDOWN:
         vm_flags |= VM_GROWSDOWN
     if flags & MAP_LOCKED:
@@ -489,6 +489,8 @@ def do_brk(mm: AddressSpace, brk: int) -> int:
     if not do_brk_flags(mm, brkvma, oldbrk, newbrk - oldbrk):
         return origbrk
     mm.brk = brk
+    if mm.def_flags & VM_LOCKED:  # mlockall(MCL_FUTURE): the new heap is populated
+        mm.populate(oldbrk, newbrk, ignore_errors=True)
     return brk
 
 
@@ -502,7 +504,7 @@ def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int, extr
         return False
     if not mm.vm_enough_memory(length >> PAGE_SHIFT):
         return False
-    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | extra
+    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | extra | mm.def_flags
     if vma is not None and vma.end == addr:
         merged = mm.merge_new_range(
             addr, addr + length, flags, None, addr >> PAGE_SHIFT, vma, None, just_expand=True

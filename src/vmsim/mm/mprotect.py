@@ -10,6 +10,9 @@ from __future__ import annotations
 import errno
 
 from vmsim.constants import (
+    MCL_CURRENT,
+    MCL_FUTURE,
+    MCL_ONFAULT,
     PAGE_SHIFT,
     PAGE_SIZE,
     PROT_EXEC,
@@ -29,6 +32,7 @@ from vmsim.mm.flags import (
     VM_HUGETLB,
     VM_LOCKED,
     VM_LOCKED_MASK,
+    VM_LOCKONFAULT,
     VM_NORESERVE,
     VM_SEALED,
     VM_SHARED,
@@ -175,6 +179,39 @@ def mlock_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: int)
     elif not (oldflags & VM_LOCKED):
         mm.locked_vm += nr
     return vma
+
+
+def do_mlockall(mm: AddressSpace, flags: int) -> None:
+    """mlockall(2) / apply_mlockall_flags(): MCL_FUTURE sets mm->def_flags for every later
+    mapping; MCL_CURRENT locks every VMA (errors ignored) and populates them all."""
+    if not flags or flags & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) or flags == MCL_ONFAULT:
+        raise oserror(errno.EINVAL)
+    _apply_mlockall(mm, flags)
+    if flags & MCL_CURRENT:
+        mm.populate(0, mm.cfg.task_size, ignore_errors=True)
+
+
+def do_munlockall(mm: AddressSpace) -> None:
+    _apply_mlockall(mm, 0)
+
+
+def _apply_mlockall(mm: AddressSpace, flags: int) -> None:
+    mm.def_flags &= ~VM_LOCKED_MASK
+    if flags & MCL_FUTURE:
+        mm.def_flags |= VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)
+        if not flags & MCL_CURRENT:
+            return
+    to_add = 0
+    if flags & MCL_CURRENT:
+        to_add = VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)
+    vma = mm.tree.first()
+    while vma is not None:
+        newflags = (vma.flags & ~VM_LOCKED_MASK) | to_add
+        try:
+            vma = mlock_fixup(mm, vma, vma.start, vma.end, newflags)
+        except OSError:
+            pass  # "Ignore errors, but prev needs fixing up."
+        vma = mm.tree.next(vma)
 
 
 # ------------------------------------------------------------------- mseal

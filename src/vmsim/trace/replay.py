@@ -212,6 +212,8 @@ class Replayer:
             "mlock2": self._mlock,
             "munlock": self._plain("munlock", 2),
             "mseal": self._plain("mseal", 3),
+            "mlockall": self._plain("mlockall", 1),
+            "munlockall": self._plain("munlockall", 0),
         }
 
     # ------------------------------------------------------------- processes
