@@ -266,3 +266,25 @@ def test_snapshot_then_attach_replays_from_maps(tmp_path: Path) -> None:
     # 4 threads: stack + guard each; each worker splits its 64-page area 16 times (+32) and
     # punches one hole inside a VMA (+1)
     assert rep.vmas_by_cause["thread stack"] == 8
+
+
+def test_clone_flags_decide_thread_or_fork() -> None:
+    """clone() as strace prints it (child_stack first, then flags): CLONE_VM shares the
+    address space (a thread), no CLONE_VM copies it (fork)."""
+    lines = [
+        "100 mmap(0x200000000000, 16384, PROT_READ|PROT_WRITE, "
+        "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) = 0x200000000000",
+        "100 clone(child_stack=0x7f0000001000, flags=CLONE_VM|CLONE_FS|CLONE_FILES|"
+        "CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|"
+        "CLONE_CHILD_CLEARTID, parent_tid=[101], tls=0x7f0000002000, "
+        "child_tidptr=0x7f0000003000) = 101",
+        "100 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
+        "child_tidptr=0x7f0000004000) = 102",
+        # the thread unmaps the shared mapping: gone for the parent too, not for the fork child
+        "101 munmap(0x200000000000, 16384) = 0",
+        "100 mprotect(0x200000000000, 4096, PROT_READ) = -1 ENOMEM (Cannot allocate memory)",
+        "102 mprotect(0x200000000000, 4096, PROT_READ) = 0",
+    ]
+    rep = replay(lambda: read_strace(lines))
+    assert rep.divergences == [], [d.to_json() for d in rep.divergences]
+    assert rep.processes == 2

@@ -425,10 +425,11 @@ class Replayer:
         parent = self.process_for(ev.pid, None)
         flags = 0
         if ev.name in ("clone", "clone3"):
-            for a in ev.args:
-                if isinstance(a, int):
-                    flags = a
-                    break
+            # strace prints clone(child_stack=..., flags=..., ...): flags come second there;
+            # the raw syscall order (ltrace -S) and clone3's struct put them first
+            pos = 1 if ev.name == "clone" and "flags=" in ev.raw and len(ev.args) > 1 else 0
+            a = ev.args[pos] if len(ev.args) > pos else 0
+            flags = a if isinstance(a, int) else 0
         elif ev.name == "vfork":
             flags = CLONE_VM | CLONE_VFORK
         if flags & CLONE_VM:
