@@ -288,3 +288,18 @@ def test_clone_flags_decide_thread_or_fork() -> None:
     rep = replay(lambda: read_strace(lines))
     assert rep.divergences == [], [d.to_json() for d in rep.divergences]
     assert rep.processes == 2
+
+
+def test_unmodelled_calls_are_reported() -> None:
+    lines = [
+        "shmat(5, NULL, 0) = 0x7f0000000000",
+        "shmdt(0x7f0000000000) = 0",
+        "shmat(6, NULL, 0) = -1 EINVAL (Invalid argument)",
+    ]
+    rep = replay(lambda: read_strace(lines))
+    assert [n for n in rep.estimates if "shmat" in n or "shmdt" in n] == [
+        "1 successful shmat() call(s) not replayed (SysV shared memory is not modelled); "
+        "later results touching those ranges may diverge",
+        "1 successful shmdt() call(s) not replayed (SysV shared memory is not modelled); "
+        "later results touching those ranges may diverge",
+    ]

@@ -57,6 +57,15 @@ MEMORY_CALLS = frozenset(
     }
 )
 UNLIMITED = 1 << 40
+# Memory syscalls a trace may hold that the model does not replay, and why.
+UNMODELLED = {
+    "shmat": "SysV shared memory is not modelled",
+    "shmdt": "SysV shared memory is not modelled",
+    "remap_file_pages": "remap_file_pages is not modelled",
+    "mbind": "memory policies are not modelled",
+    "map_shadow_stack": "shadow stacks are not modelled",
+    "process_madvise": "advice to another process is not modelled",
+}
 
 
 class ReplayError(Exception):
@@ -198,6 +207,7 @@ class Replayer:
         self._top_placed: set[int] = set()
         self._held: dict[int | None, list[tuple[int, Syscall | Exit]]] = {}
         self._last: Process | None = None
+        self._unmodelled: dict[str, int] = {}
         self._tick = 0
         self._stride = 1
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
@@ -290,6 +300,11 @@ class Replayer:
                 self.syscall(ev)
         self._flush(force=True)
         rep.min_max_map_count = self.machine.cfg.map_count_needed
+        for name, n in sorted(self._unmodelled.items()):
+            rep.estimates.append(
+                f"{n} successful {name}() call(s) not replayed ({UNMODELLED[name]}); "
+                "later results touching those ranges may diverge"
+            )
         return rep
 
     # strace prints a call when the tracer sees its exit, which can lag behind the kernel's
@@ -377,6 +392,8 @@ class Replayer:
             return
         handler = self._handlers.get(name)
         if handler is None:
+            if name in UNMODELLED and ev.ret is not None and ev.errno is None:
+                self._unmodelled[name] = self._unmodelled.get(name, 0) + 1
             return
         known = self.tasks.get(ev.pid)
         p = known if known is not None else self.process_for(ev.pid, ev)
