@@ -26,18 +26,16 @@ from vmsim.constants import (
 )
 from vmsim.mm.core import AddressSpace, page_align
 from vmsim.mm.flags import (
+    VDSO_FLAGS,
     VM_ACCOUNT,
-    VM_DONTDUMP,
-    VM_DONTEXPAND,
     VM_EXEC,
     VM_GROWSDOWN,
-    VM_IO,
     VM_MAYEXEC,
     VM_MAYREAD,
     VM_MAYWRITE,
-    VM_PFNMAP,
     VM_READ,
     VM_WRITE,
+    VVAR_FLAGS,
 )
 from vmsim.mm.mmap import do_brk_flags, get_unmapped_area
 from vmsim.mm.vma import AnonVma, OpenFile, Vma
@@ -246,13 +244,10 @@ def exec_image(proc: Process, img: ElfImage, interp: ElfImage | None) -> None:
     if interp is not None:
         _load(proc, interp, None)
     # map_vdso(): [vvar] [vvar_vclock] [vdso] placed top-down like any mapping
-    total = (VVAR_PAGES + VVAR_VCLOCK_PAGES + VDSO_PAGES) * PAGE_SIZE
-    addr = get_unmapped_area(mm, None, 0, total, 0, 0, 0)
-    vvar = VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP
-    addr = _special(mm, addr, VVAR_PAGES, vvar, "[vvar]")
-    addr = _special(mm, addr, VVAR_VCLOCK_PAGES, vvar, "[vvar_vclock]")
-    vdso = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND
-    _special(mm, addr, VDSO_PAGES, vdso, "[vdso]")
+    addr = get_unmapped_area(mm, None, 0, VDSO_BLOCK, 0, 0, 0)
+    addr = _special(mm, addr, VVAR_PAGES, VVAR_FLAGS, "[vvar]")
+    addr = _special(mm, addr, VVAR_VCLOCK_PAGES, VVAR_FLAGS, "[vvar_vclock]")
+    _special(mm, addr, VDSO_PAGES, VDSO_FLAGS, "[vdso]")
 
 
 def resolve(path: str, cwd: Path, root: Path | None = None) -> Path:

@@ -17,20 +17,18 @@ from dataclasses import dataclass
 from vmsim.constants import PAGE_SHIFT
 from vmsim.mm.core import AddressSpace
 from vmsim.mm.flags import (
+    VDSO_FLAGS,
     VM_ACCOUNT,
-    VM_DONTDUMP,
-    VM_DONTEXPAND,
     VM_EXEC,
     VM_GROWSDOWN,
-    VM_IO,
     VM_MAYEXEC,
     VM_MAYREAD,
     VM_MAYSHARE,
     VM_MAYWRITE,
-    VM_PFNMAP,
     VM_READ,
     VM_SHARED,
     VM_WRITE,
+    VVAR_FLAGS,
     vmflags_from_text,
 )
 from vmsim.mm.vma import AnonVma, Inode, OpenFile, Vma
@@ -124,9 +122,9 @@ def _default_flags(e: MapsEntry) -> int:
     if e.name == "[stack]":
         flags |= VM_GROWSDOWN
     if e.name in ("[vvar]", "[vvar_vclock]"):
-        flags = VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP
+        flags = VVAR_FLAGS
     elif e.name == "[vdso]":
-        flags = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND
+        flags = VDSO_FLAGS
     return flags
 
 

@@ -55,6 +55,9 @@ VM_STARTGAP_FLAGS = VM_GROWSDOWN | VM_SHADOW_STACK
 # Flags that differ between two VMAs without blocking a merge (VM_IGNORE_MERGE / sticky flags).
 VM_IGNORE_MERGE = VM_SOFTDIRTY | VM_MAYBE_GUARD
 VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+# The special mappings of every process (smaps: "rd mr pf io de dd" and "rd ex mr mw me de").
+VVAR_FLAGS = VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP
+VDSO_FLAGS = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND
 
 # show_smap_vma_flags(): two-letter mnemonics in bit order.
 MNEMONICS: tuple[tuple[int, str], ...] = (
