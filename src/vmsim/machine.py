@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 from vmsim import snapshot
-from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
+from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
+from vmsim.mm import fault as pf
 from vmsim.mm.core import AddressSpace, MmConfig
+from vmsim.mm.memory import Memory
 from vmsim.mm.vma import Inode, OpenFile
 from vmsim.process import Process
 
@@ -74,6 +76,9 @@ class Machine:
             rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
             rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
         )
+        assert self.cfg.memory is not None
+        self.memory: Memory = self.cfg.memory
+        self.memory.on_file_unmapped = self._release_inode
         self.pkeys = pkeys
         self.vsyscall = vsyscall
         self.stack_limit = parse_size(stack_limit)
@@ -104,19 +109,20 @@ class Machine:
             )
         return inode
 
-    def _truncate_cows(self, inode: Inode, keep_pages: int) -> None:
-        """truncate_pagecache() -> unmap_mapping_range(even_cows=1): private copies of file
-        pages past the new EOF are dropped from every mapping of the file."""
-        for proc in self.processes:
-            mm = proc.mm
-            if not mm.pages:
+    def _release_inode(self, inode: Inode) -> None:
+        """iput() of a deleted file (memfd, shared anonymous memory): once no process
+        opens or maps it, its page cache is freed. Named files keep their cache."""
+        if not inode.deleted or not inode.pages:
+            return
+        for p in self.processes:
+            if not p.alive:
                 continue
-            for v in mm.tree:
-                if v.file is None or v.file.inode is not inode:
-                    continue
-                first = max(v.start, v.start + ((keep_pages - v.pgoff) << PAGE_SHIFT))
-                if first < v.end:
-                    mm.zap_private(first, v.end)
+            if any(f.inode is inode for f in p.files.values()):
+                return
+        for mm in self.memory.mms:
+            if any(v.file is not None and v.file.inode is inode for v in mm.tree):
+                return
+        pf.drop_cache_pages(self.memory.frames, inode, 0, max(inode.pages) + 1)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(
@@ -154,3 +160,39 @@ class Machine:
         if start_brk is not None:
             mm.start_brk = mm.brk = start_brk
         return self._adopt(mm)
+
+    # ------------------------------------------------------------------ reporting
+    def meminfo(self) -> str:
+        """/proc/meminfo, for the lines the model keeps (kernel order and format)."""
+        frames = self.memory.frames
+        info = frames.meminfo()
+        kb = PAGE_SIZE >> 10
+        cfg = self.cfg
+        commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
+        rows = [
+            ("MemTotal", info["MemTotal"]),
+            ("MemFree", info["MemFree"]),
+            ("Cached", info["Cached"]),
+            ("SwapCached", 0),
+            ("Mlocked", info["Mlocked"]),
+            ("SwapTotal", cfg.swap_pages * kb),
+            ("SwapFree", cfg.swap_pages * kb),
+            ("Dirty", info["Dirty"]),
+            ("Writeback", 0),
+            ("AnonPages", info["AnonPages"]),
+            ("Mapped", info["Mapped"]),
+            ("Shmem", info["Shmem"]),
+            ("PageTables", info["PageTables"]),
+            ("CommitLimit", commit_limit * kb),
+            ("Committed_AS", cfg.committed_pages * kb),
+        ]
+        return "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Machine-wide counters: vmstat's pgfault/pgmajfault, translations, page walks and
+        their memory references, and the CPU's TLB hits, misses and flushes."""
+        d = self.memory.stats.as_dict()
+        d["translations"] = sum(p.mm.stats.translations for p in self.processes)
+        d.update(self.memory.tlb.stats._asdict())
+        return d

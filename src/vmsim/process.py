@@ -26,10 +26,11 @@ from vmsim.constants import (
 )
 from vmsim.errors import oserror
 from vmsim.mm import access, madvise, mmap, mprotect, mremap
+from vmsim.mm import fault as pf
 from vmsim.mm.core import U64, AddressSpace
 from vmsim.mm.flags import VM_DONTCOPY, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_WIPEONFORK
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
-from vmsim.procfs import maps_text, smaps_text
+from vmsim.procfs import maps_text, pagemap_entries, smaps_rollup_text, smaps_text
 
 if TYPE_CHECKING:
     from vmsim.loader import LoadedImage
@@ -53,6 +54,7 @@ class Process:
         self.mm = mm
         self.files: dict[int, OpenFile] = {}
         self.images: list[LoadedImage] = []  # ELF images the last execve loaded
+        self.alive = True
 
     # ------------------------------------------------------------ mm syscalls
     def mmap(
@@ -159,30 +161,99 @@ class Process:
             raise oserror(errno.EINVAL)
         inode = f.inode
         old_size = inode.size
-        if size < inode.size:
-            keep = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
-            for pg in [p for p in inode.pages if p >= keep]:
-                del inode.pages[pg]
-            tail = size & (PAGE_SIZE - 1)
-            if tail and (size >> PAGE_SHIFT) in inode.pages:
-                page = inode.pages[size >> PAGE_SHIFT]
-                page[tail:] = bytes(PAGE_SIZE - tail)
-        inode.size = size
         if size < old_size:
-            self.machine._truncate_cows(inode, (size + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            # truncate_pagecache(): unmap from every mapping, private copies included
+            # (even_cows), drop the page cache past the new end, zero the partial page
+            keep = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
+            mem = self.mm.mem
+            last = max(inode.pages, default=-1) + 1
+            last = max(last, max(inode.backing, default=-1) + 1, keep)
+            pf.unmap_mapping_pages(list(mem.mms), inode, keep, last + 1, even_cows=True)
+            pf.drop_cache_pages(mem.frames, inode, keep, last + 1)
+            tail = size & (PAGE_SIZE - 1)
+            if tail:
+                pg = size >> PAGE_SHIFT
+                if pg in inode.pages:
+                    mem.frames.write(inode.pages[pg], tail, bytes(PAGE_SIZE - tail))
+                if pg in inode.backing:
+                    inode.backing[pg] = inode.backing[pg][:tail] + bytes(PAGE_SIZE - tail)
+        inode.size = size
 
     def close(self, fd: int) -> None:
-        if self.files.pop(_s32(fd), None) is None:
+        f = self.files.pop(_s32(fd), None)
+        if f is None:
             raise oserror(errno.EBADF)
+        self.machine._release_inode(f.inode)
 
     # ----------------------------------------------------------- user access
+    def _check_alive(self) -> None:
+        if not self.alive:
+            raise ProcessLookupError(f"process {self.pid} has exited")
+
     def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes as the process would (raises Segfault / BusError)."""
+        self._check_alive()
         return access.user_read(self.mm, addr & U64, n, self.machine.stack_limit)
 
     def write(self, addr: int, data: bytes) -> None:
         """Store ``data`` as the process would (raises Segfault / BusError)."""
+        self._check_alive()
         access.user_write(self.mm, addr & U64, bytes(data), self.machine.stack_limit)
+
+    def translate(self, addr: int, access_kind: str = "read") -> access.Translation:
+        """One user access ("read", "write" or "exec") to ``addr`` through the TLB and the
+        page tables, faulting as needed: the physical address, page size, the entry at each
+        level, whether the TLB (and which level) or a page walk answered."""
+        self._check_alive()
+        if access_kind not in ("read", "write", "exec"):
+            raise ValueError(f"access must be read, write or exec, not {access_kind!r}")
+        return access.translate(
+            self.mm,
+            addr & U64,
+            access_kind,  # type: ignore[arg-type]
+            self.machine.stack_limit,
+        )
+
+    def peek(self, addr: int, n: int) -> bytes:
+        """Read another process's memory like /proc/<pid>/mem or PTRACE_PEEKDATA
+        (FOLL_FORCE: read-protected but readable-in-principle pages too). Stops at the first
+        unreachable page; nothing readable at all is EIO."""
+        self._check_alive()
+        out = access.remote_access(self.mm, addr & U64, None, n)
+        assert isinstance(out, bytes)
+        return out
+
+    def poke(self, addr: int, data: bytes) -> int:
+        """Write into another process's memory like /proc/<pid>/mem or PTRACE_POKEDATA: a
+        write into a read-only private mapping breaks COW (the file is left untouched).
+        Returns the bytes written; nothing written at all is EIO."""
+        self._check_alive()
+        out = access.remote_access(self.mm, addr & U64, bytes(data), len(data))
+        assert isinstance(out, int)
+        return out
+
+    def pagemap(self, addr: int, npages: int) -> list[int]:
+        """/proc/<pid>/pagemap entries for ``npages`` pages from ``addr`` (as root: with
+        frame numbers)."""
+        return pagemap_entries(self.mm, addr & U64 & ~(PAGE_SIZE - 1), npages)
+
+    def mincore(self, addr: int, length: int) -> bytes:
+        """mincore(2): one byte per page, 1 if resident. EINVAL for an unaligned start,
+        ENOMEM if the range is not fully mapped."""
+        return pf.mincore(self.mm, addr & U64, length & U64)
+
+    def smaps_rollup(self) -> str:
+        """/proc/<pid>/smaps_rollup."""
+        return smaps_rollup_text(self.mm)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Fault and translation counters of this process (min_flt = pgfault - pgmajfault),
+        with the TLB counters of the machine's CPU for its PCID's share of the work."""
+        d = self.mm.stats.as_dict()
+        d["minflt"] = d["pgfault"] - d["pgmajfault"]
+        d["majflt"] = d["pgmajfault"]
+        return d
 
     # ------------------------------------------------------------ processes
     def execve(self, path: str | None = None, cwd: str | Path = ".") -> list[str]:
@@ -192,17 +263,44 @@ class Process:
         from vmsim import snapshot
         from vmsim.loader import load_program
 
+        self._check_alive()
         old = self.mm
         self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)
+        self._drop_mm(old)
         if path is None:
             snapshot.build(self.mm, snapshot.parse(snapshot.LINUX_LAYOUT))
             return ["layout: the usual fresh-process layout (no binary given)"]
         return load_program(self, path, Path(cwd))
 
+    def _drop_mm(self, mm: AddressSpace) -> None:
+        """mmput(): the last user of ``mm`` is gone (threads sharing it keep it alive)."""
+        if any(p.mm is mm for p in self.machine.processes if p is not self and p.alive):
+            return
+        files = {v.file.inode for v in mm.tree if v.file is not None}
+        mm.destroy()
+        for inode in files:
+            self.machine._release_inode(inode)
+
+    def exit(self) -> None:
+        """exit(2): the address space goes (every frame it alone used is freed), then the
+        files; the process leaves the machine's process list."""
+        if not self.alive:
+            return
+        self.alive = False
+        self._drop_mm(self.mm)
+        files = [f.inode for f in self.files.values()]
+        self.files = {}
+        for inode in files:
+            self.machine._release_inode(inode)
+        if self in self.machine.processes:
+            self.machine.processes.remove(self)
+
     def fork(self) -> Process:
-        """fork(2) at the VMA level (dup_mmap()): VM_DONTCOPY areas are skipped, locks are
-        not inherited, each VMA with an anon_vma gets a new one whose chain links the
-        parent's (so it is no longer singular). Private pages are copied eagerly."""
+        """fork(2) (dup_mmap()): VM_DONTCOPY areas are skipped, locks are not inherited,
+        each VMA with an anon_vma gets a new one whose chain links the parent's (so it is no
+        longer singular); page tables of VMAs with anonymous pages are copied with
+        copy-on-write (VM_WIPEONFORK areas start empty), the parent's TLB is flushed."""
+        self._check_alive()
         parent = self.mm
         child_mm = AddressSpace(parent.cfg, parent.mmap_base, parent.mmap_legacy_base)
         child_mm.start_brk, child_mm.brk = parent.start_brk, parent.brk
@@ -215,15 +313,16 @@ class Process:
             if v.flags & VM_WIPEONFORK:
                 c.anon_vma = None
                 c.anon_singular = True
-            elif v.anon_vma is not None:
-                c.anon_vma = AnonVma()
-                c.anon_singular = False
-                lo, hi = v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1
-                for k in parent.pages.irange(lo, hi):
-                    child_mm.pages[k] = bytearray(parent.pages[k])
+            else:
+                if v.anon_vma is not None:
+                    c.anon_vma = AnonVma()
+                    c.anon_singular = False
+                if pf.vma_needs_copy(v):
+                    pf.copy_page_range(child_mm, parent, v)
             for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):
                 child_mm.guards[k] = True
             child_mm.tree.insert_new(c)
+        parent.mem.flush_mm(parent)
         child = self.machine._adopt(child_mm)
         child.files = dict(self.files)
         child.images = [dataclasses.replace(img) for img in self.images]
@@ -239,7 +338,7 @@ class Process:
         return maps_text(self.mm, gate=self.machine.vsyscall)
 
     def smaps(self) -> str:
-        """/proc/<pid>/smaps (page counters are 0 until page tables are modelled)."""
+        """/proc/<pid>/smaps."""
         return smaps_text(self.mm, pkeys=self.machine.pkeys, gate=self.machine.vsyscall)
 
     def __repr__(self) -> str:

@@ -1,28 +1,42 @@
 """/proc/<pid>/maps and /proc/<pid>/smaps text, byte for byte as fs/proc/task_mmu.c prints it.
 
-Page counters of smaps (Rss, Pss, ...) are 0 until page tables are modelled; Size,
-KernelPageSize, MMUPageSize, THPeligible, ProtectionKey and VmFlags are exact.
+Page counters of smaps come from the page tables as smaps_pte_entry()/smaps_account() count
+them: the zero page is not counted; a page whose refcount is 1 is private; otherwise its
+precise map count decides shared or private and divides Pss (kept, as in the kernel, in
+fixed point with PSS_SHIFT 12 so that rounding is the same).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SHIFT, PMD_SIZE
+from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_PROTNONE, pfn_of
 from vmsim.mm.flags import (
     VM_EXEC,
     VM_HUGEPAGE,
+    VM_LOCKED,
     VM_MAYSHARE,
     VM_NOHUGEPAGE,
     VM_READ,
     VM_SHARED,
+    VM_SOFTDIRTY,
     VM_WRITE,
     vmflags_text,
 )
 from vmsim.mm.vma import Vma
+from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
+
+_PRESENT = PAGE_PRESENT | PAGE_PROTNONE
+_ANON = int(PageFlag.ANON)
+_SWAPBACKED = int(PageFlag.SWAPBACKED)
+_DIRTY = int(PageFlag.DIRTY)
+_KSM = int(PageFlag.KSM)
+_REFERENCED = int(PageFlag.REFERENCED)
 
 GATE_START = 0xFFFFFFFFFF600000
 GATE_END = 0xFFFFFFFFFF601000
@@ -128,9 +142,136 @@ def thp_eligible(mm: AddressSpace, vma: Vma) -> int:
     return 1 if haddr >= vma.start and haddr + PMD_SIZE <= vma.end else 0
 
 
-def _smaps_block(head: str, size_kb: int, thp: int, flags_text: str, pkeys: bool) -> str:
+PSS_SHIFT = 12
+
+
+@dataclass(slots=True)
+class MemSizeStats:
+    """struct mem_size_stats: byte counters (pss_* in bytes << PSS_SHIFT)."""
+
+    anonymous: int = 0
+    ksm: int = 0
+    lazyfree: int = 0
+    private_clean: int = 0
+    private_dirty: int = 0
+    pss: int = 0
+    pss_anon: int = 0
+    pss_dirty: int = 0
+    pss_file: int = 0
+    pss_locked: int = 0
+    pss_shmem: int = 0
+    referenced: int = 0
+    resident: int = 0
+    shared_clean: int = 0
+    shared_dirty: int = 0
+    swap: int = 0
+    swap_pss: int = 0
+
+    def kb_fields(self, rollup: bool = False) -> list[tuple[str, int]]:
+        """(label, kB) in the order __show_smap() prints them."""
+        sh = PSS_SHIFT + 10
+        out = [
+            ("Rss", self.resident >> 10),
+            ("Pss", self.pss >> sh),
+            ("Pss_Dirty", self.pss_dirty >> sh),
+        ]
+        if rollup:
+            out += [
+                ("Pss_Anon", self.pss_anon >> sh),
+                ("Pss_File", self.pss_file >> sh),
+                ("Pss_Shmem", self.pss_shmem >> sh),
+            ]
+        out += [
+            ("Shared_Clean", self.shared_clean >> 10),
+            ("Shared_Dirty", self.shared_dirty >> 10),
+            ("Private_Clean", self.private_clean >> 10),
+            ("Private_Dirty", self.private_dirty >> 10),
+            ("Referenced", self.referenced >> 10),
+            ("Anonymous", self.anonymous >> 10),
+            ("KSM", self.ksm >> 10),
+            ("LazyFree", self.lazyfree >> 10),
+            ("AnonHugePages", 0),
+            ("ShmemPmdMapped", 0),
+            ("FilePmdMapped", 0),
+            ("Shared_Hugetlb", 0),
+            ("Private_Hugetlb", 0),
+            ("Swap", self.swap >> 10),
+            ("SwapPss", self.swap_pss >> sh),
+            ("Locked", self.pss_locked >> sh),
+        ]
+        return out
+
+
+def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
+    """smap_gather_stats() for one VMA: walk its present PTEs."""
+    if not mm.pt_used or vma.start >= vma.end:
+        return
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    locked = bool(vma.flags & VM_LOCKED)
+    size = 4096
+    for m in mm.pt.iter_leaves(vma.start, vma.end):
+        e = m.entry
+        if not e & _PRESENT:
+            continue
+        pfn = pfn_of(e)
+        if pfn == zero:
+            continue
+        flags = frames.flags(pfn)
+        dirty = bool(e & PAGE_DIRTY)
+        young = bool(e & PAGE_ACCESSED)
+        if flags & _ANON:
+            mss.anonymous += size
+            if not flags & _SWAPBACKED and not dirty and not flags & _DIRTY:
+                mss.lazyfree += size
+        if flags & _KSM:
+            mss.ksm += size
+        mss.resident += size
+        if young or flags & _REFERENCED:
+            mss.referenced += size
+        if frames.refcount(pfn) == 1:
+            private = True
+            pss = size << PSS_SHIFT
+        else:
+            mapcount = frames.mapcount(pfn)
+            private = mapcount < 2
+            pss = size << PSS_SHIFT
+            if mapcount >= 2:
+                pss //= mapcount
+        mss.pss += pss
+        if flags & _ANON:
+            mss.pss_anon += pss
+        elif flags & _SWAPBACKED:
+            mss.pss_shmem += pss
+        else:
+            mss.pss_file += pss
+        if locked:
+            mss.pss_locked += pss
+        if dirty or flags & _DIRTY:
+            mss.pss_dirty += pss
+            if private:
+                mss.private_dirty += size
+            else:
+                mss.shared_dirty += size
+        elif private:
+            mss.private_clean += size
+        else:
+            mss.shared_clean += size
+
+
+def _smaps_block(
+    head: str,
+    size_kb: int,
+    thp: int,
+    flags_text: str,
+    pkeys: bool,
+    mss: MemSizeStats | None = None,
+) -> str:
     parts = [head, "\n", _kb("Size", size_kb), _kb("KernelPageSize", 4), _kb("MMUPageSize", 4)]
-    parts.extend(_kb(label, 0) for label in SMAPS_KB_FIELDS)
+    if mss is None:
+        parts.extend(_kb(label, 0) for label in SMAPS_KB_FIELDS)
+    else:
+        parts.extend(_kb(label, kb) for label, kb in mss.kb_fields())
     parts.append(f"{'THPeligible:':<16}{thp:>8}\n")
     if pkeys:
         parts.append(f"{'ProtectionKey:':<16}{0:>8}\n")
@@ -141,6 +282,8 @@ def _smaps_block(head: str, size_kb: int, thp: int, flags_text: str, pkeys: bool
 def smaps_text(mm: AddressSpace, pkeys: bool = False, gate: bool = True) -> str:
     out = []
     for v in mm.tree:
+        mss = MemSizeStats()
+        smaps_account(mm, v, mss)
         out.append(
             _smaps_block(
                 _vma_header(mm, v),
@@ -148,8 +291,70 @@ def smaps_text(mm: AddressSpace, pkeys: bool = False, gate: bool = True) -> str:
                 thp_eligible(mm, v),
                 vmflags_text(v.flags),
                 pkeys,
+                mss,
             )
         )
     if gate:
         out.append(_smaps_block(GATE_LINE[:-1], 4, 0, "ex ", pkeys))
     return "".join(out)
+
+
+def smaps_rollup_text(mm: AddressSpace) -> str:
+    """/proc/<pid>/smaps_rollup: show_smaps_rollup() (the gate VMA is not included)."""
+    mss = MemSizeStats()
+    first = mm.tree.first()
+    if first is None:
+        return ""
+    last_end = first.end
+    for v in mm.tree:
+        smaps_account(mm, v, mss)
+        last_end = v.end
+    head = header(first.start, last_end, 0, 0, (0, 0), 0, "[rollup]")
+    return head + "\n" + "".join(_kb(label, kb) for label, kb in mss.kb_fields(rollup=True))
+
+
+# pagemap bits (Documentation/admin-guide/mm/pagemap.rst, fs/proc/task_mmu.c)
+PM_PFRAME_MASK = (1 << 55) - 1
+PM_SOFT_DIRTY = 1 << 55
+PM_MMAP_EXCLUSIVE = 1 << 56
+PM_UFFD_WP = 1 << 57
+PM_GUARD_REGION = 1 << 58
+PM_FILE = 1 << 61
+PM_SWAP = 1 << 62
+PM_PRESENT = 1 << 63
+_GUARD_SWP_FRAME = 31 | (4 << 5)  # SWP_PTE_MARKER | PTE_MARKER_GUARD << MAX_SWAPFILES_SHIFT
+
+
+def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = True) -> list[int]:
+    """/proc/<pid>/pagemap: one 64-bit entry per page from ``addr`` (pagemap_pte_range());
+    ``show_pfn`` is CAP_SYS_ADMIN (root): otherwise the frame bits read 0."""
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    out = []
+    vpn0 = addr >> PAGE_SHIFT
+    for i in range(npages):
+        a = (vpn0 + i) << PAGE_SHIFT
+        vma = mm.tree.lookup(a)
+        if vma is None:
+            out.append(0)
+            continue
+        flags = PM_SOFT_DIRTY if vma.flags & VM_SOFTDIRTY else 0
+        frame = 0
+        leaf = mm.pt.get(a) if mm.pt_used else None
+        e = leaf.entry if leaf is not None else 0
+        if e & _PRESENT:
+            flags |= PM_PRESENT
+            pfn = pfn_of(e)
+            frame = pfn
+            if pfn != zero:
+                if not frames.flags(pfn) & _ANON:
+                    flags |= PM_FILE
+                if frames.mapcount(pfn) == 1:
+                    flags |= PM_MMAP_EXCLUSIVE
+        elif mm.guards and (a >> PAGE_SHIFT) in mm.guards:
+            flags |= PM_SWAP | PM_GUARD_REGION
+            frame = _GUARD_SWP_FRAME
+        if not show_pfn:
+            frame = 0
+        out.append(flags | (frame & PM_PFRAME_MASK))
+    return out

@@ -208,10 +208,6 @@ def test_smaps_record_layout_for_fresh_region(p):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="smaps page counters stay 0 until page tables are modelled (issue 3, translation)",
-)
 def test_smaps_record_counts_written_pages(p):
     anon(p, 0, 4)
     touch(p, 0, 2)

@@ -35,6 +35,8 @@ from vmsim.errors import (
     Segfault,
     oserror,
 )
+from vmsim.hw.pagetable import PageTables
+from vmsim.mm import fault as pf
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -51,8 +53,14 @@ from vmsim.mm.flags import (
     VM_SPECIAL,
     VM_WRITE,
 )
+from vmsim.mm.memory import FaultStats, Memory
 from vmsim.mm.tree import VmaTree
 from vmsim.mm.vma import AnonVma, Vma
+from vmsim.phys.frames import OutOfMemory, PageFlag
+
+_PAGETABLE = int(PageFlag.PAGETABLE)
+_ANON_FLAG = int(PageFlag.ANON)
+PAGE_RW_BIT = 1 << 1
 
 PAGE_MASK64 = (1 << 64) - PAGE_SIZE
 U64 = (1 << 64) - 1
@@ -81,6 +89,11 @@ class MmConfig:
     rlimit_as: int | None = None  # RLIMIT_AS in bytes (None: unlimited)
     rlimit_data: int | None = None  # RLIMIT_DATA in bytes (None: unlimited)
     map_count_needed: int = 0  # the smallest max_map_count every check so far passed at
+    memory: Memory | None = None  # RAM, TLBs (made from ram_pages when not given)
+
+    def __post_init__(self) -> None:
+        if self.memory is None:
+            self.memory = Memory(max(self.ram_pages, 2) << PAGE_SHIFT)
 
     @property
     def task_size(self) -> int:
@@ -106,9 +119,10 @@ def vm_start_gap(vma: Vma) -> int:
 class AddressSpace:
     """``struct mm_struct``: the VMA tree plus the fields that syscalls consult.
 
-    ``pages`` holds the private (anonymous or copied-on-write) page contents by virtual page
-    number; shared and file pages live in their ``Inode``. ``guards`` holds the pages carrying
-    a MADV_GUARD_INSTALL marker.
+    ``pt`` holds the page tables (their pages are frames of the machine's RAM, counted as
+    PageTables); ``guards`` the virtual page numbers carrying a MADV_GUARD_INSTALL marker;
+    ``stats`` the fault and translation counters; ``pcid`` the PCID it last ran with (-1:
+    none, its TLB entries are gone).
     """
 
     def __init__(self, cfg: MmConfig, mmap_base: int, mmap_legacy_base: int | None = None) -> None:
@@ -125,7 +139,19 @@ class AddressSpace:
         self.start_stack = 0
         self.locked_vm = 0
         self.def_flags = 0  # mm->def_flags: VM_LOCKED[ONFAULT] after mlockall(MCL_FUTURE)
-        self.pages: SortedDict = SortedDict()
+        mem = cfg.memory
+        assert mem is not None
+        self.mem: Memory = mem
+        frames = mem.frames
+        self.pt = PageTables(
+            5 if cfg.five_level else 4,
+            lambda: frames.alloc(_PAGETABLE),
+            frames.put,  # type: ignore[arg-type]
+        )
+        self.pcid = -1
+        self.stats = FaultStats()
+        self.alive = True
+        mem.mms.add(self)
         # Replay of a recorded trace: where the kernel actually placed the next mapping
         # (it depends on ASLR); get_unmapped_area() takes it when that range is free.
         self.placement_hint: int | None = None
@@ -470,8 +496,11 @@ class AddressSpace:
                 self.vm_unacct(v.pages)
             if v.flags & VM_LOCKED:
                 self.locked_vm -= v.pages
-            self.zap_private(v.start, v.end)
+            pf.zap_range(self, v.start, v.end, free_tables=True)
             self.drop_guards(v.start, v.end)
+            f = v.file
+            if f is not None and f.inode.deleted and self.mem.on_file_unmapped is not None:
+                self.mem.on_file_unmapped(f.inode)
 
     def do_munmap(self, start: int, end: int) -> None:
         """do_vmi_align_munmap() on an aligned, validated range."""
@@ -481,14 +510,14 @@ class AddressSpace:
         self.remove_vmas(self.gather_munmap(start, end, first))
 
     # ------------------------------------------------------------ contents
-    def zap_private(self, start: int, end: int) -> None:
-        """zap_page_range(): forget private page contents in ``[start, end)``."""
-        pages = self.pages
-        if not pages:
-            return
-        keys = list(pages.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1))
-        for k in keys:
-            del pages[k]
+    @property
+    def pt_used(self) -> bool:
+        """Whether any page table below the top one exists (any entry at all)."""
+        return self.pt.table_pages > 1
+
+    def zap(self, start: int, end: int, free_tables: bool = False) -> None:
+        """Clear the PTEs of ``[start, end)`` (zap_page_range_single()); guard markers stay."""
+        pf.zap_range(self, start, end, free_tables=free_tables)
 
     def drop_guards(self, start: int, end: int) -> None:
         guards = self.guards
@@ -498,18 +527,50 @@ class AddressSpace:
             del guards[k]
 
     def move_private(self, old: int, new: int, length: int) -> None:
-        """move_page_tables(): private pages and guard markers follow an mremap move."""
+        """move_page_tables(): page table entries and guard markers follow an mremap move."""
+        pf.move_ptes(self, old, new, length)
+        if not self.guards:
+            return
         delta = (new - old) >> PAGE_SHIFT
         lo = old >> PAGE_SHIFT
         hi = lo + (length >> PAGE_SHIFT) - 1
-        for store in (self.pages, self.guards):
-            if not store:
-                continue
-            moved = [(k, store[k]) for k in store.irange(lo, hi)]
-            for k, _ in moved:
-                del store[k]
-            for k, data in moved:
-                store[k + delta] = data
+        moved = list(self.guards.irange(lo, hi))
+        for k in moved:
+            del self.guards[k]
+        for k in moved:
+            self.guards[k + delta] = True
+
+    def account_fault(self, what: str, remote: bool) -> None:
+        """mm_account_fault(): vmstat pgfault/pgmajfault and the task's min_flt/maj_flt."""
+        major = what.endswith("-major")
+        for st in (self.mem.stats,) if remote else (self.mem.stats, self.stats):
+            st.pgfault += 1
+            if major:
+                st.pgmajfault += 1
+            if what == "zero-page":
+                st.zero_page_maps += 1
+            elif what == "anon":
+                st.anon_faults += 1
+            elif what.startswith("cow"):
+                st.cow_faults += 1
+            elif what == "reuse":
+                st.cow_reuse += 1
+            elif what.startswith("file") or what == "shared-write":
+                st.file_faults += 1
+
+    def destroy(self) -> None:
+        """exit_mmap(): unmap everything, free the page tables, give up the PCID."""
+        if not self.alive:
+            return
+        for v in self.tree:
+            if v.flags & VM_ACCOUNT:
+                self.vm_unacct(v.pages)
+        if self.pt_used:
+            pf.zap_range(self, 0, self.cfg.task_size, free_tables=True)
+        self.pt.destroy()
+        self.mem.release(self)
+        self.mem.mms.discard(self)
+        self.alive = False
 
     # ------------------------------------------------------------- faults
     def anon_vma_prepare(self, vma: Vma) -> None:
@@ -540,23 +601,6 @@ class AddressSpace:
         vma.anon_vma = AnonVma()
         vma.anon_singular = True
 
-    def fault(self, vma: Vma, addr: int, write: bool) -> None:
-        """The side effects of handle_mm_fault() that the VMA layer can see.
-
-        A write fault on a private mapping prepares the anon_vma (before the file is read,
-        so even a write past EOF creates it); a file page past EOF raises BusError.
-        """
-        if self.guards and (addr >> PAGE_SHIFT) in self.guards:
-            raise Segfault(addr, 1)
-        shared = vma.flags & VM_SHARED
-        if write and not shared:
-            self.anon_vma_prepare(vma)
-        f = vma.file
-        if f is not None and (addr >> PAGE_SHIFT) not in self.pages:
-            pgoff = vma.pgoff_at(addr)
-            if (pgoff << PAGE_SHIFT) >= page_align(f.inode.size):
-                raise BusError(addr)
-
     def populate(self, start: int, end: int, ignore_errors: bool) -> bool:
         """__mm_populate(): fault in ``[start, end)`` like mlock/MAP_POPULATE.
 
@@ -583,44 +627,56 @@ class AddressSpace:
         return True
 
     def _populate_vma(self, vma: Vma, start: int, end: int) -> bool:
-        """populate_vma_page_range(): the fault side effects of touching every page of
-        ``[start, end)``: a writable private VMA takes write faults (its anon_vma, and a
-        private copy of each file page), others read faults. A guard marker or a file page
-        past EOF stops the walk with -EFAULT (returns False)."""
+        """populate_vma_page_range(): get_user_pages() over ``[start, end)`` with FOLL_FORCE:
+        a writable private VMA takes write faults (its anon_vma, private copies of file
+        pages), others read faults. A guard marker or a file page past EOF stops the walk
+        with -EFAULT (returns False); so does running out of RAM (-ENOMEM)."""
         if not (vma.flags & VM_ACCESS_FLAGS):
             return False
         write = (vma.flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
-        stop = end
         ok = True
-        guards = self.guards
-        if guards:
-            hit = next(iter(guards.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1)), None)
-            if hit is not None:
-                stop = hit << PAGE_SHIFT
-                ok = False
-        f = vma.file
-        if f is None:
-            if write and stop > start:
-                self.anon_vma_prepare(vma)
-            return ok
-        eof_pages = page_align(f.inode.size) >> PAGE_SHIFT
-        pages = self.pages
-        inode_pages = f.inode.pages
         a = start
-        while a < stop:
-            vpn = a >> PAGE_SHIFT
-            pg = vma.pgoff_at(a)
-            if write:
-                # do_cow_fault() prepares the anon_vma before it reads the file page
-                self.anon_vma_prepare(vma)
-            if vpn not in pages:
-                if pg >= eof_pages:
-                    return False
-                if write:
-                    src = inode_pages.get(pg)
-                    pages[vpn] = bytearray(src) if src is not None else bytearray(PAGE_SIZE)
+        while a < end:
+            if not self.follow_page(a, write):
+                try:
+                    pf.handle_mm_fault(self, vma, a, write)
+                except (Segfault, BusError):
+                    ok = False
+                    break
+                except OutOfMemory:
+                    ok = False
+                    break
             a += PAGE_SIZE
+        if vma.flags & VM_LOCKED:
+            pf.mlock_pages(self, start, a, True)
         return ok
+
+    def follow_page(self, addr: int, write: bool, force: bool = True) -> int | None:
+        """follow_page_pte(): the frame at ``addr`` if the PTE allows the access already
+        (for a forced write into a read-only private VMA: an anonymous page nobody else
+        holds, as can_follow_write_pte() demands), else None (a fault is needed)."""
+        if not self.pt_used:
+            return None
+        leaf = self.pt.get(addr)
+        if leaf is None or not pf.present(leaf.entry):
+            return None
+        e = leaf.entry
+        pfn = pf.entry_pfn(e)
+        if write and not e & PAGE_RW_BIT:
+            frames = self.mem.frames
+            if not (
+                force
+                and pfn != frames.zero_pfn
+                and frames.flags(pfn) & _ANON_FLAG
+                and frames.refcount(pfn) == 1
+                and not self._vma_writable(addr)
+            ):
+                return None
+        return pfn
+
+    def _vma_writable(self, addr: int) -> bool:
+        vma = self.tree.lookup(addr)
+        return vma is not None and bool(vma.flags & VM_WRITE)
 
 
 def _anon_vma_compatible(a: Vma, b: Vma) -> bool:

@@ -41,7 +41,7 @@ from vmsim.constants import (
     PMD_SIZE,
 )
 from vmsim.errors import BusError, Segfault, oserror
-from vmsim.mm.access import cow_page
+from vmsim.mm import fault as pf
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -66,6 +66,7 @@ from vmsim.mm.flags import (
     VM_WRITE,
 )
 from vmsim.mm.vma import Vma
+from vmsim.phys.frames import OutOfMemory
 
 VALID_ADVICE = frozenset(
     {
@@ -173,8 +174,10 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         if not (flags & VM_SHARED and flags & VM_MAYWRITE):
             raise oserror(errno.EACCES)
         inode = vma.file.inode
-        for pg in range(vma.pgoff_at(start), vma.pgoff_at(end)):
-            inode.pages.pop(pg, None)
+        first, last = vma.pgoff_at(start), vma.pgoff_at(end)
+        # shmem_fallocate(PUNCH_HOLE): unmap (private copies stay), then drop the pages
+        pf.unmap_mapping_pages(list(mm.mem.mms), inode, first, last, even_cows=False)
+        pf.drop_cache_pages(mm.mem.frames, inode, first, last)
         return vma
     if behavior == MADV_WILLNEED:
         return vma
@@ -191,9 +194,10 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         if behavior == MADV_FREE:
             if not vma.is_anonymous or flags & VM_SHARED:
                 raise oserror(errno.EINVAL)
-            # lazily freed: contents stay until reclaim, which this model never forces
+            # lazily freed: contents stay until reclaim finds them still clean
+            pf.lazyfree(mm, start, end)
             return vma
-        mm.zap_private(start, end)
+        mm.zap(start, end)
         return vma
     if behavior == MADV_COLLAPSE:
         # thp_vma_allowable_order(TVA_FORCED_COLLAPSE): anonymous and spanning an aligned
@@ -218,7 +222,7 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         vma.flags |= VM_MAYBE_GUARD
         if vma.is_anonymous:
             mm.anon_vma_prepare(vma)
-        mm.zap_private(start, end)
+        mm.zap(start, end)
         for pg in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             mm.guards[pg] = True
         return vma
@@ -291,10 +295,11 @@ def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> No
         a = addr
         try:
             while a < nend:
-                mm.fault(vma, a, write)
-                if write and not (vma.flags & VM_SHARED) and vma.file is not None:
-                    cow_page(mm, vma, a)
+                if mm.follow_page(a, write, force=False) is None:
+                    pf.handle_mm_fault(mm, vma, a, write)
                 a += PAGE_SIZE
         except (BusError, Segfault):
             raise oserror(errno.EFAULT) from None
+        except OutOfMemory:
+            raise oserror(errno.ENOMEM) from None
         addr = nend

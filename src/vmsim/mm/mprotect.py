@@ -23,6 +23,7 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.errors import oserror
+from vmsim.mm import fault as pf
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -116,6 +117,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
         raise
     if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
         mm.vm_unacct(nrpages)
+    pf.change_protection(mm, vma, start, end)
     # Private pages of a locked VMA made writable are faulted in (write faults) right away,
     # so they stay locked after the copy-on-write.
     if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
@@ -176,6 +178,7 @@ def mlock_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: int)
     nr = (end - start) >> PAGE_SHIFT
     if not (newflags & VM_LOCKED):
         mm.locked_vm -= nr
+        pf.mlock_pages(mm, start, end, False)
     elif not (oldflags & VM_LOCKED):
         mm.locked_vm += nr
     return vma

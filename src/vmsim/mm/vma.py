@@ -31,14 +31,17 @@ class AnonVma:
 class Inode:
     """A file's contents and identity (``struct inode``): shared by every open of the file.
 
-    ``pages`` holds 4 KiB pages of data by page offset; absent pages read as zeros (a hole).
+    ``pages`` is the page cache: page offset -> frame number (each holds a reference on
+    its frame). ``backing`` is what a regular file holds on disk (page offset -> 4 KiB of
+    data; absent pages are zeros), read into the page cache on a fault.
     """
 
     path: str
     dev: tuple[int, int] = (0, 0)
     ino: int = 0
     size: int = 0
-    pages: dict[int, bytearray] = field(default_factory=dict)
+    pages: dict[int, int] = field(default_factory=dict)
+    backing: dict[int, bytes] = field(default_factory=dict)
     shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here
     deleted: bool = False  # name shown with " (deleted)"
 

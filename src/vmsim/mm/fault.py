@@ -1,0 +1,555 @@
+"""Page faults and the page-table side of munmap, mprotect, mremap, fork and truncate.
+
+Mirrors mm/memory.c (handle_mm_fault() -> handle_pte_fault(): do_anonymous_page(),
+do_read_fault() with do_fault_around(), do_cow_fault(), do_shared_fault(), do_wp_page(),
+zap_pte_range(), copy_present_pte()), mm/mprotect.c (change_pte_range()) and mm/mremap.c
+(move_ptes()), on 4 KiB pages.
+
+Ownership rules (as the kernel's): every present PTE that maps a frame holds one reference
+and one map count on it; the page cache holds one more reference on each of its pages
+(``Inode.pages``: page offset -> pfn). The shared zero page is mapped by special PTEs and
+never counted. After every change that removes or narrows a translation the TLB is flushed
+for the range (``Memory.flush_range``): a stale entry can never grant more than the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, SEGV_MAPERR
+from vmsim.errors import BusError, Segfault
+from vmsim.hw.pte import (
+    PAGE_ACCESSED,
+    PAGE_DIRTY,
+    PAGE_PRESENT,
+    PAGE_PROTNONE,
+    PAGE_RW,
+    PAGE_SPECIAL,
+    pfn_of,
+    pfn_pte,
+    vm_get_page_prot,
+)
+from vmsim.mm.flags import (
+    VM_LOCKED,
+    VM_MAYBE_GUARD,
+    VM_MAYWRITE,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VM_SHARED,
+    VM_WRITE,
+)
+from vmsim.phys.frames import FrameAllocator, PageFlag
+
+if TYPE_CHECKING:
+    from vmsim.mm.core import AddressSpace
+    from vmsim.mm.vma import Inode, Vma
+
+ANON_FLAGS = int(PageFlag.ANON | PageFlag.SWAPBACKED | PageFlag.UPTODATE | PageFlag.LRU)
+SHMEM_FLAGS = int(PageFlag.FILE | PageFlag.SWAPBACKED | PageFlag.UPTODATE | PageFlag.LRU)
+FILE_FLAGS = int(PageFlag.FILE | PageFlag.UPTODATE | PageFlag.LRU)
+_ANON = int(PageFlag.ANON)
+_DIRTY = int(PageFlag.DIRTY)
+_MLOCKED = int(PageFlag.MLOCKED)
+_SWAPBACKED = int(PageFlag.SWAPBACKED)
+PAGE_DIRTY_FLAG = _DIRTY
+FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
+READAHEAD_PAGES = 32  # VM_READAHEAD_PAGES: 128 KiB of mmap read-around
+_PRESENT = PAGE_PRESENT | PAGE_PROTNONE
+# Bits pte_modify() keeps when the protection changes (_PAGE_CHG_MASK).
+_CHG_MASK = PAGE_ACCESSED | PAGE_DIRTY | PAGE_SPECIAL
+
+
+def is_cow_mapping(flags: int) -> bool:
+    """is_cow_mapping(): private and possibly writable."""
+    return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
+
+
+def wants_writenotify(vma: Vma) -> bool:
+    """vma_wants_writenotify(): a shared writable mapping of a file that writes back (not
+    tmpfs) maps its pages read-only so the first write is seen and the page dirtied."""
+    f = vma.file
+    return (
+        f is not None
+        and (vma.flags & (VM_SHARED | VM_WRITE)) == (VM_SHARED | VM_WRITE)
+        and not f.inode.shmem
+    )
+
+
+def page_prot(vma: Vma) -> int:
+    """vma->vm_page_prot."""
+    prot = vm_get_page_prot(vma.flags)
+    if wants_writenotify(vma):
+        prot &= ~PAGE_RW
+    return prot
+
+
+def present(entry: int) -> bool:
+    return bool(entry & _PRESENT)
+
+
+def entry_pfn(entry: int) -> int:
+    return pfn_of(entry, 1)
+
+
+# ------------------------------------------------------------------ page cache
+def eof_pages(inode: Inode) -> int:
+    return (inode.size + PAGE_SIZE - 1) >> PAGE_SHIFT
+
+
+def find_or_create_page(mm: AddressSpace, inode: Inode, pgoff: int) -> tuple[int, bool]:
+    """filemap_fault() / shmem_fault(): the page-cache page at ``pgoff``, read in (a major
+    fault, with mmap read-around of the neighbours) if a regular file lacks it, or a new
+    zeroed page for tmpfs. Returns (pfn, major)."""
+    pfn = inode.pages.get(pgoff)
+    if pfn is not None:
+        return pfn, False
+    frames = mm.mem.frames
+    if inode.shmem:
+        pfn = inode.pages[pgoff] = frames.alloc(SHMEM_FLAGS)
+        return pfn, False
+    # a regular file: read the page and its read-around window from the backing store
+    first = max(0, pgoff - READAHEAD_PAGES // 2)
+    last = min(eof_pages(inode), first + READAHEAD_PAGES)
+    for pg in range(first, last):
+        if pg not in inode.pages:
+            new = inode.pages[pg] = frames.alloc(FILE_FLAGS)
+            data = inode.backing.get(pg)
+            if data is not None:
+                frames.write(new, 0, data)
+    return inode.pages[pgoff], True
+
+
+# ---------------------------------------------------------------- mapping pages
+def _set_pte(mm: AddressSpace, addr: int, entry: int) -> None:
+    mm.pt.set(addr, entry)
+
+
+def _map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> None:
+    """Install ``entry`` for frame ``pfn`` (taking a mapping reference) at ``addr``."""
+    frames = mm.mem.frames
+    frames.map(pfn)
+    if vma.flags & VM_LOCKED:
+        frames.set_flags(pfn, _MLOCKED)
+    _set_pte(mm, addr, entry)
+
+
+def _new_anon_page(mm: AddressSpace, src: int | None = None) -> int:
+    frames = mm.mem.frames
+    if src is None:
+        return frames.alloc(ANON_FLAGS)
+    return frames.copy(src, ANON_FLAGS)
+
+
+def handle_mm_fault(
+    mm: AddressSpace, vma: Vma, addr: int, write: bool, *, remote: bool = False
+) -> str:
+    """handle_mm_fault() for a 4 KiB page: the VMA allows the access (the caller checked).
+    Returns what was done: "zero-page", "anon", "file", "file-major", "cow", "reuse",
+    "shared-write" or "spurious". Raises Segfault (guard marker) or BusError (past EOF)."""
+    fault_addr = addr
+    addr &= ~(PAGE_SIZE - 1)
+    if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
+        raise Segfault(fault_addr, SEGV_MAPERR)
+    try:
+        what = _handle_pte_fault(mm, vma, addr, write)
+    except BusError:
+        raise BusError(fault_addr) from None
+    mm.account_fault(what, remote)
+    return what
+
+
+def _handle_pte_fault(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> str:
+    leaf = mm.pt.get(addr)
+    entry = leaf.entry if leaf is not None else 0
+    if not entry:
+        if vma.file is None:
+            what = _do_anonymous_page(mm, vma, addr, write)
+        elif not write:
+            what = _do_read_fault(mm, vma, addr)
+        elif not vma.flags & VM_SHARED:
+            what = _do_cow_fault(mm, vma, addr)
+        else:
+            what = _do_shared_fault(mm, vma, addr)
+    elif write and not entry & PAGE_RW:
+        what = _do_wp_page(mm, vma, addr, entry)
+    else:
+        new = entry | PAGE_ACCESSED | (PAGE_DIRTY if write else 0)
+        if new != entry:
+            _set_pte(mm, addr, new)
+        what = "spurious"
+    return what
+
+
+def _do_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> str:
+    prot = page_prot(vma)
+    if not write:
+        zero = mm.mem.frames.zero_pfn
+        _set_pte(mm, addr, pfn_pte(zero, prot & ~PAGE_RW) | PAGE_SPECIAL)
+        return "zero-page"
+    mm.anon_vma_prepare(vma)
+    pfn = _new_anon_page(mm)
+    entry = pfn_pte(pfn, prot)
+    if vma.flags & VM_WRITE:
+        entry |= PAGE_RW | PAGE_DIRTY
+    _map_page(mm, vma, addr, pfn, entry)
+    return "anon"
+
+
+def _check_eof(vma: Vma, addr: int) -> int:
+    assert vma.file is not None
+    pgoff = vma.pgoff_at(addr)
+    if pgoff >= eof_pages(vma.file.inode):
+        raise BusError(addr)
+    return pgoff
+
+
+def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
+    """do_read_fault(): map the page-cache pages already there around ``addr`` (fault-around,
+    up to 16 pages inside the VMA, the page table and the file), then the page itself."""
+    assert vma.file is not None
+    pgoff = _check_eof(vma, addr)
+    inode = vma.file.inode
+    prot = page_prot(vma)
+    pte_off = (addr >> PAGE_SHIFT) & 511
+    vma_off = pgoff - vma.pgoff
+    from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off) - 1
+    last_pg = min(pgoff + to_pte - pte_off, eof_pages(inode) - 1)
+    base = addr - (pte_off << PAGE_SHIFT)
+    around = 0
+    target_mapped = False
+    pt = mm.pt
+    for off in range(from_pte, to_pte + 1):
+        pg = pgoff + off - pte_off
+        if pg > last_pg:
+            break
+        pfn = inode.pages.get(pg)
+        if pfn is None:
+            continue
+        a = base + (off << PAGE_SHIFT)
+        if mm.guards and (a >> PAGE_SHIFT) in mm.guards:
+            continue
+        leaf = pt.get(a)
+        if leaf is not None and leaf.entry:
+            continue
+        mm.mem.frames.get(pfn)
+        _map_page(mm, vma, a, pfn, pfn_pte(pfn, prot))
+        if a == addr:
+            target_mapped = True
+        else:
+            around += 1
+    mm.stats.fault_around += around
+    mm.mem.stats.fault_around += around
+    if target_mapped:
+        return "file"
+    pfn, major = find_or_create_page(mm, inode, pgoff)
+    mm.mem.frames.get(pfn)
+    _map_page(mm, vma, addr, pfn, pfn_pte(pfn, prot))
+    return "file-major" if major else "file"
+
+
+def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
+    """do_cow_fault(): a write to a private file page copies it into a new anonymous page
+    (the anon_vma is prepared first, so even a write past EOF creates it)."""
+    assert vma.file is not None
+    mm.anon_vma_prepare(vma)
+    pgoff = _check_eof(vma, addr)
+    src, major = find_or_create_page(mm, vma.file.inode, pgoff)
+    pfn = _new_anon_page(mm, src)
+    entry = pfn_pte(pfn, page_prot(vma)) | PAGE_DIRTY
+    if vma.flags & VM_WRITE:
+        entry |= PAGE_RW
+    else:  # FOLL_FORCE: the copy is written by the kernel, not through the PTE
+        mm.mem.frames.set_flags(pfn, _DIRTY)
+    _map_page(mm, vma, addr, pfn, entry)
+    return "cow-major" if major else "cow"
+
+
+def _do_shared_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
+    """do_shared_fault(): map the page-cache page writable and dirty it."""
+    assert vma.file is not None
+    pgoff = _check_eof(vma, addr)
+    pfn, major = find_or_create_page(mm, vma.file.inode, pgoff)
+    frames = mm.mem.frames
+    frames.get(pfn)
+    frames.set_flags(pfn, _DIRTY)
+    entry = pfn_pte(pfn, page_prot(vma)) | PAGE_RW | PAGE_DIRTY
+    _map_page(mm, vma, addr, pfn, entry)
+    return "file-major" if major else "shared-write"
+
+
+def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
+    """do_wp_page(): a write to a present read-only page."""
+    frames = mm.mem.frames
+    pfn = entry_pfn(entry)
+    if vma.flags & VM_SHARED:  # wp_page_shared(): write notification, then writable
+        frames.set_flags(pfn, _DIRTY)
+        _set_pte(mm, addr, entry | PAGE_RW | PAGE_DIRTY | PAGE_ACCESSED)
+        return "shared-write"
+    zero = pfn == frames.zero_pfn
+    if not zero and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
+        # wp_can_reuse_anon_folio(): nobody else holds the page
+        new = entry | PAGE_DIRTY | PAGE_ACCESSED
+        if vma.flags & VM_WRITE:
+            new |= PAGE_RW
+        else:
+            frames.set_flags(pfn, _DIRTY)
+        _set_pte(mm, addr, new)
+        return "reuse"
+    # wp_page_copy()
+    mm.anon_vma_prepare(vma)
+    new_pfn = _new_anon_page(mm, None if zero else pfn)
+    new_entry = pfn_pte(new_pfn, page_prot(vma)) | PAGE_DIRTY
+    if vma.flags & VM_WRITE:
+        new_entry |= PAGE_RW
+    else:
+        frames.set_flags(new_pfn, _DIRTY)
+    _set_pte(mm, addr, 0)
+    mm.mem.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
+    if not zero:
+        _release(mm, pfn, entry)
+    _map_page(mm, vma, addr, new_pfn, new_entry)
+    return "cow"
+
+
+def _release(mm: AddressSpace, pfn: int, entry: int) -> None:
+    """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
+    dirty PTE dirties a file page first; the last unmap clears mlock."""
+    frames = mm.mem.frames
+    flags = frames.flags(pfn)
+    if entry & PAGE_DIRTY and not flags & _ANON:
+        frames.set_flags(pfn, _DIRTY)
+    frames.unmap(pfn)
+    if flags & _MLOCKED and not frames.mapcount(pfn):
+        frames.clear_flags(pfn, _MLOCKED)
+    frames.put(pfn)
+
+
+# ------------------------------------------------------------------- zapping
+def zap_range(mm: AddressSpace, start: int, end: int, *, free_tables: bool) -> int:
+    """zap_page_range_single() / unmap_vmas(): clear every PTE of ``[start, end)``, release
+    the pages, flush the TLB for the span of the entries cleared. With ``free_tables`` empty
+    page tables go too (free_pgtables() after munmap). Returns the entries cleared."""
+    if start >= end or not mm.pt_used:
+        return 0
+    cleared = mm.pt.clear_range(start, end, free_tables=free_tables)
+    if not cleared:
+        return 0
+    zero = mm.mem.frames.zero_pfn
+    for m in cleared:
+        e = m.entry
+        if present(e):
+            pfn = entry_pfn(e)
+            if pfn != zero:
+                _release(mm, pfn, e)
+    mm.mem.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
+    return len(cleared)
+
+
+def zap_mapped(mm: AddressSpace, start: int, end: int, only: set[int] | None) -> None:
+    """Zap the present PTEs of ``[start, end)`` that map one of the frames ``only`` (every
+    one if None), releasing their pages and flushing the TLB."""
+    if start >= end or not mm.pt_used:
+        return
+    doomed = [
+        m.vaddr
+        for m in mm.pt.iter_leaves(start, end)
+        if present(m.entry) and (only is None or entry_pfn(m.entry) in only)
+    ]
+    if not doomed:
+        return
+    zero = mm.mem.frames.zero_pfn
+    for a in doomed:
+        e = mm.pt.clear(a, free_tables=False)
+        pfn = entry_pfn(e)
+        if pfn != zero:
+            _release(mm, pfn, e)
+    mm.mem.flush_range(mm, doomed[0], doomed[-1] + PAGE_SIZE)
+
+
+def unmap_mapping_pages(
+    mms: Iterable[AddressSpace], inode: Inode, first: int, last: int, even_cows: bool
+) -> None:
+    """unmap_mapping_pages(): remove page offsets ``[first, last)`` of ``inode`` from every
+    mapping of it, in every address space; private copies too with ``even_cows``."""
+    cached = {pfn for pg, pfn in inode.pages.items() if first <= pg < last}
+    for mm in mms:
+        for v in list(mm.tree):
+            if v.file is None or v.file.inode is not inode:
+                continue
+            lo = max(v.start, v.start + ((first - v.pgoff) << PAGE_SHIFT))
+            hi = min(v.end, v.start + ((last - v.pgoff) << PAGE_SHIFT))
+            if lo >= hi:
+                continue
+            every = even_cows and not v.flags & VM_SHARED
+            zap_mapped(mm, lo, hi, None if every else cached)
+
+
+def drop_cache_pages(frames: FrameAllocator, inode: Inode, first: int, last: int) -> None:
+    """truncate_inode_pages_range(): the page cache lets go of ``[first, last)``; the pages
+    must be unmapped by now. The backing store forgets them too (a hole)."""
+    for pg in [p for p in inode.pages if first <= p < last]:
+        frames.put(inode.pages.pop(pg))
+    for pg in [p for p in inode.backing if first <= p < last]:
+        del inode.backing[pg]
+
+
+# ------------------------------------------------------------ changing entries
+def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
+    """change_pte_range(): give every present PTE of ``[start, end)`` the VMA's (new)
+    protection. Write permission is kept only where the fault handler would grant it
+    without a copy: an anonymous page nobody else holds in a writable private VMA, or a dirty
+    page of a shared one; anything else waits for its write fault. Returns pages changed."""
+    if not mm.pt_used or start >= end:
+        return 0
+    prot = page_prot(vma)
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    writable = vma.flags & VM_WRITE
+    shared = vma.flags & VM_SHARED
+    changed = []
+    narrowed = False
+    for m in mm.pt.iter_leaves(start, end):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        new = pfn_pte(pfn, prot) | (e & _CHG_MASK)
+        if writable and not new & PAGE_RW:
+            if shared:
+                if e & PAGE_DIRTY:
+                    new |= PAGE_RW
+            elif pfn != zero and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
+                new |= PAGE_RW
+        if new != e:
+            # anything the old entry allowed that the new does not needs a flush
+            if (e & PAGE_PRESENT and not new & PAGE_PRESENT) or (e & ~new & PAGE_RW):
+                narrowed = True
+            if new & (1 << 63) and not e & (1 << 63):
+                narrowed = True
+            mm.pt.set(m.vaddr, new)
+            changed.append(m.vaddr)
+    if changed and narrowed:
+        mm.mem.flush_range(mm, changed[0], changed[-1] + PAGE_SIZE)
+    return len(changed)
+
+
+def mlock_pages(mm: AddressSpace, start: int, end: int, lock: bool) -> None:
+    """mlock_folio() / munlock_folio() on the pages mapped in ``[start, end)``."""
+    if not mm.pt_used or start >= end:
+        return
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    for m in mm.pt.iter_leaves(start, end):
+        if present(m.entry) and (pfn := entry_pfn(m.entry)) != zero:
+            if lock:
+                frames.set_flags(pfn, _MLOCKED)
+            else:
+                frames.clear_flags(pfn, _MLOCKED)
+
+
+def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
+    """move_page_tables(): the entries of ``[old, old+length)`` move to ``new``, pages and
+    counts untouched; the old range is flushed."""
+    if not length or not mm.pt_used:
+        return
+    moved = mm.pt.clear_range(old, old + length, free_tables=True)
+    if not moved:
+        return
+    delta = new - old
+    for m in moved:
+        mm.pt.set(m.vaddr + delta, m.entry)
+    mm.mem.flush_range(mm, moved[0].vaddr, moved[-1].vaddr + PAGE_SIZE)
+
+
+def vma_needs_copy(vma: Vma) -> bool:
+    """vma_needs_copy(): fork copies the PTEs of VMAs with anonymous pages (or guard markers,
+    or raw PFNs); file and shared pages are faulted in again by the child."""
+    return bool(vma.anon_vma is not None or vma.flags & (VM_PFNMAP | VM_MIXEDMAP | VM_MAYBE_GUARD))
+
+
+def copy_page_range(dst: AddressSpace, src: AddressSpace, vma: Vma) -> None:
+    """copy_page_range() / copy_present_pte(): the child maps the same pages; in a private
+    writable VMA both sides lose write permission (copy-on-write). The child's entries are
+    old, and clean in a shared VMA. The parent's TLB is flushed by the caller."""
+    if not src.pt_used or vma.start >= vma.end:
+        return
+    frames = src.mem.frames
+    zero = frames.zero_pfn
+    cow = is_cow_mapping(vma.flags)
+    shared = vma.flags & VM_SHARED
+    for m in list(src.pt.iter_leaves(vma.start, vma.end)):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        if pfn != zero:
+            frames.get(pfn)
+            frames.map(pfn)
+        if cow and e & PAGE_RW:
+            e &= ~PAGE_RW
+            src.pt.set(m.vaddr, e)
+        child = e & ~PAGE_ACCESSED
+        if shared:
+            child &= ~PAGE_DIRTY
+        dst.pt.set(m.vaddr, child)
+
+
+def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
+    """madvise_free_pte_range(): anonymous pages mapped only here become clean and old and
+    lose PG_swapbacked (folio_mark_lazyfree()): reclaim may drop them without swapping
+    until they are written again."""
+    if not mm.pt_used or start >= end:
+        return
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    touched = []
+    for m in mm.pt.iter_leaves(start, end):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        if pfn == zero or not frames.flags(pfn) & _ANON or frames.mapcount(pfn) != 1:
+            continue
+        frames.clear_flags(pfn, _DIRTY | _SWAPBACKED)
+        if e & (PAGE_ACCESSED | PAGE_DIRTY):
+            mm.pt.set(m.vaddr, e & ~(PAGE_ACCESSED | PAGE_DIRTY))
+            touched.append(m.vaddr)
+    if touched:
+        mm.mem.flush_range(mm, touched[0], touched[-1] + PAGE_SIZE)
+
+
+def mincore(mm: AddressSpace, start: int, length: int) -> bytes:
+    """mincore(2) (mm/mincore.c): for each page, 1 if a PTE maps it (the zero page too) or,
+    for a file mapping without a PTE, if the page cache holds it; a guard marker counts as
+    no PTE. EINVAL for an unaligned start, ENOMEM for a range beyond the address space or
+    with a hole."""
+    import errno
+
+    from vmsim.errors import oserror
+
+    if start & (PAGE_SIZE - 1):
+        raise oserror(errno.EINVAL)
+    npages = (length >> PAGE_SHIFT) + (1 if length & (PAGE_SIZE - 1) else 0)
+    end = start + (npages << PAGE_SHIFT)
+    if end > mm.cfg.task_size or end < start:
+        raise oserror(errno.ENOMEM)
+    out = bytearray()
+    a = start
+    while a < end:
+        vma = mm.tree.lookup(a)
+        if vma is None:
+            raise oserror(errno.ENOMEM)
+        stop = min(vma.end, end)
+        while a < stop:
+            leaf = mm.pt.get(a) if mm.pt_used else None
+            e = leaf.entry if leaf is not None else 0
+            if present(e):
+                out.append(1)
+            elif vma.file is not None:
+                out.append(1 if vma.pgoff_at(a) in vma.file.inode.pages else 0)
+            else:
+                out.append(0)
+            a += PAGE_SIZE
+    return bytes(out)
