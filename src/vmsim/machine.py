@@ -10,6 +10,7 @@ from vmsim.mm import fault as pf
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.memory import Memory
 from vmsim.mm.vma import Inode, OpenFile
+from vmsim.phys.frames import PageFlag
 from vmsim.process import Process
 
 # mmap_base of a process without ASLR: TASK_SIZE - 128 MiB (the minimum stack gap).
@@ -196,3 +197,53 @@ class Machine:
         d["translations"] = sum(p.mm.stats.translations for p in self.processes)
         d.update(self.memory.tlb.stats._asdict())
         return d
+
+    def check_memory(self) -> None:
+        """Assert that every frame's refcount and mapcount equal a recount from the page
+        tables of every live address space and the page caches of every file still
+        reachable, that no frame is leaked, and that the frame layer's own counters hold
+        (a debugging aid for tests: it walks everything)."""
+        frames = self.memory.frames
+        frames.check()
+        zero = frames.zero_pfn
+        maps: dict[int, int] = {}
+        tables = 0
+        inodes: dict[int, Inode] = {id(i): i for i in self._inodes.values()}
+        for mm in list(self.memory.mms):
+            mm.pt.check_invariants()
+            tables += mm.pt.table_pages
+            for v in mm.tree:
+                if v.file is not None:
+                    inodes[id(v.file.inode)] = v.file.inode
+            if not mm.pt_used:
+                continue
+            for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
+                assert pf.present(m.entry), f"non-present entry {m.entry:#x} at {m.vaddr:#x}"
+                vma = mm.tree.lookup(m.vaddr)
+                assert vma is not None, f"PTE at {m.vaddr:#x} outside every VMA"
+                pfn = pf.entry_pfn(m.entry)
+                if pfn != zero:
+                    maps[pfn] = maps.get(pfn, 0) + 1
+        for p in self.processes:
+            for f in p.files.values():
+                inodes[id(f.inode)] = f.inode
+        cache: dict[int, int] = {}
+        for inode in inodes.values():
+            for pfn in inode.pages.values():
+                cache[pfn] = cache.get(pfn, 0) + 1
+        table_frames = 0
+        for pfn in frames.allocated():
+            if frames.flags(pfn) & PageFlag.PAGETABLE:
+                table_frames += 1
+                continue
+            want_map = maps.get(pfn, 0)
+            want_ref = want_map + cache.get(pfn, 0)
+            assert frames.mapcount(pfn) == want_map, (
+                f"pfn {pfn:#x}: mapcount {frames.mapcount(pfn)}, {want_map} PTEs map it"
+            )
+            assert frames.refcount(pfn) == want_ref, (
+                f"pfn {pfn:#x}: refcount {frames.refcount(pfn)}, expected {want_ref}"
+            )
+        assert table_frames == tables, f"{table_frames} page-table frames, {tables} in use"
+        for pfn in set(maps) | set(cache):
+            assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"

@@ -8,11 +8,19 @@ change in ``/proc/<pid>/maps`` is caused by a command.
 
 Protocol (stdin/stdout): each message is a 4-byte little-endian length and a ``marshal`` blob.
 Requests are tuples whose first item names the command; see ``serve()``.
+
+``("fork", fifo_in, fifo_out)`` forks: the new process opens the two FIFOs (made by the test
+side), moves them onto fds 0 and 1, says hello there and serves the same protocol; the parent
+replies with its pid and reaps it on ``("reap", pid, nohang)``.  The forked process only uses the
+interpreter's heap (a copy of the parent's), never the regions the test maps, and leaves with
+``os._exit`` on ``exit`` or EOF (no interpreter shutdown, no stdio buffer flushed into the
+parent's pipe).
 """
 
 import ctypes
 import marshal
 import os
+import resource
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -59,8 +67,12 @@ def grow_stack(depth):
     return 0
 
 
+NOREPLY = object()  # handle() result of a freshly forked process: it already said hello
+
+
 def serve(libc):
     pid = os.getpid()
+    forked = False  # True in a process made by the "fork" command
     buf = ctypes.create_string_buffer(BUFSIZE)
     local = Iovec(ctypes.cast(buf, ctypes.c_void_p), 0)
     remote = Iovec(0, 0)
@@ -76,6 +88,9 @@ def serve(libc):
     memmove = ctypes.memmove
     string_at = ctypes.string_at
     rfd, wfd = 0, 1
+    getrusage = resource.getrusage
+    rusage_self = resource.RUSAGE_SELF
+    buf_addr = ctypes.addressof(buf)
 
     def sc(req):
         # req = (nr, arg0, ...): a raw syscall -> (ret, errno)
@@ -99,6 +114,30 @@ def serve(libc):
         data = len(blob).to_bytes(4, "little") + blob
         while data:
             data = data[os.write(wfd, data) :]
+
+    def hello():
+        send(("hello", pid, sc((12, 0))[0]))
+
+    def become_forked(fifo_in, fifo_out, parent):
+        # In the new process: serve on the FIFOs instead of the parent's pipes.  Any failure
+        # here must not reach the main loop (it would answer on the parent's stdout).
+        nonlocal pid, forked
+        try:
+            pid = os.getpid()
+            forked = True
+            sc((157, 1, 9))  # prctl(PR_SET_PDEATHSIG, SIGKILL): die with the parent
+            if os.getppid() != parent:
+                os._exit(71)
+            fi = os.open(fifo_in, os.O_RDONLY)
+            fo = os.open(fifo_out, os.O_WRONLY)
+            os.dup2(fi, rfd)
+            os.dup2(fo, wfd)
+            os.close(fi)
+            os.close(fo)
+            hello()
+        except BaseException:
+            os._exit(70)
+        return NOREPLY
 
     def handle(req):
         op = req[0]
@@ -124,6 +163,37 @@ def serve(libc):
             set_errno(0)
             done = writev(pid, plocal, 1, premote, 1, 0)
             return (done, get_errno() if done < 0 else 0)
+        if op == "load":  # ("load", addr, n) -> bytes: a real CPU load (may kill us)
+            return string_at(req[1], req[2])
+        if op == "store":  # ("store", addr, data) -> None: a real CPU store (may kill us)
+            data = req[2]
+            memmove(req[1], data, len(data))
+            return None
+        if op == "mincore":  # ("mincore", addr, length) -> (ret, errno, vector)
+            addr, length = req[1], req[2]
+            npages = ((length & mask) + 4095) // 4096
+            # beyond TASK_SIZE the kernel fails (ENOMEM) before writing the vector
+            if npages > BUFSIZE and (addr & mask) + (length & mask) <= 0x7FFFFFFFF000:
+                raise ValueError("mincore vector larger than the buffer")
+            set_errno(0)
+            ret = syscall(ulong(27), ulong(addr & mask), ulong(length & mask), buf)
+            if ret == -1:
+                return (ret, get_errno(), b"")
+            return (ret, 0, string_at(buf_addr, npages))
+        if op == "getrusage":  # ("getrusage",) -> (minflt, majflt) of this process
+            ru = getrusage(rusage_self)
+            return (ru.ru_minflt, ru.ru_majflt)
+        if op == "fork":  # ("fork", fifo_in, fifo_out) -> pid (parent) | hello on the FIFOs
+            parent = os.getpid()
+            child = os.fork()
+            if child:
+                return child
+            return become_forked(req[1], req[2], parent)
+        if op == "reap":  # ("reap", pid, nohang) -> (pid or 0, wait status) | (-1, errno)
+            try:
+                return os.waitpid(req[1], os.WNOHANG if req[2] else 0)
+            except OSError as exc:
+                return (-1, exc.errno)
         if op == "ping":
             return "pong"
         if op == "exit":
@@ -135,18 +205,29 @@ def serve(libc):
     handle(("batch", [(39,)]))
     handle(("read", ctypes.addressof(buf) + BUFSIZE // 2, 16))
     handle(("write", ctypes.addressof(buf) + BUFSIZE // 2, b"warmup"))
-    marshal.loads(marshal.dumps((1, b"", "s", [0], -1, 1 << 70)))
-    send(("hello", pid, sc((12, 0))[0]))
+    handle(("load", ctypes.addressof(buf) + BUFSIZE // 2, 16))
+    handle(("store", ctypes.addressof(buf) + BUFSIZE // 2, b"warmup"))
+    handle(("mincore", ctypes.addressof(buf) & ~4095, 4096))
+    handle(("getrusage",))
+    handle(("reap", -1, 1))
+    marshal.loads(marshal.dumps((1, b"", "s", [0], -1, 1 << 70, None, (1, 2))))
+    hello()
     while True:
-        size = int.from_bytes(recv_exact(4), "little")
-        req = marshal.loads(recv_exact(size))
         try:
-            res = handle(req)
+            size = int.from_bytes(recv_exact(4), "little")
+            req = marshal.loads(recv_exact(size))
+            try:
+                res = handle(req)
+            except SystemExit:
+                raise
+            except BaseException as exc:  # report, keep serving
+                res = ("error", repr(exc))
         except SystemExit:
+            if forked:
+                os._exit(0)
             raise
-        except BaseException as exc:  # report, keep serving
-            res = ("error", repr(exc))
-        send(res)
+        if res is not NOREPLY:
+            send(res)
 
 
 def main():

@@ -7,6 +7,13 @@ the child itself: they fault pages in like user accesses (a write creates the an
 user write) but report ``EFAULT`` instead of killing the process.  Two known differences from a
 real access, which the fuzzer therefore avoids: GUP never expands a ``VM_GROWSDOWN`` VMA, and it
 cannot tell SIGSEGV from SIGBUS (both are ``EFAULT``; vmsim's exception kind is not compared).
+
+Page-level tests use ``load``/``store`` instead: real CPU accesses in the child, which fault pages
+in exactly like the program's own accesses (GUP, as used by ``read``/``write``, e.g. unshares
+COW-shared anonymous pages even for a read).  A bad address kills the child: the next call
+raises ``ChildDied`` with the signal.  ``fork()`` returns a ``ForkedChild`` (same methods) that
+talks to the forked process over two FIFOs; ``pagemap``, ``smaps_rollup``, ``minflt``/``majflt``
+read ``/proc/<pid>`` from the test process.
 """
 
 from __future__ import annotations
@@ -16,8 +23,13 @@ import errno
 import marshal
 import os
 import platform
+import select
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +68,59 @@ def _no_aslr() -> None:
 
 def errname(code: int) -> str:
     return errno.errorcode.get(code, str(code))
+
+
+def describe_status(status: int | None) -> str:
+    """A wait status (``os.waitpid``) in words; None: unknown."""
+    if status is None:
+        return "exit status unknown"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by {name} ({sig})"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"wait status {status:#x}"
+
+
+class ChildDied(RuntimeError):
+    """The child is gone (e.g. a ``load``/``store`` at a bad address killed it).  ``signal`` is
+    the number of the signal that killed it, or None."""
+
+    def __init__(self, pid: int, status: int | None) -> None:
+        self.pid = pid
+        self.status = status
+        self.signal = os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None
+        super().__init__(f"child {pid} died: {describe_status(status)}")
+
+
+# /proc/<pid>/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst)
+PM_PRESENT = 1 << 63
+PM_SWAP = 1 << 62
+PM_FILE = 1 << 61  # file page or shared anon
+PM_GUARD = 1 << 58  # guard region (MADV_GUARD_INSTALL), Linux >= 6.15
+PM_UFFD_WP = 1 << 57
+PM_EXCLUSIVE = 1 << 56  # page exclusively mapped
+PM_SOFT_DIRTY = 1 << 55
+PM_PFN_MASK = (1 << 55) - 1
+
+
+def decode_pagemap(entry: int) -> dict[str, int]:
+    """The bits of one pagemap entry by name (``pfn`` is 0 unless present, or without
+    CAP_SYS_ADMIN; for a swapped page bits 0-54 are the swap type/offset, not a PFN)."""
+    return {
+        "present": entry >> 63 & 1,
+        "swapped": entry >> 62 & 1,
+        "file": entry >> 61 & 1,
+        "guard": entry >> 58 & 1,
+        "uffd_wp": entry >> 57 & 1,
+        "exclusive": entry >> 56 & 1,
+        "soft_dirty": entry >> 55 & 1,
+        "pfn": entry & PM_PFN_MASK,
+    }
 
 
 def unavailable_reason() -> str | None:
@@ -150,33 +215,59 @@ class LiveChild:
             close_fds=True,
             preexec_fn=None if aslr else _no_aslr,
         )
-        hello = self._recv()
+        self.forks: list[ForkedChild] = []
+        self._hello(self._recv())
+        self.fds: list[int] = []
+
+    def _hello(self, hello: Any) -> None:
         if not (isinstance(hello, tuple) and hello[0] == "hello"):
             raise RuntimeError(f"child said {hello!r}")
         self.pid: int = hello[1]
         self.brk0: int = hello[2]
-        self.fds: list[int] = []
 
     # -- transport -------------------------------------------------------------------------
-    def _recv(self) -> Any:
+    def _write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def _read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at EOF."""
         assert self.proc.stdout is not None
-        head = self.proc.stdout.read(4)
+        return self.proc.stdout.read(n)
+
+    def _died(self) -> ChildDied:
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return ChildDied(self.proc.pid, None)
+        # Popen: -N = killed by signal N; rebuild a wait status
+        return ChildDied(self.proc.pid, -rc if rc < 0 else rc << 8)
+
+    def _recv(self) -> Any:
+        head = self._read(4)
         if len(head) < 4:
-            raise RuntimeError(f"child {self.proc.pid} died (rc={self.proc.poll()})")
-        blob = self.proc.stdout.read(int.from_bytes(head, "little"))
+            raise self._died()
+        size = int.from_bytes(head, "little")
+        blob = self._read(size)
+        if len(blob) < size:
+            raise self._died()
         return marshal.loads(blob)
 
     def request(self, req: tuple[Any, ...]) -> Any:
-        assert self.proc.stdin is not None
         blob = marshal.dumps(req)
-        self.proc.stdin.write(len(blob).to_bytes(4, "little") + blob)
-        self.proc.stdin.flush()
+        try:
+            self._write(len(blob).to_bytes(4, "little") + blob)
+        except BrokenPipeError:
+            raise self._died() from None
         res = self._recv()
         if isinstance(res, tuple) and res and res[0] == "error":
             raise RuntimeError(f"child error: {res[1]}")
         return res
 
     def close(self) -> None:
+        for f in reversed(list(self.forks)):
+            f.close()
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
@@ -272,7 +363,79 @@ class LiveChild:
             return Outcome(err=errname(err))
         return Outcome(ret=max(done, 0), err="FAULT")
 
+    # -- page-level access (real CPU accesses in the child) ------------------------------------
+    def load(self, addr: int, n: int) -> bytes:
+        """A real load of ``n`` bytes at ``addr`` in the child.  The caller guarantees that it is
+        allowed: a bad address kills the child (``ChildDied``, with the signal)."""
+        data: bytes = self.request(("load", addr, n))
+        return data
+
+    def store(self, addr: int, data: bytes) -> None:
+        """A real store of ``data`` at ``addr`` in the child (same caveat as ``load``)."""
+        self.request(("store", addr, data))
+
+    def mincore(self, addr: int, length: int) -> Outcome:
+        """mincore(2): ``Outcome(ret=0, data=vector)`` (one byte per page) or ``Outcome(err=)``."""
+        ret, err, vec = self.request(("mincore", addr, length))
+        if ret == -1:
+            return Outcome(err=errname(err))
+        return Outcome(ret=ret, data=vec)
+
+    def getrusage(self) -> tuple[int, int]:
+        """(ru_minflt, ru_majflt) of the child, from getrusage(RUSAGE_SELF) in the child."""
+        minflt, majflt = self.request(("getrusage",))
+        return minflt, majflt
+
+    # -- fork ----------------------------------------------------------------------------------
+    def fork(self, timeout: float = 10.0) -> ForkedChild:
+        """fork() in the child; the new process is served over two FIFOs.  Close it (or this
+        child: that closes its forks first) to make it exit and be reaped."""
+        return ForkedChild(self, timeout)
+
+    def reap(self, pid: int, nohang: bool = False) -> int | None:
+        """waitpid(pid) in the child (for its forks): the wait status, or None if ``nohang``
+        and still running; raises ``ChildProcessError`` if ``pid`` is not its child."""
+        wpid, status = self.request(("reap", pid, 1 if nohang else 0))
+        if wpid == -1:
+            raise ChildProcessError(status, os.strerror(status))
+        return None if wpid == 0 else status
+
     # -- /proc -------------------------------------------------------------------------------
+    def pagemap(self, addr: int, npages: int) -> list[int]:
+        """Raw /proc/<pid>/pagemap entries of ``npages`` pages from ``addr`` (see
+        ``decode_pagemap``; PFNs are visible to CAP_SYS_ADMIN only)."""
+        fd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        try:
+            want = 8 * npages
+            data = b""
+            while len(data) < want:
+                chunk = os.pread(fd, want - len(data), (addr >> 12) * 8 + len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(fd)
+        if len(data) != want:
+            raise OSError(f"short pagemap read: {len(data)} of {want} bytes")
+        return [int.from_bytes(data[i : i + 8], "little") for i in range(0, want, 8)]
+
+    def smaps_rollup(self) -> str:
+        return Path(f"/proc/{self.pid}/smaps_rollup").read_text()
+
+    def stat_faults(self) -> tuple[int, int]:
+        """(minflt, majflt): fields 10 and 12 of /proc/<pid>/stat."""
+        text = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+        return int(fields[10 - 3]), int(fields[12 - 3])
+
+    @property
+    def minflt(self) -> int:
+        return self.stat_faults()[0]
+
+    @property
+    def majflt(self) -> int:
+        return self.stat_faults()[1]
+
     def maps(self) -> str:
         return Path(f"/proc/{self.pid}/maps").read_text()
 
@@ -302,3 +465,128 @@ class LiveChild:
         self.fds.pop()
         assert out.ret is not None
         return out.ret
+
+
+class ForkedChild(LiveChild):
+    """A process forked by a ``LiveChild`` (or by another ``ForkedChild``): same methods, served
+    over two FIFOs in a temporary directory.  It is a grandchild of the test process, so its
+    parent reaps it: ``close()`` makes it exit (``exit``, then EOF, then SIGKILL after a grace
+    period), has the parent reap it and removes the FIFOs."""
+
+    def __init__(self, parent: LiveChild, timeout: float = 10.0) -> None:
+        self.parent = parent
+        self.forks = []
+        self.status: int | None = None  # wait status once reaped
+        self._rfd = self._wfd = -1
+        self._closed = False
+        self._tmp = tempfile.mkdtemp(prefix="vmsim-fork-")
+        fifo_in = os.path.join(self._tmp, "in")  # test -> forked process
+        fifo_out = os.path.join(self._tmp, "out")  # forked process -> test
+        os.mkfifo(fifo_in, 0o600)
+        os.mkfifo(fifo_out, 0o600)
+        try:
+            self.pid = parent.request(("fork", fifo_in, fifo_out))
+            parent.forks.append(self)
+            deadline = time.monotonic() + timeout
+            # The forked process opens fifo_in (blocking) then fifo_out; nonblocking opens here
+            # so that a process that never shows up cannot hang the test.
+            while True:
+                try:
+                    self._wfd = os.open(fifo_in, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:
+                        raise
+                if time.monotonic() > deadline or not self._running():
+                    raise self._died()
+                time.sleep(0.001)
+            os.set_blocking(self._wfd, True)
+            self._rfd = os.open(fifo_out, os.O_RDONLY | os.O_NONBLOCK)
+            poller = select.poll()
+            poller.register(self._rfd, select.POLLIN)
+            while not poller.poll(50):
+                if time.monotonic() > deadline or not self._running():
+                    raise self._died()
+            os.set_blocking(self._rfd, True)
+            self._hello(self._recv())
+        except BaseException:
+            self.close()
+            raise
+        self.fds = list(parent.fds)
+
+    def _running(self) -> bool:
+        try:
+            text = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        return text[text.rindex(")") + 2] not in "ZX"
+
+    # -- transport -------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self._wfd < 0:
+            raise BrokenPipeError("closed")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._wfd, view) :]
+
+    def _read(self, n: int) -> bytes:
+        if self._rfd < 0:
+            return b""
+        chunks = []
+        while n:
+            chunk = os.read(self._rfd, n)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def _reap(self, grace: float) -> int | None:
+        """Wait status of the forked process (SIGKILL after ``grace`` seconds), None if its
+        parent cannot reap it any more."""
+        if self.status is not None:
+            return self.status
+        try:
+            deadline = time.monotonic() + grace
+            while True:
+                status = self.parent.reap(self.pid, nohang=True)
+                if status is not None:
+                    self.status = status
+                    return status
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)
+            os.kill(self.pid, signal.SIGKILL)
+            self.status = self.parent.reap(self.pid)
+        except (ChildDied, ChildProcessError, ProcessLookupError):
+            return None
+        return self.status
+
+    def _died(self) -> ChildDied:
+        return ChildDied(self.pid, self._reap(10.0))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for f in reversed(list(self.forks)):
+            f.close()
+        if self._wfd >= 0 and self.status is None:
+            try:
+                self._write(self._exit_blob())
+            except OSError:
+                pass
+        for fd in (self._wfd, self._rfd):
+            if fd >= 0:
+                os.close(fd)
+        self._wfd = self._rfd = -1
+        if hasattr(self, "pid"):
+            self._reap(5.0)
+        if self in self.parent.forks:
+            self.parent.forks.remove(self)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    @staticmethod
+    def _exit_blob() -> bytes:
+        blob = marshal.dumps(("exit",))
+        return len(blob).to_bytes(4, "little") + blob

@@ -8,12 +8,13 @@ here and only here.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-from vmsim.cli import demo_enomem, maps, replay, top
+from vmsim.cli import demo_cow, demo_enomem, demo_walk, maps, replay, top
 from vmsim.cli.errors import CliError, UsageError
 
 EXIT_OK = 0
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="guided stories told by the model")
     demos = demo.add_subparsers(dest="demo", metavar="DEMO", required=True)
     demo_enomem.register(demos)
+    demo_cow.register(demos)
+    demo_walk.register(demos)
     maps.register(commands)
     replay.register(commands)
     top.register(commands)
@@ -59,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True, no_color=no_color, highlight=False)
     try:
         code: int = args.handler(args, console)
+    except BrokenPipeError:
+        # the reader went away (``vmsim ... | head``): stop quietly, like other tools do;
+        # point stdout at /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except (CliError, OSError, KeyboardInterrupt) as exc:
         message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         errors.print(f"vmsim: {message}", markup=False, soft_wrap=True)

@@ -3,8 +3,9 @@
 Every entry is a 64-bit ``int``; the constants below carry the names of
 arch/x86/include/asm/pgtable_types.h without the leading underscore (``_PAGE_RW`` ->
 ``PAGE_RW``). Values are those of Linux 6.18 on x86-64 with the usual distribution config
-(CONFIG_MEM_SOFT_DIRTY, CONFIG_HAVE_ARCH_USERFAULTFD_WP, CONFIG_X86_USER_SHADOW_STACK,
-CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS, NX supported).
+(CONFIG_HAVE_ARCH_USERFAULTFD_WP, CONFIG_X86_USER_SHADOW_STACK,
+CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS, NX supported). The reference kernel has no
+CONFIG_MEM_SOFT_DIRTY: the soft-dirty bit is named here but the model never sets it.
 
 Entry kinds, as the kernel tells them apart:
 

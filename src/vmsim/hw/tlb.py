@@ -67,7 +67,7 @@ _SIZE_CODE = {PAGE_SIZE_4K: 0, PAGE_SIZE_2M: 1, PAGE_SIZE_1G: 2}
 PCID_MAX = (1 << 12) - 1  # CR3 bits 11:0
 GLOBAL_TAG = 1 << 12  # the tag of a global entry: never equal to a PCID
 _TAG_MASK = (1 << 13) - 1  # PCID bits + the global bit
-_KEY_SHIFT = 15  # page number above size code (bits 14:13) and tag (bits 12:0)
+KEY_SHIFT = _KEY_SHIFT = 15  # page number above size code (bits 14:13) and tag (bits 12:0)
 _VADDR_LIMIT = 1 << 64
 
 # arch/x86/mm/tlb.c: "We choose 33 because it is large enough to cover the vast majority (at
@@ -229,6 +229,11 @@ class TlbHierarchy:
         self._levels = (self._l1d, self._l1i, self._stlb)
         # False while no global entry can be cached: lookups then skip the global probe.
         self._has_global = False
+        # The 4 KiB array of the L1 dTLB, for callers that inline the most common hit
+        # (vmsim.mm.access.user_access): its sets and set mask, None if there is none.
+        p4k = next((p for p in self._l1d.probes if p[0] == 12), None)
+        self.l1d_4k_sets: list[dict[int, TlbEntry]] | None = p4k[2] if p4k else None
+        self.l1d_4k_mask = p4k[3] if p4k else 0
         self.reset_stats()
 
     def reset_stats(self) -> None:

@@ -25,7 +25,7 @@ from vmsim.errors import BusError, Segfault, oserror
 from vmsim.hw.mmu import PageFault, walk
 from vmsim.hw.pagetable import WalkStep
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PKEY_MASK, PAGE_RW, PAGE_USER, pfn_of
-from vmsim.hw.tlb import TlbKind
+from vmsim.hw.tlb import KEY_SHIFT, TlbKind
 from vmsim.mm import fault as pf
 from vmsim.mm.core import AddressSpace
 from vmsim.mm.flags import (
@@ -44,6 +44,7 @@ from vmsim.mm.vma import Vma
 Access = Literal["read", "write", "exec"]
 _PERMS = PAGE_RW | PAGE_USER | PAGE_DIRTY | PAGE_NX | PAGE_PKEY_MASK
 _OFFSET = PAGE_SIZE - 1
+_RW_D = PAGE_RW | PAGE_DIRTY
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,24 @@ def user_access(
     ``detail``, a ``Translation``). Raises Segfault / BusError as the process would see."""
     mem = mm.mem
     tlb = mem.tlb
+    if mem.current is mm and not detail:
+        # The common case inline: an L1 dTLB hit on a 4 KiB page with the current PCID (the
+        # same probe TlbHierarchy.lookup() makes first; anything else takes the long way).
+        # Entries are TlbEntry tuples: [2] is the pfn, [3] the permission bits.
+        sets = tlb.l1d_4k_sets
+        if sets is not None:
+            pn = addr >> PAGE_SHIFT
+            s = sets[pn & tlb.l1d_4k_mask]
+            key = (pn << KEY_SHIFT) | mm.pcid
+            hit = s.get(key)
+            if hit is not None and (
+                access == "read" or (access == "write" and hit[3] & _RW_D == _RW_D)
+            ):
+                del s[key]
+                s[key] = hit
+                tlb.dtlb_hits += 1
+                mm.stats.translations += 1
+                return hit[2]
     pcid = mm.pcid if mem.current is mm else mem.switch_to(mm)
     kind: TlbKind = "instr" if access == "exec" else "data"
     write = access == "write"

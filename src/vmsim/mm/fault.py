@@ -206,9 +206,29 @@ def _check_eof(vma: Vma, addr: int) -> int:
 
 def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     """do_read_fault(): map the page-cache pages already there around ``addr`` (fault-around,
-    up to 16 pages inside the VMA, the page table and the file), then the page itself."""
+    up to 16 pages inside the VMA, the page table and the file); if the page itself was not
+    among them, get it: tmpfs allocates it; a regular file reads it with its read-around
+    window and the fault is retried (VM_FAULT_RETRY, then counted major), which maps the
+    whole window through fault-around again."""
     assert vma.file is not None
     pgoff = _check_eof(vma, addr)
+    inode = vma.file.inode
+    if _fault_around(mm, vma, addr, pgoff):
+        return "file"
+    pfn, major = find_or_create_page(mm, inode, pgoff)
+    if major:
+        mapped = _fault_around(mm, vma, addr, pgoff)
+        assert mapped
+        return "file-major"
+    mm.mem.frames.get(pfn)
+    _map_page(mm, vma, addr, pfn, pfn_pte(pfn, page_prot(vma)))
+    return "file"
+
+
+def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
+    """do_fault_around() -> filemap_map_pages(): map every cached page of the window whose
+    PTE is none; True if the page at ``addr`` was among them."""
+    assert vma.file is not None
     inode = vma.file.inode
     prot = page_prot(vma)
     pte_off = (addr >> PAGE_SHIFT) & 511
@@ -220,6 +240,7 @@ def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     around = 0
     target_mapped = False
     pt = mm.pt
+    frames = mm.mem.frames
     for off in range(from_pte, to_pte + 1):
         pg = pgoff + off - pte_off
         if pg > last_pg:
@@ -233,7 +254,7 @@ def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
         leaf = pt.get(a)
         if leaf is not None and leaf.entry:
             continue
-        mm.mem.frames.get(pfn)
+        frames.get(pfn)
         _map_page(mm, vma, a, pfn, pfn_pte(pfn, prot))
         if a == addr:
             target_mapped = True
@@ -241,12 +262,7 @@ def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
             around += 1
     mm.stats.fault_around += around
     mm.mem.stats.fault_around += around
-    if target_mapped:
-        return "file"
-    pfn, major = find_or_create_page(mm, inode, pgoff)
-    mm.mem.frames.get(pfn)
-    _map_page(mm, vma, addr, pfn, pfn_pte(pfn, prot))
-    return "file-major" if major else "file"
+    return target_mapped
 
 
 def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:

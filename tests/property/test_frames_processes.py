@@ -1,0 +1,217 @@
+"""Random multi-process workloads against a naive content model (no page tables, no frames).
+
+The naive model keeps, per process and region, the bytes the process must see: a private
+region is one bytearray per process (fork copies it, WIPEONFORK gives zeros), a shared region
+(anonymous MAP_SHARED or a memfd) is one bytearray shared by every process that maps it.
+After every step the machine's frames are recounted from the page tables and page caches
+(``Machine.check_memory``): refcounts, mapcounts, the frame layer's counters, no leak. Every
+read compares whole regions, so data lost or leaked across processes shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import vmsim
+from vmsim import (
+    MADV_DONTNEED,
+    MADV_WIPEONFORK,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_POPULATE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    Segfault,
+)
+
+PAGE = 4096
+NPAGES = 4
+SLOTS = 3
+BASE = 0x1_0000_0000
+RW = PROT_READ | PROT_WRITE
+
+
+def slot_addr(slot: int) -> int:
+    return BASE + slot * 16 * PAGE
+
+
+@dataclass
+class View:
+    kind: str  # "private" | "shared" | "memfd"
+    data: bytearray  # shared kinds: the same object in every process
+    writable: bool = True
+    wipe: bool = False
+
+
+class Proc:
+    def __init__(self, p: vmsim.Process) -> None:
+        self.p = p
+        self.views: dict[int, View] = {}
+
+
+class FramesMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = vmsim.Machine(ram="8M")
+        self.procs = [Proc(self.m.spawn())]
+
+    def _proc(self, i: int) -> Proc:
+        return self.procs[i % len(self.procs)]
+
+    @rule(
+        i=st.integers(0, 3),
+        slot=st.integers(0, SLOTS - 1),
+        kind=st.sampled_from(["private", "shared", "memfd"]),
+        populate=st.booleans(),
+    )
+    def map_region(self, i: int, slot: int, kind: str, populate: bool) -> None:
+        pr = self._proc(i)
+        p = pr.p
+        flags = MAP_FIXED | (MAP_POPULATE if populate else 0)
+        size = NPAGES * PAGE
+        if kind == "private":
+            p.mmap(slot_addr(slot), size, RW, flags | MAP_PRIVATE | MAP_ANONYMOUS)
+        elif kind == "shared":
+            p.mmap(slot_addr(slot), size, RW, flags | MAP_SHARED | MAP_ANONYMOUS)
+        else:
+            fd = p.memfd_create(f"m{slot}")
+            p.ftruncate(fd, size)
+            p.mmap(slot_addr(slot), size, RW, flags | MAP_SHARED, fd, 0)
+            p.close(fd)
+        pr.views[slot] = View(kind, bytearray(size))
+
+    @rule(
+        i=st.integers(0, 3),
+        slot=st.integers(0, SLOTS - 1),
+        off=st.integers(0, NPAGES * PAGE - 1),
+        data=st.binary(min_size=1, max_size=6000),
+    )
+    def write(self, i: int, slot: int, off: int, data: bytes) -> None:
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        data = data[: NPAGES * PAGE - off]
+        addr = slot_addr(slot) + off
+        if v is None or not v.writable:
+            try:
+                pr.p.write(addr, data)
+            except Segfault:
+                return
+            raise AssertionError(f"write to {addr:#x} should have faulted")
+        pr.p.write(addr, data)
+        v.data[off : off + len(data)] = data
+
+    @rule(i=st.integers(0, 3), byte=st.integers(1, 255))
+    def write_everything(self, i: int, byte: int) -> None:
+        """The process writes one byte into every page it may write."""
+        pr = self._proc(i)
+        for slot, v in pr.views.items():
+            if v.writable:
+                for page in range(NPAGES):
+                    off = page * PAGE + byte
+                    pr.p.write(slot_addr(slot) + off, bytes([byte]))
+                    v.data[off] = byte
+
+    @rule()
+    def read_everything(self) -> None:
+        for pr in self.procs:
+            for slot, v in pr.views.items():
+                got = pr.p.read(slot_addr(slot), NPAGES * PAGE)
+                assert got == bytes(v.data), f"pid {pr.p.pid} slot {slot} ({v.kind}) lost data"
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1))
+    def read(self, i: int, slot: int) -> None:
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        if v is None:
+            return
+        got = pr.p.read(slot_addr(slot), NPAGES * PAGE)
+        assert got == bytes(v.data), f"pid {pr.p.pid} slot {slot} ({v.kind}) lost data"
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1))
+    def peek(self, i: int, slot: int) -> None:
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        if v is not None:
+            assert pr.p.peek(slot_addr(slot), NPAGES * PAGE) == bytes(v.data)
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1), writable=st.booleans())
+    def mprotect(self, i: int, slot: int, writable: bool) -> None:
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        if v is None:
+            return
+        pr.p.mprotect(slot_addr(slot), NPAGES * PAGE, RW if writable else PROT_READ)
+        v.writable = writable
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1))
+    def dontneed(self, i: int, slot: int) -> None:
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        if v is None:
+            return
+        pr.p.madvise(slot_addr(slot), NPAGES * PAGE, MADV_DONTNEED)
+        if v.kind == "private":
+            v.data[:] = bytes(len(v.data))  # shared pages stay in the page cache
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1))
+    def wipeonfork(self, i: int, slot: int) -> None:
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        if v is None or v.kind != "private":
+            return
+        pr.p.madvise(slot_addr(slot), NPAGES * PAGE, MADV_WIPEONFORK)
+        v.wipe = True
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1))
+    def munmap(self, i: int, slot: int) -> None:
+        pr = self._proc(i)
+        pr.p.munmap(slot_addr(slot), NPAGES * PAGE)
+        pr.views.pop(slot, None)
+
+    @precondition(lambda self: len(self.procs) < 5)
+    @rule(i=st.integers(0, 3))
+    def fork(self, i: int) -> None:
+        pr = self._proc(i)
+        child = Proc(pr.p.fork())
+        for slot, v in pr.views.items():
+            if v.kind == "private":
+                data = bytearray(len(v.data)) if v.wipe else bytearray(v.data)
+                child.views[slot] = View("private", data, v.writable, v.wipe)
+            else:
+                child.views[slot] = View(v.kind, v.data, v.writable)
+        self.procs.append(child)
+
+    @precondition(lambda self: len(self.procs) > 1)
+    @rule(i=st.integers(0, 3))
+    def exit(self, i: int) -> None:
+        pr = self._proc(i)
+        pr.p.exit()
+        self.procs.remove(pr)
+
+    @invariant()
+    def frames_recount(self) -> None:
+        self.m.check_memory()
+
+    def teardown(self) -> None:
+        for pr in self.procs:
+            for slot, v in pr.views.items():
+                assert pr.p.read(slot_addr(slot), NPAGES * PAGE) == bytes(v.data)
+        for pr in self.procs:
+            pr.p.exit()
+        self.m.check_memory()
+        assert self.m.memory.frames.used_pages == 0, "frames leaked after every exit"
+
+
+FramesMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestFrames = FramesMachine.TestCase
