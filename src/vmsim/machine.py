@@ -8,6 +8,7 @@ from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.mm import fault as pf
 from vmsim.mm.core import AddressSpace, MmConfig
+from vmsim.mm.flags import VM_LOCKED
 from vmsim.mm.memory import Memory
 from vmsim.mm.vma import Inode, OpenFile
 from vmsim.phys.frames import PageFlag
@@ -207,6 +208,7 @@ class Machine:
         frames.check()
         zero = frames.zero_pfn
         maps: dict[int, int] = {}
+        locks: dict[int, int] = {}
         tables = 0
         inodes: dict[int, Inode] = {id(i): i for i in self._inodes.values()}
         for mm in list(self.memory.mms):
@@ -224,6 +226,8 @@ class Machine:
                 pfn = pf.entry_pfn(m.entry)
                 if pfn != zero:
                     maps[pfn] = maps.get(pfn, 0) + 1
+                    if vma.flags & VM_LOCKED:
+                        locks[pfn] = locks.get(pfn, 0) + 1
         for p in self.processes:
             for f in p.files.values():
                 inodes[id(f.inode)] = f.inode
@@ -245,5 +249,8 @@ class Machine:
                 f"pfn {pfn:#x}: refcount {frames.refcount(pfn)}, expected {want_ref}"
             )
         assert table_frames == tables, f"{table_frames} page-table frames, {tables} in use"
+        mlocked = {p for p in frames.allocated() if frames.flags(p) & PageFlag.MLOCKED}
+        assert self.memory.mlock_count == locks, "mlock counts differ from the locked PTEs"
+        assert mlocked == set(locks), "PG_mlocked differs from the locked PTEs"
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"

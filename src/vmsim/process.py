@@ -173,8 +173,9 @@ class Process:
             tail = size & (PAGE_SIZE - 1)
             if tail:
                 pg = size >> PAGE_SHIFT
-                if pg in inode.pages:
+                if pg in inode.pages:  # shmem_undo_range(): zeroed and dirtied
                     mem.frames.write(inode.pages[pg], tail, bytes(PAGE_SIZE - tail))
+                    mem.frames.set_flags(inode.pages[pg], pf.PAGE_DIRTY_FLAG)
                 if pg in inode.backing:
                     inode.backing[pg] = inode.backing[pg][:tail] + bytes(PAGE_SIZE - tail)
         inode.size = size
@@ -319,8 +320,9 @@ class Process:
                     c.anon_singular = False
                 if pf.vma_needs_copy(v):
                     pf.copy_page_range(child_mm, parent, v)
-            for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):
-                child_mm.guards[k] = True
+                # guard markers are PTEs: copied with the page tables
+                for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):
+                    child_mm.guards[k] = True
             child_mm.tree.insert_new(c)
         parent.mem.flush_mm(parent)
         child = self.machine._adopt(child_mm)

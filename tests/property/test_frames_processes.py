@@ -149,13 +149,27 @@ class FramesMachine(RuleBasedStateMachine):
         pr.p.mprotect(slot_addr(slot), NPAGES * PAGE, RW if writable else PROT_READ)
         v.writable = writable
 
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1), lock=st.booleans())
+    def mlock(self, i: int, slot: int, lock: bool) -> None:
+        pr = self._proc(i)
+        if slot not in pr.views:
+            return
+        if lock:
+            pr.p.mlock(slot_addr(slot), NPAGES * PAGE)
+        else:
+            pr.p.munlock(slot_addr(slot), NPAGES * PAGE)
+
     @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1))
     def dontneed(self, i: int, slot: int) -> None:
         pr = self._proc(i)
         v = pr.views.get(slot)
         if v is None:
             return
-        pr.p.madvise(slot_addr(slot), NPAGES * PAGE, MADV_DONTNEED)
+        try:
+            pr.p.madvise(slot_addr(slot), NPAGES * PAGE, MADV_DONTNEED)
+        except OSError as e:
+            assert e.errno == 22  # EINVAL: locked
+            return
         if v.kind == "private":
             v.data[:] = bytes(len(v.data))  # shared pages stay in the page cache
 

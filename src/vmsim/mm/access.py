@@ -280,6 +280,7 @@ def _gup_page(mm: AddressSpace, addr: int, write: bool) -> int:
     for _ in range(3):
         pfn = mm.follow_page(addr, write)
         if pfn is not None:
+            pf.gup_touch(mm, addr, pfn, write)
             return pfn
         try:
             pf.handle_mm_fault(mm, vma, addr, write, remote=True)

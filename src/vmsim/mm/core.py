@@ -326,7 +326,9 @@ class AddressSpace:
         """vma_merge_new_range(): merge a new range with prev, next or both; None if neither.
 
         The range must be free. ``src_anon`` is the anon_vma the new range brings with it
-        (copy_vma() for an mremap move), None for a fresh mapping.
+        (copy_vma() for an mremap move), None for a fresh mapping; a neighbour without an
+        anon_vma takes it only if ``src_singular`` (is_mergeable_anon_vma() refuses when
+        vmg->copied_from had uncowed parents, i.e. was inherited through fork).
         """
         if flags & VM_SPECIAL:
             return None
@@ -337,6 +339,7 @@ class AddressSpace:
             and prev.name is None
             and self._flags_mergeable(prev, flags, file)
             and self._anon_mergeable(prev, src_anon, None)
+            and (prev.anon_vma is not None or src_anon is None or src_singular)
             and prev.pgoff + prev.pages == pgoff
         )
         can_right = (
@@ -346,6 +349,7 @@ class AddressSpace:
             and nxt.name is None
             and self._flags_mergeable(nxt, flags, file)
             and self._anon_mergeable(nxt, src_anon, None)
+            and (nxt.anon_vma is not None or src_anon is None or src_singular)
             and nxt.pgoff == pgoff + pglen
         )
         if can_left and can_right:
@@ -496,7 +500,7 @@ class AddressSpace:
                 self.vm_unacct(v.pages)
             if v.flags & VM_LOCKED:
                 self.locked_vm -= v.pages
-            pf.zap_range(self, v.start, v.end, free_tables=True)
+            pf.zap_range(self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED))
             self.drop_guards(v.start, v.end)
             f = v.file
             if f is not None and f.inode.deleted and self.mem.on_file_unmapped is not None:
@@ -565,8 +569,11 @@ class AddressSpace:
         for v in self.tree:
             if v.flags & VM_ACCOUNT:
                 self.vm_unacct(v.pages)
-        if self.pt_used:
-            pf.zap_range(self, 0, self.cfg.task_size, free_tables=True)
+        for v in self.tree:
+            if self.pt_used:
+                pf.zap_range(
+                    self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
+                )
         self.pt.destroy()
         self.mem.release(self)
         self.mem.mms.discard(self)
@@ -637,7 +644,8 @@ class AddressSpace:
         ok = True
         a = start
         while a < end:
-            if not self.follow_page(a, write):
+            pfn = self.follow_page(a, write)
+            if pfn is None:
                 try:
                     pf.handle_mm_fault(self, vma, a, write)
                 except (Segfault, BusError):
@@ -646,9 +654,10 @@ class AddressSpace:
                 except OutOfMemory:
                     ok = False
                     break
+                pfn = self.follow_page(a, write)
+            if pfn is not None:
+                pf.gup_touch(self, a, pfn, write)
             a += PAGE_SIZE
-        if vma.flags & VM_LOCKED:
-            pf.mlock_pages(self, start, a, True)
         return ok
 
     def follow_page(self, addr: int, write: bool, force: bool = True) -> int | None:

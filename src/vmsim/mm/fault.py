@@ -53,10 +53,13 @@ _DIRTY = int(PageFlag.DIRTY)
 _MLOCKED = int(PageFlag.MLOCKED)
 _SWAPBACKED = int(PageFlag.SWAPBACKED)
 PAGE_DIRTY_FLAG = _DIRTY
+_REFERENCED = int(PageFlag.REFERENCED)
+_ACTIVE = int(PageFlag.ACTIVE)
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
 READAHEAD_PAGES = 32  # VM_READAHEAD_PAGES: 128 KiB of mmap read-around
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
-# Bits pte_modify() keeps when the protection changes (_PAGE_CHG_MASK).
+# Bits pte_modify() keeps from the old entry when the protection changes (_PAGE_CHG_MASK):
+# accessed and dirty come from the entry, never from the new protection.
 _CHG_MASK = PAGE_ACCESSED | PAGE_DIRTY | PAGE_SPECIAL
 
 
@@ -130,8 +133,30 @@ def _map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> No
     frames = mm.mem.frames
     frames.map(pfn)
     if vma.flags & VM_LOCKED:
-        frames.set_flags(pfn, _MLOCKED)
+        mlock_folio(mm, pfn)
     _set_pte(mm, addr, entry)
+
+
+def mlock_folio(mm: AddressSpace, pfn: int) -> None:
+    """mlock_folio() / mlock_new_folio(): one more locked VMA maps the folio (the kernel's
+    folio->mlock_count); PG_mlocked while the count is above 0."""
+    counts = mm.mem.mlock_count
+    n = counts.get(pfn, 0)
+    counts[pfn] = n + 1
+    if not n:
+        mm.mem.frames.set_flags(pfn, _MLOCKED)
+
+
+def munlock_folio(mm: AddressSpace, pfn: int) -> None:
+    """munlock_folio(): one locked VMA less maps it; the last one clears PG_mlocked."""
+    counts = mm.mem.mlock_count
+    n = counts.get(pfn, 0)
+    if n > 1:
+        counts[pfn] = n - 1
+        return
+    counts.pop(pfn, None)
+    if mm.mem.frames.flags(pfn) & _MLOCKED:
+        mm.mem.frames.clear_flags(pfn, _MLOCKED)
 
 
 def _new_anon_page(mm: AddressSpace, src: int | None = None) -> int:
@@ -324,26 +349,58 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
     _set_pte(mm, addr, 0)
     mm.mem.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
     if not zero:
-        _release(mm, pfn, entry)
+        _release(mm, pfn, entry, bool(vma.flags & VM_LOCKED))
     _map_page(mm, vma, addr, new_pfn, new_entry)
     return "cow"
 
 
-def _release(mm: AddressSpace, pfn: int, entry: int) -> None:
+def mark_accessed(frames: FrameAllocator, pfn: int) -> None:
+    """folio_mark_accessed() with the classic two-list LRU (no MGLRU on the reference
+    kernel): the first call sets PG_referenced; the next activates the folio and clears it.
+    (The kernel activates through a per-CPU batch; flags read after a drain agree.)"""
+    if pfn == frames.zero_pfn:
+        return
+    flags = frames.flags(pfn)
+    if not flags & _REFERENCED:
+        frames.set_flags(pfn, _REFERENCED)
+    elif not flags & _ACTIVE and not flags & _MLOCKED:
+        frames.set_flags(pfn, _ACTIVE)
+        frames.clear_flags(pfn, _REFERENCED)
+
+
+def gup_touch(mm: AddressSpace, addr: int, pfn: int, write: bool) -> None:
+    """follow_page_pte() with FOLL_TOUCH: a write dirties the folio unless the PTE or the
+    folio is dirty already, and the folio is marked accessed."""
+    frames = mm.mem.frames
+    if pfn == frames.zero_pfn:
+        return
+    if write and not frames.flags(pfn) & _DIRTY:
+        leaf = mm.pt.get(addr)
+        if leaf is None or not leaf.entry & PAGE_DIRTY:
+            frames.set_flags(pfn, _DIRTY)
+    mark_accessed(frames, pfn)
+
+
+def _release(mm: AddressSpace, pfn: int, entry: int, locked: bool = False) -> None:
     """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
     dirty PTE dirties a file page first; the last unmap clears mlock."""
     frames = mm.mem.frames
     flags = frames.flags(pfn)
-    if entry & PAGE_DIRTY and not flags & _ANON:
-        frames.set_flags(pfn, _DIRTY)
+    if not flags & _ANON:
+        if entry & PAGE_DIRTY:
+            frames.set_flags(pfn, _DIRTY)
+        if entry & PAGE_ACCESSED:
+            mark_accessed(frames, pfn)
     frames.unmap(pfn)
-    if flags & _MLOCKED and not frames.mapcount(pfn):
-        frames.clear_flags(pfn, _MLOCKED)
+    if locked and flags & _MLOCKED:
+        munlock_folio(mm, pfn)
     frames.put(pfn)
 
 
 # ------------------------------------------------------------------- zapping
-def zap_range(mm: AddressSpace, start: int, end: int, *, free_tables: bool) -> int:
+def zap_range(
+    mm: AddressSpace, start: int, end: int, *, free_tables: bool, locked: bool = False
+) -> int:
     """zap_page_range_single() / unmap_vmas(): clear every PTE of ``[start, end)``, release
     the pages, flush the TLB for the span of the entries cleared. With ``free_tables`` empty
     page tables go too (free_pgtables() after munmap). Returns the entries cleared."""
@@ -358,12 +415,14 @@ def zap_range(mm: AddressSpace, start: int, end: int, *, free_tables: bool) -> i
         if present(e):
             pfn = entry_pfn(e)
             if pfn != zero:
-                _release(mm, pfn, e)
+                _release(mm, pfn, e, locked)
     mm.mem.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
     return len(cleared)
 
 
-def zap_mapped(mm: AddressSpace, start: int, end: int, only: set[int] | None) -> None:
+def zap_mapped(
+    mm: AddressSpace, start: int, end: int, only: set[int] | None, locked: bool = False
+) -> None:
     """Zap the present PTEs of ``[start, end)`` that map one of the frames ``only`` (every
     one if None), releasing their pages and flushing the TLB."""
     if start >= end or not mm.pt_used:
@@ -380,7 +439,7 @@ def zap_mapped(mm: AddressSpace, start: int, end: int, only: set[int] | None) ->
         e = mm.pt.clear(a, free_tables=False)
         pfn = entry_pfn(e)
         if pfn != zero:
-            _release(mm, pfn, e)
+            _release(mm, pfn, e, locked)
     mm.mem.flush_range(mm, doomed[0], doomed[-1] + PAGE_SIZE)
 
 
@@ -399,7 +458,7 @@ def unmap_mapping_pages(
             if lo >= hi:
                 continue
             every = even_cows and not v.flags & VM_SHARED
-            zap_mapped(mm, lo, hi, None if every else cached)
+            zap_mapped(mm, lo, hi, None if every else cached, bool(v.flags & VM_LOCKED))
 
 
 def drop_cache_pages(frames: FrameAllocator, inode: Inode, first: int, last: int) -> None:
@@ -431,7 +490,7 @@ def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
         if not present(e):
             continue
         pfn = entry_pfn(e)
-        new = pfn_pte(pfn, prot) | (e & _CHG_MASK)
+        new = (pfn_pte(pfn, prot) & ~_CHG_MASK) | (e & _CHG_MASK)  # pte_modify()
         if writable and not new & PAGE_RW:
             if shared:
                 if e & PAGE_DIRTY:
@@ -452,17 +511,17 @@ def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
 
 
 def mlock_pages(mm: AddressSpace, start: int, end: int, lock: bool) -> None:
-    """mlock_folio() / munlock_folio() on the pages mapped in ``[start, end)``."""
+    """mlock_vma_pages_range(): a VMA range became locked (or unlocked): every page it maps
+    gains (or loses) one lock."""
     if not mm.pt_used or start >= end:
         return
-    frames = mm.mem.frames
-    zero = frames.zero_pfn
-    for m in mm.pt.iter_leaves(start, end):
+    zero = mm.mem.frames.zero_pfn
+    for m in list(mm.pt.iter_leaves(start, end)):
         if present(m.entry) and (pfn := entry_pfn(m.entry)) != zero:
             if lock:
-                frames.set_flags(pfn, _MLOCKED)
+                mlock_folio(mm, pfn)
             else:
-                frames.clear_flags(pfn, _MLOCKED)
+                munlock_folio(mm, pfn)
 
 
 def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
@@ -513,9 +572,11 @@ def copy_page_range(dst: AddressSpace, src: AddressSpace, vma: Vma) -> None:
 
 
 def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
-    """madvise_free_pte_range(): anonymous pages mapped only here become clean and old and
-    lose PG_swapbacked (folio_mark_lazyfree()): reclaim may drop them without swapping
-    until they are written again."""
+    """madvise_free_pte_range(): every anonymous page's PTE becomes clean and old; a dirty
+    folio is cleaned only if mapped once (a shared one is skipped whole); then
+    folio_mark_lazyfree() drops PG_swapbacked (and active, referenced) unless the folio is
+    mlocked (unevictable): reclaim may then free it without swapping, until it is written
+    again."""
     if not mm.pt_used or start >= end:
         return
     frames = mm.mem.frames
@@ -526,12 +587,18 @@ def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
         if not present(e):
             continue
         pfn = entry_pfn(e)
-        if pfn == zero or not frames.flags(pfn) & _ANON or frames.mapcount(pfn) != 1:
+        if pfn == zero or not frames.flags(pfn) & _ANON:
             continue
-        frames.clear_flags(pfn, _DIRTY | _SWAPBACKED)
+        flags = frames.flags(pfn)
+        if flags & _DIRTY:
+            if frames.mapcount(pfn) != 1:
+                continue
+            frames.clear_flags(pfn, _DIRTY)
         if e & (PAGE_ACCESSED | PAGE_DIRTY):
             mm.pt.set(m.vaddr, e & ~(PAGE_ACCESSED | PAGE_DIRTY))
             touched.append(m.vaddr)
+        if flags & _SWAPBACKED and not flags & _MLOCKED:
+            frames.clear_flags(pfn, _SWAPBACKED | _REFERENCED | _ACTIVE)
     if touched:
         mm.mem.flush_range(mm, touched[0], touched[-1] + PAGE_SIZE)
 

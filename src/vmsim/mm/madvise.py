@@ -295,8 +295,12 @@ def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> No
         a = addr
         try:
             while a < nend:
-                if mm.follow_page(a, write, force=False) is None:
+                pfn = mm.follow_page(a, write, force=False)
+                if pfn is None:
                     pf.handle_mm_fault(mm, vma, a, write)
+                    pfn = mm.follow_page(a, write, force=False)
+                if pfn is not None:
+                    pf.gup_touch(mm, a, pfn, write)
                 a += PAGE_SIZE
         except (BusError, Segfault):
             raise oserror(errno.EFAULT) from None

@@ -65,6 +65,7 @@ class Memory:
         self._slots: list[weakref.ref[AddressSpace] | None] = [None] * TLB_NR_DYN_ASIDS
         self._next_slot = 0
         self.mms: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
+        self.mlock_count: dict[int, int] = {}  # folio->mlock_count, by pfn
         self.flush_ceiling = 33  # /sys/kernel/debug/x86/tlb_single_page_flush_ceiling
         # Called when a VMA of a file goes away (the machine frees a deleted file's pages
         # once nothing maps or opens it).

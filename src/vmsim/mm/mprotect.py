@@ -181,6 +181,7 @@ def mlock_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: int)
         pf.mlock_pages(mm, start, end, False)
     elif not (oldflags & VM_LOCKED):
         mm.locked_vm += nr
+        pf.mlock_pages(mm, start, end, True)
     return vma
 
 
