@@ -6,6 +6,8 @@ import re
 
 from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
+from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
+from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import fault as pf
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
@@ -38,6 +40,7 @@ class Machine:
     ``max_map_count`` (vm.max_map_count), ``ram`` and ``swap`` (sizes; they bound the
     overcommit heuristic), ``overcommit_memory``/``overcommit_ratio``, ``mmap_min_addr``,
     ``thp`` ("always" | "madvise" | "never"), ``five_level`` (57-bit addresses),
+    ``tlb`` (a ``vmsim.hw.tlb.TlbConfig``: the TLB geometry; default a recent Intel core),
     ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
     (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK), ``rlimit_as`` and
     ``rlimit_data`` (RLIMIT_AS / RLIMIT_DATA in bytes; None is unlimited).
@@ -54,6 +57,7 @@ class Machine:
         mmap_min_addr: int = 4096,
         thp: str = "madvise",
         five_level: bool = False,
+        tlb: TlbConfig | None = None,
         pkeys: bool = False,
         vsyscall: bool = True,
         stack_limit: int | str = "8M",
@@ -77,6 +81,9 @@ class Machine:
             thp=thp,
             rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
             rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
+            memory=Memory(
+                max(parse_size(ram), 2 * PAGE_SIZE), tlb if tlb is not None else DEFAULT_TLB_CONFIG
+            ),
         )
         assert self.cfg.memory is not None
         self.memory: Memory = self.cfg.memory
@@ -254,3 +261,20 @@ class Machine:
         assert mlocked == set(locks), "PG_mlocked differs from the locked PTEs"
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"
+
+    def check_tlb(self) -> None:
+        """Assert that no TLB entry grants more than the page tables allow now: every cached
+        translation of a live address space maps the frame its PTE maps, and write, dirty
+        and execute rights only where the PTE has them (a debugging aid for tests)."""
+        mem = self.memory
+        by_pcid = {mm.pcid: mm for mm in mem.mms if mm.pcid >= 0}
+        for where, e in mem.tlb.entries():
+            mm = by_pcid.get(e.pcid)
+            assert mm is not None, f"{where} entry {e} of a PCID no address space owns"
+            leaf = mm.pt.get(e.vbase)
+            assert leaf is not None and leaf.entry & PAGE_PRESENT, f"{where} {e}: no PTE"
+            pte = leaf.entry
+            assert pf.entry_pfn(pte) == e.pfn, f"{where} {e}: PTE maps another frame"
+            assert not (e.perms & PAGE_RW and not pte & PAGE_RW), f"{where} {e}: stale write"
+            assert not (not e.perms & PAGE_NX and pte & PAGE_NX), f"{where} {e}: stale exec"
+            assert not (e.perms & PAGE_DIRTY and not pte & PAGE_DIRTY), f"{where} {e}: stale D"

@@ -25,8 +25,9 @@ from vmsim.constants import (
     PAGE_SIZE,
 )
 from vmsim.errors import oserror
-from vmsim.mm import access, madvise, mmap, mprotect, mremap
+from vmsim.mm import access as _access
 from vmsim.mm import fault as pf
+from vmsim.mm import madvise, mmap, mprotect, mremap
 from vmsim.mm.core import U64, AddressSpace
 from vmsim.mm.flags import VM_DONTCOPY, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_WIPEONFORK
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
@@ -161,7 +162,9 @@ class Process:
             raise oserror(errno.EINVAL)
         inode = f.inode
         old_size = inode.size
-        if size < old_size:
+        # shmem_setattr() truncates for newsize <= oldsize: the same size still zeroes and
+        # dirties the partial last page
+        if size < old_size or (inode.shmem and size == old_size):
             # truncate_pagecache(): unmap from every mapping, private copies included
             # (even_cows), drop the page cache past the new end, zero the partial page
             keep = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
@@ -194,24 +197,24 @@ class Process:
     def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes as the process would (raises Segfault / BusError)."""
         self._check_alive()
-        return access.user_read(self.mm, addr & U64, n, self.machine.stack_limit)
+        return _access.user_read(self.mm, addr & U64, n, self.machine.stack_limit)
 
     def write(self, addr: int, data: bytes) -> None:
         """Store ``data`` as the process would (raises Segfault / BusError)."""
         self._check_alive()
-        access.user_write(self.mm, addr & U64, bytes(data), self.machine.stack_limit)
+        _access.user_write(self.mm, addr & U64, bytes(data), self.machine.stack_limit)
 
-    def translate(self, addr: int, access_kind: str = "read") -> access.Translation:
+    def translate(self, addr: int, access: str = "read") -> _access.Translation:
         """One user access ("read", "write" or "exec") to ``addr`` through the TLB and the
         page tables, faulting as needed: the physical address, page size, the entry at each
         level, whether the TLB (and which level) or a page walk answered."""
         self._check_alive()
-        if access_kind not in ("read", "write", "exec"):
-            raise ValueError(f"access must be read, write or exec, not {access_kind!r}")
-        return access.translate(
+        if access not in ("read", "write", "exec"):
+            raise ValueError(f"access must be read, write or exec, not {access!r}")
+        return _access.translate(
             self.mm,
             addr & U64,
-            access_kind,  # type: ignore[arg-type]
+            access,  # type: ignore[arg-type]
             self.machine.stack_limit,
         )
 
@@ -220,7 +223,7 @@ class Process:
         (FOLL_FORCE: read-protected but readable-in-principle pages too). Stops at the first
         unreachable page; nothing readable at all is EIO."""
         self._check_alive()
-        out = access.remote_access(self.mm, addr & U64, None, n)
+        out = _access.remote_access(self.mm, addr & U64, None, n)
         assert isinstance(out, bytes)
         return out
 
@@ -229,7 +232,7 @@ class Process:
         write into a read-only private mapping breaks COW (the file is left untouched).
         Returns the bytes written; nothing written at all is EIO."""
         self._check_alive()
-        out = access.remote_access(self.mm, addr & U64, bytes(data), len(data))
+        out = _access.remote_access(self.mm, addr & U64, bytes(data), len(data))
         assert isinstance(out, int)
         return out
 

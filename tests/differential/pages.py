@@ -121,6 +121,7 @@ class PageResult:
 
     def report(self) -> str:
         lines = [f"seed {self.seed}: kernel and vmsim disagree after step {len(self.steps)}"]
+        lines.extend("  " + d for d in self.diff[:3])
         lines.append(
             f"  reproduce: VMSIM_PAGES_SEED={self.seed} pytest tests/differential -k pages"
         )
@@ -381,12 +382,12 @@ class PageFuzzer:
             for (start, end), kf in kv.items():
                 sf = sv[(start, end)]
                 bad = [c for c in COUNTERS if kf.get(c) != sf.get(c)]
-                if "Referenced" in bad:
-                    bad.append(f"kpageflags {_kpageflags(pr.k.pagemap(start, (end - start) // P))}")
                 if bad:
+                    flags = _kpageflags(pr.k.pagemap(start, (end - start) // P))
                     out.append(
                         f"p{i} smaps {start:#x}-{end:#x}: "
                         + ", ".join(f"{c} kernel {kf.get(c)} vmsim {sf.get(c)}" for c in bad)
+                        + f" (kernel kpageflags {flags})"
                     )
                 n = (end - start) // P
                 ke = pr.k.pagemap(start, n)

@@ -27,8 +27,10 @@ SEEDS = [int(ONE)] if ONE else list(range(START, START + SEQS))
 # anonymous pages (lazyfree skips only dirty shared folios), mprotect keeping the old
 # accessed bit, MADV_POPULATE_WRITE dirtying a clean shared page (FOLL_TOUCH), ftruncate
 # dirtying the partial page, mremap of VMAs inherited through fork (copied_from), guard
-# markers of a WIPEONFORK VMA not copied.
-REGRESSIONS = [3, 15, 73, 138, 167, 296, 395]
+# markers of a WIPEONFORK VMA not copied, munlock of the old page of a COW break, fault-around
+# before the EOF check, truncate to the same size.
+REGRESSIONS = [(3, 40), (15, 40), (73, 40), (138, 40), (167, 40), (296, 40), (395, 40)]
+REGRESSIONS += [(1046, 100), (2049, 100), (2084, 100)]
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"pages_{s}")
@@ -37,7 +39,7 @@ def test_pages_match_kernel(seed: int) -> None:
     assert res.ok, res.report()
 
 
-@pytest.mark.parametrize("seed", REGRESSIONS, ids=lambda s: f"pages_regression_{s}")
-def test_pages_regressions(seed: int) -> None:
-    res = run_pages(seed, STEPS)
+@pytest.mark.parametrize(("seed", "steps"), REGRESSIONS, ids=lambda s: f"{s}")
+def test_pages_regressions(seed: int, steps: int) -> None:
+    res = run_pages(seed, steps)
     assert res.ok, res.report()

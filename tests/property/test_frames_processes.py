@@ -212,6 +212,10 @@ class FramesMachine(RuleBasedStateMachine):
     def frames_recount(self) -> None:
         self.m.check_memory()
 
+    @invariant()
+    def no_stale_tlb_entry(self) -> None:
+        self.m.check_tlb()
+
     def teardown(self) -> None:
         for pr in self.procs:
             for slot, v in pr.views.items():

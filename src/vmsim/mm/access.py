@@ -141,7 +141,9 @@ def user_access(
                 del s[key]
                 s[key] = hit
                 tlb.dtlb_hits += 1
-                mm.stats.translations += 1
+                st = mm.stats
+                st.translations += 1
+                st.tlb_l1_hits += 1
                 return hit[2]
     pcid = mm.pcid if mem.current is mm else mem.switch_to(mm)
     kind: TlbKind = "instr" if access == "exec" else "data"
@@ -160,6 +162,10 @@ def user_access(
             else:
                 ok = True
             if ok:
+                if level == "L1":
+                    st.tlb_l1_hits += 1
+                else:
+                    st.tlb_stlb_hits += 1
                 pfn = e.pfn + ((addr - e.vbase) >> PAGE_SHIFT)
                 if not detail:
                     return pfn
@@ -179,6 +185,7 @@ def user_access(
             mem.pwc.flush()
             continue
         st.walks += 1
+        st.tlb_misses += 1
         st.walk_refs += t.memory_refs
         mem.stats.walks += 1
         mem.stats.walk_refs += t.memory_refs

@@ -236,10 +236,12 @@ def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     window and the fault is retried (VM_FAULT_RETRY, then counted major), which maps the
     whole window through fault-around again."""
     assert vma.file is not None
-    pgoff = _check_eof(vma, addr)
+    pgoff = vma.pgoff_at(addr)
     inode = vma.file.inode
+    # fault-around runs first, so even a fault past EOF maps the cached pages before it
     if _fault_around(mm, vma, addr, pgoff):
         return "file"
+    _check_eof(vma, addr)
     pfn, major = find_or_create_page(mm, inode, pgoff)
     if major:
         mapped = _fault_around(mm, vma, addr, pgoff)

@@ -45,6 +45,9 @@ class FaultStats:
     fault_around: int = 0  # extra page-cache pages mapped around a read fault
     spurious_faults: int = 0  # TLB entry stricter than the page tables: re-walked
     translations: int = 0  # user accesses translated (one per page touched)
+    tlb_l1_hits: int = 0  # translations answered by an L1 TLB
+    tlb_stlb_hits: int = 0  # ... by the STLB
+    tlb_misses: int = 0  # ... by a page walk
     walks: int = 0  # page walks (TLB misses)
     walk_refs: int = 0  # memory references made by those walks
     pwc_hits: int = 0  # walks that started below the top thanks to a paging-structure cache
