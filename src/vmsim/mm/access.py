@@ -41,6 +41,7 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.vma import Vma
 
+assert KEY_SHIFT == 15 and PAGE_SHIFT == 12  # the inline probe below hard-codes both
 Access = Literal["read", "write", "exec"]
 _PERMS = PAGE_RW | PAGE_USER | PAGE_DIRTY | PAGE_NX | PAGE_PKEY_MASK
 _OFFSET = PAGE_SIZE - 1
@@ -123,33 +124,30 @@ def user_access(
 ) -> Translation | int:
     """Translate one user access to ``addr``; returns the frame number (or, with
     ``detail``, a ``Translation``). Raises Segfault / BusError as the process would see."""
-    mem = mm.mem
-    tlb = mem.tlb
-    if mem.current is mm and not detail:
+    fast = mm.fast
+    if fast is not None and not detail:
         # The common case inline: an L1 dTLB hit on a 4 KiB page with the current PCID (the
         # same probe TlbHierarchy.lookup() makes first; anything else takes the long way).
         # Entries are TlbEntry tuples: [2] is the pfn, [3] the permission bits.
-        sets = tlb.l1d_4k_sets
-        if sets is not None:
-            pn = addr >> PAGE_SHIFT
-            s = sets[pn & tlb.l1d_4k_mask]
-            key = (pn << KEY_SHIFT) | mm.pcid
-            hit = s.get(key)
-            if hit is not None and (
-                access == "read" or (access == "write" and hit[3] & _RW_D == _RW_D)
-            ):
-                del s[key]
-                s[key] = hit
-                tlb.dtlb_hits += 1
-                st = mm.stats
-                st.translations += 1
-                st.tlb_l1_hits += 1
-                return hit[2]
+        sets, mask, pcid = fast
+        pn = addr >> 12
+        s = sets[pn & mask]
+        key = (pn << 15) | pcid  # KEY_SHIFT, size code 0 (4 KiB)
+        hit = s.get(key)
+        if hit is not None and (
+            access == "read" or (access == "write" and hit[3] & _RW_D == _RW_D)
+        ):
+            del s[key]
+            s[key] = hit
+            mm.mem.tlb.dtlb_hits += 1
+            mm.stats.tlb_l1_hits += 1
+            return hit[2]  # type: ignore[no-any-return]
+    mem = mm.mem
+    tlb = mem.tlb
     pcid = mm.pcid if mem.current is mm else mem.switch_to(mm)
     kind: TlbKind = "instr" if access == "exec" else "data"
     write = access == "write"
     st = mm.stats
-    st.translations += 1
     faults: list[str] = []
     for _ in range(4):
         e, level = tlb.lookup(addr, pcid, kind)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
+from typing import Any
 
 from sortedcontainers import SortedDict
 
@@ -149,6 +150,9 @@ class AddressSpace:
             frames.put,  # type: ignore[arg-type]
         )
         self.pcid = -1
+        # (L1 dTLB 4 KiB sets, set mask, PCID) while this is the CPU's current address space:
+        # the inline TLB probe of access.user_access
+        self.fast: tuple[list[dict[int, Any]], int, int] | None = None
         self.stats = FaultStats()
         self.alive = True
         mem.mms.add(self)

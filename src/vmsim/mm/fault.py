@@ -351,7 +351,7 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
     _set_pte(mm, addr, 0)
     mm.mem.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
     if not zero:
-        _release(mm, pfn, entry, bool(vma.flags & VM_LOCKED))
+        _release(mm, pfn, entry, bool(vma.flags & VM_LOCKED), zap=False)
     _map_page(mm, vma, addr, new_pfn, new_entry)
     return "cow"
 
@@ -383,12 +383,14 @@ def gup_touch(mm: AddressSpace, addr: int, pfn: int, write: bool) -> None:
     mark_accessed(frames, pfn)
 
 
-def _release(mm: AddressSpace, pfn: int, entry: int, locked: bool = False) -> None:
+def _release(
+    mm: AddressSpace, pfn: int, entry: int, locked: bool = False, zap: bool = True
+) -> None:
     """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
     dirty PTE dirties a file page first; the last unmap clears mlock."""
     frames = mm.mem.frames
     flags = frames.flags(pfn)
-    if not flags & _ANON:
+    if zap and not flags & _ANON:  # zap_present_folio_ptes(); a COW replacement does not
         if entry & PAGE_DIRTY:
             frames.set_flags(pfn, _DIRTY)
         if entry & PAGE_ACCESSED:

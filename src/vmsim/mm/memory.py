@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 TLB_NR_DYN_ASIDS = 6
 
 
-@dataclass
+@dataclass(slots=True)
 class FaultStats:
     """Event counters of one address space, or of the whole machine (vmstat names)."""
 
@@ -44,7 +44,6 @@ class FaultStats:
     file_faults: int = 0  # faults that mapped a page-cache page
     fault_around: int = 0  # extra page-cache pages mapped around a read fault
     spurious_faults: int = 0  # TLB entry stricter than the page tables: re-walked
-    translations: int = 0  # user accesses translated (one per page touched)
     tlb_l1_hits: int = 0  # translations answered by an L1 TLB
     tlb_stlb_hits: int = 0  # ... by the STLB
     tlb_misses: int = 0  # ... by a page walk
@@ -52,8 +51,15 @@ class FaultStats:
     walk_refs: int = 0  # memory references made by those walks
     pwc_hits: int = 0  # walks that started below the top thanks to a paging-structure cache
 
+    @property
+    def translations(self) -> int:
+        """User accesses translated (one per page touched)."""
+        return self.tlb_l1_hits + self.tlb_stlb_hits + self.tlb_misses
+
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["translations"] = self.translations
+        return d
 
 
 class Memory:
@@ -90,6 +96,8 @@ class Memory:
         """switch_mm_irqs_off(): make ``mm`` current and return its PCID."""
         if self.current is mm:
             return mm.pcid
+        if self.current is not None:
+            self.current.fast = None
         i = self._slot_of(mm)
         if i < 0:
             i = self._next_slot
@@ -97,10 +105,13 @@ class Memory:
             old = self._slots[i]
             if old is not None and (prev := old()) is not None:
                 prev.pcid = -1
+                prev.fast = None
             self._slots[i] = weakref.ref(mm)
             self.tlb.flush_pcid(i + 1)
         mm.pcid = i + 1
         self.current = mm
+        sets = self.tlb.l1d_4k_sets
+        mm.fast = None if sets is None else (sets, self.tlb.l1d_4k_mask, mm.pcid)
         self.pwc.flush()
         return mm.pcid
 
@@ -113,6 +124,7 @@ class Memory:
         if self.current is mm:
             self.current = None
         mm.pcid = -1
+        mm.fast = None
         self.pwc.flush()
 
     # ------------------------------------------------------------ flushes
