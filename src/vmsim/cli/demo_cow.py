@@ -29,7 +29,7 @@ from rich.table import Table
 
 import vmsim
 from vmsim.cli.errors import ModelDeviation, UsageError
-from vmsim.cli.render import write_json
+from vmsim.cli.render import add_story_modes, write_json
 from vmsim.constants import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE
 from vmsim.hw.pte import decode
 from vmsim.procfs import PM_PFRAME_MASK, PM_PRESENT
@@ -625,10 +625,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=f"private pages the parent maps (2..{MAX_PAGES}, default {DEFAULT_PAGES})",
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--explain", action="store_true", help="one line per step")
-    mode.add_argument("--json", action="store_true", help="machine-readable list of steps")
-    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    add_story_modes(parser, "machine-readable list of steps")
     parser.set_defaults(handler=run)
 
 

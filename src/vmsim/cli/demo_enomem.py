@@ -27,7 +27,7 @@ from rich.text import Text
 
 import vmsim
 from vmsim.cli.errors import ModelDeviation, UsageError
-from vmsim.cli.render import excerpt, new_lines, vma_at, write_json
+from vmsim.cli.render import add_story_modes, excerpt, new_lines, vma_at, write_json
 from vmsim.constants import (
     DEFAULT_MAX_MAP_COUNT,
     MAP_ANONYMOUS,
@@ -403,10 +403,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=f"vm.max_map_count of the model machine (default {DEFAULT_MAX_MAP_COUNT})",
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--explain", action="store_true", help="one line per step")
-    mode.add_argument("--json", action="store_true", help="machine-readable list of steps")
-    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    add_story_modes(parser, "machine-readable list of steps")
     parser.set_defaults(handler=run)
 
 

@@ -27,7 +27,7 @@ from rich.table import Table
 
 import vmsim
 from vmsim.cli.errors import ModelDeviation, UsageError
-from vmsim.cli.render import write_json
+from vmsim.cli.render import add_story_modes, write_json
 from vmsim.constants import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -478,10 +478,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--five-level", action="store_true", help="5-level paging (57-bit addresses)"
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--explain", action="store_true", help="one line per step")
-    mode.add_argument("--json", action="store_true", help="machine-readable result")
-    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    add_story_modes(parser, "machine-readable result")
     parser.set_defaults(handler=run)
 
 

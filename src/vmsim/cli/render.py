@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -59,3 +60,11 @@ def write_json(data: Any) -> None:
 
 
 __all__ = ["MapsLine", "excerpt", "new_lines", "parse_maps", "vma_at", "write_json"]
+
+
+def add_story_modes(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """The output options every demo takes: --explain | --json, and --no-color."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--explain", action="store_true", help="one line per step")
+    mode.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
