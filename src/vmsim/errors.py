@@ -66,3 +66,11 @@ __all__ = [
     "errno",
     "oserror",
 ]
+
+
+class OomKilled(ProcessLookupError):
+    """The OOM killer chose this process while it was running: it is gone."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"process {pid} was killed by the OOM killer")
+        self.pid = pid

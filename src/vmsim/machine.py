@@ -9,10 +9,14 @@ from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import fault as pf
+from vmsim.mm import vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
-from vmsim.mm.memory import Memory
+from vmsim.mm.ksm import Ksm
+from vmsim.mm.memory import VMSTAT_EVENTS, Memory
+from vmsim.mm.swap import SwapDevice
 from vmsim.mm.vma import Inode, OpenFile
+from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
 from vmsim.phys.frames import PageFlag
 from vmsim.process import Process
 
@@ -41,6 +45,10 @@ class Machine:
     overcommit heuristic), ``overcommit_memory``/``overcommit_ratio``, ``mmap_min_addr``,
     ``thp`` ("always" | "madvise" | "never"), ``five_level`` (57-bit addresses),
     ``tlb`` (a ``vmsim.hw.tlb.TlbConfig``: the TLB geometry; default a recent Intel core),
+    ``swap_device`` ("disk", or "zram": a compressed swap device in RAM, compressed with
+    ``zram_compressor``), ``zswap`` (None, or the compressor of a zswap pool in front of
+    swap: "zstd", "lz4", "deflate"; ``zswap_max_pool_percent``), ``ksm`` (run ksmd),
+    ``seed`` (for workloads that draw random numbers: every run repeats exactly),
     ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
     (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK), ``rlimit_as`` and
     ``rlimit_data`` (RLIMIT_AS / RLIMIT_DATA in bytes; None is unlimited).
@@ -58,6 +66,12 @@ class Machine:
         thp: str = "madvise",
         five_level: bool = False,
         tlb: TlbConfig | None = None,
+        swap_device: str = "disk",
+        zswap: str | None = None,
+        zswap_max_pool_percent: int = 20,
+        zram_compressor: str = "lz4",
+        ksm: bool = False,
+        seed: int = 0,
         pkeys: bool = False,
         vsyscall: bool = True,
         stack_limit: int | str = "8M",
@@ -88,6 +102,14 @@ class Machine:
         assert self.cfg.memory is not None
         self.memory: Memory = self.cfg.memory
         self.memory.on_file_unmapped = self._release_inode
+        self.memory.oom_handler = self._oom_kill
+        self.seed = seed
+        self._setup_swap(
+            self.cfg.swap_pages, swap_device, zswap, zswap_max_pool_percent, zram_compressor
+        )
+        self.ksm: Ksm | None = Ksm(self.memory) if ksm else None
+        self.memory.ksm = self.ksm
+        self.ticks = 0
         self.pkeys = pkeys
         self.vsyscall = vsyscall
         self.stack_limit = parse_size(stack_limit)
@@ -131,7 +153,7 @@ class Machine:
         for mm in self.memory.mms:
             if any(v.file is not None and v.file.inode is inode for v in mm.tree):
                 return
-        pf.drop_cache_pages(self.memory.frames, inode, 0, max(inode.pages) + 1)
+        pf.drop_cache_pages(self.memory, inode, 0, max(inode.pages) + 1)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(
@@ -173,19 +195,33 @@ class Machine:
     # ------------------------------------------------------------------ reporting
     def meminfo(self) -> str:
         """/proc/meminfo, for the lines the model keeps (kernel order and format)."""
-        frames = self.memory.frames
+        mem = self.memory
+        frames = mem.frames
         info = frames.meminfo()
         kb = PAGE_SIZE >> 10
         cfg = self.cfg
+        sizes = mem.lru.sizes()
+        swap = mem.swap
+        z = swap.zswap
         commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
+        swapcached = len(swap.cache)
         rows = [
             ("MemTotal", info["MemTotal"]),
             ("MemFree", info["MemFree"]),
             ("Cached", info["Cached"]),
-            ("SwapCached", 0),
+            ("SwapCached", swapcached * kb),
+            ("Active", (sizes["active_anon"] + sizes["active_file"]) * kb),
+            ("Inactive", (sizes["inactive_anon"] + sizes["inactive_file"]) * kb),
+            ("Active(anon)", sizes["active_anon"] * kb),
+            ("Inactive(anon)", sizes["inactive_anon"] * kb),
+            ("Active(file)", sizes["active_file"] * kb),
+            ("Inactive(file)", sizes["inactive_file"] * kb),
+            ("Unevictable", sizes["unevictable"] * kb),
             ("Mlocked", info["Mlocked"]),
-            ("SwapTotal", cfg.swap_pages * kb),
-            ("SwapFree", cfg.swap_pages * kb),
+            ("SwapTotal", swap.total * kb),
+            ("SwapFree", swap.free * kb),
+            ("Zswap", (z.pool_total_size >> 10) if z else 0),
+            ("Zswapped", (z.stored_pages * kb) if z else 0),
             ("Dirty", info["Dirty"]),
             ("Writeback", 0),
             ("AnonPages", info["AnonPages"]),
@@ -208,17 +244,24 @@ class Machine:
 
     def check_memory(self) -> None:
         """Assert that every frame's refcount and mapcount equal a recount from the page
-        tables of every live address space and the page caches of every file still
-        reachable, that no frame is leaked, and that the frame layer's own counters hold
-        (a debugging aid for tests: it walks everything)."""
-        frames = self.memory.frames
+        tables of every live address space, the page caches of every file still reachable
+        and the swap cache; that every swap slot's count equals the swap entries naming it;
+        that the reverse map, the LRU lists and the mlock counts agree with the page tables;
+        that no frame is leaked; and that the frame layer's own counters hold (a debugging
+        aid for tests: it walks everything)."""
+        mem = self.memory
+        frames = mem.frames
         frames.check()
+        mem.lru.check()
+        mem.swap.check()
         zero = frames.zero_pfn
         maps: dict[int, int] = {}
         locks: dict[int, int] = {}
+        rmap: dict[int, set[tuple[AddressSpace, int]]] = {}
+        swaprefs: dict[tuple[int, int], int] = {}
         tables = 0
         inodes: dict[int, Inode] = {id(i): i for i in self._inodes.values()}
-        for mm in list(self.memory.mms):
+        for mm in list(mem.mms):
             mm.pt.check_invariants()
             tables += mm.pt.table_pages
             for v in mm.tree:
@@ -227,12 +270,16 @@ class Machine:
             if not mm.pt_used:
                 continue
             for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
-                assert pf.present(m.entry), f"non-present entry {m.entry:#x} at {m.vaddr:#x}"
                 vma = mm.tree.lookup(m.vaddr)
                 assert vma is not None, f"PTE at {m.vaddr:#x} outside every VMA"
+                if not pf.present(m.entry):
+                    key = pf.swap_key(m.entry)
+                    swaprefs[key] = swaprefs.get(key, 0) + 1
+                    continue
                 pfn = pf.entry_pfn(m.entry)
                 if pfn != zero:
                     maps[pfn] = maps.get(pfn, 0) + 1
+                    rmap.setdefault(pfn, set()).add((mm, m.vaddr))
                     if vma.flags & VM_LOCKED:
                         locks[pfn] = locks.get(pfn, 0) + 1
         for p in self.processes:
@@ -242,10 +289,20 @@ class Machine:
         for inode in inodes.values():
             for pfn in inode.pages.values():
                 cache[pfn] = cache.get(pfn, 0) + 1
+        for pfn in mem.swap.entry_of:
+            cache[pfn] = cache.get(pfn, 0) + 1
+        pool = set()
+        if mem.swap.zswap is not None:
+            pool.update(mem.swap.zswap.memory.pfns)
+        for d in mem.swap.devices:
+            if d.memory is not None:
+                pool.update(d.memory.pfns)
         table_frames = 0
         for pfn in frames.allocated():
             if frames.flags(pfn) & PageFlag.PAGETABLE:
                 table_frames += 1
+                continue
+            if pfn in pool:
                 continue
             want_map = maps.get(pfn, 0)
             want_ref = want_map + cache.get(pfn, 0)
@@ -255,12 +312,18 @@ class Machine:
             assert frames.refcount(pfn) == want_ref, (
                 f"pfn {pfn:#x}: refcount {frames.refcount(pfn)}, expected {want_ref}"
             )
+            assert pfn in mem.lru.where, f"pfn {pfn:#x} in use but on no LRU list"
         assert table_frames == tables, f"{table_frames} page-table frames, {tables} in use"
         mlocked = {p for p in frames.allocated() if frames.flags(p) & PageFlag.MLOCKED}
-        assert self.memory.mlock_count == locks, "mlock counts differ from the locked PTEs"
+        assert mem.mlock_count == locks, "mlock counts differ from the locked PTEs"
         assert mlocked == set(locks), "PG_mlocked differs from the locked PTEs"
+        assert mem.rmap == rmap, "the reverse map differs from the page tables"
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"
+        for d in mem.swap.devices:
+            for off in range(1, d.pages):
+                got = swaprefs.get((d.type, off), 0)
+                assert d.count[off] == got, f"swap slot {off}: count {d.count[off]}, {got} PTEs"
 
     def check_tlb(self) -> None:
         """Assert that no TLB entry grants more than the page tables allow now: every cached
@@ -278,3 +341,156 @@ class Machine:
             assert not (e.perms & PAGE_RW and not pte & PAGE_RW), f"{where} {e}: stale write"
             assert not (not e.perms & PAGE_NX and pte & PAGE_NX), f"{where} {e}: stale exec"
             assert not (e.perms & PAGE_DIRTY and not pte & PAGE_DIRTY), f"{where} {e}: stale D"
+
+    # --------------------------------------------------------------- memory pressure
+    def _setup_swap(
+        self, pages: int, device: str, zswap: str | None, pool_percent: int, zram_comp: str
+    ) -> None:
+        mem = self.memory
+        if device not in ("disk", "zram"):
+            raise ValueError(f"swap_device must be disk or zram, not {device!r}")
+        if zswap is not None and zswap not in COMPRESSORS:
+            raise ValueError(f"zswap must be one of {', '.join(COMPRESSORS)}, not {zswap!r}")
+        if not 0 < pool_percent <= 100:
+            raise ValueError("zswap_max_pool_percent must be within 1..100")
+
+        def pool_alloc() -> int | None:
+            if mem.frames.free_pages <= 1:
+                return None
+            return mem.frames.alloc(0)
+
+        def pool_free(pfn: int) -> None:
+            mem.frames.put(pfn)
+
+        if pages:
+            memory = PoolMemory(pool_alloc, pool_free) if device == "zram" else None
+            mem.swap.devices.append(
+                SwapDevice(0, pages + 1, device, zram_comp if device == "zram" else "lz4", memory)
+            )
+        if zswap is not None:
+            mem.swap.zswap = Zswap(
+                zswap,
+                mem.frames.total_pages,
+                PoolMemory(pool_alloc, pool_free),
+                mem.swap.writeback,
+                max_pool_percent=pool_percent,
+            )
+
+    @property
+    def alive_processes(self) -> list[Process]:
+        return [p for p in self.processes if p.alive]
+
+    def oom_score(self, p: Process) -> int:
+        """oom_badness(): pages the process would free (RSS, swap entries, page tables),
+        moved by oom_score_adj in thousandths of RAM + swap; -1000 is never chosen."""
+        if p.oom_score_adj <= -1000 or not p.alive:
+            return -(1 << 62)
+        mm = p.mm
+        rss = swapents = 0
+        zero = self.memory.frames.zero_pfn
+        if mm.pt_used:
+            for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
+                if pf.present(m.entry):
+                    if pf.entry_pfn(m.entry) != zero:
+                        rss += 1
+                else:
+                    swapents += 1
+        total = self.memory.frames.total_pages + self.memory.swap.total
+        return rss + swapents + mm.pt.table_pages + p.oom_score_adj * total // 1000
+
+    def _oom_kill(self) -> bool:
+        """out_of_memory(): kill the process with the highest oom_score; True if memory was
+        freed now (the victim was not the one allocating, which dies on its way out)."""
+        candidates = [p for p in self.alive_processes if p.oom_score_adj > -1000]
+        if not candidates:
+            return False
+        victim = max(candidates, key=self.oom_score)
+        self.memory.vmstat["oom_kill"] += 1
+        victim.oom_killed = True
+        if self.memory.task is victim.mm:
+            return False
+        victim.exit()
+        return True
+
+    def tick(self, n: int = 1) -> None:
+        """Let the memory daemons run ``n`` times: kswapd reclaims to the high watermark when
+        it was woken (or free memory is below low), ksmd scans pages_to_scan pages."""
+        if n < 0:
+            raise ValueError("tick(n) needs n >= 0")
+        mem = self.memory
+        for _ in range(n):
+            self.ticks += 1
+            if mem.kswapd_wanted or mem.frames.free_pages <= mem.wmark_low:
+                vmscan.balance_pgdat(mem)
+            if self.ksm is not None:
+                self.ksm.scan()
+
+    def zswap_stats(self) -> dict[str, int]:
+        """/sys/kernel/debug/zswap (all 0 without zswap)."""
+        z = self.memory.swap.zswap
+        if z is None:
+            return dict.fromkeys(
+                (
+                    "stored_pages",
+                    "pool_total_size",
+                    "same_filled_pages",
+                    "written_back_pages",
+                    "reject_compress_poor",
+                    "reject_alloc_fail",
+                    "pool_limit_hit",
+                ),
+                0,
+            )
+        return z.stats()
+
+    def ksm_stats(self) -> dict[str, int]:
+        """/sys/kernel/mm/ksm counters."""
+        if self.ksm is None:
+            return Ksm(self.memory).stats()
+        return self.ksm.stats()
+
+    def vmstat(self) -> str:
+        """/proc/vmstat, for the counters the model keeps, in the kernel's order."""
+        mem = self.memory
+        f = mem.frames
+        sizes = mem.lru.sizes()
+        z = mem.swap.zswap
+        st = mem.stats
+        rows = [
+            ("nr_free_pages", f.free_pages),
+            ("nr_inactive_anon", sizes["inactive_anon"]),
+            ("nr_active_anon", sizes["active_anon"]),
+            ("nr_inactive_file", sizes["inactive_file"]),
+            ("nr_active_file", sizes["active_file"]),
+            ("nr_unevictable", sizes["unevictable"]),
+            ("nr_mlock", f.nr_mlock),
+            ("nr_anon_pages", f.nr_anon_mapped),
+            ("nr_mapped", f.nr_file_mapped),
+            ("nr_file_pages", f.nr_file_pages),
+            ("nr_dirty", f.nr_file_dirty),
+            ("nr_shmem", f.nr_shmem),
+            ("nr_swapcached", len(mem.swap.cache)),
+            ("nr_page_table_pages", f.nr_pagetable),
+            ("pswpin", mem.swap.pswpin),
+            ("pswpout", mem.swap.pswpout),
+            ("pgfault", st.pgfault),
+            ("pgmajfault", st.pgmajfault),
+        ]
+        rows += [
+            (k, mem.vmstat[k]) for k in VMSTAT_EVENTS if k.startswith(("pgre", "pgac", "pgde"))
+        ]
+        rows += [
+            ("pgsteal_kswapd", mem.vmstat["pgsteal_kswapd"]),
+            ("pgsteal_direct", mem.vmstat["pgsteal_direct"]),
+            ("pgscan_kswapd", mem.vmstat["pgscan_kswapd"]),
+            ("pgscan_direct", mem.vmstat["pgscan_direct"]),
+            ("pgrotated", mem.vmstat["pgrotated"]),
+            ("allocstall_normal", mem.vmstat["allocstall_normal"]),
+            ("oom_kill", mem.vmstat["oom_kill"]),
+            ("zswpin", z.zswpin if z else 0),
+            ("zswpout", z.zswpout if z else 0),
+            ("zswpwb", z.zswpwb if z else 0),
+            ("ksm_zero_pages", self.ksm.ksm_zero_pages if self.ksm else 0),
+            ("cow_ksm", mem.stats.cow_ksm),
+        ]
+        return "".join(f"{k} {v}\n" for k, v in rows)

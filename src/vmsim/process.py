@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vmsim.constants import (
     MAP_ANONYMOUS,
@@ -24,13 +26,14 @@ from vmsim.constants import (
     PAGE_SHIFT,
     PAGE_SIZE,
 )
-from vmsim.errors import oserror
+from vmsim.errors import OomKilled, oserror
 from vmsim.mm import access as _access
 from vmsim.mm import fault as pf
 from vmsim.mm import madvise, mmap, mprotect, mremap
 from vmsim.mm.core import U64, AddressSpace
 from vmsim.mm.flags import VM_DONTCOPY, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_WIPEONFORK
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
+from vmsim.phys.frames import OutOfMemory
 from vmsim.procfs import maps_text, pagemap_entries, smaps_rollup_text, smaps_text
 
 if TYPE_CHECKING:
@@ -39,6 +42,40 @@ if TYPE_CHECKING:
 
 U32 = (1 << 32) - 1
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def running(method: F) -> F:
+    """A call that runs as the process (it may fault and allocate): the process must be
+    alive; the machine knows whose call it is (the OOM killer does not tear down an address
+    space in the middle of its own fault); if the OOM killer chose it, it dies on the way
+    out and the caller gets OomKilled."""
+
+    @functools.wraps(method)
+    def wrapper(self: Process, *args: Any, **kwargs: Any) -> Any:
+        if not self.alive:
+            raise ProcessLookupError(f"process {self.pid} has exited")
+        mem = self.mm.mem
+        prev = mem.task
+        mem.task = self.mm
+        try:
+            out = method(self, *args, **kwargs)
+        except OutOfMemory:
+            if self.oom_killed:
+                mem.task = prev
+                self.exit()
+                raise OomKilled(self.pid) from None
+            raise
+        finally:
+            mem.task = prev
+        if self.oom_killed and self.alive:
+            self.exit()
+            raise OomKilled(self.pid)
+        return out
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _s32(x: int) -> int:
@@ -56,8 +93,11 @@ class Process:
         self.files: dict[int, OpenFile] = {}
         self.images: list[LoadedImage] = []  # ELF images the last execve loaded
         self.alive = True
+        self.oom_score_adj = 0  # /proc/<pid>/oom_score_adj: -1000 (never) .. 1000
+        self.oom_killed = False
 
     # ------------------------------------------------------------ mm syscalls
+    @running
     def mmap(
         self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
     ) -> int:
@@ -87,12 +127,15 @@ class Process:
             mm.populate(result, result + populate, ignore_errors=True)
         return result
 
+    @running
     def munmap(self, addr: int, length: int) -> None:
         mmap.do_munmap_syscall(self.mm, addr & U64, length & U64)
 
+    @running
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         mprotect.do_mprotect(self.mm, addr & U64, length & U64, prot & U32)
 
+    @running
     def mremap(
         self, old_addr: int, old_size: int, new_size: int, flags: int = 0, new_addr: int = 0
     ) -> int:
@@ -100,31 +143,39 @@ class Process:
             self.mm, old_addr & U64, old_size & U64, new_size & U64, flags & U64, new_addr & U64
         )
 
+    @running
     def madvise(self, addr: int, length: int, advice: int) -> None:
         madvise.do_madvise(self.mm, addr & U64, length & U64, _s32(advice))
 
+    @running
     def mlock(self, addr: int, length: int) -> None:
         mprotect.do_mlock(self.mm, addr & U64, length & U64, VM_LOCKED)
 
+    @running
     def mlock2(self, addr: int, length: int, flags: int = 0) -> None:
         if flags & ~MLOCK_ONFAULT:
             raise oserror(errno.EINVAL)
         lockflags = VM_LOCKED | (VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0)
         mprotect.do_mlock(self.mm, addr & U64, length & U64, lockflags)
 
+    @running
     def mlockall(self, flags: int) -> None:
         """mlockall(2): MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT."""
         mprotect.do_mlockall(self.mm, _s32(flags))
 
+    @running
     def munlockall(self) -> None:
         mprotect.do_munlockall(self.mm)
 
+    @running
     def munlock(self, addr: int, length: int) -> None:
         mprotect.do_munlock(self.mm, addr & U64, length & U64)
 
+    @running
     def mseal(self, addr: int, length: int, flags: int = 0) -> None:
         mprotect.do_mseal(self.mm, addr & U64, length & U64, flags & U64)
 
+    @running
     def brk(self, addr: int) -> int:
         return mmap.do_brk(self.mm, addr & U64)
 
@@ -152,6 +203,7 @@ class Process:
         """Open an existing inode (a file of the simulated machine) as a new description."""
         return self._new_fd(OpenFile(inode, readable=readable, writable=writable))
 
+    @running
     def ftruncate(self, fd: int, size: int) -> None:
         f = self.files.get(_s32(fd))
         if f is None:
@@ -172,7 +224,7 @@ class Process:
             last = max(inode.pages, default=-1) + 1
             last = max(last, max(inode.backing, default=-1) + 1, keep)
             pf.unmap_mapping_pages(list(mem.mms), inode, keep, last + 1, even_cows=True)
-            pf.drop_cache_pages(mem.frames, inode, keep, last + 1)
+            pf.drop_cache_pages(mem, inode, keep, last + 1)
             tail = size & (PAGE_SIZE - 1)
             if tail:
                 pg = size >> PAGE_SHIFT
@@ -194,16 +246,19 @@ class Process:
         if not self.alive:
             raise ProcessLookupError(f"process {self.pid} has exited")
 
+    @running
     def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes as the process would (raises Segfault / BusError)."""
         self._check_alive()
         return _access.user_read(self.mm, addr & U64, n, self.machine.stack_limit)
 
+    @running
     def write(self, addr: int, data: bytes) -> None:
         """Store ``data`` as the process would (raises Segfault / BusError)."""
         self._check_alive()
         _access.user_write(self.mm, addr & U64, bytes(data), self.machine.stack_limit)
 
+    @running
     def translate(self, addr: int, access: str = "read") -> _access.Translation:
         """One user access ("read", "write" or "exec") to ``addr`` through the TLB and the
         page tables, faulting as needed: the physical address, page size, the entry at each
@@ -218,6 +273,7 @@ class Process:
             self.machine.stack_limit,
         )
 
+    @running
     def peek(self, addr: int, n: int) -> bytes:
         """Read another process's memory like /proc/<pid>/mem or PTRACE_PEEKDATA
         (FOLL_FORCE: read-protected but readable-in-principle pages too). Stops at the first
@@ -227,6 +283,7 @@ class Process:
         assert isinstance(out, bytes)
         return out
 
+    @running
     def poke(self, addr: int, data: bytes) -> int:
         """Write into another process's memory like /proc/<pid>/mem or PTRACE_POKEDATA: a
         write into a read-only private mapping breaks COW (the file is left untouched).
@@ -260,6 +317,7 @@ class Process:
         return d
 
     # ------------------------------------------------------------ processes
+    @running
     def execve(self, path: str | None = None, cwd: str | Path = ".") -> list[str]:
         """execve(2): a fresh address space. With ``path``, the layout the kernel's ELF
         loader builds for that binary (and its interpreter); without, the usual layout of
@@ -299,6 +357,7 @@ class Process:
         if self in self.machine.processes:
             self.machine.processes.remove(self)
 
+    @running
     def fork(self) -> Process:
         """fork(2) (dup_mmap()): VM_DONTCOPY areas are skipped, locks are not inherited,
         each VMA with an anon_vma gets a new one whose chain links the parent's (so it is no

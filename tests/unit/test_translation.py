@@ -27,6 +27,7 @@ from vmsim import (
     BusError,
     Segfault,
 )
+from vmsim.errors import OomKilled
 from vmsim.hw.pte import decode
 
 # upper-level entries of user tables: _PAGE_TABLE = P | RW | US | A | D
@@ -499,13 +500,12 @@ def test_isolation_private_pages(p):
     assert q.read(at(0), 10) == bytes(10)
 
 
-def test_populate_and_ram_exhaustion_does_not_corrupt():
+def test_populate_beyond_ram_without_swap_is_an_oom_kill():
     m = vmsim.Machine(ram="1M", overcommit_memory=1)
     p = m.spawn()
-    addr = p.mmap(0, 2 << 20, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
-    assert addr
+    with pytest.raises(OomKilled):
+        p.mmap(0, 2 << 20, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    assert not p.alive and p not in m.processes
+    assert "oom_kill 1\n" in m.vmstat()
     m.check_memory()
-    assert m.memory.frames.free_pages == 0
-    p.munmap(addr, 2 << 20)
-    m.check_memory()
-    assert m.memory.frames.used_pages == 1  # only the top page table
+    assert m.memory.frames.used_pages == 0  # everything it had is free again

@@ -26,8 +26,12 @@ from vmsim.hw.pte import (
     PAGE_PROTNONE,
     PAGE_RW,
     PAGE_SPECIAL,
+    PAGE_SWP_EXCLUSIVE,
     pfn_of,
     pfn_pte,
+    swp_entry,
+    swp_offset,
+    swp_type,
     vm_get_page_prot,
 )
 from vmsim.mm.flags import (
@@ -39,10 +43,11 @@ from vmsim.mm.flags import (
     VM_SHARED,
     VM_WRITE,
 )
-from vmsim.phys.frames import FrameAllocator, PageFlag
+from vmsim.phys.frames import OutOfMemory, PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
+    from vmsim.mm.memory import Memory
     from vmsim.mm.vma import Inode, Vma
 
 ANON_FLAGS = int(PageFlag.ANON | PageFlag.SWAPBACKED | PageFlag.UPTODATE | PageFlag.LRU)
@@ -54,8 +59,10 @@ _MLOCKED = int(PageFlag.MLOCKED)
 _SWAPBACKED = int(PageFlag.SWAPBACKED)
 PAGE_DIRTY_FLAG = _DIRTY
 _REFERENCED = int(PageFlag.REFERENCED)
+_KSM = int(PageFlag.KSM)
 _ACTIVE = int(PageFlag.ACTIVE)
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
+PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster
 READAHEAD_PAGES = 32  # VM_READAHEAD_PAGES: 128 KiB of mmap read-around
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
 # Bits pte_modify() keeps from the old entry when the protection changes (_PAGE_CHG_MASK):
@@ -107,19 +114,26 @@ def find_or_create_page(mm: AddressSpace, inode: Inode, pgoff: int) -> tuple[int
     pfn = inode.pages.get(pgoff)
     if pfn is not None:
         return pfn, False
-    frames = mm.mem.frames
+    mem = mm.mem
     if inode.shmem:
-        pfn = inode.pages[pgoff] = frames.alloc(SHMEM_FLAGS)
+        pfn = mem.alloc_folio(SHMEM_FLAGS)
+        cache_add(mem, inode, pgoff, pfn)
         return pfn, False
     # a regular file: read the page and its read-around window from the backing store
     first = max(0, pgoff - READAHEAD_PAGES // 2)
     last = min(eof_pages(inode), first + READAHEAD_PAGES)
-    for pg in range(first, last):
+    for pg in [pgoff] + [p for p in range(first, last) if p != pgoff]:
         if pg not in inode.pages:
-            new = inode.pages[pg] = frames.alloc(FILE_FLAGS)
+            try:
+                new = mem.alloc_folio(FILE_FLAGS)
+            except OutOfMemory:
+                if pg == pgoff:
+                    raise
+                break  # readahead is best effort
             data = inode.backing.get(pg)
             if data is not None:
-                frames.write(new, 0, data)
+                mem.frames.write(new, 0, data)
+            cache_add(mem, inode, pg, new)
     return inode.pages[pgoff], True
 
 
@@ -130,8 +144,9 @@ def _set_pte(mm: AddressSpace, addr: int, entry: int) -> None:
 
 def _map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> None:
     """Install ``entry`` for frame ``pfn`` (taking a mapping reference) at ``addr``."""
-    frames = mm.mem.frames
-    frames.map(pfn)
+    mem = mm.mem
+    mem.frames.map(pfn)
+    mem.rmap_add(pfn, mm, addr)
     if vma.flags & VM_LOCKED:
         mlock_folio(mm, pfn)
     _set_pte(mm, addr, entry)
@@ -145,6 +160,7 @@ def mlock_folio(mm: AddressSpace, pfn: int) -> None:
     counts[pfn] = n + 1
     if not n:
         mm.mem.frames.set_flags(pfn, _MLOCKED)
+        mm.mem.lru.update(pfn)
 
 
 def munlock_folio(mm: AddressSpace, pfn: int) -> None:
@@ -157,13 +173,18 @@ def munlock_folio(mm: AddressSpace, pfn: int) -> None:
     counts.pop(pfn, None)
     if mm.mem.frames.flags(pfn) & _MLOCKED:
         mm.mem.frames.clear_flags(pfn, _MLOCKED)
+        mm.mem.lru.update(pfn)
 
 
 def _new_anon_page(mm: AddressSpace, src: int | None = None) -> int:
-    frames = mm.mem.frames
-    if src is None:
-        return frames.alloc(ANON_FLAGS)
-    return frames.copy(src, ANON_FLAGS)
+    """A new anonymous folio on the LRU, zeroed or a copy of ``src`` (the caller holds a
+    reference on ``src``, so reclaim run by this allocation leaves it alone)."""
+    mem = mm.mem
+    pfn = mem.alloc_folio(ANON_FLAGS)
+    if src is not None:
+        mem.frames.copy_into(src, pfn)
+    mem.lru.add(pfn)
+    return pfn
 
 
 def handle_mm_fault(
@@ -196,6 +217,8 @@ def _handle_pte_fault(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> str
             what = _do_cow_fault(mm, vma, addr)
         else:
             what = _do_shared_fault(mm, vma, addr)
+    elif not present(entry):
+        what = do_swap_page(mm, vma, addr, entry, write)
     elif write and not entry & PAGE_RW:
         what = _do_wp_page(mm, vma, addr, entry)
     else:
@@ -299,7 +322,12 @@ def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     mm.anon_vma_prepare(vma)
     pgoff = _check_eof(vma, addr)
     src, major = find_or_create_page(mm, vma.file.inode, pgoff)
-    pfn = _new_anon_page(mm, src)
+    frames = mm.mem.frames
+    frames.get(src)  # held across the allocation (reclaim skips busy folios)
+    try:
+        pfn = _new_anon_page(mm, src)
+    finally:
+        frames.put(src)
     entry = pfn_pte(pfn, page_prot(vma)) | PAGE_DIRTY
     if vma.flags & VM_WRITE:
         entry |= PAGE_RW
@@ -331,7 +359,19 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
         _set_pte(mm, addr, entry | PAGE_RW | PAGE_DIRTY | PAGE_ACCESSED)
         return "shared-write"
     zero = pfn == frames.zero_pfn
-    if not zero and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
+    swap = mm.mem.swap
+    if not zero and pfn in swap.entry_of and frames.refcount(pfn) == 2:
+        # folio_free_swap() before the reuse check: the swap copy is no longer needed
+        key = swap.entry_of[pfn]
+        if not swap.count(key):
+            swap.remove_from_cache(pfn)
+            frames.put(pfn)
+            frames.set_flags(pfn, _DIRTY)
+    ksm = not zero and frames.flags(pfn) & _KSM
+    if ksm:
+        mm.stats.cow_ksm += 1
+        mm.mem.stats.cow_ksm += 1
+    if not zero and not ksm and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
         # wp_can_reuse_anon_folio(): nobody else holds the page
         new = entry | PAGE_DIRTY | PAGE_ACCESSED
         if vma.flags & VM_WRITE:
@@ -342,7 +382,13 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
         return "reuse"
     # wp_page_copy()
     mm.anon_vma_prepare(vma)
-    new_pfn = _new_anon_page(mm, None if zero else pfn)
+    if not zero:
+        frames.get(pfn)
+    try:
+        new_pfn = _new_anon_page(mm, None if zero else pfn)
+    finally:
+        if not zero:
+            frames.put(pfn)
     new_entry = pfn_pte(new_pfn, page_prot(vma)) | PAGE_DIRTY
     if vma.flags & VM_WRITE:
         new_entry |= PAGE_RW
@@ -351,15 +397,16 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
     _set_pte(mm, addr, 0)
     mm.mem.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
     if not zero:
-        _release(mm, pfn, entry, bool(vma.flags & VM_LOCKED), zap=False)
+        _release(mm, addr, pfn, entry, bool(vma.flags & VM_LOCKED), zap=False)
     _map_page(mm, vma, addr, new_pfn, new_entry)
     return "cow"
 
 
-def mark_accessed(frames: FrameAllocator, pfn: int) -> None:
+def mark_accessed(mem: Memory, pfn: int) -> None:
     """folio_mark_accessed() with the classic two-list LRU (no MGLRU on the reference
     kernel): the first call sets PG_referenced; the next activates the folio and clears it.
     (The kernel activates through a per-CPU batch; flags read after a drain agree.)"""
+    frames = mem.frames
     if pfn == frames.zero_pfn:
         return
     flags = frames.flags(pfn)
@@ -368,6 +415,7 @@ def mark_accessed(frames: FrameAllocator, pfn: int) -> None:
     elif not flags & _ACTIVE and not flags & _MLOCKED:
         frames.set_flags(pfn, _ACTIVE)
         frames.clear_flags(pfn, _REFERENCED)
+        mem.lru.update(pfn)
 
 
 def gup_touch(mm: AddressSpace, addr: int, pfn: int, write: bool) -> None:
@@ -380,11 +428,11 @@ def gup_touch(mm: AddressSpace, addr: int, pfn: int, write: bool) -> None:
         leaf = mm.pt.get(addr)
         if leaf is None or not leaf.entry & PAGE_DIRTY:
             frames.set_flags(pfn, _DIRTY)
-    mark_accessed(frames, pfn)
+    mark_accessed(mm.mem, pfn)
 
 
 def _release(
-    mm: AddressSpace, pfn: int, entry: int, locked: bool = False, zap: bool = True
+    mm: AddressSpace, addr: int, pfn: int, entry: int, locked: bool = False, zap: bool = True
 ) -> None:
     """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
     dirty PTE dirties a file page first; the last unmap clears mlock."""
@@ -394,8 +442,9 @@ def _release(
         if entry & PAGE_DIRTY:
             frames.set_flags(pfn, _DIRTY)
         if entry & PAGE_ACCESSED:
-            mark_accessed(frames, pfn)
+            mark_accessed(mm.mem, pfn)
     frames.unmap(pfn)
+    mm.mem.rmap_remove(pfn, mm, addr)
     if locked and flags & _MLOCKED:
         munlock_folio(mm, pfn)
     frames.put(pfn)
@@ -410,7 +459,12 @@ def zap_range(
     page tables go too (free_pgtables() after munmap). Returns the entries cleared."""
     if start >= end or not mm.pt_used:
         return 0
+    tables = mm.pt.table_pages
     cleared = mm.pt.clear_range(start, end, free_tables=free_tables)
+    if mm.pt.table_pages != tables:
+        # freed page tables (tlb->freed_tables): the paging-structure caches must forget
+        # them even when no leaf entry was cleared
+        mm.mem.pwc.flush()
     if not cleared:
         return 0
     zero = mm.mem.frames.zero_pfn
@@ -419,7 +473,9 @@ def zap_range(
         if present(e):
             pfn = entry_pfn(e)
             if pfn != zero:
-                _release(mm, pfn, e, locked)
+                _release(mm, m.vaddr, pfn, e, locked)
+        else:  # free_swap_and_cache()
+            mm.mem.swap_entry_gone(swap_key(e))
     mm.mem.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
     return len(cleared)
 
@@ -443,7 +499,7 @@ def zap_mapped(
         e = mm.pt.clear(a, free_tables=False)
         pfn = entry_pfn(e)
         if pfn != zero:
-            _release(mm, pfn, e, locked)
+            _release(mm, a, pfn, e, locked)
     mm.mem.flush_range(mm, doomed[0], doomed[-1] + PAGE_SIZE)
 
 
@@ -465,11 +521,26 @@ def unmap_mapping_pages(
             zap_mapped(mm, lo, hi, None if every else cached, bool(v.flags & VM_LOCKED))
 
 
-def drop_cache_pages(frames: FrameAllocator, inode: Inode, first: int, last: int) -> None:
+def cache_add(mem: Memory, inode: Inode, pg: int, pfn: int) -> None:
+    """filemap_add_folio(): ``pfn`` becomes page ``pg`` of the file (the cache's reference
+    is the allocation's), on the LRU."""
+    inode.pages[pg] = pfn
+    mem.cache_owner[pfn] = (inode, pg)
+    mem.lru.add(pfn)
+
+
+def cache_del(mem: Memory, inode: Inode, pg: int) -> None:
+    """filemap_remove_folio(): the cache lets go of page ``pg`` (and of its reference)."""
+    pfn = inode.pages.pop(pg)
+    mem.cache_owner.pop(pfn, None)
+    mem.frames.put(pfn)
+
+
+def drop_cache_pages(mem: Memory, inode: Inode, first: int, last: int) -> None:
     """truncate_inode_pages_range(): the page cache lets go of ``[first, last)``; the pages
     must be unmapped by now. The backing store forgets them too (a hole)."""
     for pg in [p for p in inode.pages if first <= p < last]:
-        frames.put(inode.pages.pop(pg))
+        cache_del(mem, inode, pg)
     for pg in [p for p in inode.backing if first <= p < last]:
         del inode.backing[pg]
 
@@ -533,12 +604,19 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
     counts untouched; the old range is flushed."""
     if not length or not mm.pt_used:
         return
+    tables = mm.pt.table_pages
     moved = mm.pt.clear_range(old, old + length, free_tables=True)
+    if mm.pt.table_pages != tables:
+        mm.mem.pwc.flush()
     if not moved:
         return
     delta = new - old
+    zero = mm.mem.frames.zero_pfn
     for m in moved:
         mm.pt.set(m.vaddr + delta, m.entry)
+        if present(m.entry) and (pfn := entry_pfn(m.entry)) != zero:
+            mm.mem.rmap_remove(pfn, mm, m.vaddr)
+            mm.mem.rmap_add(pfn, mm, m.vaddr + delta)
     mm.mem.flush_range(mm, moved[0].vaddr, moved[-1].vaddr + PAGE_SIZE)
 
 
@@ -558,14 +636,21 @@ def copy_page_range(dst: AddressSpace, src: AddressSpace, vma: Vma) -> None:
     zero = frames.zero_pfn
     cow = is_cow_mapping(vma.flags)
     shared = vma.flags & VM_SHARED
+    mem = src.mem
     for m in list(src.pt.iter_leaves(vma.start, vma.end)):
         e = m.entry
-        if not present(e):
+        if not present(e):  # copy_nonpresent_pte(): a swap entry, one more reference
+            mem.swap.dup(swap_key(e))
+            if e & PAGE_SWP_EXCLUSIVE:
+                e &= ~PAGE_SWP_EXCLUSIVE
+                src.pt.set(m.vaddr, e)
+            dst.pt.set(m.vaddr, e)
             continue
         pfn = entry_pfn(e)
         if pfn != zero:
             frames.get(pfn)
             frames.map(pfn)
+            mem.rmap_add(pfn, dst, m.vaddr)
         if cow and e & PAGE_RW:
             e &= ~PAGE_RW
             src.pt.set(m.vaddr, e)
@@ -603,6 +688,7 @@ def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
             touched.append(m.vaddr)
         if flags & _SWAPBACKED and not flags & _MLOCKED:
             frames.clear_flags(pfn, _SWAPBACKED | _REFERENCED | _ACTIVE)
+            mm.mem.lru.update(pfn)
     if touched:
         mm.mem.flush_range(mm, touched[0], touched[-1] + PAGE_SIZE)
 
@@ -634,9 +720,145 @@ def mincore(mm: AddressSpace, start: int, length: int) -> bytes:
             e = leaf.entry if leaf is not None else 0
             if present(e):
                 out.append(1)
+            elif e:  # a swap entry: resident if in the swap cache
+                out.append(1 if swap_key(e) in mm.mem.swap.cache else 0)
             elif vma.file is not None:
                 out.append(1 if vma.pgoff_at(a) in vma.file.inode.pages else 0)
             else:
                 out.append(0)
             a += PAGE_SIZE
     return bytes(out)
+
+
+# ------------------------------------------------------------------------ swap
+def swap_key(entry: int) -> tuple[int, int]:
+    """The (type, offset) a swap PTE names."""
+    return swp_type(entry), swp_offset(entry)
+
+
+def swap_pte(key: tuple[int, int], exclusive: bool) -> int:
+    e = swp_entry(key[0], key[1])
+    return e | PAGE_SWP_EXCLUSIVE if exclusive else e
+
+
+def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> None:
+    """swap_cluster_readahead(): read the aligned cluster of 2**page-cluster slots around
+    ``key`` into the swap cache (the faulting slot first; the rest is best effort)."""
+    mem = mm.mem
+    swap = mem.swap
+    dev = swap.device(key)
+    base = key[1] & ~((1 << PAGE_CLUSTER) - 1)
+    offsets = [key[1]] + [
+        o for o in range(base, min(base + (1 << PAGE_CLUSTER), dev.pages)) if o != key[1] and o
+    ]
+    for off in offsets:
+        k = (key[0], off)
+        if k in swap.cache or not dev.count[off]:
+            continue
+        try:
+            pfn = mem.alloc_folio(ANON_FLAGS)
+        except OutOfMemory:
+            if off == key[1]:
+                raise
+            break
+        data, where = swap.read(k)
+        mem.frames.write(pfn, 0, data)
+        if where == "zswap":  # the pool let go of its copy: the folio is the only one
+            mem.frames.set_flags(pfn, _DIRTY)
+        swap.add_to_cache(k, pfn)
+        mem.frames.set_flags(pfn, int(PageFlag.SWAPCACHE))
+        mem.lru.add(pfn)
+
+
+def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool) -> str:
+    """do_swap_page(): bring the page back (from the swap cache, else a major fault that
+    reads the cluster around it), map it, drop this PTE's swap reference; the swap copy is
+    given up on a write fault, when swap is more than half full, or in a locked VMA."""
+    mem = mm.mem
+    swap = mem.swap
+    key = swap_key(entry)
+    frames = mem.frames
+    major = False
+    pfn = swap.cache.get(key)
+    if pfn is None:
+        swapin_readahead(mm, key)
+        pfn = swap.cache[key]
+        major = True
+    frames.get(pfn)  # the mapping's reference
+    exclusive = bool(entry & PAGE_SWP_EXCLUSIVE) or swap.count(key) == 1
+    pte = pfn_pte(pfn, page_prot(vma))
+    if write and exclusive and vma.flags & VM_WRITE:
+        pte |= PAGE_RW | PAGE_DIRTY
+    _map_page(mm, vma, addr, pfn, pte)
+    swap.put(key)
+    if (write or swap.full() or vma.flags & VM_LOCKED) and not swap.count(key):
+        swap.remove_from_cache(pfn)  # folio_free_swap()
+        frames.clear_flags(pfn, int(PageFlag.SWAPCACHE))
+        frames.set_flags(pfn, _DIRTY)
+        frames.put(pfn)
+    return "swap-major" if major else "swap"
+
+
+def try_to_unmap(mem: Memory, pfn: int, to: tuple[int, int] | None) -> bool:
+    """try_to_unmap(): every PTE mapping ``pfn`` becomes the swap entry ``to`` (each one a
+    swap reference), or none (a clean file page, a lazily freed page). A dirty PTE dirties
+    the folio; for a lazily freed page that means it is in use again: False, nothing done
+    to the remaining mappings."""
+    frames = mem.frames
+    anon = frames.flags(pfn) & _ANON
+    for mm, va in list(mem.rmap.get(pfn, ())):
+        leaf = mm.pt.get(va)
+        assert leaf is not None and entry_pfn(leaf.entry) == pfn, "rmap out of step"
+        e = leaf.entry
+        if e & PAGE_DIRTY:
+            if anon and to is None:
+                frames.set_flags(pfn, _SWAPBACKED | _DIRTY)
+                mem.lru.update(pfn)
+                return False
+            frames.set_flags(pfn, _DIRTY)
+        if to is not None:
+            mem.swap.dup(to)
+            mm.pt.set(va, swap_pte(to, frames.mapcount(pfn) == 1))
+        else:
+            mm.pt.set(va, 0)
+        frames.unmap(pfn)
+        mem.rmap_remove(pfn, mm, va)
+        frames.put(pfn)
+        mem.flush_range(mm, va, va + PAGE_SIZE)
+    return True
+
+
+def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> None:
+    """madvise_cold_or_pageout_pte_range(): folios mapped only here lose their accessed bits
+    and PG_referenced; MADV_COLD moves them to the inactive list, MADV_PAGEOUT reclaims them
+    at once (without swap an anonymous folio stays, activated; a clean file folio goes)."""
+    from vmsim.mm import vmscan
+
+    if not mm.pt_used or start >= end:
+        return
+    mem = mm.mem
+    frames = mem.frames
+    zero = frames.zero_pfn
+    picked: list[int] = []
+    aged: list[int] = []
+    for m in list(mm.pt.iter_leaves(start, end)):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        if pfn == zero or pfn not in mem.lru.where or frames.mapcount(pfn) != 1:
+            continue
+        if e & PAGE_ACCESSED:
+            mm.pt.set(m.vaddr, e & ~PAGE_ACCESSED)
+            aged.append(m.vaddr)
+        frames.clear_flags(pfn, _REFERENCED)
+        if pageout:
+            picked.append(pfn)
+        elif frames.flags(pfn) & _ACTIVE:
+            frames.clear_flags(pfn, _ACTIVE)
+            mem.lru.update(pfn)
+            mem.vmstat["pgdeactivate"] += 1
+    if aged:
+        mem.flush_range(mm, aged[0], aged[-1] + PAGE_SIZE)
+    if picked:
+        vmscan.pageout(mem, picked)

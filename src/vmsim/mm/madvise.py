@@ -177,13 +177,14 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         first, last = vma.pgoff_at(start), vma.pgoff_at(end)
         # shmem_fallocate(PUNCH_HOLE): unmap (private copies stay), then drop the pages
         pf.unmap_mapping_pages(list(mm.mem.mms), inode, first, last, even_cows=False)
-        pf.drop_cache_pages(mm.mem.frames, inode, first, last)
+        pf.drop_cache_pages(mm.mem, inode, first, last)
         return vma
     if behavior == MADV_WILLNEED:
         return vma
     if behavior in (MADV_COLD, MADV_PAGEOUT):
         if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
             raise oserror(errno.EINVAL)
+        pf.cold_or_pageout(mm, start, end, behavior == MADV_PAGEOUT)
         return vma
     if behavior in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE):
         forbidden = VM_PFNMAP
@@ -261,8 +262,12 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         # ksm_madvise(): only VMAs KSM can handle get VM_MERGEABLE; others are left as is
         if not flags & (VM_SHARED | VM_MAYSHARE | VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
             new = flags | VM_MERGEABLE
+            if mm.mem.ksm is not None:
+                mm.mem.ksm.register(mm)
     elif behavior == MADV_UNMERGEABLE:
         new = flags & ~VM_MERGEABLE
+        if flags & VM_MERGEABLE and mm.mem.ksm is not None:
+            mm.mem.ksm.unmerge(mm, start, end)
     elif behavior == MADV_HUGEPAGE:
         new = (flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
     elif behavior == MADV_NOHUGEPAGE:

@@ -15,6 +15,7 @@ switch and every flush (INVLPG empties them anyway, SDM 4.10.4.1).
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -22,10 +23,13 @@ from typing import TYPE_CHECKING
 
 from vmsim.hw.mmu import PagingStructureCache
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig, TlbHierarchy, flush_tlb_range
-from vmsim.phys.frames import FrameAllocator
+from vmsim.mm.lru import Lru
+from vmsim.mm.swap import Key, SwapSpace
+from vmsim.phys.frames import FrameAllocator, OutOfMemory, PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
+    from vmsim.mm.ksm import Ksm
     from vmsim.mm.vma import Inode
 
 TLB_NR_DYN_ASIDS = 6
@@ -50,6 +54,7 @@ class FaultStats:
     walks: int = 0  # page walks (TLB misses)
     walk_refs: int = 0  # memory references made by those walks
     pwc_hits: int = 0  # walks that started below the top thanks to a paging-structure cache
+    cow_ksm: int = 0  # writes that copied a KSM page
 
     @property
     def translations(self) -> int:
@@ -75,6 +80,21 @@ class Memory:
         self._next_slot = 0
         self.mms: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
         self.mlock_count: dict[int, int] = {}  # folio->mlock_count, by pfn
+        # reverse map: pfn -> the (address space, address) of every PTE that maps it
+        self.rmap: dict[int, set[tuple[AddressSpace, int]]] = {}
+        self.lru = Lru(self.frames)
+        self.cache_owner: dict[int, tuple[Inode, int]] = {}  # page-cache pfn -> (inode, pgoff)
+        self.swap = SwapSpace()
+        self.frames.on_free = self._freed
+        self.vmstat: dict[str, int] = dict.fromkeys(VMSTAT_EVENTS, 0)
+        self.wmark_min, self.wmark_low, self.wmark_high = watermarks(self.frames.total_pages)
+        self.kswapd_wanted = False
+        self.reclaiming = False
+        # Called when an allocation cannot be satisfied even after reclaim: kills a process
+        # (the OOM killer) and returns True, or returns False if there is nobody to kill.
+        self.oom_handler: Callable[[], bool] | None = None
+        self.task: AddressSpace | None = None  # whose syscall or fault is running
+        self.ksm: Ksm | None = None
         self.flush_ceiling = 33  # /sys/kernel/debug/x86/tlb_single_page_flush_ceiling
         # Called when a VMA of a file goes away (the machine frees a deleted file's pages
         # once nothing maps or opens it).
@@ -145,3 +165,98 @@ class Memory:
         if pcid >= 0:
             self.tlb.flush_pcid(pcid)
             self.tlb.nr_tlb_local_flush_all += 1
+
+    # ------------------------------------------------------- pages and reclaim
+    def _freed(self, pfn: int) -> None:
+        self.lru.remove(pfn)
+        self.rmap.pop(pfn, None)
+        self.cache_owner.pop(pfn, None)
+        if self.ksm is not None:
+            self.ksm.forget(pfn)
+        self.mlock_count.pop(pfn, None)
+
+    def rmap_add(self, pfn: int, mm: AddressSpace, addr: int) -> None:
+        s = self.rmap.get(pfn)
+        if s is None:
+            self.rmap[pfn] = {(mm, addr)}
+        else:
+            s.add((mm, addr))
+
+    def rmap_remove(self, pfn: int, mm: AddressSpace, addr: int) -> None:
+        s = self.rmap.get(pfn)
+        if s is not None:
+            s.discard((mm, addr))
+            if not s:
+                del self.rmap[pfn]
+
+    def swap_entry_gone(self, key: Key) -> None:
+        """free_swap_and_cache(): a swap PTE was zapped; if no one else names the slot and its
+        swap-cache folio is mapped nowhere, the folio goes too."""
+        swap = self.swap
+        swap.put(key)
+        pfn = swap.cache.get(key)
+        frames = self.frames
+        if (
+            pfn is not None
+            and not swap.count(key)
+            and not frames.mapcount(pfn)
+            and frames.refcount(pfn) == 1
+        ):
+            swap.remove_from_cache(pfn)
+            frames.clear_flags(pfn, _SWAPCACHE)
+            frames.put(pfn)
+
+    def alloc_folio(self, flags: int) -> int:
+        """The page allocator's view of a user page: below the low watermark kswapd is woken,
+        at the min watermark the allocating task reclaims itself (direct reclaim), and when
+        even that leaves nothing above min the OOM killer frees memory; OutOfMemory if nobody
+        is left to kill. Reclaim itself allocates from the reserve below min."""
+        from vmsim.mm import vmscan
+
+        frames = self.frames
+        if self.reclaiming:
+            return frames.alloc(flags)
+        if frames.free_pages <= self.wmark_low and not self.kswapd_wanted:
+            self.kswapd_wanted = True
+            self.vmstat["kswapd_wake"] += 1
+        for _ in range(64):
+            if frames.free_pages > self.wmark_min:
+                return frames.alloc(flags)
+            self.vmstat["allocstall_normal"] += 1
+            if vmscan.direct_reclaim(self):
+                continue
+            if self.oom_handler is None or not self.oom_handler():
+                break
+        if frames.free_pages > self.wmark_min:
+            return frames.alloc(flags)
+        raise OutOfMemory(0, frames.free_pages, frames.total_pages)
+
+
+VMSTAT_EVENTS = (
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgactivate",
+    "pgdeactivate",
+    "pgrefill",
+    "pgrotated",
+    "allocstall_normal",
+    "kswapd_wake",
+    "oom_kill",
+    "thp_fault_alloc",
+)
+
+
+def watermarks(managed: int) -> tuple[int, int, int]:
+    """min/low/high watermarks in pages, as __setup_per_zone_wmarks() sets them for one
+    zone: min_free_kbytes = sqrt(lowmem_kbytes * 16) within [128, 262144] kB; low and high
+    add max(min/4, managed * watermark_scale_factor (10) / 10000) once and twice."""
+    kb = managed * 4
+    min_free_kb = min(max(math.isqrt(kb * 16), 128), 262144)
+    wmin = min(min_free_kb // 4, max(managed // 8, 1))
+    tmp = max(wmin // 4, managed * 10 // 10000)
+    return wmin, wmin + tmp, wmin + 2 * tmp
+
+
+_SWAPCACHE = int(PageFlag.SWAPCACHE)

@@ -38,7 +38,7 @@ step). Names and meaning follow fs/proc/meminfo.c:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import IntFlag
 
 from vmsim.phys.buddy import MAX_PAGE_ORDER, BuddyAllocator
@@ -150,6 +150,8 @@ class FrameAllocator:
         self.nr_file_mapped = 0
         self.nr_mlock = 0
         self.nr_pagetable = 0
+        # Called with the head pfn when a folio is freed (the LRU and rmap let go of it).
+        self.on_free: Callable[[int], None] | None = None
 
     # -- sizes -------------------------------------------------------------------------------
 
@@ -212,6 +214,8 @@ class FrameAllocator:
 
     def _free(self, pfn: int) -> None:
         """__folio_put(): the last reference is gone; give the block back to the buddy."""
+        if self.on_free is not None:
+            self.on_free(pfn)
         if self._map[pfn]:
             raise BadPage(f"pfn {pfn:#x} freed while mapped {self._map[pfn]} times")
         flags = self._flags.pop(pfn)
@@ -393,6 +397,17 @@ class FrameAllocator:
         if src is not None:
             self._data[new] = bytearray(src)
         return new
+
+    def copy_into(self, src_pfn: int, dst_pfn: int) -> None:
+        """copy_highpage(): frame ``dst_pfn`` gets the contents of ``src_pfn``."""
+        if src_pfn != self.zero_pfn:
+            self._head(src_pfn)
+        self._head(dst_pfn)
+        src = self._data.get(src_pfn)
+        if src is None:
+            self._data.pop(dst_pfn, None)
+        else:
+            self._data[dst_pfn] = bytearray(src)
 
     # -- reporting ---------------------------------------------------------------------------
 

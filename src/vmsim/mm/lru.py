@@ -1,0 +1,103 @@
+"""The LRU lists of one memory node (mm/swap.c, include/linux/mmzone.h: enum lru_list).
+
+Folios that user memory is made of sit on one of five lists: inactive/active anonymous,
+inactive/active file, unevictable (mlocked). Each list is a ``dict`` used as an ordered set:
+the first key is the oldest folio, the one reclaim looks at first (the kernel's list tail);
+adding a folio appends it as the newest. The model has no per-CPU batches: a folio moves at
+once where the kernel would move it when its batch drains.
+
+Which list: swap-backed folios (anonymous, shmem) go on the anon lists, others on the file
+lists (a lazily freed anonymous folio, no longer swap-backed, too); ACTIVE picks active or
+inactive; MLOCKED puts a folio on the unevictable list.
+"""
+
+from __future__ import annotations
+
+from vmsim.phys.frames import FrameAllocator, PageFlag
+
+INACTIVE_ANON = "inactive_anon"
+ACTIVE_ANON = "active_anon"
+INACTIVE_FILE = "inactive_file"
+ACTIVE_FILE = "active_file"
+UNEVICTABLE = "unevictable"
+LISTS = (INACTIVE_ANON, ACTIVE_ANON, INACTIVE_FILE, ACTIVE_FILE, UNEVICTABLE)
+
+_ACTIVE = int(PageFlag.ACTIVE)
+_SWAPBACKED = int(PageFlag.SWAPBACKED)
+_MLOCKED = int(PageFlag.MLOCKED)
+_LRU = int(PageFlag.LRU)
+
+
+class Lru:
+    """The five lists, and which list each folio is on."""
+
+    def __init__(self, frames: FrameAllocator) -> None:
+        self.frames = frames
+        self.lists: dict[str, dict[int, None]] = {name: {} for name in LISTS}
+        self.where: dict[int, str] = {}
+
+    def list_for(self, pfn: int) -> str:
+        flags = self.frames.flags(pfn)
+        if flags & _MLOCKED:
+            return UNEVICTABLE
+        anon = bool(flags & _SWAPBACKED)
+        if flags & _ACTIVE:
+            return ACTIVE_ANON if anon else ACTIVE_FILE
+        return INACTIVE_ANON if anon else INACTIVE_FILE
+
+    def add(self, pfn: int) -> None:
+        """folio_add_lru(): the newest folio of its list."""
+        name = self.list_for(pfn)
+        old = self.where.get(pfn)
+        if old is not None:
+            del self.lists[old][pfn]
+        self.lists[name][pfn] = None
+        self.where[pfn] = name
+        if not self.frames.flags(pfn) & _LRU:
+            self.frames.set_flags(pfn, _LRU)
+
+    def update(self, pfn: int) -> None:
+        """Its flags changed (activated, mlocked, lazily freed): move it to the right list,
+        as the newest there, if it is on the LRU at all."""
+        old = self.where.get(pfn)
+        if old is None:
+            return
+        name = self.list_for(pfn)
+        if name != old:
+            del self.lists[old][pfn]
+            self.lists[name][pfn] = None
+            self.where[pfn] = name
+
+    def rotate(self, pfn: int) -> None:
+        """Put it back as the newest of its list (a second chance)."""
+        name = self.where.get(pfn)
+        if name is not None:
+            lst = self.lists[name]
+            del lst[pfn]
+            lst[pfn] = None
+
+    def remove(self, pfn: int) -> None:
+        """Off the LRU (the folio is being freed)."""
+        name = self.where.pop(pfn, None)
+        if name is not None:
+            del self.lists[name][pfn]
+
+    def oldest(self, name: str, n: int) -> list[int]:
+        """Up to ``n`` folios of a list, oldest first."""
+        out: list[int] = []
+        for pfn in self.lists[name]:
+            if len(out) >= n:
+                break
+            out.append(pfn)
+        return out
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(lst) for name, lst in self.lists.items()}
+
+    def check(self) -> None:
+        """Every folio on exactly the list its flags say (tests)."""
+        for name, lst in self.lists.items():
+            for pfn in lst:
+                assert self.where[pfn] == name, f"pfn {pfn:#x} on {name}, recorded elsewhere"
+                assert self.list_for(pfn) == name, f"pfn {pfn:#x} on {name}, flags disagree"
+        assert sum(len(lst) for lst in self.lists.values()) == len(self.where)

@@ -1,0 +1,209 @@
+"""Swap space: devices with slots, the swap cache, and where a swapped page's bytes live
+(mm/swapfile.c, mm/swap_state.c, mm/page_io.c, drivers/block/zram).
+
+A slot is named by (type, offset), as in the swap entry a non-present PTE holds
+(``vmsim.hw.pte.swp_entry``); offset 0 of every device is its header and never used. Each
+slot has a reference count (``swap_map``: the PTEs and shmem page-cache slots that name it)
+and a cached flag (SWAP_HAS_CACHE: a folio in the swap cache holds it); it is free when both
+are gone. Slots are handed out in order from a cursor that wraps (the kernel's per-CPU
+clusters have the same effect for one CPU: consecutive swap-outs get consecutive slots, which
+is what makes cluster readahead useful).
+
+Where the bytes are: a disk device keeps each written page (a page of zeros is not stored); a
+zram device keeps it compressed (``Machine(swap_device="zram")``); with zswap the pool is
+tried first and the device gets only what the pool refuses or writes back.
+"""
+
+from __future__ import annotations
+
+from vmsim.mm.zswap import PAGE_SIZE, Compressor, PoolMemory, Zswap, zs_size
+
+Key = tuple[int, int]
+
+PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster: readahead of 2**3 = 8 slots
+
+
+class SwapDevice:
+    """One swap area. ``kind`` is "disk" or "zram" (compressed in RAM)."""
+
+    def __init__(
+        self,
+        type_: int,
+        pages: int,
+        kind: str = "disk",
+        compressor: str = "lzo-rle",
+        memory: PoolMemory | None = None,
+    ) -> None:
+        if pages < 2:
+            raise ValueError("a swap device needs at least 2 pages (one is the header)")
+        self.type = type_
+        self.pages = pages
+        self.kind = kind
+        self.count = [0] * pages
+        self.cached = bytearray(pages)
+        self.data: dict[int, bytes] = {}
+        self.cursor = 1
+        self.inuse = 0
+        self.compressor = Compressor("lz4" if compressor == "lzo-rle" else compressor)
+        self.memory = memory
+        self.orig_data_size = 0  # zram mm_stat
+        self.compr_data_size = 0
+
+    @property
+    def free(self) -> int:
+        return self.pages - 1 - self.inuse
+
+    def alloc(self) -> int | None:
+        """get_swap_pages(): the next free slot from the cursor, or None when full."""
+        if not self.free:
+            return None
+        n = self.pages
+        off = self.cursor
+        for _ in range(n):
+            if off >= n:
+                off = 1
+            if not self.count[off] and not self.cached[off]:
+                self.cursor = off + 1
+                self.inuse += 1
+                return off
+            off += 1
+        return None  # pragma: no cover
+
+    def release(self, off: int) -> None:
+        """swap_entry_range_free(): the slot's data goes too."""
+        self.inuse -= 1
+        self._forget(off)
+
+    def _forget(self, off: int) -> None:
+        old = self.data.pop(off, None)
+        if self.kind == "zram" and old is not None and self.memory is not None:
+            self.orig_data_size -= PAGE_SIZE
+            self.compr_data_size -= len(old)
+            self.memory.resize(self.memory.bytes - zs_size(len(old)))
+
+    def write(self, off: int, data: bytes) -> bool:
+        """swap_writepage() to this device; False if zram could not get the RAM."""
+        self._forget(off)
+        if self.kind == "zram":
+            blob = self.compressor.compress(data)
+            if len(blob) >= PAGE_SIZE * 3 // 4:  # huge_class_size: stored as is
+                blob = data
+            assert self.memory is not None
+            if not self.memory.resize(self.memory.bytes + zs_size(len(blob))):
+                return False
+            self.data[off] = blob
+            self.orig_data_size += PAGE_SIZE
+            self.compr_data_size += len(blob)
+            return True
+        if any(data):
+            self.data[off] = bytes(data)
+        return True
+
+    def read(self, off: int) -> bytes:
+        blob = self.data.get(off)
+        if blob is None:
+            return bytes(PAGE_SIZE)
+        if self.kind == "zram" and len(blob) != PAGE_SIZE:
+            return self.compressor.decompress(blob)
+        return blob
+
+
+class SwapSpace:
+    """Every swap device, the swap cache and zswap, for one machine."""
+
+    def __init__(self) -> None:
+        self.devices: list[SwapDevice] = []
+        self.cache: dict[Key, int] = {}  # swap cache: entry -> pfn
+        self.entry_of: dict[int, Key] = {}  # folio->swap of a swap-cache folio
+        self.zswap: Zswap | None = None
+        self.pswpin = 0
+        self.pswpout = 0
+
+    @property
+    def total(self) -> int:
+        return sum(d.pages - 1 for d in self.devices)
+
+    @property
+    def free(self) -> int:
+        return sum(d.free for d in self.devices)
+
+    def full(self) -> bool:
+        """vm_swap_full(): more than half of swap in use."""
+        return self.free * 2 < self.total
+
+    def alloc(self) -> Key | None:
+        for d in self.devices:
+            off = d.alloc()
+            if off is not None:
+                return (d.type, off)
+        return None
+
+    def device(self, key: Key) -> SwapDevice:
+        return self.devices[key[0]]
+
+    def count(self, key: Key) -> int:
+        return self.device(key).count[key[1]]
+
+    def dup(self, key: Key) -> None:
+        """swap_duplicate(): one more PTE (or shmem slot) names the entry."""
+        self.device(key).count[key[1]] += 1
+
+    def put(self, key: Key) -> None:
+        """swap_free(): one reference less; the slot is freed when none is left."""
+        d = self.device(key)
+        d.count[key[1]] -= 1
+        assert d.count[key[1]] >= 0, f"swap count of {key} below zero"
+        self._maybe_free(key)
+
+    def _maybe_free(self, key: Key) -> None:
+        d = self.device(key)
+        if not d.count[key[1]] and not d.cached[key[1]]:
+            if self.zswap is not None:
+                self.zswap.invalidate(key)
+            d.release(key[1])
+
+    def add_to_cache(self, key: Key, pfn: int) -> None:
+        self.cache[key] = pfn
+        self.entry_of[pfn] = key
+        self.device(key).cached[key[1]] = 1
+
+    def remove_from_cache(self, pfn: int) -> Key:
+        """delete_from_swap_cache(): the folio lets go of its slot (freed if unused)."""
+        key = self.entry_of.pop(pfn)
+        del self.cache[key]
+        self.device(key).cached[key[1]] = 0
+        self._maybe_free(key)
+        return key
+
+    def write(self, key: Key, data: bytes) -> str:
+        """swap_writepage(): zswap first, then the device. Returns where it went."""
+        if self.zswap is not None and self.zswap.store(key, data):
+            return "zswap"
+        if self.zswap is not None:
+            self.zswap.invalidate(key)
+        if not self.device(key).write(key[1], data):
+            return "failed"
+        self.pswpout += 1
+        return "device"
+
+    def writeback(self, key: Key, data: bytes) -> None:
+        """zswap writeback: the pool gives an entry to the device."""
+        self.device(key).write(key[1], data)
+        self.pswpout += 1
+
+    def read(self, key: Key) -> tuple[bytes, str]:
+        """swap_read_folio(): from zswap if it has the entry, else the device."""
+        if self.zswap is not None:
+            data = self.zswap.load(key)
+            if data is not None:
+                return data, "zswap"
+        self.pswpin += 1
+        return self.device(key).read(key[1]), "device"
+
+    def check(self) -> None:
+        for d in self.devices:
+            used = sum(1 for off in range(1, d.pages) if d.count[off] or d.cached[off])
+            assert used == d.inuse, f"swap device {d.type}: {used} slots used, {d.inuse} counted"
+        for key, pfn in self.cache.items():
+            assert self.entry_of[pfn] == key
+            assert self.device(key).cached[key[1]]
