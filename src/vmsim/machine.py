@@ -486,6 +486,7 @@ class Machine:
             ("pgscan_direct", mem.vmstat["pgscan_direct"]),
             ("pgrotated", mem.vmstat["pgrotated"]),
             ("allocstall_normal", mem.vmstat["allocstall_normal"]),
+            ("pageoutrun", mem.vmstat["pageoutrun"]),
             ("oom_kill", mem.vmstat["oom_kill"]),
             ("zswpin", z.zswpin if z else 0),
             ("zswpout", z.zswpout if z else 0),

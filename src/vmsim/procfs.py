@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SHIFT, PMD_SIZE
-from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_PROTNONE, pfn_of
+from vmsim.hw.pte import (
+    PAGE_ACCESSED,
+    PAGE_DIRTY,
+    PAGE_PRESENT,
+    PAGE_PROTNONE,
+    pfn_of,
+    swp_offset,
+    swp_type,
+)
 from vmsim.mm.flags import (
     VM_EXEC,
     VM_HUGEPAGE,
@@ -210,9 +218,13 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
     zero = frames.zero_pfn
     locked = bool(vma.flags & VM_LOCKED)
     size = 4096
+    swap = mm.mem.swap
     for m in mm.pt.iter_leaves(vma.start, vma.end):
         e = m.entry
-        if not e & _PRESENT:
+        if not e & _PRESENT:  # a swap entry: Swap, and SwapPss divided by its swap count
+            mss.swap += size
+            count = swap.count((swp_type(e), swp_offset(e)))
+            mss.swap_pss += (size << PSS_SHIFT) // count if count >= 2 else size << PSS_SHIFT
             continue
         pfn = pfn_of(e)
         if pfn == zero:
@@ -351,6 +363,9 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
                     flags |= PM_FILE
                 if frames.mapcount(pfn) == 1:
                     flags |= PM_MMAP_EXCLUSIVE
+        elif e:  # a swap entry: type and offset in the frame bits
+            flags |= PM_SWAP
+            frame = swp_type(e) | (swp_offset(e) << 5)
         elif mm.guards and (a >> PAGE_SHIFT) in mm.guards:
             flags |= PM_SWAP | PM_GUARD_REGION
             frame = _GUARD_SWP_FRAME

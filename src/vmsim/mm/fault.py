@@ -741,9 +741,11 @@ def swap_pte(key: tuple[int, int], exclusive: bool) -> int:
     return e | PAGE_SWP_EXCLUSIVE if exclusive else e
 
 
-def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> None:
+def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> int:
     """swap_cluster_readahead(): read the aligned cluster of 2**page-cluster slots around
-    ``key`` into the swap cache (the faulting slot first; the rest is best effort)."""
+    ``key`` into the swap cache (the faulting slot first; the rest is best effort). Returns
+    the faulting slot's folio with a reference held for the caller (so that reclaim, run by
+    the allocations of the neighbours, cannot take it back meanwhile)."""
     mem = mm.mem
     swap = mem.swap
     dev = swap.device(key)
@@ -751,9 +753,15 @@ def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> None:
     offsets = [key[1]] + [
         o for o in range(base, min(base + (1 << PAGE_CLUSTER), dev.pages)) if o != key[1] and o
     ]
+    target = -1
     for off in offsets:
         k = (key[0], off)
-        if k in swap.cache or not dev.count[off]:
+        if k in swap.cache:
+            if off == key[1]:
+                target = swap.cache[k]
+                mem.frames.get(target)
+            continue
+        if not dev.count[off]:
             continue
         try:
             pfn = mem.alloc_folio(ANON_FLAGS)
@@ -768,6 +776,11 @@ def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> None:
         swap.add_to_cache(k, pfn)
         mem.frames.set_flags(pfn, int(PageFlag.SWAPCACHE))
         mem.lru.add(pfn)
+        if off == key[1]:  # the allocation's reference is the swap cache's; one more here
+            target = pfn
+            mem.frames.get(pfn)
+    assert target >= 0, f"swap slot {key} is not in use"
+    return target
 
 
 def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool) -> str:
@@ -781,10 +794,10 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
     major = False
     pfn = swap.cache.get(key)
     if pfn is None:
-        swapin_readahead(mm, key)
-        pfn = swap.cache[key]
+        pfn = swapin_readahead(mm, key)  # returned with the mapping's reference held
         major = True
-    frames.get(pfn)  # the mapping's reference
+    else:
+        frames.get(pfn)  # the mapping's reference
     exclusive = bool(entry & PAGE_SWP_EXCLUSIVE) or swap.count(key) == 1
     pte = pfn_pte(pfn, page_prot(vma))
     if write and exclusive and vma.flags & VM_WRITE:

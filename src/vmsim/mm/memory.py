@@ -243,6 +243,7 @@ VMSTAT_EVENTS = (
     "pgrotated",
     "allocstall_normal",
     "kswapd_wake",
+    "pageoutrun",
     "oom_kill",
     "thp_fault_alloc",
 )

@@ -224,6 +224,7 @@ def direct_reclaim(mem: Memory) -> int:
 
 def balance_pgdat(mem: Memory) -> int:
     """kswapd: reclaim until free memory is above the high watermark (or no progress)."""
+    mem.vmstat["pageoutrun"] += 1
     freed = 0
     while mem.frames.free_pages <= mem.wmark_high:
         got = shrink_node(mem, SWAP_CLUSTER_MAX, kswapd=True)

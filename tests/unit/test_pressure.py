@@ -1,0 +1,310 @@
+"""Memory pressure: watermarks, second chance, swap, readahead, zswap, KSM, OOM, MADV_COLD and
+MADV_PAGEOUT. Expected values are written by hand from the kernel's rules (mm/vmscan.c,
+mm/swap_state.c, mm/zswap.c, mm/ksm.c, mm/oom_kill.c, mm/page_alloc.c)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from layout import PAGE, RW, at
+
+import vmsim
+from vmsim import (
+    MADV_COLD,
+    MADV_FREE,
+    MADV_MERGEABLE,
+    MADV_PAGEOUT,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    PROT_READ,
+)
+from vmsim.errors import OomKilled
+from vmsim.mm import vmscan
+from vmsim.mm.lru import INACTIVE_FILE
+from vmsim.mm.memory import watermarks
+from vmsim.phys.frames import PageFlag
+
+PM_SWAP = 1 << 62
+PM_PRESENT = 1 << 63
+
+
+def anon(p, page, npages):
+    return p.mmap(at(page), npages * PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+
+
+def vmstat(m) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in m.vmstat().splitlines())}
+
+
+def meminfo(m) -> dict[str, int]:
+    return {k: int(v.split()[0]) for k, v in (line.split(":") for line in m.meminfo().splitlines())}
+
+
+def smaps_field(p, start, field) -> int:
+    lines = p.smaps().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(f"{start:08x}-"))
+    for line in lines[i + 1 :]:
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def test_watermarks_follow_setup_per_zone_wmarks():
+    # 16 GiB: min_free_kbytes = sqrt(16 GiB in kB * 16) = 16384 kB = 4096 pages;
+    # watermark_scale_factor 10: max(4096 / 4, 4194304 * 10 / 10000) = 4194 pages
+    assert watermarks(4194304) == (4096, 4096 + 4194, 4096 + 2 * 4194)
+    # 64 MiB: sqrt(65536 * 16) = 1024 kB = 256 pages; max(64, 16) = 64
+    assert watermarks(16384) == (256, 320, 384)
+
+
+def _file(p, npages, name="/data/f"):
+    inode = p.machine.inode_for(name, (8, 1), 77, npages * PAGE)
+    for pg in range(npages):
+        inode.backing[pg] = bytes([pg + 1]) * PAGE
+    return p.open_inode(inode), inode
+
+
+def test_second_chance_for_a_file_page():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd, inode = _file(p, 1)
+    p.mmap(at(0), PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    p.read(at(0), 1)
+    mem = m.memory
+    pfn = inode.pages[0]
+    # scan 1: the PTE was young -> PG_referenced, kept (rotated)
+    assert vmscan.shrink_inactive(mem, INACTIVE_FILE, 8, kswapd=True) == 0
+    assert mem.frames.flags(pfn) & PageFlag.REFERENCED
+    # used again (a fresh TLB fill sets A again) -> scan 2 activates it
+    mem.flush_mm(p.mm)
+    p.read(at(0), 1)
+    assert vmscan.shrink_inactive(mem, INACTIVE_FILE, 8, kswapd=True) == 0
+    assert mem.frames.flags(pfn) & PageFlag.ACTIVE
+    assert mem.lru.where[pfn] == "active_file"
+
+
+def test_unused_file_page_goes_on_the_second_scan():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd, inode = _file(p, 1)
+    p.mmap(at(0), PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    p.read(at(0), 1)
+    mem = m.memory
+    assert vmscan.shrink_inactive(mem, INACTIVE_FILE, 8, kswapd=True) == 0
+    assert vmscan.shrink_inactive(mem, INACTIVE_FILE, 8, kswapd=True) == 1
+    assert 0 not in inode.pages
+    assert p.mincore(at(0), PAGE) == b"\0"
+    assert p.read(at(0), 1) == b"\1"  # read back from the file: a major fault
+    assert p.stats["majflt"] == 2
+    m.check_memory()
+
+
+def test_anonymous_pages_need_swap():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    anon(p, 0, 4)
+    p.write(at(0), b"x" * (4 * PAGE))
+    mem = m.memory
+    assert vmscan.shrink_node(mem, 32, kswapd=True) == 0  # no swap: anon lists not scanned
+    assert smaps_field(p, at(0), "Rss") == 16
+
+
+def test_swap_out_and_in_keeps_the_bytes():
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 4)
+    data = os.urandom(4 * PAGE)
+    p.write(at(0), data)
+    p.madvise(at(0), 4 * PAGE, MADV_PAGEOUT)
+    e = p.pagemap(at(0), 4)
+    assert all(x & PM_SWAP and not x & PM_PRESENT for x in e)
+    # swap entries: type 0, consecutive offsets from 1 (offset 0 is the header)
+    assert [(x & 31, (x & ((1 << 55) - 1)) >> 5) for x in e] == [(0, 1), (0, 2), (0, 3), (0, 4)]
+    assert smaps_field(p, at(0), "Rss") == 0
+    assert smaps_field(p, at(0), "Swap") == 16
+    assert p.mincore(at(0), 4 * PAGE) == b"\0\0\0\0"
+    info = meminfo(m)
+    assert info["SwapTotal"] - info["SwapFree"] == 16
+    assert vmstat(m)["pswpout"] == 4
+    assert p.read(at(0), 4 * PAGE) == data
+    # one major fault read the whole (aligned 8-slot) cluster: the other three are minor
+    assert p.stats["majflt"] == 1
+    assert vmstat(m)["pswpin"] == 4
+    m.check_memory()
+
+
+def test_readahead_brings_the_cluster_into_the_swap_cache():
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 16)
+    p.write(at(0), b"y" * (16 * PAGE))
+    p.madvise(at(0), 16 * PAGE, MADV_PAGEOUT)  # slots 1..16
+    p.read(at(9), 1)  # slot 10: cluster 8..15
+    assert meminfo(m)["SwapCached"] == 8 * 4
+    # mincore sees swap-cached pages as resident
+    assert p.mincore(at(0), 16 * PAGE) == b"\0" * 7 + b"\1" * 8 + b"\0"
+    m.check_memory()
+
+
+def test_fork_shares_swap_entries():
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 2)
+    p.write(at(0), b"ab" * PAGE)
+    c = p.fork()
+    p.madvise(at(0), 2 * PAGE, MADV_PAGEOUT)  # shared with the child: not paged out
+    assert vmstat(m)["pswpout"] == 0
+    c.exit()
+    p.madvise(at(0), 2 * PAGE, MADV_PAGEOUT)
+    assert vmstat(m)["pswpout"] == 2
+    c2 = p.fork()  # copies the swap entries: two references each
+    assert smaps_field(c2, at(0), "Swap") == 8
+    assert smaps_field(c2, at(0), "SwapPss") == 4
+    c2.write(at(0), b"C")
+    assert p.read(at(0), 2) == b"ab"
+    m.check_memory()
+
+
+def test_kswapd_wakes_at_low_and_reclaims_to_high():
+    m = vmsim.Machine(ram="8M", swap="16M", overcommit_memory=1)
+    p = m.spawn()
+    mem = m.memory
+    n = mem.frames.free_pages - mem.wmark_low + 8
+    anon(p, 0, n)
+    p.write(at(0), b"z" * (n * PAGE))
+    assert mem.kswapd_wanted  # woken at the low watermark, not run yet
+    assert vmstat(m)["pageoutrun"] == 0
+    m.tick()
+    assert vmstat(m)["pageoutrun"] == 1
+    assert mem.frames.free_pages > mem.wmark_high
+    assert not mem.kswapd_wanted
+    assert vmstat(m)["pgsteal_kswapd"] > 0
+    assert p.read(at(0), n * PAGE) == b"z" * (n * PAGE)
+    m.check_memory()
+
+
+def test_lazyfree_pages_are_dropped_not_swapped():
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 3)
+    p.write(at(0), b"q" * (3 * PAGE))
+    p.madvise(at(0), 3 * PAGE, MADV_FREE)
+    assert smaps_field(p, at(0), "LazyFree") == 12
+    p.write(at(2), b"again")  # written after MADV_FREE: must not be dropped
+    p.madvise(at(0), 3 * PAGE, MADV_PAGEOUT)
+    # the dirty one is swap-backed again and activated (shrink_folio_list), not swapped yet
+    assert vmstat(m)["pswpout"] == 0
+    assert smaps_field(p, at(0), "Rss") == 4
+    assert p.read(at(0), 1) == b"\0"  # dropped: reads as zeros
+    p.madvise(at(0), 3 * PAGE, MADV_PAGEOUT)
+    assert vmstat(m)["pswpout"] == 1
+    assert p.read(at(2), 5) == b"again"
+    m.check_memory()
+
+
+def test_zswap_pool_same_filled_poor_compression_and_limit():
+    m = vmsim.Machine(ram="4M", swap="8M", zswap="zstd", zswap_max_pool_percent=1)
+    p = m.spawn()
+    anon(p, 0, 34)
+    pages = [os.urandom(PAGE // 2) + bytes(PAGE // 2) for _ in range(32)]  # halves compress
+    pages += [bytes([7]) * PAGE, os.urandom(PAGE)]  # same-filled, incompressible (last: the
+    # pool writes its oldest entries back when full, these stay)
+    for i, data in enumerate(pages):
+        p.write(at(i), data)
+    p.madvise(at(0), 34 * PAGE, MADV_PAGEOUT)
+    z = m.zswap_stats()
+    assert z["same_filled_pages"] == 1
+    assert z["reject_compress_poor"] == 1
+    # 1% of 4 MiB is 10 pages of pool; 32 pages of ~2 KiB do not fit: the limit is hit and
+    # the store refused until the pool is back under 90% of it
+    assert z["pool_limit_hit"] >= 1
+    assert z["pool_total_size"] <= 10 * PAGE
+    assert vmstat(m)["pswpout"] >= 1
+    assert p.read(at(0), 34 * PAGE) == b"".join(pages)
+    m.check_memory()
+
+
+def test_ksm_merges_identical_pages_and_breaks_on_write():
+    m = vmsim.Machine(ram="64M", ksm=True)
+    p = m.spawn()
+    anon(p, 0, 6)
+    for page in range(4):
+        p.write(at(page), b"same" * 1024)
+    p.write(at(4), b"other" * 800)
+    p.madvise(at(0), 6 * PAGE, MADV_MERGEABLE)
+    m.tick(3)  # first pass records checksums; the second merges
+    s = m.ksm_stats()
+    assert (s["pages_shared"], s["pages_sharing"]) == (1, 3)
+    assert smaps_field(p, at(0), "KSM") == 16
+    pfns = {e & ((1 << 55) - 1) for e in p.pagemap(at(0), 4)}
+    assert len(pfns) == 1
+    p.write(at(1), b"mine")
+    assert p.read(at(0), 4) == b"same" and p.read(at(1), 8) == b"minesame"
+    assert p.stats["cow_ksm"] == 1
+    assert m.ksm_stats()["pages_sharing"] == 2
+    # a new identical page joins through the stable tree
+    p.write(at(5), b"same" * 1024)
+    m.tick(3)
+    assert m.ksm_stats()["pages_sharing"] == 3
+    m.check_memory()
+
+
+def test_oom_killer_picks_the_biggest_and_respects_minus_1000():
+    m = vmsim.Machine(ram="2M", overcommit_memory=1)
+    small = m.spawn()
+    anon(small, 0, 8)
+    small.write(at(0), b"s" * (8 * PAGE))
+    big = m.spawn()
+    anon(big, 0, 200)
+    big.write(at(0), b"b" * (200 * PAGE))
+    protected = m.spawn()
+    protected.oom_score_adj = -1000
+    anon(protected, 0, 100)
+    protected.write(at(0), b"p" * (100 * PAGE))
+    third = m.spawn()
+    anon(third, 0, 400)
+    # RAM runs out while third writes: first big (200 pages) is the biggest and is killed;
+    # later third itself (by then the biggest) dies in its own fault
+    with pytest.raises(OomKilled):
+        third.write(at(0), b"t" * (400 * PAGE))
+    assert not big.alive and not third.alive
+    assert small.alive and protected.alive
+    assert vmstat(m)["oom_kill"] == 2
+    assert small.read(at(0), 8 * PAGE) == b"s" * (8 * PAGE)
+    m.check_memory()
+
+
+def test_madvise_cold_deactivates_and_clears_referenced():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd, inode = _file(p, 2)
+    p.mmap(at(0), 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    p.read(at(0), 1)
+    pfn = inode.pages[0]
+    mem = m.memory
+    mem.frames.set_flags(pfn, PageFlag.ACTIVE)
+    mem.lru.update(pfn)
+    assert smaps_field(p, at(0), "Referenced") == 8
+    p.madvise(at(0), 2 * PAGE, MADV_COLD)
+    assert mem.lru.where[pfn] == "inactive_file"
+    assert smaps_field(p, at(0), "Referenced") == 0
+    assert smaps_field(p, at(0), "Rss") == 8
+
+
+def test_madvise_pageout_evicts_clean_file_pages_without_swap():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd, inode = _file(p, 2)
+    p.mmap(at(0), 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    p.read(at(0), 2 * PAGE)
+    anon(p, 4, 1)
+    p.write(at(4), b"anon")
+    p.madvise(at(0), 2 * PAGE, MADV_PAGEOUT)
+    p.madvise(at(4), PAGE, MADV_PAGEOUT)
+    assert p.mincore(at(0), 2 * PAGE) == b"\0\0"
+    assert not inode.pages
+    assert smaps_field(p, at(4), "Rss") == 4  # no swap: anonymous memory stays
+    assert smaps_field(p, at(4), "Referenced") == 0
+    m.check_memory()
