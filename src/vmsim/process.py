@@ -387,6 +387,9 @@ class Process:
                     child_mm.guards[k] = True
             child_mm.tree.insert_new(c)
         parent.mem.flush_mm(parent)
+        ksm = parent.mem.ksm
+        if ksm is not None and any(m is parent for m in ksm.mms):
+            ksm.register(child_mm)  # ksm_fork()
         child = self.machine._adopt(child_mm)
         child.files = dict(self.files)
         child.images = [dataclasses.replace(img) for img in self.images]

@@ -11,10 +11,17 @@ read compares whole regions, so data lost or leaked across processes shows up as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import vmsim
 from vmsim import (
@@ -56,9 +63,11 @@ class Proc:
 
 
 class FramesMachine(RuleBasedStateMachine):
+    MACHINE: ClassVar[dict[str, object]] = {"ram": "8M"}
+
     def __init__(self) -> None:
         super().__init__()
-        self.m = vmsim.Machine(ram="8M")
+        self.m = vmsim.Machine(**self.MACHINE)  # type: ignore[arg-type]
         self.procs = [Proc(self.m.spawn())]
 
     def _proc(self, i: int) -> Proc:
@@ -226,6 +235,62 @@ class FramesMachine(RuleBasedStateMachine):
         assert self.m.memory.frames.used_pages == 0, "frames leaked after every exit"
 
 
+class PressureMachine(FramesMachine):
+    """The same workloads on a machine too small for them: kswapd, direct reclaim, swap,
+    zswap and KSM move pages around under the processes, which must never notice."""
+
+    MACHINE: ClassVar[dict[str, object]] = {
+        "ram": "256K",
+        "swap": "2M",
+        "zswap": "lz4",
+        "zswap_max_pool_percent": 5,
+        "ksm": True,
+        "overcommit_memory": 1,
+    }
+
+    @initialize(seed=st.integers(0, 2**32 - 1))
+    def fill(self, seed: int) -> None:
+        """Start under pressure: three private regions of distinct, incompressible pages in
+        process 0 and a forked child, more than RAM holds once both write."""
+        import random
+
+        rng = random.Random(seed)
+        pr = self.procs[0]
+        for slot in range(SLOTS):
+            self.map_region(0, slot, "private", False)
+            v = pr.views[slot]
+            data = rng.randbytes(NPAGES * PAGE)
+            pr.p.write(slot_addr(slot), data)
+            v.data[:] = data
+        self.fork(0)
+
+    @rule(n=st.integers(1, 3))
+    def tick(self, n: int) -> None:
+        self.m.tick(n)
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1), advice=st.sampled_from([20, 21, 12]))
+    def advise(self, i: int, slot: int, advice: int) -> None:
+        """MADV_COLD (20), MADV_PAGEOUT (21), MADV_MERGEABLE (12): contents never change."""
+        pr = self._proc(i)
+        if slot in pr.views:
+            try:
+                pr.p.madvise(slot_addr(slot), NPAGES * PAGE, advice)
+            except OSError as e:
+                assert e.errno == 22  # EINVAL: locked
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1), byte=st.integers(0, 3))
+    def write_duplicates(self, i: int, slot: int, byte: int) -> None:
+        """Whole pages of one repeated byte: work for KSM and same-filled zswap entries."""
+        pr = self._proc(i)
+        v = pr.views.get(slot)
+        if v is None or not v.writable:
+            return
+        for page in range(NPAGES):
+            data = bytes([byte]) * PAGE
+            pr.p.write(slot_addr(slot) + page * PAGE, data)
+            v.data[page * PAGE : (page + 1) * PAGE] = data
+
+
 FramesMachine.TestCase.settings = settings(
     max_examples=150,
     stateful_step_count=40,
@@ -233,3 +298,10 @@ FramesMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestFrames = FramesMachine.TestCase
+PressureMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPressure = PressureMachine.TestCase

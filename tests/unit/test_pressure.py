@@ -308,3 +308,26 @@ def test_madvise_pageout_evicts_clean_file_pages_without_swap():
     assert smaps_field(p, at(4), "Rss") == 4  # no swap: anonymous memory stays
     assert smaps_field(p, at(4), "Referenced") == 0
     m.check_memory()
+
+
+def test_cow_survives_swap_of_a_page_shared_after_fork():
+    # Regression: try_to_unmap() marked the last PTE of a shared page "exclusive" once the
+    # first was unmapped, so a write after swap-in went to the page the other process
+    # still mapped. The exclusive bit must reflect the folio before the unmap.
+    m = vmsim.Machine(ram="256K", swap="2M", overcommit_memory=1)
+    p = m.spawn()
+    anon(p, 0, 12)
+    p.write(at(0), bytes(12 * PAGE))
+    children = []
+    for k in range(4):
+        c = p.fork()
+        children.append(c)
+        for page in range(12):
+            c.write(at(page) + 8 + k, bytes([0x70 + k]))
+    assert vmstat(m)["pswpout"] > 0
+    assert p.read(at(0), 12 * PAGE) == bytes(12 * PAGE)
+    for k, c in enumerate(children):
+        page = bytearray(PAGE)
+        page[8 + k] = 0x70 + k
+        assert c.read(at(0), 12 * PAGE) == bytes(page) * 12
+    m.check_memory()

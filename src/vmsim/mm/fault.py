@@ -798,7 +798,11 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
         major = True
     else:
         frames.get(pfn)  # the mapping's reference
-    exclusive = bool(entry & PAGE_SWP_EXCLUSIVE) or swap.count(key) == 1
+    # ours alone: the entry says so, or no other swap entry names the slot and no other
+    # PTE maps the swap-cache folio already
+    exclusive = bool(entry & PAGE_SWP_EXCLUSIVE) or (
+        swap.count(key) == 1 and frames.mapcount(pfn) == 0
+    )
     pte = pfn_pte(pfn, page_prot(vma))
     if write and exclusive and vma.flags & VM_WRITE:
         pte |= PAGE_RW | PAGE_DIRTY
@@ -819,6 +823,9 @@ def try_to_unmap(mem: Memory, pfn: int, to: tuple[int, int] | None) -> bool:
     to the remaining mappings."""
     frames = mem.frames
     anon = frames.flags(pfn) & _ANON
+    # PageAnonExclusive, remembered in the entry: mapped once, and the slot not named by
+    # another swap entry already
+    exclusive = frames.mapcount(pfn) == 1 and (to is None or not mem.swap.count(to))
     for mm, va in list(mem.rmap.get(pfn, ())):
         leaf = mm.pt.get(va)
         assert leaf is not None and entry_pfn(leaf.entry) == pfn, "rmap out of step"
@@ -831,7 +838,7 @@ def try_to_unmap(mem: Memory, pfn: int, to: tuple[int, int] | None) -> bool:
             frames.set_flags(pfn, _DIRTY)
         if to is not None:
             mem.swap.dup(to)
-            mm.pt.set(va, swap_pte(to, frames.mapcount(pfn) == 1))
+            mm.pt.set(va, swap_pte(to, exclusive))
         else:
             mm.pt.set(va, 0)
         frames.unmap(pfn)

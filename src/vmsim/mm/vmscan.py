@@ -124,14 +124,20 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
     return "freed"
 
 
-def shrink_inactive(mem: Memory, name: str, nr: int, kswapd: bool) -> int:
-    """shrink_inactive_list(): scan ``nr`` folios of an inactive list; returns pages freed."""
+def shrink_inactive(
+    mem: Memory, name: str, nr: int, kswapd: bool, nr_to_reclaim: int | None = None
+) -> int:
+    """shrink_inactive_list(): scan ``nr`` folios of an inactive list, in batches of 32,
+    stopping after the batch that reaches ``nr_to_reclaim``; returns pages freed."""
     frames = mem.frames
     lru = mem.lru
     freed = 0
     scanned = lru.oldest(name, nr)
-    mem.vmstat["pgscan_kswapd" if kswapd else "pgscan_direct"] += len(scanned)
-    for pfn in scanned:
+    done = 0
+    for i, pfn in enumerate(scanned):
+        if nr_to_reclaim is not None and i % SWAP_CLUSTER_MAX == 0 and freed >= nr_to_reclaim:
+            break
+        done += 1
         if lru.where.get(pfn) != name:
             continue
         flags = frames.flags(pfn)
@@ -163,6 +169,7 @@ def shrink_inactive(mem: Memory, name: str, nr: int, kswapd: bool) -> int:
             if outcome == "written":
                 mem.vmstat["pgrotated"] += 1
             lru.rotate(pfn)
+    mem.vmstat["pgscan_kswapd" if kswapd else "pgscan_direct"] += done
     mem.vmstat["pgsteal_kswapd" if kswapd else "pgsteal_direct"] += freed
     return freed
 
@@ -209,7 +216,7 @@ def shrink_node(mem: Memory, nr_to_reclaim: int, kswapd: bool) -> int:
                 size = len(mem.lru.lists[inactive])
                 nr = max(size >> priority, min(SWAP_CLUSTER_MAX, size))
                 if nr:
-                    freed += shrink_inactive(mem, inactive, nr, kswapd)
+                    freed += shrink_inactive(mem, inactive, nr, kswapd, nr_to_reclaim - freed)
                 if freed >= nr_to_reclaim:
                     return freed
         return freed

@@ -1,0 +1,955 @@
+"""``vmsim demo pressure``: a machine with little RAM under a workload bigger than it, step by
+step: reclaim, swap, zswap, KSM, the OOM killer, and every byte read back as written.
+
+The workload is deterministic (a ``random.Random`` seeded with --seed, and a model machine
+with the same seed): three processes map anonymous memory and fill it over the first steps
+with pages of four kinds: duplicated pages (the same few contents again and again, in a region
+advised MADV_MERGEABLE so that ksmd has work), text-like pages (log lines: they compress),
+random pages (they do not) and zero pages. Each step every process re-reads part of its memory
+(a hot working set, and a little of the rest); one process forks and its child writes part of
+what it inherited (copy-on-write), one process exits, and in the last steps pages are
+rewritten. Between steps the machine ticks (kswapd, ksmd). After each step the demo records
+what /proc/meminfo, /proc/vmstat, /sys/kernel/debug/zswap and /sys/kernel/mm/ksm say.
+
+Every page read is compared with what was written (a BLAKE2b digest of each page is kept);
+at the end every page of every live process is read once more and the model's own invariants
+are checked (``Machine.check_memory()``). The demo says "no byte lost" or exits with status 1
+naming the first page that came back wrong.
+
+:class:`Pressure` drives the model and yields :class:`Sample` values; it never prints. The
+``render_*`` functions and :func:`plot` turn them into a rich table, lines, JSON or a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+import vmsim
+from vmsim.cli.errors import CliError, ModelDeviation, UsageError
+from vmsim.cli.render import add_story_modes, write_json
+from vmsim.constants import (
+    MADV_MERGEABLE,
+    MAP_ANONYMOUS,
+    MAP_PRIVATE,
+    PAGE_SIZE,
+    PROT_READ,
+    PROT_WRITE,
+)
+from vmsim.errors import OomKilled
+from vmsim.phys.frames import OutOfMemory
+
+PAGE = PAGE_SIZE
+KB = 1024
+MB = 1 << 20
+PAGE_KB = PAGE // KB
+
+DEFAULT_RAM = "16M"
+DEFAULT_SWAP = "32M"
+DEFAULT_STEPS = 24
+DEFAULT_SEED = 1
+DEFAULT_ZSWAP = "zstd"
+DEFAULT_PLOT = "vmsim-pressure.png"
+ZSWAP_CHOICES = ("zstd", "lz4", "deflate", "none")
+MIN_RAM = 1 * MB  # below this the watermarks leave nothing to run in
+MAX_RAM = 4 << 30
+MIN_WORKLOAD = 256 * KB  # a few dozen pages per process
+MAX_WORKLOAD = 256 * MB  # a demo: about a minute of model time at most
+MAX_STEPS = 1000
+WORKLOAD_RATIO = 1.5  # the default workload: RAM x 1.5
+FILL_FRACTION = 0.6  # the processes fill their memory over the first 60% of the steps
+TICKS_PER_STEP = 4  # kswapd and ksmd (pages_to_scan 100) wake-ups between two steps
+HOT_FRACTION = 0.2  # the working set: the first fifth of each process's pages
+HOT_READS = 0.8  # share of the reads that go to the working set
+READS_PER_STEP = 0.1  # pages read per step, of the pages a process has written
+CHURN_PER_STEP = 0.02  # pages rewritten per step after the fill, of the pages written
+CHILD_WRITES = 0.125  # the child's copy-on-write writes after the fork, of the pages inherited
+TEMPLATES = 12  # distinct contents of the duplicated pages
+PREVIEW = 16  # bytes shown of a page that came back wrong
+
+WORDS = (
+    "alloc",
+    "block",
+    "cache",
+    "commit",
+    "dirty",
+    "evict",
+    "fault",
+    "flush",
+    "frame",
+    "inode",
+    "kswapd",
+    "lookup",
+    "merge",
+    "page",
+    "query",
+    "reclaim",
+    "request",
+    "session",
+    "shrink",
+    "slot",
+    "socket",
+    "swap",
+    "table",
+    "update",
+    "user",
+    "write",
+)
+LEVELS = ("INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR")
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    """One process of the workload: its share of the workload, the share of its pages that
+    are duplicates (in a MADV_MERGEABLE region), and the mix of the other pages."""
+
+    name: str
+    share: float
+    dup: float
+    text: float
+    random: float  # the rest of the non-duplicated pages are zero pages
+
+
+PROCS = (
+    ProcSpec("db", 0.40, dup=0.15, text=0.65, random=0.25),
+    ProcSpec("web", 0.35, dup=0.45, text=0.70, random=0.15),
+    ProcSpec("batch", 0.25, dup=0.10, text=0.30, random=0.50),
+)
+FORKER = "db"
+EXITER = "batch"
+KINDS = ("dup", "text", "random", "zero")
+
+
+@dataclass(frozen=True)
+class Settings:
+    ram: int  # bytes
+    swap: int
+    zswap: str | None
+    ksm: bool
+    steps: int
+    seed: int
+    workload: int  # bytes the processes map and write
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The machine after one step. Sizes in kB as /proc/meminfo gives them; the counters
+    (pgfault ... oom_kill) are cumulative since boot, as /proc/vmstat gives them."""
+
+    step: int
+    event: str  # what happened in this step besides the reads
+    processes: int  # alive
+    pages_written: int  # during the step
+    pages_read: int
+    mem_free_kb: int
+    swap_used_kb: int
+    swap_cached_kb: int
+    zswap_pool_kb: int
+    zswap_stored_pages: int
+    zswap_same_filled_pages: int
+    ksm_pages_shared: int
+    ksm_pages_sharing: int
+    ksm_saved_kb: int  # pages_sharing x page size: the frames the merged mappings spare
+    pgfault: int
+    pgmajfault: int
+    pswpin: int
+    pswpout: int
+    zswpin: int
+    zswpout: int
+    oom_kill: int
+
+
+@dataclass(frozen=True)
+class LostPage:
+    """A page that did not read back as written."""
+
+    step: int | None  # None: found by the final read-back
+    process: str
+    pid: int
+    addr: int
+    page: int  # index in its region
+    region: str
+    kind: str  # what was written there
+    written_at: int  # the step of the last write
+    got: str  # the first bytes read, hex
+    got_zeros: bool
+
+    def describe(self) -> str:
+        when = f"at step {self.step}" if self.step is not None else "in the final read-back"
+        what = "all zeros" if self.got_zeros else f"bytes {self.got}..."
+        return (
+            f"{self.process} (pid {self.pid}) page {self.page} of its {self.region} region at "
+            f"{self.addr:#x}: read back {when} as {what}, not the {self.kind} page written at "
+            f"step {self.written_at}"
+        )
+
+
+@dataclass(frozen=True)
+class Verification:
+    no_byte_lost: bool
+    pages_checked: int  # in the final read-back
+    processes: int
+    lost: tuple[LostPage, ...]
+    check_memory: str | None  # None: every invariant holds, else the failed assertion
+    majfaults: int  # major faults the final read-back took
+
+
+@dataclass
+class _Page:
+    digest: bytes
+    kind: str
+    step: int
+
+
+@dataclass
+class _Proc:
+    name: str
+    proc: vmsim.Process
+    regions: dict[str, tuple[int, int]]  # "dup"/"data" -> (start, npages)
+    plan: list[tuple[str, int, str]]  # (region, page, kind) in the order they are filled
+    filled: int = 0  # how much of the plan is written
+    pages: dict[int, _Page] = field(default_factory=dict)  # addr -> what was written there
+    order: list[int] = field(default_factory=list)  # addresses in the order first written
+    gone: str | None = None  # "exits" / "oom-killed"
+
+    @property
+    def alive(self) -> bool:
+        return self.gone is None and self.proc.alive
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _kv(text: str, sep: str | None = None) -> dict[str, int]:
+    """``name value [kB]`` lines (/proc/vmstat, or /proc/meminfo with sep ':') as a dict."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if sep is None:
+            name, value = line.split()
+        else:
+            name, rest = line.split(sep, 1)
+            value = rest.split()[0]
+        out[name.strip()] = int(value)
+    return out
+
+
+class Pressure:
+    """The machine, the processes and the workload; :meth:`steps` runs it, :meth:`verify`
+    reads everything back. Nothing here prints."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rng = random.Random(settings.seed)
+        self.machine = vmsim.Machine(
+            ram=settings.ram,
+            swap=settings.swap,
+            zswap=settings.zswap,
+            ksm=settings.ksm,
+            seed=settings.seed,
+        )
+        self.lost: list[LostPage] = []
+        self._lost_at: set[tuple[int, int]] = set()
+        self._ts = 1_700_000_000_000
+        self.templates = [
+            self._text_page() if i % 2 == 0 else self.rng.randbytes(PAGE) for i in range(TEMPLATES)
+        ]
+        self.written_by_kind = dict.fromkeys(KINDS, 0)
+        self.fill_steps = max(1, math.ceil(settings.steps * FILL_FRACTION))
+        self.fork_at = settings.steps // 3
+        self.exit_at = max(2 * settings.steps // 3, self.fork_at)
+        self.procs: list[_Proc] = []
+        total = settings.workload // PAGE
+        for spec in PROCS:
+            self.procs.append(self._spawn(spec, max(4, round(total * spec.share))))
+
+    # ----------------------------------------------------------------- contents
+    def _text_page(self) -> bytes:
+        """Log lines: the text-like page that compresses (about 3x with zstd)."""
+        rng = self.rng
+        out: list[str] = []
+        size = 0
+        while size < PAGE:
+            self._ts += rng.randrange(1, 5000)
+            line = (
+                f"{self._ts} {rng.choice(LEVELS)} {rng.choice(WORDS)}: {rng.choice(WORDS)} "
+                f"{rng.choice(WORDS)} id={rng.randrange(100_000)} took {rng.randrange(900)}ms\n"
+            )
+            out.append(line)
+            size += len(line)
+        return "".join(out).encode()[:PAGE]
+
+    def _content(self, kind: str) -> bytes:
+        if kind == "dup":
+            return self.rng.choice(self.templates)
+        if kind == "text":
+            return self._text_page()
+        if kind == "random":
+            return self.rng.randbytes(PAGE)
+        return bytes(PAGE)
+
+    def _kind(self, spec: ProcSpec) -> str:
+        x = self.rng.random()
+        return "text" if x < spec.text else "random" if x < spec.text + spec.random else "zero"
+
+    # ---------------------------------------------------------------- processes
+    def _spawn(self, spec: ProcSpec, npages: int) -> _Proc:
+        p = self.machine.spawn()
+        rw = PROT_READ | PROT_WRITE
+        ndup = max(1, round(npages * spec.dup))
+        ndata = max(1, npages - ndup)
+        try:
+            dup = p.mmap(0, ndup * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS)
+            p.madvise(dup, ndup * PAGE, MADV_MERGEABLE)
+            data = p.mmap(0, ndata * PAGE, rw, MAP_PRIVATE | MAP_ANONYMOUS)
+        except OSError as exc:
+            raise CliError(f"{spec.name}: mmap of {npages * PAGE_KB} kB failed: {exc}") from exc
+        plan = [("dup", i, "dup") for i in range(ndup)]
+        plan += [("data", i, self._kind(spec)) for i in range(ndata)]
+        self.rng.shuffle(plan)  # duplicates and the rest interleaved, as a program fills
+        return _Proc(spec.name, p, {"dup": (dup, ndup), "data": (data, ndata)}, plan)
+
+    def _addr(self, pr: _Proc, region: str, page: int) -> int:
+        return pr.regions[region][0] + page * PAGE
+
+    def _where(self, pr: _Proc, addr: int) -> tuple[str, int]:
+        for name, (start, n) in pr.regions.items():
+            if start <= addr < start + n * PAGE:
+                return name, (addr - start) // PAGE
+        return "?", -1  # pragma: no cover
+
+    def _died(self, pr: _Proc, why: str, events: list[str]) -> None:
+        if pr.gone is None:
+            pr.gone = why
+            pr.pages.clear()
+            pr.order.clear()
+            events.append(f"{pr.name} {why}")
+
+    def _reap(self, events: list[str]) -> None:
+        """Processes the OOM killer took while another one ran."""
+        for pr in self.procs:
+            if pr.gone is None and not pr.proc.alive:
+                self._died(pr, "oom-killed", events)
+
+    def _run(self, pr: _Proc, events: list[str], call: Callable[[], None]) -> bool:
+        """One access by ``pr``; False if the OOM killer took it meanwhile."""
+        try:
+            call()
+        except OomKilled:
+            self._died(pr, "oom-killed", events)
+            self._reap(events)
+            return False
+        except OutOfMemory as exc:
+            raise CliError(
+                f"{exc}, and no process left to kill (Linux panics: 'Out of memory and no "
+                "killable processes')"
+            ) from exc
+        self._reap(events)
+        return pr.alive
+
+    def _write(self, pr: _Proc, addr: int, kind: str, step: int, events: list[str]) -> bool:
+        data = self._content(kind)
+        if not self._run(pr, events, lambda: pr.proc.write(addr, data)):
+            return False
+        if addr not in pr.pages:
+            pr.order.append(addr)
+        pr.pages[addr] = _Page(_digest(data), kind, step)
+        self.written_by_kind[kind] += 1
+        return True
+
+    def _check(self, pr: _Proc, addr: int, got: bytes, step: int | None) -> bool:
+        want = pr.pages[addr]
+        if _digest(got) == want.digest:
+            return True
+        if (pr.proc.pid, addr) not in self._lost_at:
+            self._lost_at.add((pr.proc.pid, addr))
+            region, page = self._where(pr, addr)
+            self.lost.append(
+                LostPage(
+                    step=step,
+                    process=pr.name,
+                    pid=pr.proc.pid,
+                    addr=addr,
+                    page=page,
+                    region=region,
+                    kind=want.kind,
+                    written_at=want.step,
+                    got=got[:PREVIEW].hex(),
+                    got_zeros=not any(got),
+                )
+            )
+        return False
+
+    def _read(self, pr: _Proc, addr: int, step: int | None, events: list[str]) -> bool:
+        out: list[bytes] = []
+        if not self._run(pr, events, lambda: out.append(pr.proc.read(addr, PAGE))):
+            return False
+        self._check(pr, addr, out[0], step)
+        return True
+
+    # --------------------------------------------------------------------- steps
+    def _fill(self, pr: _Proc, step: int, events: list[str]) -> int:
+        target = math.ceil(len(pr.plan) * (step + 1) / self.fill_steps)
+        written = 0
+        while pr.alive and pr.filled < min(target, len(pr.plan)):
+            region, page, kind = pr.plan[pr.filled]
+            pr.filled += 1
+            if self._write(pr, self._addr(pr, region, page), kind, step + 1, events):
+                written += 1
+        return written
+
+    def _fork(self, pr: _Proc, step: int, events: list[str]) -> tuple[_Proc | None, int]:
+        out: list[vmsim.Process] = []
+        if not self._run(pr, events, lambda: out.append(pr.proc.fork())):
+            return None, 0
+        child = _Proc(
+            f"{pr.name}-child",
+            out[0],
+            dict(pr.regions),
+            [],
+            filled=0,
+            pages=dict(pr.pages),
+            order=list(pr.order),
+        )
+        self.procs.append(child)
+        events.append(f"fork {pr.name} -> {child.name} (pid {child.proc.pid})")
+        # the child makes part of what it inherited its own: copy-on-write
+        written = 0
+        n = max(1, round(len(child.order) * CHILD_WRITES))
+        for addr in self.rng.sample(child.order, min(n, len(child.order))):
+            kind = child.pages[addr].kind
+            if not self._write(child, addr, kind, step + 1, events):
+                break
+            written += 1
+        return child, written
+
+    def _churn(self, pr: _Proc, step: int, events: list[str]) -> int:
+        n = max(1, round(len(pr.order) * CHURN_PER_STEP)) if pr.order else 0
+        written = 0
+        for addr in self.rng.sample(pr.order, min(n, len(pr.order))):
+            if not self._write(pr, addr, pr.pages[addr].kind, step + 1, events):
+                break
+            written += 1
+        return written
+
+    def _working_set(self, pr: _Proc, step: int, events: list[str]) -> int:
+        order = pr.order
+        if not order:
+            return 0
+        hot = max(1, round(len(order) * HOT_FRACTION))
+        n = max(2, round(len(order) * READS_PER_STEP))
+        read = 0
+        for _ in range(n):
+            pool = hot if self.rng.random() < HOT_READS else len(order)
+            addr = order[self.rng.randrange(pool)]
+            if not self._read(pr, addr, step + 1, events):
+                break
+            read += 1
+        return read
+
+    def sample(self, step: int, event: str, written: int, read: int) -> Sample:
+        m = self.machine
+        info = _kv(m.meminfo(), ":")
+        vm = _kv(m.vmstat())
+        z = m.zswap_stats()
+        k = m.ksm_stats()
+        return Sample(
+            step=step,
+            event=event,
+            processes=sum(pr.alive for pr in self.procs),
+            pages_written=written,
+            pages_read=read,
+            mem_free_kb=info["MemFree"],
+            swap_used_kb=info["SwapTotal"] - info["SwapFree"],
+            swap_cached_kb=info["SwapCached"],
+            zswap_pool_kb=info["Zswap"],
+            zswap_stored_pages=z["stored_pages"],
+            zswap_same_filled_pages=z["same_filled_pages"],
+            ksm_pages_shared=k["pages_shared"],
+            ksm_pages_sharing=k["pages_sharing"],
+            ksm_saved_kb=k["pages_sharing"] * PAGE_KB,
+            pgfault=vm["pgfault"],
+            pgmajfault=vm["pgmajfault"],
+            pswpin=vm["pswpin"],
+            pswpout=vm["pswpout"],
+            zswpin=vm["zswpin"],
+            zswpout=vm["zswpout"],
+            oom_kill=vm["oom_kill"],
+        )
+
+    def steps(self) -> Iterator[Sample]:
+        """Run the workload, yielding the machine's state after each step."""
+        for step in range(self.settings.steps):
+            events: list[str] = []
+            written = read = 0
+            if step < self.fill_steps:
+                for pr in self.procs:
+                    written += self._fill(pr, step, events)
+                filling = [pr.filled / len(pr.plan) for pr in self.procs if pr.plan and pr.alive]
+                if filling:
+                    events.insert(0, f"fill {min(filling):.0%}")
+                if step == 0:
+                    mib = self.settings.workload / MB
+                    events.insert(0, f"{len(PROCS)} processes map {mib:g} MiB")
+            if step == self.fork_at:
+                forker = next((pr for pr in self.procs if pr.name == FORKER), None)
+                if forker is not None and forker.alive:
+                    _child, n = self._fork(forker, step, events)
+                    written += n
+            if step >= self.fill_steps:
+                for pr in self.procs:
+                    if pr.alive:
+                        written += self._churn(pr, step, events)
+                events.insert(0, "rewrite 2%")
+            for pr in self.procs:
+                if pr.alive:
+                    read += self._working_set(pr, step, events)
+            if step == self.exit_at:
+                exiter = next((pr for pr in self.procs if pr.name == EXITER), None)
+                if exiter is not None and exiter.alive:
+                    exiter.proc.exit()
+                    self._died(exiter, "exits", events)
+            self.machine.tick(TICKS_PER_STEP)
+            self._reap(events)
+            yield self.sample(step + 1, ", ".join(events) or "reads", written, read)
+
+    def verify(self) -> Verification:
+        """Read every page of every live process back, then check the model's invariants."""
+        events: list[str] = []
+        before = self.machine.memory.stats.pgmajfault
+        checked = 0
+        for pr in self.procs:
+            for addr in list(pr.order):
+                if not pr.alive:
+                    break
+                if self._read(pr, addr, None, events):
+                    checked += 1
+        majfaults = self.machine.memory.stats.pgmajfault - before
+        problem: str | None = None
+        try:
+            self.machine.check_memory()
+        except AssertionError as exc:
+            problem = str(exc) or "an invariant does not hold"
+        return Verification(
+            no_byte_lost=not self.lost and problem is None,
+            pages_checked=checked,
+            processes=sum(pr.alive for pr in self.procs),
+            lost=tuple(self.lost),
+            check_memory=problem,
+            majfaults=majfaults,
+        )
+
+
+def run_workload(settings: Settings) -> tuple[list[Sample], Verification, Pressure]:
+    """The whole run at once (for tests and the benchmark)."""
+    p = Pressure(settings)
+    samples = list(p.steps())
+    return samples, p.verify(), p
+
+
+def totals(p: Pressure, samples: list[Sample], verification: Verification) -> dict[str, Any]:
+    """The summary: the counters after the last step, the peaks, and what the pool and ksmd
+    report (zswap and KSM counters as /sys shows them)."""
+    last = samples[-1]
+    z = p.machine.zswap_stats()
+    stored_nonsame = z["stored_pages"] - z["same_filled_pages"]
+    return {
+        "steps": len(samples),
+        "pages_written": sum(s.pages_written for s in samples),
+        "pages_read": sum(s.pages_read for s in samples),
+        "written_by_kind": dict(p.written_by_kind),
+        "min_mem_free_kb": min(s.mem_free_kb for s in samples),
+        "max_swap_used_kb": max(s.swap_used_kb for s in samples),
+        "max_zswap_pool_kb": max(s.zswap_pool_kb for s in samples),
+        "max_zswap_stored_pages": max(s.zswap_stored_pages for s in samples),
+        "max_ksm_saved_kb": max(s.ksm_saved_kb for s in samples),
+        "max_ksm_pages_sharing": max(s.ksm_pages_sharing for s in samples),
+        "zswap_compression_ratio": (
+            round(stored_nonsame * PAGE / z["pool_total_size"], 2) if z["pool_total_size"] else None
+        ),
+        "pgfault": last.pgfault,
+        "pgmajfault": last.pgmajfault,
+        "pswpin": last.pswpin,
+        "pswpout": last.pswpout,
+        "zswpin": last.zswpin,
+        "zswpout": last.zswpout,
+        "oom_kill": last.oom_kill,
+        "zswap": z,
+        "ksm": p.machine.ksm_stats(),
+        "verification": {
+            "no_byte_lost": verification.no_byte_lost,
+            "pages_checked": verification.pages_checked,
+            "processes": verification.processes,
+            "majfaults": verification.majfaults,
+            "lost": [asdict(x) for x in verification.lost],
+            "check_memory": verification.check_memory or "ok",
+        },
+    }
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def _mib(kb: int) -> str:
+    return f"{kb / 1024:.1f}M"
+
+
+def _delta(samples: list[Sample], i: int, name: str) -> int:
+    now: int = getattr(samples[i], name)
+    return now - (getattr(samples[i - 1], name) if i else 0)
+
+
+WIDE = 110  # narrower consoles get the events under the table instead of in a column
+
+
+def table(
+    samples: list[Sample], settings: Settings, width: int = WIDE, final: bool = False
+) -> Table:
+    """One row per step. Sizes after the step; faults and swap traffic during it. On a console
+    narrower than WIDE the events go in the caption (fork, exit, OOM kills)."""
+    zs = settings.zswap or "off"
+    wide = width >= WIDE
+    notes = []
+    if final:
+        notes.append("free, swap, zswap, KSM: after the step; faults, swap in/out: during it")
+    if not wide:
+        marks = _marks(samples)
+        notes += [f"step {step}: {text}" for step, text in marks.items()]
+    t = Table(
+        title=(
+            f"Memory pressure: RAM {settings.ram // MB} MiB, swap {settings.swap // MB} MiB, "
+            f"zswap {zs}, KSM {'on' if settings.ksm else 'off'}, seed {settings.seed}"
+        ),
+        title_justify="left",
+        caption="\n".join(notes) or None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0),
+    )
+    t.add_column("step", justify="right", no_wrap=True, min_width=4)
+    if wide:
+        t.add_column("event", overflow="fold", max_width=30)
+    for header in (
+        "free",
+        "swap\nused",
+        "zswap\npool/pages",
+        "KSM\nshared/sharing",
+        "KSM\nsaved",
+        "faults\n(major)",
+        "swap\nin/out",
+        "oom\nkill",
+    ):
+        t.add_column(header, justify="right", no_wrap=True)
+    for i, s in enumerate(samples):
+        oom = _delta(samples, i, "oom_kill")
+        cells = [
+            str(s.step),
+            _mib(s.mem_free_kb),
+            _mib(s.swap_used_kb),
+            f"{_mib(s.zswap_pool_kb)}/{s.zswap_stored_pages:,}",
+            f"{s.ksm_pages_shared:,}/{s.ksm_pages_sharing:,}",
+            _mib(s.ksm_saved_kb),
+            f"{_delta(samples, i, 'pgfault'):,} ({_delta(samples, i, 'pgmajfault'):,})",
+            f"{_delta(samples, i, 'pswpin'):,}/{_delta(samples, i, 'pswpout'):,}",
+            f"[bold red]{oom}[/bold red]" if oom else "0",
+        ]
+        if wide:
+            cells.insert(1, s.event)
+        t.add_row(*cells)
+    return t
+
+
+def explain_line(samples: list[Sample]) -> str:
+    """The --explain form (and the plain form off a terminal): one line per step."""
+    i = len(samples) - 1
+    s = samples[i]
+    return (
+        f"step {s.step}: {s.event}; free {_mib(s.mem_free_kb)}, swap used "
+        f"{_mib(s.swap_used_kb)}, zswap {_mib(s.zswap_pool_kb)} holding "
+        f"{s.zswap_stored_pages} pages, KSM {s.ksm_pages_shared} shared / "
+        f"{s.ksm_pages_sharing} sharing (saves {_mib(s.ksm_saved_kb)}); pgfault "
+        f"+{_delta(samples, i, 'pgfault')} (major +{_delta(samples, i, 'pgmajfault')}), "
+        f"pswpin +{_delta(samples, i, 'pswpin')}, pswpout +{_delta(samples, i, 'pswpout')}, "
+        f"oom_kill {s.oom_kill}"
+    )
+
+
+def summary_text(
+    settings: Settings, t: dict[str, Any], plot_path: Path | None, markup: bool = True
+) -> str:
+    """The summary after the last step (rich markup unless ``markup`` is False)."""
+    v = t["verification"]
+    z, k = t["zswap"], t["ksm"]
+    ratio = t["zswap_compression_ratio"]
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in t["written_by_kind"].items())
+    lines = [
+        f"{t['steps']} steps: {t['pages_written']:,} pages written ({kinds}), "
+        f"{t['pages_read']:,} read back during the steps.",
+        f"Free memory fell to {_mib(t['min_mem_free_kb'])} of {settings.ram // MB} MiB; swap "
+        f"use peaked at {_mib(t['max_swap_used_kb'])}; pswpout {t['pswpout']:,}, pswpin "
+        f"{t['pswpin']:,}; pgfault {t['pgfault']:,}, of them major {t['pgmajfault']:,}; "
+        f"oom_kill {t['oom_kill']}.",
+    ]
+    if settings.zswap:
+        lines.append(
+            f"zswap ({settings.zswap}): pool peaked at {_mib(t['max_zswap_pool_kb'])} holding "
+            f"up to {t['max_zswap_stored_pages']:,} pages; now {z['stored_pages']:,} pages "
+            f"({z['same_filled_pages']:,} same-filled) in {_mib(z['pool_total_size'] // KB)}"
+            + (f", {ratio}x compressed" if ratio else "")
+            + f"; {z['reject_compress_poor']:,} rejected as incompressible, "
+            f"{z['written_back_pages']:,} written back, pool limit hit {z['pool_limit_hit']:,}x."
+        )
+    if settings.ksm:
+        lines.append(
+            f"KSM: {k['pages_shared']:,} pages shared by {k['pages_sharing']:,} more mappings "
+            f"(saving {_mib(k['pages_sharing'] * PAGE_KB)}, peak "
+            f"{_mib(t['max_ksm_saved_kb'])}) after {k['full_scans']:,} full scans."
+        )
+    if v["no_byte_lost"]:
+        lines.append(
+            ("[bold green]no byte lost[/bold green]" if markup else "no byte lost")
+            + f": {v['pages_checked']:,} pages of {v['processes']} "
+            f"process{'es' if v['processes'] != 1 else ''} read back as written "
+            f"({v['majfaults']:,} major faults), "
+            "and every frame, swap slot and map count checks out."
+        )
+    elif v["lost"]:
+        first = LostPage(**v["lost"][0]).describe()
+        lost = f"DATA LOST: {len(v['lost']):,} pages came back wrong; the first: {first}"
+        lines.append(f"[bold red]{escape(lost)}[/bold red]" if markup else lost)
+    else:
+        problem = f"the model's invariants fail: {v['check_memory']}"
+        lines.append(f"[bold red]{escape(problem)}[/bold red]" if markup else problem)
+    if plot_path is not None:
+        lines.append(f"plot: {escape(str(plot_path)) if markup else plot_path}")
+    return "\n".join(lines)
+
+
+def plot(samples: list[Sample], settings: Settings, events: dict[int, str], path: Path) -> None:
+    """Free memory, swap used, the zswap pool and KSM's savings over the steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [s.step for s in samples]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    series = (
+        ("free memory", "mem_free_kb", "tab:green"),
+        ("swap used", "swap_used_kb", "tab:red"),
+        ("zswap pool", "zswap_pool_kb", "tab:blue"),
+        ("KSM savings", "ksm_saved_kb", "tab:purple"),
+    )
+    for label, name, color in series:
+        ax.plot(xs, [getattr(s, name) / 1024 for s in samples], label=label, color=color)
+    ax.axhline(settings.ram / MB, color="grey", linestyle="--", linewidth=1, label="RAM")
+    for step, text in events.items():
+        ax.axvline(step, color="tab:orange", linestyle=":", linewidth=1)
+        ax.annotate(
+            text,
+            (step, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color="tab:orange",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    zs = settings.zswap or "off"
+    ax.set_title(
+        f"vmsim demo pressure: {settings.ram // MB} MiB RAM, {settings.swap // MB} MiB swap, "
+        f"zswap {zs}, KSM {'on' if settings.ksm else 'off'}, seed {settings.seed}",
+        fontsize=10,
+    )
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
+    finally:
+        plt.close(fig)
+
+
+def _marks(samples: list[Sample]) -> dict[int, str]:
+    """Steps worth a vertical line on the plot: fork, exit, OOM kills."""
+    out = {}
+    for s in samples:
+        keep = [e for e in s.event.split(", ") if e.startswith("fork") or " exits" in e]
+        keep += [e for e in s.event.split(", ") if "oom-killed" in e]
+        if keep:
+            out[s.step] = "; ".join(e.split(" (pid")[0] for e in keep)
+    return out
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    try:
+        return vmsim.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def register(subparsers: Any) -> None:
+    """Add ``pressure`` to the ``vmsim demo`` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "pressure",
+        help="little RAM, a bigger workload: reclaim, swap, zswap, KSM, OOM, step by step",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--ram", type=_size, default=DEFAULT_RAM, metavar="SIZE", help="RAM (default 16M)"
+    )
+    parser.add_argument(
+        "--swap", type=_size, default=DEFAULT_SWAP, metavar="SIZE", help="swap (default 32M)"
+    )
+    parser.add_argument(
+        "--workload",
+        type=_size,
+        metavar="SIZE",
+        help=f"memory the processes write (default {WORKLOAD_RATIO:g} x --ram)",
+    )
+    parser.add_argument(
+        "--zswap",
+        choices=ZSWAP_CHOICES,
+        default=DEFAULT_ZSWAP,
+        help=f"zswap compressor, or none (default {DEFAULT_ZSWAP})",
+    )
+    parser.add_argument(
+        "--ksm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run ksmd (default: on)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, metavar="N", help="steps (default 24)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, metavar="S", help="workload seed (default 1)"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help=f"where to write the plot (default {DEFAULT_PLOT} in the current directory)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    add_story_modes(parser, "the time series and the totals as JSON")
+    parser.set_defaults(handler=run)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The options, checked; UsageError for values the demo cannot run with."""
+    ram = args.ram if isinstance(args.ram, int) else _size(args.ram)
+    swap = args.swap if isinstance(args.swap, int) else _size(args.swap)
+    if not MIN_RAM <= ram <= MAX_RAM:
+        raise UsageError(
+            f"--ram must be within {MIN_RAM // MB} MiB..{MAX_RAM >> 30} GiB, got {ram:,} bytes"
+        )
+    if swap > MAX_RAM:
+        raise UsageError(f"--swap must be at most {MAX_RAM >> 30} GiB, got {swap:,} bytes")
+    workload = args.workload if args.workload is not None else int(ram * WORKLOAD_RATIO)
+    if not MIN_WORKLOAD <= workload <= MAX_WORKLOAD:
+        raise UsageError(
+            f"--workload must be within {MIN_WORKLOAD // KB} KiB..{MAX_WORKLOAD // MB} MiB, "
+            f"got {workload:,} bytes"
+        )
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be within 1..{MAX_STEPS}, got {args.steps}")
+    if args.plot is not None and args.no_plot:
+        raise UsageError("--plot and --no-plot exclude each other")
+    return Settings(
+        ram=ram,
+        swap=swap,
+        zswap=None if args.zswap == "none" else args.zswap,
+        ksm=args.ksm,
+        steps=args.steps,
+        seed=args.seed,
+        workload=workload,
+    )
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Run the workload, show it, write the plot; ModelDeviation if a byte was lost."""
+    settings = settings_from(args)
+    pressure = Pressure(settings)
+    samples: list[Sample] = []
+    if args.json:
+        samples.extend(pressure.steps())
+    elif args.explain or not console.is_terminal:
+        for s in pressure.steps():
+            samples.append(s)
+            console.print(explain_line(samples), markup=False, soft_wrap=True)
+    else:
+        with Live(
+            table(samples, settings, console.width), console=console, auto_refresh=False
+        ) as live:
+            for s in pressure.steps():
+                samples.append(s)
+                live.update(table(samples, settings, console.width), refresh=True)
+            live.update(table(samples, settings, console.width, final=True), refresh=True)
+    verification = pressure.verify()
+    plot_path: Path | None = None
+    if not args.no_plot:
+        plot_path = args.plot if args.plot is not None else Path(DEFAULT_PLOT)
+        plot(samples, settings, _marks(samples), plot_path)
+    summary = totals(pressure, samples, verification)
+    if args.json:
+        write_json(
+            {
+                "demo": "pressure",
+                "settings": asdict(settings),
+                "series": [asdict(s) for s in samples],
+                "totals": summary,
+                "plot": str(plot_path) if plot_path is not None else None,
+            }
+        )
+    elif args.explain or not console.is_terminal:
+        text = summary_text(settings, summary, plot_path, markup=False)
+        console.print(text, markup=False, soft_wrap=True)
+    else:
+        text = summary_text(settings, summary, plot_path)
+        console.print(Panel(text, title="summary", title_align="left", expand=False))
+    if verification.lost:
+        more = len(verification.lost) - 1
+        raise ModelDeviation(
+            "data lost: "
+            + verification.lost[0].describe()
+            + (f" (and {more} more page{'s' if more > 1 else ''})" if more else "")
+        )
+    if verification.check_memory is not None:
+        raise ModelDeviation(f"the model's memory invariants fail: {verification.check_memory}")
+    return 0
+
+
+__all__ = [
+    "LostPage",
+    "Pressure",
+    "Sample",
+    "Settings",
+    "Verification",
+    "register",
+    "run",
+    "run_workload",
+    "settings_from",
+    "totals",
+]

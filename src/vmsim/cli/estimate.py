@@ -1,0 +1,299 @@
+"""``vmsim estimate PID``: how much RAM KSM and zswap would save on a live process, from the
+real contents of its anonymous pages (read as root from /proc/PID/pagemap and /proc/PID/mem).
+
+Only statistics are shown, never page contents. The command parses, calls
+:func:`vmsim.analysis.estimate.estimate`, and renders the result: rich tables, or one JSON
+object with --json. A progress bar goes to stderr while pages are read and compressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from vmsim.analysis.classify import human_size
+from vmsim.analysis.estimate import (
+    STAGE_PAGEMAP,
+    STAGE_PAGES,
+    EstimateError,
+    EstimateResult,
+    ProcessExitedError,
+    ProgressFn,
+    estimate,
+    parse_range,
+)
+from vmsim.cli.errors import CliError, UsageError
+from vmsim.cli.render import write_json
+from vmsim.mm.zswap import COMPRESSORS, PAGE_SIZE
+
+STAGE_TITLES = {
+    STAGE_PAGEMAP: "finding present pages (pagemap)",
+    STAGE_PAGES: "reading and compressing pages",
+}
+
+
+def parse_compressors(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise UsageError("--compressors: give at least one of " + ", ".join(COMPRESSORS))
+    for n in names:
+        if n not in COMPRESSORS:
+            raise UsageError(
+                f"--compressors: unknown compressor {n!r} (use {', '.join(COMPRESSORS)})"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _pages(n: int) -> str:
+    return f"{n:,} ({human_size(n * PAGE_SIZE)})"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+
+
+def _header(r: EstimateResult) -> str:
+    who = f"PID {r.pid}" + (f" ({escape(r.comm)})" if r.comm else "")
+    where = ""
+    if r.ranges is not None:
+        where = " within " + ", ".join(f"{lo:#x}-{hi:#x}" for lo, hi in r.ranges)
+    vmas = "1 VMA" if r.vmas == 1 else f"{r.vmas:,} VMAs"
+    return (
+        f"[bold]{who}[/bold]: {r.present_pages:,} present private anonymous pages in "
+        f"{vmas}{where}; scanned [bold]{_pages(r.stats.pages)}[/bold] in {r.seconds:.2f}s"
+    )
+
+
+def _pages_table(r: EstimateResult) -> Table:
+    s = r.stats
+    table = Table(title="Pages", title_justify="left")
+    table.add_column("what")
+    table.add_column("pages", justify="right")
+    table.add_column("note", style="dim")
+    table.add_row("scanned", _pages(s.pages), "present, private anonymous, read")
+    table.add_row("  all-zero", f"{s.zero_pages:,}", _percent(s.zero_pages, s.pages))
+    table.add_row(
+        "  same-filled",
+        f"{s.same_filled_pages:,}",
+        "one repeated 8-byte word (the all-zero ones included)",
+    )
+    zero_note = "no RAM: not read"
+    if not r.zero_page_detection:
+        zero_note = "not detected (/proc/kpageflags unreadable): read as all-zero pages"
+    table.add_row("mapped to the shared zero page", f"{r.zero_page_mapped:,}", zero_note)
+    if r.truncated:
+        table.add_row(
+            "not scanned (--max-pages)",
+            _pages(r.present_pages - r.stats.pages - r.vanished_pages),
+            "present, after the first --max-pages in address order",
+        )
+    table.add_row("swapped out", _pages(r.swapped_pages), "not read (it would swap them in)")
+    if r.vanished_pages:
+        table.add_row("vanished", f"{r.vanished_pages:,}", "unmapped before they could be read")
+    table.add_row(
+        "skipped: file-backed, resident",
+        _pages(r.file_pages),
+        f"{r.file_anon_pages:,} of them anonymous copies (COW)"
+        if r.file_anon_pages
+        else "page cache",
+    )
+    table.add_row("skipped: shared, resident", _pages(r.shared_pages), "shmem, SysV, memfd")
+    return table
+
+
+def _ksm_table(r: EstimateResult) -> Table:
+    k = r.stats.ksm
+    table = Table(
+        title="KSM, if every scanned page were MADV_MERGEABLE (merging within this process)",
+        title_justify="left",
+    )
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("note", style="dim")
+    table.add_row("non-zero pages", f"{k.nonzero_pages:,}", "")
+    table.add_row("distinct contents", f"{k.distinct:,}", "")
+    table.add_row("pages_shared", f"{k.pages_shared:,}", "KSM pages: contents seen twice or more")
+    table.add_row("pages_sharing", f"{k.pages_sharing:,}", "mappings merged into them: pages saved")
+    table.add_row("pages_unshared", f"{k.pages_unshared:,}", "contents seen once")
+    table.add_row(
+        "[bold]saved[/bold]",
+        f"[bold]{human_size(k.saved_bytes)}[/bold]",
+        _percent(k.pages_sharing, r.stats.pages) + " of the scanned pages",
+    )
+    table.add_section()
+    table.add_row(
+        "zero pages",
+        f"{k.zero_pages:,}",
+        "KSM use_zero_pages would map them to the zero page",
+    )
+    table.add_row(
+        "  saved, use_zero_pages=1",
+        human_size(k.zero_saved_bytes),
+        "each zero page freed",
+    )
+    table.add_row(
+        "  saved, use_zero_pages=0",
+        human_size(k.zero_saved_bytes_merged),
+        "they merge into one KSM page",
+    )
+    return table
+
+
+def _zswap_table(r: EstimateResult) -> Table:
+    zs = r.stats.zswap
+    table = Table(
+        title="zswap, if every scanned page were swapped out (zsmalloc size classes)",
+        title_justify="left",
+    )
+    table.add_column("what")
+    for z in zs:
+        table.add_column(z.compressor, justify="right")
+    table.add_column("note", style="dim")
+
+    def row(what: str, cells: list[str], note: str = "") -> None:
+        table.add_row(what, *cells, note)
+
+    row("stored", [f"{z.stored_pages:,}" for z in zs], "pages kept in the pool")
+    row("  same-filled", [f"{z.same_filled_pages:,}" for z in zs], "no data kept")
+    row("  compressed", [f"{z.compressed_pages:,}" for z in zs], "")
+    row(
+        "rejected",
+        [f"{z.reject_compress_poor:,}" for z in zs],
+        "incompressible: to the swap device",
+    )
+    row("compressed size", [human_size(z.compressed_bytes) for z in zs], "size classes summed")
+    row(
+        "ratio",
+        ["-" if z.ratio is None else f"{z.ratio:.2f}" for z in zs],
+        "original / compressed",
+    )
+    row("pool", [f"{z.pool_pages:,}" for z in zs], "pages of RAM")
+    row(
+        "[bold]saved[/bold]",
+        [f"[bold]{human_size(z.saved_bytes)}[/bold]" for z in zs],
+        "stored pages less the pool",
+    )
+    row("time", [f"{z.seconds:.2f}s" for z in zs], "compressing")
+    return table
+
+
+def render(console: Console, r: EstimateResult) -> None:
+    console.print(_header(r))
+    if r.truncated:
+        console.print(
+            f"[yellow]truncated:[/yellow] --max-pages {r.max_pages:,}: scanned the first "
+            f"{r.stats.pages:,} of {r.present_pages:,} present pages, in address order"
+        )
+    console.print(_pages_table(r))
+    console.print(_ksm_table(r))
+    console.print(_zswap_table(r))
+
+
+@contextmanager
+def progress_bar(enabled: bool, no_color: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr, one task per stage; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    errors = Console(stderr=True, no_color=no_color, highlight=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(STAGE_TITLES.get(stage, stage), total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def register(subparsers: Any) -> None:
+    """Add ``estimate`` to the ``vmsim`` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "estimate",
+        help="what KSM and zswap would save on a live process (reads its pages; root)",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("pid", type=int, metavar="PID", help="the process to read")
+    parser.add_argument(
+        "--compressors",
+        default=",".join(COMPRESSORS),
+        metavar="LIST",
+        help=f"comma-separated, of {', '.join(COMPRESSORS)} (default: all)",
+    )
+    parser.add_argument(
+        "--max-pages",
+        type=int,
+        metavar="N",
+        help="read at most N pages, the first in address order (for huge processes)",
+    )
+    parser.add_argument(
+        "--range",
+        action="append",
+        dest="ranges",
+        metavar="START-END",
+        help="only pages in this address range, hex, END exclusive (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    pid: int = args.pid
+    if pid < 1:
+        raise UsageError(f"PID must be positive, got {pid}")
+    if args.max_pages is not None and args.max_pages < 1:
+        raise UsageError(f"--max-pages must be positive, got {args.max_pages}")
+    compressors = parse_compressors(args.compressors)
+    ranges: list[tuple[int, int]] | None = None
+    if args.ranges:
+        try:
+            ranges = [parse_range(text) for text in args.ranges]
+        except ValueError as exc:
+            raise UsageError(f"--range: {exc}") from None
+    try:
+        with progress_bar(not args.json, bool(args.no_color)) as progress:
+            result = estimate(pid, compressors, args.max_pages, progress, ranges)
+    except ProcessExitedError:
+        raise CliError(f"PID {pid} exited while its memory was being read") from None
+    except ProcessLookupError:
+        raise CliError(f"no process with PID {pid}") from None
+    except PermissionError as exc:
+        raise CliError(exc.strerror or f"PID {pid}: permission denied") from None
+    except EstimateError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:  # anything else the kernel says while reading /proc/PID
+        raise CliError(f"PID {pid}: {exc.strerror or exc}") from None
+    if args.json:
+        write_json(result.as_dict())
+    else:
+        render(console, result)
+    return 0
+
+
+__all__ = ["parse_compressors", "register", "render", "run"]
