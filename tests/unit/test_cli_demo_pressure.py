@@ -182,15 +182,6 @@ def test_no_byte_lost_under_swap_zswap_and_ksm(monkeypatch: pytest.MonkeyPatch) 
         assert "fork" not in out
 
 
-@pytest.mark.xfail(
-    reason=(
-        "model bug: copy-on-write is lost for a page shared after fork() once it went through "
-        "swap: do_swap_page() takes swap_count == 1 as exclusive while the other process maps "
-        "the swap-cache folio, and try_to_unmap() marks a swap PTE exclusive (mapcount 1) while "
-        "another process's PTE still names the slot"
-    ),
-    strict=False,
-)
 def test_no_byte_lost_with_a_fork() -> None:
     code, out, err = run([*SMALL, "--no-plot", "--steps", "9"])
     assert code == EXIT_OK, err

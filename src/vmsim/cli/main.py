@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from vmsim.cli import demo_cow, demo_enomem, demo_walk, maps, replay, top
+from vmsim.cli import demo_cow, demo_enomem, demo_pressure, demo_walk, estimate, maps, replay, top
 from vmsim.cli.errors import CliError, UsageError
 
 EXIT_OK = 0
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_enomem.register(demos)
     demo_cow.register(demos)
     demo_walk.register(demos)
+    demo_pressure.register(demos)
     maps.register(commands)
+    estimate.register(commands)
     replay.register(commands)
     top.register(commands)
     return parser

@@ -447,6 +447,13 @@ def _release(
     mm.mem.rmap_remove(pfn, mm, addr)
     if locked and flags & _MLOCKED:
         munlock_folio(mm, pfn)
+    swap = mm.mem.swap
+    key = swap.entry_of.get(pfn)
+    if key is not None and not frames.mapcount(pfn) and not swap.count(key):
+        # free_swap_cache(): the last mapping is gone and no swap entry names the slot
+        swap.remove_from_cache(pfn)
+        frames.clear_flags(pfn, int(PageFlag.SWAPCACHE))
+        frames.put(pfn)
     frames.put(pfn)
 
 
