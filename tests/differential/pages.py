@@ -39,6 +39,7 @@ from vmsim.constants import (
     MADV_GUARD_INSTALL,
     MADV_GUARD_REMOVE,
     MADV_KEEPONFORK,
+    MADV_PAGEOUT,
     MADV_POPULATE_READ,
     MADV_POPULATE_WRITE,
     MADV_REMOVE,
@@ -84,6 +85,8 @@ COUNTERS = (
 PM_BITS = (1 << 63) | (1 << 62) | (1 << 61) | (1 << 58) | (1 << 57) | (1 << 56)
 PFN_MASK = (1 << 55) - 1
 ADVICE = {
+    MADV_COLD: "COLD",
+    MADV_PAGEOUT: "PAGEOUT",
     MADV_DONTNEED: "DONTNEED",
     MADV_FREE: "FREE",
     MADV_REMOVE: "REMOVE",

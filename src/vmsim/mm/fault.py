@@ -856,9 +856,10 @@ def try_to_unmap(mem: Memory, pfn: int, to: tuple[int, int] | None) -> bool:
 
 
 def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> None:
-    """madvise_cold_or_pageout_pte_range(): folios mapped only here lose their accessed bits
-    and PG_referenced; MADV_COLD moves them to the inactive list, MADV_PAGEOUT reclaims them
-    at once (without swap an anonymous folio stays, activated; a clean file folio goes)."""
+    """madvise_cold_or_pageout_pte_range(): folios mapped only here lose PG_referenced;
+    MADV_COLD also ages their PTEs and moves them to the inactive list, MADV_PAGEOUT reclaims
+    them at once (without swap an anonymous folio stays, activated; a clean file folio goes;
+    the PTEs of what stays keep their accessed bit)."""
     from vmsim.mm import vmscan
 
     if not mm.pt_used or start >= end:
@@ -875,7 +876,7 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
         pfn = entry_pfn(e)
         if pfn == zero or pfn not in mem.lru.where or frames.mapcount(pfn) != 1:
             continue
-        if e & PAGE_ACCESSED:
+        if e & PAGE_ACCESSED and not pageout:  # PAGEOUT leaves the PTE young (kernel-verified)
             mm.pt.set(m.vaddr, e & ~PAGE_ACCESSED)
             aged.append(m.vaddr)
         frames.clear_flags(pfn, _REFERENCED)

@@ -19,7 +19,7 @@ scanned only if swap has free slots. For each inactive folio (shrink_folio_list(
 
 kswapd (``balance_pgdat``) reclaims until free memory is above the high watermark; direct
 reclaim (an allocation at the min watermark) reclaims 32 pages at most per attempt.
-Not modelled: shmem pages are never swapped out (they stay on the anonymous LRU); no
+Not modelled: dirty shmem pages are never swapped out (they stay on the anonymous LRU); no
 per-cgroup lists; swappiness is 60 only in spirit: file lists go first at every priority.
 """
 
@@ -107,8 +107,9 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
         frames.clear_flags(pfn, _SWAPCACHE)
         frames.put(pfn)  # the swap cache's reference: the folio is freed
         return "freed"
-    # a file folio (shmem excluded: it stays in memory in this model)
-    if flags & _SWAPBACKED:
+    # a file folio. A shmem folio never written holds only the zeros of a hole: it is
+    # dropped like a clean page; a dirty one would need shmem swap-out (not modelled)
+    if flags & _SWAPBACKED and flags & _DIRTY:
         return "activate"
     owner = mem.cache_owner.get(pfn)
     if owner is None:
@@ -116,6 +117,8 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
     if not pf.try_to_unmap(mem, pfn, None):
         return "kept"
     inode, pg = owner
+    if frames.flags(pfn) & _DIRTY and flags & _SWAPBACKED:
+        return "activate"  # a PTE had dirtied it
     if frames.flags(pfn) & _DIRTY:  # pageout(): write it back, reclaim it next time
         inode.backing[pg] = frames.read(pfn)
         frames.clear_flags(pfn, _DIRTY)
