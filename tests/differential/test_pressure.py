@@ -1,0 +1,102 @@
+"""What Linux shows of reclaim without changing any setting (this machine has no swap):
+MADV_PAGEOUT evicts clean file pages (visible in mincore, smaps Rss and on the next access,
+a major fault), and leaves anonymous pages in place. vmsim against the live kernel.
+
+The file lives in a temporary directory on the test machine's disk; its page cache is emptied
+with fsync + posix_fadvise(DONTNEED) first, so both sides start with nothing cached.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import vmsim
+from vmsim.constants import (
+    MADV_PAGEOUT,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    PROT_READ,
+    PROT_WRITE,
+)
+
+from .live import LiveChild
+from .pages import WINDOW, _cpu
+
+pytestmark = pytest.mark.kernel
+
+P = 4096
+NPAGES = 8
+O_RDONLY = 0
+
+
+def _rss(smaps: str, start: int) -> int:
+    lines = smaps.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(f"{start:x}-"))
+    return next(int(line.split()[1]) for line in lines[i + 1 :] if line.startswith("Rss:"))
+
+
+def test_pageout_evicts_clean_file_pages_and_keeps_anonymous_ones(tmp_path: Path) -> None:
+    path = tmp_path / "pageout.bin"
+    data = b"".join(bytes([i + 1]) * P for i in range(NPAGES))
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    fa, aa = WINDOW, WINDOW + 0x100000
+
+    m = vmsim.Machine()
+    p = m.spawn()
+    inode = m.inode_for(str(path), (8, 1), path.stat().st_ino, len(data))
+    for pg in range(NPAGES):
+        inode.backing[pg] = data[pg * P : (pg + 1) * P]
+    sfd = p.open_inode(inode, writable=False)
+
+    with LiveChild() as k:
+        # one CPU: madvise_pageout() drains only the local CPU's LRU batches, and a folio
+        # still in a batch is not on the LRU, so it cannot be isolated and paged out
+        os.sched_setaffinity(k.pid, {_cpu()})
+        ret, err = k.request(("sc", (2, str(path).encode(), O_RDONLY, 0)))
+        assert ret >= 0, err
+        k.fds.append(ret)
+        kfd = len(k.fds) - 1
+
+        def both_mincore(addr: int, length: int) -> tuple[bytes, bytes]:
+            km = k.mincore(addr, length)
+            return km.data or b"", p.mincore(addr, length)
+
+        assert k.mmap(fa, NPAGES * P, PROT_READ, MAP_PRIVATE | MAP_FIXED, kfd, 0).err is None
+        p.mmap(fa, NPAGES * P, PROT_READ, MAP_PRIVATE | MAP_FIXED, sfd, 0)
+        flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
+        assert k.mmap(aa, 2 * P, PROT_READ | PROT_WRITE, flags).err is None
+        p.mmap(aa, 2 * P, PROT_READ | PROT_WRITE, flags)
+        kmin, smin = both_mincore(fa, NPAGES * P)
+        assert kmin == smin == bytes(NPAGES)  # nothing cached yet
+
+        assert k.load(fa + 3 * P, 1) == p.read(fa + 3 * P, 1) == b"\4"
+        k.store(aa, b"anon")
+        p.write(aa, b"anon")
+        kmin, smin = both_mincore(fa, NPAGES * P)
+        assert kmin == smin  # read-around and fault-around
+        assert _rss(k.smaps(), fa) == _rss(p.smaps(), fa)
+
+        assert k.madvise(fa, NPAGES * P, MADV_PAGEOUT).err is None
+        assert k.madvise(aa, 2 * P, MADV_PAGEOUT).err is None
+        p.madvise(fa, NPAGES * P, MADV_PAGEOUT)
+        p.madvise(aa, 2 * P, MADV_PAGEOUT)
+        kmin, smin = both_mincore(fa, NPAGES * P)
+        assert kmin == smin == bytes(NPAGES)  # the file pages are gone
+        assert _rss(k.smaps(), fa) == _rss(p.smaps(), fa) == 0
+        assert _rss(k.smaps(), aa) == _rss(p.smaps(), aa) == 4  # no swap: anon stays
+        km, sm = both_mincore(aa, 2 * P)
+        assert km == sm == b"\1\0"
+
+        majflt = k.majflt
+        assert k.load(fa + 5 * P, 1) == p.read(fa + 5 * P, 1) == b"\6"
+        assert k.majflt - majflt == 1 and p.stats["majflt"] == 2
+        kmin, smin = both_mincore(fa, NPAGES * P)
+        assert kmin == smin
