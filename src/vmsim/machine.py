@@ -143,7 +143,7 @@ class Machine:
     def _release_inode(self, inode: Inode) -> None:
         """iput() of a deleted file (memfd, shared anonymous memory): once no process
         opens or maps it, its page cache is freed. Named files keep their cache."""
-        if not inode.deleted or not inode.pages:
+        if not inode.deleted or not (inode.pages or inode.swapped):
             return
         for p in self.processes:
             if not p.alive:
@@ -153,7 +153,8 @@ class Machine:
         for mm in self.memory.mms:
             if any(v.file is not None and v.file.inode is inode for v in mm.tree):
                 return
-        pf.drop_cache_pages(self.memory, inode, 0, max(inode.pages) + 1)
+        last = max([*inode.pages, *inode.swapped]) + 1
+        pf.drop_cache_pages(self.memory, inode, 0, last)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(
@@ -291,6 +292,9 @@ class Machine:
                 cache[pfn] = cache.get(pfn, 0) + 1
         for pfn in mem.swap.entry_of:
             cache[pfn] = cache.get(pfn, 0) + 1
+        for inode in inodes.values():
+            for key in inode.swapped.values():
+                swaprefs[key] = swaprefs.get(key, 0) + 1
         pool = set()
         if mem.swap.zswap is not None:
             pool.update(mem.swap.zswap.memory.pfns)

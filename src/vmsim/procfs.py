@@ -211,7 +211,17 @@ class MemSizeStats:
 
 
 def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
-    """smap_gather_stats() for one VMA: walk its present PTEs."""
+    """smap_gather_stats() for one VMA: walk its PTEs; in a shmem VMA the pages swapped out
+    from the page cache count as Swap too (smaps_pte_hole_lookup())."""
+    f = vma.file
+    if f is not None and f.inode.shmem and f.inode.swapped:
+        first, last = vma.pgoff, vma.pgoff + vma.pages
+        for pg in f.inode.swapped:
+            if first <= pg < last:
+                leaf = mm.pt.get(vma.start + ((pg - first) << PAGE_SHIFT)) if mm.pt_used else None
+                if leaf is None or not leaf.entry:
+                    mss.swap += 4096
+                    mss.swap_pss += 4096 << PSS_SHIFT
     if not mm.pt_used or vma.start >= vma.end:
         return
     frames = mm.mem.frames

@@ -335,3 +335,49 @@ def test_cow_survives_swap_of_a_page_shared_after_fork():
         page[8 + k] = 0x70 + k
         assert c.read(at(0), 12 * PAGE) == bytes(page) * 12
     m.check_memory()
+
+
+def test_dirty_shmem_pages_go_to_swap_and_come_back():
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    fd = p.memfd_create("shm")
+    p.ftruncate(fd, 4 * PAGE)
+    p.mmap(at(0), 4 * PAGE, RW, vmsim.MAP_SHARED | MAP_FIXED, fd, 0)
+    data = os.urandom(3 * PAGE)
+    p.write(at(0), data)  # pages 0-2 dirty
+    p.read(at(3), 1)  # page 3 read only: clean, just the zeros of a hole
+    p.madvise(at(0), 4 * PAGE, MADV_PAGEOUT)
+    assert vmstat(m)["pswpout"] == 3  # the clean one is dropped, not written
+    assert smaps_field(p, at(0), "Rss") == 0
+    assert smaps_field(p, at(0), "Swap") == 12
+    assert p.mincore(at(0), 4 * PAGE) == bytes(4)
+    assert p.read(at(0), 3 * PAGE) == data
+    assert p.read(at(3), 1) == b"\0"
+    assert smaps_field(p, at(0), "Swap") == 0
+    m.check_memory()
+    p.close(fd)
+    p.munmap(at(0), 4 * PAGE)
+    m.check_memory()
+    assert meminfo(m)["SwapFree"] == meminfo(m)["SwapTotal"]
+
+
+def test_shmem_slot_read_ahead_by_an_anonymous_fault():
+    # Regression: cluster readahead of an anonymous swap fault reads neighbouring slots,
+    # a shmem page's among them, into the swap cache (taking zswap's only copy); the shmem
+    # swap-in must take the page from the swap cache, not from the device.
+    m = vmsim.Machine(ram="64M", swap="1M", zswap="lz4")
+    p = m.spawn()
+    anon(p, 0, 1)
+    fd = p.memfd_create("shm")
+    p.ftruncate(fd, PAGE)
+    p.mmap(at(4), PAGE, RW, vmsim.MAP_SHARED | MAP_FIXED, fd, 0)
+    p.write(at(0), b"anon" * 1024)
+    p.write(at(4), b"shm!" * 1024)
+    p.madvise(at(0), PAGE, MADV_PAGEOUT)  # slot 1
+    p.madvise(at(4), PAGE, MADV_PAGEOUT)  # slot 2
+    assert p.read(at(0), 4) == b"anon"  # reads slots 1-2 into the swap cache
+    assert p.read(at(4), 8) == b"shm!shm!"
+    m.check_memory()
+    p.close(fd)
+    p.munmap(at(4), PAGE)
+    m.check_memory()

@@ -116,9 +116,24 @@ def find_or_create_page(mm: AddressSpace, inode: Inode, pgoff: int) -> tuple[int
         return pfn, False
     mem = mm.mem
     if inode.shmem:
+        key = inode.swapped.get(pgoff)
         pfn = mem.alloc_folio(SHMEM_FLAGS)
+        if key is None:
+            cache_add(mem, inode, pgoff, pfn)
+            return pfn, False
+        # shmem_swapin_folio(): read it back (from the swap cache if readahead brought it
+        # there already), the slot is given up (a major fault)
+        cached = mem.swap.cache.get(key)
+        if cached is not None:
+            page = mem.frames.read(cached)
+        else:
+            page, _where = mem.swap.read(key)
+        mem.frames.write(pfn, 0, page)
+        mem.frames.set_flags(pfn, _DIRTY)
+        del inode.swapped[pgoff]
+        mem.swap_entry_gone(key)
         cache_add(mem, inode, pgoff, pfn)
-        return pfn, False
+        return pfn, True
     # a regular file: read the page and its read-around window from the backing store
     first = max(0, pgoff - READAHEAD_PAGES // 2)
     last = min(eof_pages(inode), first + READAHEAD_PAGES)
@@ -545,9 +560,12 @@ def cache_del(mem: Memory, inode: Inode, pg: int) -> None:
 
 def drop_cache_pages(mem: Memory, inode: Inode, first: int, last: int) -> None:
     """truncate_inode_pages_range(): the page cache lets go of ``[first, last)``; the pages
-    must be unmapped by now. The backing store forgets them too (a hole)."""
+    must be unmapped by now. The backing store forgets them too (a hole), and so does swap
+    for shmem pages swapped out."""
     for pg in [p for p in inode.pages if first <= p < last]:
         cache_del(mem, inode, pg)
+    for pg in [p for p in inode.swapped if first <= p < last]:
+        mem.swap_entry_gone(inode.swapped.pop(pg))
     for pg in [p for p in inode.backing if first <= p < last]:
         del inode.backing[pg]
 

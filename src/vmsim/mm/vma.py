@@ -42,6 +42,7 @@ class Inode:
     size: int = 0
     pages: dict[int, int] = field(default_factory=dict)
     backing: dict[int, bytes] = field(default_factory=dict)
+    swapped: dict[int, tuple[int, int]] = field(default_factory=dict)  # shmem: pgoff -> slot
     shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here
     deleted: bool = False  # name shown with " (deleted)"
 

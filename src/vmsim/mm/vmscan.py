@@ -19,7 +19,7 @@ scanned only if swap has free slots. For each inactive folio (shrink_folio_list(
 
 kswapd (``balance_pgdat``) reclaims until free memory is above the high watermark; direct
 reclaim (an allocation at the min watermark) reclaims 32 pages at most per attempt.
-Not modelled: dirty shmem pages are never swapped out (they stay on the anonymous LRU); no
+Not modelled: no
 per-cgroup lists; swappiness is 60 only in spirit: file lists go first at every priority.
 """
 
@@ -108,17 +108,29 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
         frames.put(pfn)  # the swap cache's reference: the folio is freed
         return "freed"
     # a file folio. A shmem folio never written holds only the zeros of a hole: it is
-    # dropped like a clean page; a dirty one would need shmem swap-out (not modelled)
-    if flags & _SWAPBACKED and flags & _DIRTY:
-        return "activate"
+    # dropped like a clean page; a dirty one goes to swap (shmem_writeout()): its PTEs are
+    # cleared and the page-cache slot names the swap entry instead
     owner = mem.cache_owner.get(pfn)
     if owner is None:
         return "kept"
+    if flags & _SWAPBACKED and flags & _DIRTY and mem.swap.free == 0:
+        return "activate"
     if not pf.try_to_unmap(mem, pfn, None):
         return "kept"
     inode, pg = owner
     if frames.flags(pfn) & _DIRTY and flags & _SWAPBACKED:
-        return "activate"  # a PTE had dirtied it
+        key = mem.swap.alloc()
+        if key is None:
+            return "activate"
+        data = frames.read(pfn)
+        mem.swap.dup(key)  # the page cache's reference to the slot
+        inode.swapped[pg] = key
+        if mem.swap.write(key, data) == "failed":
+            inode.swapped.pop(pg)
+            mem.swap.put(key)
+            return "activate"
+        pf.cache_del(mem, inode, pg)
+        return "freed"
     if frames.flags(pfn) & _DIRTY:  # pageout(): write it back, reclaim it next time
         inode.backing[pg] = frames.read(pfn)
         frames.clear_flags(pfn, _DIRTY)
