@@ -462,14 +462,19 @@ def _release(
     mm.mem.rmap_remove(pfn, mm, addr)
     if locked and flags & _MLOCKED:
         munlock_folio(mm, pfn)
-    swap = mm.mem.swap
-    key = swap.entry_of.get(pfn)
-    if key is not None and not frames.mapcount(pfn) and not swap.count(key):
-        # free_swap_cache(): the last mapping is gone and no swap entry names the slot
-        swap.remove_from_cache(pfn)
-        frames.clear_flags(pfn, int(PageFlag.SWAPCACHE))
-        frames.put(pfn)
+    free_swap_cache(mm.mem, pfn)
     frames.put(pfn)
+
+
+def free_swap_cache(mem: Memory, pfn: int) -> None:
+    """free_swap_cache() / folio_free_swap(): once no PTE maps a swap-cache folio and no
+    swap entry names its slot, the swap cache lets go of it (and of its reference)."""
+    swap = mem.swap
+    key = swap.entry_of.get(pfn)
+    if key is not None and not mem.frames.mapcount(pfn) and not swap.count(key):
+        swap.remove_from_cache(pfn)
+        mem.frames.clear_flags(pfn, int(PageFlag.SWAPCACHE))
+        mem.frames.put(pfn)
 
 
 # ------------------------------------------------------------------- zapping

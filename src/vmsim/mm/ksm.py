@@ -188,6 +188,7 @@ class Ksm:
         self.mem.flush_range(mm, va, va + PAGE_SIZE)
         frames.unmap(old)
         self.mem.rmap_remove(old, mm, va)
+        pf.free_swap_cache(self.mem, old)  # replace_page(): folio_free_swap() if unmapped
         frames.put(old)
 
     def unmerge(self, mm: AddressSpace, start: int, end: int) -> None:
