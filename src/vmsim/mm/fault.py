@@ -379,9 +379,8 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
         # folio_free_swap() before the reuse check: the swap copy is no longer needed
         key = swap.entry_of[pfn]
         if not swap.count(key):
-            swap.remove_from_cache(pfn)
-            frames.put(pfn)
             frames.set_flags(pfn, _DIRTY)
+            mm.mem.delete_from_swap_cache(pfn)
     ksm = not zero and frames.flags(pfn) & _KSM
     if ksm:
         mm.stats.cow_ksm += 1
@@ -472,9 +471,7 @@ def free_swap_cache(mem: Memory, pfn: int) -> None:
     swap = mem.swap
     key = swap.entry_of.get(pfn)
     if key is not None and not mem.frames.mapcount(pfn) and not swap.count(key):
-        swap.remove_from_cache(pfn)
-        mem.frames.clear_flags(pfn, int(PageFlag.SWAPCACHE))
-        mem.frames.put(pfn)
+        mem.delete_from_swap_cache(pfn)
 
 
 # ------------------------------------------------------------------- zapping
@@ -839,10 +836,8 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
     _map_page(mm, vma, addr, pfn, pte)
     swap.put(key)
     if (write or swap.full() or vma.flags & VM_LOCKED) and not swap.count(key):
-        swap.remove_from_cache(pfn)  # folio_free_swap()
-        frames.clear_flags(pfn, int(PageFlag.SWAPCACHE))
         frames.set_flags(pfn, _DIRTY)
-        frames.put(pfn)
+        mem.delete_from_swap_cache(pfn)  # folio_free_swap()
     return "swap-major" if major else "swap"
 
 

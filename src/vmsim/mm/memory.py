@@ -202,9 +202,14 @@ class Memory:
             and not frames.mapcount(pfn)
             and frames.refcount(pfn) == 1
         ):
-            swap.remove_from_cache(pfn)
-            frames.clear_flags(pfn, _SWAPCACHE)
-            frames.put(pfn)
+            self.delete_from_swap_cache(pfn)
+
+    def delete_from_swap_cache(self, pfn: int) -> None:
+        """delete_from_swap_cache() + folio_put(): the folio leaves the swap cache (its slot is
+        freed if nothing names it) and the cache's reference goes (freeing an unused folio)."""
+        self.swap.remove_from_cache(pfn)
+        self.frames.clear_flags(pfn, _SWAPCACHE)
+        self.frames.put(pfn)
 
     def alloc_folio(self, flags: int) -> int:
         """The page allocator's view of a user page: below the low watermark kswapd is woken,

@@ -77,6 +77,14 @@ def _expected_refs(mem: Memory, pfn: int) -> int:
     return mem.frames.mapcount(pfn) + cache
 
 
+def _isolatable(mem: Memory, pfn: int) -> bool:
+    """folio_isolate_lru() would take it: not mlocked, not KSM, not busy (no reference
+    beyond its PTEs and its page or swap cache: a fault is not using it)."""
+    if mem.frames.flags(pfn) & (_MLOCKED | _KSM):
+        return False
+    return mem.frames.refcount(pfn) == _expected_refs(mem, pfn)
+
+
 def _reclaim_one(mem: Memory, pfn: int) -> str:
     """shrink_folio_list() for one folio after the reference check said "reclaim".
     Returns "freed", "kept" (rotate), "activate" or "written" (write-back started)."""
@@ -103,9 +111,7 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
             if where == "failed":
                 return "activate"
             frames.clear_flags(pfn, _DIRTY)
-        swap.remove_from_cache(pfn)
-        frames.clear_flags(pfn, _SWAPCACHE)
-        frames.put(pfn)  # the swap cache's reference: the folio is freed
+        mem.delete_from_swap_cache(pfn)  # the cache's reference was the last: freed
         return "freed"
     # a file folio. A shmem folio never written holds only the zeros of a hole: it is
     # dropped like a clean page; a dirty one goes to swap (shmem_writeout()): its PTEs are
@@ -155,10 +161,10 @@ def shrink_inactive(
         done += 1
         if lru.where.get(pfn) != name:
             continue
-        flags = frames.flags(pfn)
-        if flags & (_MLOCKED | _KSM) or frames.refcount(pfn) != _expected_refs(mem, pfn):
+        if not _isolatable(mem, pfn):
             lru.rotate(pfn)
             continue
+        flags = frames.flags(pfn)
         young, exec_ = folio_referenced(mem, pfn)
         referenced = bool(flags & _REFERENCED)
         if referenced:
@@ -269,8 +275,7 @@ def pageout(mem: Memory, pfns: list[int]) -> int:
         for pfn in pfns:
             if not frames.is_allocated(pfn) or pfn not in mem.lru.where:
                 continue
-            flags = frames.flags(pfn)
-            if flags & (_MLOCKED | _KSM) or frames.refcount(pfn) != _expected_refs(mem, pfn):
+            if not _isolatable(mem, pfn):
                 continue
             outcome = _reclaim_one(mem, pfn)
             if outcome == "freed":
