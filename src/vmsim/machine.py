@@ -13,7 +13,7 @@ from vmsim.mm import vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
 from vmsim.mm.ksm import Ksm
-from vmsim.mm.memory import VMSTAT_EVENTS, Memory
+from vmsim.mm.memory import VMSTAT_ORDER, Memory
 from vmsim.mm.swap import SwapDevice
 from vmsim.mm.vma import Inode, OpenFile
 from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
@@ -460,42 +460,30 @@ class Machine:
         sizes = mem.lru.sizes()
         z = mem.swap.zswap
         st = mem.stats
-        rows = [
-            ("nr_free_pages", f.free_pages),
-            ("nr_inactive_anon", sizes["inactive_anon"]),
-            ("nr_active_anon", sizes["active_anon"]),
-            ("nr_inactive_file", sizes["inactive_file"]),
-            ("nr_active_file", sizes["active_file"]),
-            ("nr_unevictable", sizes["unevictable"]),
-            ("nr_mlock", f.nr_mlock),
-            ("nr_anon_pages", f.nr_anon_mapped),
-            ("nr_mapped", f.nr_file_mapped),
-            ("nr_file_pages", f.nr_file_pages),
-            ("nr_dirty", f.nr_file_dirty),
-            ("nr_shmem", f.nr_shmem),
-            ("nr_swapcached", len(mem.swap.cache)),
-            ("nr_page_table_pages", f.nr_pagetable),
-            ("pswpin", mem.swap.pswpin),
-            ("pswpout", mem.swap.pswpout),
-            ("pgfault", st.pgfault),
-            ("pgmajfault", st.pgmajfault),
-        ]
-        rows += [
-            (k, mem.vmstat[k]) for k in VMSTAT_EVENTS if k.startswith(("pgre", "pgac", "pgde"))
-        ]
-        rows += [
-            ("pgsteal_kswapd", mem.vmstat["pgsteal_kswapd"]),
-            ("pgsteal_direct", mem.vmstat["pgsteal_direct"]),
-            ("pgscan_kswapd", mem.vmstat["pgscan_kswapd"]),
-            ("pgscan_direct", mem.vmstat["pgscan_direct"]),
-            ("pgrotated", mem.vmstat["pgrotated"]),
-            ("allocstall_normal", mem.vmstat["allocstall_normal"]),
-            ("pageoutrun", mem.vmstat["pageoutrun"]),
-            ("oom_kill", mem.vmstat["oom_kill"]),
-            ("zswpin", z.zswpin if z else 0),
-            ("zswpout", z.zswpout if z else 0),
-            ("zswpwb", z.zswpwb if z else 0),
-            ("ksm_zero_pages", self.ksm.ksm_zero_pages if self.ksm else 0),
-            ("cow_ksm", mem.stats.cow_ksm),
-        ]
+        ev = mem.vmstat
+        values = {
+            "nr_free_pages": f.free_pages,
+            "nr_inactive_anon": sizes["inactive_anon"],
+            "nr_active_anon": sizes["active_anon"],
+            "nr_inactive_file": sizes["inactive_file"],
+            "nr_active_file": sizes["active_file"],
+            "nr_unevictable": sizes["unevictable"],
+            "nr_mlock": f.nr_mlock,
+            "nr_anon_pages": f.nr_anon_mapped,
+            "nr_mapped": f.nr_file_mapped,
+            "nr_file_pages": f.nr_file_pages,
+            "nr_dirty": f.nr_file_dirty,
+            "nr_shmem": f.nr_shmem,
+            "nr_page_table_pages": f.nr_pagetable,
+            "nr_swapcached": len(mem.swap.cache),
+            "pswpin": mem.swap.pswpin,
+            "pswpout": mem.swap.pswpout,
+            "pgfault": st.pgfault,
+            "pgmajfault": st.pgmajfault,
+            "zswpin": z.zswpin if z else 0,
+            "zswpout": z.zswpout if z else 0,
+            "zswpwb": z.zswpwb if z else 0,
+            "cow_ksm": st.cow_ksm,
+        }
+        rows = [(k, values[k] if k in values else ev[k]) for k in VMSTAT_ORDER]
         return "".join(f"{k} {v}\n" for k, v in rows)

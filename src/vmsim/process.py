@@ -378,7 +378,7 @@ class Process:
                 c.anon_singular = True
             else:
                 if v.anon_vma is not None:
-                    c.anon_vma = AnonVma()
+                    c.anon_vma = AnonVma(v.anon_vma)
                     c.anon_singular = False
                 if pf.vma_needs_copy(v):
                     pf.copy_page_range(child_mm, parent, v)

@@ -381,3 +381,84 @@ def test_shmem_slot_read_ahead_by_an_anonymous_fault():
     p.close(fd)
     p.munmap(at(4), PAGE)
     m.check_memory()
+
+
+def _pfn(p, page) -> int:
+    return p.pagemap(at(page), 1)[0] & ((1 << 55) - 1)
+
+
+def _swap_slot(p, page) -> tuple[int, int]:
+    e = p.pagemap(at(page), 1)[0]
+    assert e & PM_SWAP and not e & PM_PRESENT
+    return e & 31, (e & ((1 << 55) - 1)) >> 5
+
+
+def test_a_ksm_page_is_swapped_out_and_copied_for_other_families_on_swap_in():
+    # two unrelated processes (two anon_vma roots) and, in p, two pages with the same bytes
+    m = vmsim.Machine(ram="64M", swap="1M", ksm=True)
+    p, q = m.spawn(), m.spawn()
+    data = b"twin" * 1024
+    for proc, pages in ((p, 2), (q, 1)):
+        anon(proc, 0, pages)
+        proc.write(at(0), data * pages)
+        proc.madvise(at(0), pages * PAGE, MADV_MERGEABLE)
+    m.tick(3)
+    assert (m.ksm_stats()["pages_shared"], m.ksm_stats()["pages_sharing"]) == (1, 2)
+    kpfn = _pfn(p, 0)
+    assert vmscan.pageout(m.memory, [kpfn]) == 1  # rmap_walk_ksm(): all three PTEs
+    # one slot, written once, named by three PTEs; the stable node went with the folio
+    assert _swap_slot(p, 0) == _swap_slot(p, 1) == _swap_slot(q, 0) == (0, 1)
+    assert vmstat(m)["pswpout"] == 1
+    assert m.ksm_stats()["pages_shared"] == 0
+    assert smaps_field(p, at(0), "Swap") == 8 and smaps_field(p, at(0), "SwapPss") == 2
+    # p's first page reads it back (major fault): that folio is p's page 0 now
+    assert p.read(at(0), 4) == b"twin"
+    assert p.stats["majflt"] == 1 and vmstat(m)["ksm_swpin_copy"] == 0
+    # p's second page: same family, other index -> a copy; q: another family -> a copy
+    assert p.read(at(1), 4) == b"twin" and q.read(at(0), 4) == b"twin"
+    assert vmstat(m)["ksm_swpin_copy"] == 2
+    assert len({_pfn(p, 0), _pfn(p, 1), _pfn(q, 0)}) == 3
+    # no PTE names the slot now, but p's folio still holds it in the swap cache until a
+    # write frees it (do_wp_page(): folio_free_swap() before the reuse)
+    info = meminfo(m)
+    assert (info["SwapTotal"] - info["SwapFree"], info["SwapCached"]) == (4, 4)
+    p.write(at(0), b"t")  # the same byte: the contents stay those of the twins
+    info = meminfo(m)
+    assert (info["SwapTotal"] - info["SwapFree"], info["SwapCached"]) == (0, 0)
+    # ksmd merges them again
+    m.tick(3)
+    assert (m.ksm_stats()["pages_shared"], m.ksm_stats()["pages_sharing"]) == (1, 2)
+    assert p.read(at(0), 2 * PAGE) == data * 2 and q.read(at(0), PAGE) == data
+    m.check_memory()
+
+
+def test_swapped_in_page_shared_by_fork_is_not_copied():
+    # parent and child are one anon_vma family: the swapped-in folio is mapped by both
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 1)
+    p.write(at(0), b"fam")
+    c = p.fork()
+    kpfn = _pfn(p, 0)
+    assert vmscan.pageout(m.memory, [kpfn]) == 1
+    assert _swap_slot(p, 0) == _swap_slot(c, 0)
+    assert p.read(at(0), 3) == b"fam" and c.read(at(0), 3) == b"fam"
+    assert _pfn(p, 0) == _pfn(c, 0)
+    assert vmstat(m)["ksm_swpin_copy"] == 0
+    m.check_memory()
+
+
+def test_read_fault_maps_an_exclusive_swap_entry_writable():
+    # do_swap_page(): an exclusive entry is mapped writable at once, so the next write does
+    # not fault; a page shared after fork (not exclusive) is mapped read-only
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 1)
+    p.write(at(0), b"x")
+    p.madvise(at(0), PAGE, MADV_PAGEOUT)
+    before = p.stats["pgfault"]
+    p.read(at(0), 1)
+    p.write(at(0), b"y")
+    assert p.stats["pgfault"] - before == 1
+    assert p.stats["majflt"] == 1
+    m.check_memory()

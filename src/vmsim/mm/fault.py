@@ -61,6 +61,7 @@ PAGE_DIRTY_FLAG = _DIRTY
 _REFERENCED = int(PageFlag.REFERENCED)
 _KSM = int(PageFlag.KSM)
 _ACTIVE = int(PageFlag.ACTIVE)
+_READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
 PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster
 READAHEAD_PAGES = 32  # VM_READAHEAD_PAGES: 128 KiB of mmap read-around
@@ -768,7 +769,7 @@ def swap_pte(key: tuple[int, int], exclusive: bool) -> int:
     return e | PAGE_SWP_EXCLUSIVE if exclusive else e
 
 
-def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> int:
+def swapin_readahead(mm: AddressSpace, vma: Vma, addr: int, key: tuple[int, int]) -> int:
     """swap_cluster_readahead(): read the aligned cluster of 2**page-cluster slots around
     ``key`` into the swap cache (the faulting slot first; the rest is best effort). Returns
     the faulting slot's folio with a reference held for the caller (so that reclaim, run by
@@ -810,10 +811,27 @@ def swapin_readahead(mm: AddressSpace, key: tuple[int, int]) -> int:
     return target
 
 
+def anon_owner(vma: Vma, addr: int) -> tuple[int, int]:
+    """(anon_vma root, linear page index): where an anonymous folio mapped at ``addr`` in
+    ``vma`` belongs (folio->mapping, folio->index)."""
+    assert vma.anon_vma is not None
+    return vma.anon_vma.root, vma.pgoff_at(addr)
+
+
 def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool) -> str:
     """do_swap_page(): bring the page back (from the swap cache, else a major fault that
-    reads the cluster around it), map it, drop this PTE's swap reference; the swap copy is
-    given up on a write fault, when swap is more than half full, or in a locked VMA."""
+    reads the readahead window around it), map it, drop this PTE's swap reference.
+
+    * ksm_might_need_to_copy(): a swap-cache folio that already belongs elsewhere (another
+      anon_vma family, or another page index: both happen only to a page KSM had merged
+      before it was swapped out) is copied for this mapping; a KSM folio still in the swap
+      cache is mapped as it is, read-only;
+    * the swap copy is given up (folio_free_swap(), the folio is dirty again) when swap is
+      more than half full, in a locked VMA, or on a write fault when nobody else holds the
+      folio, provided no other swap entry names the slot;
+    * the page is mapped writable at once (dirty only on a write fault) when it is ours
+      alone: the swap entry said so (PAGE_SWP_EXCLUSIVE), it is a fresh copy, or only this
+      mapping holds it now."""
     mem = mm.mem
     swap = mem.swap
     key = swap_key(entry)
@@ -821,23 +839,52 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
     major = False
     pfn = swap.cache.get(key)
     if pfn is None:
-        pfn = swapin_readahead(mm, key)  # returned with the mapping's reference held
+        pfn = swapin_readahead(mm, vma, addr, key)  # returned with the mapping's reference held
         major = True
     else:
         frames.get(pfn)  # the mapping's reference
-    # ours alone: the entry says so, or no other swap entry names the slot and no other
-    # PTE maps the swap-cache folio already
-    exclusive = bool(entry & PAGE_SWP_EXCLUSIVE) or (
-        swap.count(key) == 1 and frames.mapcount(pfn) == 0
-    )
-    pte = pfn_pte(pfn, page_prot(vma))
-    if write and exclusive and vma.flags & VM_WRITE:
-        pte |= PAGE_RW | PAGE_DIRTY
-    _map_page(mm, vma, addr, pfn, pte)
+        if frames.flags(pfn) & _READAHEAD:  # brought in by readahead, used now
+            frames.clear_flags(pfn, _READAHEAD)
+            mem.vmstat["swap_ra_hit"] += 1
+    if vma.anon_vma is None:
+        mm.anon_vma_prepare(vma)
+    ksm = bool(frames.flags(pfn) & _KSM)
+    exclusive = False
+    owner = anon_owner(vma, addr)
+    if not ksm:
+        exclusive = bool(entry & PAGE_SWP_EXCLUSIVE)
+        had = mem.swap_owner.setdefault(pfn, owner) if pfn in swap.entry_of else owner
+        if had != owner:  # ksm_might_need_to_copy(): a copy of our own
+            try:
+                new = _new_anon_page(mm, pfn)
+            finally:
+                frames.put(pfn)
+            pfn = new
+            exclusive = True
+            mem.vmstat["ksm_swpin_copy"] += 1
     swap.put(key)
-    if (write or swap.full() or vma.flags & VM_LOCKED) and not swap.count(key):
+    if (
+        pfn in swap.entry_of
+        and not swap.count(key)
+        and (
+            swap.full()
+            or vma.flags & VM_LOCKED
+            or frames.flags(pfn) & _MLOCKED
+            or (write and not ksm and frames.refcount(pfn) == 2)
+        )
+    ):
         frames.set_flags(pfn, _DIRTY)
         mem.delete_from_swap_cache(pfn)  # folio_free_swap()
+    pte = pfn_pte(pfn, page_prot(vma))
+    if not ksm and (exclusive or frames.refcount(pfn) == 1) and vma.flags & VM_WRITE:
+        pte |= PAGE_RW
+        if write:
+            pte |= PAGE_DIRTY
+    elif write and ksm:
+        pte &= ~PAGE_RW
+    _map_page(mm, vma, addr, pfn, pte)
+    if pfn in swap.entry_of and pfn not in mem.swap_owner and not ksm:
+        mem.swap_owner[pfn] = owner
     return "swap-major" if major else "swap"
 
 
@@ -850,7 +897,11 @@ def try_to_unmap(mem: Memory, pfn: int, to: tuple[int, int] | None) -> bool:
     anon = frames.flags(pfn) & _ANON
     # PageAnonExclusive, remembered in the entry: mapped once, and the slot not named by
     # another swap entry already
-    exclusive = frames.mapcount(pfn) == 1 and (to is None or not mem.swap.count(to))
+    exclusive = (
+        frames.mapcount(pfn) == 1
+        and not frames.flags(pfn) & _KSM  # a KSM page is never exclusive
+        and (to is None or not mem.swap.count(to))
+    )
     for mm, va in list(mem.rmap.get(pfn, ())):
         leaf = mm.pt.get(va)
         assert leaf is not None and entry_pfn(leaf.entry) == pfn, "rmap out of step"

@@ -16,7 +16,12 @@ full scan, after which the unstable tree is emptied). For a page (cmp_and_merge_
 Trees are keyed by the page contents themselves (the kernel compares contents with
 memcmp() while walking its rbtrees, so the result is the same). A write to a KSM page
 faults and copies (do_wp_page() never reuses a KSM page); a KSM page mapped by nobody is
-freed and leaves the stable tree. Not modelled: KSM pages are not swapped out.
+freed and leaves the stable tree.
+
+Reclaim swaps KSM pages out like any anonymous page (rmap_walk_ksm() finds every mapping):
+each PTE gets the same swap entry, and the stable node goes with the freed folio. Read back,
+the page belongs to the first mapping that faults; every other one gets a copy
+(ksm_might_need_to_copy()), and ksmd may merge them again.
 """
 
 from __future__ import annotations

@@ -84,6 +84,9 @@ class Memory:
         self.rmap: dict[int, set[tuple[AddressSpace, int]]] = {}
         self.lru = Lru(self.frames)
         self.cache_owner: dict[int, tuple[Inode, int]] = {}  # page-cache pfn -> (inode, pgoff)
+        # folio->mapping and folio->index of an anonymous swap-cache folio, as (anon_vma root,
+        # linear page index): a fault from elsewhere must copy it (ksm_might_need_to_copy())
+        self.swap_owner: dict[int, tuple[int, int]] = {}
         self.swap = SwapSpace()
         self.frames.on_free = self._freed
         self.vmstat: dict[str, int] = dict.fromkeys(VMSTAT_EVENTS, 0)
@@ -171,6 +174,7 @@ class Memory:
         self.lru.remove(pfn)
         self.rmap.pop(pfn, None)
         self.cache_owner.pop(pfn, None)
+        self.swap_owner.pop(pfn, None)
         if self.ksm is not None:
             self.ksm.forget(pfn)
         self.mlock_count.pop(pfn, None)
@@ -208,6 +212,7 @@ class Memory:
         """delete_from_swap_cache() + folio_put(): the folio leaves the swap cache (its slot is
         freed if nothing names it) and the cache's reference goes (freeing an unused folio)."""
         self.swap.remove_from_cache(pfn)
+        self.swap_owner.pop(pfn, None)
         self.frames.clear_flags(pfn, _SWAPCACHE)
         self.frames.put(pfn)
 
@@ -251,6 +256,63 @@ VMSTAT_EVENTS = (
     "pageoutrun",
     "oom_kill",
     "thp_fault_alloc",
+    "swap_ra",
+    "swap_ra_hit",
+    "swpin_zero",
+    "swpout_zero",
+    "ksm_swpin_copy",
+    "pgscan_anon",
+    "pgscan_file",
+    "pgsteal_anon",
+    "pgsteal_file",
+)
+
+
+# The lines of /proc/vmstat the model keeps, in the kernel's order (vmstat_text[] of 6.18;
+# ksm_zero_pages is not one of them: it is in /sys/kernel/mm/ksm).
+VMSTAT_ORDER = (
+    "nr_free_pages",
+    "nr_inactive_anon",
+    "nr_active_anon",
+    "nr_inactive_file",
+    "nr_active_file",
+    "nr_unevictable",
+    "nr_mlock",
+    "nr_anon_pages",
+    "nr_mapped",
+    "nr_file_pages",
+    "nr_dirty",
+    "nr_shmem",
+    "nr_page_table_pages",
+    "nr_swapcached",
+    "pswpin",
+    "pswpout",
+    "allocstall_normal",
+    "pgactivate",
+    "pgdeactivate",
+    "pgfault",
+    "pgmajfault",
+    "pgrefill",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgscan_anon",
+    "pgscan_file",
+    "pgsteal_anon",
+    "pgsteal_file",
+    "pageoutrun",
+    "pgrotated",
+    "oom_kill",
+    "swap_ra",
+    "swap_ra_hit",
+    "swpin_zero",
+    "swpout_zero",
+    "ksm_swpin_copy",
+    "cow_ksm",
+    "zswpin",
+    "zswpout",
+    "zswpwb",
 )
 
 

@@ -16,12 +16,16 @@ _anon_ids = itertools.count(1)
 
 
 class AnonVma:
-    """Identity of an ``struct anon_vma``: created by the first write fault of a private VMA."""
+    """Identity of an ``struct anon_vma``: created by the first write fault of a private VMA.
+    A child's anon_vma made by fork has its parent's ``root`` (anon_vma_fork()): folios of
+    the family can be found from any of them, which decides whether a swapped-in page may
+    be mapped as it is or must be copied (ksm_might_need_to_copy())."""
 
-    __slots__ = ("id",)
+    __slots__ = ("id", "root")
 
-    def __init__(self) -> None:
+    def __init__(self, parent: AnonVma | None = None) -> None:
         self.id = next(_anon_ids)
+        self.root: int = self.id if parent is None else parent.root
 
     def __repr__(self) -> str:
         return f"AnonVma#{self.id}"

@@ -78,9 +78,9 @@ def _expected_refs(mem: Memory, pfn: int) -> int:
 
 
 def _isolatable(mem: Memory, pfn: int) -> bool:
-    """folio_isolate_lru() would take it: not mlocked, not KSM, not busy (no reference
-    beyond its PTEs and its page or swap cache: a fault is not using it)."""
-    if mem.frames.flags(pfn) & (_MLOCKED | _KSM):
+    """folio_isolate_lru() would take it: not mlocked, not busy (no reference beyond its
+    PTEs and its page or swap cache: a fault is not using it)."""
+    if mem.frames.flags(pfn) & _MLOCKED:
         return False
     return mem.frames.refcount(pfn) == _expected_refs(mem, pfn)
 
@@ -104,6 +104,12 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
             swap.add_to_cache(key, pfn)
             frames.get(pfn)  # the swap cache's reference
             frames.set_flags(pfn, _SWAPCACHE | _DIRTY)
+            if not flags & _KSM:  # folio->mapping: the anon_vma family it belongs to
+                for mm, va in mem.rmap.get(pfn, ()):
+                    vma = mm.tree.lookup(va)
+                    if vma is not None and vma.anon_vma is not None:
+                        mem.swap_owner[pfn] = pf.anon_owner(vma, va)
+                        break
         if not pf.try_to_unmap(mem, pfn, key):
             return "activate"
         if frames.flags(pfn) & _DIRTY:
