@@ -7,7 +7,8 @@ small, but large enough to hold the pages; --swap, large) with one process that 
 --pages pages of mixed content (untimed), then, timed:
 
 - swap-out: ``madvise(MADV_PAGEOUT)`` (21) of the whole region: reclaim_pages(), each page
-  unmapped, given a swap slot and stored in the pool or on the device;
+  unmapped, given a swap slot and stored in the pool or on the device (a zero page: only
+  its bit in the swap zeromap);
 - swap-in: every page read back in address order: one major fault per aligned cluster of
   2**page-cluster (8) slots, whose readahead brings the neighbours into the swap cache (minor
   faults after that).
@@ -15,20 +16,24 @@ small, but large enough to hold the pages; --swap, large) with one process that 
 Baseline in the same run: the same reads on the same pages while they are resident (no fault:
 the TLB and page-table path only), so "in/resident" is what a swap-in costs over a plain read.
 Every page is checked against what was written (outside the timed loops). Reported: pages/s
-(best of --repeat), major faults, pswpin/pswpout and zswpin/zswpout.
+(best of --repeat), major faults, pswpin/pswpout, zswpin/zswpout and swpout_zero/swpin_zero
+(the zero pages: a bit each in the swap zeromap, no I/O and no zswap, as in Linux 6.12+).
 
-(b) zswap compression. For each compressor (zstd, lz4, deflate): the model's store path,
-``vmsim.mm.zswap.Zswap.store()`` then ``load()`` of every page (same-filled detection, the
-compressor, the zsmalloc size classes, the pool's RAM, the LRU of entries), against
-``vmsim.mm.zswap.Compressor(name).compress()`` on the same pages and ``decompress()`` on the
-blobs the pool kept, timed in the same run. Reported: MB/s of pages in (store, compress) and
-out (load, decompress), the model/raw time ratio (the pool's overhead over its compressor; below
-1 where the pool skips work: same-filled pages are not compressed, rejected ones are not
+(b) zswap compression, as Linux 6.18 does it. The zero pages never reach zswap (the swap core
+sets their zeromap bit first), so the pool gets the other pages: for each compressor (zstd,
+lz4, deflate) the model's store path, ``vmsim.mm.zswap.Zswap.store()`` then ``load()`` of
+every non-zero page (the compressor, a page that does not compress below a page kept as is,
+the zsmalloc size classes, the pool's RAM, the LRU of entries), against
+``vmsim.mm.zswap.Compressor(name).compress()`` on the same non-zero pages and
+``decompress()`` on the blobs the pool keeps compressed, timed in the same run. Reported: MB/s
+of pages in (store, compress) and out (load, decompress), the model/raw time ratio (the pool's
+overhead over its compressor; the load also hands back the pages stored as is, copied, not
 decompressed), and the compression ratio.
 
 Page contents (seeded): 55% log-like text (compresses ~3x), 20% random bytes (incompressible:
-zswap rejects them), 10% zero pages (same-filled), 15% half text, half zeros. Nothing is
-asserted on times; a page that reads back wrong ends the run with status 1.
+zswap stores them as is, a whole page each, stored_incompressible_pages), 10% zero pages (the
+swap zeromap), 15% half text, half zeros. Nothing is asserted on times; a page that reads back
+wrong ends the run with status 1.
 
 .venv/bin/python benchmarks/pressure_bench.py [--pages N] [--zswap-pages N] [--repeat R]
     [--ram SIZE] [--swap SIZE] [--seed S] [--quick] [--json]
@@ -52,9 +57,10 @@ from rich.table import Table
 
 import vmsim
 from vmsim.constants import MADV_PAGEOUT, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
-from vmsim.mm.zswap import COMPRESSORS, Compressor, PoolMemory, Zswap, same_filled
+from vmsim.mm.zswap import COMPRESSORS, PAGE_SIZE, Compressor, PoolMemory, Zswap
 
-PAGE = 4096
+PAGE = PAGE_SIZE
+ZERO = bytes(PAGE)
 MB = 1e6  # throughput in MB/s (10**6 bytes), as compressors are usually quoted
 SWAP_CONFIGS = (
     ("disk", None),
@@ -146,7 +152,8 @@ def swap_round(
     for addr, data in zip(addrs, pages, strict=True):
         p.write(addr, data)
     read = p.read
-    if m.memory.swap.pswpout or (m.memory.swap.zswap and m.memory.swap.zswap.zswpout):
+    sw = m.memory.swap
+    if sw.pswpout or sw.swpout_zero or (sw.zswap and sw.zswap.zswpout):
         raise SystemExit(f"{device}/{zswap}: --ram too small, pages swapped while writing")
 
     gc.collect()
@@ -161,6 +168,7 @@ def swap_round(
     p.madvise(base, n * PAGE, MADV_PAGEOUT)
     out_t = time.perf_counter() - t0
     mid = vmstat(m)
+    zswap_out = m.zswap_stats()  # the pool after the page-out (the reads empty it)
     if any(p.mincore(base, n * PAGE)):
         raise SystemExit(f"{device}/{zswap}: MADV_PAGEOUT left pages resident")
 
@@ -181,9 +189,11 @@ def swap_round(
         "zswpout": mid["zswpout"] - before["zswpout"],
         "pswpin": after["pswpin"] - mid["pswpin"],
         "zswpin": after["zswpin"] - mid["zswpin"],
+        "swpout_zero": mid["swpout_zero"] - before["swpout_zero"],
+        "swpin_zero": after["swpin_zero"] - mid["swpin_zero"],
         "majfaults": after["pgmajfault"] - mid["pgmajfault"],
         "faults": after["pgfault"] - mid["pgfault"],
-        "zswap": m.zswap_stats(),
+        "zswap": zswap_out,
     }
 
 
@@ -218,8 +228,9 @@ def bench_swap(
                 "zswpout": last["zswpout"],
                 "pswpin": last["pswpin"],
                 "zswpin": last["zswpin"],
-                "zswap_rejected_poor": last["zswap"]["reject_compress_poor"],
-                "zswap_same_filled": last["zswap"]["same_filled_pages"],
+                "swpout_zero": last["swpout_zero"],
+                "swpin_zero": last["swpin_zero"],
+                "zswap_stored_incompressible": last["zswap"]["stored_incompressible_pages"],
                 "bad_pages": bad[:20],
                 "verified": not bad,
             }
@@ -260,7 +271,8 @@ def time_model(name: str, keys: list[tuple[int, int]], pages: list[bytes]) -> tu
 
 
 def time_raw(comp: Compressor, pages: list[bytes], kept: list[bytes]) -> tuple[float, float]:
-    """The compressor alone: compress() every page, decompress() what the pool keeps."""
+    """The compressor alone: compress() every page the pool is offered, decompress() what
+    the pool keeps compressed."""
     compress, decompress = comp.compress, comp.decompress
     gc.collect()
     t0 = time.perf_counter()
@@ -277,40 +289,39 @@ def bench_zswap(
     args: argparse.Namespace, pages: list[bytes], console: Console
 ) -> list[dict[str, Any]]:
     rows = []
-    n = len(pages)
+    offered = [data for data in pages if data != ZERO]  # 6.18: the zeros go to the zeromap
+    zero = len(pages) - len(offered)
+    n = len(offered)
     keys = [(0, i + 1) for i in range(n)]
     for name in COMPRESSORS:
         comp = Compressor(name)
-        blobs = [comp.compress(data) for data in pages]
-        kept = [
-            b
-            for b, data in zip(blobs, pages, strict=True)
-            if len(b) < PAGE and same_filled(data) is None
-        ]
+        kept = [b for b in (comp.compress(data) for data in offered) if len(b) < PAGE]
         with console.status(f"zswap {name}: {n:,} pages x {args.repeat}, model and raw"):
-            m_store, m_load = best_of(args.repeat, partial(time_model, name, keys, pages))
-            r_comp, r_decomp = best_of(args.repeat, partial(time_raw, comp, pages, kept))
+            m_store, m_load = best_of(args.repeat, partial(time_model, name, keys, offered))
+            r_comp, r_decomp = best_of(args.repeat, partial(time_raw, comp, offered, kept))
         pool = new_pool(name)
-        for key, data in zip(keys, pages, strict=True):
+        for key, data in zip(keys, offered, strict=True):
             pool.store(key, data)
         stats = pool.stats()
-        stored_bytes = (stats["stored_pages"] - stats["same_filled_pages"]) * PAGE
+        if stats["stored_pages"] - stats["stored_incompressible_pages"] != len(kept):
+            raise SystemExit(f"zswap {name}: the pool compressed other pages than the raw run")
         rows.append(
             {
                 "compressor": name,
-                "pages": n,
-                "model_store_MBps": round(n * PAGE / m_store / MB, 1),
-                "raw_compress_MBps": round(n * PAGE / r_comp / MB, 1),
-                "store_overhead": round(m_store / r_comp, 2),
-                "model_load_MBps": round(n * PAGE / m_load / MB, 1),
+                "pages": len(pages),
+                "zero_pages": zero,
+                "pages_offered": n,
+                "model_store_MBps": round(n * PAGE / m_store / MB, 1) if n else None,
+                "raw_compress_MBps": round(n * PAGE / r_comp / MB, 1) if n else None,
+                "store_overhead": round(m_store / r_comp, 2) if n else None,
+                "model_load_MBps": round(n * PAGE / m_load / MB, 1) if n else None,
                 "raw_decompress_MBps": round(len(kept) * PAGE / r_decomp / MB, 1) if kept else None,
                 "load_overhead": round(m_load / r_decomp, 2) if kept else None,
-                "model_store_us_per_page": round(m_store / n * 1e6, 2),
-                "raw_compress_us_per_page": round(r_comp / n * 1e6, 2),
+                "model_store_us_per_page": round(m_store / n * 1e6, 2) if n else None,
+                "raw_compress_us_per_page": round(r_comp / n * 1e6, 2) if n else None,
                 "stored_pages": stats["stored_pages"],
-                "same_filled_pages": stats["same_filled_pages"],
-                "rejected_poor": stats["reject_compress_poor"],
-                "compression_ratio": round(stored_bytes / pool.memory.bytes, 2)
+                "stored_incompressible_pages": stats["stored_incompressible_pages"],
+                "compression_ratio": round(stats["stored_pages"] * PAGE / pool.memory.bytes, 2)
                 if pool.memory.bytes
                 else None,
             }
@@ -347,6 +358,7 @@ def render(console: Console, summary: dict[str, Any]) -> None:
         "major\nfaults",
         "pswp\nout/in",
         "zswp\nout/in",
+        "zero\nout/in",
         "data",
     ):
         left = col in ("device", "zswap")
@@ -362,13 +374,15 @@ def render(console: Console, summary: dict[str, Any]) -> None:
             f"{r['majfaults']:,}",
             f"{r['pswpout']:,}/{r['pswpin']:,}",
             f"{r['zswpout']:,}/{r['zswpin']:,}",
+            f"{r['swpout_zero']:,}/{r['swpin_zero']:,}",
             "[green]ok[/green]" if r["verified"] else "[bold red]LOST[/bold red]",
         )
     console.print(swap)
     z = Table(
         title=(
-            f"(b) zswap store/load (model) vs the compressor alone (raw): "
-            f"{summary['zswap_pages']:,} pages, best of {summary['repeat']}"
+            f"(b) zswap store/load (model) vs the compressor alone (raw), Linux 6.18: "
+            f"{summary['zswap_pages']:,} pages, the zero ones to the swap zeromap, best of "
+            f"{summary['repeat']}"
         ),
         title_justify="left",
         box=box.SIMPLE_HEAD,
@@ -383,35 +397,41 @@ def render(console: Console, summary: dict[str, Any]) -> None:
         "load\nMB/s",
         "decompress\nMB/s",
         "load/\nraw",
+        "zero\npages",
         "stored\npages",
-        "same-\nfilled",
-        "rejected",
+        "stored\nas is",
         "ratio",
     ):
         left = col == "compressor"
         z.add_column(col, justify="left" if left else "right", no_wrap=left)
+
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
     for r in summary["zswap"]:
         z.add_row(
             r["compressor"],
-            f"{r['model_store_MBps']:.0f}",
-            f"{r['raw_compress_MBps']:.0f}",
-            f"{r['store_overhead']:.2f}x",
-            f"{r['model_load_MBps']:.0f}",
+            num(r["model_store_MBps"], ".0f"),
+            num(r["raw_compress_MBps"], ".0f"),
+            num(r["store_overhead"], ".2f") + "x" * (r["store_overhead"] is not None),
+            num(r["model_load_MBps"], ".0f"),
             "-" if r["raw_decompress_MBps"] is None else f"{r['raw_decompress_MBps']:.0f}",
             "-" if r["load_overhead"] is None else f"{r['load_overhead']:.2f}x",
+            f"{r['zero_pages']:,}",
             f"{r['stored_pages']:,}",
-            f"{r['same_filled_pages']:,}",
-            f"{r['rejected_poor']:,}",
+            f"{r['stored_incompressible_pages']:,}",
             "-" if r["compression_ratio"] is None else f"{r['compression_ratio']:.2f}x",
         )
     console.print(z)
     console.print(
         "out = MADV_PAGEOUT of every page; in = every page read back (one major fault per "
         "8-slot cluster, readahead for the rest); resident read = the same reads before the "
-        "page-out; in/resident = swap-in time over resident-read time. store/load MB/s count "
-        "every page offered (4 KiB each); decompress MB/s counts the pages the pool kept "
-        "compressed; store/raw and load/raw = model time over raw compressor time; ratio = "
-        "page bytes over the pool's size-class bytes."
+        "page-out; in/resident = swap-in time over resident-read time; zero out/in = "
+        "swpout_zero/swpin_zero (zero pages: the swap zeromap, no I/O, no zswap). store/load "
+        "MB/s count every page offered to zswap (4 KiB each, the non-zero pages); compress "
+        "MB/s the same pages; decompress MB/s counts the pages the pool kept compressed (not "
+        "those stored as is); store/raw and load/raw = model time over raw compressor time; "
+        "ratio = stored page bytes over the pool's size-class bytes (pages stored as is 1:1)."
     )
 
 

@@ -14,9 +14,10 @@ from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
 from vmsim.mm.ksm import Ksm
 from vmsim.mm.memory import VMSTAT_ORDER, Memory
-from vmsim.mm.swap import SwapDevice
+from vmsim.mm.swap import DEVICE_KINDS, SwapDevice
 from vmsim.mm.vma import Inode, OpenFile
 from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
+from vmsim.mm.zswap import STAT_NAMES as ZSWAP_STAT_NAMES
 from vmsim.phys.frames import PageFlag
 from vmsim.process import Process
 
@@ -45,9 +46,14 @@ class Machine:
     overcommit heuristic), ``overcommit_memory``/``overcommit_ratio``, ``mmap_min_addr``,
     ``thp`` ("always" | "madvise" | "never"), ``five_level`` (57-bit addresses),
     ``tlb`` (a ``vmsim.hw.tlb.TlbConfig``: the TLB geometry; default a recent Intel core),
-    ``swap_device`` ("disk", or "zram": a compressed swap device in RAM, compressed with
-    ``zram_compressor``), ``zswap`` (None, or the compressor of a zswap pool in front of
-    swap: "zstd", "lz4", "deflate"; ``zswap_max_pool_percent``), ``ksm`` (run ksmd),
+    ``swap_device`` ("disk": rotational, swap readahead by cluster; "ssd": readahead by
+    VMA; "zram": a compressed swap device in RAM, compressed with ``zram_compressor``),
+    ``zswap`` (None, or the compressor of a zswap pool in front of swap: "zstd", "lz4",
+    "deflate"; ``zswap_max_pool_percent``; ``zswap_same_filled=True`` for the zswap of Linux
+    6.11 and older: same-filled pages kept in the pool, no swap zeromap), ``swappiness``
+    (vm.swappiness, 0..200), ``page_cluster`` (vm.page-cluster), ``vma_ra_enabled``
+    (/sys/kernel/mm/swap/vma_ra_enabled), ``read_ahead_kb`` (the file's block device's
+    queue/read_ahead_kb: the mmap read-around window), ``ksm`` (run ksmd),
     ``seed`` (for workloads that draw random numbers: every run repeats exactly),
     ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
     (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK), ``rlimit_as`` and
@@ -69,7 +75,12 @@ class Machine:
         swap_device: str = "disk",
         zswap: str | None = None,
         zswap_max_pool_percent: int = 20,
+        zswap_same_filled: bool = False,
         zram_compressor: str = "lz4",
+        swappiness: int = 60,
+        page_cluster: int = 3,
+        vma_ra_enabled: bool = True,
+        read_ahead_kb: int = 128,
         ksm: bool = False,
         seed: int = 0,
         pkeys: bool = False,
@@ -107,6 +118,20 @@ class Machine:
         self._setup_swap(
             self.cfg.swap_pages, swap_device, zswap, zswap_max_pool_percent, zram_compressor
         )
+        if not 0 <= swappiness <= 200:
+            raise ValueError("swappiness must be within 0..200")
+        if not 0 <= page_cluster <= 30:
+            raise ValueError("page_cluster must be within 0..30")
+        if read_ahead_kb < 0:
+            raise ValueError("read_ahead_kb must be >= 0")
+        swap_space = self.memory.swap
+        if swap_space.zswap is not None:
+            swap_space.zswap.same_filled = zswap_same_filled
+        swap_space.use_zeromap = not zswap_same_filled
+        swap_space.page_cluster = page_cluster
+        swap_space.vma_ra_enabled = vma_ra_enabled
+        self.memory.swappiness = swappiness
+        self.memory.ra_pages = read_ahead_kb // 4
         self.ksm: Ksm | None = Ksm(self.memory) if ksm else None
         self.memory.ksm = self.ksm
         self.ticks = 0
@@ -351,8 +376,8 @@ class Machine:
         self, pages: int, device: str, zswap: str | None, pool_percent: int, zram_comp: str
     ) -> None:
         mem = self.memory
-        if device not in ("disk", "zram"):
-            raise ValueError(f"swap_device must be disk or zram, not {device!r}")
+        if device not in DEVICE_KINDS:
+            raise ValueError(f"swap_device must be disk, ssd or zram, not {device!r}")
         if zswap is not None and zswap not in COMPRESSORS:
             raise ValueError(f"zswap must be one of {', '.join(COMPRESSORS)}, not {zswap!r}")
         if not 0 < pool_percent <= 100:
@@ -433,18 +458,7 @@ class Machine:
         """/sys/kernel/debug/zswap (all 0 without zswap)."""
         z = self.memory.swap.zswap
         if z is None:
-            return dict.fromkeys(
-                (
-                    "stored_pages",
-                    "pool_total_size",
-                    "same_filled_pages",
-                    "written_back_pages",
-                    "reject_compress_poor",
-                    "reject_alloc_fail",
-                    "pool_limit_hit",
-                ),
-                0,
-            )
+            return dict.fromkeys(ZSWAP_STAT_NAMES, 0)
         return z.stats()
 
     def ksm_stats(self) -> dict[str, int]:
@@ -484,6 +498,8 @@ class Machine:
             "zswpout": z.zswpout if z else 0,
             "zswpwb": z.zswpwb if z else 0,
             "cow_ksm": st.cow_ksm,
+            "swpin_zero": mem.swap.swpin_zero,
+            "swpout_zero": mem.swap.swpout_zero,
         }
         rows = [(k, values[k] if k in values else ev[k]) for k in VMSTAT_ORDER]
         return "".join(f"{k} {v}\n" for k, v in rows)

@@ -25,6 +25,7 @@ from vmsim.constants import (
 
 from .live import LiveChild
 from .pages import WINDOW, _cpu
+from .test_readahead import read_ahead_kb
 
 pytestmark = pytest.mark.kernel
 
@@ -49,7 +50,7 @@ def test_pageout_evicts_clean_file_pages_and_keeps_anonymous_ones(tmp_path: Path
     os.close(fd)
     fa, aa = WINDOW, WINDOW + 0x100000
 
-    m = vmsim.Machine()
+    m = vmsim.Machine(read_ahead_kb=read_ahead_kb(path) or 128)
     p = m.spawn()
     inode = m.inode_for(str(path), (8, 1), path.stat().st_ino, len(data))
     for pg in range(NPAGES):

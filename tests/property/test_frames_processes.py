@@ -307,3 +307,46 @@ PressureMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestPressure = PressureMachine.TestCase
+
+
+class PressureSsdMachine(PressureMachine):
+    """Under pressure on a non-rotational device: swap readahead by VMA, zstd zswap."""
+
+    MACHINE: ClassVar[dict[str, object]] = {
+        **PressureMachine.MACHINE,
+        "swap_device": "ssd",
+        "zswap": "zstd",
+    }
+
+
+class PressureZramMachine(PressureMachine):
+    """Under pressure with zram (compressed swap in RAM, synchronous: slots named once are
+    read without the swap cache) and no zswap."""
+
+    MACHINE: ClassVar[dict[str, object]] = {
+        **PressureMachine.MACHINE,
+        "swap_device": "zram",
+        "zswap": None,
+    }
+
+
+class PressureLegacyZswapMachine(PressureMachine):
+    """Under pressure with the zswap of Linux 6.11 (same-filled entries, no zeromap)."""
+
+    MACHINE: ClassVar[dict[str, object]] = {
+        **PressureMachine.MACHINE,
+        "zswap_same_filled": True,
+    }
+
+
+for _cls in (PressureSsdMachine, PressureZramMachine, PressureLegacyZswapMachine):
+    _cls.TestCase.settings = settings(
+        max_examples=50,
+        stateful_step_count=60,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+TestPressureSsd = PressureSsdMachine.TestCase
+TestPressureZram = PressureZramMachine.TestCase
+TestPressureLegacyZswap = PressureLegacyZswapMachine.TestCase

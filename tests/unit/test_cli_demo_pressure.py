@@ -5,6 +5,10 @@ Expected behaviour, from the kernel's rules rather than from the code under test
   use); one whose RAM holds the whole workload never does;
 - with zswap on, pages swapped out are first stored in the compressed pool (stored_pages > 0);
   with zswap off the pool stays empty;
+- Linux 6.18: a zero page swapped out is a bit in the swap zeromap (vmstat swpout_zero), with
+  zswap on or off; random pages do not compress below a page and are stored as is
+  (stored_incompressible_pages), never rejected (reject_compress_poor stays 0); the zswap
+  counters are the 6.18 debugfs files, without same_filled_pages;
 - with ksmd running, pages of identical contents in MADV_MERGEABLE regions get merged
   (pages_sharing > 0); without ksmd nothing is;
 - MemFree is never negative; the workload is seeded, so a seed gives one series;
@@ -106,6 +110,51 @@ def test_no_zswap_no_pool(capsys: pytest.CaptureFixture[str]) -> None:
     data = run_json(capsys, "--zswap", "none")
     assert column(data, "zswap_stored_pages") == [0] * STEPS
     assert column(data, "zswap_pool_kb") == [0] * STEPS
+
+
+ZSWAP_6_18 = {
+    "pool_limit_hit",
+    "reject_reclaim_fail",
+    "reject_alloc_fail",
+    "reject_kmemcache_fail",
+    "reject_compress_fail",
+    "reject_compress_poor",
+    "decompress_fail",
+    "written_back_pages",
+    "pool_total_size",
+    "stored_pages",
+    "stored_incompressible_pages",
+}
+
+
+def test_zero_pages_go_to_the_swap_zeromap(capsys: pytest.CaptureFixture[str]) -> None:
+    for zswap in ("zstd", "none"):
+        data = run_json(capsys, "--zswap", zswap)
+        assert data["totals"]["written_by_kind"]["zero"] > 0
+        zeros = column(data, "swpout_zero")
+        assert zeros == sorted(zeros), zswap  # cumulative, like /proc/vmstat
+        assert zeros[-1] > 0, zswap  # some of the zero pages were swapped out
+        assert data["totals"]["swpout_zero"] == zeros[-1]
+        assert column(data, "swpin_zero") == sorted(column(data, "swpin_zero"))
+
+
+def test_zswap_stores_incompressible_pages_as_is(capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(capsys, "--zswap", "zstd")
+    assert set(data["totals"]["zswap"]) == ZSWAP_6_18  # no same_filled_pages
+    assert data["totals"]["zswap"]["reject_compress_poor"] == 0
+    assert any(n > 0 for n in column(data, "zswap_incompressible_pages"))  # the random pages
+    for row in data["series"]:
+        assert row["zswap_incompressible_pages"] <= row["zswap_stored_pages"]
+    off = run_json(capsys, "--zswap", "none")
+    assert column(off, "zswap_incompressible_pages") == [0] * STEPS
+    assert set(off["totals"]["zswap"]) == ZSWAP_6_18
+
+
+def test_summary_names_the_zeromap_and_pages_stored_as_is() -> None:
+    _code, out, _err = run([*SMALL, "--no-plot", "--explain"])
+    assert "swpout_zero" in out and "swap zeromap" in out
+    assert "stored as is" in out
+    assert "same-filled" not in out and "rejected" not in out
 
 
 def test_ksm_merges_duplicated_pages(capsys: pytest.CaptureFixture[str]) -> None:

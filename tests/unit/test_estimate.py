@@ -1,9 +1,13 @@
 """``vmsim estimate``: KSM and zswap savings from the real contents of a process's pages.
 
-Hand-made pages with answers counted by hand; the zswap figures diffed against the model's
-own zswap pool (:class:`vmsim.mm.zswap.Zswap`); a live child process whose anonymous mapping
-is laid out page by page (``LAYOUT``), Linux deciding which pages are present and which map
-the zero page; and the command end to end through ``main()``.
+Hand-made pages with answers counted by hand from the rules of Linux 6.18: a page of zeros
+is a bit in the swap zeromap and never reaches zswap, every other page is stored, compressed
+(same-filled pages included) or, not compressing below a page, as is (a whole 4096-byte
+object); the pool is the zsmalloc size classes of its objects (16 bytes apart, 32 at least)
+summed and rounded up to pages. The zswap figures are diffed against the model's own swap
+core and zswap pool (:mod:`vmsim.mm.swap`, :class:`vmsim.mm.zswap.Zswap`); a live child
+process whose anonymous mapping is laid out page by page (``LAYOUT``), Linux deciding which
+pages are present and which map the zero page; and the command end to end through ``main()``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from vmsim.analysis.estimate import (
 )
 from vmsim.cli import estimate as cli_estimate
 from vmsim.cli.errors import CliError, UsageError
-from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
+from vmsim.mm.swap import SwapDevice, SwapSpace
+from vmsim.mm.zswap import COMPRESSORS, STAT_NAMES, PoolMemory, Zswap
 
 PAGE = 4096
 
@@ -68,35 +73,48 @@ def test_ksm_counts_on_known_pages() -> None:
     assert k.zero_saved_bytes_merged == 2 * PAGE  # else they merge into one KSM page
 
 
-def test_same_filled_pages_keep_no_data() -> None:
+def test_zero_pages_go_to_the_zeromap_and_same_filled_pages_are_compressed() -> None:
     word = bytes(range(1, 9))
-    same = [ZERO, b"\xab" * PAGE, word * (PAGE // 8), word * (PAGE // 8)]
+    same = [ZERO, ZERO, b"\xab" * PAGE, word * (PAGE // 8), word * (PAGE // 8)]
     almost = bytearray(b"\xab" * PAGE)
-    almost[-1] = 0xAC  # one byte off: compressed, not same-filled
+    almost[-1] = 0xAC  # one byte off
     stats = estimate_pages([*same, bytes(almost)], COMPRESSORS)
-    assert stats.same_filled_pages == 4
-    assert stats.zero_pages == 1
+    assert stats.pages == 6
+    assert stats.zero_pages == 2
     assert stats.ksm.distinct == 3  # 0xab.., the word page, the almost page
     assert stats.ksm.pages_sharing == 1  # the two word pages
     for z in stats.zswap:
-        assert z.same_filled_pages == 4
-        assert z.stored_pages == 5
-        assert z.compressed_pages == 1
-        assert z.reject_compress_poor == 0
-        assert 32 <= z.compressed_bytes < 200  # one small object, a zsmalloc size class
-        assert z.compressed_bytes % 16 == 0
+        assert z.pages == 6
+        assert z.zero_pages == 2  # never offered to zswap: no pool space
+        assert z.stored_pages == 4  # 0xab.., the word page twice, the almost page
+        assert z.compressed_pages == 4
+        assert z.stored_incompressible_pages == 0
+        # four small objects, each in a size class of 32 to 64 bytes
+        assert 4 * 32 <= z.stored_bytes <= 4 * 64, z.compressor
+        assert z.stored_bytes % 16 == 0
+        assert z.raw_compressed_bytes <= z.stored_bytes
         assert z.pool_pages == 1
+        assert z.pool_total_size == PAGE
+        assert z.saved_bytes == (2 + 4 - 1) * PAGE  # zeromap and stored pages, less the pool
+        assert z.ratio is not None and z.ratio >= 4 * PAGE / (4 * 64)
 
 
-def test_random_page_is_rejected_by_every_compressor() -> None:
+def test_random_page_is_stored_as_is_by_every_compressor() -> None:
     stats = estimate_pages([os.urandom(PAGE), A], COMPRESSORS)
     assert [z.compressor for z in stats.zswap] == list(COMPRESSORS)
     for z in stats.zswap:
-        assert z.reject_compress_poor == 1, z.compressor
-        assert z.stored_pages == 1
+        assert z.stored_pages == 2, z.compressor
+        assert z.stored_incompressible_pages == 1, z.compressor
         assert z.compressed_pages == 1
-        assert z.ratio is not None and z.ratio > 10  # "contents A " repeated
-        assert z.saved_bytes == 0  # A's page is stored in a pool page of its own
+        assert z.zero_pages == 0
+        # the random page a whole 4096-byte object, A's page one size class of 32 to 64
+        assert PAGE + 32 <= z.stored_bytes <= PAGE + 64, z.compressor
+        small = z.stored_bytes - PAGE
+        assert small == max(32, -(-z.raw_compressed_bytes // 16) * 16)  # A's object only
+        assert z.pool_pages == 2
+        assert z.saved_bytes == 0  # two pages stored in two pool pages
+        assert z.ratio is not None and 2 * PAGE / (PAGE + 64) <= z.ratio < 2
+        assert "reject_compress_poor" not in z.as_dict()
     assert stats.ksm.pages_unshared == 2
 
 
@@ -104,11 +122,25 @@ def test_nothing_scanned() -> None:
     stats = estimate_pages([], COMPRESSORS)
     assert stats.pages == stats.ksm.distinct == stats.ksm.pages_sharing == 0
     assert all(z.ratio is None and z.pool_pages == 0 for z in stats.zswap)
+    assert all(z.saved_bytes == 0 for z in stats.zswap)
     json.dumps(stats.as_dict())
 
 
+def test_json_keys_name_the_6_18_behaviour() -> None:
+    data = estimate_pages([ZERO, A, os.urandom(PAGE)], ("zstd",)).as_dict()
+    assert "same_filled_pages" not in data
+    assert data["zero_pages"] == 1
+    (z,) = data["zswap"]
+    assert "same_filled_pages" not in z and "reject_compress_poor" not in z
+    assert (z["pages"], z["zero_pages"], z["stored_pages"]) == (3, 1, 2)
+    assert (z["compressed_pages"], z["stored_incompressible_pages"]) == (1, 1)
+    assert z["pool_pages"] == 2 and z["pool_total_size"] == 2 * PAGE
+    assert z["saved_bytes"] == (1 + 2 - 2) * PAGE
+
+
 def test_zswap_figures_match_the_models_pool() -> None:
-    """The twin: the same pages stored one by one into the model's zswap pool."""
+    """The twin: the same pages swapped out one by one through the model's swap core (6.18:
+    the zeromap first) into its zswap pool."""
     rng = random.Random(7)
     pages = [
         ZERO,
@@ -117,25 +149,37 @@ def test_zswap_figures_match_the_models_pool() -> None:
         B,
         A,
         b"\x07" * PAGE,
+        ZERO,
+        os.urandom(PAGE),
         *(bytes(rng.choice(b"abcd") for _ in range(PAGE)) for _ in range(5)),
         *(page(f"page {i} of some text ") for i in range(20)),
     ]
     stats = estimate_pages(pages, COMPRESSORS)
     for z in stats.zswap:
+        space = SwapSpace()
+        space.devices.append(SwapDevice(0, len(pages) + 1))
         pool = Zswap(
             z.compressor,
             ram_pages=10**6,
             memory=PoolMemory(itertools.count().__next__, lambda _pfn: None),
-            writeback=lambda _key, _data: None,
+            writeback=space.writeback,
             max_pool_percent=100,
         )
-        for i, data in enumerate(pages):
-            pool.store((0, i), data)
-        assert z.stored_pages == pool.stored_pages
-        assert z.same_filled_pages == pool.same_filled_pages
-        assert z.reject_compress_poor == pool.reject_compress_poor
-        assert z.compressed_bytes == pool.memory.bytes
+        space.zswap = pool
+        for data in pages:
+            key = space.alloc()
+            assert key is not None
+            space.write(key, data)
+        assert z.zero_pages == space.swpout_zero == 2
+        assert space.pswpout == 0  # nothing went to the device
+        debugfs = pool.stats()
+        assert set(debugfs) == set(STAT_NAMES)
+        assert z.stored_pages == debugfs["stored_pages"] == len(pages) - 2
+        assert z.stored_incompressible_pages == debugfs["stored_incompressible_pages"] == 2
+        assert debugfs["reject_compress_poor"] == 0
+        assert z.stored_bytes == pool.memory.bytes
         assert z.pool_pages == pool.memory.pages
+        assert z.pool_total_size == debugfs["pool_total_size"]
 
 
 def test_bad_input() -> None:
@@ -200,9 +244,9 @@ live = pytest.mark.skipif(
 # One page per letter, in the child's private anonymous mapping:
 #   P x5, Q x3  copies of two compressible patterns
 #   U x2        two different compressible pages
-#   R x3        os.urandom(): incompressible, all different
-#   Z x3        written with zeros: private zero-filled pages
-#   S x2        0xab repeated: same-filled, and identical to each other
+#   R x3        os.urandom(): incompressible (stored as is), all different
+#   Z x3        written with zeros: private zero-filled pages (the swap zeromap)
+#   S x2        0xab repeated: same-filled (compressed), and identical to each other
 #   z x2        only read: the PTE maps the shared zero page
 #   . x2        never touched: not present
 LAYOUT = "PQP.ZRUPSQzPRZ.QSUPzRZ"
@@ -272,13 +316,16 @@ def check_layout(r: EstimateResult) -> None:
     assert k.pages_sharing == 7  # P: 4, Q: 2, S: 1
     assert k.pages_shared == 3  # P, Q, S
     assert k.pages_unshared == 5  # U1, U2, R1, R2, R3
-    assert s.same_filled_pages == 3 + 2  # Z, S
+    zero = s.zero_pages
     for z in s.zswap:
-        assert z.reject_compress_poor == 3, z.compressor  # the R pages
-        assert z.stored_pages == 15
-        assert z.same_filled_pages == 5
-        assert z.compressed_pages == 10  # P5 Q3 U2
-        assert z.ratio is not None and z.ratio > 10
+        assert z.zero_pages == zero, z.compressor  # the swap zeromap
+        assert z.stored_pages == 15  # every non-zero page
+        assert z.stored_incompressible_pages == 3  # the R pages, stored as is
+        assert z.compressed_pages == 12  # P5 Q3 U2 S2
+        # three whole pages, and twelve small objects of a 32- to 64-byte size class
+        assert 3 * PAGE + 12 * 32 <= z.stored_bytes <= 3 * PAGE + 12 * 64, z.compressor
+        assert z.pool_pages == 4
+        assert z.saved_bytes == (zero + 15 - 4) * PAGE
 
 
 @live
@@ -312,7 +359,7 @@ def test_live_max_pages_and_whole_process(child: tuple[subprocess.Popen[str], in
     # the whole process: the interpreter's memory on top of the mapping
     whole = estimate(proc.pid, ("lz4",))
     assert whole.stats.pages > 18 and whole.present_pages == whole.stats.pages
-    assert whole.stats.zswap[0].reject_compress_poor >= 3
+    assert whole.stats.zswap[0].stored_incompressible_pages >= 3
     assert whole.file_pages > 0  # the python binary and libraries are resident
 
 
@@ -435,7 +482,6 @@ def test_cli_json(
         "truncated",
         "zero_pages",
         "zero_page_mapped",
-        "same_filled_pages",
         "swapped_pages",
         "skipped",
         "ksm",
@@ -447,7 +493,14 @@ def test_cli_json(
     assert data["ksm"]["pages_sharing"] == 7
     assert data["ksm"]["distinct"] == 8
     assert [z["compressor"] for z in data["zswap"]] == list(COMPRESSORS)
-    assert [z["reject_compress_poor"] for z in data["zswap"]] == [3, 3, 3]
+    assert "same_filled_pages" not in data
+    zero = 3 if data["zero_page_detection"] else 5  # Z, and z read as zeros without kpageflags
+    assert data["zero_pages"] == zero
+    for z in data["zswap"]:
+        assert "reject_compress_poor" not in z and "same_filled_pages" not in z
+        assert (z["zero_pages"], z["stored_pages"]) == (zero, 15)
+        assert (z["compressed_pages"], z["stored_incompressible_pages"]) == (12, 3)
+        assert z["pool_pages"] == 4 and z["pool_total_size"] == 4 * PAGE
     assert data["ranges"] == [{"start": f"{addr:#x}", "end": f"{end:#x}"}]
 
 
@@ -463,8 +516,9 @@ def test_cli_tables(
     out = capsys.readouterr().out
     assert f"PID {proc.pid}" in out
     assert "truncated: --max-pages 4" in out
-    for title in ("Pages", "KSM", "zswap", "pages_sharing", "rejected", "zstd", "deflate"):
+    for title in ("Pages", "KSM", "zswap", "pages_sharing", "zeromap", "stored as is", "zstd"):
         assert title in out
+    assert "same-filled" not in out and "rejected" not in out
 
 
 @live

@@ -204,25 +204,65 @@ def test_lazyfree_pages_are_dropped_not_swapped():
     m.check_memory()
 
 
-def test_zswap_pool_same_filled_poor_compression_and_limit():
+def test_zswap_pool_6_18_zeromap_incompressible_and_limit():
     m = vmsim.Machine(ram="4M", swap="8M", zswap="zstd", zswap_max_pool_percent=1)
     p = m.spawn()
-    anon(p, 0, 34)
-    pages = [os.urandom(PAGE // 2) + bytes(PAGE // 2) for _ in range(32)]  # halves compress
-    pages += [bytes([7]) * PAGE, os.urandom(PAGE)]  # same-filled, incompressible (last: the
-    # pool writes its oldest entries back when full, these stay)
+    anon(p, 0, 11)
+    # incompressible (stored as is: a whole page of pool), same-filled (compressed like any
+    # page since 6.12), zeros (the swap zeromap: never offered to zswap, no I/O), and 8
+    # pages whose halves compress (about 2 KiB each): 1 + 1 + 8 entries, pool under its
+    # limit of 1% of 4 MiB = 10 pages
+    pages = [os.urandom(PAGE), bytes([7]) * PAGE, bytes(PAGE)]
+    pages += [os.urandom(PAGE // 2) + bytes(PAGE // 2) for _ in range(8)]
     for i, data in enumerate(pages):
         p.write(at(i), data)
-    p.madvise(at(0), 34 * PAGE, MADV_PAGEOUT)
+    p.madvise(at(0), 11 * PAGE, MADV_PAGEOUT)
     z = m.zswap_stats()
-    assert z["same_filled_pages"] == 1
+    assert "same_filled_pages" not in z
+    assert (z["stored_pages"], z["stored_incompressible_pages"]) == (10, 1)
+    assert (z["reject_compress_poor"], z["pool_limit_hit"], z["written_back_pages"]) == (0, 0, 0)
+    # 4096 + 32 + 8 objects of 2 KiB and a little: 6 pages
+    assert z["pool_total_size"] == 6 * PAGE
+    v = vmstat(m)
+    assert (v["swpout_zero"], v["zswpout"], v["pswpout"]) == (1, 10, 0)
+    assert p.read(at(0), 11 * PAGE) == b"".join(pages)
+    v = vmstat(m)
+    assert (v["swpin_zero"], v["zswpin"], v["pswpin"]) == (1, 10, 0)
+    # 32 more such pages do not fit in 10 pages of pool: the limit is hit, the oldest
+    # entries are written back to the device until the pool is under 90% of its limit
+    anon(p, 16, 32)
+    more = [os.urandom(PAGE // 2) + bytes(PAGE // 2) for _ in range(32)]
+    p.write(at(16), b"".join(more))
+    p.madvise(at(16), 32 * PAGE, MADV_PAGEOUT)
+    z = m.zswap_stats()
+    assert z["pool_limit_hit"] >= 1 and z["written_back_pages"] >= 1
+    assert z["pool_total_size"] <= 10 * PAGE
+    v = vmstat(m)
+    # every page went to the pool or to the device; the written back ones went to both
+    assert v["zswpout"] - 10 + v["pswpout"] - z["written_back_pages"] == 32
+    assert p.read(at(16), 32 * PAGE) == b"".join(more)
+    m.check_memory()
+
+
+def test_zswap_pool_6_11_same_filled_and_poor_compression():
+    m = vmsim.Machine(
+        ram="4M", swap="8M", zswap="zstd", zswap_max_pool_percent=1, zswap_same_filled=True
+    )
+    p = m.spawn()
+    anon(p, 0, 35)
+    pages = [os.urandom(PAGE // 2) + bytes(PAGE // 2) for _ in range(32)]
+    pages += [bytes([7]) * PAGE, bytes(PAGE), os.urandom(PAGE)]
+    for i, data in enumerate(pages):
+        p.write(at(i), data)
+    p.madvise(at(0), 35 * PAGE, MADV_PAGEOUT)
+    z = m.zswap_stats()
+    assert z["same_filled_pages"] == 2  # the 7s and the zeros: one word each, no data
     assert z["reject_compress_poor"] == 1
-    # 1% of 4 MiB is 10 pages of pool; 32 pages of ~2 KiB do not fit: the limit is hit and
-    # the store refused until the pool is back under 90% of it
+    assert z["stored_incompressible_pages"] == 0
+    assert vmstat(m)["swpout_zero"] == 0  # no zeromap before 6.12
     assert z["pool_limit_hit"] >= 1
     assert z["pool_total_size"] <= 10 * PAGE
-    assert vmstat(m)["pswpout"] >= 1
-    assert p.read(at(0), 34 * PAGE) == b"".join(pages)
+    assert p.read(at(0), 35 * PAGE) == b"".join(pages)
     m.check_memory()
 
 
@@ -461,4 +501,87 @@ def test_read_fault_maps_an_exclusive_swap_entry_writable():
     p.write(at(0), b"y")
     assert p.stats["pgfault"] - before == 1
     assert p.stats["majflt"] == 1
+    m.check_memory()
+
+
+def _resident(p, first, n) -> list[int]:
+    return [first + i for i, b in enumerate(p.mincore(at(first), n * PAGE)) if b]
+
+
+def _swapped_out(m, pages, device):
+    p = m.spawn()
+    anon(p, 0, pages)
+    p.write(at(0), b"".join(bytes([i + 1]) * PAGE for i in range(pages)))
+    p.madvise(at(0), pages * PAGE, MADV_PAGEOUT)  # page i -> slot i + 1
+    return p
+
+
+def test_vma_readahead_window_follows_hits_and_direction():
+    # an SSD: swap_vma_readahead(); page-cluster 3 -> at most 8 pages
+    m = vmsim.Machine(ram="64M", swap="1M", swap_device="ssd")
+    p = _swapped_out(m, 64, "ssd")
+    # first fault (hits start at 4): 4 + 2 -> 8 pages, centred: 3 before, 4 after
+    assert p.read(at(20), 1) == b"\x15"
+    assert _resident(p, 0, 64) == list(range(17, 25))
+    assert (vmstat(m)["swap_ra"], p.stats["majflt"]) == (7, 1)
+    p.read(at(21), 1)  # a readahead page used: one hit
+    assert vmstat(m)["swap_ra_hit"] == 1
+    # page 25, not next to 21: 1 hit -> 3 -> 4 pages (half the last window is 4 too),
+    # centred: from 24 (already there) to 27
+    p.read(at(25), 1)
+    assert _resident(p, 0, 64) == list(range(17, 28))
+    assert (vmstat(m)["swap_ra"], p.stats["majflt"]) == (9, 2)
+    # a forward stream: 26, 27 are hits (2); 28 follows 27 -> 4 pages from 28 on
+    p.read(at(26), 1)
+    p.read(at(27), 1)
+    p.read(at(28), 1)
+    assert _resident(p, 0, 64) == list(range(17, 32))
+    assert (vmstat(m)["swap_ra"], vmstat(m)["swap_ra_hit"]) == (12, 3)
+    # backward: a fault at 15 after 16? 16 is not there; fault at 16 right after 17 was
+    # touched: the window ends at the fault
+    p.read(at(17), 1)  # hit (prev = 17)
+    p.read(at(16), 1)  # 1 hit -> 4 pages, backward: 13..16
+    assert _resident(p, 0, 64) == list(range(13, 32))
+    assert p.read(at(0), 64 * PAGE) == b"".join(bytes([i + 1]) * PAGE for i in range(64))
+    m.check_memory()
+
+
+def test_cluster_readahead_shrinks_without_hits():
+    # a rotational disk: swap_cluster_readahead(), window from the global hit count
+    m = vmsim.Machine(ram="64M", swap="1M", swap_device="disk")
+    p = _swapped_out(m, 64, "disk")
+    p.read(at(20), 1)  # slot 21, hits 4 -> 8: the aligned block of slots 16..23
+    assert _resident(p, 0, 64) == list(range(15, 23))
+    assert vmstat(m)["swap_ra"] == 7
+    p.read(at(40), 1)  # slot 41, no hits: 1, but not below half of 8: slots 40..43
+    assert _resident(p, 32, 32) == [39, 40, 41, 42]
+    p.read(at(50), 1)  # half of 4: slots 50..51
+    assert _resident(p, 48, 16) == [49, 50]
+    p.read(at(60), 1)  # half of 2 is 1: no readahead
+    assert _resident(p, 56, 8) == [60]
+    assert (vmstat(m)["swap_ra"], vmstat(m)["swap_ra_hit"]) == (11, 0)
+    m.check_memory()
+
+
+def test_zram_reads_a_slot_named_once_without_the_swap_cache():
+    m = vmsim.Machine(ram="64M", swap="1M", swap_device="zram")
+    p = _swapped_out(m, 2, "zram")
+    assert p.read(at(0), 1) == b"\x01"
+    info = meminfo(m)
+    # SWP_SYNCHRONOUS_IO: no swap cache, no readahead, the slot is freed at once
+    assert info["SwapCached"] == 0 and info["SwapTotal"] - info["SwapFree"] == 4
+    assert (vmstat(m)["swap_ra"], p.stats["majflt"], vmstat(m)["pswpin"]) == (0, 1, 1)
+    p.write(at(0), b"z")  # mapped writable at once: no second fault
+    assert p.stats["pgfault"] == 3  # the two first writes and the swap-in
+    # a slot named twice (after fork) goes through the swap cache as usual
+    c = p.fork()
+    p.madvise(at(0), PAGE, MADV_PAGEOUT)  # shared with the child: stays
+    c.exit()
+    p.madvise(at(0), PAGE, MADV_PAGEOUT)
+    c2 = p.fork()
+    assert p.read(at(0), 1) == b"z"
+    # and reads ahead by VMA (zram is not rotational): page 1, named by both too
+    assert meminfo(m)["SwapCached"] == 8 and vmstat(m)["swap_ra"] == 1
+    assert c2.read(at(0), 1) == b"z" and c2.read(at(1), 1) == b"\x02"
+    assert vmstat(m)["swap_ra_hit"] == 1
     m.check_memory()

@@ -21,10 +21,13 @@ The arithmetic is in :func:`estimate_pages`, a pure function of the page content
   128-bit BLAKE2b digest, so no page contents are kept; the estimate assumes every page is in
   a VMA that KSM scans (MADV_MERGEABLE or prctl(PR_SET_MEMORY_MERGE)), and looks at one
   process only (KSM also merges across processes).
-* zswap (mm/zswap.c) as :class:`vmsim.mm.zswap.Zswap` stores a page: same-filled pages (one
-  repeated 8-byte word) keep no data; a page whose compressed size is not below a page is
-  rejected (reject_compress_poor) and would go to the swap device; the others cost their
-  zsmalloc size class, and the pool is their sum rounded up to whole pages.
+* zswap (mm/zswap.c), as Linux 6.18 and :class:`vmsim.mm.zswap.Zswap` store a page: a page
+  of zeros never reaches zswap (since 6.12 the swap core keeps one bit for it, the swap
+  zeromap: no pool space, no I/O, counted as swpout_zero); every other page is compressed,
+  same-filled ones (one repeated non-zero 8-byte word) included; a page whose compressed size
+  is not below a page is stored as it is, a whole 4096-byte object
+  (stored_incompressible_pages); the others cost their zsmalloc size class, and the pool is
+  the sum of the objects' size classes rounded up to whole pages.
 
 The library never prints; ``vmsim estimate`` (:mod:`vmsim.cli.estimate`) renders.
 """
@@ -40,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vmsim.mm.zswap import COMPRESSORS, PAGE_SIZE, Compressor, same_filled, zs_size
+from vmsim.mm.zswap import COMPRESSORS, PAGE_SIZE, Compressor, zs_size
 from vmsim.procfs import PM_FILE, PM_GUARD_REGION, PM_MMAP_EXCLUSIVE, PM_PFRAME_MASK
 
 ZERO_PAGE = bytes(PAGE_SIZE)
@@ -120,52 +123,60 @@ class KsmEstimate:
 
 @dataclass(frozen=True)
 class ZswapEstimate:
-    """What a zswap pool with one compressor would hold if every page were swapped out."""
+    """What swapping every page out would do with a zswap pool of one compressor (Linux
+    6.18): the zero pages set their bit in the swap zeromap, every other page is stored."""
 
     compressor: str
-    pages: int  # pages offered
-    stored_pages: int  # kept in the pool: same-filled plus compressed
-    same_filled_pages: int  # kept as one word, no data
-    reject_compress_poor: int  # compressed to a page or more: written to the swap device
-    compressed_bytes: int  # sum of the zsmalloc size classes of the stored objects
-    raw_compressed_bytes: int  # sum of the compressor's output sizes, before size classes
+    pages: int  # pages swapped out: zero_pages + stored_pages
+    zero_pages: int  # all-zero: a bit in the swap zeromap each, never offered to zswap
+    stored_pages: int  # kept in the pool: every non-zero page
+    stored_incompressible_pages: int  # compressed to a page or more: stored as is
+    stored_bytes: int  # sum of the zsmalloc size classes of the stored objects
+    raw_compressed_bytes: int  # the compressor's output sizes of the compressed pages
     seconds: float  # time spent compressing
 
     @property
     def compressed_pages(self) -> int:
-        """Stored pages that keep compressed data."""
-        return self.stored_pages - self.same_filled_pages
+        """Stored pages kept compressed (below a page)."""
+        return self.stored_pages - self.stored_incompressible_pages
 
     @property
     def pool_pages(self) -> int:
         """RAM pages the pool takes (PoolMemory: the size classes summed, rounded up)."""
-        return -(-self.compressed_bytes // PAGE_SIZE)
+        return -(-self.stored_bytes // PAGE_SIZE)
+
+    @property
+    def pool_total_size(self) -> int:
+        """The pool in bytes, as /sys/kernel/debug/zswap/pool_total_size gives it."""
+        return self.pool_pages * PAGE_SIZE
 
     @property
     def ratio(self) -> float | None:
-        """Original over compressed size of the compressed pages (None: none were)."""
-        if not self.compressed_bytes:
+        """Original over stored size of the stored pages, those stored as is at 1:1 (None:
+        nothing was stored)."""
+        if not self.stored_bytes:
             return None
-        return self.compressed_pages * PAGE_SIZE / self.compressed_bytes
+        return self.stored_pages * PAGE_SIZE / self.stored_bytes
 
     @property
     def saved_bytes(self) -> int:
-        """RAM freed: the stored pages, less the pool that holds them."""
-        return (self.stored_pages - self.pool_pages) * PAGE_SIZE
+        """RAM freed with no swap I/O: the zero pages and the stored pages, less the pool."""
+        return (self.zero_pages + self.stored_pages - self.pool_pages) * PAGE_SIZE
 
     def as_dict(self) -> dict[str, Any]:
         ratio = self.ratio
         return {
             "compressor": self.compressor,
             "pages": self.pages,
+            "zero_pages": self.zero_pages,
             "stored_pages": self.stored_pages,
-            "same_filled_pages": self.same_filled_pages,
             "compressed_pages": self.compressed_pages,
-            "reject_compress_poor": self.reject_compress_poor,
-            "compressed_bytes": self.compressed_bytes,
+            "stored_incompressible_pages": self.stored_incompressible_pages,
+            "stored_bytes": self.stored_bytes,
             "raw_compressed_bytes": self.raw_compressed_bytes,
             "ratio": None if ratio is None else round(ratio, 4),
             "pool_pages": self.pool_pages,
+            "pool_total_size": self.pool_total_size,
             "saved_bytes": self.saved_bytes,
             "seconds": round(self.seconds, 6),
         }
@@ -177,7 +188,6 @@ class PageStats:
 
     pages: int
     zero_pages: int
-    same_filled_pages: int  # zero pages included
     ksm: KsmEstimate
     zswap: tuple[ZswapEstimate, ...]
 
@@ -190,7 +200,6 @@ class PageStats:
             "pages": self.pages,
             "bytes": self.bytes,
             "zero_pages": self.zero_pages,
-            "same_filled_pages": self.same_filled_pages,
             "ksm": self.ksm.as_dict(),
             "zswap": [z.as_dict() for z in self.zswap],
         }
@@ -200,7 +209,7 @@ class _ZswapTally:
     def __init__(self, name: str) -> None:
         self.compressor = Compressor(name)
         self.stored = 0
-        self.rejected = 0
+        self.incompressible = 0
         self.class_bytes = 0
         self.raw_bytes = 0
         self.ns = 0
@@ -209,10 +218,11 @@ class _ZswapTally:
         t0 = time.perf_counter_ns()
         n = len(self.compressor.compress(data))
         self.ns += time.perf_counter_ns() - t0
-        if n >= PAGE_SIZE:  # zswap_compress(): "compress_poor"
-            self.rejected += 1
-            return
         self.stored += 1
+        if n >= PAGE_SIZE:  # zswap_compress(): not below a page, stored as is
+            self.incompressible += 1
+            self.class_bytes += zs_size(PAGE_SIZE)
+            return
         self.raw_bytes += n
         self.class_bytes += zs_size(n)
 
@@ -227,7 +237,6 @@ class PageTally:
         self._digests: dict[bytes, int] = {}
         self.pages = 0
         self.zero_pages = 0
-        self.same_filled_pages = 0
 
     def add(self, data: bytes) -> None:
         if len(data) != PAGE_SIZE:
@@ -235,13 +244,9 @@ class PageTally:
         self.pages += 1
         if data == ZERO_PAGE:
             self.zero_pages += 1
-            self.same_filled_pages += 1
-            return  # KSM: counted apart; zswap: same-filled, nothing compressed
+            return  # KSM: counted apart; swap: a zeromap bit, never offered to zswap
         digest = hashlib.blake2b(data, digest_size=16).digest()
         self._digests[digest] = self._digests.get(digest, 0) + 1
-        if same_filled(data) is not None:
-            self.same_filled_pages += 1
-            return
         for z in self._zswap:
             z.add(data)
 
@@ -261,16 +266,16 @@ class PageTally:
             ZswapEstimate(
                 compressor=z.compressor.name,
                 pages=self.pages,
-                stored_pages=self.same_filled_pages + z.stored,
-                same_filled_pages=self.same_filled_pages,
-                reject_compress_poor=z.rejected,
-                compressed_bytes=z.class_bytes,
+                zero_pages=self.zero_pages,
+                stored_pages=z.stored,
+                stored_incompressible_pages=z.incompressible,
+                stored_bytes=z.class_bytes,
                 raw_compressed_bytes=z.raw_bytes,
                 seconds=z.ns / 1e9,
             )
             for z in self._zswap
         )
-        return PageStats(self.pages, self.zero_pages, self.same_filled_pages, ksm, zswap)
+        return PageStats(self.pages, self.zero_pages, ksm, zswap)
 
 
 def estimate_pages(pages: Iterable[bytes], compressors: Sequence[str] = COMPRESSORS) -> PageStats:

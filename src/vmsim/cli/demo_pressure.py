@@ -5,7 +5,9 @@ The workload is deterministic (a ``random.Random`` seeded with --seed, and a mod
 with the same seed): three processes map anonymous memory and fill it over the first steps
 with pages of four kinds: duplicated pages (the same few contents again and again, in a region
 advised MADV_MERGEABLE so that ksmd has work), text-like pages (log lines: they compress),
-random pages (they do not) and zero pages. Each step every process re-reads part of its memory
+random pages (they do not: zswap stores them as is, a whole page each) and zero pages (swapped
+out, each is only a bit in the swap zeromap: no I/O, never offered to zswap, as in Linux 6.12
+and later). Each step every process re-reads part of its memory
 (a hot working set, and a little of the rest); one process forks and its child writes part of
 what it inherited (copy-on-write), one process exits, and in the last steps pages are
 rewritten. Between steps the machine ticks (kswapd, ksmd). After each step the demo records
@@ -159,7 +161,7 @@ class Sample:
     swap_cached_kb: int
     zswap_pool_kb: int
     zswap_stored_pages: int
-    zswap_same_filled_pages: int
+    zswap_incompressible_pages: int  # stored_incompressible_pages: kept as is, a whole page
     ksm_pages_shared: int
     ksm_pages_sharing: int
     ksm_saved_kb: int  # pages_sharing x page size: the frames the merged mappings spare
@@ -167,6 +169,8 @@ class Sample:
     pgmajfault: int
     pswpin: int
     pswpout: int
+    swpin_zero: int  # zero pages read back from the swap zeromap: no I/O
+    swpout_zero: int  # zero pages swapped out: a zeromap bit each, never offered to zswap
     zswpin: int
     zswpout: int
     oom_kill: int
@@ -477,7 +481,7 @@ class Pressure:
             swap_cached_kb=info["SwapCached"],
             zswap_pool_kb=info["Zswap"],
             zswap_stored_pages=z["stored_pages"],
-            zswap_same_filled_pages=z["same_filled_pages"],
+            zswap_incompressible_pages=z["stored_incompressible_pages"],
             ksm_pages_shared=k["pages_shared"],
             ksm_pages_sharing=k["pages_sharing"],
             ksm_saved_kb=k["pages_sharing"] * PAGE_KB,
@@ -485,6 +489,8 @@ class Pressure:
             pgmajfault=vm["pgmajfault"],
             pswpin=vm["pswpin"],
             pswpout=vm["pswpout"],
+            swpin_zero=vm["swpin_zero"],
+            swpout_zero=vm["swpout_zero"],
             zswpin=vm["zswpin"],
             zswpout=vm["zswpout"],
             oom_kill=vm["oom_kill"],
@@ -565,7 +571,6 @@ def totals(p: Pressure, samples: list[Sample], verification: Verification) -> di
     report (zswap and KSM counters as /sys shows them)."""
     last = samples[-1]
     z = p.machine.zswap_stats()
-    stored_nonsame = z["stored_pages"] - z["same_filled_pages"]
     return {
         "steps": len(samples),
         "pages_written": sum(s.pages_written for s in samples),
@@ -577,13 +582,17 @@ def totals(p: Pressure, samples: list[Sample], verification: Verification) -> di
         "max_zswap_stored_pages": max(s.zswap_stored_pages for s in samples),
         "max_ksm_saved_kb": max(s.ksm_saved_kb for s in samples),
         "max_ksm_pages_sharing": max(s.ksm_pages_sharing for s in samples),
-        "zswap_compression_ratio": (
-            round(stored_nonsame * PAGE / z["pool_total_size"], 2) if z["pool_total_size"] else None
+        "zswap_compression_ratio": (  # the pages stored as is count 1:1
+            round(z["stored_pages"] * PAGE / z["pool_total_size"], 2)
+            if z["pool_total_size"]
+            else None
         ),
         "pgfault": last.pgfault,
         "pgmajfault": last.pgmajfault,
         "pswpin": last.pswpin,
         "pswpout": last.pswpout,
+        "swpin_zero": last.swpin_zero,
+        "swpout_zero": last.swpout_zero,
         "zswpin": last.zswpin,
         "zswpout": last.zswpout,
         "oom_kill": last.oom_kill,
@@ -624,7 +633,10 @@ def table(
     wide = width >= WIDE
     notes = []
     if final:
-        notes.append("free, swap, zswap, KSM: after the step; faults, swap in/out: during it")
+        notes.append(
+            "free, swap, zswap, KSM: after the step; faults, swap in/out, zero out (zero pages "
+            "to the swap zeromap: swpout_zero): during it"
+        )
     if not wide:
         marks = _marks(samples)
         notes += [f"step {step}: {text}" for step, text in marks.items()]
@@ -651,6 +663,7 @@ def table(
         "KSM\nsaved",
         "faults\n(major)",
         "swap\nin/out",
+        "zero\nout",
         "oom\nkill",
     ):
         t.add_column(header, justify="right", no_wrap=True)
@@ -665,6 +678,7 @@ def table(
             _mib(s.ksm_saved_kb),
             f"{_delta(samples, i, 'pgfault'):,} ({_delta(samples, i, 'pgmajfault'):,})",
             f"{_delta(samples, i, 'pswpin'):,}/{_delta(samples, i, 'pswpout'):,}",
+            f"{_delta(samples, i, 'swpout_zero'):,}",
             f"[bold red]{oom}[/bold red]" if oom else "0",
         ]
         if wide:
@@ -680,11 +694,12 @@ def explain_line(samples: list[Sample]) -> str:
     return (
         f"step {s.step}: {s.event}; free {_mib(s.mem_free_kb)}, swap used "
         f"{_mib(s.swap_used_kb)}, zswap {_mib(s.zswap_pool_kb)} holding "
-        f"{s.zswap_stored_pages} pages, KSM {s.ksm_pages_shared} shared / "
+        f"{s.zswap_stored_pages} pages ({s.zswap_incompressible_pages} stored as is), KSM "
+        f"{s.ksm_pages_shared} shared / "
         f"{s.ksm_pages_sharing} sharing (saves {_mib(s.ksm_saved_kb)}); pgfault "
         f"+{_delta(samples, i, 'pgfault')} (major +{_delta(samples, i, 'pgmajfault')}), "
         f"pswpin +{_delta(samples, i, 'pswpin')}, pswpout +{_delta(samples, i, 'pswpout')}, "
-        f"oom_kill {s.oom_kill}"
+        f"swpout_zero +{_delta(samples, i, 'swpout_zero')}, oom_kill {s.oom_kill}"
     )
 
 
@@ -701,17 +716,19 @@ def summary_text(
         f"{t['pages_read']:,} read back during the steps.",
         f"Free memory fell to {_mib(t['min_mem_free_kb'])} of {settings.ram // MB} MiB; swap "
         f"use peaked at {_mib(t['max_swap_used_kb'])}; pswpout {t['pswpout']:,}, pswpin "
-        f"{t['pswpin']:,}; pgfault {t['pgfault']:,}, of them major {t['pgmajfault']:,}; "
-        f"oom_kill {t['oom_kill']}.",
+        f"{t['pswpin']:,}; zero pages in the swap zeromap (no I/O): swpout_zero "
+        f"{t['swpout_zero']:,}, swpin_zero {t['swpin_zero']:,}; pgfault {t['pgfault']:,}, of "
+        f"them major {t['pgmajfault']:,}; oom_kill {t['oom_kill']}.",
     ]
     if settings.zswap:
         lines.append(
             f"zswap ({settings.zswap}): pool peaked at {_mib(t['max_zswap_pool_kb'])} holding "
             f"up to {t['max_zswap_stored_pages']:,} pages; now {z['stored_pages']:,} pages "
-            f"({z['same_filled_pages']:,} same-filled) in {_mib(z['pool_total_size'] // KB)}"
+            f"({z['stored_incompressible_pages']:,} incompressible, stored as is) in "
+            f"{_mib(z['pool_total_size'] // KB)}"
             + (f", {ratio}x compressed" if ratio else "")
-            + f"; {z['reject_compress_poor']:,} rejected as incompressible, "
-            f"{z['written_back_pages']:,} written back, pool limit hit {z['pool_limit_hit']:,}x."
+            + f"; {z['written_back_pages']:,} written back, pool limit hit "
+            f"{z['pool_limit_hit']:,}x."
         )
     if settings.ksm:
         lines.append(

@@ -87,11 +87,6 @@ def _pages_table(r: EstimateResult) -> Table:
     table.add_column("note", style="dim")
     table.add_row("scanned", _pages(s.pages), "present, private anonymous, read")
     table.add_row("  all-zero", f"{s.zero_pages:,}", _percent(s.zero_pages, s.pages))
-    table.add_row(
-        "  same-filled",
-        f"{s.same_filled_pages:,}",
-        "one repeated 8-byte word (the all-zero ones included)",
-    )
     zero_note = "no RAM: not read"
     if not r.zero_page_detection:
         zero_note = "not detected (/proc/kpageflags unreadable): read as all-zero pages"
@@ -157,7 +152,7 @@ def _ksm_table(r: EstimateResult) -> Table:
 def _zswap_table(r: EstimateResult) -> Table:
     zs = r.stats.zswap
     table = Table(
-        title="zswap, if every scanned page were swapped out (zsmalloc size classes)",
+        title="zswap (Linux 6.18), if every scanned page were swapped out (zsmalloc size classes)",
         title_justify="left",
     )
     table.add_column("what")
@@ -168,25 +163,29 @@ def _zswap_table(r: EstimateResult) -> Table:
     def row(what: str, cells: list[str], note: str = "") -> None:
         table.add_row(what, *cells, note)
 
-    row("stored", [f"{z.stored_pages:,}" for z in zs], "pages kept in the pool")
-    row("  same-filled", [f"{z.same_filled_pages:,}" for z in zs], "no data kept")
-    row("  compressed", [f"{z.compressed_pages:,}" for z in zs], "")
     row(
-        "rejected",
-        [f"{z.reject_compress_poor:,}" for z in zs],
-        "incompressible: to the swap device",
+        "zero pages",
+        [f"{z.zero_pages:,}" for z in zs],
+        "swap zeromap: a bit each, no pool, no I/O",
     )
-    row("compressed size", [human_size(z.compressed_bytes) for z in zs], "size classes summed")
+    row("stored", [f"{z.stored_pages:,}" for z in zs], "pages kept in the pool")
+    row("  compressed", [f"{z.compressed_pages:,}" for z in zs], "below a page")
+    row(
+        "  stored as is",
+        [f"{z.stored_incompressible_pages:,}" for z in zs],
+        "not below a page: a whole page each",
+    )
+    row("stored size", [human_size(z.stored_bytes) for z in zs], "size classes summed")
     row(
         "ratio",
         ["-" if z.ratio is None else f"{z.ratio:.2f}" for z in zs],
-        "original / compressed",
+        "original / stored",
     )
     row("pool", [f"{z.pool_pages:,}" for z in zs], "pages of RAM")
     row(
         "[bold]saved[/bold]",
         [f"[bold]{human_size(z.saved_bytes)}[/bold]" for z in zs],
-        "stored pages less the pool",
+        "zero and stored pages, less the pool",
     )
     row("time", [f"{z.seconds:.2f}s" for z in zs], "compressing")
     return table

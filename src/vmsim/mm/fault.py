@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, SEGV_MAPERR
+from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, SEGV_MAPERR
 from vmsim.errors import BusError, Segfault
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
@@ -34,6 +34,7 @@ from vmsim.hw.pte import (
     swp_type,
     vm_get_page_prot,
 )
+from vmsim.mm import readahead
 from vmsim.mm.flags import (
     VM_LOCKED,
     VM_MAYBE_GUARD,
@@ -48,6 +49,7 @@ from vmsim.phys.frames import OutOfMemory, PageFlag
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
     from vmsim.mm.memory import Memory
+    from vmsim.mm.swap import SwapSpace
     from vmsim.mm.vma import Inode, Vma
 
 ANON_FLAGS = int(PageFlag.ANON | PageFlag.SWAPBACKED | PageFlag.UPTODATE | PageFlag.LRU)
@@ -62,9 +64,9 @@ _REFERENCED = int(PageFlag.REFERENCED)
 _KSM = int(PageFlag.KSM)
 _ACTIVE = int(PageFlag.ACTIVE)
 _READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
+SWAP_RA_ORDER_CEILING = 5
+SWAP_RA_HITS_MAX = 63
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
-PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster
-READAHEAD_PAGES = 32  # VM_READAHEAD_PAGES: 128 KiB of mmap read-around
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
 # Bits pte_modify() keeps from the old entry when the protection changes (_PAGE_CHG_MASK):
 # accessed and dirty come from the entry, never from the new protection.
@@ -108,20 +110,30 @@ def eof_pages(inode: Inode) -> int:
     return (inode.size + PAGE_SIZE - 1) >> PAGE_SHIFT
 
 
-def find_or_create_page(mm: AddressSpace, inode: Inode, pgoff: int) -> tuple[int, bool]:
-    """filemap_fault() / shmem_fault(): the page-cache page at ``pgoff``, read in (a major
-    fault, with mmap read-around of the neighbours) if a regular file lacks it, or a new
-    zeroed page for tmpfs. Returns (pfn, major)."""
+def find_or_create_page(mm: AddressSpace, vma: Vma, pgoff: int) -> tuple[int, str]:
+    """filemap_fault() / shmem_fault(): the page-cache page at ``pgoff`` of the VMA's file,
+    or a new zeroed page for tmpfs. Returns (pfn, how): "hit" (it was cached), "major" (a
+    regular file read it with its readahead window, ``vmsim.mm.readahead``; the fault waits
+    for the read and is retried, counted major), or "retry" (it was cached and carried the
+    readahead mark: the next window is read asynchronously and the fault is retried after
+    dropping the per-VMA lock; that retry is not a FAULT_FLAG_TRIED one, so the fault
+    stays minor: kernel-verified)."""
+    assert vma.file is not None
+    inode = vma.file.inode
+    mem = mm.mem
     pfn = inode.pages.get(pgoff)
     if pfn is not None:
-        return pfn, False
-    mem = mm.mem
+        if not inode.shmem and readahead.async_mmap_readahead(
+            mem, vma, vma.file.ra, inode, pgoff, pfn
+        ):
+            return pfn, "retry"
+        return pfn, "hit"
     if inode.shmem:
         key = inode.swapped.get(pgoff)
         pfn = mem.alloc_folio(SHMEM_FLAGS)
         if key is None:
             cache_add(mem, inode, pgoff, pfn)
-            return pfn, False
+            return pfn, "hit"
         # shmem_swapin_folio(): read it back (from the swap cache if readahead brought it
         # there already), the slot is given up (a major fault)
         cached = mem.swap.cache.get(key)
@@ -134,23 +146,18 @@ def find_or_create_page(mm: AddressSpace, inode: Inode, pgoff: int) -> tuple[int
         del inode.swapped[pgoff]
         mem.swap_entry_gone(key)
         cache_add(mem, inode, pgoff, pfn)
-        return pfn, True
-    # a regular file: read the page and its read-around window from the backing store
-    first = max(0, pgoff - READAHEAD_PAGES // 2)
-    last = min(eof_pages(inode), first + READAHEAD_PAGES)
-    for pg in [pgoff] + [p for p in range(first, last) if p != pgoff]:
-        if pg not in inode.pages:
-            try:
-                new = mem.alloc_folio(FILE_FLAGS)
-            except OutOfMemory:
-                if pg == pgoff:
-                    raise
-                break  # readahead is best effort
-            data = inode.backing.get(pg)
-            if data is not None:
-                mem.frames.write(new, 0, data)
-            cache_add(mem, inode, pg, new)
-    return inode.pages[pgoff], True
+        return pfn, "major"
+    # a regular file: the readahead window, then the page itself if readahead did not
+    # read it (no readahead, or memory ran out)
+    readahead.sync_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff)
+    pfn = inode.pages.get(pgoff)
+    if pfn is None:
+        pfn = mem.alloc_folio(FILE_FLAGS)
+        data = inode.backing.get(pgoff)
+        if data is not None:
+            mem.frames.write(pfn, 0, data)
+        cache_add(mem, inode, pgoff, pfn)
+    return pfn, "major"
 
 
 # ---------------------------------------------------------------- mapping pages
@@ -281,14 +288,14 @@ def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     if _fault_around(mm, vma, addr, pgoff):
         return "file"
     _check_eof(vma, addr)
-    pfn, major = find_or_create_page(mm, inode, pgoff)
-    if major:
-        mapped = _fault_around(mm, vma, addr, pgoff)
-        assert mapped
-        return "file-major"
-    mm.mem.frames.get(pfn)
-    _map_page(mm, vma, addr, pfn, pfn_pte(pfn, page_prot(vma)))
-    return "file"
+    _pfn, how = find_or_create_page(mm, vma, pgoff)
+    # a retried fault (VM_FAULT_RETRY) runs fault-around again, which maps the new window,
+    # the page itself too unless it carries the readahead mark (then it is mapped here)
+    if how == "hit" or not _fault_around(mm, vma, addr, pgoff):
+        pfn = inode.pages[pgoff]
+        mm.mem.frames.get(pfn)
+        _map_page(mm, vma, addr, pfn, pfn_pte(pfn, page_prot(vma)))
+    return "file-major" if how == "major" else "file"
 
 
 def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
@@ -304,6 +311,7 @@ def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
     last_pg = min(pgoff + to_pte - pte_off, eof_pages(inode) - 1)
     base = addr - (pte_off << PAGE_SHIFT)
     around = 0
+    visited = 0
     target_mapped = False
     pt = mm.pt
     frames = mm.mem.frames
@@ -312,8 +320,9 @@ def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
         if pg > last_pg:
             break
         pfn = inode.pages.get(pg)
-        if pfn is None:
+        if pfn is None or frames.flags(pfn) & _READAHEAD:  # next_uptodate_folio() skips it
             continue
+        visited += 1
         a = base + (off << PAGE_SHIFT)
         if mm.guards and (a >> PAGE_SHIFT) in mm.guards:
             continue
@@ -328,6 +337,8 @@ def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
             around += 1
     mm.stats.fault_around += around
     mm.mem.stats.fault_around += around
+    ra = vma.file.ra  # cached pages found count as hits against mmap_miss
+    ra.mmap_miss = max(ra.mmap_miss - visited, 0)
     return target_mapped
 
 
@@ -337,7 +348,7 @@ def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     assert vma.file is not None
     mm.anon_vma_prepare(vma)
     pgoff = _check_eof(vma, addr)
-    src, major = find_or_create_page(mm, vma.file.inode, pgoff)
+    src, how = find_or_create_page(mm, vma, pgoff)
     frames = mm.mem.frames
     frames.get(src)  # held across the allocation (reclaim skips busy folios)
     try:
@@ -350,20 +361,20 @@ def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     else:  # FOLL_FORCE: the copy is written by the kernel, not through the PTE
         mm.mem.frames.set_flags(pfn, _DIRTY)
     _map_page(mm, vma, addr, pfn, entry)
-    return "cow-major" if major else "cow"
+    return "cow-major" if how == "major" else "cow"
 
 
 def _do_shared_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     """do_shared_fault(): map the page-cache page writable and dirty it."""
     assert vma.file is not None
     pgoff = _check_eof(vma, addr)
-    pfn, major = find_or_create_page(mm, vma.file.inode, pgoff)
+    pfn, how = find_or_create_page(mm, vma, pgoff)
     frames = mm.mem.frames
     frames.get(pfn)
     frames.set_flags(pfn, _DIRTY)
     entry = pfn_pte(pfn, page_prot(vma)) | PAGE_RW | PAGE_DIRTY
     _map_page(mm, vma, addr, pfn, entry)
-    return "file-major" if major else "shared-write"
+    return "file-major" if how == "major" else "shared-write"
 
 
 def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
@@ -769,46 +780,123 @@ def swap_pte(key: tuple[int, int], exclusive: bool) -> int:
     return e | PAGE_SWP_EXCLUSIVE if exclusive else e
 
 
+def swapin_nr_pages(prev_offset: int, offset: int, hits: int, max_pages: int, prev_win: int) -> int:
+    """__swapin_nr_pages(): the readahead window from the hits since the last decision:
+    none -> 1 page (2 if the fault is next to the previous one), else hits + 2 rounded up
+    to a power of two (4 at least), at most ``max_pages``, and never below half the last
+    window (it shrinks slowly)."""
+    pages = hits + 2
+    if pages == 2:
+        if offset != prev_offset + 1 and offset != prev_offset - 1:
+            pages = 1
+    else:
+        roundup = 4
+        while roundup < pages:
+            roundup <<= 1
+        pages = roundup
+    pages = min(pages, max_pages)
+    return max(pages, prev_win // 2)
+
+
+def _cluster_ra(swap: SwapSpace, key: tuple[int, int]) -> list[tuple[int, int]]:
+    """swap_cluster_readahead(): the aligned block of swapin_nr_pages() slots around the
+    faulting one (the global hit count decides its size)."""
+    max_pages = 1 << swap.page_cluster
+    if max_pages <= 1:
+        return [key]
+    hits, swap.readahead_hits = swap.readahead_hits, 0
+    pages = swapin_nr_pages(swap.prev_offset, key[1], hits, max_pages, swap.last_ra_pages)
+    if not hits:
+        swap.prev_offset = key[1]
+    swap.last_ra_pages = pages
+    mask = pages - 1
+    if not mask:
+        return [key]
+    start = max(key[1] & ~mask, 1)  # offset 0 is the header
+    end = min(key[1] | mask, swap.device(key).pages - 1)
+    return [(key[0], off) for off in range(start, end + 1)]
+
+
+def _vma_ra(mm: AddressSpace, vma: Vma, addr: int, key: tuple[int, int]) -> list[tuple[int, int]]:
+    """swap_vma_readahead(): the swap entries of the PTEs in a window around the fault
+    (swap_vma_ra_win(): its size from the VMA's hits, placed ahead of a forward or behind a
+    backward stream, centred otherwise; clipped to the VMA and the page table), the
+    faulting entry last."""
+    swap = mm.mem.swap
+    prev_addr, prev_win, hits = vma.swap_ra if vma.swap_ra is not None else (0, 0, 4)
+    max_win = 1 << min(swap.page_cluster, SWAP_RA_ORDER_CEILING)
+    win = swapin_nr_pages(prev_addr >> PAGE_SHIFT, addr >> PAGE_SHIFT, hits, max_win, prev_win)
+    vma.swap_ra = (addr, win, 0)
+    if win == 1:
+        return [key]
+    if addr == prev_addr + PAGE_SIZE:
+        left = addr
+    elif prev_addr == addr + PAGE_SIZE:
+        left = addr - (win << PAGE_SHIFT) + PAGE_SIZE
+    else:
+        left = addr - (((win - 1) // 2) << PAGE_SHIFT)
+    right = left + (win << PAGE_SHIFT)
+    pmd = addr & ~(PMD_SIZE - 1)
+    start = max(left, vma.start, pmd)
+    end = min(right, vma.end, pmd + PMD_SIZE)
+    keys = []
+    for m in mm.pt.iter_leaves(start, end):
+        e = m.entry
+        if m.vaddr != addr and e and not present(e):
+            keys.append(swap_key(e))
+    keys.append(key)
+    return keys
+
+
 def swapin_readahead(mm: AddressSpace, vma: Vma, addr: int, key: tuple[int, int]) -> int:
-    """swap_cluster_readahead(): read the aligned cluster of 2**page-cluster slots around
-    ``key`` into the swap cache (the faulting slot first; the rest is best effort). Returns
+    """swapin_readahead(): read the faulting slot and its readahead window into the swap
+    cache, by VMA (swap_vma_readahead()) or, while a rotational device is in use, by swap
+    cluster (swap_cluster_readahead()). The other pages are best effort and marked
+    PG_readahead (counted in swap_ra; a later fault that finds one counts a hit). Returns
     the faulting slot's folio with a reference held for the caller (so that reclaim, run by
     the allocations of the neighbours, cannot take it back meanwhile)."""
     mem = mm.mem
     swap = mem.swap
-    dev = swap.device(key)
-    base = key[1] & ~((1 << PAGE_CLUSTER) - 1)
-    offsets = [key[1]] + [
-        o for o in range(base, min(base + (1 << PAGE_CLUSTER), dev.pages)) if o != key[1] and o
-    ]
+    keys = _vma_ra(mm, vma, addr, key) if swap.use_vma_readahead() else _cluster_ra(swap, key)
+    keys = [k for k in keys if k != key] + [key]
     target = -1
-    for off in offsets:
-        k = (key[0], off)
+    for k in keys:
         if k in swap.cache:
-            if off == key[1]:
+            if k == key:
                 target = swap.cache[k]
                 mem.frames.get(target)
             continue
-        if not dev.count[off]:
+        if not swap.count(k):
             continue
         try:
-            pfn = mem.alloc_folio(ANON_FLAGS)
+            pfn = _read_swap_page(mem, k)
         except OutOfMemory:
-            if off == key[1]:
+            if k == key:
                 raise
-            break
-        data, where = swap.read(k)
-        mem.frames.write(pfn, 0, data)
-        if where == "zswap":  # the pool let go of its copy: the folio is the only one
-            mem.frames.set_flags(pfn, _DIRTY)
-        swap.add_to_cache(k, pfn)
-        mem.frames.set_flags(pfn, int(PageFlag.SWAPCACHE))
-        mem.lru.add(pfn)
-        if off == key[1]:  # the allocation's reference is the swap cache's; one more here
+            continue
+        if k == key:  # the allocation's reference is the swap cache's; one more here
             target = pfn
             mem.frames.get(pfn)
+        else:
+            mem.frames.set_flags(pfn, _READAHEAD)
+            mem.vmstat["swap_ra"] += 1
     assert target >= 0, f"swap slot {key} is not in use"
     return target
+
+
+def _read_swap_page(mem: Memory, k: tuple[int, int], cache: bool = True) -> int:
+    """A new folio with the slot's contents, in the swap cache (unless ``cache`` is False:
+    the synchronous-device path) and on the LRU."""
+    pfn = mem.alloc_folio(ANON_FLAGS)
+    data, where = mem.swap.read(k)
+    mem.frames.write(pfn, 0, data)
+    if where == "zswap" or not cache:  # nobody else keeps a copy: the folio is the only one
+        mem.frames.set_flags(pfn, _DIRTY)
+    if cache:
+        mem.swap.add_to_cache(k, pfn)
+        mem.frames.set_flags(pfn, int(PageFlag.SWAPCACHE))
+    mem.lru.add(pfn)
+    return pfn
 
 
 def anon_owner(vma: Vma, addr: int) -> tuple[int, int]:
@@ -838,14 +926,33 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
     frames = mem.frames
     major = False
     pfn = swap.cache.get(key)
+    if pfn is None and swap.device(key).synchronous and swap.count(key) == 1:
+        # SWP_SYNCHRONOUS_IO (zram) and nobody else names the slot: read it straight into a
+        # new page of our own, no swap cache, no readahead
+        if vma.anon_vma is None:
+            mm.anon_vma_prepare(vma)
+        pfn = _read_swap_page(mem, key, cache=False)
+        swap.put(key)
+        pte = pfn_pte(pfn, page_prot(vma))
+        if vma.flags & VM_WRITE:
+            pte |= PAGE_RW | (PAGE_DIRTY if write else 0)
+        _map_page(mm, vma, addr, pfn, pte)
+        return "swap-major"
     if pfn is None:
         pfn = swapin_readahead(mm, vma, addr, key)  # returned with the mapping's reference held
         major = True
     else:
         frames.get(pfn)  # the mapping's reference
-        if frames.flags(pfn) & _READAHEAD:  # brought in by readahead, used now
+        # swap_update_readahead(): a readahead page used now is a hit
+        hit = bool(frames.flags(pfn) & _READAHEAD)
+        if hit:
             frames.clear_flags(pfn, _READAHEAD)
             mem.vmstat["swap_ra_hit"] += 1
+        if swap.use_vma_readahead():
+            _, win, hits = vma.swap_ra if vma.swap_ra is not None else (0, 0, 4)
+            vma.swap_ra = (addr, win, min(hits + hit, SWAP_RA_HITS_MAX))
+        elif hit:
+            swap.readahead_hits += 1
     if vma.anon_vma is None:
         mm.anon_vma_prepare(vma)
     ksm = bool(frames.flags(pfn) & _KSM)

@@ -98,6 +98,8 @@ class Memory:
         self.oom_handler: Callable[[], bool] | None = None
         self.task: AddressSpace | None = None  # whose syscall or fault is running
         self.ksm: Ksm | None = None
+        self.swappiness = 60  # vm.swappiness
+        self.ra_pages = 32  # the block device's read_ahead_kb / 4 (file read-around)
         self.flush_ceiling = 33  # /sys/kernel/debug/x86/tlb_single_page_flush_ceiling
         # Called when a VMA of a file goes away (the machine frees a deleted file's pages
         # once nothing maps or opens it).

@@ -9,9 +9,16 @@ are gone. Slots are handed out in order from a cursor that wraps (the kernel's p
 clusters have the same effect for one CPU: consecutive swap-outs get consecutive slots, which
 is what makes cluster readahead useful).
 
-Where the bytes are: a disk device keeps each written page (a page of zeros is not stored); a
-zram device keeps it compressed (``Machine(swap_device="zram")``); with zswap the pool is
-tried first and the device gets only what the pool refuses or writes back.
+Where the bytes are: a page of zeros is only a bit in the swap zeromap (swap_writeout() since
+6.12: no I/O, counted as swpout_zero / swpin_zero, never offered to zswap); otherwise zswap's
+pool is tried first, and the device gets what the pool refuses or writes back: a disk or SSD
+keeps the page, a zram device keeps it compressed in RAM (``Machine(swap_device="zram")``).
+
+Device kinds: "disk" is rotational (like this machine's /dev/vda): while one is in use the
+kernel reads ahead by swap cluster (nr_rotate_swap); "ssd" and "zram" are not, so faults read
+ahead by VMA (swap_vma_readahead(), /sys/kernel/mm/swap/vma_ra_enabled); zram is also
+synchronous: a slot named by one PTE is read straight into a new page, bypassing the swap
+cache and readahead (SWP_SYNCHRONOUS_IO in do_swap_page()).
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from vmsim.mm.zswap import PAGE_SIZE, Compressor, PoolMemory, Zswap, zs_size
 Key = tuple[int, int]
 
 PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster: readahead of 2**3 = 8 slots
+DEVICE_KINDS = ("disk", "ssd", "zram")
 
 
 class SwapDevice:
-    """One swap area. ``kind`` is "disk" or "zram" (compressed in RAM)."""
+    """One swap area. ``kind`` is "disk" (rotational), "ssd" or "zram" (compressed in RAM)."""
 
     def __init__(
         self,
@@ -44,6 +52,10 @@ class SwapDevice:
         self.data: dict[int, bytes] = {}
         self.cursor = 1
         self.inuse = 0
+        if kind not in DEVICE_KINDS:
+            raise ValueError(f"swap device kind must be one of {', '.join(DEVICE_KINDS)}")
+        self.rotational = kind == "disk"
+        self.synchronous = kind == "zram"
         self.compressor = Compressor("lz4" if compressor == "lzo-rle" else compressor)
         self.memory = memory
         self.orig_data_size = 0  # zram mm_stat
@@ -118,6 +130,19 @@ class SwapSpace:
         self.zswap: Zswap | None = None
         self.pswpin = 0
         self.pswpout = 0
+        self.use_zeromap = True  # 6.12+; off for the 6.11 zswap (same-filled pages)
+        self.zeromap: set[Key] = set()
+        self.swpout_zero = 0
+        self.swpin_zero = 0
+        self.vma_ra_enabled = True  # /sys/kernel/mm/swap/vma_ra_enabled
+        self.page_cluster = PAGE_CLUSTER
+        self.readahead_hits = 4  # swapin_readahead_hits (cluster mode)
+        self.prev_offset = 0
+        self.last_ra_pages = 0
+
+    def use_vma_readahead(self) -> bool:
+        """swap_use_vma_readahead(): enabled, and no rotational device in use."""
+        return self.vma_ra_enabled and not any(d.rotational for d in self.devices)
 
     @property
     def total(self) -> int:
@@ -160,6 +185,7 @@ class SwapSpace:
         if not d.count[key[1]] and not d.cached[key[1]]:
             if self.zswap is not None:
                 self.zswap.invalidate(key)
+            self.zeromap.discard(key)
             d.release(key[1])
 
     def add_to_cache(self, key: Key, pfn: int) -> None:
@@ -176,7 +202,18 @@ class SwapSpace:
         return key
 
     def write(self, key: Key, data: bytes) -> str:
-        """swap_writepage(): zswap first, then the device. Returns where it went."""
+        """swap_writeout(): a zero page sets its zeromap bit, anything else goes to zswap
+        first, then the device. Returns where it went ("zero", "zswap", "device",
+        "failed")."""
+        if self.use_zeromap:
+            if not any(data):
+                self.zeromap.add(key)
+                self.device(key)._forget(key[1])
+                if self.zswap is not None:
+                    self.zswap.invalidate(key)
+                self.swpout_zero += 1
+                return "zero"
+            self.zeromap.discard(key)
         if self.zswap is not None and self.zswap.store(key, data):
             return "zswap"
         if self.zswap is not None:
@@ -192,7 +229,11 @@ class SwapSpace:
         self.pswpout += 1
 
     def read(self, key: Key) -> tuple[bytes, str]:
-        """swap_read_folio(): from zswap if it has the entry, else the device."""
+        """swap_read_folio(): zeros if the zeromap says so, else from zswap if it has the
+        entry, else the device."""
+        if key in self.zeromap:
+            self.swpin_zero += 1
+            return bytes(PAGE_SIZE), "zero"
         if self.zswap is not None:
             data = self.zswap.load(key)
             if data is not None:

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from vmsim.constants import PAGE_SHIFT
+from vmsim.mm.readahead import RaState
 
 _anon_ids = itertools.count(1)
 
@@ -53,12 +54,14 @@ class Inode:
 
 @dataclass(eq=False)
 class OpenFile:
-    """An open file description (``struct file``): two open()s of one inode never merge."""
+    """An open file description (``struct file``): two open()s of one inode never merge.
+    ``ra`` is its readahead state (file->f_ra)."""
 
     inode: Inode
     readable: bool = True
     writable: bool = True
     noexec: bool = False
+    ra: RaState = field(default_factory=RaState)
 
     @property
     def name(self) -> str:
@@ -83,6 +86,7 @@ class Vma:
         "name",
         "pgoff",
         "start",
+        "swap_ra",
     )
 
     def __init__(
@@ -105,9 +109,12 @@ class Vma:
         self.anon_singular = anon_singular
         # vm_ops->name() of a special mapping ([vdso], [vvar], ...): never merges (VM_SPECIAL)
         self.name = name
+        # vma->swap_readahead_info: (last fault address, window, hits); None reads as
+        # hits 4 (GET_SWAP_RA_VAL() of 0)
+        self.swap_ra: tuple[int, int, int] | None = None
 
     def copy(self) -> Vma:
-        return Vma(
+        v = Vma(
             self.start,
             self.end,
             self.flags,
@@ -117,6 +124,8 @@ class Vma:
             self.anon_singular,
             self.name,
         )
+        v.swap_ra = self.swap_ra
+        return v
 
     @property
     def pages(self) -> int:

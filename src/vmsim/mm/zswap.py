@@ -6,14 +6,19 @@ deflate with the kernel's 11-bit window). Compressed objects are stored the way 
 does: in size classes 16 bytes apart (32 bytes at least), so the pool's size is the sum of
 the class sizes, rounded up to whole pages; those pages are RAM, taken from the machine.
 
-zswap: a page being swapped out is first offered to the pool. A page filled with one repeated
-8-byte word is kept as that word only (same_filled_pages); a page that does not compress below
-a page is rejected (reject_compress_poor) and goes to the swap device; when the pool would
-pass max_pool_percent of RAM, the oldest entries are written back to the swap device
+zswap: a page being swapped out is first offered to the pool (zswap_store()). A page that
+does not compress below a page is stored as it is, a whole page in the pool
+(stored_incompressible_pages: 6.18 does this so that writeback keeps LRU order); when the pool
+would pass max_pool_percent of RAM, the oldest entries are written back to the swap device
 (written_back_pages, pool_limit_hit) and the store is refused until the pool is below
 accept_threshold_percent of the limit. A load takes the entry out of the pool (exclusive
-loads). The reference kernel (6.18) handles zero pages in the swap core instead of
-same-filled entries; the model keeps the same_filled_pages counter the issue asks for.
+loads). Since 6.12 a page of zeros never reaches zswap: the swap core keeps one bit for it
+(the swap zeromap, ``vmsim.mm.swap``).
+
+``same_filled=True`` gives the zswap of Linux 6.11 and older instead: a page filled with one
+repeated 8-byte word is kept as that word only (same_filled_pages), a page that does not
+compress below a page is rejected (reject_compress_poor) and goes to the swap device, and
+there is no zeromap.
 """
 
 from __future__ import annotations
@@ -29,6 +34,20 @@ PAGE_SIZE = 4096
 ZS_MIN_ALLOC_SIZE = 32
 ZS_SIZE_CLASS_DELTA = 16
 COMPRESSORS = ("zstd", "lz4", "deflate")
+# the files of /sys/kernel/debug/zswap in 6.18 (zswap_debugfs_init())
+STAT_NAMES = (
+    "pool_limit_hit",
+    "reject_reclaim_fail",
+    "reject_alloc_fail",
+    "reject_kmemcache_fail",
+    "reject_compress_fail",
+    "reject_compress_poor",
+    "decompress_fail",
+    "written_back_pages",
+    "pool_total_size",
+    "stored_pages",
+    "stored_incompressible_pages",
+)
 
 
 class Compressor:
@@ -123,7 +142,9 @@ class Zswap:
         writeback: Callable[[tuple[int, int], bytes], None],
         max_pool_percent: int = 20,
         accept_threshold_percent: int = 90,
+        same_filled: bool = False,
     ) -> None:
+        self.same_filled = same_filled
         self.compressor = Compressor(compressor)
         self.max_pool_pages = ram_pages * max_pool_percent // 100
         self.accept_threshold_percent = accept_threshold_percent
@@ -134,6 +155,7 @@ class Zswap:
         self.limit_reached = False
         self.stored_pages = 0
         self.same_filled_pages = 0
+        self.stored_incompressible_pages = 0
         self.written_back_pages = 0
         self.reject_compress_poor = 0
         self.reject_alloc_fail = 0
@@ -151,17 +173,21 @@ class Zswap:
 
     def store(self, key: tuple[int, int], data: bytes) -> bool:
         """zswap_store(): keep the page compressed; False means "write it to swap"."""
-        word = same_filled(data)
-        if word is not None:
-            self.entries[key] = (None, word)
-            self.stored_pages += 1
-            self.same_filled_pages += 1
-            self.zswpout += 1
-            return True
+        self.invalidate(key)  # an older copy of the slot's contents is stale now
+        if self.same_filled:
+            word = same_filled(data)
+            if word is not None:
+                self.entries[key] = (None, word)
+                self.stored_pages += 1
+                self.same_filled_pages += 1
+                self.zswpout += 1
+                return True
         blob = self.compressor.compress(data)
         if len(blob) >= PAGE_SIZE:
-            self.reject_compress_poor += 1
-            return False
+            if self.same_filled:
+                self.reject_compress_poor += 1
+                return False
+            blob = bytes(data)  # stored as is: a whole page
         size = zs_size(len(blob))
         if self.limit_reached:
             threshold = self.max_pool_pages * self.accept_threshold_percent // 100
@@ -178,12 +204,16 @@ class Zswap:
             return False
         self.entries[key] = (blob, None)
         self.stored_pages += 1
+        if len(blob) == PAGE_SIZE:
+            self.stored_incompressible_pages += 1
         self.zswpout += 1
         return True
 
     def _shrink(self, room: int) -> None:
-        """shrink_worker(): write the oldest entries back until ``room`` more bytes fit."""
-        while self.entries and self._over_limit(room):
+        """shrink_worker(), run at once: write the oldest entries back until the pool is
+        under the accept threshold (and ``room`` more bytes would fit)."""
+        threshold = self.max_pool_pages * self.accept_threshold_percent // 100
+        while self.entries and (self._over_limit(room) or self.memory.pages > threshold):
             key, (blob, word) = next(iter(self.entries.items()))
             data = self._decode(blob, word)
             self._drop(key)
@@ -195,6 +225,8 @@ class Zswap:
         if blob is None:
             assert word is not None
             return word.to_bytes(8, "little") * (PAGE_SIZE // 8)
+        if len(blob) == PAGE_SIZE:  # stored as is
+            return blob
         return self.compressor.decompress(blob)
 
     def _drop(self, key: tuple[int, int]) -> None:
@@ -203,6 +235,8 @@ class Zswap:
         if blob is None:
             self.same_filled_pages -= 1
         else:
+            if len(blob) == PAGE_SIZE:
+                self.stored_incompressible_pages -= 1
             self.memory.resize(self.memory.bytes - zs_size(len(blob)))
 
     def load(self, key: tuple[int, int]) -> bytes | None:
@@ -221,13 +255,11 @@ class Zswap:
             self._drop(key)
 
     def stats(self) -> dict[str, int]:
-        """/sys/kernel/debug/zswap counters."""
-        return {
-            "stored_pages": self.stored_pages,
-            "pool_total_size": self.pool_total_size,
-            "same_filled_pages": self.same_filled_pages,
-            "written_back_pages": self.written_back_pages,
-            "reject_compress_poor": self.reject_compress_poor,
-            "reject_alloc_fail": self.reject_alloc_fail,
-            "pool_limit_hit": self.pool_limit_hit,
-        }
+        """/sys/kernel/debug/zswap counters (same_filled_pages only in the 6.11 mode)."""
+        d = dict.fromkeys(STAT_NAMES, 0)
+        for name in STAT_NAMES:
+            d[name] = getattr(self, name, 0)
+        d["pool_total_size"] = self.pool_total_size
+        if self.same_filled:
+            d["same_filled_pages"] = self.same_filled_pages
+        return d
