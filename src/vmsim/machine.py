@@ -450,7 +450,7 @@ class Machine:
         for _ in range(n):
             self.ticks += 1
             if mem.kswapd_wanted or mem.frames.free_pages <= mem.wmark_low:
-                vmscan.balance_pgdat(mem)
+                vmscan.kswapd(mem)
             if self.ksm is not None:
                 self.ksm.scan()
 

@@ -99,6 +99,9 @@ class Memory:
         self.task: AddressSpace | None = None  # whose syscall or fault is running
         self.ksm: Ksm | None = None
         self.swappiness = 60  # vm.swappiness
+        self.anon_cost = 0  # lruvec->anon_cost / file_cost: recent reclaim cost per type
+        self.file_cost = 0
+        self.nr_pageout = 0  # pages reclaim has written out (swap or file writeback)
         self.ra_pages = 32  # the block device's read_ahead_kb / 4 (file read-around)
         self.flush_ceiling = 33  # /sys/kernel/debug/x86/tlb_single_page_flush_ceiling
         # Called when a VMA of a file goes away (the machine frees a deleted file's pages

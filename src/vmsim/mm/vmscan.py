@@ -1,26 +1,40 @@
 """Page reclaim (mm/vmscan.c) for one node with the classic two-list LRU.
 
-shrink_node() works in rounds of priority 12 down to 0, scanning ``list >> priority`` folios
-(at least 32) of each inactive list, oldest first; before that, an active list whose inactive
-partner is too small gives up its oldest folios (shrink_active_list()). Anonymous lists are
-scanned only if swap has free slots. For each inactive folio (shrink_folio_list()):
+Reclaim runs in passes of falling priority, 12 down to 0 (do_try_to_free_pages() for an
+allocation, balance_pgdat() for kswapd). Each pass (shrink_node() -> shrink_lruvec()) first
+decides how hard to scan each list (get_scan_count()): ``size >> priority`` folios, split
+between anonymous and file lists by the balance:
+
+* no free swap: file lists only (SCAN_FILE);
+* priority 0 with swappiness > 0: both in full (SCAN_EQUAL);
+* file pages plus free memory at most the high watermark: anonymous only (file_is_tiny);
+* plenty of inactive file pages and the file lists need no deactivation: file only
+  (cache_trim_mode);
+* otherwise in proportion (SCAN_FRACT): anonymous ``swappiness``, file ``200 - swappiness``,
+  each divided by its recent reclaim cost (lru_note_cost(): 32 per page written out plus one
+  per page scanned and not reclaimed, both halved once they pass a quarter of the LRU).
+
+The lists are then scanned in batches of 32, round robin; an active list gives up its oldest
+folios to the inactive one only when that inactive list is too small (inactive_is_low()).
+For each inactive folio (shrink_folio_list()):
 
 * busy (a reference nobody's PTE or the page cache accounts for: a fault is using it) or
   mlocked: left alone;
 * folio_check_references(): the accessed bits of every PTE mapping it are read and cleared
-  (folio_referenced(), through the reverse map) and PG_referenced is tested and cleared:
-  referenced by a PTE -> an anonymous folio is activated; a file folio is activated if it was
-  referenced before (PG_referenced) or is mapped executable, or by more than one PTE,
-  otherwise it gets PG_referenced and a second chance (back to the young end);
+  (folio_referenced(), through the reverse map, KSM pages included) and PG_referenced is
+  tested and cleared: referenced by a PTE -> an anonymous folio is activated; a file folio
+  is activated if it was referenced before (PG_referenced) or is mapped executable, or by
+  more than one PTE, otherwise it gets PG_referenced and a second chance;
 * then reclaimed: an anonymous folio gets a swap slot, every PTE becomes a swap entry, the
-  contents go to zswap or the swap device, the folio is freed; a lazily freed (MADV_FREE)
-  folio still clean is simply dropped; a file folio is unmapped and dropped from the page
-  cache, after being written back if dirty (it is written now, reclaimed on a later pass).
+  contents go to the zeromap, zswap or the swap device, the folio is freed; a lazily freed
+  (MADV_FREE) folio still clean is simply dropped; a file folio is unmapped and dropped from
+  the page cache, after being written back if dirty (it is written now, reclaimed on a later
+  pass).
 
-kswapd (``balance_pgdat``) reclaims until free memory is above the high watermark; direct
-reclaim (an allocation at the min watermark) reclaims 32 pages at most per attempt.
-Not modelled: no
-per-cgroup lists; swappiness is 60 only in spirit: file lists go first at every priority.
+kswapd reclaims until free memory is above the high watermark, raising the priority when a
+pass scanned less than its target or freed nothing; direct reclaim stops after the pass that
+reached 32 pages. Not modelled: per-cgroup lists, refault (workingset) costs and
+activations, zones (one node, one zone).
 """
 
 from __future__ import annotations
@@ -116,6 +130,7 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
             where = swap.write(key, frames.read(pfn))
             if where == "failed":
                 return "activate"
+            mem.nr_pageout += 1
             frames.clear_flags(pfn, _DIRTY)
         mem.delete_from_swap_cache(pfn)  # the cache's reference was the last: freed
         return "freed"
@@ -141,30 +156,42 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
             inode.swapped.pop(pg)
             mem.swap.put(key)
             return "activate"
+        mem.nr_pageout += 1
         pf.cache_del(mem, inode, pg)
         return "freed"
     if frames.flags(pfn) & _DIRTY:  # pageout(): write it back, reclaim it next time
         inode.backing[pg] = frames.read(pfn)
         frames.clear_flags(pfn, _DIRTY)
+        mem.nr_pageout += 1
         return "written"
     pf.cache_del(mem, inode, pg)
     return "freed"
 
 
-def shrink_inactive(
-    mem: Memory, name: str, nr: int, kswapd: bool, nr_to_reclaim: int | None = None
-) -> int:
-    """shrink_inactive_list(): scan ``nr`` folios of an inactive list, in batches of 32,
-    stopping after the batch that reaches ``nr_to_reclaim``; returns pages freed."""
+def lru_note_cost(mem: Memory, file: bool, nr_io: int, nr_rotated: int) -> None:
+    """lru_note_cost_unlock_irq(): reclaim cost of a list type: 32 per page written out,
+    one per page rotated; both costs are halved once they pass a quarter of the LRU."""
+    cost = nr_io * SWAP_CLUSTER_MAX + nr_rotated
+    if not cost:
+        return
+    if file:
+        mem.file_cost += cost
+    else:
+        mem.anon_cost += cost
+    if mem.file_cost + mem.anon_cost > len(mem.lru.where) // 4:
+        mem.file_cost //= 2
+        mem.anon_cost //= 2
+
+
+def shrink_inactive(mem: Memory, name: str, nr: int, kswapd: bool) -> int:
+    """shrink_inactive_list(): scan the ``nr`` oldest folios of an inactive list; returns
+    pages freed."""
     frames = mem.frames
     lru = mem.lru
     freed = 0
     scanned = lru.oldest(name, nr)
-    done = 0
-    for i, pfn in enumerate(scanned):
-        if nr_to_reclaim is not None and i % SWAP_CLUSTER_MAX == 0 and freed >= nr_to_reclaim:
-            break
-        done += 1
+    pageout_before = mem.nr_pageout
+    for pfn in scanned:
         if lru.where.get(pfn) != name:
             continue
         if not _isolatable(mem, pfn):
@@ -196,25 +223,35 @@ def shrink_inactive(
             if outcome == "written":
                 mem.vmstat["pgrotated"] += 1
             lru.rotate(pfn)
-    mem.vmstat["pgscan_kswapd" if kswapd else "pgscan_direct"] += done
-    mem.vmstat["pgsteal_kswapd" if kswapd else "pgsteal_direct"] += freed
+    done = len(scanned)
+    file = name == INACTIVE_FILE
+    vm = mem.vmstat
+    vm["pgscan_kswapd" if kswapd else "pgscan_direct"] += done
+    vm["pgsteal_kswapd" if kswapd else "pgsteal_direct"] += freed
+    vm["pgscan_file" if file else "pgscan_anon"] += done
+    vm["pgsteal_file" if file else "pgsteal_anon"] += freed
+    lru_note_cost(mem, file, mem.nr_pageout - pageout_before, done - freed)
     return freed
 
 
 def shrink_active(mem: Memory, name: str, nr: int) -> None:
     """shrink_active_list(): the oldest active folios lose their accessed bits and move to
-    the inactive list, except executable file folios referenced since the last look."""
+    the inactive list, except executable file folios referenced since the last look (their
+    count is the list's rotation cost)."""
     frames = mem.frames
     lru = mem.lru
+    rotated = 0
     for pfn in lru.oldest(name, nr):
         mem.vmstat["pgrefill"] += 1
         young, exec_ = folio_referenced(mem, pfn)
         if young and exec_ and not frames.flags(pfn) & _SWAPBACKED:
             lru.rotate(pfn)
+            rotated += 1
             continue
         frames.clear_flags(pfn, _ACTIVE)
         lru.update(pfn)
         mem.vmstat["pgdeactivate"] += 1
+    lru_note_cost(mem, name == ACTIVE_FILE, 0, rotated)
 
 
 def inactive_is_low(mem: Memory, inactive: str, active: str) -> bool:
@@ -225,46 +262,150 @@ def inactive_is_low(mem: Memory, inactive: str, active: str) -> bool:
     return sizes[inactive] * ratio < sizes[active]
 
 
-def shrink_node(mem: Memory, nr_to_reclaim: int, kswapd: bool) -> int:
-    """shrink_node(): reclaim up to ``nr_to_reclaim`` pages, priority 12 down to 0."""
+SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE = "equal", "fract", "anon", "file"
+DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
+_EVICTABLE = (INACTIVE_ANON, ACTIVE_ANON, INACTIVE_FILE, ACTIVE_FILE)  # for_each_evictable_lru
+
+
+def get_scan_count(mem: Memory, priority: int, may_deactivate: int) -> tuple[str, dict[str, int]]:
+    """get_scan_count() (with prepare_scan_control()'s file_is_tiny and cache_trim_mode):
+    the balance chosen and how many folios of each evictable list to scan."""
+    sizes = mem.lru.sizes()
+    swappiness = mem.swappiness
+    file = sizes[INACTIVE_FILE] + sizes[ACTIVE_FILE]
+    fraction = (1, 1)
+    if mem.swap.free <= 0:  # can_reclaim_anon_pages(): nowhere to put anonymous pages
+        balance = SCAN_FILE
+    elif not priority and swappiness:
+        balance = SCAN_EQUAL
+    elif (
+        file + mem.frames.free_pages <= mem.wmark_high
+        and not may_deactivate & DEACTIVATE_ANON
+        and sizes[INACTIVE_ANON] >> priority
+    ):
+        balance = SCAN_ANON  # file_is_tiny
+    elif sizes[INACTIVE_FILE] >> priority and not may_deactivate & DEACTIVATE_FILE:
+        balance = SCAN_FILE  # cache_trim_mode
+    else:
+        balance = SCAN_FRACT  # calculate_pressure_balance()
+        total = mem.anon_cost + mem.file_cost
+        anon_cost = total + mem.anon_cost
+        file_cost = total + mem.file_cost
+        total = anon_cost + file_cost
+        ap = swappiness * (total + 1) // (anon_cost + 1)
+        fp = (200 - swappiness) * (total + 1) // (file_cost + 1)
+        fraction = (ap, fp)
+    denominator = fraction[0] + fraction[1]
+    nr: dict[str, int] = {}
+    for name in _EVICTABLE:
+        is_file = name in (INACTIVE_FILE, ACTIVE_FILE)
+        scan = sizes[name] >> priority
+        if balance == SCAN_FRACT:
+            scan = scan * fraction[is_file] // denominator if denominator else 0
+        elif balance in (SCAN_FILE, SCAN_ANON) and (balance == SCAN_FILE) != is_file:
+            scan = 0
+        nr[name] = scan
+    return balance, nr
+
+
+def shrink_node(
+    mem: Memory, nr_to_reclaim: int, kswapd: bool, priority: int = DEF_PRIORITY
+) -> tuple[int, int]:
+    """One reclaim pass at ``priority`` (shrink_node() -> shrink_lruvec()): returns (folios
+    scanned on the inactive lists, pages freed)."""
     if mem.reclaiming:
-        return 0
+        return 0, 0
     mem.reclaiming = True
     try:
+        may = 0
+        if inactive_is_low(mem, INACTIVE_ANON, ACTIVE_ANON):
+            may |= DEACTIVATE_ANON
+        if inactive_is_low(mem, INACTIVE_FILE, ACTIVE_FILE):
+            may |= DEACTIVATE_FILE
+        _balance, nr = get_scan_count(mem, priority, may)
+        targets = dict(nr)
         freed = 0
-        for priority in range(DEF_PRIORITY, -1, -1):
-            pairs = [(INACTIVE_FILE, ACTIVE_FILE)]
-            if mem.swap.free > 0:
-                pairs.append((INACTIVE_ANON, ACTIVE_ANON))
-            for inactive, active in pairs:
-                size = len(mem.lru.lists[active])
-                if inactive_is_low(mem, inactive, active):
-                    shrink_active(mem, active, max(size >> priority, min(SWAP_CLUSTER_MAX, size)))
-                size = len(mem.lru.lists[inactive])
-                nr = max(size >> priority, min(SWAP_CLUSTER_MAX, size))
-                if nr:
-                    freed += shrink_inactive(mem, inactive, nr, kswapd, nr_to_reclaim - freed)
-                if freed >= nr_to_reclaim:
-                    return freed
-        return freed
+        scanned = 0
+        proportional = not kswapd and priority == DEF_PRIORITY
+        while nr[INACTIVE_ANON] or nr[ACTIVE_FILE] or nr[INACTIVE_FILE]:
+            for name in _EVICTABLE:
+                if not nr[name]:
+                    continue
+                n = min(nr[name], SWAP_CLUSTER_MAX)
+                nr[name] -= n
+                if name in (ACTIVE_ANON, ACTIVE_FILE):  # shrink_list()
+                    if may & (DEACTIVATE_FILE if name == ACTIVE_FILE else DEACTIVATE_ANON):
+                        shrink_active(mem, name, n)
+                    continue
+                scanned += min(n, len(mem.lru.lists[name]))
+                freed += shrink_inactive(mem, name, n, kswapd)
+            if freed < nr_to_reclaim or proportional:
+                continue
+            # enough: stop the smaller type, trim the other to its share of the targets
+            nr_file = nr[INACTIVE_FILE] + nr[ACTIVE_FILE]
+            nr_anon = nr[INACTIVE_ANON] + nr[ACTIVE_ANON]
+            if not nr_file or not nr_anon:
+                break
+            if nr_file > nr_anon:
+                stop, other = (INACTIVE_ANON, ACTIVE_ANON), (INACTIVE_FILE, ACTIVE_FILE)
+                pct = nr_anon * 100 // (targets[INACTIVE_ANON] + targets[ACTIVE_ANON] + 1)
+            else:
+                stop, other = (INACTIVE_FILE, ACTIVE_FILE), (INACTIVE_ANON, ACTIVE_ANON)
+                pct = nr_file * 100 // (targets[INACTIVE_FILE] + targets[ACTIVE_FILE] + 1)
+            for name in stop:
+                nr[name] = 0
+            for name in other:
+                done = targets[name] - nr[name]
+                nr[name] = targets[name] * (100 - pct) // 100
+                nr[name] -= min(nr[name], done)
+        # keep enough anonymous reclaim candidates for the next pass
+        if mem.swap.free > 0 and inactive_is_low(mem, INACTIVE_ANON, ACTIVE_ANON):
+            shrink_active(mem, ACTIVE_ANON, SWAP_CLUSTER_MAX)
+        return scanned, freed
     finally:
         mem.reclaiming = False
 
 
 def direct_reclaim(mem: Memory) -> int:
-    """try_to_free_pages() from an allocation at the min watermark."""
-    return shrink_node(mem, SWAP_CLUSTER_MAX, kswapd=False)
+    """try_to_free_pages() -> do_try_to_free_pages(): passes of falling priority until one
+    has freed 32 pages in all."""
+    freed = 0
+    for priority in range(DEF_PRIORITY, -1, -1):
+        freed += shrink_node(mem, SWAP_CLUSTER_MAX, kswapd=False, priority=priority)[1]
+        if freed >= SWAP_CLUSTER_MAX:
+            break
+    return freed
+
+
+MAX_RECLAIM_RETRIES = 16
+
+
+def kswapd(mem: Memory) -> int:
+    """One wake-up of kswapd: balance_pgdat() runs until free memory is above the high
+    watermark (kswapd_try_to_sleep() will not sleep before) or runs that free nothing have
+    failed MAX_RECLAIM_RETRIES times (pgdat->kswapd_failures)."""
+    freed = 0
+    failures = 0
+    while mem.frames.free_pages <= mem.wmark_high and failures < MAX_RECLAIM_RETRIES:
+        got = balance_pgdat(mem)
+        freed += got
+        failures = 0 if got else failures + 1
+    mem.kswapd_wanted = False
+    return freed
 
 
 def balance_pgdat(mem: Memory) -> int:
-    """kswapd: reclaim until free memory is above the high watermark (or no progress)."""
+    """kswapd: passes until free memory is above the high watermark; the priority rises
+    when a pass scanned less than its target (the high watermark) or freed nothing."""
     mem.vmstat["pageoutrun"] += 1
     freed = 0
-    while mem.frames.free_pages <= mem.wmark_high:
-        got = shrink_node(mem, SWAP_CLUSTER_MAX, kswapd=True)
-        if not got:
-            break
+    priority = DEF_PRIORITY
+    while priority >= 1 and mem.frames.free_pages <= mem.wmark_high:
+        target = max(mem.wmark_high, SWAP_CLUSTER_MAX)
+        scanned, got = shrink_node(mem, target, kswapd=True, priority=priority)
         freed += got
+        if scanned < target or not got:
+            priority -= 1
     mem.kswapd_wanted = False
     return freed
 
