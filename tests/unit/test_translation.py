@@ -16,6 +16,7 @@ from vmsim import (
     MADV_WIPEONFORK,
     MAP_ANONYMOUS,
     MAP_FIXED,
+    MAP_LOCKED,
     MAP_POPULATE,
     MAP_PRIVATE,
     MAP_SHARED,
@@ -29,6 +30,7 @@ from vmsim import (
 )
 from vmsim.errors import OomKilled
 from vmsim.hw.pte import decode
+from vmsim.phys.frames import PageFlag
 
 # upper-level entries of user tables: _PAGE_TABLE = P | RW | US | A | D
 PAGE_TABLE_BITS = 0x67
@@ -518,3 +520,43 @@ def test_populate_beyond_ram_without_swap_is_an_oom_kill():
     assert "oom_kill 1\n" in m.vmstat()
     m.check_memory()
     assert m.memory.frames.used_pages == 0  # everything it had is free again
+
+
+def _pfn(p, addr) -> int:
+    return p.pagemap(addr, 1)[0] & ((1 << 55) - 1)
+
+
+def _flags(p, pfn) -> int:
+    return p.machine.memory.frames.flags(pfn)
+
+
+def test_populate_of_a_locked_mapping_clears_pg_referenced_of_a_page_used_before(p):
+    # The page was referenced (its young PTE was zapped). MAP_LOCKED populates it: the fault
+    # mlocks it into the per-CPU mlock batch (not unevictable yet), GUP's FOLL_TOUCH then
+    # finds PG_referenced set and activates it, clearing PG_referenced; the batch drain
+    # clears PG_active again (seeds 5011 and 5054 of the page-level fuzzer, kernel-checked)
+    fd = memfd(p, 1)
+    p.mmap(at(0), PAGE, RW, MAP_SHARED | MAP_FIXED, fd, 0)
+    p.write(at(0), b"m")
+    pfn = _pfn(p, at(0))
+    p.munmap(at(0), PAGE)
+    assert _flags(p, pfn) & PageFlag.REFERENCED
+    p.mmap(at(0), PAGE, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_LOCKED, fd, 0)
+    assert _pfn(p, at(0)) == pfn
+    flags = _flags(p, pfn)
+    assert flags & PageFlag.MLOCKED and not flags & (PageFlag.REFERENCED | PageFlag.ACTIVE)
+
+
+def test_mlock_of_a_mapped_page_keeps_pg_referenced(p):
+    # mlock(2) on a page already mapped: mlock_fixup() mlocks it and drains the batch
+    # (unevictable), so the populate's FOLL_TOUCH finds it unevictable: no change
+    fd = memfd(p, 1)
+    p.mmap(at(0), PAGE, RW, MAP_SHARED | MAP_FIXED, fd, 0)
+    p.write(at(0), b"m")
+    pfn = _pfn(p, at(0))
+    p.munmap(at(0), PAGE)
+    p.mmap(at(0), PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0)
+    p.read(at(0), 1)
+    assert _flags(p, pfn) & PageFlag.REFERENCED
+    p.mlock(at(0), PAGE)
+    assert _flags(p, pfn) & PageFlag.REFERENCED

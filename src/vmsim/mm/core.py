@@ -498,6 +498,7 @@ class AddressSpace:
     def remove_vmas(self, vmas: list[Vma]) -> None:
         """vms_complete_munmap_vmas(): drop the VMAs, their pages, accounting and locks."""
         tree = self.tree
+        self.mem.lru_add_drain()  # vms_clear_ptes()
         for v in vmas:
             tree.remove_unmapped(v)
             if v.flags & VM_ACCOUNT:
@@ -573,6 +574,7 @@ class AddressSpace:
         for v in self.tree:
             if v.flags & VM_ACCOUNT:
                 self.vm_unacct(v.pages)
+        self.mem.lru_add_drain()
         for v in self.tree:
             if self.pt_used:
                 pf.zap_range(

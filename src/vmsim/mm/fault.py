@@ -184,10 +184,12 @@ def mlock_folio(mm: AddressSpace, pfn: int) -> None:
     if not n:
         mm.mem.frames.set_flags(pfn, _MLOCKED)
         mm.mem.lru.update(pfn)
+    mm.mem.mlock_batch_add(pfn, not n)
 
 
 def munlock_folio(mm: AddressSpace, pfn: int) -> None:
     """munlock_folio(): one locked VMA less maps it; the last one clears PG_mlocked."""
+    mm.mem.mlock_batch_add(pfn, False)
     counts = mm.mem.mlock_count
     n = counts.get(pfn, 0)
     if n > 1:
@@ -430,7 +432,11 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
 
 def mark_accessed(mem: Memory, pfn: int) -> None:
     """folio_mark_accessed() with the classic two-list LRU (no MGLRU on the reference
-    kernel): the first call sets PG_referenced; the next activates the folio and clears it.
+    kernel): the first call sets PG_referenced; the next activates the folio and clears it,
+    unless the folio is unevictable (an mlocked folio whose mlock batch has drained:
+    nothing happens). One mlocked but still in the batch is activated, and the drain then
+    takes PG_active away (__mlock_folio()): only PG_referenced goes (kernel-verified: the
+    populate of a MAP_LOCKED mapping clears PG_referenced of a page referenced before).
     (The kernel activates through a per-CPU batch; flags read after a drain agree.)"""
     frames = mem.frames
     if pfn == frames.zero_pfn:
@@ -438,7 +444,10 @@ def mark_accessed(mem: Memory, pfn: int) -> None:
     flags = frames.flags(pfn)
     if not flags & _REFERENCED:
         frames.set_flags(pfn, _REFERENCED)
-    elif not flags & _ACTIVE and not flags & _MLOCKED:
+    elif flags & _MLOCKED:
+        if pfn in mem.mlock_pending:
+            frames.clear_flags(pfn, _REFERENCED)
+    elif not flags & _ACTIVE:
         frames.set_flags(pfn, _ACTIVE)
         frames.clear_flags(pfn, _REFERENCED)
         mem.lru.update(pfn)
@@ -636,6 +645,7 @@ def mlock_pages(mm: AddressSpace, start: int, end: int, lock: bool) -> None:
                 mlock_folio(mm, pfn)
             else:
                 munlock_folio(mm, pfn)
+    mm.mem.lru_add_drain()
 
 
 def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
@@ -1041,6 +1051,7 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
     if not mm.pt_used or start >= end:
         return
     mem = mm.mem
+    mem.lru_add_drain()  # madvise_cold() / madvise_pageout() start with it
     frames = mem.frames
     zero = frames.zero_pfn
     picked: list[int] = []

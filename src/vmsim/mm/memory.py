@@ -98,6 +98,10 @@ class Memory:
         self.oom_handler: Callable[[], bool] | None = None
         self.task: AddressSpace | None = None  # whose syscall or fault is running
         self.ksm: Ksm | None = None
+        # mlock_fbatch: folios mlocked (or munlocked) whose move to the unevictable list is
+        # still pending on this CPU; PG_unevictable is set when the batch drains
+        self.mlock_pending: set[int] = set()
+        self.mlock_batch = 0
         self.swappiness = 60  # vm.swappiness
         self.anon_cost = 0  # lruvec->anon_cost / file_cost: recent reclaim cost per type
         self.file_cost = 0
@@ -180,9 +184,29 @@ class Memory:
         self.rmap.pop(pfn, None)
         self.cache_owner.pop(pfn, None)
         self.swap_owner.pop(pfn, None)
+        self.mlock_pending.discard(pfn)
         if self.ksm is not None:
             self.ksm.forget(pfn)
         self.mlock_count.pop(pfn, None)
+
+    def mlock_batch_add(self, pfn: int, newly_locked: bool) -> None:
+        """mlock_folio() / munlock_folio(): the folio joins the per-CPU batch, which drains
+        when full (FOLIO_BATCH_SIZE = 31)."""
+        if newly_locked:
+            self.mlock_pending.add(pfn)
+        self.mlock_batch += 1
+        if self.mlock_batch >= 31:
+            self.lru_add_drain()
+
+    def lru_add_drain(self) -> None:
+        """lru_add_drain() -> mlock_drain_local(): pending mlocked folios become
+        unevictable."""
+        self.mlock_pending.clear()
+        self.mlock_batch = 0
+
+    def unevictable(self, pfn: int) -> bool:
+        """PG_unevictable: mlocked, and the mlock batch holding it has drained."""
+        return bool(self.frames.flags(pfn) & _MLOCKED) and pfn not in self.mlock_pending
 
     def rmap_add(self, pfn: int, mm: AddressSpace, addr: int) -> None:
         s = self.rmap.get(pfn)
@@ -333,3 +357,4 @@ def watermarks(managed: int) -> tuple[int, int, int]:
 
 
 _SWAPCACHE = int(PageFlag.SWAPCACHE)
+_MLOCKED = int(PageFlag.MLOCKED)

@@ -188,6 +188,7 @@ def shrink_inactive(mem: Memory, name: str, nr: int, kswapd: bool) -> int:
     pages freed."""
     frames = mem.frames
     lru = mem.lru
+    mem.lru_add_drain()
     freed = 0
     scanned = lru.oldest(name, nr)
     pageout_before = mem.nr_pageout
@@ -240,6 +241,7 @@ def shrink_active(mem: Memory, name: str, nr: int) -> None:
     count is the list's rotation cost)."""
     frames = mem.frames
     lru = mem.lru
+    mem.lru_add_drain()
     rotated = 0
     for pfn in lru.oldest(name, nr):
         mem.vmstat["pgrefill"] += 1
