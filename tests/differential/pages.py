@@ -374,6 +374,7 @@ class PageFuzzer:
     def _compare(self) -> list[str]:
         out: list[str] = []
         self.root.madvise(SCRATCH, P, MADV_COLD)  # lru_add_drain() on the pinned CPU
+        self.m.memory.lru_add_drain()  # the same drain of vmsim's (one-CPU) batches
         kernel_pfns: dict[int, int] = {}
         sim_pfns: dict[int, int] = {}
         for i, pr in enumerate(self.procs):
