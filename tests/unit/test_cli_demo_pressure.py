@@ -267,3 +267,16 @@ def test_a_lost_page_is_named_and_fails(
     code, out, err = run([*SMALL, "--no-plot"])
     assert code == EXIT_FAILURE
     assert "no byte lost" not in out and "DATA LOST" in out
+
+
+def test_no_byte_lost_on_an_ssd_and_on_zram_at_any_swappiness() -> None:
+    for argv in (["--swap-device", "ssd", "--swappiness", "200"], ["--swap-device", "zram"]):
+        code, out, err = run([*SMALL, "--no-plot", "--steps", "9", *argv])
+        assert code == EXIT_OK, (argv, err)
+        assert "no byte lost" in out
+
+
+def test_bad_swappiness_is_a_usage_error() -> None:
+    code, _out, message = run(["--swappiness", "201", "--no-plot", "--json"])
+    assert code == EXIT_USAGE
+    assert "--swappiness" in message and "0..200" in message

@@ -144,6 +144,8 @@ class Settings:
     steps: int
     seed: int
     workload: int  # bytes the processes map and write
+    swap_device: str = "disk"  # disk (rotational), ssd or zram
+    swappiness: int = 60
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,8 @@ class Pressure:
             zswap=settings.zswap,
             ksm=settings.ksm,
             seed=settings.seed,
+            swap_device=settings.swap_device,
+            swappiness=settings.swappiness,
         )
         self.lost: list[LostPage] = []
         self._lost_at: set[tuple[int, int]] = set()
@@ -852,6 +856,21 @@ def register(subparsers: Any) -> None:
         help=f"zswap compressor, or none (default {DEFAULT_ZSWAP})",
     )
     parser.add_argument(
+        "--swap-device",
+        choices=("disk", "ssd", "zram"),
+        default="disk",
+        help="disk (rotational: swap readahead by cluster), ssd (readahead by VMA) or zram "
+        "(compressed in RAM; default disk)",
+    )
+    parser.add_argument(
+        "--swappiness",
+        type=int,
+        default=60,
+        metavar="N",
+        help="vm.swappiness, 0..200: how readily anonymous pages are swapped rather than "
+        "the page cache dropped (default 60)",
+    )
+    parser.add_argument(
         "--ksm",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -894,6 +913,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--steps must be within 1..{MAX_STEPS}, got {args.steps}")
     if args.plot is not None and args.no_plot:
         raise UsageError("--plot and --no-plot exclude each other")
+    if not 0 <= args.swappiness <= 200:
+        raise UsageError(f"--swappiness must be within 0..200, got {args.swappiness}")
     return Settings(
         ram=ram,
         swap=swap,
@@ -902,6 +923,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         steps=args.steps,
         seed=args.seed,
         workload=workload,
+        swap_device=args.swap_device,
+        swappiness=args.swappiness,
     )
 
 
