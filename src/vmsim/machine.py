@@ -231,9 +231,16 @@ class Machine:
         z = swap.zswap
         commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
         swapcached = len(swap.cache)
+        # si_mem_available(): free above the reserve (one zone: its high watermark) plus the
+        # page cache that can go (at least half of it, or the low watermark's worth, stays)
+        pagecache = sizes["active_file"] + sizes["inactive_file"]
+        pagecache -= min(pagecache // 2, mem.wmark_low)
+        available = max(frames.free_pages - mem.wmark_high + pagecache, 0)
         rows = [
             ("MemTotal", info["MemTotal"]),
             ("MemFree", info["MemFree"]),
+            ("MemAvailable", available * kb),
+            ("Buffers", 0),
             ("Cached", info["Cached"]),
             ("SwapCached", swapcached * kb),
             ("Active", (sizes["active_anon"] + sizes["active_file"]) * kb),

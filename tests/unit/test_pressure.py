@@ -656,3 +656,18 @@ def test_kswapd_reclaims_file_before_anon_while_the_cache_is_large():
     assert passes == [(100, 0)] * 4 + [(32, 32)]
     v = vmstat(m)
     assert (v["pgscan_file"], v["pgsteal_file"], v["pgscan_anon"], v["pswpout"]) == (432, 32, 0, 0)
+
+
+def test_memavailable_follows_si_mem_available():
+    # 64 MiB less the zero page: 16383 managed pages, min_free_kbytes isqrt(65532 * 16) =
+    # 1023 -> min 255, low 318, high 381 pages; 100 cached file pages:
+    # available = free - high + (100 - min(50, 318))
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd, _inode = _file(p, 100)
+    p.mmap(at(0), 100 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    p.read(at(0), 100 * PAGE)
+    info = meminfo(m)
+    free = m.memory.frames.free_pages
+    assert info["MemAvailable"] == (free - 381 + 50) * 4
+    assert list(info)[:5] == ["MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached"]
