@@ -1,7 +1,8 @@
 """Memory-pressure speed: pages swapped out and in per second through the model, and zswap's
 compression path against the compressor's own raw speed, side by side in the same run.
 
-(a) Swap traffic. For each swap device (``disk``; ``zram``, compressed in RAM with lz4) and
+(a) Swap traffic. For each swap device (``disk``, rotational; ``ssd``; ``zram``, compressed in
+RAM with lz4) and
 zswap setting (off; a zstd or lz4 pool in front of the device): a fresh ``Machine`` (--ram,
 small, but large enough to hold the pages; --swap, large) with one process that writes
 --pages pages of mixed content (untimed), then, timed:
@@ -9,9 +10,10 @@ small, but large enough to hold the pages; --swap, large) with one process that 
 - swap-out: ``madvise(MADV_PAGEOUT)`` (21) of the whole region: reclaim_pages(), each page
   unmapped, given a swap slot and stored in the pool or on the device (a zero page: only
   its bit in the swap zeromap);
-- swap-in: every page read back in address order: one major fault per aligned cluster of
-  2**page-cluster (8) slots, whose readahead brings the neighbours into the swap cache (minor
-  faults after that).
+- swap-in: every page read back in address order: a major fault reads the readahead window
+  into the swap cache (by aligned swap cluster on the rotational disk, by VMA on ssd and
+  zram; up to 2**page-cluster = 8 pages, growing with the hits), minor faults after that; on
+  zram a slot named once is read straight into the page (no swap cache, no readahead).
 
 Baseline in the same run: the same reads on the same pages while they are resident (no fault:
 the TLB and page-table path only), so "in/resident" is what a swap-in costs over a plain read.
@@ -66,6 +68,7 @@ SWAP_CONFIGS = (
     ("disk", None),
     ("disk", "zstd"),
     ("disk", "lz4"),
+    ("ssd", None),
     ("zram", None),
     ("zram", "zstd"),
 )
@@ -424,8 +427,10 @@ def render(console: Console, summary: dict[str, Any]) -> None:
         )
     console.print(z)
     console.print(
-        "out = MADV_PAGEOUT of every page; in = every page read back (one major fault per "
-        "8-slot cluster, readahead for the rest); resident read = the same reads before the "
+        "out = MADV_PAGEOUT of every page; in = every page read back (a major fault per "
+        "readahead window of up to 8 pages, by swap cluster on disk, by VMA on ssd; zram "
+        "reads each slot named once straight in, a major fault each); resident read = the "
+        "same reads before the "
         "page-out; in/resident = swap-in time over resident-read time; zero out/in = "
         "swpout_zero/swpin_zero (zero pages: the swap zeromap, no I/O, no zswap). store/load "
         "MB/s count every page offered to zswap (4 KiB each, the non-zero pages); compress "
