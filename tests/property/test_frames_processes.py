@@ -40,6 +40,8 @@ from vmsim import (
 PAGE = 4096
 NPAGES = 4
 SLOTS = 3
+FILE_PAGES = 48  # the regular files of the pressure tests: more than RAM's readahead share
+FILE_AT = 20  # the page of the file the mappings start at
 BASE = 0x1_0000_0000
 RW = PROT_READ | PROT_WRITE
 
@@ -263,6 +265,55 @@ class PressureMachine(FramesMachine):
             pr.p.write(slot_addr(slot), data)
             v.data[:] = data
         self.fork(0)
+
+    files: dict[int, tuple[object, bytearray]]
+
+    @rule(i=st.integers(0, 3), slot=st.integers(0, SLOTS - 1), populate=st.booleans())
+    def map_file(self, i: int, slot: int, populate: bool) -> None:
+        """MAP_SHARED of pages FILE_AT.. of a regular file (one per slot, FILE_PAGES long):
+        faults read it with readahead around them, reclaim drops clean pages and writes
+        dirty ones back; what the processes wrote must be in the file at the end."""
+        import random
+
+        if not hasattr(self, "files"):
+            self.files = {}
+        if slot not in self.files:
+            inode = self.m.inode_for(f"/data/f{slot}", (8, 1), 900 + slot, FILE_PAGES * PAGE)
+            rng = random.Random(slot)
+            for pg in range(FILE_PAGES):
+                inode.backing[pg] = rng.randbytes(PAGE // 2) + bytes(PAGE // 2)
+            data = bytearray(b"".join(inode.backing[FILE_AT + k] for k in range(NPAGES)))
+            self.files[slot] = (inode, data)
+        inode, data = self.files[slot]
+        pr = self._proc(i)
+        fd = pr.p.open_inode(inode)  # type: ignore[arg-type]
+        flags = MAP_SHARED | MAP_FIXED | (MAP_POPULATE if populate else 0)
+        pr.p.mmap(slot_addr(slot), NPAGES * PAGE, RW, flags, fd, FILE_AT * PAGE)
+        pr.p.close(fd)
+        pr.views[slot] = View("file", data)
+
+    def teardown(self) -> None:
+        """After the common checks, the files hold what was written (in the page cache or
+        written back), and dropping their caches frees every frame."""
+        from vmsim.mm import fault as pf
+
+        for pr in self.procs:
+            for slot, v in pr.views.items():
+                assert pr.p.read(slot_addr(slot), NPAGES * PAGE) == bytes(v.data)
+        for pr in self.procs:
+            pr.p.exit()
+        mem = self.m.memory
+        for inode, data in getattr(self, "files", {}).values():
+            for k in range(NPAGES):
+                pg = FILE_AT + k
+                pfn = inode.pages.get(pg)  # type: ignore[attr-defined]
+                page = (
+                    mem.frames.read(pfn) if pfn is not None else inode.backing.get(pg, bytes(PAGE))  # type: ignore[attr-defined]
+                )
+                assert page == bytes(data[k * PAGE : (k + 1) * PAGE]), f"file page {pg} lost"
+            pf.drop_cache_pages(mem, inode, 0, FILE_PAGES)  # type: ignore[arg-type]
+        self.m.check_memory()
+        assert mem.frames.used_pages == 0, "frames leaked after every exit"
 
     @rule(n=st.integers(1, 3))
     def tick(self, n: int) -> None:

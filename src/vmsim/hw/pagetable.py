@@ -238,21 +238,8 @@ class PageTables:
             raise ValueError(f"a present level-{level} leaf needs PS: {entry:#x}")
         ent = self.entries
         occ = self.occupancy
-        for lv in range(self.levels, level, -1):
-            key = m >> shifts[lv]
-            e = ent[lv].get(key)
-            if e is None:
-                if not entry:
-                    return 0  # clearing under a missing table: nothing to do
-                pfn = self._alloc()
-                ent[lv][key] = (pfn << PAGE_SHIFT) | PAGE_TABLE
-                t = key >> 9
-                occ[lv][t] = occ[lv].get(t, 0) + 1
-                self.table_pages += 1
-            elif not _is_table(e, lv):
-                raise ValueError(
-                    f"{vaddr:#x}: a level-{lv} leaf {e:#x} is in the way of a level-{level} entry"
-                )
+        if not self._tables(vaddr, m, level, bool(entry)):
+            return 0  # clearing under a missing table: nothing to do
         key = m >> shifts[level]
         d = ent[level]
         old = d.get(key, 0)
@@ -267,6 +254,38 @@ class PageTables:
             del d[key]
             occ[level][t] -= 1
         return old
+
+    def _tables(self, vaddr: int, m: int, level: int, create: bool) -> bool:
+        """Walk (allocating with ``create``) the tables above a level-``level`` slot; False
+        if one is missing and ``create`` is not set."""
+        ent = self.entries
+        occ = self.occupancy
+        shifts = self.shifts
+        for lv in range(self.levels, level, -1):
+            key = m >> shifts[lv]
+            e = ent[lv].get(key)
+            if e is None:
+                if not create:
+                    return False
+                pfn = self._alloc()
+                e = ent[lv].get(key)  # the allocator may have run reclaim: look again
+                if e is not None:
+                    self._free(pfn)  # pragma: no cover - nobody creates tables meanwhile
+                    continue
+                ent[lv][key] = (pfn << PAGE_SHIFT) | PAGE_TABLE
+                t = key >> 9
+                occ[lv][t] = occ[lv].get(t, 0) + 1
+                self.table_pages += 1
+            elif not _is_table(e, lv):
+                raise ValueError(
+                    f"{vaddr:#x}: a level-{lv} leaf {e:#x} is in the way of a level-{level} entry"
+                )
+        return True
+
+    def prealloc(self, vaddr: int, level: int = PTE_LEVEL) -> None:
+        """Allocate the tables a level-``level`` entry at ``vaddr`` needs (pte_alloc()), so
+        that a later ``set`` there allocates nothing."""
+        self._tables(vaddr, self._masked(vaddr), level, True)
 
     def clear(self, vaddr: int, *, free_tables: bool = True) -> int:
         """Clear the leaf covering ``vaddr`` (whatever its level); return the old entry or 0.

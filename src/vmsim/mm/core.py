@@ -146,7 +146,7 @@ class AddressSpace:
         frames = mem.frames
         self.pt = PageTables(
             5 if cfg.five_level else 4,
-            lambda: frames.alloc(_PAGETABLE),
+            lambda: mem.alloc_folio(_PAGETABLE),  # watermarks, reclaim, OOM like any page
             frames.put,  # type: ignore[arg-type]
         )
         self.pcid = -1

@@ -222,6 +222,9 @@ def handle_mm_fault(
     addr &= ~(PAGE_SIZE - 1)
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         raise Segfault(fault_addr, SEGV_MAPERR)
+    # __handle_mm_fault(): the page tables down to the PTE table exist before any page is
+    # allocated or referenced (their allocation may reclaim)
+    mm.pt.prealloc(addr)
     try:
         what = _handle_pte_fault(mm, vma, addr, write)
     except BusError:
@@ -653,13 +656,17 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
     counts untouched; the old range is flushed."""
     if not length or not mm.pt_used:
         return
+    delta = new - old
+    # the new page tables first (the allocation may reclaim, which must find every page
+    # where its reverse map says it is)
+    for m in list(mm.pt.iter_leaves(old, old + length)):
+        mm.pt.prealloc(m.vaddr + delta)
     tables = mm.pt.table_pages
     moved = mm.pt.clear_range(old, old + length, free_tables=True)
     if mm.pt.table_pages != tables:
         mm.mem.pwc.flush()
     if not moved:
         return
-    delta = new - old
     zero = mm.mem.frames.zero_pfn
     for m in moved:
         mm.pt.set(m.vaddr + delta, m.entry)
@@ -687,7 +694,12 @@ def copy_page_range(dst: AddressSpace, src: AddressSpace, vma: Vma) -> None:
     shared = vma.flags & VM_SHARED
     mem = src.mem
     for m in list(src.pt.iter_leaves(vma.start, vma.end)):
-        e = m.entry
+        # pte_alloc() first: the allocation may reclaim, which may change the source entry
+        dst.pt.prealloc(m.vaddr)
+        leaf = src.pt.get(m.vaddr)
+        if leaf is None or not leaf.entry:
+            continue
+        e = leaf.entry
         if not present(e):  # copy_nonpresent_pte(): a swap entry, one more reference
             mem.swap.dup(swap_key(e))
             if e & PAGE_SWP_EXCLUSIVE:

@@ -245,11 +245,13 @@ class Memory:
         self.frames.clear_flags(pfn, _SWAPCACHE)
         self.frames.put(pfn)
 
-    def alloc_folio(self, flags: int) -> int:
+    def alloc_folio(self, flags: int, noretry: bool = False) -> int:
         """The page allocator's view of a user page: below the low watermark kswapd is woken,
         at the min watermark the allocating task reclaims itself (direct reclaim), and when
         even that leaves nothing above min the OOM killer frees memory; OutOfMemory if nobody
-        is left to kill. Reclaim itself allocates from the reserve below min."""
+        is left to kill. Reclaim itself allocates from the reserve below min. ``noretry``
+        (__GFP_NORETRY, as readahead asks): one round of direct reclaim, never the OOM
+        killer."""
         from vmsim.mm import vmscan
 
         frames = self.frames
@@ -262,9 +264,9 @@ class Memory:
             if frames.free_pages > self.wmark_min:
                 return frames.alloc(flags)
             self.vmstat["allocstall_normal"] += 1
-            if vmscan.direct_reclaim(self):
+            if vmscan.direct_reclaim(self) and not noretry:
                 continue
-            if self.oom_handler is None or not self.oom_handler():
+            if noretry or self.oom_handler is None or not self.oom_handler():
                 break
         if frames.free_pages > self.wmark_min:
             return frames.alloc(flags)

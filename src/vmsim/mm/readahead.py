@@ -18,7 +18,8 @@ A fault that finds a page carrying the PG_readahead mark (fault-around never map
 so the access faults) starts the next window asynchronously (page_cache_async_ra(): the
 window moves on and grows, get_next_ra_size()) and is retried, which counts it as a major
 fault. Reads stop at end of file, skip pages already cached and are best effort when memory
-runs out. The model's page cache holds 4 KiB folios only: where the kernel reads ahead into
+runs out (__GFP_NORETRY: one round of direct reclaim, never the OOM killer; the faulting page
+itself is then read on its own, and that allocation may go as far as the OOM killer). The model's page cache holds 4 KiB folios only: where the kernel reads ahead into
 large folios, its mark covers the whole folio.
 """
 
@@ -84,7 +85,7 @@ def read_pages(mem: Memory, inode: Inode, start: int, nr: int, mark: int) -> int
         if pg in inode.pages:
             continue
         try:
-            new = mem.alloc_folio(pf.FILE_FLAGS)
+            new = mem.alloc_folio(pf.FILE_FLAGS, noretry=True)  # readahead_gfp_mask()
         except OutOfMemory:
             break
         data = inode.backing.get(pg)
