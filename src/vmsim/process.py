@@ -31,7 +31,14 @@ from vmsim.mm import access as _access
 from vmsim.mm import fault as pf
 from vmsim.mm import madvise, mmap, mprotect, mremap
 from vmsim.mm.core import U64, AddressSpace
-from vmsim.mm.flags import VM_DONTCOPY, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_WIPEONFORK
+from vmsim.mm.flags import (
+    VM_ACCOUNT,
+    VM_DONTCOPY,
+    VM_LOCKED,
+    VM_LOCKED_MASK,
+    VM_LOCKONFAULT,
+    VM_WIPEONFORK,
+)
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
 from vmsim.phys.frames import OutOfMemory
 from vmsim.procfs import maps_text, pagemap_entries, smaps_rollup_text, smaps_text
@@ -368,15 +375,20 @@ class Process:
         child_mm = AddressSpace(parent.cfg, parent.mmap_base, parent.mmap_legacy_base)
         child_mm.start_brk, child_mm.brk = parent.start_brk, parent.brk
         child_mm.start_stack = parent.start_stack
-        for v in parent.tree:
-            if v.flags & VM_DONTCOPY:
-                continue
-            c = v.copy()
-            c.flags &= ~VM_LOCKED_MASK
-            if v.flags & VM_WIPEONFORK:
-                c.anon_vma = None
-                c.anon_singular = True
-            else:
+        try:
+            for v in parent.tree:
+                if v.flags & VM_DONTCOPY:
+                    continue
+                c = v.copy()
+                c.flags &= ~VM_LOCKED_MASK
+                # dup_mmap(): an accountable VMA is charged again (overcommit may refuse)
+                if c.flags & VM_ACCOUNT and not child_mm.vm_enough_memory(c.pages):
+                    raise OutOfMemory(0, 0, 0)
+                child_mm.tree.insert_new(c)
+                if v.flags & VM_WIPEONFORK:
+                    c.anon_vma = None
+                    c.anon_singular = True
+                    continue
                 if v.anon_vma is not None:
                     c.anon_vma = AnonVma(v.anon_vma)
                     c.anon_singular = False
@@ -385,7 +397,13 @@ class Process:
                 # guard markers are PTEs: copied with the page tables
                 for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):
                     child_mm.guards[k] = True
-            child_mm.tree.insert_new(c)
+        except OutOfMemory:
+            # dup_mmap() failed: the half-built child goes (exit_mmap), fork() is ENOMEM
+            child_mm.destroy()
+            parent.mem.flush_mm(parent)
+            if self.oom_killed:
+                raise
+            raise oserror(errno.ENOMEM) from None
         parent.mem.flush_mm(parent)
         ksm = parent.mem.ksm
         if ksm is not None and any(m is parent for m in ksm.mms):

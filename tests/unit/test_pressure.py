@@ -671,3 +671,32 @@ def test_memavailable_follows_si_mem_available():
     free = m.memory.frames.free_pages
     assert info["MemAvailable"] == (free - 381 + 50) * 4
     assert list(info)[:5] == ["MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached"]
+
+
+def test_fork_charges_the_child_and_fails_cleanly_under_strict_overcommit():
+    # overcommit_memory=2: CommitLimit = 50% of RAM + swap. A private writable mapping of
+    # 60% of the limit fits once; fork must charge it again and fails with ENOMEM, leaving
+    # nothing behind (no child, no frame, the charge unchanged)
+    m = vmsim.Machine(ram="8M", overcommit_memory=2)
+    p = m.spawn()
+    limit = meminfo(m)["CommitLimit"] // 4  # pages
+    n = limit * 6 // 10
+    base = meminfo(m)["Committed_AS"]
+    anon(p, 0, n)
+    p.write(at(0), b"x" * PAGE)
+    used = m.memory.frames.used_pages
+    assert meminfo(m)["Committed_AS"] == base + n * 4
+    with pytest.raises(OSError) as e:
+        p.fork()
+    assert e.value.errno == 12
+    assert len(m.processes) == 1
+    assert m.memory.frames.used_pages == used
+    assert meminfo(m)["Committed_AS"] == base + n * 4
+    m.check_memory()
+    # half of it fits twice
+    p.munmap(at(n // 2), (n - n // 2) * PAGE)
+    c = p.fork()
+    assert meminfo(m)["Committed_AS"] == base + 2 * (n // 2) * 4
+    c.exit()
+    assert meminfo(m)["Committed_AS"] == base + (n // 2) * 4
+    m.check_memory()
