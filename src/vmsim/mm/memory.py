@@ -222,6 +222,21 @@ class Memory:
             if not s:
                 del self.rmap[pfn]
 
+    def reap_swap_cache(self) -> int:
+        """Free the swap-cache folios nobody needs any more: unmapped, unused, and their slot
+        named by no PTE (a copy was mapped instead, ksm_might_need_to_copy()). Linux leaves
+        them on the LRU, where reclaim frees them first (or __try_to_reclaim_swap() when
+        swap fills up); this does it at once. Returns the folios freed."""
+        frames = self.frames
+        gone = [
+            pfn
+            for key, pfn in self.swap.cache.items()
+            if not self.swap.count(key) and not frames.mapcount(pfn) and frames.refcount(pfn) == 1
+        ]
+        for pfn in gone:
+            self.delete_from_swap_cache(pfn)
+        return len(gone)
+
     def swap_entry_gone(self, key: Key) -> None:
         """free_swap_and_cache(): a swap PTE was zapped; if no one else names the slot and its
         swap-cache folio is mapped nowhere, the folio goes too."""
