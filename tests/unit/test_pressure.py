@@ -700,3 +700,21 @@ def test_fork_charges_the_child_and_fails_cleanly_under_strict_overcommit():
     c.exit()
     assert meminfo(m)["Committed_AS"] == base + (n // 2) * 4
     m.check_memory()
+
+
+def test_readahead_gives_up_quietly_when_memory_is_short():
+    # with RAM nearly all mlocked, a file fault cannot get its 32-page readahead window
+    # (its own pages are reclaimed as it goes, or it gives up: __GFP_NORETRY); the page it
+    # needs is read all the same, nobody is killed
+    m = vmsim.Machine(ram="1M", overcommit_memory=1)
+    p = m.spawn()
+    mem = m.memory
+    n = mem.frames.free_pages - mem.wmark_min - 12
+    anon(p, 0, n)
+    p.mlock(at(0), n * PAGE)
+    fd, inode = _file(p, 64)
+    p.mmap(at(1024), 64 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    assert p.read(at(1024 + 40), 1) == bytes([41])
+    assert vmstat(m)["oom_kill"] == 0 and p.alive
+    assert 40 in inode.pages and len(inode.pages) < 32
+    m.check_memory()
