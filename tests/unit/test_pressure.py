@@ -18,6 +18,7 @@ from vmsim import (
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_PRIVATE,
+    MAP_SHARED,
     PROT_READ,
 )
 from vmsim.errors import OomKilled
@@ -717,4 +718,20 @@ def test_readahead_gives_up_quietly_when_memory_is_short():
     assert p.read(at(1024 + 40), 1) == bytes([41])
     assert vmstat(m)["oom_kill"] == 0 and p.alive
     assert 40 in inode.pages and len(inode.pages) < 32
+    m.check_memory()
+
+
+def test_pageout_of_a_dirty_shmem_page_without_swap_unmaps_it_and_keeps_it_cached():
+    # kernel-checked (page fuzzer seed 7065): try_to_unmap() before pageout(); with no swap,
+    # shmem_writeout() redirties the folio and it is activated, in the page cache, unmapped
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    p.mmap(at(0), 2 * PAGE, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
+    p.write(at(0), b"dirty")
+    p.read(at(1), 1)  # a hole read in: clean
+    p.madvise(at(0), 2 * PAGE, MADV_PAGEOUT)
+    assert [e & PM_PRESENT for e in p.pagemap(at(0), 2)] == [0, 0]
+    assert smaps_field(p, at(0), "Rss") == 0
+    assert p.mincore(at(0), 2 * PAGE) == b"\1\0"  # the clean one was dropped
+    assert p.read(at(0), 5) == b"dirty"
     m.check_memory()

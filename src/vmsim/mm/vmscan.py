@@ -140,8 +140,9 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
     owner = mem.cache_owner.get(pfn)
     if owner is None:
         return "kept"
-    if flags & _SWAPBACKED and flags & _DIRTY and mem.swap.free == 0:
-        return "activate"
+    # unmapped first (try_to_unmap() comes before pageout()): a dirty shmem folio that then
+    # finds no swap slot stays in the page cache, activated, but no longer mapped
+    # (kernel-checked: MADV_PAGEOUT of a written shared anonymous page without swap)
     if not pf.try_to_unmap(mem, pfn, None):
         return "kept"
     inode, pg = owner
