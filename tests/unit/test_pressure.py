@@ -735,3 +735,89 @@ def test_pageout_of_a_dirty_shmem_page_without_swap_unmaps_it_and_keeps_it_cache
     assert p.mincore(at(0), 2 * PAGE) == b"\1\0"  # the clean one was dropped
     assert p.read(at(0), 5) == b"dirty"
     m.check_memory()
+
+
+def _activate_file(p, page, npages, fd):
+    """Map, touch and unmap twice: each unmap of a young PTE marks the page accessed, the
+    second time activates it (one nonresident_age tick each)."""
+    for _ in range(2):
+        p.mmap(at(page), npages * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+        p.read(at(page), npages * PAGE)
+        p.munmap(at(page), npages * PAGE)
+
+
+def test_refaults_within_the_workingset_are_activated():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd_b, _ = _file(p, 20, "/data/b")
+    _activate_file(p, 0, 20, fd_b)  # 20 active file pages, nonresident_age 20
+    assert meminfo(m)["Active(file)"] == 80
+    fd_a, inode_a = _file(p, 8, "/data/a")
+    p.mmap(at(100), 8 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd_a, 0)
+    p.read(at(100), 8 * PAGE)
+    p.madvise(at(100), 8 * PAGE, MADV_PAGEOUT)  # 8 evictions: shadows 20..27, age 28
+    assert inode_a.pages == {} and len(inode_a.shadows) == 8
+    # reading page 0 reads all 8 back (read-around); page k: distance 28 + k - (20 + k) = 8,
+    # within the 20 active file pages: each is activated (and ticks the age)
+    assert p.read(at(100), 1) == b"\1"
+    v = vmstat(m)
+    assert (v["workingset_refault_file"], v["workingset_activate_file"]) == (8, 8)
+    assert v["workingset_restore_file"] == 0  # none had been active before
+    assert meminfo(m)["Active(file)"] == (20 + 8) * 4
+    m.check_memory()
+
+
+def test_refaults_too_far_apart_stay_inactive_and_workingset_ones_count_as_cost():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    mem = m.memory
+    fd, inode = _file(p, 4)
+    _activate_file(p, 0, 4, fd)  # 4 active pages, age 4
+    vmscan.shrink_active(mem, "active_file", 4)  # deactivated: PG_workingset
+    p.mmap(at(0), 4 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
+    p.madvise(at(0), 4 * PAGE, MADV_PAGEOUT)  # not mapped: nothing to page out
+    assert len(inode.pages) == 4
+    vmscan.pageout(mem, list(inode.pages.values()))  # evicted: shadows 4..7, age 8
+    assert len(inode.shadows) == 4
+    cost = mem.file_cost
+    # no active file pages are left: the workingset is empty, every distance is too far
+    assert p.read(at(0), 1) == b"\1"
+    v = vmstat(m)
+    assert (v["workingset_refault_file"], v["workingset_activate_file"]) == (4, 0)
+    assert v["workingset_restore_file"] == 0 and mem.file_cost == cost
+    m.check_memory()
+
+
+def test_swapped_pages_leave_shadows_and_refault_as_anon():
+    m = vmsim.Machine(ram="64M", swap="1M")
+    p = m.spawn()
+    anon(p, 0, 4)
+    p.write(at(0), b"s" * (4 * PAGE))
+    p.madvise(at(0), 4 * PAGE, MADV_PAGEOUT)
+    assert len(m.memory.swap.shadows) == 4
+    assert p.read(at(0), 4 * PAGE) == b"s" * (4 * PAGE)
+    v = vmstat(m)
+    # workingset for an anonymous refault: file pages (none) and active anon (none)
+    assert (v["workingset_refault_anon"], v["workingset_activate_anon"]) == (4, 0)
+    assert not m.memory.swap.shadows
+    m.check_memory()
+
+
+def test_refault_of_a_workingset_page_is_a_restore_and_a_reclaim_cost():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    mem = m.memory
+    fd_a, inode_a = _file(p, 4, "/data/a")
+    _activate_file(p, 0, 4, fd_a)  # age 4
+    vmscan.shrink_active(mem, "active_file", 4)  # A deactivated: PG_workingset
+    fd_b, _ = _file(p, 20, "/data/b")
+    _activate_file(p, 100, 20, fd_b)  # 20 active pages, age 24
+    vmscan.pageout(mem, list(inode_a.pages.values()))  # A's shadows 24..27, age 28
+    assert mem.file_cost == 0
+    assert p.mmap(at(200), 4 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd_a, 0)
+    p.read(at(200), 1)
+    # distances 4 each, within the 20 active pages; all were in the workingset
+    v = vmstat(m)
+    assert (v["workingset_activate_file"], v["workingset_restore_file"]) == (4, 4)
+    assert mem.file_cost > 0  # lru_note_cost_refault(): 32 a page, decayed
+    m.check_memory()

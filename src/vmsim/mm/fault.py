@@ -34,7 +34,7 @@ from vmsim.hw.pte import (
     swp_type,
     vm_get_page_prot,
 )
-from vmsim.mm import readahead
+from vmsim.mm import readahead, workingset
 from vmsim.mm.flags import (
     VM_LOCKED,
     VM_MAYBE_GUARD,
@@ -144,8 +144,11 @@ def find_or_create_page(mm: AddressSpace, vma: Vma, pgoff: int) -> tuple[int, st
         mem.frames.write(pfn, 0, page)
         mem.frames.set_flags(pfn, _DIRTY)
         del inode.swapped[pgoff]
+        shadow = mem.swap.shadows.pop(key, None)
         mem.swap_entry_gone(key)
         cache_add(mem, inode, pgoff, pfn)
+        if shadow is not None:
+            workingset.refault(mem, pfn, shadow)
         return pfn, "major"
     # a regular file: the readahead window, then the page itself if readahead did not
     # read it (no readahead, or memory ran out)
@@ -454,6 +457,7 @@ def mark_accessed(mem: Memory, pfn: int) -> None:
         frames.set_flags(pfn, _ACTIVE)
         frames.clear_flags(pfn, _REFERENCED)
         mem.lru.update(pfn)
+        workingset.activation(mem)
 
 
 def gup_touch(mm: AddressSpace, addr: int, pfn: int, write: bool) -> None:
@@ -575,6 +579,9 @@ def cache_add(mem: Memory, inode: Inode, pg: int, pfn: int) -> None:
     inode.pages[pg] = pfn
     mem.cache_owner[pfn] = (inode, pg)
     mem.lru.add(pfn)
+    shadow = inode.shadows.pop(pg, None)
+    if shadow is not None:
+        workingset.refault(mem, pfn, shadow)
 
 
 def cache_del(mem: Memory, inode: Inode, pg: int) -> None:
@@ -594,6 +601,8 @@ def drop_cache_pages(mem: Memory, inode: Inode, first: int, last: int) -> None:
         mem.swap_entry_gone(inode.swapped.pop(pg))
     for pg in [p for p in inode.backing if first <= p < last]:
         del inode.backing[pg]
+    for pg in [p for p in inode.shadows if first <= p < last]:
+        del inode.shadows[pg]
 
 
 # ------------------------------------------------------------ changing entries
@@ -918,6 +927,9 @@ def _read_swap_page(mem: Memory, k: tuple[int, int], cache: bool = True) -> int:
         mem.swap.add_to_cache(k, pfn)
         mem.frames.set_flags(pfn, int(PageFlag.SWAPCACHE))
     mem.lru.add(pfn)
+    shadow = mem.swap.shadows.pop(k, None)
+    if shadow is not None:
+        workingset.refault(mem, pfn, shadow)
     return pfn
 
 

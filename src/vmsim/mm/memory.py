@@ -102,6 +102,8 @@ class Memory:
         # still pending on this CPU; PG_unevictable is set when the batch drains
         self.mlock_pending: set[int] = set()
         self.mlock_batch = 0
+        self.nonresident_age = 0  # lruvec->nonresident_age (workingset.py)
+        self.refaults_seen = (0, 0)  # lruvec->refaults[]: activations at the last reclaim
         self.swappiness = 60  # vm.swappiness
         self.anon_cost = 0  # lruvec->anon_cost / file_cost: recent reclaim cost per type
         self.file_cost = 0
@@ -311,6 +313,12 @@ VMSTAT_EVENTS = (
     "pgscan_file",
     "pgsteal_anon",
     "pgsteal_file",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+    "workingset_activate_anon",
+    "workingset_activate_file",
+    "workingset_restore_anon",
+    "workingset_restore_file",
 )
 
 
@@ -318,12 +326,18 @@ VMSTAT_EVENTS = (
 # ksm_zero_pages is not one of them: it is in /sys/kernel/mm/ksm).
 VMSTAT_ORDER = (
     "nr_free_pages",
+    "nr_mlock",
     "nr_inactive_anon",
     "nr_active_anon",
     "nr_inactive_file",
     "nr_active_file",
     "nr_unevictable",
-    "nr_mlock",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+    "workingset_activate_anon",
+    "workingset_activate_file",
+    "workingset_restore_anon",
+    "workingset_restore_file",
     "nr_anon_pages",
     "nr_mapped",
     "nr_file_pages",

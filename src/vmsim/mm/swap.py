@@ -132,6 +132,7 @@ class SwapSpace:
         self.pswpout = 0
         self.use_zeromap = True  # 6.12+; off for the 6.11 zswap (same-filled pages)
         self.zeromap: set[Key] = set()
+        self.shadows: dict[Key, tuple[int, bool]] = {}  # workingset shadows of swapped pages
         self.swpout_zero = 0
         self.swpin_zero = 0
         self.vma_ra_enabled = True  # /sys/kernel/mm/swap/vma_ra_enabled
@@ -186,6 +187,7 @@ class SwapSpace:
             if self.zswap is not None:
                 self.zswap.invalidate(key)
             self.zeromap.discard(key)
+            self.shadows.pop(key, None)
             d.release(key[1])
 
     def add_to_cache(self, key: Key, pfn: int) -> None:

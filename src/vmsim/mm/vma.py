@@ -48,6 +48,8 @@ class Inode:
     pages: dict[int, int] = field(default_factory=dict)
     backing: dict[int, bytes] = field(default_factory=dict)
     swapped: dict[int, tuple[int, int]] = field(default_factory=dict)  # shmem: pgoff -> slot
+    # workingset shadows of evicted pages: pgoff -> (nonresident_age, was in the workingset)
+    shadows: dict[int, tuple[int, bool]] = field(default_factory=dict)
     shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here
     deleted: bool = False  # name shown with " (deleted)"
 

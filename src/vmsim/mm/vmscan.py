@@ -12,7 +12,8 @@ between anonymous and file lists by the balance:
   (cache_trim_mode);
 * otherwise in proportion (SCAN_FRACT): anonymous ``swappiness``, file ``200 - swappiness``,
   each divided by its recent reclaim cost (lru_note_cost(): 32 per page written out plus one
-  per page scanned and not reclaimed, both halved once they pass a quarter of the LRU).
+  per page scanned and not reclaimed, 32 per refault of a workingset page, both halved once
+  they pass a quarter of the LRU).
 
 The lists are then scanned in batches of 32, round robin; an active list gives up its oldest
 folios to the inactive one only when that inactive list is too small (inactive_is_low()).
@@ -33,8 +34,9 @@ For each inactive folio (shrink_folio_list()):
 
 kswapd reclaims until free memory is above the high watermark, raising the priority when a
 pass scanned less than its target or freed nothing; direct reclaim stops after the pass that
-reached 32 pages. Not modelled: per-cgroup lists, refault (workingset) costs and
-activations, zones (one node, one zone).
+reached 32 pages. A freed folio leaves a workingset shadow (``vmsim.mm.workingset``);
+refaults since the last reclaim make the active lists give up folios. Not modelled:
+per-cgroup lists, zones (one node, one zone).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.hw.pte import PAGE_ACCESSED
 from vmsim.mm import fault as pf
+from vmsim.mm import workingset
 from vmsim.mm.flags import VM_EXEC
 from vmsim.mm.lru import ACTIVE_ANON, ACTIVE_FILE, INACTIVE_ANON, INACTIVE_FILE
 from vmsim.phys.frames import PageFlag
@@ -63,6 +66,7 @@ _REFERENCED = int(PageFlag.REFERENCED)
 _MLOCKED = int(PageFlag.MLOCKED)
 _SWAPCACHE = int(PageFlag.SWAPCACHE)
 _KSM = int(PageFlag.KSM)
+_WORKINGSET = int(PageFlag.WORKINGSET)
 
 
 def folio_referenced(mem: Memory, pfn: int) -> tuple[int, bool]:
@@ -132,6 +136,7 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
                 return "activate"
             mem.nr_pageout += 1
             frames.clear_flags(pfn, _DIRTY)
+        swap.shadows[key] = workingset.eviction(mem, pfn)
         mem.delete_from_swap_cache(pfn)  # the cache's reference was the last: freed
         return "freed"
     # a file folio. A shmem folio never written holds only the zeros of a hole: it is
@@ -158,6 +163,7 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
             mem.swap.put(key)
             return "activate"
         mem.nr_pageout += 1
+        mem.swap.shadows[key] = workingset.eviction(mem, pfn)
         pf.cache_del(mem, inode, pg)
         return "freed"
     if frames.flags(pfn) & _DIRTY:  # pageout(): write it back, reclaim it next time
@@ -165,6 +171,7 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
         frames.clear_flags(pfn, _DIRTY)
         mem.nr_pageout += 1
         return "written"
+    inode.shadows[pg] = workingset.eviction(mem, pfn)
     pf.cache_del(mem, inode, pg)
     return "freed"
 
@@ -252,6 +259,7 @@ def shrink_active(mem: Memory, name: str, nr: int) -> None:
             rotated += 1
             continue
         frames.clear_flags(pfn, _ACTIVE)
+        frames.set_flags(pfn, _WORKINGSET)  # it was in use: a refault will say so
         lru.update(pfn)
         mem.vmstat["pgdeactivate"] += 1
     lru_note_cost(mem, name == ACTIVE_FILE, 0, rotated)
@@ -320,10 +328,18 @@ def shrink_node(
         return 0, 0
     mem.reclaiming = True
     try:
+        # prepare_scan_control(): refaults since the last reclaim (a new workingset forming)
+        # or a small inactive list make the active list give up folios
+        vm = mem.vmstat
+        seen_anon, seen_file = mem.refaults_seen
         may = 0
-        if inactive_is_low(mem, INACTIVE_ANON, ACTIVE_ANON):
+        if vm["workingset_activate_anon"] != seen_anon or inactive_is_low(
+            mem, INACTIVE_ANON, ACTIVE_ANON
+        ):
             may |= DEACTIVATE_ANON
-        if inactive_is_low(mem, INACTIVE_FILE, ACTIVE_FILE):
+        if vm["workingset_activate_file"] != seen_file or inactive_is_low(
+            mem, INACTIVE_FILE, ACTIVE_FILE
+        ):
             may |= DEACTIVATE_FILE
         _balance, nr = get_scan_count(mem, priority, may)
         targets = dict(nr)
@@ -377,7 +393,14 @@ def direct_reclaim(mem: Memory) -> int:
         freed += shrink_node(mem, SWAP_CLUSTER_MAX, kswapd=False, priority=priority)[1]
         if freed >= SWAP_CLUSTER_MAX:
             break
+    snapshot_refaults(mem)
     return freed
+
+
+def snapshot_refaults(mem: Memory) -> None:
+    """snapshot_refaults(): remember the workingset activations this reclaim has seen."""
+    vm = mem.vmstat
+    mem.refaults_seen = (vm["workingset_activate_anon"], vm["workingset_activate_file"])
 
 
 MAX_RECLAIM_RETRIES = 16
@@ -409,6 +432,7 @@ def balance_pgdat(mem: Memory) -> int:
         freed += got
         if scanned < target or not got:
             priority -= 1
+    snapshot_refaults(mem)
     mem.kswapd_wanted = False
     return freed
 

@@ -81,6 +81,7 @@ class PageFlag(IntFlag):
     PAGETABLE = 1 << 26  # page type PGTY_table: a page-table page
     MLOCKED = 1 << 33  # PG_mlocked
     FILE = 1 << 48  # model-only: in a file's page cache (shmem included)
+    WORKINGSET = 1 << 49  # PG_workingset (no KPF bit): was active before it was deactivated
 
 
 _ANON = int(PageFlag.ANON)
