@@ -449,13 +449,15 @@ class Machine:
         return True
 
     def tick(self, n: int = 1) -> None:
-        """Let the memory daemons run ``n`` times: kswapd reclaims to the high watermark when
-        it was woken (or free memory is below low), ksmd scans pages_to_scan pages."""
+        """Let the memory daemons run ``n`` times: the flusher writes dirty file pages back,
+        kswapd reclaims to the high watermark when it was woken (or free memory is below
+        low), ksmd scans pages_to_scan pages."""
         if n < 0:
             raise ValueError("tick(n) needs n >= 0")
         mem = self.memory
         for _ in range(n):
             self.ticks += 1
+            vmscan.flush(mem)  # the flusher threads write dirty file pages back
             if mem.kswapd_wanted or mem.frames.free_pages <= mem.wmark_low:
                 vmscan.kswapd(mem)
             if self.ksm is not None:

@@ -821,3 +821,52 @@ def test_refault_of_a_workingset_page_is_a_restore_and_a_reclaim_cost():
     assert (v["workingset_activate_file"], v["workingset_restore_file"]) == (4, 4)
     assert mem.file_cost > 0  # lru_note_cost_refault(): 32 a page, decayed
     m.check_memory()
+
+
+def test_the_flusher_writes_dirty_file_pages_and_reclaim_then_drops_them():
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    mem = m.memory
+    fd, inode = _file(p, 2)
+    p.mmap(at(0), 2 * PAGE, RW, MAP_SHARED | MAP_FIXED, fd, 0)
+    p.write(at(0), b"new!")
+    pfn = inode.pages[0]
+    # reclaim does not write file pages: unmapped, PG_reclaim, activated, still dirty
+    p.madvise(at(0), 2 * PAGE, MADV_PAGEOUT)
+    flags = mem.frames.flags(pfn)
+    assert flags & PageFlag.DIRTY and flags & PageFlag.RECLAIM and flags & PageFlag.ACTIVE
+    # (page 1, read around the fault but never mapped, is not MADV_PAGEOUT's business)
+    assert p.mincore(at(0), 2 * PAGE) == b"\1\1"
+    assert inode.backing[0][:4] == bytes([1]) * 4  # the disk still has the old bytes
+    # the flusher (each tick) writes it back and rotates it to the reclaim end
+    m.tick()
+    assert inode.backing[0][:4] == b"new!"
+    flags = mem.frames.flags(pfn)
+    assert not flags & (PageFlag.DIRTY | PageFlag.RECLAIM | PageFlag.ACTIVE)
+    assert vmstat(m)["nr_written"] == 1 and vmstat(m)["pgrotated"] == 1
+    assert mem.lru.oldest("inactive_file", 1) == [pfn]
+    # clean now: mapped again (a read: fault-around maps both), the next page-out evicts
+    # them, and the bytes come back from the file
+    assert p.read(at(0), 4) == b"new!"
+    p.madvise(at(0), 2 * PAGE, MADV_PAGEOUT)
+    assert p.mincore(at(0), 2 * PAGE) == b"\0\0"
+    assert p.read(at(0), 4) == b"new!"
+    m.check_memory()
+
+
+def test_writeback_write_protects_the_mapping_so_the_next_write_dirties_again():
+    # folio_mkclean(): the PTE is cleaned and made read-only; the next write faults
+    m = vmsim.Machine(ram="64M")
+    p = m.spawn()
+    fd, inode = _file(p, 1)
+    p.mmap(at(0), PAGE, RW, MAP_SHARED | MAP_FIXED, fd, 0)
+    p.write(at(0), b"one")
+    m.tick()
+    assert not m.memory.frames.flags(inode.pages[0]) & PageFlag.DIRTY
+    faults = p.stats["pgfault"]
+    p.write(at(0), b"two")
+    assert p.stats["pgfault"] == faults + 1
+    assert m.memory.frames.flags(inode.pages[0]) & PageFlag.DIRTY
+    m.tick()
+    assert inode.backing[0][:3] == b"two"
+    m.check_memory()

@@ -12,6 +12,7 @@ Invariants (checked by ``check()``): VMAs sorted, non-overlapping, page-aligned,
 from __future__ import annotations
 
 import errno
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,9 @@ def vm_start_gap(vma: Vma) -> int:
     return start
 
 
+_mm_serials = itertools.count(1)
+
+
 class AddressSpace:
     """``struct mm_struct``: the VMA tree plus the fields that syscalls consult.
 
@@ -127,6 +131,7 @@ class AddressSpace:
     """
 
     def __init__(self, cfg: MmConfig, mmap_base: int, mmap_legacy_base: int | None = None) -> None:
+        self.serial = next(_mm_serials)  # a stable name (id() may be reused once freed)
         self.cfg = cfg
         self.tree = VmaTree()
         self.mmap_base = mmap_base

@@ -123,11 +123,14 @@ def find_or_create_page(mm: AddressSpace, vma: Vma, pgoff: int) -> tuple[int, st
     mem = mm.mem
     pfn = inode.pages.get(pgoff)
     if pfn is not None:
-        if not inode.shmem and readahead.async_mmap_readahead(
-            mem, vma, vma.file.ra, inode, pgoff, pfn
-        ):
-            return pfn, "retry"
-        return pfn, "hit"
+        if inode.shmem:
+            return pfn, "hit"
+        mem.frames.get(pfn)  # held across the readahead's allocations (filemap_fault())
+        try:
+            ahead = readahead.async_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff, pfn)
+        finally:
+            mem.frames.put(pfn)
+        return pfn, "retry" if ahead else "hit"
     if inode.shmem:
         key = inode.swapped.get(pgoff)
         pfn = mem.alloc_folio(SHMEM_FLAGS)

@@ -55,7 +55,7 @@ class Ksm:
         self.stable: dict[bytes, int] = {}  # contents -> KSM pfn
         self.stable_of: dict[int, bytes] = {}
         self.unstable: dict[bytes, tuple[AddressSpace, int, int]] = {}
-        self.checksums: dict[tuple[int, int], int] = {}  # (id(mm), addr) -> last checksum
+        self.checksums: dict[tuple[int, int], int] = {}  # (mm.serial, addr) -> last checksum
         self.queue: list[tuple[AddressSpace, int]] = []
         self.full_scans = 0
         self.ksm_zero_pages = 0
@@ -145,7 +145,7 @@ class Ksm:
         if kpfn is not None and frames.is_allocated(kpfn):
             self._replace(mm, va, pfn, kpfn)
             return
-        key = (id(mm), va)
+        key = (mm.serial, va)
         checksum = zlib.crc32(data)
         if self.checksums.get(key) != checksum:
             self.checksums[key] = checksum

@@ -76,6 +76,17 @@ class Lru:
             del lst[pfn]
             lst[pfn] = None
 
+    def make_oldest(self, pfn: int) -> None:
+        """folio_rotate_reclaimable(): the oldest of its list, reclaimed next."""
+        name = self.where.get(pfn)
+        if name is not None:
+            lst = self.lists[name]
+            del lst[pfn]
+            rest = dict(lst)
+            lst.clear()
+            lst[pfn] = None
+            lst.update(rest)
+
     def remove(self, pfn: int) -> None:
         """Off the LRU (the folio is being freed)."""
         name = self.where.pop(pfn, None)

@@ -319,6 +319,7 @@ VMSTAT_EVENTS = (
     "workingset_activate_file",
     "workingset_restore_anon",
     "workingset_restore_file",
+    "nr_written",
 )
 
 
@@ -343,6 +344,7 @@ VMSTAT_ORDER = (
     "nr_file_pages",
     "nr_dirty",
     "nr_shmem",
+    "nr_written",
     "nr_page_table_pages",
     "nr_swapcached",
     "pswpin",

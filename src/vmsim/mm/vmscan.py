@@ -29,8 +29,9 @@ For each inactive folio (shrink_folio_list()):
 * then reclaimed: an anonymous folio gets a swap slot, every PTE becomes a swap entry, the
   contents go to the zeromap, zswap or the swap device, the folio is freed; a lazily freed
   (MADV_FREE) folio still clean is simply dropped; a file folio is unmapped and dropped from
-  the page cache, after being written back if dirty (it is written now, reclaimed on a later
-  pass).
+  the page cache if clean; a dirty one stays, activated with PG_reclaim, for the flusher
+  (``flush()``, run by ``Machine.tick()``) to write back and rotate to the end of the
+  inactive list.
 
 kswapd reclaims until free memory is above the high watermark, raising the priority when a
 pass scanned less than its target or freed nothing; direct reclaim stops after the pass that
@@ -44,7 +45,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from vmsim.hw.pte import PAGE_ACCESSED
+from vmsim.constants import PAGE_SIZE
+from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
 from vmsim.mm import fault as pf
 from vmsim.mm import workingset
 from vmsim.mm.flags import VM_EXEC
@@ -67,6 +69,7 @@ _MLOCKED = int(PageFlag.MLOCKED)
 _SWAPCACHE = int(PageFlag.SWAPCACHE)
 _KSM = int(PageFlag.KSM)
 _WORKINGSET = int(PageFlag.WORKINGSET)
+_RECLAIM = int(PageFlag.RECLAIM)
 
 
 def folio_referenced(mem: Memory, pfn: int) -> tuple[int, bool]:
@@ -166,11 +169,13 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
         mem.swap.shadows[key] = workingset.eviction(mem, pfn)
         pf.cache_del(mem, inode, pg)
         return "freed"
-    if frames.flags(pfn) & _DIRTY:  # pageout(): write it back, reclaim it next time
-        inode.backing[pg] = frames.read(pfn)
-        frames.clear_flags(pfn, _DIRTY)
-        mem.nr_pageout += 1
-        return "written"
+    if frames.flags(pfn) & _DIRTY:
+        # a dirty file folio: reclaim leaves the writing to the flusher (only kswapd may
+        # write file folios, and only once the node is flagged as full of dirty ones): it
+        # gets PG_reclaim, to be rotated for reclaim when written, and is activated,
+        # unmapped (kernel-checked with MADV_PAGEOUT)
+        frames.set_flags(pfn, _RECLAIM)
+        return "activate"
     inode.shadows[pg] = workingset.eviction(mem, pfn)
     pf.cache_del(mem, inode, pg)
     return "freed"
@@ -460,3 +465,37 @@ def pageout(mem: Memory, pfns: list[int]) -> int:
     finally:
         mem.reclaiming = False
     return freed
+
+
+def flush(mem: Memory) -> int:
+    """The flusher threads (wb_workfn()): write back every dirty page of regular files (as
+    if each tick were a writeback period in which they all expired); a written folio that
+    reclaim had flagged (PG_reclaim) is moved to the reclaim end of the inactive list
+    (folio_end_writeback() -> folio_rotate_reclaimable()). Returns the pages written."""
+    frames = mem.frames
+    written = 0
+    for pfn, (inode, pg) in list(mem.cache_owner.items()):
+        flags = frames.flags(pfn)
+        if not flags & _DIRTY or flags & _SWAPBACKED:
+            continue
+        # folio_mkclean(): every PTE mapping it is cleaned and write-protected, so that the
+        # next write faults and dirties the folio again
+        for mm, va in list(mem.rmap.get(pfn, ())):
+            leaf = mm.pt.get(va)
+            vma = mm.tree.lookup(va)
+            if leaf is None or vma is None or not pf.wants_writenotify(vma):
+                continue
+            e = leaf.entry
+            if e & (PAGE_DIRTY | PAGE_RW):
+                mm.pt.set(va, e & ~(PAGE_DIRTY | PAGE_RW))
+                mem.flush_range(mm, va, va + PAGE_SIZE)
+        inode.backing[pg] = frames.read(pfn)
+        frames.clear_flags(pfn, _DIRTY)
+        written += 1
+        if flags & _RECLAIM:
+            frames.clear_flags(pfn, _RECLAIM | _ACTIVE)
+            mem.lru.update(pfn)
+            mem.lru.make_oldest(pfn)
+            mem.vmstat["pgrotated"] += 1
+    mem.vmstat["nr_written"] += written
+    return written
