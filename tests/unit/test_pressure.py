@@ -870,3 +870,26 @@ def test_writeback_write_protects_the_mapping_so_the_next_write_dirties_again():
     m.tick()
     assert inode.backing[0][:3] == b"two"
     m.check_memory()
+
+
+def test_dirtying_past_the_background_ratio_starts_writeback():
+    # 4 MiB less the zero page: 1023 pages, min_free_kbytes isqrt(4092 * 16) = 255 -> min 63,
+    # low 78, high 93 pages. A shared
+    # mapping of a 200-page file is written page by page: once the dirty pages pass 10% of
+    # the dirtyable memory (free + file pages - high), the flusher writes them all
+    m = vmsim.Machine(ram="4M")
+    p = m.spawn()
+    fd, inode = _file(p, 200)
+    p.mmap(at(0), 200 * PAGE, RW, MAP_SHARED | MAP_FIXED, fd, 0)
+    written = []
+    for pg in range(200):
+        p.write(at(pg), b"w")
+        written.append(vmstat(m)["nr_written"])
+        info = meminfo(m)
+        dirtyable = (info["MemFree"] + info["Active(file)"] + info["Inactive(file)"]) // 4 - 93
+        assert info["Dirty"] // 4 * 100 <= max(dirtyable, 0) * 10  # never past the threshold
+    assert written[0] == 0 and written[-1] > 0
+    assert all(inode.backing[pg][:1] == b"w" or inode.pages.get(pg) for pg in range(200))
+    m.tick()
+    assert all(inode.backing[pg][:1] == b"w" for pg in range(200))
+    m.check_memory()

@@ -499,3 +499,21 @@ def flush(mem: Memory) -> int:
             mem.vmstat["pgrotated"] += 1
     mem.vmstat["nr_written"] += written
     return written
+
+
+DIRTY_BACKGROUND_RATIO = 10  # vm.dirty_background_ratio
+
+
+def balance_dirty_pages(mem: Memory) -> int:
+    """balance_dirty_pages_ratelimited() after a page of a file was dirtied: past
+    vm.dirty_background_ratio (10%) of the dirtyable memory (free pages and file pages,
+    less the reserve: global_dirtyable_memory()) the flusher starts writing (here at once,
+    all of them; the kernel throttles the writer at dirty_ratio while it catches up).
+    Returns the pages written."""
+    sizes = mem.lru.sizes()
+    dirtyable = (
+        mem.frames.free_pages + sizes["active_file"] + sizes["inactive_file"] - mem.wmark_high
+    )
+    if mem.frames.nr_file_dirty * 100 <= max(dirtyable, 0) * DIRTY_BACKGROUND_RATIO:
+        return 0
+    return flush(mem)
