@@ -474,6 +474,8 @@ def flush(mem: Memory) -> int:
     (folio_end_writeback() -> folio_rotate_reclaimable()). Returns the pages written."""
     frames = mem.frames
     written = 0
+    if not frames.nr_file_dirty:
+        return 0
     for pfn, (inode, pg) in list(mem.cache_owner.items()):
         flags = frames.flags(pfn)
         if not flags & _DIRTY or flags & _SWAPBACKED:
