@@ -385,16 +385,16 @@ def _do_shared_fault(mm: AddressSpace, vma: Vma, addr: int) -> str:
     frames.set_flags(pfn, _DIRTY)
     entry = pfn_pte(pfn, page_prot(vma)) | PAGE_RW | PAGE_DIRTY
     _map_page(mm, vma, addr, pfn, entry)
-    _dirtied(mm.mem, vma)
+    _dirtied(mm.mem, vma, pfn)
     return "file-major" if how == "major" else "shared-write"
 
 
-def _dirtied(mem: Memory, vma: Vma) -> None:
-    """fault_dirty_shared_page(): a page of a file that writes back was dirtied."""
+def _dirtied(mem: Memory, vma: Vma, pfn: int) -> None:
+    """fault_dirty_shared_page(): page ``pfn`` of a file that writes back was dirtied."""
     from vmsim.mm import vmscan
 
     if vma.file is not None and not vma.file.inode.shmem:
-        vmscan.balance_dirty_pages(mem)
+        vmscan.balance_dirty_pages(mem, pfn)
 
 
 def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
@@ -404,7 +404,7 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> str:
     if vma.flags & VM_SHARED:  # wp_page_shared(): write notification, then writable
         frames.set_flags(pfn, _DIRTY)
         _set_pte(mm, addr, entry | PAGE_RW | PAGE_DIRTY | PAGE_ACCESSED)
-        _dirtied(mm.mem, vma)
+        _dirtied(mm.mem, vma, pfn)
         return "shared-write"
     zero = pfn == frames.zero_pfn
     swap = mm.mem.swap

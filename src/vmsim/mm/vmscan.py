@@ -467,7 +467,7 @@ def pageout(mem: Memory, pfns: list[int]) -> int:
     return freed
 
 
-def flush(mem: Memory) -> int:
+def flush(mem: Memory, skip: int = -1) -> int:
     """The flusher threads (wb_workfn()): write back every dirty page of regular files (as
     if each tick were a writeback period in which they all expired); a written folio that
     reclaim had flagged (PG_reclaim) is moved to the reclaim end of the inactive list
@@ -478,7 +478,7 @@ def flush(mem: Memory) -> int:
         return 0
     for pfn, (inode, pg) in list(mem.cache_owner.items()):
         flags = frames.flags(pfn)
-        if not flags & _DIRTY or flags & _SWAPBACKED:
+        if not flags & _DIRTY or flags & _SWAPBACKED or pfn == skip:
             continue
         # folio_mkclean(): every PTE mapping it is cleaned and write-protected, so that the
         # next write faults and dirties the folio again
@@ -506,16 +506,17 @@ def flush(mem: Memory) -> int:
 DIRTY_BACKGROUND_RATIO = 10  # vm.dirty_background_ratio
 
 
-def balance_dirty_pages(mem: Memory) -> int:
+def balance_dirty_pages(mem: Memory, pfn: int) -> int:
     """balance_dirty_pages_ratelimited() after a page of a file was dirtied: past
     vm.dirty_background_ratio (10%) of the dirtyable memory (free pages and file pages,
     less the reserve: global_dirtyable_memory()) the flusher starts writing (here at once,
-    all of them; the kernel throttles the writer at dirty_ratio while it catches up).
-    Returns the pages written."""
+    all of them but ``pfn``, the page being written now, which the access that faulted is
+    about to write: the kernel's flusher runs beside it; the kernel also throttles the
+    writer at dirty_ratio while it catches up). Returns the pages written."""
     sizes = mem.lru.sizes()
     dirtyable = (
         mem.frames.free_pages + sizes["active_file"] + sizes["inactive_file"] - mem.wmark_high
     )
     if mem.frames.nr_file_dirty * 100 <= max(dirtyable, 0) * DIRTY_BACKGROUND_RATIO:
         return 0
-    return flush(mem)
+    return flush(mem, skip=pfn)
