@@ -155,3 +155,17 @@ def test_pageout_leaves_a_dirty_shared_file_page_cached_for_writeback(tmp_path: 
         kd = [_smaps_field(k.smaps(), fa, f) for f in ("Shared_Dirty", "Private_Dirty")]
         sd = [_smaps_field(p.smaps(), fa, f) for f in ("Shared_Dirty", "Private_Dirty")]
         assert sum(kd) == sum(sd) == 4, (kd, sd)
+
+
+@pytest.mark.parametrize("name", ["vmstat", "meminfo"])
+def test_proc_lines_exist_on_the_live_kernel_in_its_order(name: str) -> None:
+    """Every line of vmsim's /proc/vmstat and /proc/meminfo is one the live kernel prints,
+    in the kernel's order (vmsim prints the subset it keeps)."""
+    sep = None if name == "vmstat" else ":"
+    live = [line.split(sep)[0] for line in Path(f"/proc/{name}").read_text().splitlines()]
+    m = vmsim.Machine(ram="64M", swap="64M", zswap="zstd", ksm=True)
+    ours = [line.split(sep)[0] for line in getattr(m, name)().splitlines()]
+    missing = [n for n in ours if n not in live]
+    assert not missing, f"not in the live /proc/{name}: {missing}"
+    where = [live.index(n) for n in ours]
+    assert where == sorted(where), f"out of the kernel's order: {ours}"
