@@ -31,10 +31,11 @@ SEEDS = [int(ONE)] if ONE else list(range(START, START + SEQS))
 # markers of a WIPEONFORK VMA not copied, munlock of the old page of a COW break, fault-around
 # before the EOF check, truncate to the same size, PG_referenced of a page populated by a
 # MAP_LOCKED mapping while its mlock batch is pending (5011, 5054), MADV_PAGEOUT unmapping a
-# dirty shmem page it then cannot swap (7065).
+# dirty shmem page it then cannot swap (7065), FOLL_TOUCH on an active page whose mlock is
+# pending (9620).
 REGRESSIONS = [(3, 40), (15, 40), (73, 40), (138, 40), (167, 40), (296, 40), (395, 40)]
 REGRESSIONS += [(1046, 100), (2049, 100), (2084, 100), (2234, 100), (5011, 60), (5054, 60)]
-REGRESSIONS += [(7065, 100)]
+REGRESSIONS += [(7065, 100), (9620, 100)]
 
 
 def run_twice(seed: int, steps: int) -> PageResult:

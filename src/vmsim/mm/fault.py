@@ -464,7 +464,7 @@ def mark_accessed(mem: Memory, pfn: int) -> None:
     if not flags & _REFERENCED:
         frames.set_flags(pfn, _REFERENCED)
     elif flags & _MLOCKED:
-        if pfn in mem.mlock_pending:
+        if pfn in mem.mlock_pending and not flags & _ACTIVE:
             frames.clear_flags(pfn, _REFERENCED)
     elif not flags & _ACTIVE:
         frames.set_flags(pfn, _ACTIVE)

@@ -202,7 +202,12 @@ class Memory:
 
     def lru_add_drain(self) -> None:
         """lru_add_drain() -> mlock_drain_local(): pending mlocked folios become
-        unevictable."""
+        unevictable, and lose PG_active (__mlock_folio())."""
+        frames = self.frames
+        for pfn in self.mlock_pending:
+            if frames.flags(pfn) & _MLOCKED:
+                frames.clear_flags(pfn, _ACTIVE)
+                self.lru.update(pfn)
         self.mlock_pending.clear()
         self.mlock_batch = 0
 
@@ -391,3 +396,4 @@ def watermarks(managed: int) -> tuple[int, int, int]:
 
 _SWAPCACHE = int(PageFlag.SWAPCACHE)
 _MLOCKED = int(PageFlag.MLOCKED)
+_ACTIVE = int(PageFlag.ACTIVE)
