@@ -288,7 +288,11 @@ class FramesMachine(RuleBasedStateMachine):
         for pr in self.procs:
             for slot, v in pr.views.items():
                 if pr.p.alive:
-                    self._check(pr, slot, v, pr.p.read(slot_addr(slot), NPAGES * PAGE))
+                    try:
+                        got = pr.p.read(slot_addr(slot), NPAGES * PAGE)
+                    except OomKilled:
+                        break  # reading needed memory and cost this process its life
+                    self._check(pr, slot, v, got)
         for pr in self.procs:
             if pr.p.alive:
                 pr.p.exit()
@@ -360,7 +364,11 @@ class PressureMachine(FramesMachine):
         for pr in self.procs:
             for slot, v in pr.views.items():
                 if pr.p.alive:
-                    self._check(pr, slot, v, pr.p.read(slot_addr(slot), NPAGES * PAGE))
+                    try:
+                        got = pr.p.read(slot_addr(slot), NPAGES * PAGE)
+                    except OomKilled:
+                        break  # reading needed memory and cost this process its life
+                    self._check(pr, slot, v, got)
         for pr in self.procs:
             if pr.p.alive:
                 pr.p.exit()
