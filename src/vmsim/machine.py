@@ -175,7 +175,7 @@ class Machine:
                 continue
             if any(f.inode is inode for f in p.files.values()):
                 return
-        for mm in self.memory.mms:
+        for mm in self.memory.mms.values():
             if any(v.file is not None and v.file.inode is inode for v in mm.tree):
                 return
         last = max([*inode.pages, *inode.swapped]) + 1
@@ -294,7 +294,7 @@ class Machine:
         swaprefs: dict[tuple[int, int], int] = {}
         tables = 0
         inodes: dict[int, Inode] = {id(i): i for i in self._inodes.values()}
-        for mm in list(mem.mms):
+        for mm in list(mem.mms.values()):
             mm.pt.check_invariants()
             tables += mm.pt.table_pages
             for v in mm.tree:
@@ -353,7 +353,9 @@ class Machine:
         mlocked = {p for p in frames.allocated() if frames.flags(p) & PageFlag.MLOCKED}
         assert mem.mlock_count == locks, "mlock counts differ from the locked PTEs"
         assert mlocked == set(locks), "PG_mlocked differs from the locked PTEs"
-        assert mem.rmap == rmap, "the reverse map differs from the page tables"
+        assert {pfn: set(s) for pfn, s in mem.rmap.items()} == rmap, (
+            "the reverse map differs from the page tables"
+        )
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"
         for d in mem.swap.devices:
@@ -366,7 +368,7 @@ class Machine:
         translation of a live address space maps the frame its PTE maps, and write, dirty
         and execute rights only where the PTE has them (a debugging aid for tests)."""
         mem = self.memory
-        by_pcid = {mm.pcid: mm for mm in mem.mms if mm.pcid >= 0}
+        by_pcid = {mm.pcid: mm for mm in mem.mms.values() if mm.pcid >= 0}
         for where, e in mem.tlb.entries():
             mm = by_pcid.get(e.pcid)
             assert mm is not None, f"{where} entry {e} of a PCID no address space owns"

@@ -26,7 +26,7 @@ from vmsim.constants import (
     PAGE_SHIFT,
     PAGE_SIZE,
 )
-from vmsim.errors import OomKilled, oserror
+from vmsim.errors import BusError, OomKilled, Segfault, oserror
 from vmsim.mm import access as _access
 from vmsim.mm import fault as pf
 from vmsim.mm import madvise, mmap, mprotect, mremap
@@ -69,8 +69,10 @@ def running(method: F) -> F:
         mem.task = self.mm
         try:
             out = method(self, *args, **kwargs)
-        except OutOfMemory:
-            if self.oom_killed:
+        except (OutOfMemory, OSError, Segfault, BusError):
+            # whatever the call ran into (ENOMEM from a populate, a fault), a process the
+            # OOM killer chose meanwhile dies on its way back to user space
+            if self.oom_killed and self.alive:
                 mem.task = prev
                 self.exit()
                 raise OomKilled(self.pid) from None
@@ -230,7 +232,7 @@ class Process:
             mem = self.mm.mem
             last = max(inode.pages, default=-1) + 1
             last = max(last, max(inode.backing, default=-1) + 1, keep)
-            pf.unmap_mapping_pages(list(mem.mms), inode, keep, last + 1, even_cows=True)
+            pf.unmap_mapping_pages(list(mem.mms.values()), inode, keep, last + 1, even_cows=True)
             pf.drop_cache_pages(mem, inode, keep, last + 1)
             tail = size & (PAGE_SIZE - 1)
             if tail:

@@ -894,3 +894,17 @@ def test_dirtying_past_the_background_ratio_starts_writeback():
     m.tick()
     assert all(inode.backing[pg][:1] == b"w" for pg in range(200))
     m.check_memory()
+
+
+def test_a_process_chosen_by_the_oom_killer_during_mlock_dies_instead_of_getting_enomem():
+    # mlock's populate runs out of memory with nothing else to kill: the OOM killer picks
+    # the caller itself; the call does not return ENOMEM to a process that is dying
+    m = vmsim.Machine(ram="1M", overcommit_memory=1)
+    p = m.spawn()
+    n = m.memory.frames.free_pages + 8
+    anon(p, 0, n)
+    with pytest.raises(OomKilled):
+        p.mlock(at(0), n * PAGE)
+    assert not p.alive and vmstat(m)["oom_kill"] == 1
+    assert m.memory.frames.used_pages == 0
+    m.check_memory()

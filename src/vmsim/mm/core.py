@@ -160,7 +160,7 @@ class AddressSpace:
         self.fast: tuple[list[dict[int, Any]], int, int] | None = None
         self.stats = FaultStats()
         self.alive = True
-        mem.mms.add(self)
+        mem.mms[self.serial] = self
         # Replay of a recorded trace: where the kernel actually placed the next mapping
         # (it depends on ASLR); get_unmapped_area() takes it when that range is free.
         self.placement_hint: int | None = None
@@ -587,7 +587,7 @@ class AddressSpace:
                 )
         self.pt.destroy()
         self.mem.release(self)
-        self.mem.mms.discard(self)
+        self.mem.mms.pop(self.serial, None)
         self.alive = False
 
     # ------------------------------------------------------------- faults

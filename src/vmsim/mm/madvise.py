@@ -176,7 +176,7 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         inode = vma.file.inode
         first, last = vma.pgoff_at(start), vma.pgoff_at(end)
         # shmem_fallocate(PUNCH_HOLE): unmap (private copies stay), then drop the pages
-        pf.unmap_mapping_pages(list(mm.mem.mms), inode, first, last, even_cows=False)
+        pf.unmap_mapping_pages(list(mm.mem.mms.values()), inode, first, last, even_cows=False)
         pf.drop_cache_pages(mm.mem, inode, first, last)
         return vma
     if behavior == MADV_WILLNEED:

@@ -78,10 +78,15 @@ class Memory:
         self.current: AddressSpace | None = None
         self._slots: list[weakref.ref[AddressSpace] | None] = [None] * TLB_NR_DYN_ASIDS
         self._next_slot = 0
-        self.mms: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
+        # every live address space, by serial, in creation order (a WeakSet would iterate in
+        # id() order, which changes from run to run)
+        self.mms: weakref.WeakValueDictionary[int, AddressSpace] = weakref.WeakValueDictionary()
         self.mlock_count: dict[int, int] = {}  # folio->mlock_count, by pfn
         # reverse map: pfn -> the (address space, address) of every PTE that maps it
-        self.rmap: dict[int, set[tuple[AddressSpace, int]]] = {}
+        # reverse map: pfn -> the (mm, address) pairs mapping it, in the order they were
+        # added (a dict, not a set: a set of address spaces iterates in id() order, which
+        # differs from run to run, and an rmap walk that stops early must not)
+        self.rmap: dict[int, dict[tuple[AddressSpace, int], None]] = {}
         self.lru = Lru(self.frames)
         self.cache_owner: dict[int, tuple[Inode, int]] = {}  # page-cache pfn -> (inode, pgoff)
         # folio->mapping and folio->index of an anonymous swap-cache folio, as (anon_vma root,
@@ -218,14 +223,14 @@ class Memory:
     def rmap_add(self, pfn: int, mm: AddressSpace, addr: int) -> None:
         s = self.rmap.get(pfn)
         if s is None:
-            self.rmap[pfn] = {(mm, addr)}
+            self.rmap[pfn] = {(mm, addr): None}
         else:
-            s.add((mm, addr))
+            s[(mm, addr)] = None
 
     def rmap_remove(self, pfn: int, mm: AddressSpace, addr: int) -> None:
         s = self.rmap.get(pfn)
         if s is not None:
-            s.discard((mm, addr))
+            s.pop((mm, addr), None)
             if not s:
                 del self.rmap[pfn]
 
