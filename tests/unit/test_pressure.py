@@ -908,3 +908,36 @@ def test_a_process_chosen_by_the_oom_killer_during_mlock_dies_instead_of_getting
     assert not p.alive and vmstat(m)["oom_kill"] == 1
     assert m.memory.frames.used_pages == 0
     m.check_memory()
+
+
+def _workload() -> tuple[str, list[list[int]]]:
+    """Forks, KSM, MADV_FREE of pages shared after fork (one side writes again), swap and
+    zswap under pressure: the final /proc/vmstat and every page's pagemap entry."""
+    import random
+
+    rng = random.Random(7)
+    m = vmsim.Machine(ram="512K", swap="4M", zswap="lz4", ksm=True, overcommit_memory=1)
+    p = m.spawn()
+    anon(p, 0, 24)
+    p.write(at(0), b"".join(rng.randbytes(PAGE // 2) + bytes(PAGE // 2) for _ in range(24)))
+    p.madvise(at(0), 24 * PAGE, MADV_MERGEABLE)
+    kids = [p.fork() for _ in range(3)]
+    for i, c in enumerate(kids):
+        c.madvise(at(0), 12 * PAGE, MADV_FREE)
+        c.write(at(i), b"again")
+        c.write(at(12 + i), bytes(PAGE))
+    m.tick(5)
+    p.madvise(at(0), 24 * PAGE, MADV_PAGEOUT)
+    for c in kids:
+        c.read(at(0), 24 * PAGE)
+    m.tick(5)
+    return m.vmstat(), [q.pagemap(at(0), 24) for q in [p, *kids]]
+
+
+def test_the_same_workload_gives_the_same_machine():
+    """Runs repeat exactly: nothing depends on where Python put an object (id() order)."""
+    first = _workload()
+    ballast = [object() for _ in range(10_000)]  # move later objects elsewhere
+    second = _workload()
+    del ballast
+    assert first == second
