@@ -230,9 +230,16 @@ class Process:
             # (even_cows), drop the page cache past the new end, zero the partial page
             keep = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
             mem = self.mm.mem
-            last = max(inode.pages, default=-1) + 1
-            last = max(last, max(inode.backing, default=-1) + 1, keep)
-            pf.unmap_mapping_pages(list(mem.mms.values()), inode, keep, last + 1, even_cows=True)
+            last = max(
+                max(inode.pages, default=-1) + 1,
+                max(inode.backing, default=-1) + 1,
+                max(inode.swapped, default=-1) + 1,
+                keep,
+            )
+            # unmap_mapping_range(holebegin, holelen 0, even_cows): every offset from the new
+            # end on, private copies included, wherever a mapping reaches (a copy made when
+            # the file was longer lies beyond anything the page cache still holds)
+            pf.unmap_mapping_pages(list(mem.mms.values()), inode, keep, 1 << 52, even_cows=True)
             pf.drop_cache_pages(mem, inode, keep, last + 1)
             tail = size & (PAGE_SIZE - 1)
             if tail:

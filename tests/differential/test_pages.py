@@ -32,10 +32,10 @@ SEEDS = [int(ONE)] if ONE else list(range(START, START + SEQS))
 # before the EOF check, truncate to the same size, PG_referenced of a page populated by a
 # MAP_LOCKED mapping while its mlock batch is pending (5011, 5054), MADV_PAGEOUT unmapping a
 # dirty shmem page it then cannot swap (7065), FOLL_TOUCH on an active page whose mlock is
-# pending (9620).
+# pending (9620), ftruncate zapping private copies beyond the old end of file (14241).
 REGRESSIONS = [(3, 40), (15, 40), (73, 40), (138, 40), (167, 40), (296, 40), (395, 40)]
 REGRESSIONS += [(1046, 100), (2049, 100), (2084, 100), (2234, 100), (5011, 60), (5054, 60)]
-REGRESSIONS += [(7065, 100), (9620, 100)]
+REGRESSIONS += [(7065, 100), (9620, 100), (14241, 100)]
 
 
 def run_twice(seed: int, steps: int) -> PageResult:
