@@ -35,37 +35,52 @@ NPAGES = 8
 O_RDONLY = 0
 
 
-def _rss(smaps: str, start: int) -> int:
+def _smaps_field(smaps: str, start: int, field: str) -> int:
     lines = smaps.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith(f"{start:x}-"))
-    return next(int(line.split()[1]) for line in lines[i + 1 :] if line.startswith("Rss:"))
+    return next(int(line.split()[1]) for line in lines[i + 1 :] if line.startswith(field + ":"))
 
 
-def test_pageout_evicts_clean_file_pages_and_keeps_anonymous_ones(tmp_path: Path) -> None:
-    path = tmp_path / "pageout.bin"
+def _rss(smaps: str, start: int) -> int:
+    return _smaps_field(smaps, start, "Rss")
+
+
+def _cold_file(path: Path, writable: bool) -> tuple[vmsim.Process, int]:
+    """NPAGES distinct pages written to ``path`` on this machine's disk, none of them
+    cached (fsync + POSIX_FADV_DONTNEED), and the same file in a vmsim machine with the
+    disk's read_ahead_kb: the vmsim process and its descriptor for it."""
     data = b"".join(bytes([i + 1]) * P for i in range(NPAGES))
     path.write_bytes(data)
     fd = os.open(path, os.O_RDONLY)
     os.fsync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
-    fa, aa = WINDOW, WINDOW + 0x100000
-
     m = vmsim.Machine(read_ahead_kb=read_ahead_kb(path) or 128)
     p = m.spawn()
     inode = m.inode_for(str(path), (8, 1), path.stat().st_ino, len(data))
     for pg in range(NPAGES):
         inode.backing[pg] = data[pg * P : (pg + 1) * P]
-    sfd = p.open_inode(inode, writable=False)
+    return p, p.open_inode(inode, writable=writable)
+
+
+def _open_in_child(k: LiveChild, path: Path, flags: int) -> int:
+    """Pin the child to one CPU (madvise_pageout() drains only the local CPU's LRU batches,
+    and a folio still in a batch is not on the LRU, so it cannot be paged out) and open
+    ``path`` there: its descriptor index for k.mmap()."""
+    os.sched_setaffinity(k.pid, {_cpu()})
+    ret, err = k.request(("sc", (2, str(path).encode(), flags, 0)))
+    assert ret >= 0, err
+    k.fds.append(ret)
+    return len(k.fds) - 1
+
+
+def test_pageout_evicts_clean_file_pages_and_keeps_anonymous_ones(tmp_path: Path) -> None:
+    path = tmp_path / "pageout.bin"
+    fa, aa = WINDOW, WINDOW + 0x100000
+    p, sfd = _cold_file(path, writable=False)
 
     with LiveChild() as k:
-        # one CPU: madvise_pageout() drains only the local CPU's LRU batches, and a folio
-        # still in a batch is not on the LRU, so it cannot be isolated and paged out
-        os.sched_setaffinity(k.pid, {_cpu()})
-        ret, err = k.request(("sc", (2, str(path).encode(), O_RDONLY, 0)))
-        assert ret >= 0, err
-        k.fds.append(ret)
-        kfd = len(k.fds) - 1
+        kfd = _open_in_child(k, path, O_RDONLY)
 
         def both_mincore(addr: int, length: int) -> tuple[bytes, bytes]:
             km = k.mincore(addr, length)
@@ -104,37 +119,16 @@ def test_pageout_evicts_clean_file_pages_and_keeps_anonymous_ones(tmp_path: Path
         assert kmin == smin
 
 
-def _smaps_field(smaps: str, start: int, field: str) -> int:
-    lines = smaps.splitlines()
-    i = next(i for i, line in enumerate(lines) if line.startswith(f"{start:x}-"))
-    return next(int(line.split()[1]) for line in lines[i + 1 :] if line.startswith(field + ":"))
-
-
 def test_pageout_leaves_a_dirty_shared_file_page_cached_for_writeback(tmp_path: Path) -> None:
     """MADV_PAGEOUT of a shared file mapping: a clean page is evicted; a written one is
     unmapped but stays in the page cache (reclaim does not write file pages, the flusher
     does), again after it is mapped and paged out a second time."""
     path = tmp_path / "dirty.bin"
-    data = b"".join(bytes([i + 1]) * P for i in range(NPAGES))
-    path.write_bytes(data)
-    fd = os.open(path, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
     fa = WINDOW
-    m = vmsim.Machine(read_ahead_kb=read_ahead_kb(path) or 128)
-    p = m.spawn()
-    inode = m.inode_for(str(path), (8, 1), path.stat().st_ino, len(data))
-    for pg in range(NPAGES):
-        inode.backing[pg] = data[pg * P : (pg + 1) * P]
-    sfd = p.open_inode(inode, writable=True)
+    p, sfd = _cold_file(path, writable=True)
     rw = PROT_READ | PROT_WRITE
     with LiveChild() as k:
-        os.sched_setaffinity(k.pid, {_cpu()})
-        ret, err = k.request(("sc", (2, str(path).encode(), os.O_RDWR, 0)))
-        assert ret >= 0, err
-        k.fds.append(ret)
-        kfd = len(k.fds) - 1
+        kfd = _open_in_child(k, path, os.O_RDWR)
         assert k.mmap(fa, NPAGES * P, rw, MAP_SHARED | MAP_FIXED, kfd, 0).err is None
         p.mmap(fa, NPAGES * P, rw, MAP_SHARED | MAP_FIXED, sfd, 0)
         k.store(fa, b"dirty")

@@ -284,7 +284,8 @@ class FramesMachine(RuleBasedStateMachine):
     def no_stale_tlb_entry(self) -> None:
         self.m.check_tlb()
 
-    def teardown(self) -> None:
+    def _read_back_and_exit(self) -> None:
+        """Every live process reads back what it must see, then exits."""
         for pr in self.procs:
             for slot, v in pr.views.items():
                 if pr.p.alive:
@@ -296,8 +297,14 @@ class FramesMachine(RuleBasedStateMachine):
         for pr in self.procs:
             if pr.p.alive:
                 pr.p.exit()
+
+    def _no_leak(self) -> None:
         self.m.check_memory()
         assert self.m.memory.frames.used_pages == 0, "frames leaked after every exit"
+
+    def teardown(self) -> None:
+        self._read_back_and_exit()
+        self._no_leak()
 
 
 class PressureMachine(FramesMachine):
@@ -361,17 +368,7 @@ class PressureMachine(FramesMachine):
         written back), and dropping their caches frees every frame."""
         from vmsim.mm import fault as pf
 
-        for pr in self.procs:
-            for slot, v in pr.views.items():
-                if pr.p.alive:
-                    try:
-                        got = pr.p.read(slot_addr(slot), NPAGES * PAGE)
-                    except OomKilled:
-                        break  # reading needed memory and cost this process its life
-                    self._check(pr, slot, v, got)
-        for pr in self.procs:
-            if pr.p.alive:
-                pr.p.exit()
+        self._read_back_and_exit()
         mem = self.m.memory
         for inode, data in getattr(self, "files", {}).values():
             if id(data) in getattr(self, "unknown", set()):
@@ -385,8 +382,7 @@ class PressureMachine(FramesMachine):
                 assert page == bytes(data[k * PAGE : (k + 1) * PAGE]), f"file page {pg} lost"
             pf.drop_cache_pages(mem, inode, 0, FILE_PAGES)  # type: ignore[arg-type]
         mem.reap_swap_cache()  # what reclaim would free first: swap-cache folios nobody needs
-        self.m.check_memory()
-        assert mem.frames.used_pages == 0, "frames leaked after every exit"
+        self._no_leak()
 
     @rule(n=st.integers(1, 3))
     @oom_tolerant

@@ -66,6 +66,7 @@ _ACTIVE = int(PageFlag.ACTIVE)
 _READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
 SWAP_RA_ORDER_CEILING = 5
 SWAP_RA_HITS_MAX = 63
+SWAP_RA_INITIAL = (0, 0, 4)  # GET_SWAP_RA_VAL() of a VMA never faulted: 4 hits
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
 # Bits pte_modify() keeps from the old entry when the protection changes (_PAGE_CHG_MASK):
@@ -158,11 +159,7 @@ def find_or_create_page(mm: AddressSpace, vma: Vma, pgoff: int) -> tuple[int, st
     readahead.sync_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff)
     pfn = inode.pages.get(pgoff)
     if pfn is None:
-        pfn = mem.alloc_folio(FILE_FLAGS)
-        data = inode.backing.get(pgoff)
-        if data is not None:
-            mem.frames.write(pfn, 0, data)
-        cache_add(mem, inode, pgoff, pfn)
+        pfn = readahead.read_page(mem, inode, pgoff)
     return pfn, "major"
 
 
@@ -867,7 +864,7 @@ def _vma_ra(mm: AddressSpace, vma: Vma, addr: int, key: tuple[int, int]) -> list
     backward stream, centred otherwise; clipped to the VMA and the page table), the
     faulting entry last."""
     swap = mm.mem.swap
-    prev_addr, prev_win, hits = vma.swap_ra if vma.swap_ra is not None else (0, 0, 4)
+    prev_addr, prev_win, hits = vma.swap_ra or SWAP_RA_INITIAL
     max_win = 1 << min(swap.page_cluster, SWAP_RA_ORDER_CEILING)
     win = swapin_nr_pages(prev_addr >> PAGE_SHIFT, addr >> PAGE_SHIFT, hits, max_win, prev_win)
     vma.swap_ra = (addr, win, 0)
@@ -996,7 +993,7 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
             frames.clear_flags(pfn, _READAHEAD)
             mem.vmstat["swap_ra_hit"] += 1
         if swap.use_vma_readahead():
-            _, win, hits = vma.swap_ra if vma.swap_ra is not None else (0, 0, 4)
+            _, win, hits = vma.swap_ra or SWAP_RA_INITIAL
             vma.swap_ra = (addr, win, min(hits + hit, SWAP_RA_HITS_MAX))
         elif hit:
             swap.readahead_hits += 1

@@ -216,10 +216,6 @@ class Memory:
         self.mlock_pending.clear()
         self.mlock_batch = 0
 
-    def unevictable(self, pfn: int) -> bool:
-        """PG_unevictable: mlocked, and the mlock batch holding it has drained."""
-        return bool(self.frames.flags(pfn) & _MLOCKED) and pfn not in self.mlock_pending
-
     def rmap_add(self, pfn: int, mm: AddressSpace, addr: int) -> None:
         s = self.rmap.get(pfn)
         if s is None:

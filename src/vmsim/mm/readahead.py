@@ -72,6 +72,19 @@ def get_next_ra_size(cur: int, max_pages: int) -> int:
     return max_pages
 
 
+def read_page(mem: Memory, inode: Inode, pg: int, noretry: bool = False) -> int:
+    """A new page-cache page ``pg`` of ``inode`` with the file's bytes (read from its
+    backing store); OutOfMemory if no page can be had."""
+    from vmsim.mm import fault as pf
+
+    pfn = mem.alloc_folio(pf.FILE_FLAGS, noretry=noretry)
+    data = inode.backing.get(pg)
+    if data is not None:
+        mem.frames.write(pfn, 0, data)
+    pf.cache_add(mem, inode, pg, pfn)
+    return pfn
+
+
 def read_pages(mem: Memory, inode: Inode, start: int, nr: int, mark: int) -> int:
     """page_cache_ra_order() / page_cache_ra_unbounded(): read the pages of [start, start +
     nr) that are not cached, up to end of file; the page at ``mark``, if read now, gets
@@ -85,13 +98,9 @@ def read_pages(mem: Memory, inode: Inode, start: int, nr: int, mark: int) -> int
         if pg in inode.pages:
             continue
         try:
-            new = mem.alloc_folio(pf.FILE_FLAGS, noretry=True)  # readahead_gfp_mask()
+            new = read_page(mem, inode, pg, noretry=True)  # readahead_gfp_mask()
         except OutOfMemory:
             break
-        data = inode.backing.get(pg)
-        if data is not None:
-            frames.write(new, 0, data)
-        pf.cache_add(mem, inode, pg, new)
         if pg == mark:
             frames.set_flags(new, READAHEAD)
         done += 1

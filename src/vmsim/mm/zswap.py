@@ -256,10 +256,7 @@ class Zswap:
 
     def stats(self) -> dict[str, int]:
         """/sys/kernel/debug/zswap counters (same_filled_pages only in the 6.11 mode)."""
-        d = dict.fromkeys(STAT_NAMES, 0)
-        for name in STAT_NAMES:
-            d[name] = getattr(self, name, 0)
-        d["pool_total_size"] = self.pool_total_size
+        d = {name: getattr(self, name, 0) for name in STAT_NAMES}
         if self.same_filled:
             d["same_filled_pages"] = self.same_filled_pages
         return d
