@@ -8,7 +8,7 @@ options, and hands the parsed options to its ``run(args, console)``; main() maps
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -39,13 +39,16 @@ def add_json_and_color(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def scenario_errors() -> Iterator[None]:
-    """Run a scenario engine: its parameter errors become usage errors (exit 2), a deviation
-    from Linux a ModelDeviation (exit 1), any other end of the story a CliError (exit 1)."""
+def scenario_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Run a scenario engine: its parameter errors become usage errors (exit 2) naming the
+    option the parameter came from (``options``: parameter -> option, e.g. ``{"access":
+    "--access"}``), a deviation from Linux a ModelDeviation (exit 1), any other end of the
+    story a CliError (exit 1)."""
     try:
         yield
     except ScenarioParameterError as exc:
-        raise UsageError(str(exc)) from exc
+        option = (options or {}).get(exc.parameter, exc.parameter)
+        raise UsageError(f"{option} {exc.problem}") from exc
     except ScenarioDeviation as exc:
         raise ModelDeviation(str(exc)) from exc
     except ScenarioError as exc:

@@ -21,7 +21,14 @@ class ScenarioError(Exception):
 
 
 class ScenarioParameterError(ScenarioError, ValueError):
-    """A parameter the scenario cannot run with (the message names it)."""
+    """A parameter the scenario cannot run with. The message is ``f"{parameter} {problem}"``
+    (``problem`` starts with the value given), so a caller that took the parameter from an
+    option of its own can name that option instead."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter = parameter
+        self.problem = problem
 
 
 class ScenarioDeviation(ScenarioError):

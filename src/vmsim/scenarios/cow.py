@@ -585,7 +585,7 @@ def story(npages: int = DEFAULT_PAGES) -> Iterator[Step]:
     """Run the story on a fresh model machine, yielding each step as soon as it is done.
     ``npages`` (2 or more) private pages; ScenarioParameterError otherwise."""
     if npages < 2:
-        raise ScenarioParameterError(f"the story needs at least 2 private pages, got {npages}")
+        raise ScenarioParameterError("npages", f"{npages} is too few: the story needs 2 pages")
     s = _Story(npages)
     for step in STEPS:
         yield step(s)
