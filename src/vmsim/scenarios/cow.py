@@ -13,6 +13,10 @@ reported: frame numbers from /proc/pid/pagemap, reference and map counts from th
 table, write permission from the PTE, contents from the frame. Each step is one function
 (``_map`` ... ``_counters``) over the shared :class:`_Story` state. The expected outcomes
 (from Linux's rules) only set ``matches_linux``; they are never shown as numbers.
+
+Why this module is over 600 lines: it is one story of ten steps, and most of its lines are the
+steps' prose (the explanation and the detail of each); splitting the steps from their text
+would make each harder to check against Linux's rules.
 """
 
 from __future__ import annotations
@@ -354,31 +358,66 @@ def _fork(s: _Story) -> Step:
     )
 
 
+@dataclass(frozen=True)
+class _Store:
+    """One store to a private page: the writer's frame before and after, the faults the
+    kernel took for it, and the other process's frame at that address afterwards."""
+
+    who: str
+    addr: int
+    faults: tuple[str, ...]
+    before: FrameView
+    after: FrameView
+    other: FrameView | None
+
+
+def _store_private(s: _Story, who: str, page: int, text: str) -> _Store:
+    proc, other = (s.child, s.parent) if who == "child" else (s.parent, s.child)
+    addr = s.addr(page)
+    before = s.view(proc, addr)
+    faults = s.write(who, addr, text)
+    after, seen = s.view(proc, addr), s.view(other, addr)
+    assert before is not None and after is not None
+    return _Store(who, addr, faults, before, after, seen)
+
+
+def _wp_step(
+    s: _Story, st: _Store, id: str, title: str, detail: str, expected: str, matches: bool
+) -> Step:
+    """The step for a write to a private page whose PTE fork write-protected."""
+    other = "parent" if st.who == "child" else "child"
+    return Step(
+        id=id,
+        title=title,
+        call=f"{st.who}: store to {_fmt(st.addr)}",
+        faults={st.who: list(st.faults)},
+        explain=_wp_explain(st.who, st.addr, st.before, st.after, st.faults, other, st.other),
+        detail=detail,
+        pages=s.rows(),
+        expected=expected,
+        matches_linux=matches,
+    )
+
+
 def _child_write_0(s: _Story) -> Step:
     """The child writes page 0: its PTE is read-only and the frame is held twice -> copy."""
-    a0 = s.addr(0)
-    before = s.view(s.child, a0)
-    got = s.write("child", a0, CHILD_0)
-    after, parent0 = s.view(s.child, a0), s.view(s.parent, a0)
-    assert before is not None and after is not None and parent0 is not None
-    return Step(
-        id="child-write-0",
-        title="The child writes page 0: copy",
-        call=f"child: store to {_fmt(a0)}",
-        faults={"child": list(got)},
-        explain=_wp_explain("child", a0, before, after, got, "parent", parent0),
-        detail=(
-            "The child's PTE is read-only, so the write faults. do_wp_page() sees a private "
-            "anonymous page that another process still maps (refcount above 1): "
-            "wp_page_copy() allocates a frame, copies the 4 KiB, and points the child's PTE "
-            "at it, writable. The parent's frame loses one reference and one mapping."
-        ),
-        pages=s.rows(),
-        expected="a copy: the child gets a new writable frame; the parent's frame refcount 1",
-        matches_linux=got == ("cow",)
-        and after.pfn != before.pfn
-        and after.writable
-        and parent0.pfn == before.pfn
+    st = _store_private(s, "child", 0, CHILD_0)
+    parent0 = st.other
+    return _wp_step(
+        s,
+        st,
+        "child-write-0",
+        "The child writes page 0: copy",
+        "The child's PTE is read-only, so the write faults. do_wp_page() sees a private "
+        "anonymous page that another process still maps (refcount above 1): "
+        "wp_page_copy() allocates a frame, copies the 4 KiB, and points the child's PTE "
+        "at it, writable. The parent's frame loses one reference and one mapping.",
+        "a copy: the child gets a new writable frame; the parent's frame refcount 1",
+        st.faults == ("cow",)
+        and st.after.pfn != st.before.pfn
+        and st.after.writable
+        and parent0 is not None
+        and parent0.pfn == st.before.pfn
         and parent0.refcount == 1
         and parent0.mapcount == 1,
     )
@@ -386,52 +425,38 @@ def _child_write_0(s: _Story) -> Step:
 
 def _parent_write_0(s: _Story) -> Step:
     """The parent writes page 0: read-only PTE, but it is the frame's only user -> reuse."""
-    a0 = s.addr(0)
-    before = s.view(s.parent, a0)
-    got = s.write("parent", a0, AGAIN.format(0))
-    after = s.view(s.parent, a0)
-    assert before is not None and after is not None
-    return Step(
-        id="parent-write-0",
-        title="The parent writes page 0: no copy",
-        call=f"parent: store to {_fmt(a0)}",
-        faults={"parent": list(got)},
-        explain=_wp_explain("parent", a0, before, after, got, "child", s.view(s.child, a0)),
-        detail=(
-            "The parent's PTE is still read-only (fork write-protected it), so this write "
-            "faults too. But the child has its own copy now, and the frame's refcount is 1: "
-            "do_wp_page() reuses it, making the PTE writable. A copy would have been wasted."
-        ),
-        pages=s.rows(),
-        expected="reuse: same frame, now writable, no copy",
-        matches_linux=got == ("reuse",) and after.pfn == before.pfn and after.writable,
+    st = _store_private(s, "parent", 0, AGAIN.format(0))
+    return _wp_step(
+        s,
+        st,
+        "parent-write-0",
+        "The parent writes page 0: no copy",
+        "The parent's PTE is still read-only (fork write-protected it), so this write "
+        "faults too. But the child has its own copy now, and the frame's refcount is 1: "
+        "do_wp_page() reuses it, making the PTE writable. A copy would have been wasted.",
+        "reuse: same frame, now writable, no copy",
+        st.faults == ("reuse",) and st.after.pfn == st.before.pfn and st.after.writable,
     )
 
 
 def _parent_write_1(s: _Story) -> Step:
     """The parent writes page 1: the child still maps that frame -> copy, on the parent's
     side."""
-    a1 = s.addr(1)
-    before = s.view(s.parent, a1)
-    got = s.write("parent", a1, AGAIN.format(1))
-    after, child1 = s.view(s.parent, a1), s.view(s.child, a1)
-    assert before is not None and after is not None and child1 is not None
-    return Step(
-        id="parent-write-1",
-        title="The parent writes page 1: copy",
-        call=f"parent: store to {_fmt(a1)}",
-        faults={"parent": list(got)},
-        explain=_wp_explain("parent", a1, before, after, got, "child", child1),
-        detail=(
-            "Page 1 is still shared with the child, so the parent's write copies: it is the "
-            "writer who gets the new frame, whoever forked. The child keeps the original, "
-            "which only it maps now (its PTE stays read-only until it writes: then a reuse)."
-        ),
-        pages=s.rows(),
-        expected="a copy: the parent gets a new frame; the child keeps the old one, refcount 1",
-        matches_linux=got == ("cow",)
-        and after.pfn != before.pfn
-        and child1.pfn == before.pfn
+    st = _store_private(s, "parent", 1, AGAIN.format(1))
+    child1 = st.other
+    return _wp_step(
+        s,
+        st,
+        "parent-write-1",
+        "The parent writes page 1: copy",
+        "Page 1 is still shared with the child, so the parent's write copies: it is the "
+        "writer who gets the new frame, whoever forked. The child keeps the original, "
+        "which only it maps now (its PTE stays read-only until it writes: then a reuse).",
+        "a copy: the parent gets a new frame; the child keeps the old one, refcount 1",
+        st.faults == ("cow",)
+        and st.after.pfn != st.before.pfn
+        and child1 is not None
+        and child1.pfn == st.before.pfn
         and child1.refcount == 1,
     )
 

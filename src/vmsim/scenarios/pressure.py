@@ -21,6 +21,10 @@ the model's own invariants (``Machine.check_memory()``).
 :class:`Pressure` drives the model and yields :class:`Sample` values; :func:`totals` sums a
 run up. Nothing here prints. A run that cannot go on (an mmap refused, or memory exhausted
 with no process left to kill) raises :class:`~vmsim.scenarios.ScenarioError`.
+
+Why this module is over 600 lines: it is one engine. The contents it writes, the pages it
+remembers, the steps and the read-back all draw on one seeded ``random.Random`` in a fixed
+order (the order is the determinism), so they stay in one class.
 """
 
 from __future__ import annotations
