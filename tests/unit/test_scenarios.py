@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import pytest
 
-from vmsim.constants import PAGE_SIZE
+import vmsim
+from vmsim.constants import MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
+from vmsim.procfs import PM_PFRAME_MASK
 from vmsim.scenarios import ScenarioError, ScenarioParameterError, cow, enomem, walk
 from vmsim.scenarios.maps_text import excerpt, new_lines, vma_at
 from vmsim.scenarios.pressure import Settings, run_workload, totals
@@ -330,3 +332,26 @@ def test_maps_text_helpers() -> None:
     assert new_lines(MAPS, MAPS + "00020000-00021000 r--p 00000000 00:00 0 \n") == (
         "00020000-00021000 r--p 00000000 00:00 0 ",
     )
+
+
+# --- the accessors the scenarios read the model through ------------------------------------
+
+
+def test_process_and_machine_accessors() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    assert p.paging_levels == 4 and vmsim.Machine(five_level=True).spawn().paging_levels == 5
+    a = p.mmap(0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert p.pte(a) == 0  # mmap writes no PTE
+    p.write(a, b"hello")
+    pfn = p.pagemap(a, 1)[0] & PM_PFRAME_MASK
+    pte = p.pte(a)
+    assert pte & 0x3 == 0x3  # _PAGE_PRESENT | _PAGE_RW
+    assert (pte >> 12) & ((1 << 40) - 1) == pfn
+    walked = p.page_walk(a)
+    assert [w.level for w in walked] == [4, 3, 2, 1] and walked[-1].entry == pte
+    assert (m.page_refcount(pfn), m.page_mapcount(pfn)) == (1, 1)
+    assert m.read_frame(pfn, 0, 5) == b"hello"
+    p.read(a + PAGE_SIZE, 1)  # a read fault on a fresh anonymous page maps the zero page
+    assert p.pagemap(a + PAGE_SIZE, 1)[0] & PM_PFRAME_MASK == m.zero_pfn
+    assert m.ZSWAP_COMPRESSORS == ("zstd", "lz4", "deflate")
