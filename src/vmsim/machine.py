@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
@@ -59,6 +60,9 @@ class Machine:
     (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK), ``rlimit_as`` and
     ``rlimit_data`` (RLIMIT_AS / RLIMIT_DATA in bytes; None is unlimited).
     """
+
+    #: The compressors ``zswap=`` accepts (/sys/module/zswap/parameters/compressor).
+    ZSWAP_COMPRESSORS: ClassVar[tuple[str, ...]] = COMPRESSORS
 
     def __init__(
         self,
@@ -413,6 +417,28 @@ class Machine:
                 mem.swap.writeback,
                 max_pool_percent=pool_percent,
             )
+
+    # --- frames, as kernel debugging interfaces show them --------------------------------
+    @property
+    def zero_pfn(self) -> int:
+        """The frame of the shared zero page (the kernel's empty_zero_page, my_zero_pfn())."""
+        return self.memory.frames.zero_pfn
+
+    def page_refcount(self, pfn: int) -> int:
+        """folio_ref_count() of the folio holding ``pfn``: page-table mappings, the page
+        cache, the swap cache and other holders (1 for the zero page, which is not counted).
+        Raises vmsim.phys.frames.BadPage if the frame is not allocated."""
+        return self.memory.frames.refcount(pfn)
+
+    def page_mapcount(self, pfn: int) -> int:
+        """folio_mapcount() of the folio holding ``pfn``: how many page-table entries map it
+        (/proc/kpagecount; 0 for the zero page)."""
+        return self.memory.frames.mapcount(pfn)
+
+    def read_frame(self, pfn: int, offset: int = 0, n: int = PAGE_SIZE) -> bytes:
+        """``n`` bytes at ``offset`` in the 4 KiB frame ``pfn``, read physically (like
+        /dev/mem or a crash dump): no page tables, no fault."""
+        return self.memory.frames.read(pfn, offset, n)
 
     @property
     def alive_processes(self) -> list[Process]:

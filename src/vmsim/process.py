@@ -27,6 +27,7 @@ from vmsim.constants import (
     PAGE_SIZE,
 )
 from vmsim.errors import BusError, OomKilled, Segfault, oserror
+from vmsim.hw.pagetable import WalkStep
 from vmsim.mm import access as _access
 from vmsim.mm import fault as pf
 from vmsim.mm import madvise, mmap, mprotect, mremap
@@ -313,6 +314,25 @@ class Process:
         """/proc/<pid>/pagemap entries for ``npages`` pages from ``addr`` (as root: with
         frame numbers)."""
         return pagemap_entries(self.mm, addr & U64 & ~(PAGE_SIZE - 1), npages)
+
+    def pte(self, addr: int) -> int:
+        """The raw leaf page-table entry covering ``addr`` (0 if there is none), read without
+        an access: no fault, no accessed bit set, the way a debugger or ptdump reads the
+        tables (mirrors follow_pte() in mm/memory.c). Decode it with ``vmsim.hw.pte.decode``."""
+        leaf = self.mm.pt.get(addr & U64)
+        return leaf.entry if leaf is not None else 0
+
+    def page_walk(self, addr: int) -> list[WalkStep]:
+        """Every entry a hardware walk of ``addr`` reads, top level first (``step.level``
+        5 or 4 down to 1, ``step.idx`` the 9-bit index, ``step.entry`` the raw entry),
+        ending at a leaf or at the first none entry. Read without an access, like
+        :meth:`pte`. ValueError for an address that is not canonical."""
+        return self.mm.pt.walk(addr & U64)
+
+    @property
+    def paging_levels(self) -> int:
+        """4, or 5 with 5-level paging (CR4.LA57): the depth of this process's page tables."""
+        return self.mm.pt.levels
 
     def mincore(self, addr: int, length: int) -> bytes:
         """mincore(2): one byte per page, 1 if resident. EINVAL for an unaligned start,

@@ -29,6 +29,7 @@ from rich.console import Console
 from vmsim.cli import demo_pressure
 from vmsim.cli.errors import CliError
 from vmsim.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exit_code
+from vmsim.scenarios import pressure as pressure_scenario
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STEPS = 6
@@ -223,7 +224,7 @@ def test_bad_ram_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_byte_lost_under_swap_zswap_and_ksm(monkeypatch: pytest.MonkeyPatch) -> None:
     """Swap out and in, zswap, zero pages, KSM merging and unmerging, an exit and an OOM-free
     run: every page reads back as written. (No fork here: see the next test.)"""
-    monkeypatch.setattr(demo_pressure, "FORKER", None)
+    monkeypatch.setattr(pressure_scenario, "FORKER", None)
     for zswap in ("zstd", "none"):
         code, out, err = run([*SMALL, "--no-plot", "--zswap", zswap, "--steps", "9"])
         assert code == EXIT_OK, err
@@ -251,7 +252,7 @@ def test_a_lost_page_is_named_and_fails(
         changed.append((pr.proc.pid, addr))
         return verify(self)
 
-    monkeypatch.setattr(demo_pressure, "FORKER", None)
+    monkeypatch.setattr(pressure_scenario, "FORKER", None)
     monkeypatch.setattr(demo_pressure.Pressure, "verify", change_one_then_verify)
     code, _out, err = run([*SMALL, "--no-plot", "--json"])
     assert code == EXIT_FAILURE

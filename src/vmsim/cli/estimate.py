@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+import vmsim
 from vmsim.analysis.classify import human_size
 from vmsim.analysis.estimate import (
     STAGE_PAGEMAP,
@@ -37,9 +38,12 @@ from vmsim.analysis.estimate import (
     estimate,
     parse_range,
 )
+from vmsim.cli.commands import add_command, add_json_and_color
 from vmsim.cli.errors import CliError, UsageError
 from vmsim.cli.render import write_json
-from vmsim.mm.zswap import COMPRESSORS, PAGE_SIZE
+from vmsim.constants import PAGE_SIZE
+
+COMPRESSORS = vmsim.Machine.ZSWAP_COMPRESSORS  # the names analysis.estimate accepts
 
 STAGE_TITLES = {
     STAGE_PAGEMAP: "finding present pages (pagemap)",
@@ -111,15 +115,22 @@ def _pages_table(r: EstimateResult) -> Table:
     return table
 
 
+def _what_table(title: str, values: list[str]) -> Table:
+    """A table of figures: a "what" column, one right-aligned column per name in
+    ``values``, and a dim "note" column."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("what")
+    for name in values:
+        table.add_column(name, justify="right")
+    table.add_column("note", style="dim")
+    return table
+
+
 def _ksm_table(r: EstimateResult) -> Table:
     k = r.stats.ksm
-    table = Table(
-        title="KSM, if every scanned page were MADV_MERGEABLE (merging within this process)",
-        title_justify="left",
+    table = _what_table(
+        "KSM, if every scanned page were MADV_MERGEABLE (merging within this process)", ["value"]
     )
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_column("note", style="dim")
     table.add_row("non-zero pages", f"{k.nonzero_pages:,}", "")
     table.add_row("distinct contents", f"{k.distinct:,}", "")
     table.add_row("pages_shared", f"{k.pages_shared:,}", "KSM pages: contents seen twice or more")
@@ -151,14 +162,10 @@ def _ksm_table(r: EstimateResult) -> Table:
 
 def _zswap_table(r: EstimateResult) -> Table:
     zs = r.stats.zswap
-    table = Table(
-        title="zswap (Linux 6.18), if every scanned page were swapped out (zsmalloc size classes)",
-        title_justify="left",
+    table = _what_table(
+        "zswap (Linux 6.18), if every scanned page were swapped out (zsmalloc size classes)",
+        [z.compressor for z in zs],
     )
-    table.add_column("what")
-    for z in zs:
-        table.add_column(z.compressor, justify="right")
-    table.add_column("note", style="dim")
 
     def row(what: str, cells: list[str], note: str = "") -> None:
         table.add_row(what, *cells, note)
@@ -232,10 +239,12 @@ def progress_bar(enabled: bool, no_color: bool) -> Iterator[ProgressFn | None]:
 
 def register(subparsers: Any) -> None:
     """Add ``estimate`` to the ``vmsim`` subcommands."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "estimate",
-        help="what KSM and zswap would save on a live process (reads its pages; root)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        "what KSM and zswap would save on a live process (reads its pages; root)",
+        __doc__,
+        run,
     )
     parser.add_argument("pid", type=int, metavar="PID", help="the process to read")
     parser.add_argument(
@@ -257,9 +266,7 @@ def register(subparsers: Any) -> None:
         metavar="START-END",
         help="only pages in this address range, hex, END exclusive (repeatable)",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
-    parser.set_defaults(handler=run)
+    add_json_and_color(parser)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -1,56 +1,15 @@
-"""Renderers shared by subcommands: /proc/pid/maps excerpts and JSON output."""
+"""Renderers shared by subcommands: JSON output and the output options of the demos. (The
+/proc/pid/maps excerpt helpers live in :mod:`vmsim.scenarios.maps_text`; they are re-exported
+here.)"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 
-ELLIPSIS = "..."
-
-
-@dataclass(frozen=True)
-class MapsLine:
-    """One line of /proc/pid/maps with its address range parsed."""
-
-    start: int
-    end: int
-    text: str
-
-
-def parse_maps(text: str) -> list[MapsLine]:
-    """Split maps text into lines, reading each line's ``start-end`` field."""
-    lines = []
-    for line in text.splitlines():
-        start, end = line.split(" ", 1)[0].split("-")
-        lines.append(MapsLine(int(start, 16), int(end, 16), line))
-    return lines
-
-
-def vma_at(text: str, addr: int) -> MapsLine | None:
-    """The maps line whose range contains ``addr``, if any."""
-    for line in parse_maps(text):
-        if line.start <= addr < line.end:
-            return line
-    return None
-
-
-def excerpt(text: str, lo: int, hi: int, head: int = 4, tail: int = 3) -> tuple[str, ...]:
-    """The maps lines overlapping [lo, hi), the middle elided to one ``... N more VMAs ...`` line."""
-    inside = [line.text for line in parse_maps(text) if line.start < hi and line.end > lo]
-    if len(inside) <= head + tail + 1:
-        return tuple(inside)
-    hidden = len(inside) - head - tail
-    marker = f"{ELLIPSIS} {hidden:,} more VMAs {ELLIPSIS}"
-    return (*inside[:head], marker, *inside[-tail:])
-
-
-def new_lines(before: str, after: str) -> tuple[str, ...]:
-    """Lines of ``after`` that are not in ``before`` (what a call created or changed)."""
-    old = set(before.splitlines())
-    return tuple(line for line in after.splitlines() if line not in old)
+from vmsim.scenarios.maps_text import MapsLine, excerpt, new_lines, parse_maps, vma_at
 
 
 def write_json(data: Any) -> None:
@@ -59,12 +18,20 @@ def write_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-__all__ = ["MapsLine", "excerpt", "new_lines", "parse_maps", "vma_at", "write_json"]
-
-
 def add_story_modes(parser: argparse.ArgumentParser, json_help: str) -> None:
     """The output options every demo takes: --explain | --json, and --no-color."""
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--explain", action="store_true", help="one line per step")
     mode.add_argument("--json", action="store_true", help=json_help)
     parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+
+
+__all__ = [
+    "MapsLine",
+    "add_story_modes",
+    "excerpt",
+    "new_lines",
+    "parse_maps",
+    "vma_at",
+    "write_json",
+]
