@@ -8,14 +8,17 @@ from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
-from vmsim.mm import fault as pf
 from vmsim.mm import vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
+from vmsim.mm.internal import entry_pfn, present
+from vmsim.mm.kernel import Kernel
 from vmsim.mm.ksm import Ksm
-from vmsim.mm.memory import VMSTAT_ORDER, Memory
-from vmsim.mm.swap import DEVICE_KINDS, SwapDevice
+from vmsim.mm.swapfile import DEVICE_KINDS, SwapDevice
+from vmsim.mm.swapops import pte_to_swp_entry
+from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import Inode, OpenFile
+from vmsim.mm.vmstat import VMSTAT_ORDER
 from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
 from vmsim.mm.zswap import STAT_NAMES as ZSWAP_STAT_NAMES
 from vmsim.phys.frames import PageFlag
@@ -106,12 +109,12 @@ class Machine:
             thp=thp,
             rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
             rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
-            memory=Memory(
+            memory=Kernel(
                 max(parse_size(ram), 2 * PAGE_SIZE), tlb if tlb is not None else DEFAULT_TLB_CONFIG
             ),
         )
         assert self.cfg.memory is not None
-        self.memory: Memory = self.cfg.memory
+        self.memory: Kernel = self.cfg.memory
         self.memory.on_file_unmapped = self._release_inode
         self.memory.oom_handler = self._oom_kill
         self.seed = seed
@@ -130,7 +133,7 @@ class Machine:
         swap_space.use_zeromap = not zswap_same_filled
         swap_space.page_cluster = page_cluster
         swap_space.vma_ra_enabled = vma_ra_enabled
-        self.memory.swappiness = swappiness
+        self.memory.node.swappiness = swappiness
         self.memory.ra_pages = read_ahead_kb // 4
         self.ksm: Ksm | None = Ksm(self.memory) if ksm else None
         self.memory.ksm = self.ksm
@@ -179,7 +182,7 @@ class Machine:
             if any(v.file is not None and v.file.inode is inode for v in mm.tree):
                 return
         last = max([*inode.pages, *inode.swapped]) + 1
-        pf.drop_cache_pages(self.memory, inode, 0, last)
+        drop_cache_pages(self.memory, inode, 0, last)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(
@@ -226,7 +229,7 @@ class Machine:
         info = frames.meminfo()
         kb = PAGE_SIZE >> 10
         cfg = self.cfg
-        sizes = mem.lru.sizes()
+        sizes = mem.node.lru.sizes()
         swap = mem.swap
         z = swap.zswap
         commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
@@ -234,8 +237,8 @@ class Machine:
         # si_mem_available(): free above the reserve (one zone: its high watermark) plus the
         # page cache that can go (at least half of it, or the low watermark's worth, stays)
         pagecache = sizes["active_file"] + sizes["inactive_file"]
-        pagecache -= min(pagecache // 2, mem.wmark_low)
-        available = max(frames.free_pages - mem.wmark_high + pagecache, 0)
+        pagecache -= min(pagecache // 2, mem.node.wmark_low)
+        available = max(frames.free_pages - mem.node.wmark_high + pagecache, 0)
         rows = [
             ("MemTotal", info["MemTotal"]),
             ("MemFree", info["MemFree"]),
@@ -272,7 +275,7 @@ class Machine:
         their memory references, and the CPU's TLB hits, misses and flushes."""
         d = self.memory.stats.as_dict()
         d["translations"] = sum(p.mm.stats.translations for p in self.processes)
-        d.update(self.memory.tlb.stats._asdict())
+        d.update(self.memory.cpu.tlb.stats._asdict())
         return d
 
     def check_memory(self) -> None:
@@ -285,7 +288,7 @@ class Machine:
         mem = self.memory
         frames = mem.frames
         frames.check()
-        mem.lru.check()
+        mem.node.lru.check()
         mem.swap.check()
         zero = frames.zero_pfn
         maps: dict[int, int] = {}
@@ -305,11 +308,11 @@ class Machine:
             for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
                 vma = mm.tree.lookup(m.vaddr)
                 assert vma is not None, f"PTE at {m.vaddr:#x} outside every VMA"
-                if not pf.present(m.entry):
-                    key = pf.swap_key(m.entry)
+                if not present(m.entry):
+                    key = pte_to_swp_entry(m.entry)
                     swaprefs[key] = swaprefs.get(key, 0) + 1
                     continue
-                pfn = pf.entry_pfn(m.entry)
+                pfn = entry_pfn(m.entry)
                 if pfn != zero:
                     maps[pfn] = maps.get(pfn, 0) + 1
                     rmap.setdefault(pfn, set()).add((mm, m.vaddr))
@@ -348,7 +351,7 @@ class Machine:
             assert frames.refcount(pfn) == want_ref, (
                 f"pfn {pfn:#x}: refcount {frames.refcount(pfn)}, expected {want_ref}"
             )
-            assert pfn in mem.lru.where, f"pfn {pfn:#x} in use but on no LRU list"
+            assert pfn in mem.node.lru.where, f"pfn {pfn:#x} in use but on no LRU list"
         assert table_frames == tables, f"{table_frames} page-table frames, {tables} in use"
         mlocked = {p for p in frames.allocated() if frames.flags(p) & PageFlag.MLOCKED}
         assert mem.mlock_count == locks, "mlock counts differ from the locked PTEs"
@@ -369,13 +372,13 @@ class Machine:
         and execute rights only where the PTE has them (a debugging aid for tests)."""
         mem = self.memory
         by_pcid = {mm.pcid: mm for mm in mem.mms.values() if mm.pcid >= 0}
-        for where, e in mem.tlb.entries():
+        for where, e in mem.cpu.tlb.entries():
             mm = by_pcid.get(e.pcid)
             assert mm is not None, f"{where} entry {e} of a PCID no address space owns"
             leaf = mm.pt.get(e.vbase)
             assert leaf is not None and leaf.entry & PAGE_PRESENT, f"{where} {e}: no PTE"
             pte = leaf.entry
-            assert pf.entry_pfn(pte) == e.pfn, f"{where} {e}: PTE maps another frame"
+            assert entry_pfn(pte) == e.pfn, f"{where} {e}: PTE maps another frame"
             assert not (e.perms & PAGE_RW and not pte & PAGE_RW), f"{where} {e}: stale write"
             assert not (not e.perms & PAGE_NX and pte & PAGE_NX), f"{where} {e}: stale exec"
             assert not (e.perms & PAGE_DIRTY and not pte & PAGE_DIRTY), f"{where} {e}: stale D"
@@ -428,8 +431,8 @@ class Machine:
         zero = self.memory.frames.zero_pfn
         if mm.pt_used:
             for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
-                if pf.present(m.entry):
-                    if pf.entry_pfn(m.entry) != zero:
+                if present(m.entry):
+                    if entry_pfn(m.entry) != zero:
                         rss += 1
                 else:
                     swapents += 1
@@ -460,7 +463,7 @@ class Machine:
         for _ in range(n):
             self.ticks += 1
             vmscan.flush(mem)  # the flusher threads write dirty file pages back
-            if mem.kswapd_wanted or mem.frames.free_pages <= mem.wmark_low:
+            if mem.node.kswapd_wanted or mem.frames.free_pages <= mem.node.wmark_low:
                 vmscan.kswapd(mem)
             if self.ksm is not None:
                 self.ksm.scan()
@@ -482,7 +485,7 @@ class Machine:
         """/proc/vmstat, for the counters the model keeps, in the kernel's order."""
         mem = self.memory
         f = mem.frames
-        sizes = mem.lru.sizes()
+        sizes = mem.node.lru.sizes()
         z = mem.swap.zswap
         st = mem.stats
         ev = mem.vmstat

@@ -33,6 +33,7 @@ from vmsim.mm.flags import (
     VM_WRITE,
     vmflags_text,
 )
+from vmsim.mm.swapops import pte_to_swp_entry
 from vmsim.mm.vma import Vma
 from vmsim.phys.frames import PageFlag
 
@@ -233,7 +234,7 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
         e = m.entry
         if not e & _PRESENT:  # a swap entry: Swap, and SwapPss divided by its swap count
             mss.swap += size
-            count = swap.count((swp_type(e), swp_offset(e)))
+            count = swap.count(pte_to_swp_entry(e))
             mss.swap_pss += (size << PSS_SHIFT) // count if count >= 2 else size << PSS_SHIFT
             continue
         pfn = pfn_of(e)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from vmsim.constants import PAGE_SHIFT
 from vmsim.mm.readahead import RaState
+from vmsim.mm.swapops import SwpEntry
 
 _anon_ids = itertools.count(1)
 
@@ -47,7 +48,7 @@ class Inode:
     size: int = 0
     pages: dict[int, int] = field(default_factory=dict)
     backing: dict[int, bytes] = field(default_factory=dict)
-    swapped: dict[int, tuple[int, int]] = field(default_factory=dict)  # shmem: pgoff -> slot
+    swapped: dict[int, SwpEntry] = field(default_factory=dict)  # shmem: pgoff -> slot
     # workingset shadows of evicted pages: pgoff -> (nonresident_age, was in the workingset)
     shadows: dict[int, tuple[int, bool]] = field(default_factory=dict)
     shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here

@@ -30,6 +30,8 @@ from collections.abc import Callable
 import lz4.block
 import zstandard
 
+from vmsim.mm.swapops import SwpEntry
+
 PAGE_SIZE = 4096
 ZS_MIN_ALLOC_SIZE = 32
 ZS_SIZE_CLASS_DELTA = 16
@@ -139,7 +141,7 @@ class Zswap:
         compressor: str,
         ram_pages: int,
         memory: PoolMemory,
-        writeback: Callable[[tuple[int, int], bytes], None],
+        writeback: Callable[[SwpEntry, bytes], None],
         max_pool_percent: int = 20,
         accept_threshold_percent: int = 90,
         same_filled: bool = False,
@@ -151,7 +153,7 @@ class Zswap:
         self.memory = memory
         self._writeback = writeback
         # key (swap type, offset) -> (compressed bytes or None, same-filled word or None)
-        self.entries: OrderedDict[tuple[int, int], tuple[bytes | None, int | None]] = OrderedDict()
+        self.entries: OrderedDict[SwpEntry, tuple[bytes | None, int | None]] = OrderedDict()
         self.limit_reached = False
         self.stored_pages = 0
         self.same_filled_pages = 0
@@ -171,7 +173,7 @@ class Zswap:
     def _over_limit(self, extra: int) -> bool:
         return -(-(self.memory.bytes + extra) // PAGE_SIZE) > self.max_pool_pages
 
-    def store(self, key: tuple[int, int], data: bytes) -> bool:
+    def store(self, key: SwpEntry, data: bytes) -> bool:
         """zswap_store(): keep the page compressed; False means "write it to swap"."""
         self.invalidate(key)  # an older copy of the slot's contents is stale now
         if self.same_filled:
@@ -229,7 +231,7 @@ class Zswap:
             return blob
         return self.compressor.decompress(blob)
 
-    def _drop(self, key: tuple[int, int]) -> None:
+    def _drop(self, key: SwpEntry) -> None:
         blob, _word = self.entries.pop(key)
         self.stored_pages -= 1
         if blob is None:
@@ -239,7 +241,7 @@ class Zswap:
                 self.stored_incompressible_pages -= 1
             self.memory.resize(self.memory.bytes - zs_size(len(blob)))
 
-    def load(self, key: tuple[int, int]) -> bytes | None:
+    def load(self, key: SwpEntry) -> bytes | None:
         """zswap_load(): the page if the pool has it (the entry leaves the pool)."""
         item = self.entries.get(key)
         if item is None:
@@ -249,7 +251,7 @@ class Zswap:
         self.zswpin += 1
         return data
 
-    def invalidate(self, key: tuple[int, int]) -> None:
+    def invalidate(self, key: SwpEntry) -> None:
         """zswap_invalidate(): the swap slot was freed."""
         if key in self.entries:
             self._drop(key)

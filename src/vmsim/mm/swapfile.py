@@ -1,7 +1,9 @@
 """Swap space: devices with slots, the swap cache, and where a swapped page's bytes live
-(mm/swapfile.c, mm/swap_state.c, mm/page_io.c, drivers/block/zram).
+(mm/swapfile.c, the swap cache's index of mm/swap_state.c, mm/page_io.c, drivers/block/zram).
+The swap-in paths (readahead, reading a slot into a folio, freeing the swap cache) are in
+``vmsim.mm.swap_state``.
 
-A slot is named by (type, offset), as in the swap entry a non-present PTE holds
+A slot is named by ``SwpEntry(type, offset)`` (``vmsim.mm.swapops``), as in the swap entry a non-present PTE holds
 (``vmsim.hw.pte.swp_entry``); offset 0 of every device is its header and never used. Each
 slot has a reference count (``swap_map``: the PTEs and shmem page-cache slots that name it)
 and a cached flag (SWAP_HAS_CACHE: a folio in the swap cache holds it); it is free when both
@@ -23,9 +25,10 @@ cache and readahead (SWP_SYNCHRONOUS_IO in do_swap_page()).
 
 from __future__ import annotations
 
+from vmsim.mm.swapops import SwpEntry
 from vmsim.mm.zswap import PAGE_SIZE, Compressor, PoolMemory, Zswap, zs_size
 
-Key = tuple[int, int]
+Key = SwpEntry
 
 PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster: readahead of 2**3 = 8 slots
 DEVICE_KINDS = ("disk", "ssd", "zram")
@@ -161,7 +164,7 @@ class SwapSpace:
         for d in self.devices:
             off = d.alloc()
             if off is not None:
-                return (d.type, off)
+                return SwpEntry(d.type, off)
         return None
 
     def device(self, key: Key) -> SwapDevice:
