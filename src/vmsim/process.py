@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vmsim import snapshot
 from vmsim.constants import (
     MAP_ANONYMOUS,
     MAP_HUGETLB,
@@ -27,6 +28,7 @@ from vmsim.constants import (
     PAGE_SIZE,
 )
 from vmsim.errors import BusError, OomKilled, Segfault, oserror
+from vmsim.loader import load_program
 from vmsim.mm import access as _access
 from vmsim.mm import madvise, mmap, mprotect, mremap
 from vmsim.mm.core import U64, AddressSpace
@@ -341,9 +343,6 @@ class Process:
         """execve(2): a fresh address space. With ``path``, the layout the kernel's ELF
         loader builds for that binary (and its interpreter); without, the usual layout of
         a fresh process. Returns notes on what was estimated."""
-        from vmsim import snapshot
-        from vmsim.loader import load_program
-
         self._check_alive()
         old = self.mm
         self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)

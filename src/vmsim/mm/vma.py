@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from vmsim.constants import PAGE_SHIFT
+from vmsim.mm.flags import vmflags_text
 from vmsim.mm.readahead import RaState
 from vmsim.mm.swapops import SwpEntry
 
@@ -144,8 +145,6 @@ class Vma:
         return self.file is None and self.name is None
 
     def __repr__(self) -> str:
-        from vmsim.mm.flags import vmflags_text
-
         who = self.file.name if self.file else (self.name or "anon")
         return (
             f"Vma({self.start:#x}-{self.end:#x} {vmflags_text(self.flags).strip()} "
