@@ -56,7 +56,7 @@ def _targets(node: ast.Import | ast.ImportFrom, here: str) -> list[str]:
     base = node.module or ""
     if node.level:
         pkg = here.split(".")
-        if not MODULES[here].name == "__init__.py":
+        if MODULES[here].name != "__init__.py":
             pkg.pop()
         pkg = pkg[: len(pkg) - (node.level - 1)]
         base = ".".join([*pkg, base] if base else pkg)
