@@ -5,7 +5,7 @@ address space's PCID); on a miss, walk the page tables (``vmsim.hw.mmu.walk``: p
 checks, A and D set in memory) and fill the TLB. A walk that faults enters the kernel's
 do_user_addr_fault() (arch/x86/mm/fault.c): an address in no VMA is SEGV_MAPERR (unless it lies
 just below a stack, which grows), a permission the VMA lacks is SEGV_ACCERR; otherwise
-handle_mm_fault() (``vmsim.mm.fault``) fixes the tables and the access is retried. As on x86,
+handle_mm_fault() (``vmsim.mm.memory``) fixes the tables and the access is retried. As on x86,
 a fault also drops the TLB entry for the address (SDM 4.10.4.2), and a write through an entry
 whose dirty bit is clear re-walks to set it.
 

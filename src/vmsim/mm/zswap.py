@@ -13,7 +13,7 @@ would pass max_pool_percent of RAM, the oldest entries are written back to the s
 (written_back_pages, pool_limit_hit) and the store is refused until the pool is below
 accept_threshold_percent of the limit. A load takes the entry out of the pool (exclusive
 loads). Since 6.12 a page of zeros never reaches zswap: the swap core keeps one bit for it
-(the swap zeromap, ``vmsim.mm.swap``).
+(the swap zeromap, ``vmsim.mm.swapfile``).
 
 ``same_filled=True`` gives the zswap of Linux 6.11 and older instead: a page filled with one
 repeated 8-byte word is kept as that word only (same_filled_pages), a page that does not
