@@ -38,6 +38,7 @@ from vmsim.errors import (
     oserror,
 )
 from vmsim.hw.pagetable import PageTables
+from vmsim.mm import memory
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -58,7 +59,6 @@ from vmsim.mm.gup import gup_touch
 from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.kernel import Kernel
 from vmsim.mm.lru import lru_add_drain
-from vmsim.mm.memory import FAULT_KINDS, FaultResult, handle_mm_fault, zap_range
 from vmsim.mm.tree import VmaTree
 from vmsim.mm.vma import AnonVma, Vma
 from vmsim.mm.vmstat import FaultStats
@@ -514,7 +514,9 @@ class AddressSpace:
                 self.vm_unacct(v.pages)
             if v.flags & VM_LOCKED:
                 self.locked_vm -= v.pages
-            zap_range(self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED))
+            memory.zap_range(
+                self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
+            )
             self.drop_guards(v.start, v.end)
             f = v.file
             if f is not None and f.inode.deleted and self.mem.on_file_unmapped is not None:
@@ -535,7 +537,7 @@ class AddressSpace:
 
     def zap(self, start: int, end: int, free_tables: bool = False) -> None:
         """Clear the PTEs of ``[start, end)`` (zap_page_range_single()); guard markers stay."""
-        zap_range(self, start, end, free_tables=free_tables)
+        memory.zap_range(self, start, end, free_tables=free_tables)
 
     def drop_guards(self, start: int, end: int) -> None:
         guards = self.guards
@@ -558,10 +560,10 @@ class AddressSpace:
         for k in moved:
             self.guards[k + delta] = True
 
-    def account_fault(self, what: FaultResult, remote: bool) -> None:
+    def account_fault(self, what: memory.FaultResult, remote: bool) -> None:
         """mm_account_fault(): vmstat pgfault/pgmajfault and the task's min_flt/maj_flt, and
         the model's count by kind (``memory.FAULT_KINDS``)."""
-        major, kind = FAULT_KINDS[what]
+        major, kind = memory.FAULT_KINDS[what]
         for st in (self.mem.stats,) if remote else (self.mem.stats, self.stats):
             st.pgfault += 1
             if major:
@@ -579,7 +581,9 @@ class AddressSpace:
         lru_add_drain(self.mem)
         for v in self.tree:
             if self.pt_used:
-                zap_range(self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED))
+                memory.zap_range(
+                    self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
+                )
         self.pt.destroy()
         self.mem.cpu.release(self)
         self.mem.mms.pop(self.serial, None)
@@ -653,7 +657,7 @@ class AddressSpace:
             pfn = self.follow_page(a, write)
             if pfn is None:
                 try:
-                    handle_mm_fault(self, vma, a, write)
+                    memory.handle_mm_fault(self, vma, a, write)
                 except (Segfault, BusError):
                     ok = False
                     break

@@ -42,7 +42,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import BusError, Segfault, oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
-from vmsim.mm import vmscan
+from vmsim.mm import gup, lru, memory, truncate, vmscan
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -66,20 +66,9 @@ from vmsim.mm.flags import (
     VM_WIPEONFORK,
     VM_WRITE,
 )
-from vmsim.mm.gup import gup_touch
 from vmsim.mm.internal import entry_pfn, present
-from vmsim.mm.lru import lru_add_drain
-from vmsim.mm.memory import handle_mm_fault, unmap_mapping_pages
-from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import Vma
 from vmsim.phys.frames import OutOfMemory, PageFlag
-
-_ANON = int(PageFlag.ANON)
-_DIRTY = int(PageFlag.DIRTY)
-_MLOCKED = int(PageFlag.MLOCKED)
-_SWAPBACKED = int(PageFlag.SWAPBACKED)
-_REFERENCED = int(PageFlag.REFERENCED)
-_ACTIVE = int(PageFlag.ACTIVE)
 
 VALID_ADVICE = frozenset(
     {
@@ -189,8 +178,8 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         inode = vma.file.inode
         first, last = vma.pgoff_at(start), vma.pgoff_at(end)
         # shmem_fallocate(PUNCH_HOLE): unmap (private copies stay), then drop the pages
-        unmap_mapping_pages(list(mm.mem.mms.values()), inode, first, last, even_cows=False)
-        drop_cache_pages(mm.mem, inode, first, last)
+        memory.unmap_mapping_pages(list(mm.mem.mms.values()), inode, first, last, even_cows=False)
+        truncate.drop_cache_pages(mm.mem, inode, first, last)
         return vma
     if behavior == MADV_WILLNEED:
         return vma
@@ -315,16 +304,25 @@ def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> No
             while a < nend:
                 pfn = mm.follow_page(a, write, force=False)
                 if pfn is None:
-                    handle_mm_fault(mm, vma, a, write)
+                    memory.handle_mm_fault(mm, vma, a, write)
                     pfn = mm.follow_page(a, write, force=False)
                 if pfn is not None:
-                    gup_touch(mm, a, pfn, write)
+                    gup.gup_touch(mm, a, pfn, write)
                 a += PAGE_SIZE
         except (BusError, Segfault):
             raise oserror(errno.EFAULT) from None
         except OutOfMemory:
             raise oserror(errno.ENOMEM) from None
         addr = nend
+
+
+# folio flags of the PTE walks below
+_ANON = int(PageFlag.ANON)
+_DIRTY = int(PageFlag.DIRTY)
+_MLOCKED = int(PageFlag.MLOCKED)
+_SWAPBACKED = int(PageFlag.SWAPBACKED)
+_REFERENCED = int(PageFlag.REFERENCED)
+_ACTIVE = int(PageFlag.ACTIVE)
 
 
 def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
@@ -368,7 +366,7 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
     if not mm.pt_used or start >= end:
         return
     mem = mm.mem
-    lru_add_drain(mem)  # madvise_cold() / madvise_pageout() start with it
+    lru.lru_add_drain(mem)  # madvise_cold() / madvise_pageout() start with it
     frames = mem.frames
     zero = frames.zero_pfn
     picked: list[int] = []

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from vmsim.mm.swapfile import SwapSpace
     from vmsim.mm.vma import Vma
 
+_DIRTY = int(PageFlag.DIRTY)
+_SWAPCACHE = int(PageFlag.SWAPCACHE)
+_READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
+
 __all__ = [
     "SWAP_RA_HITS_MAX",
     "SWAP_RA_INITIAL",
@@ -37,9 +41,6 @@ __all__ = [
     "swapin_readahead",
 ]
 
-_DIRTY = int(PageFlag.DIRTY)
-_SWAPCACHE = int(PageFlag.SWAPCACHE)
-_READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
 SWAP_RA_ORDER_CEILING = 5
 SWAP_RA_HITS_MAX = 63
 
