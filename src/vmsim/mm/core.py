@@ -136,38 +136,39 @@ class AddressSpace:
 
     def __init__(self, cfg: MmConfig, mmap_base: int, mmap_legacy_base: int | None = None) -> None:
         self.serial = next(_mm_serials)  # a stable name (id() may be reused once freed)
-        self.cfg = cfg
-        self.tree = VmaTree()
-        self.mmap_base = mmap_base
+        self.cfg = cfg  # sysctls and rlimits (the kernel's globals and task rlimits)
+        self.tree = VmaTree()  # mm->mm_mt: the VMAs; kept by the VMA operations below
+        self.mmap_base = mmap_base  # mm->mmap_base (top-down placement); set by exec
         self.mmap_legacy_base = (
             mmap_legacy_base
             if mmap_legacy_base is not None
             else page_align(cfg.task_size // 3)  # TASK_UNMAPPED_BASE, no randomisation
         )
-        self.start_brk = 0
+        self.start_brk = 0  # mm->start_brk / brk: the heap; kept by brk()
         self.brk = 0
-        self.start_stack = 0
-        self.locked_vm = 0
+        self.start_stack = 0  # mm->start_stack; set by exec
+        self.locked_vm = 0  # mm->locked_vm: pages of VM_LOCKED VMAs; kept by mlock, munmap
         self.def_flags = 0  # mm->def_flags: VM_LOCKED[ONFAULT] after mlockall(MCL_FUTURE)
         mem = cfg.memory
         assert mem is not None
-        self.mem: Kernel = mem
+        self.mem: Kernel = mem  # the machine's memory-management globals (vmsim.mm.kernel)
         frames = mem.frames
         self.pt = PageTables(
             5 if cfg.five_level else 4,
             lambda: mem.alloc_folio(_PAGETABLE),  # watermarks, reclaim, OOM like any page
             frames.put,  # type: ignore[arg-type]
         )
-        self.pcid = -1
+        self.pcid = -1  # mm->context: its PCID (-1: none); kept by vmsim.hw.cpu.Cpu
         # (L1 dTLB 4 KiB sets, set mask, PCID) while this is the CPU's current address space:
-        # the inline TLB probe of access.user_access
+        # the inline TLB probe of access.user_access; kept by vmsim.hw.cpu.Cpu
         self.fast: tuple[list[dict[int, Any]], int, int] | None = None
-        self.stats = FaultStats()
-        self.alive = True
+        self.stats = FaultStats()  # task min_flt/maj_flt and more; kept by account_fault()
+        self.alive = True  # mm_users > 0; cleared by destroy() (exit_mmap())
         mem.mms[self.serial] = self
         # Replay of a recorded trace: where the kernel actually placed the next mapping
         # (it depends on ASLR); get_unmapped_area() takes it when that range is free.
         self.placement_hint: int | None = None
+        # MADV_GUARD_INSTALL markers (PTE markers in Linux), by virtual page number
         self.guards: SortedDict = SortedDict()
 
     # ----------------------------------------------------------------- basics
