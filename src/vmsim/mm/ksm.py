@@ -52,18 +52,19 @@ class Ksm:
     """ksmd and its counters (/sys/kernel/mm/ksm)."""
 
     def __init__(self, mem: Kernel, pages_to_scan: int = 100, use_zero_pages: bool = False):
-        self.mem = mem
-        self.pages_to_scan = pages_to_scan
-        self.use_zero_pages = use_zero_pages
-        self.mms: list[AddressSpace] = []
-        self.stable: dict[bytes, int] = {}  # contents -> KSM pfn
-        self.stable_of: dict[int, bytes] = {}
+        self.mem = mem  # the machine's memory-management globals
+        self.pages_to_scan = pages_to_scan  # /sys/kernel/mm/ksm/pages_to_scan
+        self.use_zero_pages = use_zero_pages  # /sys/kernel/mm/ksm/use_zero_pages
+        self.mms: list[AddressSpace] = []  # ksm_mm_head: registered by register() (madvise)
+        self.stable: dict[bytes, int] = {}  # the stable tree: contents -> KSM pfn
+        self.stable_of: dict[int, bytes] = {}  # its inverse (stable_node of a folio); forget()
+        # the unstable tree: contents -> (mm, address, pfn) of a candidate seen this scan
         self.unstable: dict[bytes, tuple[AddressSpace, int, int]] = {}
-        self.checksums: dict[tuple[int, int], int] = {}  # (mm.serial, addr) -> last checksum
-        self.queue: list[tuple[AddressSpace, int]] = []
-        self.full_scans = 0
-        self.ksm_zero_pages = 0
-        self.pages_scanned = 0
+        self.checksums: dict[tuple[int, int], int] = {}  # rmap_item->oldchecksum, by (mm, addr)
+        self.queue: list[tuple[AddressSpace, int]] = []  # what is left of this full scan
+        self.full_scans = 0  # /sys/kernel/mm/ksm/full_scans
+        self.ksm_zero_pages = 0  # /sys/kernel/mm/ksm/ksm_zero_pages
+        self.pages_scanned = 0  # /sys/kernel/mm/ksm/pages_scanned
 
     # ------------------------------------------------------------------ bookkeeping
     def register(self, mm: AddressSpace) -> None:

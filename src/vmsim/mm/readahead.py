@@ -57,12 +57,12 @@ class RaState:
     """struct file_ra_state: the current window [start, start + size), of which the last
     ``async_size`` pages are the trigger zone (its first page carries the mark)."""
 
-    start: int = 0
-    size: int = 0
-    async_size: int = 0
-    order: int = 0
-    mmap_miss: int = 0
-    prev_pos: int = -1
+    start: int = 0  # first page of the current window
+    size: int = 0  # pages in it
+    async_size: int = 0  # pages of its tail that trigger the next window (the mark on the first)
+    order: int = 0  # folio order of the window (the model reads 4 KiB folios)
+    mmap_miss: int = 0  # page-cache misses minus hits of mmap faults (MMAP_LOTSAMISS)
+    prev_pos: int = -1  # byte position of the last read (-1: none yet)
 
 
 def get_init_ra_size(size: int, max_pages: int) -> int:

@@ -146,15 +146,17 @@ class Zswap:
         accept_threshold_percent: int = 90,
         same_filled: bool = False,
     ) -> None:
-        self.same_filled = same_filled
-        self.compressor = Compressor(compressor)
-        self.max_pool_pages = ram_pages * max_pool_percent // 100
-        self.accept_threshold_percent = accept_threshold_percent
-        self.memory = memory
-        self._writeback = writeback
-        # key (swap type, offset) -> (compressed bytes or None, same-filled word or None)
+        self.same_filled = same_filled  # the zswap of 6.11 and older (same-filled pages)
+        self.compressor = Compressor(compressor)  # zswap.compressor
+        self.max_pool_pages = ram_pages * max_pool_percent // 100  # zswap.max_pool_percent
+        self.accept_threshold_percent = accept_threshold_percent  # zswap.accept_threshold_percent
+        self.memory = memory  # the zsmalloc pool's pages (frames of the machine)
+        self._writeback = writeback  # zswap_writeback_entry(): hands a page to the device
+        # the zswap tree: swap entry -> (compressed bytes or None, same-filled word or None),
+        # oldest first (the zswap LRU that writeback takes from)
         self.entries: OrderedDict[SwpEntry, tuple[bytes | None, int | None]] = OrderedDict()
-        self.limit_reached = False
+        # the counters of /sys/kernel/debug/zswap and vmstat below; kept by store/load/_drop
+        self.limit_reached = False  # zswap_pool_reached_full
         self.stored_pages = 0
         self.same_filled_pages = 0
         self.stored_incompressible_pages = 0
