@@ -272,7 +272,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             (start >> 12) + i: read_pfn(proc.mm, start + i * PAGE, machine.stack_limit)
             for i in range(region)
         }
-    capacity = data_capacity_4k(machine.memory.tlb.config)
+    capacity = data_capacity_4k(machine.memory.cpu.tlb.config)
     specs = [("hit", HIT_PAGES), ("stlb", STLB_PAGES), ("random", args.pages)]
     if args.wide_pages:
         specs.append(("random-wide", args.wide_pages))

@@ -38,6 +38,7 @@ from vmsim.mm.flags import (
     VVAR_FLAGS,
 )
 from vmsim.mm.mmap import do_brk_flags, get_unmapped_area
+from vmsim.mm.mremap import move_page_tables
 from vmsim.mm.vma import AnonVma, OpenFile, Vma
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ def move_range(mm: AddressSpace, lo: int, hi: int, delta: int) -> bool:
         if v.file is None and v.name is None:
             v.pgoff += delta >> 12
         mm.tree.insert_new(v)
-    mm.move_private(lo, nlo, hi - lo)
+    move_page_tables(mm, lo, nlo, hi - lo)
     return True
 
 

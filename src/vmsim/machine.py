@@ -9,18 +9,22 @@ from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
-from vmsim.mm import fault as pf
 from vmsim.mm import vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
+from vmsim.mm.internal import entry_pfn, present
+from vmsim.mm.kernel import Kernel
 from vmsim.mm.ksm import Ksm
-from vmsim.mm.memory import VMSTAT_ORDER, Memory
-from vmsim.mm.swap import DEVICE_KINDS, SwapDevice
+from vmsim.mm.oom_kill import oom_badness, out_of_memory
+from vmsim.mm.swapfile import DEVICE_KINDS, SwapDevice
+from vmsim.mm.swapops import pte_to_swp_entry
+from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import Inode, OpenFile
 from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
 from vmsim.mm.zswap import STAT_NAMES as ZSWAP_STAT_NAMES
 from vmsim.phys.frames import PageFlag
 from vmsim.process import Process
+from vmsim.procfs import meminfo_text, vmstat_text
 
 # mmap_base of a process without ASLR: TASK_SIZE - 128 MiB (the minimum stack gap).
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
@@ -110,12 +114,12 @@ class Machine:
             thp=thp,
             rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
             rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
-            memory=Memory(
+            memory=Kernel(
                 max(parse_size(ram), 2 * PAGE_SIZE), tlb if tlb is not None else DEFAULT_TLB_CONFIG
             ),
         )
         assert self.cfg.memory is not None
-        self.memory: Memory = self.cfg.memory
+        self.memory: Kernel = self.cfg.memory
         self.memory.on_file_unmapped = self._release_inode
         self.memory.oom_handler = self._oom_kill
         self.seed = seed
@@ -134,7 +138,7 @@ class Machine:
         swap_space.use_zeromap = not zswap_same_filled
         swap_space.page_cluster = page_cluster
         swap_space.vma_ra_enabled = vma_ra_enabled
-        self.memory.swappiness = swappiness
+        self.memory.node.swappiness = swappiness
         self.memory.ra_pages = read_ahead_kb // 4
         self.ksm: Ksm | None = Ksm(self.memory) if ksm else None
         self.memory.ksm = self.ksm
@@ -183,7 +187,7 @@ class Machine:
             if any(v.file is not None and v.file.inode is inode for v in mm.tree):
                 return
         last = max([*inode.pages, *inode.swapped]) + 1
-        pf.drop_cache_pages(self.memory, inode, 0, last)
+        drop_cache_pages(self.memory, inode, 0, last)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(
@@ -224,51 +228,8 @@ class Machine:
 
     # ------------------------------------------------------------------ reporting
     def meminfo(self) -> str:
-        """/proc/meminfo, for the lines the model keeps (kernel order and format)."""
-        mem = self.memory
-        frames = mem.frames
-        info = frames.meminfo()
-        kb = PAGE_SIZE >> 10
-        cfg = self.cfg
-        sizes = mem.lru.sizes()
-        swap = mem.swap
-        z = swap.zswap
-        commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
-        swapcached = len(swap.cache)
-        # si_mem_available(): free above the reserve (one zone: its high watermark) plus the
-        # page cache that can go (at least half of it, or the low watermark's worth, stays)
-        pagecache = sizes["active_file"] + sizes["inactive_file"]
-        pagecache -= min(pagecache // 2, mem.wmark_low)
-        available = max(frames.free_pages - mem.wmark_high + pagecache, 0)
-        rows = [
-            ("MemTotal", info["MemTotal"]),
-            ("MemFree", info["MemFree"]),
-            ("MemAvailable", available * kb),
-            ("Buffers", 0),
-            ("Cached", info["Cached"]),
-            ("SwapCached", swapcached * kb),
-            ("Active", (sizes["active_anon"] + sizes["active_file"]) * kb),
-            ("Inactive", (sizes["inactive_anon"] + sizes["inactive_file"]) * kb),
-            ("Active(anon)", sizes["active_anon"] * kb),
-            ("Inactive(anon)", sizes["inactive_anon"] * kb),
-            ("Active(file)", sizes["active_file"] * kb),
-            ("Inactive(file)", sizes["inactive_file"] * kb),
-            ("Unevictable", sizes["unevictable"] * kb),
-            ("Mlocked", info["Mlocked"]),
-            ("SwapTotal", swap.total * kb),
-            ("SwapFree", swap.free * kb),
-            ("Zswap", (z.pool_total_size >> 10) if z else 0),
-            ("Zswapped", (z.stored_pages * kb) if z else 0),
-            ("Dirty", info["Dirty"]),
-            ("Writeback", 0),
-            ("AnonPages", info["AnonPages"]),
-            ("Mapped", info["Mapped"]),
-            ("Shmem", info["Shmem"]),
-            ("PageTables", info["PageTables"]),
-            ("CommitLimit", commit_limit * kb),
-            ("Committed_AS", cfg.committed_pages * kb),
-        ]
-        return "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
+        """/proc/meminfo, for the lines the model keeps (``vmsim.procfs.meminfo_text``)."""
+        return meminfo_text(self.memory, self.cfg)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -276,7 +237,7 @@ class Machine:
         their memory references, and the CPU's TLB hits, misses and flushes."""
         d = self.memory.stats.as_dict()
         d["translations"] = sum(p.mm.stats.translations for p in self.processes)
-        d.update(self.memory.tlb.stats._asdict())
+        d.update(self.memory.cpu.tlb.stats._asdict())
         return d
 
     def check_memory(self) -> None:
@@ -289,7 +250,7 @@ class Machine:
         mem = self.memory
         frames = mem.frames
         frames.check()
-        mem.lru.check()
+        mem.node.lru.check()
         mem.swap.check()
         zero = frames.zero_pfn
         maps: dict[int, int] = {}
@@ -309,11 +270,11 @@ class Machine:
             for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
                 vma = mm.tree.lookup(m.vaddr)
                 assert vma is not None, f"PTE at {m.vaddr:#x} outside every VMA"
-                if not pf.present(m.entry):
-                    key = pf.swap_key(m.entry)
+                if not present(m.entry):
+                    key = pte_to_swp_entry(m.entry)
                     swaprefs[key] = swaprefs.get(key, 0) + 1
                     continue
-                pfn = pf.entry_pfn(m.entry)
+                pfn = entry_pfn(m.entry)
                 if pfn != zero:
                     maps[pfn] = maps.get(pfn, 0) + 1
                     rmap.setdefault(pfn, set()).add((mm, m.vaddr))
@@ -352,7 +313,7 @@ class Machine:
             assert frames.refcount(pfn) == want_ref, (
                 f"pfn {pfn:#x}: refcount {frames.refcount(pfn)}, expected {want_ref}"
             )
-            assert pfn in mem.lru.where, f"pfn {pfn:#x} in use but on no LRU list"
+            assert pfn in mem.node.lru.where, f"pfn {pfn:#x} in use but on no LRU list"
         assert table_frames == tables, f"{table_frames} page-table frames, {tables} in use"
         mlocked = {p for p in frames.allocated() if frames.flags(p) & PageFlag.MLOCKED}
         assert mem.mlock_count == locks, "mlock counts differ from the locked PTEs"
@@ -373,13 +334,13 @@ class Machine:
         and execute rights only where the PTE has them (a debugging aid for tests)."""
         mem = self.memory
         by_pcid = {mm.pcid: mm for mm in mem.mms.values() if mm.pcid >= 0}
-        for where, e in mem.tlb.entries():
+        for where, e in mem.cpu.tlb.entries():
             mm = by_pcid.get(e.pcid)
             assert mm is not None, f"{where} entry {e} of a PCID no address space owns"
             leaf = mm.pt.get(e.vbase)
             assert leaf is not None and leaf.entry & PAGE_PRESENT, f"{where} {e}: no PTE"
             pte = leaf.entry
-            assert pf.entry_pfn(pte) == e.pfn, f"{where} {e}: PTE maps another frame"
+            assert entry_pfn(pte) == e.pfn, f"{where} {e}: PTE maps another frame"
             assert not (e.perms & PAGE_RW and not pte & PAGE_RW), f"{where} {e}: stale write"
             assert not (not e.perms & PAGE_NX and pte & PAGE_NX), f"{where} {e}: stale exec"
             assert not (e.perms & PAGE_DIRTY and not pte & PAGE_DIRTY), f"{where} {e}: stale D"
@@ -445,36 +406,12 @@ class Machine:
         return [p for p in self.processes if p.alive]
 
     def oom_score(self, p: Process) -> int:
-        """oom_badness(): pages the process would free (RSS, swap entries, page tables),
-        moved by oom_score_adj in thousandths of RAM + swap; -1000 is never chosen."""
-        if p.oom_score_adj <= -1000 or not p.alive:
-            return -(1 << 62)
-        mm = p.mm
-        rss = swapents = 0
-        zero = self.memory.frames.zero_pfn
-        if mm.pt_used:
-            for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
-                if pf.present(m.entry):
-                    if pf.entry_pfn(m.entry) != zero:
-                        rss += 1
-                else:
-                    swapents += 1
-        total = self.memory.frames.total_pages + self.memory.swap.total
-        return rss + swapents + mm.pt.table_pages + p.oom_score_adj * total // 1000
+        """oom_badness() of the process (``vmsim.mm.oom_kill``)."""
+        return oom_badness(self.memory, p)
 
     def _oom_kill(self) -> bool:
-        """out_of_memory(): kill the process with the highest oom_score; True if memory was
-        freed now (the victim was not the one allocating, which dies on its way out)."""
-        candidates = [p for p in self.alive_processes if p.oom_score_adj > -1000]
-        if not candidates:
-            return False
-        victim = max(candidates, key=self.oom_score)
-        self.memory.vmstat["oom_kill"] += 1
-        victim.oom_killed = True
-        if self.memory.task is victim.mm:
-            return False
-        victim.exit()
-        return True
+        """out_of_memory() over the live processes (``vmsim.mm.oom_kill``)."""
+        return out_of_memory(self.memory, self.alive_processes)
 
     def tick(self, n: int = 1) -> None:
         """Let the memory daemons run ``n`` times: the flusher writes dirty file pages back,
@@ -486,7 +423,7 @@ class Machine:
         for _ in range(n):
             self.ticks += 1
             vmscan.flush(mem)  # the flusher threads write dirty file pages back
-            if mem.kswapd_wanted or mem.frames.free_pages <= mem.wmark_low:
+            if mem.node.kswapd_wanted or mem.frames.free_pages <= mem.node.wmark_low:
                 vmscan.kswapd(mem)
             if self.ksm is not None:
                 self.ksm.scan()
@@ -505,38 +442,5 @@ class Machine:
         return self.ksm.stats()
 
     def vmstat(self) -> str:
-        """/proc/vmstat, for the counters the model keeps, in the kernel's order."""
-        mem = self.memory
-        f = mem.frames
-        sizes = mem.lru.sizes()
-        z = mem.swap.zswap
-        st = mem.stats
-        ev = mem.vmstat
-        values = {
-            "nr_free_pages": f.free_pages,
-            "nr_inactive_anon": sizes["inactive_anon"],
-            "nr_active_anon": sizes["active_anon"],
-            "nr_inactive_file": sizes["inactive_file"],
-            "nr_active_file": sizes["active_file"],
-            "nr_unevictable": sizes["unevictable"],
-            "nr_mlock": f.nr_mlock,
-            "nr_anon_pages": f.nr_anon_mapped,
-            "nr_mapped": f.nr_file_mapped,
-            "nr_file_pages": f.nr_file_pages,
-            "nr_dirty": f.nr_file_dirty,
-            "nr_shmem": f.nr_shmem,
-            "nr_page_table_pages": f.nr_pagetable,
-            "nr_swapcached": len(mem.swap.cache),
-            "pswpin": mem.swap.pswpin,
-            "pswpout": mem.swap.pswpout,
-            "pgfault": st.pgfault,
-            "pgmajfault": st.pgmajfault,
-            "zswpin": z.zswpin if z else 0,
-            "zswpout": z.zswpout if z else 0,
-            "zswpwb": z.zswpwb if z else 0,
-            "cow_ksm": st.cow_ksm,
-            "swpin_zero": mem.swap.swpin_zero,
-            "swpout_zero": mem.swap.swpout_zero,
-        }
-        rows = [(k, values[k] if k in values else ev[k]) for k in VMSTAT_ORDER]
-        return "".join(f"{k} {v}\n" for k, v in rows)
+        """/proc/vmstat, for the counters the model keeps (``vmsim.procfs.vmstat_text``)."""
+        return vmstat_text(self.memory)

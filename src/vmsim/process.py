@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vmsim import snapshot
 from vmsim.constants import (
     MAP_ANONYMOUS,
     MAP_HUGETLB,
@@ -28,8 +29,8 @@ from vmsim.constants import (
 )
 from vmsim.errors import BusError, OomKilled, Segfault, oserror
 from vmsim.hw.pagetable import WalkStep
+from vmsim.loader import load_program
 from vmsim.mm import access as _access
-from vmsim.mm import fault as pf
 from vmsim.mm import madvise, mmap, mprotect, mremap
 from vmsim.mm.core import U64, AddressSpace
 from vmsim.mm.flags import (
@@ -40,8 +41,11 @@ from vmsim.mm.flags import (
     VM_LOCKONFAULT,
     VM_WIPEONFORK,
 )
+from vmsim.mm.memory import copy_page_range, unmap_mapping_pages, vma_needs_copy
+from vmsim.mm.mincore import mincore
+from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
-from vmsim.phys.frames import OutOfMemory
+from vmsim.phys.frames import OutOfMemory, PageFlag
 from vmsim.procfs import maps_text, pagemap_entries, smaps_rollup_text, smaps_text
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
 
 U32 = (1 << 32) - 1
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
+_DIRTY_FLAG = int(PageFlag.DIRTY)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -240,14 +245,14 @@ class Process:
             # unmap_mapping_range(holebegin, holelen 0, even_cows): every offset from the new
             # end on, private copies included, wherever a mapping reaches (a copy made when
             # the file was longer lies beyond anything the page cache still holds)
-            pf.unmap_mapping_pages(list(mem.mms.values()), inode, keep, 1 << 52, even_cows=True)
-            pf.drop_cache_pages(mem, inode, keep, last + 1)
+            unmap_mapping_pages(list(mem.mms.values()), inode, keep, 1 << 52, even_cows=True)
+            drop_cache_pages(mem, inode, keep, last + 1)
             tail = size & (PAGE_SIZE - 1)
             if tail:
                 pg = size >> PAGE_SHIFT
                 if pg in inode.pages:  # shmem_undo_range(): zeroed and dirtied
                     mem.frames.write(inode.pages[pg], tail, bytes(PAGE_SIZE - tail))
-                    mem.frames.set_flags(inode.pages[pg], pf.PAGE_DIRTY_FLAG)
+                    mem.frames.set_flags(inode.pages[pg], _DIRTY_FLAG)
                 if pg in inode.backing:
                     inode.backing[pg] = inode.backing[pg][:tail] + bytes(PAGE_SIZE - tail)
         inode.size = size
@@ -337,7 +342,7 @@ class Process:
     def mincore(self, addr: int, length: int) -> bytes:
         """mincore(2): one byte per page, 1 if resident. EINVAL for an unaligned start,
         ENOMEM if the range is not fully mapped."""
-        return pf.mincore(self.mm, addr & U64, length & U64)
+        return mincore(self.mm, addr & U64, length & U64)
 
     def smaps_rollup(self) -> str:
         """/proc/<pid>/smaps_rollup."""
@@ -358,9 +363,6 @@ class Process:
         """execve(2): a fresh address space. With ``path``, the layout the kernel's ELF
         loader builds for that binary (and its interpreter); without, the usual layout of
         a fresh process. Returns notes on what was estimated."""
-        from vmsim import snapshot
-        from vmsim.loader import load_program
-
         self._check_alive()
         old = self.mm
         self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)
@@ -421,19 +423,19 @@ class Process:
                 if v.anon_vma is not None:
                     c.anon_vma = AnonVma(v.anon_vma)
                     c.anon_singular = False
-                if pf.vma_needs_copy(v):
-                    pf.copy_page_range(child_mm, parent, v)
+                if vma_needs_copy(v):
+                    copy_page_range(child_mm, parent, v)
                 # guard markers are PTEs: copied with the page tables
                 for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):
                     child_mm.guards[k] = True
         except OutOfMemory:
             # dup_mmap() failed: the half-built child goes (exit_mmap), fork() is ENOMEM
             child_mm.destroy()
-            parent.mem.flush_mm(parent)
+            parent.mem.cpu.flush_mm(parent)
             if self.oom_killed:
                 raise
             raise oserror(errno.ENOMEM) from None
-        parent.mem.flush_mm(parent)
+        parent.mem.cpu.flush_mm(parent)
         ksm = parent.mem.ksm
         if ksm is not None and any(m is parent for m in ksm.mms):
             ksm.register(child_mm)  # ksm_fork()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vmsim.constants import PAGE_SHIFT, PMD_SIZE
+from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
     PAGE_DIRTY,
@@ -33,11 +33,14 @@ from vmsim.mm.flags import (
     VM_WRITE,
     vmflags_text,
 )
+from vmsim.mm.swapops import pte_to_swp_entry
 from vmsim.mm.vma import Vma
+from vmsim.mm.vmstat import VMSTAT_ORDER
 from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
-    from vmsim.mm.core import AddressSpace
+    from vmsim.mm.core import AddressSpace, MmConfig
+    from vmsim.mm.kernel import Kernel
 
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
 _ANON = int(PageFlag.ANON)
@@ -233,7 +236,7 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
         e = m.entry
         if not e & _PRESENT:  # a swap entry: Swap, and SwapPss divided by its swap count
             mss.swap += size
-            count = swap.count((swp_type(e), swp_offset(e)))
+            count = swap.count(pte_to_swp_entry(e))
             mss.swap_pss += (size << PSS_SHIFT) // count if count >= 2 else size << PSS_SHIFT
             continue
         pfn = pfn_of(e)
@@ -383,3 +386,86 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
             frame = 0
         out.append(flags | (frame & PM_PFRAME_MASK))
     return out
+
+
+def meminfo_text(mem: Kernel, cfg: MmConfig) -> str:
+    """/proc/meminfo, for the lines the model keeps (kernel order and format)."""
+    frames = mem.frames
+    info = frames.meminfo()
+    kb = PAGE_SIZE >> 10
+    sizes = mem.node.lru.sizes()
+    swap = mem.swap
+    z = swap.zswap
+    commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
+    swapcached = len(swap.cache)
+    # si_mem_available(): free above the reserve (one zone: its high watermark) plus the
+    # page cache that can go (at least half of it, or the low watermark's worth, stays)
+    pagecache = sizes["active_file"] + sizes["inactive_file"]
+    pagecache -= min(pagecache // 2, mem.node.wmark_low)
+    available = max(frames.free_pages - mem.node.wmark_high + pagecache, 0)
+    rows = [
+        ("MemTotal", info["MemTotal"]),
+        ("MemFree", info["MemFree"]),
+        ("MemAvailable", available * kb),
+        ("Buffers", 0),
+        ("Cached", info["Cached"]),
+        ("SwapCached", swapcached * kb),
+        ("Active", (sizes["active_anon"] + sizes["active_file"]) * kb),
+        ("Inactive", (sizes["inactive_anon"] + sizes["inactive_file"]) * kb),
+        ("Active(anon)", sizes["active_anon"] * kb),
+        ("Inactive(anon)", sizes["inactive_anon"] * kb),
+        ("Active(file)", sizes["active_file"] * kb),
+        ("Inactive(file)", sizes["inactive_file"] * kb),
+        ("Unevictable", sizes["unevictable"] * kb),
+        ("Mlocked", info["Mlocked"]),
+        ("SwapTotal", swap.total * kb),
+        ("SwapFree", swap.free * kb),
+        ("Zswap", (z.pool_total_size >> 10) if z else 0),
+        ("Zswapped", (z.stored_pages * kb) if z else 0),
+        ("Dirty", info["Dirty"]),
+        ("Writeback", 0),
+        ("AnonPages", info["AnonPages"]),
+        ("Mapped", info["Mapped"]),
+        ("Shmem", info["Shmem"]),
+        ("PageTables", info["PageTables"]),
+        ("CommitLimit", commit_limit * kb),
+        ("Committed_AS", cfg.committed_pages * kb),
+    ]
+    return "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
+
+
+def vmstat_text(mem: Kernel) -> str:
+    """/proc/vmstat, for the counters the model keeps, in the kernel's order."""
+    f = mem.frames
+    sizes = mem.node.lru.sizes()
+    z = mem.swap.zswap
+    st = mem.stats
+    ev = mem.vmstat
+    values = {
+        "nr_free_pages": f.free_pages,
+        "nr_inactive_anon": sizes["inactive_anon"],
+        "nr_active_anon": sizes["active_anon"],
+        "nr_inactive_file": sizes["inactive_file"],
+        "nr_active_file": sizes["active_file"],
+        "nr_unevictable": sizes["unevictable"],
+        "nr_mlock": f.nr_mlock,
+        "nr_anon_pages": f.nr_anon_mapped,
+        "nr_mapped": f.nr_file_mapped,
+        "nr_file_pages": f.nr_file_pages,
+        "nr_dirty": f.nr_file_dirty,
+        "nr_shmem": f.nr_shmem,
+        "nr_page_table_pages": f.nr_pagetable,
+        "nr_swapcached": len(mem.swap.cache),
+        "pswpin": mem.swap.pswpin,
+        "pswpout": mem.swap.pswpout,
+        "pgfault": st.pgfault,
+        "pgmajfault": st.pgmajfault,
+        "zswpin": z.zswpin if z else 0,
+        "zswpout": z.zswpout if z else 0,
+        "zswpwb": z.zswpwb if z else 0,
+        "cow_ksm": st.cow_ksm,
+        "swpin_zero": mem.swap.swpin_zero,
+        "swpout_zero": mem.swap.swpout_zero,
+    }
+    rows = [(k, values[k] if k in values else ev[k]) for k in VMSTAT_ORDER]
+    return "".join(f"{k} {v}\n" for k, v in rows)

@@ -39,6 +39,8 @@ from vmsim import (
     Segfault,
 )
 from vmsim.errors import OomKilled
+from vmsim.mm.swap_state import reap_swap_cache
+from vmsim.mm.truncate import drop_cache_pages
 
 PAGE = 4096
 NPAGES = 4
@@ -366,8 +368,6 @@ class PressureMachine(FramesMachine):
     def teardown(self) -> None:
         """After the common checks, the files hold what was written (in the page cache or
         written back), and dropping their caches frees every frame."""
-        from vmsim.mm import fault as pf
-
         self._read_back_and_exit()
         mem = self.m.memory
         for inode, data in getattr(self, "files", {}).values():
@@ -380,8 +380,8 @@ class PressureMachine(FramesMachine):
                     mem.frames.read(pfn) if pfn is not None else inode.backing.get(pg, bytes(PAGE))  # type: ignore[attr-defined]
                 )
                 assert page == bytes(data[k * PAGE : (k + 1) * PAGE]), f"file page {pg} lost"
-            pf.drop_cache_pages(mem, inode, 0, FILE_PAGES)  # type: ignore[arg-type]
-        mem.reap_swap_cache()  # what reclaim would free first: swap-cache folios nobody needs
+            drop_cache_pages(mem, inode, 0, FILE_PAGES)  # type: ignore[arg-type]
+        reap_swap_cache(mem)  # what reclaim would free first: swap-cache folios nobody needs
         self._no_leak()
 
     @rule(n=st.integers(1, 3))

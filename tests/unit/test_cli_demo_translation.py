@@ -359,9 +359,9 @@ def test_a_fork_that_does_not_write_protect_is_flagged(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If fork left private PTEs writable, the demo must say so and fail."""
-    from vmsim.mm import fault
+    from vmsim.mm import memory
 
-    monkeypatch.setattr(fault, "is_cow_mapping", lambda flags: False)
+    monkeypatch.setattr(memory, "is_cow_mapping", lambda flags: False)
     code = main(["demo", "cow", "--explain"])
     captured = capsys.readouterr()
     assert code == EXIT_FAILURE

@@ -5,7 +5,7 @@ is a bit in the swap zeromap and never reaches zswap, every other page is stored
 (same-filled pages included) or, not compressing below a page, as is (a whole 4096-byte
 object); the pool is the zsmalloc size classes of its objects (16 bytes apart, 32 at least)
 summed and rounded up to pages. The zswap figures are diffed against the model's own swap
-core and zswap pool (:mod:`vmsim.mm.swap`, :class:`vmsim.mm.zswap.Zswap`); a live child
+core and zswap pool (:mod:`vmsim.mm.swapfile`, :class:`vmsim.mm.zswap.Zswap`); a live child
 process whose anonymous mapping is laid out page by page (``LAYOUT``), Linux deciding which
 pages are present and which map the zero page; and the command end to end through ``main()``.
 """
@@ -38,7 +38,7 @@ from vmsim.analysis.estimate import (
 )
 from vmsim.cli import estimate as cli_estimate
 from vmsim.cli.errors import CliError, UsageError
-from vmsim.mm.swap import SwapDevice, SwapSpace
+from vmsim.mm.swapfile import SwapDevice, SwapSpace
 from vmsim.mm.zswap import COMPRESSORS, STAT_NAMES, PoolMemory, Zswap
 
 PAGE = 4096

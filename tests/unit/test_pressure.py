@@ -24,7 +24,7 @@ from vmsim import (
 from vmsim.errors import OomKilled
 from vmsim.mm import vmscan
 from vmsim.mm.lru import INACTIVE_FILE
-from vmsim.mm.memory import watermarks
+from vmsim.mm.page_alloc import watermarks
 from vmsim.phys.frames import PageFlag
 
 PM_SWAP = 1 << 62
@@ -79,11 +79,11 @@ def test_second_chance_for_a_file_page():
     assert vmscan.shrink_inactive(mem, INACTIVE_FILE, 8, kswapd=True) == 0
     assert mem.frames.flags(pfn) & PageFlag.REFERENCED
     # used again (a fresh TLB fill sets A again) -> scan 2 activates it
-    mem.flush_mm(p.mm)
+    mem.cpu.flush_mm(p.mm)
     p.read(at(0), 1)
     assert vmscan.shrink_inactive(mem, INACTIVE_FILE, 8, kswapd=True) == 0
     assert mem.frames.flags(pfn) & PageFlag.ACTIVE
-    assert mem.lru.where[pfn] == "active_file"
+    assert mem.node.lru.where[pfn] == "active_file"
 
 
 def test_unused_file_page_goes_on_the_second_scan():
@@ -174,17 +174,17 @@ def test_kswapd_wakes_at_low_and_reclaims_to_high():
     m = vmsim.Machine(ram="8M", swap="16M", overcommit_memory=1)
     p = m.spawn()
     mem = m.memory
-    n = mem.frames.free_pages - mem.wmark_low + 8
+    n = mem.frames.free_pages - mem.node.wmark_low + 8
     anon(p, 0, n)
     p.write(at(0), b"z" * (n * PAGE))
-    assert mem.kswapd_wanted  # woken at the low watermark, not run yet
+    assert mem.node.kswapd_wanted  # woken at the low watermark, not run yet
     assert vmstat(m)["pageoutrun"] == 0
     m.tick()
     # freshly written pages are young: the first passes activate them, the anonymous
     # lists are rebalanced, and kswapd does not sleep until the high watermark is met
     assert vmstat(m)["pageoutrun"] >= 1
-    assert mem.frames.free_pages > mem.wmark_high
-    assert not mem.kswapd_wanted
+    assert mem.frames.free_pages > mem.node.wmark_high
+    assert not mem.node.kswapd_wanted
     assert vmstat(m)["pgsteal_kswapd"] > 0
     assert p.read(at(0), n * PAGE) == b"z" * (n * PAGE)
     m.check_memory()
@@ -330,10 +330,10 @@ def test_madvise_cold_deactivates_and_clears_referenced():
     pfn = inode.pages[0]
     mem = m.memory
     mem.frames.set_flags(pfn, PageFlag.ACTIVE)
-    mem.lru.update(pfn)
+    mem.node.lru.update(pfn)
     assert smaps_field(p, at(0), "Referenced") == 8
     p.madvise(at(0), 2 * PAGE, MADV_COLD)
-    assert mem.lru.where[pfn] == "inactive_file"
+    assert mem.node.lru.where[pfn] == "inactive_file"
     assert smaps_field(p, at(0), "Referenced") == 0
     assert smaps_field(p, at(0), "Rss") == 8
 
@@ -601,7 +601,7 @@ def _lists_of_400(swappiness=60):
     fd, _inode = _file(p, 400)
     p.mmap(at(512), 400 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0)
     p.read(at(512), 400 * PAGE)
-    sizes = m.memory.lru.sizes()
+    sizes = m.memory.node.lru.sizes()
     assert (sizes["inactive_anon"], sizes["inactive_file"]) == (400, 400)
     return m
 
@@ -617,7 +617,7 @@ def test_get_scan_count_balances_by_swappiness_and_cost():
     # anonymous reclaim has cost 100 (e.g. 3 pages swapped out and 4 rotated):
     # total 100; anon 200, file 100; total 300; ap = 60 * 301 // 201 = 89,
     # fp = 140 * 301 // 101 = 417 -> anon 100 * 89 // 506 = 17, file 100 * 417 // 506 = 82
-    mem.anon_cost = 100
+    mem.node.anon_cost = 100
     assert vmscan.get_scan_count(mem, 2, both)[1]["inactive_anon"] == 17
     assert vmscan.get_scan_count(mem, 2, both)[1]["inactive_file"] == 82
     # priority 0 with swappiness > 0: everything, equally
@@ -638,10 +638,10 @@ def test_lru_note_cost_counts_writes_and_rotations_and_decays():
     mem = m.memory
     vmscan.lru_note_cost(mem, False, 3, 4)  # 3 * 32 + 4
     vmscan.lru_note_cost(mem, True, 0, 50)
-    assert (mem.anon_cost, mem.file_cost) == (100, 50)
+    assert (mem.node.anon_cost, mem.node.file_cost) == (100, 50)
     # past a quarter of the 800 LRU pages (200): both halve
     vmscan.lru_note_cost(mem, True, 0, 51)
-    assert (mem.anon_cost, mem.file_cost) == (50, 50)
+    assert (mem.node.anon_cost, mem.node.file_cost) == (50, 50)
 
 
 def test_kswapd_reclaims_file_before_anon_while_the_cache_is_large():
@@ -710,7 +710,7 @@ def test_readahead_gives_up_quietly_when_memory_is_short():
     m = vmsim.Machine(ram="1M", overcommit_memory=1)
     p = m.spawn()
     mem = m.memory
-    n = mem.frames.free_pages - mem.wmark_min - 12
+    n = mem.frames.free_pages - mem.node.wmark_min - 12
     anon(p, 0, n)
     p.mlock(at(0), n * PAGE)
     fd, inode = _file(p, 64)
@@ -779,12 +779,12 @@ def test_refaults_too_far_apart_stay_inactive_and_workingset_ones_count_as_cost(
     assert len(inode.pages) == 4
     vmscan.pageout(mem, list(inode.pages.values()))  # evicted: shadows 4..7, age 8
     assert len(inode.shadows) == 4
-    cost = mem.file_cost
+    cost = mem.node.file_cost
     # no active file pages are left: the workingset is empty, every distance is too far
     assert p.read(at(0), 1) == b"\1"
     v = vmstat(m)
     assert (v["workingset_refault_file"], v["workingset_activate_file"]) == (4, 0)
-    assert v["workingset_restore_file"] == 0 and mem.file_cost == cost
+    assert v["workingset_restore_file"] == 0 and mem.node.file_cost == cost
     m.check_memory()
 
 
@@ -813,13 +813,13 @@ def test_refault_of_a_workingset_page_is_a_restore_and_a_reclaim_cost():
     fd_b, _ = _file(p, 20, "/data/b")
     _activate_file(p, 100, 20, fd_b)  # 20 active pages, age 24
     vmscan.pageout(mem, list(inode_a.pages.values()))  # A's shadows 24..27, age 28
-    assert mem.file_cost == 0
+    assert mem.node.file_cost == 0
     assert p.mmap(at(200), 4 * PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd_a, 0)
     p.read(at(200), 1)
     # distances 4 each, within the 20 active pages; all were in the workingset
     v = vmstat(m)
     assert (v["workingset_activate_file"], v["workingset_restore_file"]) == (4, 4)
-    assert mem.file_cost > 0  # lru_note_cost_refault(): 32 a page, decayed
+    assert mem.node.file_cost > 0  # lru_note_cost_refault(): 32 a page, decayed
     m.check_memory()
 
 
@@ -844,7 +844,7 @@ def test_the_flusher_writes_dirty_file_pages_and_reclaim_then_drops_them():
     flags = mem.frames.flags(pfn)
     assert not flags & (PageFlag.DIRTY | PageFlag.RECLAIM | PageFlag.ACTIVE)
     assert vmstat(m)["nr_written"] == 1 and vmstat(m)["pgrotated"] == 1
-    assert mem.lru.oldest("inactive_file", 1) == [pfn]
+    assert mem.node.lru.oldest("inactive_file", 1) == [pfn]
     # clean now: mapped again (a read: fault-around maps both), the next page-out evicts
     # them, and the bytes come back from the file
     assert p.read(at(0), 4) == b"new!"

@@ -136,7 +136,7 @@ def test_five_level_walk_has_five_entries():
 def test_first_access_walks_second_hits_l1(p):
     anon(p, 0, 1)
     p.write(at(0), b"a")
-    p.mm.mem.flush_mm(p.mm)  # INVPCID: TLB and paging-structure caches
+    p.mm.mem.cpu.flush_mm(p.mm)  # INVPCID: TLB and paging-structure caches
     t = p.translate(at(0), "read")
     assert (t.tlb, t.memory_refs) == (None, 4)
     t = p.translate(at(0), "read")

@@ -6,6 +6,8 @@ The modules here model hardware, not policy: they know nothing of VMAs, files or
 - ``pagetable``: the radix tree of table pages (4- or 5-level), table frames from a callback.
 - ``mmu``: the hardware walk, its permission checks, A/D updates, paging-structure caches.
 - ``tlb``: the translation lookaside buffers.
+- ``cpu``: the one CPU: its TLBs, paging-structure caches and PCIDs (context switches,
+  range flushes).
 
 Import from the submodules; this package keeps no re-exports so that the modules, built in
 parallel, do not depend on each other through it.

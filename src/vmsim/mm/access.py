@@ -5,7 +5,7 @@ address space's PCID); on a miss, walk the page tables (``vmsim.hw.mmu.walk``: p
 checks, A and D set in memory) and fill the TLB. A walk that faults enters the kernel's
 do_user_addr_fault() (arch/x86/mm/fault.c): an address in no VMA is SEGV_MAPERR (unless it lies
 just below a stack, which grows), a permission the VMA lacks is SEGV_ACCERR; otherwise
-handle_mm_fault() (``vmsim.mm.fault``) fixes the tables and the access is retried. As on x86,
+handle_mm_fault() (``vmsim.mm.memory``) fixes the tables and the access is retried. As on x86,
 a fault also drops the TLB entry for the address (SDM 4.10.4.2), and a write through an entry
 whose dirty bit is clear re-walks to set it.
 
@@ -26,7 +26,6 @@ from vmsim.hw.mmu import PageFault, walk
 from vmsim.hw.pagetable import WalkStep
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PKEY_MASK, PAGE_RW, PAGE_USER, pfn_of
 from vmsim.hw.tlb import KEY_SHIFT, TlbKind
-from vmsim.mm import fault as pf
 from vmsim.mm.core import AddressSpace
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -39,13 +38,18 @@ from vmsim.mm.flags import (
     VM_SHADOW_STACK,
     VM_WRITE,
 )
+from vmsim.mm.gup import gup_touch
+from vmsim.mm.internal import is_cow_mapping
+from vmsim.mm.memory import handle_mm_fault
 from vmsim.mm.vma import Vma
+from vmsim.phys.frames import PageFlag
 
 assert KEY_SHIFT == 15 and PAGE_SHIFT == 12  # the inline probe below hard-codes both
 Access = Literal["read", "write", "exec"]
 _PERMS = PAGE_RW | PAGE_USER | PAGE_DIRTY | PAGE_NX | PAGE_PKEY_MASK
 _OFFSET = PAGE_SIZE - 1
 _RW_D = PAGE_RW | PAGE_DIRTY
+_DIRTY_FLAG = int(PageFlag.DIRTY)
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def access_error(vma: Vma, addr: int, access: str) -> None:
 def do_user_addr_fault(mm: AddressSpace, addr: int, access: str, stack_limit: int) -> str:
     vma = find_vma_for_access(mm, addr, stack_limit)
     access_error(vma, addr, access)
-    return pf.handle_mm_fault(mm, vma, addr, access == "write")
+    return handle_mm_fault(mm, vma, addr, access == "write")
 
 
 def user_access(
@@ -139,12 +143,12 @@ def user_access(
         ):
             del s[key]
             s[key] = hit
-            mm.mem.tlb.dtlb_hits += 1
+            mm.mem.cpu.tlb.dtlb_hits += 1
             mm.stats.tlb_l1_hits += 1
             return hit[2]  # type: ignore[no-any-return]
     mem = mm.mem
-    tlb = mem.tlb
-    pcid = mm.pcid if mem.current is mm else mem.switch_to(mm)
+    tlb = mem.cpu.tlb
+    pcid = mm.pcid if mem.cpu.current is mm else mem.cpu.switch_to(mm)
     kind: TlbKind = "instr" if access == "exec" else "data"
     write = access == "write"
     st = mm.stats
@@ -172,15 +176,15 @@ def user_access(
                 tlb.invlpg(addr, pcid)  # D clear: the CPU re-walks to set it
             else:
                 tlb.invlpg(addr, pcid)
-                mem.pwc.flush()
+                mem.cpu.pwc.flush()
                 faults.append(do_user_addr_fault(mm, addr, access, stack_limit))
                 continue
         try:
-            t = walk(mm.pt, addr, access, pwc=mem.pwc)
+            t = walk(mm.pt, addr, access, pwc=mem.cpu.pwc)
         except PageFault:
             tlb.invlpg(addr, pcid)
             faults.append(do_user_addr_fault(mm, addr, access, stack_limit))
-            mem.pwc.flush()
+            mem.cpu.pwc.flush()
             continue
         st.walks += 1
         st.tlb_misses += 1
@@ -273,7 +277,7 @@ def _gup_vma(mm: AddressSpace, addr: int, write: bool) -> Vma:
         raise oserror(errno.EFAULT)
     if write:
         no_write = not vma.flags & VM_WRITE or vma.flags & VM_SHADOW_STACK
-        if no_write and not pf.is_cow_mapping(vma.flags):
+        if no_write and not is_cow_mapping(vma.flags):
             raise oserror(errno.EFAULT)
     elif not vma.flags & VM_READ and not vma.flags & VM_MAYREAD:
         raise oserror(errno.EFAULT)
@@ -285,10 +289,10 @@ def _gup_page(mm: AddressSpace, addr: int, write: bool) -> int:
     for _ in range(3):
         pfn = mm.follow_page(addr, write)
         if pfn is not None:
-            pf.gup_touch(mm, addr, pfn, write)
+            gup_touch(mm, addr, pfn, write)
             return pfn
         try:
-            pf.handle_mm_fault(mm, vma, addr, write, remote=True)
+            handle_mm_fault(mm, vma, addr, write, remote=True)
         except (Segfault, BusError):
             raise oserror(errno.EFAULT) from None
     raise oserror(errno.EFAULT)  # pragma: no cover
@@ -314,7 +318,7 @@ def remote_access(mm: AddressSpace, addr: int, data: bytes | None, n: int) -> by
         if data is not None:
             frames.write(pfn, off, data[done : done + take])
             if pfn != frames.zero_pfn:
-                frames.set_flags(pfn, pf.PAGE_DIRTY_FLAG)  # FOLL_TOUCH: set_page_dirty()
+                frames.set_flags(pfn, _DIRTY_FLAG)  # FOLL_TOUCH: set_page_dirty()
         else:
             out += frames.read(pfn, off, take)
         done += take

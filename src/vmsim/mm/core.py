@@ -38,7 +38,7 @@ from vmsim.errors import (
     oserror,
 )
 from vmsim.hw.pagetable import PageTables
-from vmsim.mm import fault as pf
+from vmsim.mm import memory
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -55,9 +55,13 @@ from vmsim.mm.flags import (
     VM_SPECIAL,
     VM_WRITE,
 )
-from vmsim.mm.memory import FaultStats, Memory
+from vmsim.mm.gup import gup_touch
+from vmsim.mm.internal import entry_pfn, present
+from vmsim.mm.kernel import Kernel
+from vmsim.mm.lru import lru_add_drain
 from vmsim.mm.tree import VmaTree
 from vmsim.mm.vma import AnonVma, Vma
+from vmsim.mm.vmstat import FaultStats
 from vmsim.phys.frames import OutOfMemory, PageFlag
 
 _PAGETABLE = int(PageFlag.PAGETABLE)
@@ -91,11 +95,11 @@ class MmConfig:
     rlimit_as: int | None = None  # RLIMIT_AS in bytes (None: unlimited)
     rlimit_data: int | None = None  # RLIMIT_DATA in bytes (None: unlimited)
     map_count_needed: int = 0  # the smallest max_map_count every check so far passed at
-    memory: Memory | None = None  # RAM, TLBs (made from ram_pages when not given)
+    memory: Kernel | None = None  # RAM, TLBs, swap... (made from ram_pages when not given)
 
     def __post_init__(self) -> None:
         if self.memory is None:
-            self.memory = Memory(max(self.ram_pages, 2) << PAGE_SHIFT)
+            self.memory = Kernel(max(self.ram_pages, 2) << PAGE_SHIFT)
 
     @property
     def task_size(self) -> int:
@@ -132,38 +136,39 @@ class AddressSpace:
 
     def __init__(self, cfg: MmConfig, mmap_base: int, mmap_legacy_base: int | None = None) -> None:
         self.serial = next(_mm_serials)  # a stable name (id() may be reused once freed)
-        self.cfg = cfg
-        self.tree = VmaTree()
-        self.mmap_base = mmap_base
+        self.cfg = cfg  # sysctls and rlimits (the kernel's globals and task rlimits)
+        self.tree = VmaTree()  # mm->mm_mt: the VMAs; kept by the VMA operations below
+        self.mmap_base = mmap_base  # mm->mmap_base (top-down placement); set by exec
         self.mmap_legacy_base = (
             mmap_legacy_base
             if mmap_legacy_base is not None
             else page_align(cfg.task_size // 3)  # TASK_UNMAPPED_BASE, no randomisation
         )
-        self.start_brk = 0
+        self.start_brk = 0  # mm->start_brk / brk: the heap; kept by brk()
         self.brk = 0
-        self.start_stack = 0
-        self.locked_vm = 0
+        self.start_stack = 0  # mm->start_stack; set by exec
+        self.locked_vm = 0  # mm->locked_vm: pages of VM_LOCKED VMAs; kept by mlock, munmap
         self.def_flags = 0  # mm->def_flags: VM_LOCKED[ONFAULT] after mlockall(MCL_FUTURE)
         mem = cfg.memory
         assert mem is not None
-        self.mem: Memory = mem
+        self.mem: Kernel = mem  # the machine's memory-management globals (vmsim.mm.kernel)
         frames = mem.frames
         self.pt = PageTables(
             5 if cfg.five_level else 4,
             lambda: mem.alloc_folio(_PAGETABLE),  # watermarks, reclaim, OOM like any page
             frames.put,  # type: ignore[arg-type]
         )
-        self.pcid = -1
+        self.pcid = -1  # mm->context: its PCID (-1: none); kept by vmsim.hw.cpu.Cpu
         # (L1 dTLB 4 KiB sets, set mask, PCID) while this is the CPU's current address space:
-        # the inline TLB probe of access.user_access
+        # the inline TLB probe of access.user_access; kept by vmsim.hw.cpu.Cpu
         self.fast: tuple[list[dict[int, Any]], int, int] | None = None
-        self.stats = FaultStats()
-        self.alive = True
+        self.stats = FaultStats()  # task min_flt/maj_flt and more; kept by account_fault()
+        self.alive = True  # mm_users > 0; cleared by destroy() (exit_mmap())
         mem.mms[self.serial] = self
         # Replay of a recorded trace: where the kernel actually placed the next mapping
         # (it depends on ASLR); get_unmapped_area() takes it when that range is free.
         self.placement_hint: int | None = None
+        # MADV_GUARD_INSTALL markers (PTE markers in Linux), by virtual page number
         self.guards: SortedDict = SortedDict()
 
     # ----------------------------------------------------------------- basics
@@ -503,14 +508,16 @@ class AddressSpace:
     def remove_vmas(self, vmas: list[Vma]) -> None:
         """vms_complete_munmap_vmas(): drop the VMAs, their pages, accounting and locks."""
         tree = self.tree
-        self.mem.lru_add_drain()  # vms_clear_ptes()
+        lru_add_drain(self.mem)  # vms_clear_ptes()
         for v in vmas:
             tree.remove_unmapped(v)
             if v.flags & VM_ACCOUNT:
                 self.vm_unacct(v.pages)
             if v.flags & VM_LOCKED:
                 self.locked_vm -= v.pages
-            pf.zap_range(self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED))
+            memory.zap_range(
+                self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
+            )
             self.drop_guards(v.start, v.end)
             f = v.file
             if f is not None and f.inode.deleted and self.mem.on_file_unmapped is not None:
@@ -531,7 +538,7 @@ class AddressSpace:
 
     def zap(self, start: int, end: int, free_tables: bool = False) -> None:
         """Clear the PTEs of ``[start, end)`` (zap_page_range_single()); guard markers stay."""
-        pf.zap_range(self, start, end, free_tables=free_tables)
+        memory.zap_range(self, start, end, free_tables=free_tables)
 
     def drop_guards(self, start: int, end: int) -> None:
         guards = self.guards
@@ -540,9 +547,9 @@ class AddressSpace:
         for k in list(guards.irange(start >> PAGE_SHIFT, (end >> PAGE_SHIFT) - 1)):
             del guards[k]
 
-    def move_private(self, old: int, new: int, length: int) -> None:
-        """move_page_tables(): page table entries and guard markers follow an mremap move."""
-        pf.move_ptes(self, old, new, length)
+    def move_guards(self, old: int, new: int, length: int) -> None:
+        """Guard markers follow an mremap move (move_page_tables() moves them with the PTEs:
+        ``vmsim.mm.mremap.move_page_tables``)."""
         if not self.guards:
             return
         delta = (new - old) >> PAGE_SHIFT
@@ -554,23 +561,16 @@ class AddressSpace:
         for k in moved:
             self.guards[k + delta] = True
 
-    def account_fault(self, what: str, remote: bool) -> None:
-        """mm_account_fault(): vmstat pgfault/pgmajfault and the task's min_flt/maj_flt."""
-        major = what.endswith("-major")
+    def account_fault(self, what: memory.FaultResult, remote: bool) -> None:
+        """mm_account_fault(): vmstat pgfault/pgmajfault and the task's min_flt/maj_flt, and
+        the model's count by kind (``memory.FAULT_KINDS``)."""
+        major, kind = memory.FAULT_KINDS[what]
         for st in (self.mem.stats,) if remote else (self.mem.stats, self.stats):
             st.pgfault += 1
             if major:
                 st.pgmajfault += 1
-            if what == "zero-page":
-                st.zero_page_maps += 1
-            elif what == "anon":
-                st.anon_faults += 1
-            elif what.startswith("cow"):
-                st.cow_faults += 1
-            elif what == "reuse":
-                st.cow_reuse += 1
-            elif what.startswith("file") or what == "shared-write":
-                st.file_faults += 1
+            if kind is not None:
+                setattr(st, kind, getattr(st, kind) + 1)
 
     def destroy(self) -> None:
         """exit_mmap(): unmap everything, free the page tables, give up the PCID."""
@@ -579,14 +579,14 @@ class AddressSpace:
         for v in self.tree:
             if v.flags & VM_ACCOUNT:
                 self.vm_unacct(v.pages)
-        self.mem.lru_add_drain()
+        lru_add_drain(self.mem)
         for v in self.tree:
             if self.pt_used:
-                pf.zap_range(
+                memory.zap_range(
                     self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
                 )
         self.pt.destroy()
-        self.mem.release(self)
+        self.mem.cpu.release(self)
         self.mem.mms.pop(self.serial, None)
         self.alive = False
 
@@ -658,7 +658,7 @@ class AddressSpace:
             pfn = self.follow_page(a, write)
             if pfn is None:
                 try:
-                    pf.handle_mm_fault(self, vma, a, write)
+                    memory.handle_mm_fault(self, vma, a, write)
                 except (Segfault, BusError):
                     ok = False
                     break
@@ -667,7 +667,7 @@ class AddressSpace:
                     break
                 pfn = self.follow_page(a, write)
             if pfn is not None:
-                pf.gup_touch(self, a, pfn, write)
+                gup_touch(self, a, pfn, write)
             a += PAGE_SIZE
         return ok
 
@@ -678,10 +678,10 @@ class AddressSpace:
         if not self.pt_used:
             return None
         leaf = self.pt.get(addr)
-        if leaf is None or not pf.present(leaf.entry):
+        if leaf is None or not present(leaf.entry):
             return None
         e = leaf.entry
-        pfn = pf.entry_pfn(e)
+        pfn = entry_pfn(e)
         if write and not e & PAGE_RW_BIT:
             frames = self.mem.frames
             if not (

@@ -31,11 +31,15 @@ from typing import TYPE_CHECKING
 
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_RW, PAGE_SPECIAL, pfn_pte
 from vmsim.mm.flags import VM_MERGEABLE
+from vmsim.mm.internal import entry_pfn, page_prot, present
+from vmsim.mm.memory import handle_mm_fault
+from vmsim.mm.rmap import rmap_add, rmap_remove
+from vmsim.mm.swap_state import free_swap_cache
 from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
-    from vmsim.mm.memory import Memory
+    from vmsim.mm.kernel import Kernel
 
 PAGE_SIZE = 4096
 ZERO = bytes(PAGE_SIZE)
@@ -47,19 +51,20 @@ _MLOCKED = int(PageFlag.MLOCKED)
 class Ksm:
     """ksmd and its counters (/sys/kernel/mm/ksm)."""
 
-    def __init__(self, mem: Memory, pages_to_scan: int = 100, use_zero_pages: bool = False):
-        self.mem = mem
-        self.pages_to_scan = pages_to_scan
-        self.use_zero_pages = use_zero_pages
-        self.mms: list[AddressSpace] = []
-        self.stable: dict[bytes, int] = {}  # contents -> KSM pfn
-        self.stable_of: dict[int, bytes] = {}
+    def __init__(self, mem: Kernel, pages_to_scan: int = 100, use_zero_pages: bool = False):
+        self.mem = mem  # the machine's memory-management globals
+        self.pages_to_scan = pages_to_scan  # /sys/kernel/mm/ksm/pages_to_scan
+        self.use_zero_pages = use_zero_pages  # /sys/kernel/mm/ksm/use_zero_pages
+        self.mms: list[AddressSpace] = []  # ksm_mm_head: registered by register() (madvise)
+        self.stable: dict[bytes, int] = {}  # the stable tree: contents -> KSM pfn
+        self.stable_of: dict[int, bytes] = {}  # its inverse (stable_node of a folio); forget()
+        # the unstable tree: contents -> (mm, address, pfn) of a candidate seen this scan
         self.unstable: dict[bytes, tuple[AddressSpace, int, int]] = {}
-        self.checksums: dict[tuple[int, int], int] = {}  # (mm.serial, addr) -> last checksum
-        self.queue: list[tuple[AddressSpace, int]] = []
-        self.full_scans = 0
-        self.ksm_zero_pages = 0
-        self.pages_scanned = 0
+        self.checksums: dict[tuple[int, int], int] = {}  # rmap_item->oldchecksum, by (mm, addr)
+        self.queue: list[tuple[AddressSpace, int]] = []  # what is left of this full scan
+        self.full_scans = 0  # /sys/kernel/mm/ksm/full_scans
+        self.ksm_zero_pages = 0  # /sys/kernel/mm/ksm/ksm_zero_pages
+        self.pages_scanned = 0  # /sys/kernel/mm/ksm/pages_scanned
 
     # ------------------------------------------------------------------ bookkeeping
     def register(self, mm: AddressSpace) -> None:
@@ -106,17 +111,15 @@ class Ksm:
 
     def _page(self, mm: AddressSpace, va: int) -> int | None:
         """The anonymous, unpinned, unlocked page mapped at ``va``, or None."""
-        from vmsim.mm import fault as pf
-
         if not mm.alive:
             return None
         vma = mm.tree.lookup(va)
         if vma is None or not vma.flags & VM_MERGEABLE:
             return None
         leaf = mm.pt.get(va)
-        if leaf is None or not pf.present(leaf.entry):
+        if leaf is None or not present(leaf.entry):
             return None
-        pfn = pf.entry_pfn(leaf.entry)
+        pfn = entry_pfn(leaf.entry)
         frames = self.mem.frames
         if pfn == frames.zero_pfn:
             return None
@@ -169,46 +172,42 @@ class Ksm:
             leaf = omm.pt.get(ova)
             if leaf is not None and leaf.entry & PAGE_RW:
                 omm.pt.set(ova, leaf.entry & ~PAGE_RW)
-                self.mem.flush_range(omm, ova, ova + PAGE_SIZE)
+                self.mem.cpu.flush_range(omm, ova, ova + PAGE_SIZE)
         self.stable[data] = pfn
         self.stable_of[pfn] = data
 
     def _replace(self, mm: AddressSpace, va: int, old: int, new: int) -> None:
         """replace_page(): the PTE at ``va`` maps ``new`` read-only; ``old`` is released."""
-        from vmsim.mm import fault as pf
-
         frames = self.mem.frames
         leaf = mm.pt.get(va)
         assert leaf is not None
         vma = mm.tree.lookup(va)
         assert vma is not None
-        entry = pfn_pte(new, pf.page_prot(vma) & ~PAGE_RW) | PAGE_ACCESSED
+        entry = pfn_pte(new, page_prot(vma) & ~PAGE_RW) | PAGE_ACCESSED
         if new == frames.zero_pfn:
             entry |= PAGE_SPECIAL
         else:
             frames.get(new)
             frames.map(new)
-            self.mem.rmap_add(new, mm, va)
+            rmap_add(self.mem, new, mm, va)
         mm.pt.set(va, entry)
-        self.mem.flush_range(mm, va, va + PAGE_SIZE)
+        self.mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
         frames.unmap(old)
-        self.mem.rmap_remove(old, mm, va)
-        pf.free_swap_cache(self.mem, old)  # replace_page(): folio_free_swap() if unmapped
+        rmap_remove(self.mem, old, mm, va)
+        free_swap_cache(self.mem, old)  # replace_page(): folio_free_swap() if unmapped
         frames.put(old)
 
     def unmerge(self, mm: AddressSpace, start: int, end: int) -> None:
         """MADV_UNMERGEABLE -> break_ksm(): every KSM page mapped in the range is copied."""
-        from vmsim.mm import fault as pf
-
         if not mm.pt_used or start >= end:
             return
         frames = self.mem.frames
         for m in list(mm.pt.iter_present(start, end)):
-            pfn = pf.entry_pfn(m.entry)
+            pfn = entry_pfn(m.entry)
             if pfn != frames.zero_pfn and frames.flags(pfn) & _KSM:
                 vma = mm.tree.lookup(m.vaddr)
                 assert vma is not None
-                pf.handle_mm_fault(mm, vma, m.vaddr, True, remote=True)
+                handle_mm_fault(mm, vma, m.vaddr, True, remote=True)
 
     def stats(self) -> dict[str, int]:
         """pages_shared (KSM pages), pages_sharing (further mappings of them),

@@ -1,4 +1,10 @@
-"""The LRU lists of one memory node (mm/swap.c, include/linux/mmzone.h: enum lru_list).
+"""The LRU lists of one memory node (mm/swap.c, include/linux/mmzone.h: enum lru_list), and
+the LRU side of mm/swap.c: folio_mark_accessed() and lru_add_drain().
+
+(Linux's mm/swap.c is named for history: it holds the LRU, not swap. vmsim keeps those
+functions here, next to the lists they move folios between, so that ``swap*.py`` means swap
+devices (swapfile.py), the swap cache (swap_state.py) and swap entries (swapops.py) only.
+lru_note_cost() is in mmzone.py, next to the costs it keeps.)
 
 Folios that user memory is made of sit on one of five lists: inactive/active anonymous,
 inactive/active file, unevictable (mlocked). Each list is a ``dict`` used as an ordered set:
@@ -13,7 +19,26 @@ inactive; MLOCKED puts a folio on the unevictable list.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from vmsim.mm import workingset
+from vmsim.mm.mlock import mlock_drain_local
 from vmsim.phys.frames import FrameAllocator, PageFlag
+
+if TYPE_CHECKING:
+    from vmsim.mm.kernel import Kernel
+
+__all__ = [
+    "ACTIVE_ANON",
+    "ACTIVE_FILE",
+    "INACTIVE_ANON",
+    "INACTIVE_FILE",
+    "LISTS",
+    "UNEVICTABLE",
+    "Lru",
+    "lru_add_drain",
+    "mark_accessed",
+]
 
 INACTIVE_ANON = "inactive_anon"
 ACTIVE_ANON = "active_anon"
@@ -26,15 +51,17 @@ _ACTIVE = int(PageFlag.ACTIVE)
 _SWAPBACKED = int(PageFlag.SWAPBACKED)
 _MLOCKED = int(PageFlag.MLOCKED)
 _LRU = int(PageFlag.LRU)
+_REFERENCED = int(PageFlag.REFERENCED)
 
 
 class Lru:
     """The five lists, and which list each folio is on."""
 
     def __init__(self, frames: FrameAllocator) -> None:
-        self.frames = frames
+        self.frames = frames  # where the folio flags that pick a list are read
+        # lruvec->lists[]: each list oldest first; kept by the methods below
         self.lists: dict[str, dict[int, None]] = {name: {} for name in LISTS}
-        self.where: dict[int, str] = {}
+        self.where: dict[int, str] = {}  # the list of each folio on the LRU (folio_lru_list())
 
     def list_for(self, pfn: int) -> str:
         flags = self.frames.flags(pfn)
@@ -112,3 +139,33 @@ class Lru:
                 assert self.where[pfn] == name, f"pfn {pfn:#x} on {name}, recorded elsewhere"
                 assert self.list_for(pfn) == name, f"pfn {pfn:#x} on {name}, flags disagree"
         assert sum(len(lst) for lst in self.lists.values()) == len(self.where)
+
+
+def mark_accessed(mem: Kernel, pfn: int) -> None:
+    """folio_mark_accessed() with the classic two-list LRU (no MGLRU on the reference
+    kernel): the first call sets PG_referenced; the next activates the folio and clears it,
+    unless the folio is unevictable (an mlocked folio whose mlock batch has drained:
+    nothing happens). One mlocked but still in the batch is activated, and the drain then
+    takes PG_active away (__mlock_folio()): only PG_referenced goes (kernel-verified: the
+    populate of a MAP_LOCKED mapping clears PG_referenced of a page referenced before).
+    (The kernel activates through a per-CPU batch; flags read after a drain agree.)"""
+    frames = mem.frames
+    if pfn == frames.zero_pfn:
+        return
+    flags = frames.flags(pfn)
+    if not flags & _REFERENCED:
+        frames.set_flags(pfn, _REFERENCED)
+    elif flags & _MLOCKED:
+        if pfn in mem.mlock_pending and not flags & _ACTIVE:
+            frames.clear_flags(pfn, _REFERENCED)
+    elif not flags & _ACTIVE:
+        frames.set_flags(pfn, _ACTIVE)
+        frames.clear_flags(pfn, _REFERENCED)
+        mem.node.lru.update(pfn)
+        workingset.activation(mem)
+
+
+def lru_add_drain(mem: Kernel) -> None:
+    """lru_add_drain(): drain this CPU's folio batches. The model moves folios between
+    lists at once, so only the mlock batch waits (mlock_drain_local())."""
+    mlock_drain_local(mem)

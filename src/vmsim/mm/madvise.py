@@ -41,7 +41,8 @@ from vmsim.constants import (
     PMD_SIZE,
 )
 from vmsim.errors import BusError, Segfault, oserror
-from vmsim.mm import fault as pf
+from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
+from vmsim.mm import gup, lru, memory, truncate, vmscan
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -65,8 +66,9 @@ from vmsim.mm.flags import (
     VM_WIPEONFORK,
     VM_WRITE,
 )
+from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.vma import Vma
-from vmsim.phys.frames import OutOfMemory
+from vmsim.phys.frames import OutOfMemory, PageFlag
 
 VALID_ADVICE = frozenset(
     {
@@ -176,15 +178,15 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         inode = vma.file.inode
         first, last = vma.pgoff_at(start), vma.pgoff_at(end)
         # shmem_fallocate(PUNCH_HOLE): unmap (private copies stay), then drop the pages
-        pf.unmap_mapping_pages(list(mm.mem.mms.values()), inode, first, last, even_cows=False)
-        pf.drop_cache_pages(mm.mem, inode, first, last)
+        memory.unmap_mapping_pages(list(mm.mem.mms.values()), inode, first, last, even_cows=False)
+        truncate.drop_cache_pages(mm.mem, inode, first, last)
         return vma
     if behavior == MADV_WILLNEED:
         return vma
     if behavior in (MADV_COLD, MADV_PAGEOUT):
         if flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
             raise oserror(errno.EINVAL)
-        pf.cold_or_pageout(mm, start, end, behavior == MADV_PAGEOUT)
+        cold_or_pageout(mm, start, end, behavior == MADV_PAGEOUT)
         return vma
     if behavior in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE):
         forbidden = VM_PFNMAP
@@ -196,7 +198,7 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
             if not vma.is_anonymous or flags & VM_SHARED:
                 raise oserror(errno.EINVAL)
             # lazily freed: contents stay until reclaim finds them still clean
-            pf.lazyfree(mm, start, end)
+            lazyfree(mm, start, end)
             return vma
         mm.zap(start, end)
         return vma
@@ -302,13 +304,91 @@ def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> No
             while a < nend:
                 pfn = mm.follow_page(a, write, force=False)
                 if pfn is None:
-                    pf.handle_mm_fault(mm, vma, a, write)
+                    memory.handle_mm_fault(mm, vma, a, write)
                     pfn = mm.follow_page(a, write, force=False)
                 if pfn is not None:
-                    pf.gup_touch(mm, a, pfn, write)
+                    gup.gup_touch(mm, a, pfn, write)
                 a += PAGE_SIZE
         except (BusError, Segfault):
             raise oserror(errno.EFAULT) from None
         except OutOfMemory:
             raise oserror(errno.ENOMEM) from None
         addr = nend
+
+
+# folio flags of the PTE walks below
+_ANON = int(PageFlag.ANON)
+_DIRTY = int(PageFlag.DIRTY)
+_MLOCKED = int(PageFlag.MLOCKED)
+_SWAPBACKED = int(PageFlag.SWAPBACKED)
+_REFERENCED = int(PageFlag.REFERENCED)
+_ACTIVE = int(PageFlag.ACTIVE)
+
+
+def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
+    """madvise_free_pte_range(): every anonymous page's PTE becomes clean and old; a dirty
+    folio is cleaned only if mapped once (a shared one is skipped whole); then
+    folio_mark_lazyfree() drops PG_swapbacked (and active, referenced) unless the folio is
+    mlocked (unevictable): reclaim may then free it without swapping, until it is written
+    again."""
+    if not mm.pt_used or start >= end:
+        return
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    touched = []
+    for m in mm.pt.iter_leaves(start, end):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        if pfn == zero or not frames.flags(pfn) & _ANON:
+            continue
+        flags = frames.flags(pfn)
+        if flags & _DIRTY:
+            if frames.mapcount(pfn) != 1:
+                continue
+            frames.clear_flags(pfn, _DIRTY)
+        if e & (PAGE_ACCESSED | PAGE_DIRTY):
+            mm.pt.set(m.vaddr, e & ~(PAGE_ACCESSED | PAGE_DIRTY))
+            touched.append(m.vaddr)
+        if flags & _SWAPBACKED and not flags & _MLOCKED:
+            frames.clear_flags(pfn, _SWAPBACKED | _REFERENCED | _ACTIVE)
+            mm.mem.node.lru.update(pfn)
+    if touched:
+        mm.mem.cpu.flush_range(mm, touched[0], touched[-1] + PAGE_SIZE)
+
+
+def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> None:
+    """madvise_cold_or_pageout_pte_range(): folios mapped only here lose PG_referenced;
+    MADV_COLD also ages their PTEs and moves them to the inactive list, MADV_PAGEOUT reclaims
+    them at once (without swap an anonymous folio stays, activated; a clean file folio goes;
+    the PTEs of what stays keep their accessed bit)."""
+    if not mm.pt_used or start >= end:
+        return
+    mem = mm.mem
+    lru.lru_add_drain(mem)  # madvise_cold() / madvise_pageout() start with it
+    frames = mem.frames
+    zero = frames.zero_pfn
+    picked: list[int] = []
+    aged: list[int] = []
+    for m in list(mm.pt.iter_leaves(start, end)):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        if pfn == zero or pfn not in mem.node.lru.where or frames.mapcount(pfn) != 1:
+            continue
+        if e & PAGE_ACCESSED and not pageout:  # PAGEOUT leaves the PTE young (kernel-verified)
+            mm.pt.set(m.vaddr, e & ~PAGE_ACCESSED)
+            aged.append(m.vaddr)
+        frames.clear_flags(pfn, _REFERENCED)
+        if pageout:
+            picked.append(pfn)
+        elif frames.flags(pfn) & _ACTIVE:
+            frames.clear_flags(pfn, _ACTIVE)
+            mem.node.lru.update(pfn)
+            mem.vmstat["pgdeactivate"] += 1
+    if aged:
+        mem.cpu.flush_range(mm, aged[0], aged[-1] + PAGE_SIZE)
+    if picked:
+        vmscan.pageout(mem, picked)

@@ -1,400 +1,672 @@
-"""The machine's memory hardware as the mm code sees it: RAM frames, the CPU's TLBs, PCIDs.
+"""Page faults and the page-table side of munmap, fork and truncate (mm/memory.c).
 
-One ``Memory`` per machine (``MmConfig.memory``). The model has one CPU: every address space
-runs on it in turn, and ``switch_to()`` is the context switch. PCIDs are handed out the way
-arch/x86/mm/tlb.c does it: each CPU keeps ``TLB_NR_DYN_ASIDS`` (6) slots, an address space that
-still owns a slot gets its PCID (ASID + 1) back without a flush, one that lost it takes the
-next slot round-robin and the slot's PCID is flushed first (choose_new_asid() with
-need_flush). A range flush of an address space that owns a slot invalidates its entries at
-once (the kernel may defer that to the next switch; the outcome is the same); one that owns no
-slot has nothing cached.
+handle_mm_fault() -> handle_pte_fault(): do_anonymous_page(), do_read_fault() with
+do_fault_around(), do_cow_fault(), do_shared_fault(), do_wp_page(), do_swap_page(); the
+fault side of the page cache (filemap_fault(), filemap_map_pages(): mm/filemap.c); zapping
+(zap_pte_range(), unmap_mapping_pages()) and fork's copy_page_range(), on 4 KiB pages.
 
-The paging-structure caches hold no PCID tag in this model, so they are emptied on every
-switch and every flush (INVLPG empties them anyway, SDM 4.10.4.1).
+Ownership rules (as the kernel's): every present PTE that maps a frame holds one reference
+and one map count on it, and is in the reverse map (``vmsim.mm.rmap``); the page cache holds
+one more reference on each of its pages (``Inode.pages``: page offset -> pfn). The shared
+zero page is mapped by special PTEs and never counted. After every change that removes or
+narrows a translation the TLB is flushed for the range (``Cpu.flush_range``): a stale entry
+can never grant more than the tables.
 """
 
 from __future__ import annotations
 
-import math
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from vmsim.hw.mmu import PagingStructureCache
-from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig, TlbHierarchy, flush_tlb_range
-from vmsim.mm.lru import Lru
-from vmsim.mm.swap import Key, SwapSpace
-from vmsim.phys.frames import FrameAllocator, OutOfMemory, PageFlag
+from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, SEGV_MAPERR
+from vmsim.errors import BusError, Segfault
+from vmsim.hw.pte import (
+    PAGE_ACCESSED,
+    PAGE_DIRTY,
+    PAGE_RW,
+    PAGE_SPECIAL,
+    PAGE_SWP_EXCLUSIVE,
+    pfn_pte,
+)
+from vmsim.mm import readahead, vmscan, workingset
+from vmsim.mm.filemap import cache_add, eof_pages, read_page
+from vmsim.mm.flags import (
+    VM_LOCKED,
+    VM_MAYBE_GUARD,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VM_SHARED,
+    VM_WRITE,
+)
+from vmsim.mm.internal import (
+    ANON_FLAGS,
+    SHMEM_FLAGS,
+    entry_pfn,
+    is_cow_mapping,
+    page_prot,
+    present,
+)
+from vmsim.mm.lru import mark_accessed
+from vmsim.mm.mlock import mlock_folio, munlock_folio
+from vmsim.mm.rmap import anon_owner, rmap_add, rmap_remove
+from vmsim.mm.swap_state import (
+    SWAP_RA_HITS_MAX,
+    SWAP_RA_INITIAL,
+    SwapRa,
+    delete_from_swap_cache,
+    free_swap_and_cache,
+    free_swap_cache,
+    read_swap_page,
+    swapin_readahead,
+)
+from vmsim.mm.swapops import pte_to_swp_entry
+from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
-    from vmsim.mm.ksm import Ksm
-    from vmsim.mm.vma import Inode
+    from vmsim.mm.kernel import Kernel
+    from vmsim.mm.vma import Inode, Vma
 
-TLB_NR_DYN_ASIDS = 6
+__all__ = [
+    "FAULT_AROUND_PAGES",
+    "FAULT_KINDS",
+    "FaultKind",
+    "FaultResult",
+    "copy_page_range",
+    "do_swap_page",
+    "find_or_create_page",
+    "handle_mm_fault",
+    "unmap_mapping_pages",
+    "vma_needs_copy",
+    "zap_mapped",
+    "zap_range",
+]
 
-
-@dataclass(slots=True)
-class FaultStats:
-    """Event counters of one address space, or of the whole machine (vmstat names)."""
-
-    pgfault: int = 0  # every page fault handled (minor + major)
-    pgmajfault: int = 0  # faults that had to read a file page from its backing store
-    zero_page_maps: int = 0  # read faults answered with the shared zero page
-    anon_faults: int = 0  # write faults that allocated a fresh anonymous page
-    cow_faults: int = 0  # write faults that copied a page (wp_page_copy / do_cow_fault)
-    cow_reuse: int = 0  # write faults on a read-only anonymous page mapped once: no copy
-    file_faults: int = 0  # faults that mapped a page-cache page
-    fault_around: int = 0  # extra page-cache pages mapped around a read fault
-    spurious_faults: int = 0  # TLB entry stricter than the page tables: re-walked
-    tlb_l1_hits: int = 0  # translations answered by an L1 TLB
-    tlb_stlb_hits: int = 0  # ... by the STLB
-    tlb_misses: int = 0  # ... by a page walk
-    walks: int = 0  # page walks (TLB misses)
-    walk_refs: int = 0  # memory references made by those walks
-    pwc_hits: int = 0  # walks that started below the top thanks to a paging-structure cache
-    cow_ksm: int = 0  # writes that copied a KSM page
-
-    @property
-    def translations(self) -> int:
-        """User accesses translated (one per page touched)."""
-        return self.tlb_l1_hits + self.tlb_stlb_hits + self.tlb_misses
-
-    def as_dict(self) -> dict[str, int]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["translations"] = self.translations
-        return d
-
-
-class Memory:
-    """RAM, the TLB hierarchy and the paging-structure caches of the machine's CPU."""
-
-    def __init__(self, ram_bytes: int, tlb_config: TlbConfig = DEFAULT_TLB_CONFIG) -> None:
-        self.frames = FrameAllocator(ram_bytes)
-        self.tlb = TlbHierarchy(tlb_config)
-        self.pwc = PagingStructureCache(strict=True)
-        self.stats = FaultStats()
-        self.current: AddressSpace | None = None
-        self._slots: list[weakref.ref[AddressSpace] | None] = [None] * TLB_NR_DYN_ASIDS
-        self._next_slot = 0
-        # every live address space, by serial, in creation order (a WeakSet would iterate in
-        # id() order, which changes from run to run)
-        self.mms: weakref.WeakValueDictionary[int, AddressSpace] = weakref.WeakValueDictionary()
-        self.mlock_count: dict[int, int] = {}  # folio->mlock_count, by pfn
-        # reverse map: pfn -> the (address space, address) of every PTE that maps it
-        # reverse map: pfn -> the (mm, address) pairs mapping it, in the order they were
-        # added (a dict, not a set: a set of address spaces iterates in id() order, which
-        # differs from run to run, and an rmap walk that stops early must not)
-        self.rmap: dict[int, dict[tuple[AddressSpace, int], None]] = {}
-        self.lru = Lru(self.frames)
-        self.cache_owner: dict[int, tuple[Inode, int]] = {}  # page-cache pfn -> (inode, pgoff)
-        # folio->mapping and folio->index of an anonymous swap-cache folio, as (anon_vma root,
-        # linear page index): a fault from elsewhere must copy it (ksm_might_need_to_copy())
-        self.swap_owner: dict[int, tuple[int, int]] = {}
-        self.swap = SwapSpace()
-        self.frames.on_free = self._freed
-        self.vmstat: dict[str, int] = dict.fromkeys(VMSTAT_EVENTS, 0)
-        self.wmark_min, self.wmark_low, self.wmark_high = watermarks(self.frames.total_pages)
-        self.kswapd_wanted = False
-        self.reclaiming = False
-        # Called when an allocation cannot be satisfied even after reclaim: kills a process
-        # (the OOM killer) and returns True, or returns False if there is nobody to kill.
-        self.oom_handler: Callable[[], bool] | None = None
-        self.task: AddressSpace | None = None  # whose syscall or fault is running
-        self.ksm: Ksm | None = None
-        # mlock_fbatch: folios mlocked (or munlocked) whose move to the unevictable list is
-        # still pending on this CPU; PG_unevictable is set when the batch drains
-        self.mlock_pending: set[int] = set()
-        self.mlock_batch = 0
-        self.nonresident_age = 0  # lruvec->nonresident_age (workingset.py)
-        self.refaults_seen = (0, 0)  # lruvec->refaults[]: activations at the last reclaim
-        self.swappiness = 60  # vm.swappiness
-        self.anon_cost = 0  # lruvec->anon_cost / file_cost: recent reclaim cost per type
-        self.file_cost = 0
-        self.nr_pageout = 0  # pages reclaim has written out (swap or file writeback)
-        self.ra_pages = 32  # the block device's read_ahead_kb / 4 (file read-around)
-        self.flush_ceiling = 33  # /sys/kernel/debug/x86/tlb_single_page_flush_ceiling
-        # Called when a VMA of a file goes away (the machine frees a deleted file's pages
-        # once nothing maps or opens it).
-        self.on_file_unmapped: Callable[[Inode], None] | None = None
-
-    # -------------------------------------------------------------- PCIDs
-    def _slot_of(self, mm: AddressSpace) -> int:
-        for i, ref in enumerate(self._slots):
-            if ref is not None and ref() is mm:
-                return i
-        return -1
-
-    def pcid_of(self, mm: AddressSpace) -> int:
-        """The PCID ``mm`` runs with now, or -1 if it owns no ASID slot."""
-        i = self._slot_of(mm)
-        return -1 if i < 0 else i + 1
-
-    def switch_to(self, mm: AddressSpace) -> int:
-        """switch_mm_irqs_off(): make ``mm`` current and return its PCID."""
-        if self.current is mm:
-            return mm.pcid
-        if self.current is not None:
-            self.current.fast = None
-        i = self._slot_of(mm)
-        if i < 0:
-            i = self._next_slot
-            self._next_slot = (i + 1) % TLB_NR_DYN_ASIDS
-            old = self._slots[i]
-            if old is not None and (prev := old()) is not None:
-                prev.pcid = -1
-                prev.fast = None
-            self._slots[i] = weakref.ref(mm)
-            self.tlb.flush_pcid(i + 1)
-        mm.pcid = i + 1
-        self.current = mm
-        sets = self.tlb.l1d_4k_sets
-        mm.fast = None if sets is None else (sets, self.tlb.l1d_4k_mask, mm.pcid)
-        self.pwc.flush()
-        return mm.pcid
-
-    def release(self, mm: AddressSpace) -> None:
-        """An address space is gone (exit, exec): its slot is free for the next one."""
-        i = self._slot_of(mm)
-        if i >= 0:
-            self.tlb.flush_pcid(i + 1)
-            self._slots[i] = None
-        if self.current is mm:
-            self.current = None
-        mm.pcid = -1
-        mm.fast = None
-        self.pwc.flush()
-
-    # ------------------------------------------------------------ flushes
-    def flush_range(self, mm: AddressSpace, start: int, end: int) -> int:
-        """flush_tlb_mm_range(): INVLPG per page up to the ceiling, else the whole PCID.
-        Returns the pages invalidated one by one, -1 for a full flush, 0 if ``mm`` has
-        nothing cached."""
-        self.pwc.flush()
-        pcid = self.pcid_of(mm)
-        if pcid < 0 or end <= start:
-            return 0
-        return flush_tlb_range(self.tlb, start, end, pcid, ceiling=self.flush_ceiling)
-
-    def flush_mm(self, mm: AddressSpace) -> None:
-        """flush_tlb_mm(): everything cached for ``mm``."""
-        self.pwc.flush()
-        pcid = self.pcid_of(mm)
-        if pcid >= 0:
-            self.tlb.flush_pcid(pcid)
-            self.tlb.nr_tlb_local_flush_all += 1
-
-    # ------------------------------------------------------- pages and reclaim
-    def _freed(self, pfn: int) -> None:
-        self.lru.remove(pfn)
-        self.rmap.pop(pfn, None)
-        self.cache_owner.pop(pfn, None)
-        self.swap_owner.pop(pfn, None)
-        self.mlock_pending.discard(pfn)
-        if self.ksm is not None:
-            self.ksm.forget(pfn)
-        self.mlock_count.pop(pfn, None)
-
-    def mlock_batch_add(self, pfn: int, newly_locked: bool) -> None:
-        """mlock_folio() / munlock_folio(): the folio joins the per-CPU batch, which drains
-        when full (FOLIO_BATCH_SIZE = 31)."""
-        if newly_locked:
-            self.mlock_pending.add(pfn)
-        self.mlock_batch += 1
-        if self.mlock_batch >= 31:
-            self.lru_add_drain()
-
-    def lru_add_drain(self) -> None:
-        """lru_add_drain() -> mlock_drain_local(): pending mlocked folios become
-        unevictable, and lose PG_active (__mlock_folio())."""
-        frames = self.frames
-        for pfn in self.mlock_pending:
-            if frames.flags(pfn) & _MLOCKED:
-                frames.clear_flags(pfn, _ACTIVE)
-                self.lru.update(pfn)
-        self.mlock_pending.clear()
-        self.mlock_batch = 0
-
-    def rmap_add(self, pfn: int, mm: AddressSpace, addr: int) -> None:
-        s = self.rmap.get(pfn)
-        if s is None:
-            self.rmap[pfn] = {(mm, addr): None}
-        else:
-            s[(mm, addr)] = None
-
-    def rmap_remove(self, pfn: int, mm: AddressSpace, addr: int) -> None:
-        s = self.rmap.get(pfn)
-        if s is not None:
-            s.pop((mm, addr), None)
-            if not s:
-                del self.rmap[pfn]
-
-    def reap_swap_cache(self) -> int:
-        """Free the swap-cache folios nobody needs any more: unmapped, unused, and their slot
-        named by no PTE (a copy was mapped instead, ksm_might_need_to_copy()). Linux leaves
-        them on the LRU, where reclaim frees them first (or __try_to_reclaim_swap() when
-        swap fills up); this does it at once. Returns the folios freed."""
-        frames = self.frames
-        gone = [
-            pfn
-            for key, pfn in self.swap.cache.items()
-            if not self.swap.count(key) and not frames.mapcount(pfn) and frames.refcount(pfn) == 1
-        ]
-        for pfn in gone:
-            self.delete_from_swap_cache(pfn)
-        return len(gone)
-
-    def swap_entry_gone(self, key: Key) -> None:
-        """free_swap_and_cache(): a swap PTE was zapped; if no one else names the slot and its
-        swap-cache folio is mapped nowhere, the folio goes too."""
-        swap = self.swap
-        swap.put(key)
-        pfn = swap.cache.get(key)
-        frames = self.frames
-        if (
-            pfn is not None
-            and not swap.count(key)
-            and not frames.mapcount(pfn)
-            and frames.refcount(pfn) == 1
-        ):
-            self.delete_from_swap_cache(pfn)
-
-    def delete_from_swap_cache(self, pfn: int) -> None:
-        """delete_from_swap_cache() + folio_put(): the folio leaves the swap cache (its slot is
-        freed if nothing names it) and the cache's reference goes (freeing an unused folio)."""
-        self.swap.remove_from_cache(pfn)
-        self.swap_owner.pop(pfn, None)
-        self.frames.clear_flags(pfn, _SWAPCACHE)
-        self.frames.put(pfn)
-
-    def alloc_folio(self, flags: int, noretry: bool = False) -> int:
-        """The page allocator's view of a user page: below the low watermark kswapd is woken,
-        at the min watermark the allocating task reclaims itself (direct reclaim), and when
-        even that leaves nothing above min the OOM killer frees memory; OutOfMemory if nobody
-        is left to kill. Reclaim itself allocates from the reserve below min. ``noretry``
-        (__GFP_NORETRY, as readahead asks): one round of direct reclaim, never the OOM
-        killer."""
-        from vmsim.mm import vmscan
-
-        frames = self.frames
-        if self.reclaiming:
-            return frames.alloc(flags)
-        if frames.free_pages <= self.wmark_low and not self.kswapd_wanted:
-            self.kswapd_wanted = True
-            self.vmstat["kswapd_wake"] += 1
-        for _ in range(64):
-            if frames.free_pages > self.wmark_min:
-                return frames.alloc(flags)
-            self.vmstat["allocstall_normal"] += 1
-            if vmscan.direct_reclaim(self) and not noretry:
-                continue
-            if noretry or self.oom_handler is None or not self.oom_handler():
-                break
-        if frames.free_pages > self.wmark_min:
-            return frames.alloc(flags)
-        raise OutOfMemory(0, frames.free_pages, frames.total_pages)
-
-
-VMSTAT_EVENTS = (
-    "pgscan_kswapd",
-    "pgscan_direct",
-    "pgsteal_kswapd",
-    "pgsteal_direct",
-    "pgactivate",
-    "pgdeactivate",
-    "pgrefill",
-    "pgrotated",
-    "allocstall_normal",
-    "kswapd_wake",
-    "pageoutrun",
-    "oom_kill",
-    "thp_fault_alloc",
-    "swap_ra",
-    "swap_ra_hit",
-    "swpin_zero",
-    "swpout_zero",
-    "ksm_swpin_copy",
-    "pgscan_anon",
-    "pgscan_file",
-    "pgsteal_anon",
-    "pgsteal_file",
-    "workingset_refault_anon",
-    "workingset_refault_file",
-    "workingset_activate_anon",
-    "workingset_activate_file",
-    "workingset_restore_anon",
-    "workingset_restore_file",
-    "nr_written",
-)
-
-
-# The lines of /proc/vmstat the model keeps, in the kernel's order (vmstat_text[] of 6.18;
-# ksm_zero_pages is not one of them: it is in /sys/kernel/mm/ksm).
-VMSTAT_ORDER = (
-    "nr_free_pages",
-    "nr_mlock",
-    "nr_inactive_anon",
-    "nr_active_anon",
-    "nr_inactive_file",
-    "nr_active_file",
-    "nr_unevictable",
-    "workingset_refault_anon",
-    "workingset_refault_file",
-    "workingset_activate_anon",
-    "workingset_activate_file",
-    "workingset_restore_anon",
-    "workingset_restore_file",
-    "nr_anon_pages",
-    "nr_mapped",
-    "nr_file_pages",
-    "nr_dirty",
-    "nr_shmem",
-    "nr_written",
-    "nr_page_table_pages",
-    "nr_swapcached",
-    "pswpin",
-    "pswpout",
-    "allocstall_normal",
-    "pgactivate",
-    "pgdeactivate",
-    "pgfault",
-    "pgmajfault",
-    "pgrefill",
-    "pgsteal_kswapd",
-    "pgsteal_direct",
-    "pgscan_kswapd",
-    "pgscan_direct",
-    "pgscan_anon",
-    "pgscan_file",
-    "pgsteal_anon",
-    "pgsteal_file",
-    "pageoutrun",
-    "pgrotated",
-    "oom_kill",
-    "swap_ra",
-    "swap_ra_hit",
-    "swpin_zero",
-    "swpout_zero",
-    "ksm_swpin_copy",
-    "cow_ksm",
-    "zswpin",
-    "zswpout",
-    "zswpwb",
-)
-
-
-def watermarks(managed: int) -> tuple[int, int, int]:
-    """min/low/high watermarks in pages, as __setup_per_zone_wmarks() sets them for one
-    zone: min_free_kbytes = sqrt(lowmem_kbytes * 16) within [128, 262144] kB; low and high
-    add max(min/4, managed * watermark_scale_factor (10) / 10000) once and twice."""
-    kb = managed * 4
-    min_free_kb = min(max(math.isqrt(kb * 16), 128), 262144)
-    wmin = min(min_free_kb // 4, max(managed // 8, 1))
-    tmp = max(wmin // 4, managed * 10 // 10000)
-    return wmin, wmin + tmp, wmin + 2 * tmp
-
-
-_SWAPCACHE = int(PageFlag.SWAPCACHE)
+_ANON = int(PageFlag.ANON)
+_DIRTY = int(PageFlag.DIRTY)
 _MLOCKED = int(PageFlag.MLOCKED)
-_ACTIVE = int(PageFlag.ACTIVE)
+_KSM = int(PageFlag.KSM)
+_READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
+FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
+
+
+class FaultResult(StrEnum):
+    """What handle_mm_fault() did (the model's finer view of vm_fault_t: which handler ran,
+    and VM_FAULT_MAJOR as the ``-major`` kinds). A str enum: it prints, compares and
+    serialises as its value ("cow", "file-major", ...)."""
+
+    ZERO_PAGE = "zero-page"  # do_anonymous_page(): the shared zero page, read-only
+    ANON = "anon"  # do_anonymous_page(): a new anonymous page
+    FILE = "file"  # do_read_fault(): a page-cache page (already cached)
+    FILE_MAJOR = "file-major"  # do_read_fault() / do_shared_fault() that read the file
+    COW = "cow"  # do_cow_fault() or wp_page_copy(): a private copy
+    COW_MAJOR = "cow-major"  # do_cow_fault() that read the file first
+    REUSE = "reuse"  # do_wp_page(): the anonymous page is ours alone, made writable
+    SHARED_WRITE = "shared-write"  # do_shared_fault() / wp_page_shared()
+    SPURIOUS = "spurious"  # the PTE allowed the access already
+    SWAP = "swap"  # do_swap_page(): the page was in the swap cache
+    SWAP_MAJOR = "swap-major"  # do_swap_page(): read from swap
+
+
+class FaultKind(StrEnum):
+    """The per-kind counter of ``FaultStats`` a fault result adds to (mm_account_fault()
+    counts pgfault / pgmajfault; the model also counts by handler)."""
+
+    ZERO_PAGE = "zero_page_maps"
+    ANON = "anon_faults"
+    COW = "cow_faults"
+    REUSE = "cow_reuse"
+    FILE = "file_faults"
+
+
+# For each result: whether it is a major fault, and the FaultStats counter it adds to (None:
+# pgfault / pgmajfault only). AddressSpace.account_fault() reads this table.
+FAULT_KINDS: dict[FaultResult, tuple[bool, FaultKind | None]] = {
+    FaultResult.ZERO_PAGE: (False, FaultKind.ZERO_PAGE),
+    FaultResult.ANON: (False, FaultKind.ANON),
+    FaultResult.FILE: (False, FaultKind.FILE),
+    FaultResult.FILE_MAJOR: (True, FaultKind.FILE),
+    FaultResult.COW: (False, FaultKind.COW),
+    FaultResult.COW_MAJOR: (True, FaultKind.COW),
+    FaultResult.REUSE: (False, FaultKind.REUSE),
+    FaultResult.SHARED_WRITE: (False, FaultKind.FILE),
+    FaultResult.SPURIOUS: (False, None),
+    FaultResult.SWAP: (False, None),
+    FaultResult.SWAP_MAJOR: (True, None),
+}
+
+
+# ------------------------------------------------------------------ page cache
+def find_or_create_page(mm: AddressSpace, vma: Vma, pgoff: int) -> tuple[int, str]:
+    """filemap_fault() / shmem_fault(): the page-cache page at ``pgoff`` of the VMA's file,
+    or a new zeroed page for tmpfs. Returns (pfn, how): "hit" (it was cached), "major" (a
+    regular file read it with its readahead window, ``vmsim.mm.readahead``; the fault waits
+    for the read and is retried, counted major), or "retry" (it was cached and carried the
+    readahead mark: the next window is read asynchronously and the fault is retried after
+    dropping the per-VMA lock; that retry is not a FAULT_FLAG_TRIED one, so the fault
+    stays minor: kernel-verified)."""
+    assert vma.file is not None
+    inode = vma.file.inode
+    mem = mm.mem
+    pfn = inode.pages.get(pgoff)
+    if pfn is not None:
+        if inode.shmem:
+            return pfn, "hit"
+        mem.frames.get(pfn)  # held across the readahead's allocations (filemap_fault())
+        try:
+            ahead = readahead.async_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff, pfn)
+        finally:
+            mem.frames.put(pfn)
+        return pfn, "retry" if ahead else "hit"
+    if inode.shmem:
+        key = inode.swapped.get(pgoff)
+        pfn = mem.alloc_folio(SHMEM_FLAGS)
+        if key is None:
+            cache_add(mem, inode, pgoff, pfn)
+            return pfn, "hit"
+        # shmem_swapin_folio(): read it back (from the swap cache if readahead brought it
+        # there already), the slot is given up (a major fault)
+        cached = mem.swap.cache.get(key)
+        if cached is not None:
+            page = mem.frames.read(cached)
+        else:
+            page, _where = mem.swap.read(key)
+        mem.frames.write(pfn, 0, page)
+        mem.frames.set_flags(pfn, _DIRTY)
+        del inode.swapped[pgoff]
+        shadow = mem.swap.shadows.pop(key, None)
+        free_swap_and_cache(mem, key)
+        cache_add(mem, inode, pgoff, pfn)
+        if shadow is not None:
+            workingset.refault(mem, pfn, shadow)
+        return pfn, "major"
+    # a regular file: the readahead window, then the page itself if readahead did not
+    # read it (no readahead, or memory ran out)
+    readahead.sync_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff)
+    pfn = inode.pages.get(pgoff)
+    if pfn is None:
+        pfn = read_page(mem, inode, pgoff)
+    return pfn, "major"
+
+
+# ---------------------------------------------------------------- mapping pages
+def _set_pte(mm: AddressSpace, addr: int, entry: int) -> None:
+    mm.pt.set(addr, entry)
+
+
+def _map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> None:
+    """Install ``entry`` for frame ``pfn`` (taking a mapping reference) at ``addr``."""
+    mem = mm.mem
+    mem.frames.map(pfn)
+    rmap_add(mem, pfn, mm, addr)
+    if vma.flags & VM_LOCKED:
+        mlock_folio(mm, pfn)
+    _set_pte(mm, addr, entry)
+
+
+def _new_anon_page(mm: AddressSpace, src: int | None = None) -> int:
+    """A new anonymous folio on the LRU, zeroed or a copy of ``src`` (the caller holds a
+    reference on ``src``, so reclaim run by this allocation leaves it alone)."""
+    mem = mm.mem
+    pfn = mem.alloc_folio(ANON_FLAGS)
+    if src is not None:
+        mem.frames.copy_into(src, pfn)
+    mem.node.lru.add(pfn)
+    return pfn
+
+
+def handle_mm_fault(
+    mm: AddressSpace, vma: Vma, addr: int, write: bool, *, remote: bool = False
+) -> FaultResult:
+    """handle_mm_fault() for a 4 KiB page: the VMA allows the access (the caller checked).
+    Returns what was done: "zero-page", "anon", "file", "file-major", "cow", "reuse",
+    "shared-write" or "spurious". Raises Segfault (guard marker) or BusError (past EOF)."""
+    fault_addr = addr
+    addr &= ~(PAGE_SIZE - 1)
+    if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
+        raise Segfault(fault_addr, SEGV_MAPERR)
+    # __handle_mm_fault(): the page tables down to the PTE table exist before any page is
+    # allocated or referenced (their allocation may reclaim)
+    mm.pt.prealloc(addr)
+    try:
+        what = _handle_pte_fault(mm, vma, addr, write)
+    except BusError:
+        raise BusError(fault_addr) from None
+    mm.account_fault(what, remote)
+    return what
+
+
+def _handle_pte_fault(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> FaultResult:
+    leaf = mm.pt.get(addr)
+    entry = leaf.entry if leaf is not None else 0
+    if not entry:
+        if vma.file is None:
+            what = _do_anonymous_page(mm, vma, addr, write)
+        elif not write:
+            what = _do_read_fault(mm, vma, addr)
+        elif not vma.flags & VM_SHARED:
+            what = _do_cow_fault(mm, vma, addr)
+        else:
+            what = _do_shared_fault(mm, vma, addr)
+    elif not present(entry):
+        what = do_swap_page(mm, vma, addr, entry, write)
+    elif write and not entry & PAGE_RW:
+        what = _do_wp_page(mm, vma, addr, entry)
+    else:
+        new = entry | PAGE_ACCESSED | (PAGE_DIRTY if write else 0)
+        if new != entry:
+            _set_pte(mm, addr, new)
+        what = FaultResult.SPURIOUS
+    return what
+
+
+def _do_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> FaultResult:
+    prot = page_prot(vma)
+    if not write:
+        zero = mm.mem.frames.zero_pfn
+        _set_pte(mm, addr, pfn_pte(zero, prot & ~PAGE_RW) | PAGE_SPECIAL)
+        return FaultResult.ZERO_PAGE
+    mm.anon_vma_prepare(vma)
+    pfn = _new_anon_page(mm)
+    entry = pfn_pte(pfn, prot)
+    if vma.flags & VM_WRITE:
+        entry |= PAGE_RW | PAGE_DIRTY
+    _map_page(mm, vma, addr, pfn, entry)
+    return FaultResult.ANON
+
+
+def _check_eof(vma: Vma, addr: int) -> int:
+    assert vma.file is not None
+    pgoff = vma.pgoff_at(addr)
+    if pgoff >= eof_pages(vma.file.inode):
+        raise BusError(addr)
+    return pgoff
+
+
+def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
+    """do_read_fault(): map the page-cache pages already there around ``addr`` (fault-around,
+    up to 16 pages inside the VMA, the page table and the file); if the page itself was not
+    among them, get it: tmpfs allocates it; a regular file reads it with its read-around
+    window and the fault is retried (VM_FAULT_RETRY, then counted major), which maps the
+    whole window through fault-around again."""
+    assert vma.file is not None
+    pgoff = vma.pgoff_at(addr)
+    inode = vma.file.inode
+    # fault-around runs first, so even a fault past EOF maps the cached pages before it
+    if _fault_around(mm, vma, addr, pgoff):
+        return FaultResult.FILE
+    _check_eof(vma, addr)
+    _pfn, how = find_or_create_page(mm, vma, pgoff)
+    # a retried fault (VM_FAULT_RETRY) runs fault-around again, which maps the new window,
+    # the page itself too unless it carries the readahead mark (then it is mapped here)
+    if how == "hit" or not _fault_around(mm, vma, addr, pgoff):
+        pfn = inode.pages[pgoff]
+        mm.mem.frames.get(pfn)
+        _map_page(mm, vma, addr, pfn, pfn_pte(pfn, page_prot(vma)))
+    return FaultResult.FILE_MAJOR if how == "major" else FaultResult.FILE
+
+
+def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
+    """do_fault_around() -> filemap_map_pages(): map every cached page of the window whose
+    PTE is none; True if the page at ``addr`` was among them."""
+    assert vma.file is not None
+    inode = vma.file.inode
+    prot = page_prot(vma)
+    pte_off = (addr >> PAGE_SHIFT) & 511
+    vma_off = pgoff - vma.pgoff
+    from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off) - 1
+    last_pg = min(pgoff + to_pte - pte_off, eof_pages(inode) - 1)
+    base = addr - (pte_off << PAGE_SHIFT)
+    around = 0
+    visited = 0
+    target_mapped = False
+    pt = mm.pt
+    frames = mm.mem.frames
+    for off in range(from_pte, to_pte + 1):
+        pg = pgoff + off - pte_off
+        if pg > last_pg:
+            break
+        pfn = inode.pages.get(pg)
+        if pfn is None or frames.flags(pfn) & _READAHEAD:  # next_uptodate_folio() skips it
+            continue
+        visited += 1
+        a = base + (off << PAGE_SHIFT)
+        if mm.guards and (a >> PAGE_SHIFT) in mm.guards:
+            continue
+        leaf = pt.get(a)
+        if leaf is not None and leaf.entry:
+            continue
+        frames.get(pfn)
+        _map_page(mm, vma, a, pfn, pfn_pte(pfn, prot))
+        if a == addr:
+            target_mapped = True
+        else:
+            around += 1
+    mm.stats.fault_around += around
+    mm.mem.stats.fault_around += around
+    ra = vma.file.ra  # cached pages found count as hits against mmap_miss
+    ra.mmap_miss = max(ra.mmap_miss - visited, 0)
+    return target_mapped
+
+
+def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
+    """do_cow_fault(): a write to a private file page copies it into a new anonymous page
+    (the anon_vma is prepared first, so even a write past EOF creates it)."""
+    assert vma.file is not None
+    mm.anon_vma_prepare(vma)
+    pgoff = _check_eof(vma, addr)
+    src, how = find_or_create_page(mm, vma, pgoff)
+    frames = mm.mem.frames
+    frames.get(src)  # held across the allocation (reclaim skips busy folios)
+    try:
+        pfn = _new_anon_page(mm, src)
+    finally:
+        frames.put(src)
+    entry = pfn_pte(pfn, page_prot(vma)) | PAGE_DIRTY
+    if vma.flags & VM_WRITE:
+        entry |= PAGE_RW
+    else:  # FOLL_FORCE: the copy is written by the kernel, not through the PTE
+        mm.mem.frames.set_flags(pfn, _DIRTY)
+    _map_page(mm, vma, addr, pfn, entry)
+    return FaultResult.COW_MAJOR if how == "major" else FaultResult.COW
+
+
+def _do_shared_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
+    """do_shared_fault(): map the page-cache page writable and dirty it."""
+    assert vma.file is not None
+    pgoff = _check_eof(vma, addr)
+    pfn, how = find_or_create_page(mm, vma, pgoff)
+    frames = mm.mem.frames
+    frames.get(pfn)
+    frames.set_flags(pfn, _DIRTY)
+    entry = pfn_pte(pfn, page_prot(vma)) | PAGE_RW | PAGE_DIRTY
+    _map_page(mm, vma, addr, pfn, entry)
+    _dirtied(mm.mem, vma, pfn)
+    return FaultResult.FILE_MAJOR if how == "major" else FaultResult.SHARED_WRITE
+
+
+def _dirtied(mem: Kernel, vma: Vma, pfn: int) -> None:
+    """fault_dirty_shared_page(): page ``pfn`` of a file that writes back was dirtied."""
+    if vma.file is not None and not vma.file.inode.shmem:
+        vmscan.balance_dirty_pages(mem, pfn)
+
+
+def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResult:
+    """do_wp_page(): a write to a present read-only page."""
+    frames = mm.mem.frames
+    pfn = entry_pfn(entry)
+    if vma.flags & VM_SHARED:  # wp_page_shared(): write notification, then writable
+        frames.set_flags(pfn, _DIRTY)
+        _set_pte(mm, addr, entry | PAGE_RW | PAGE_DIRTY | PAGE_ACCESSED)
+        _dirtied(mm.mem, vma, pfn)
+        return FaultResult.SHARED_WRITE
+    zero = pfn == frames.zero_pfn
+    swap = mm.mem.swap
+    if not zero and pfn in swap.entry_of and frames.refcount(pfn) == 2:
+        # folio_free_swap() before the reuse check: the swap copy is no longer needed
+        key = swap.entry_of[pfn]
+        if not swap.count(key):
+            frames.set_flags(pfn, _DIRTY)
+            delete_from_swap_cache(mm.mem, pfn)
+    ksm = not zero and frames.flags(pfn) & _KSM
+    if ksm:
+        mm.stats.cow_ksm += 1
+        mm.mem.stats.cow_ksm += 1
+    if not zero and not ksm and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
+        # wp_can_reuse_anon_folio(): nobody else holds the page
+        new = entry | PAGE_DIRTY | PAGE_ACCESSED
+        if vma.flags & VM_WRITE:
+            new |= PAGE_RW
+        else:
+            frames.set_flags(pfn, _DIRTY)
+        _set_pte(mm, addr, new)
+        return FaultResult.REUSE
+    # wp_page_copy()
+    mm.anon_vma_prepare(vma)
+    if not zero:
+        frames.get(pfn)
+    try:
+        new_pfn = _new_anon_page(mm, None if zero else pfn)
+    finally:
+        if not zero:
+            frames.put(pfn)
+    new_entry = pfn_pte(new_pfn, page_prot(vma)) | PAGE_DIRTY
+    if vma.flags & VM_WRITE:
+        new_entry |= PAGE_RW
+    else:
+        frames.set_flags(new_pfn, _DIRTY)
+    _set_pte(mm, addr, 0)
+    mm.mem.cpu.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
+    if not zero:
+        _release(mm, addr, pfn, entry, bool(vma.flags & VM_LOCKED), zap=False)
+    _map_page(mm, vma, addr, new_pfn, new_entry)
+    return FaultResult.COW
+
+
+def _release(
+    mm: AddressSpace, addr: int, pfn: int, entry: int, locked: bool = False, zap: bool = True
+) -> None:
+    """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
+    dirty PTE dirties a file page first; the last unmap clears mlock."""
+    frames = mm.mem.frames
+    flags = frames.flags(pfn)
+    if zap and not flags & _ANON:  # zap_present_folio_ptes(); a COW replacement does not
+        if entry & PAGE_DIRTY:
+            frames.set_flags(pfn, _DIRTY)
+        if entry & PAGE_ACCESSED:
+            mark_accessed(mm.mem, pfn)
+    frames.unmap(pfn)
+    rmap_remove(mm.mem, pfn, mm, addr)
+    if locked and flags & _MLOCKED:
+        munlock_folio(mm, pfn)
+    free_swap_cache(mm.mem, pfn)
+    frames.put(pfn)
+
+
+# ------------------------------------------------------------------- zapping
+def zap_range(
+    mm: AddressSpace, start: int, end: int, *, free_tables: bool, locked: bool = False
+) -> int:
+    """zap_page_range_single() / unmap_vmas(): clear every PTE of ``[start, end)``, release
+    the pages, flush the TLB for the span of the entries cleared. With ``free_tables`` empty
+    page tables go too (free_pgtables() after munmap). Returns the entries cleared."""
+    if start >= end or not mm.pt_used:
+        return 0
+    tables = mm.pt.table_pages
+    cleared = mm.pt.clear_range(start, end, free_tables=free_tables)
+    if mm.pt.table_pages != tables:
+        # freed page tables (tlb->freed_tables): the paging-structure caches must forget
+        # them even when no leaf entry was cleared
+        mm.mem.cpu.pwc.flush()
+    if not cleared:
+        return 0
+    zero = mm.mem.frames.zero_pfn
+    for m in cleared:
+        e = m.entry
+        if present(e):
+            pfn = entry_pfn(e)
+            if pfn != zero:
+                _release(mm, m.vaddr, pfn, e, locked)
+        else:  # free_swap_and_cache()
+            free_swap_and_cache(mm.mem, pte_to_swp_entry(e))
+    mm.mem.cpu.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
+    return len(cleared)
+
+
+def zap_mapped(
+    mm: AddressSpace, start: int, end: int, only: set[int] | None, locked: bool = False
+) -> None:
+    """Zap the present PTEs of ``[start, end)`` that map one of the frames ``only`` (every
+    one if None), releasing their pages and flushing the TLB."""
+    if start >= end or not mm.pt_used:
+        return
+    doomed = [
+        m.vaddr
+        for m in mm.pt.iter_leaves(start, end)
+        if present(m.entry) and (only is None or entry_pfn(m.entry) in only)
+    ]
+    if not doomed:
+        return
+    zero = mm.mem.frames.zero_pfn
+    for a in doomed:
+        e = mm.pt.clear(a, free_tables=False)
+        pfn = entry_pfn(e)
+        if pfn != zero:
+            _release(mm, a, pfn, e, locked)
+    mm.mem.cpu.flush_range(mm, doomed[0], doomed[-1] + PAGE_SIZE)
+
+
+def unmap_mapping_pages(
+    mms: Iterable[AddressSpace], inode: Inode, first: int, last: int, even_cows: bool
+) -> None:
+    """unmap_mapping_pages(): remove page offsets ``[first, last)`` of ``inode`` from every
+    mapping of it, in every address space; private copies too with ``even_cows``."""
+    cached = {pfn for pg, pfn in inode.pages.items() if first <= pg < last}
+    for mm in mms:
+        for v in list(mm.tree):
+            if v.file is None or v.file.inode is not inode:
+                continue
+            lo = max(v.start, v.start + ((first - v.pgoff) << PAGE_SHIFT))
+            hi = min(v.end, v.start + ((last - v.pgoff) << PAGE_SHIFT))
+            if lo >= hi:
+                continue
+            every = even_cows and not v.flags & VM_SHARED
+            zap_mapped(mm, lo, hi, None if every else cached, bool(v.flags & VM_LOCKED))
+
+
+# ----------------------------------------------------------------------- fork
+def vma_needs_copy(vma: Vma) -> bool:
+    """vma_needs_copy(): fork copies the PTEs of VMAs with anonymous pages (or guard markers,
+    or raw PFNs); file and shared pages are faulted in again by the child."""
+    return bool(vma.anon_vma is not None or vma.flags & (VM_PFNMAP | VM_MIXEDMAP | VM_MAYBE_GUARD))
+
+
+def copy_page_range(dst: AddressSpace, src: AddressSpace, vma: Vma) -> None:
+    """copy_page_range() / copy_present_pte(): the child maps the same pages; in a private
+    writable VMA both sides lose write permission (copy-on-write). The child's entries are
+    old, and clean in a shared VMA. The parent's TLB is flushed by the caller."""
+    if not src.pt_used or vma.start >= vma.end:
+        return
+    frames = src.mem.frames
+    zero = frames.zero_pfn
+    cow = is_cow_mapping(vma.flags)
+    shared = vma.flags & VM_SHARED
+    mem = src.mem
+    for m in list(src.pt.iter_leaves(vma.start, vma.end)):
+        # pte_alloc() first: the allocation may reclaim, which may change the source entry
+        dst.pt.prealloc(m.vaddr)
+        leaf = src.pt.get(m.vaddr)
+        if leaf is None or not leaf.entry:
+            continue
+        e = leaf.entry
+        if not present(e):  # copy_nonpresent_pte(): a swap entry, one more reference
+            mem.swap.dup(pte_to_swp_entry(e))
+            if e & PAGE_SWP_EXCLUSIVE:
+                e &= ~PAGE_SWP_EXCLUSIVE
+                src.pt.set(m.vaddr, e)
+            dst.pt.set(m.vaddr, e)
+            continue
+        pfn = entry_pfn(e)
+        if pfn != zero:
+            frames.get(pfn)
+            frames.map(pfn)
+            rmap_add(mem, pfn, dst, m.vaddr)
+        if cow and e & PAGE_RW:
+            e &= ~PAGE_RW
+            src.pt.set(m.vaddr, e)
+        child = e & ~PAGE_ACCESSED
+        if shared:
+            child &= ~PAGE_DIRTY
+        dst.pt.set(m.vaddr, child)
+
+
+# ------------------------------------------------------------------------ swap
+def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool) -> FaultResult:
+    """do_swap_page(): bring the page back (from the swap cache, else a major fault that
+    reads the readahead window around it), map it, drop this PTE's swap reference.
+
+    * ksm_might_need_to_copy(): a swap-cache folio that already belongs elsewhere (another
+      anon_vma family, or another page index: both happen only to a page KSM had merged
+      before it was swapped out) is copied for this mapping; a KSM folio still in the swap
+      cache is mapped as it is, read-only;
+    * the swap copy is given up (folio_free_swap(), the folio is dirty again) when swap is
+      more than half full, in a locked VMA, or on a write fault when nobody else holds the
+      folio, provided no other swap entry names the slot;
+    * the page is mapped writable at once (dirty only on a write fault) when it is ours
+      alone: the swap entry said so (PAGE_SWP_EXCLUSIVE), it is a fresh copy, or only this
+      mapping holds it now."""
+    mem = mm.mem
+    swap = mem.swap
+    key = pte_to_swp_entry(entry)
+    frames = mem.frames
+    major = False
+    pfn = swap.cache.get(key)
+    if pfn is None and swap.device(key).synchronous and swap.count(key) == 1:
+        # SWP_SYNCHRONOUS_IO (zram) and nobody else names the slot: read it straight into a
+        # new page of our own, no swap cache, no readahead
+        if vma.anon_vma is None:
+            mm.anon_vma_prepare(vma)
+        pfn = read_swap_page(mem, key, cache=False)
+        swap.put(key)
+        pte = pfn_pte(pfn, page_prot(vma))
+        if vma.flags & VM_WRITE:
+            pte |= PAGE_RW | (PAGE_DIRTY if write else 0)
+        _map_page(mm, vma, addr, pfn, pte)
+        return FaultResult.SWAP_MAJOR
+    if pfn is None:
+        pfn = swapin_readahead(mm, vma, addr, key)  # returned with the mapping's reference held
+        major = True
+    else:
+        frames.get(pfn)  # the mapping's reference
+        # swap_update_readahead(): a readahead page used now is a hit
+        hit = bool(frames.flags(pfn) & _READAHEAD)
+        if hit:
+            frames.clear_flags(pfn, _READAHEAD)
+            mem.vmstat["swap_ra_hit"] += 1
+        if swap.use_vma_readahead():
+            _, win, hits = vma.swap_ra or SWAP_RA_INITIAL
+            vma.swap_ra = SwapRa(addr, win, min(hits + hit, SWAP_RA_HITS_MAX))
+        elif hit:
+            swap.readahead_hits += 1
+    if vma.anon_vma is None:
+        mm.anon_vma_prepare(vma)
+    ksm = bool(frames.flags(pfn) & _KSM)
+    exclusive = False
+    owner = anon_owner(vma, addr)
+    if not ksm:
+        exclusive = bool(entry & PAGE_SWP_EXCLUSIVE)
+        had = mem.swap_owner.setdefault(pfn, owner) if pfn in swap.entry_of else owner
+        if had != owner:  # ksm_might_need_to_copy(): a copy of our own
+            try:
+                new = _new_anon_page(mm, pfn)
+            finally:
+                frames.put(pfn)
+            pfn = new
+            exclusive = True
+            mem.vmstat["ksm_swpin_copy"] += 1
+    swap.put(key)
+    if (
+        pfn in swap.entry_of
+        and not swap.count(key)
+        and (
+            swap.full()
+            or vma.flags & VM_LOCKED
+            or frames.flags(pfn) & _MLOCKED
+            or (write and not ksm and frames.refcount(pfn) == 2)
+        )
+    ):
+        frames.set_flags(pfn, _DIRTY)
+        delete_from_swap_cache(mem, pfn)  # folio_free_swap()
+    pte = pfn_pte(pfn, page_prot(vma))
+    if not ksm and (exclusive or frames.refcount(pfn) == 1) and vma.flags & VM_WRITE:
+        pte |= PAGE_RW
+        if write:
+            pte |= PAGE_DIRTY
+    elif write and ksm:
+        pte &= ~PAGE_RW
+    _map_page(mm, vma, addr, pfn, pte)
+    if pfn in swap.entry_of and pfn not in mem.swap_owner and not ksm:
+        mem.swap_owner[pfn] = owner
+    return FaultResult.SWAP_MAJOR if major else FaultResult.SWAP

@@ -23,7 +23,7 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.errors import oserror
-from vmsim.mm import fault as pf
+from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_RW, PAGE_SPECIAL, pfn_pte
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -41,7 +41,15 @@ from vmsim.mm.flags import (
     VM_WRITE,
     calc_vm_prot_bits,
 )
+from vmsim.mm.internal import entry_pfn, page_prot, present
+from vmsim.mm.mlock import mlock_pages
 from vmsim.mm.vma import Vma
+from vmsim.phys.frames import PageFlag
+
+_ANON = int(PageFlag.ANON)
+# Bits pte_modify() keeps from the old entry when the protection changes (_PAGE_CHG_MASK):
+# accessed and dirty come from the entry, never from the new protection.
+_CHG_MASK = PAGE_ACCESSED | PAGE_DIRTY | PAGE_SPECIAL
 
 
 def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
@@ -117,7 +125,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
         raise
     if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
         mm.vm_unacct(nrpages)
-    pf.change_protection(mm, vma, start, end)
+    change_protection(mm, vma, start, end)
     # Private pages of a locked VMA made writable are faulted in (write faults) right away,
     # so they stay locked after the copy-on-write.
     if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
@@ -178,10 +186,10 @@ def mlock_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: int)
     nr = (end - start) >> PAGE_SHIFT
     if not (newflags & VM_LOCKED):
         mm.locked_vm -= nr
-        pf.mlock_pages(mm, start, end, False)
+        mlock_pages(mm, start, end, False)
     elif not (oldflags & VM_LOCKED):
         mm.locked_vm += nr
-        pf.mlock_pages(mm, start, end, True)
+        mlock_pages(mm, start, end, True)
     return vma
 
 
@@ -252,3 +260,42 @@ def do_mseal(mm: AddressSpace, start: int, length: int, flags: int) -> None:
             mm.vma_modify(cur, curr_start, curr_end, cur.flags | VM_SEALED)
         curr_start = curr_end
         cur = tree.find(curr_end)
+
+
+def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
+    """change_pte_range(): give every present PTE of ``[start, end)`` the VMA's (new)
+    protection. Write permission is kept only where the fault handler would grant it
+    without a copy: an anonymous page nobody else holds in a writable private VMA, or a dirty
+    page of a shared one; anything else waits for its write fault. Returns pages changed."""
+    if not mm.pt_used or start >= end:
+        return 0
+    prot = page_prot(vma)
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    writable = vma.flags & VM_WRITE
+    shared = vma.flags & VM_SHARED
+    changed = []
+    narrowed = False
+    for m in mm.pt.iter_leaves(start, end):
+        e = m.entry
+        if not present(e):
+            continue
+        pfn = entry_pfn(e)
+        new = (pfn_pte(pfn, prot) & ~_CHG_MASK) | (e & _CHG_MASK)  # pte_modify()
+        if writable and not new & PAGE_RW:
+            if shared:
+                if e & PAGE_DIRTY:
+                    new |= PAGE_RW
+            elif pfn != zero and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
+                new |= PAGE_RW
+        if new != e:
+            # anything the old entry allowed that the new does not needs a flush
+            if (e & PAGE_PRESENT and not new & PAGE_PRESENT) or (e & ~new & PAGE_RW):
+                narrowed = True
+            if new & (1 << 63) and not e & (1 << 63):
+                narrowed = True
+            mm.pt.set(m.vaddr, new)
+            changed.append(m.vaddr)
+    if changed and narrowed:
+        mm.mem.cpu.flush_range(mm, changed[0], changed[-1] + PAGE_SIZE)
+    return len(changed)

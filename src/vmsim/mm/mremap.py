@@ -27,7 +27,9 @@ from vmsim.mm.flags import (
     VM_SEALED,
     VM_SHARED,
 )
+from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.mmap import get_unmapped_area, placement_error
+from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.vma import Vma
 
 
@@ -231,7 +233,7 @@ def _move_vma(mm: AddressSpace, vrm: _Remap) -> int:
     old_addr, old_len, new_addr, new_len = vrm.addr, vrm.old_len, vrm.new_addr, vrm.new_len
     old_start, old_end = vma.start, vma.end
     new_vma = _copy_vma(mm, vma, new_addr, new_len, vma.pgoff_at(old_addr))
-    mm.move_private(old_addr, new_addr, old_len)
+    move_page_tables(mm, old_addr, new_addr, old_len)
     if vma.flags & VM_LOCKED:
         mm.locked_vm += new_len >> PAGE_SHIFT
     if vrm.flags & MREMAP_DONTUNMAP:
@@ -319,3 +321,35 @@ def _remap_move(mm: AddressSpace, vrm: _Remap) -> int:
     if res is None:
         raise oserror(errno.EFAULT)
     return res
+
+
+def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
+    """move_page_tables(): the entries of ``[old, old+length)`` move to ``new``, pages and
+    counts untouched; the old range is flushed."""
+    if not length or not mm.pt_used:
+        return
+    delta = new - old
+    # the new page tables first (the allocation may reclaim, which must find every page
+    # where its reverse map says it is)
+    for m in list(mm.pt.iter_leaves(old, old + length)):
+        mm.pt.prealloc(m.vaddr + delta)
+    tables = mm.pt.table_pages
+    moved = mm.pt.clear_range(old, old + length, free_tables=True)
+    if mm.pt.table_pages != tables:
+        mm.mem.cpu.pwc.flush()
+    if not moved:
+        return
+    zero = mm.mem.frames.zero_pfn
+    for m in moved:
+        mm.pt.set(m.vaddr + delta, m.entry)
+        if present(m.entry) and (pfn := entry_pfn(m.entry)) != zero:
+            rmap_remove(mm.mem, pfn, mm, m.vaddr)
+            rmap_add(mm.mem, pfn, mm, m.vaddr + delta)
+    mm.mem.cpu.flush_range(mm, moved[0].vaddr, moved[-1].vaddr + PAGE_SIZE)
+
+
+def move_page_tables(mm: AddressSpace, old: int, new: int, length: int) -> None:
+    """move_page_tables(): page table entries (move_ptes()) and guard markers follow an
+    mremap move."""
+    move_ptes(mm, old, new, length)
+    mm.move_guards(old, new, length)

@@ -28,12 +28,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vmsim.mm.filemap import eof_pages, read_page
 from vmsim.mm.flags import VM_EXEC, VM_RAND_READ, VM_SEQ_READ
 from vmsim.phys.frames import OutOfMemory, PageFlag
 
 if TYPE_CHECKING:
-    from vmsim.mm.memory import Memory
+    from vmsim.mm.kernel import Kernel
     from vmsim.mm.vma import Inode, Vma
+
+__all__ = [
+    "RaState",
+    "async_mmap_readahead",
+    "async_ra",
+    "get_init_ra_size",
+    "get_next_ra_size",
+    "read_pages",
+    "sync_mmap_readahead",
+    "sync_ra",
+]
 
 MMAP_LOTSAMISS = 100
 ULONG_MAX = (1 << 64) - 1
@@ -45,12 +57,12 @@ class RaState:
     """struct file_ra_state: the current window [start, start + size), of which the last
     ``async_size`` pages are the trigger zone (its first page carries the mark)."""
 
-    start: int = 0
-    size: int = 0
-    async_size: int = 0
-    order: int = 0
-    mmap_miss: int = 0
-    prev_pos: int = -1
+    start: int = 0  # first page of the current window
+    size: int = 0  # pages in it
+    async_size: int = 0  # pages of its tail that trigger the next window (the mark on the first)
+    order: int = 0  # folio order of the window (the model reads 4 KiB folios)
+    mmap_miss: int = 0  # page-cache misses minus hits of mmap faults (MMAP_LOTSAMISS)
+    prev_pos: int = -1  # byte position of the last read (-1: none yet)
 
 
 def get_init_ra_size(size: int, max_pages: int) -> int:
@@ -72,26 +84,11 @@ def get_next_ra_size(cur: int, max_pages: int) -> int:
     return max_pages
 
 
-def read_page(mem: Memory, inode: Inode, pg: int, noretry: bool = False) -> int:
-    """A new page-cache page ``pg`` of ``inode`` with the file's bytes (read from its
-    backing store); OutOfMemory if no page can be had."""
-    from vmsim.mm import fault as pf
-
-    pfn = mem.alloc_folio(pf.FILE_FLAGS, noretry=noretry)
-    data = inode.backing.get(pg)
-    if data is not None:
-        mem.frames.write(pfn, 0, data)
-    pf.cache_add(mem, inode, pg, pfn)
-    return pfn
-
-
-def read_pages(mem: Memory, inode: Inode, start: int, nr: int, mark: int) -> int:
+def read_pages(mem: Kernel, inode: Inode, start: int, nr: int, mark: int) -> int:
     """page_cache_ra_order() / page_cache_ra_unbounded(): read the pages of [start, start +
     nr) that are not cached, up to end of file; the page at ``mark``, if read now, gets
     PG_readahead. Returns the pages read; stops quietly when memory runs out."""
-    from vmsim.mm import fault as pf
-
-    end = min(start + nr, pf.eof_pages(inode))
+    end = min(start + nr, eof_pages(inode))
     frames = mem.frames
     done = 0
     for pg in range(max(start, 0), end):
@@ -126,11 +123,11 @@ def _next_miss(inode: Inode, index: int, max_scan: int) -> int:
     return index + max_scan
 
 
-def _ra_order(mem: Memory, inode: Inode, ra: RaState) -> None:
+def _ra_order(mem: Kernel, inode: Inode, ra: RaState) -> None:
     read_pages(mem, inode, ra.start, ra.size, ra.start + ra.size - ra.async_size)
 
 
-def sync_ra(mem: Memory, inode: Inode, ra: RaState, index: int, req_count: int) -> None:
+def sync_ra(mem: Kernel, inode: Inode, ra: RaState, index: int, req_count: int) -> None:
     """page_cache_sync_ra(): a read miss at ``index`` in a sequential stream."""
     max_pages = mem.ra_pages
     prev_index = (ra.prev_pos if ra.prev_pos >= 0 else ULONG_MAX) >> 12
@@ -153,7 +150,7 @@ def sync_ra(mem: Memory, inode: Inode, ra: RaState, index: int, req_count: int) 
     _ra_order(mem, inode, ra)
 
 
-def async_ra(mem: Memory, inode: Inode, ra: RaState, pfn: int, index: int, req: int) -> None:
+def async_ra(mem: Kernel, inode: Inode, ra: RaState, pfn: int, index: int, req: int) -> None:
     """page_cache_async_ra(): the marked page at ``index`` was reached: read the next
     window ahead of it."""
     max_pages = mem.ra_pages
@@ -177,7 +174,7 @@ def async_ra(mem: Memory, inode: Inode, ra: RaState, pfn: int, index: int, req: 
     _ra_order(mem, inode, ra)
 
 
-def sync_mmap_readahead(mem: Memory, vma: Vma, ra: RaState, inode: Inode, pgoff: int) -> None:
+def sync_mmap_readahead(mem: Kernel, vma: Vma, ra: RaState, inode: Inode, pgoff: int) -> None:
     """do_sync_mmap_readahead(): the page at ``pgoff`` is not cached."""
     flags = vma.flags
     ra_pages = mem.ra_pages
@@ -203,7 +200,7 @@ def sync_mmap_readahead(mem: Memory, vma: Vma, ra: RaState, inode: Inode, pgoff:
 
 
 def async_mmap_readahead(
-    mem: Memory, vma: Vma, ra: RaState, inode: Inode, pgoff: int, pfn: int
+    mem: Kernel, vma: Vma, ra: RaState, inode: Inode, pgoff: int, pfn: int
 ) -> bool:
     """do_async_mmap_readahead(): the page is cached; a hit lowers mmap_miss, a marked
     page starts the next window. True if it read ahead (the fault is then retried)."""

@@ -11,7 +11,9 @@ import itertools
 from dataclasses import dataclass, field
 
 from vmsim.constants import PAGE_SHIFT
+from vmsim.mm.flags import vmflags_text
 from vmsim.mm.readahead import RaState
+from vmsim.mm.swapops import SwpEntry
 
 _anon_ids = itertools.count(1)
 
@@ -47,7 +49,7 @@ class Inode:
     size: int = 0
     pages: dict[int, int] = field(default_factory=dict)
     backing: dict[int, bytes] = field(default_factory=dict)
-    swapped: dict[int, tuple[int, int]] = field(default_factory=dict)  # shmem: pgoff -> slot
+    swapped: dict[int, SwpEntry] = field(default_factory=dict)  # shmem: pgoff -> slot
     # workingset shadows of evicted pages: pgoff -> (nonresident_age, was in the workingset)
     shadows: dict[int, tuple[int, bool]] = field(default_factory=dict)
     shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here
@@ -143,8 +145,6 @@ class Vma:
         return self.file is None and self.name is None
 
     def __repr__(self) -> str:
-        from vmsim.mm.flags import vmflags_text
-
         who = self.file.name if self.file else (self.name or "anon")
         return (
             f"Vma({self.start:#x}-{self.end:#x} {vmflags_text(self.flags).strip()} "

@@ -47,16 +47,18 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
-from vmsim.mm import fault as pf
 from vmsim.mm import workingset
+from vmsim.mm.filemap import cache_del
 from vmsim.mm.flags import VM_EXEC
-from vmsim.mm.lru import ACTIVE_ANON, ACTIVE_FILE, INACTIVE_ANON, INACTIVE_FILE
+from vmsim.mm.internal import wants_writenotify
+from vmsim.mm.lru import ACTIVE_ANON, ACTIVE_FILE, INACTIVE_ANON, INACTIVE_FILE, lru_add_drain
+from vmsim.mm.mmzone import SWAP_CLUSTER_MAX, lru_note_cost
+from vmsim.mm.rmap import anon_owner, try_to_unmap
+from vmsim.mm.swap_state import delete_from_swap_cache
 from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
-    from vmsim.mm.memory import Memory
-
-SWAP_CLUSTER_MAX = 32
+    from vmsim.mm.kernel import Kernel
 DEF_PRIORITY = 12
 
 _ANON = int(PageFlag.ANON)
@@ -72,7 +74,7 @@ _WORKINGSET = int(PageFlag.WORKINGSET)
 _RECLAIM = int(PageFlag.RECLAIM)
 
 
-def folio_referenced(mem: Memory, pfn: int) -> tuple[int, bool]:
+def folio_referenced(mem: Kernel, pfn: int) -> tuple[int, bool]:
     """How many PTEs map ``pfn`` with the accessed bit set (clearing it: x86 does not flush
     the TLB for that), and whether any mapping is executable."""
     young = 0
@@ -91,14 +93,14 @@ def folio_referenced(mem: Memory, pfn: int) -> tuple[int, bool]:
     return young, exec_
 
 
-def _expected_refs(mem: Memory, pfn: int) -> int:
+def _expected_refs(mem: Kernel, pfn: int) -> int:
     """References a reclaimable folio has: one per PTE, one for the page or swap cache."""
     flags = mem.frames.flags(pfn)
     cache = 1 if flags & _FILE or pfn in mem.swap.entry_of else 0
     return mem.frames.mapcount(pfn) + cache
 
 
-def _isolatable(mem: Memory, pfn: int) -> bool:
+def _isolatable(mem: Kernel, pfn: int) -> bool:
     """folio_isolate_lru() would take it: not mlocked, not busy (no reference beyond its
     PTEs and its page or swap cache: a fault is not using it)."""
     if mem.frames.flags(pfn) & _MLOCKED:
@@ -106,14 +108,14 @@ def _isolatable(mem: Memory, pfn: int) -> bool:
     return mem.frames.refcount(pfn) == _expected_refs(mem, pfn)
 
 
-def _reclaim_one(mem: Memory, pfn: int) -> str:
+def _reclaim_one(mem: Kernel, pfn: int) -> str:
     """shrink_folio_list() for one folio after the reference check said "reclaim".
     Returns "freed", "kept" (rotate), "activate" or "written" (write-back started)."""
     frames = mem.frames
     flags = frames.flags(pfn)
     if flags & _ANON:
         if not flags & _SWAPBACKED:  # MADV_FREE'd: drop it if still clean
-            if flags & _DIRTY or not pf.try_to_unmap(mem, pfn, None):
+            if flags & _DIRTY or not try_to_unmap(mem, pfn, None):
                 return "activate"
             return "freed" if not frames.is_allocated(pfn) else "kept"
         swap = mem.swap
@@ -129,18 +131,18 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
                 for mm, va in mem.rmap.get(pfn, ()):
                     vma = mm.tree.lookup(va)
                     if vma is not None and vma.anon_vma is not None:
-                        mem.swap_owner[pfn] = pf.anon_owner(vma, va)
+                        mem.swap_owner[pfn] = anon_owner(vma, va)
                         break
-        if not pf.try_to_unmap(mem, pfn, key):
+        if not try_to_unmap(mem, pfn, key):
             return "activate"
         if frames.flags(pfn) & _DIRTY:
             where = swap.write(key, frames.read(pfn))
             if where == "failed":
                 return "activate"
-            mem.nr_pageout += 1
+            mem.node.nr_pageout += 1
             frames.clear_flags(pfn, _DIRTY)
         swap.shadows[key] = workingset.eviction(mem, pfn)
-        mem.delete_from_swap_cache(pfn)  # the cache's reference was the last: freed
+        delete_from_swap_cache(mem, pfn)  # the cache's reference was the last: freed
         return "freed"
     # a file folio. A shmem folio never written holds only the zeros of a hole: it is
     # dropped like a clean page; a dirty one goes to swap (shmem_writeout()): its PTEs are
@@ -151,7 +153,7 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
     # unmapped first (try_to_unmap() comes before pageout()): a dirty shmem folio that then
     # finds no swap slot stays in the page cache, activated, but no longer mapped
     # (kernel-checked: MADV_PAGEOUT of a written shared anonymous page without swap)
-    if not pf.try_to_unmap(mem, pfn, None):
+    if not try_to_unmap(mem, pfn, None):
         return "kept"
     inode, pg = owner
     if frames.flags(pfn) & _DIRTY and flags & _SWAPBACKED:
@@ -165,9 +167,9 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
             inode.swapped.pop(pg)
             mem.swap.put(key)
             return "activate"
-        mem.nr_pageout += 1
+        mem.node.nr_pageout += 1
         mem.swap.shadows[key] = workingset.eviction(mem, pfn)
-        pf.cache_del(mem, inode, pg)
+        cache_del(mem, inode, pg)
         return "freed"
     if frames.flags(pfn) & _DIRTY:
         # a dirty file folio: reclaim leaves the writing to the flusher (only kswapd may
@@ -177,34 +179,19 @@ def _reclaim_one(mem: Memory, pfn: int) -> str:
         frames.set_flags(pfn, _RECLAIM)
         return "activate"
     inode.shadows[pg] = workingset.eviction(mem, pfn)
-    pf.cache_del(mem, inode, pg)
+    cache_del(mem, inode, pg)
     return "freed"
 
 
-def lru_note_cost(mem: Memory, file: bool, nr_io: int, nr_rotated: int) -> None:
-    """lru_note_cost_unlock_irq(): reclaim cost of a list type: 32 per page written out,
-    one per page rotated; both costs are halved once they pass a quarter of the LRU."""
-    cost = nr_io * SWAP_CLUSTER_MAX + nr_rotated
-    if not cost:
-        return
-    if file:
-        mem.file_cost += cost
-    else:
-        mem.anon_cost += cost
-    if mem.file_cost + mem.anon_cost > len(mem.lru.where) // 4:
-        mem.file_cost //= 2
-        mem.anon_cost //= 2
-
-
-def shrink_inactive(mem: Memory, name: str, nr: int, kswapd: bool) -> int:
+def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
     """shrink_inactive_list(): scan the ``nr`` oldest folios of an inactive list; returns
     pages freed."""
     frames = mem.frames
-    lru = mem.lru
-    mem.lru_add_drain()
+    lru = mem.node.lru
+    lru_add_drain(mem)
     freed = 0
     scanned = lru.oldest(name, nr)
-    pageout_before = mem.nr_pageout
+    pageout_before = mem.node.nr_pageout
     for pfn in scanned:
         if lru.where.get(pfn) != name:
             continue
@@ -244,17 +231,17 @@ def shrink_inactive(mem: Memory, name: str, nr: int, kswapd: bool) -> int:
     vm["pgsteal_kswapd" if kswapd else "pgsteal_direct"] += freed
     vm["pgscan_file" if file else "pgscan_anon"] += done
     vm["pgsteal_file" if file else "pgsteal_anon"] += freed
-    lru_note_cost(mem, file, mem.nr_pageout - pageout_before, done - freed)
+    lru_note_cost(mem, file, mem.node.nr_pageout - pageout_before, done - freed)
     return freed
 
 
-def shrink_active(mem: Memory, name: str, nr: int) -> None:
+def shrink_active(mem: Kernel, name: str, nr: int) -> None:
     """shrink_active_list(): the oldest active folios lose their accessed bits and move to
     the inactive list, except executable file folios referenced since the last look (their
     count is the list's rotation cost)."""
     frames = mem.frames
-    lru = mem.lru
-    mem.lru_add_drain()
+    lru = mem.node.lru
+    lru_add_drain(mem)
     rotated = 0
     for pfn in lru.oldest(name, nr):
         mem.vmstat["pgrefill"] += 1
@@ -270,9 +257,9 @@ def shrink_active(mem: Memory, name: str, nr: int) -> None:
     lru_note_cost(mem, name == ACTIVE_FILE, 0, rotated)
 
 
-def inactive_is_low(mem: Memory, inactive: str, active: str) -> bool:
+def inactive_is_low(mem: Kernel, inactive: str, active: str) -> bool:
     """inactive_is_low(): inactive * ratio < active, ratio = sqrt(10 * GiB of the list)."""
-    sizes = mem.lru.sizes()
+    sizes = mem.node.lru.sizes()
     total_gb = (sizes[inactive] + sizes[active]) >> (30 - 12)
     ratio = math.isqrt(10 * total_gb) if total_gb else 1
     return sizes[inactive] * ratio < sizes[active]
@@ -283,11 +270,11 @@ DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
 _EVICTABLE = (INACTIVE_ANON, ACTIVE_ANON, INACTIVE_FILE, ACTIVE_FILE)  # for_each_evictable_lru
 
 
-def get_scan_count(mem: Memory, priority: int, may_deactivate: int) -> tuple[str, dict[str, int]]:
+def get_scan_count(mem: Kernel, priority: int, may_deactivate: int) -> tuple[str, dict[str, int]]:
     """get_scan_count() (with prepare_scan_control()'s file_is_tiny and cache_trim_mode):
     the balance chosen and how many folios of each evictable list to scan."""
-    sizes = mem.lru.sizes()
-    swappiness = mem.swappiness
+    sizes = mem.node.lru.sizes()
+    swappiness = mem.node.swappiness
     file = sizes[INACTIVE_FILE] + sizes[ACTIVE_FILE]
     fraction = (1, 1)
     if mem.swap.free <= 0:  # can_reclaim_anon_pages(): nowhere to put anonymous pages
@@ -295,7 +282,7 @@ def get_scan_count(mem: Memory, priority: int, may_deactivate: int) -> tuple[str
     elif not priority and swappiness:
         balance = SCAN_EQUAL
     elif (
-        file + mem.frames.free_pages <= mem.wmark_high
+        file + mem.frames.free_pages <= mem.node.wmark_high
         and not may_deactivate & DEACTIVATE_ANON
         and sizes[INACTIVE_ANON] >> priority
     ):
@@ -304,9 +291,9 @@ def get_scan_count(mem: Memory, priority: int, may_deactivate: int) -> tuple[str
         balance = SCAN_FILE  # cache_trim_mode
     else:
         balance = SCAN_FRACT  # calculate_pressure_balance()
-        total = mem.anon_cost + mem.file_cost
-        anon_cost = total + mem.anon_cost
-        file_cost = total + mem.file_cost
+        total = mem.node.anon_cost + mem.node.file_cost
+        anon_cost = total + mem.node.anon_cost
+        file_cost = total + mem.node.file_cost
         total = anon_cost + file_cost
         ap = swappiness * (total + 1) // (anon_cost + 1)
         fp = (200 - swappiness) * (total + 1) // (file_cost + 1)
@@ -325,18 +312,18 @@ def get_scan_count(mem: Memory, priority: int, may_deactivate: int) -> tuple[str
 
 
 def shrink_node(
-    mem: Memory, nr_to_reclaim: int, kswapd: bool, priority: int = DEF_PRIORITY
+    mem: Kernel, nr_to_reclaim: int, kswapd: bool, priority: int = DEF_PRIORITY
 ) -> tuple[int, int]:
     """One reclaim pass at ``priority`` (shrink_node() -> shrink_lruvec()): returns (folios
     scanned on the inactive lists, pages freed)."""
-    if mem.reclaiming:
+    if mem.node.reclaiming:
         return 0, 0
-    mem.reclaiming = True
+    mem.node.reclaiming = True
     try:
         # prepare_scan_control(): refaults since the last reclaim (a new workingset forming)
         # or a small inactive list make the active list give up folios
         vm = mem.vmstat
-        seen_anon, seen_file = mem.refaults_seen
+        seen_anon, seen_file = mem.node.refaults_seen
         may = 0
         if vm["workingset_activate_anon"] != seen_anon or inactive_is_low(
             mem, INACTIVE_ANON, ACTIVE_ANON
@@ -361,7 +348,7 @@ def shrink_node(
                     if may & (DEACTIVATE_FILE if name == ACTIVE_FILE else DEACTIVATE_ANON):
                         shrink_active(mem, name, n)
                     continue
-                scanned += min(n, len(mem.lru.lists[name]))
+                scanned += min(n, len(mem.node.lru.lists[name]))
                 freed += shrink_inactive(mem, name, n, kswapd)
             if freed < nr_to_reclaim or proportional:
                 continue
@@ -387,10 +374,10 @@ def shrink_node(
             shrink_active(mem, ACTIVE_ANON, SWAP_CLUSTER_MAX)
         return scanned, freed
     finally:
-        mem.reclaiming = False
+        mem.node.reclaiming = False
 
 
-def direct_reclaim(mem: Memory) -> int:
+def direct_reclaim(mem: Kernel) -> int:
     """try_to_free_pages() -> do_try_to_free_pages(): passes of falling priority until one
     has freed 32 pages in all."""
     freed = 0
@@ -402,57 +389,57 @@ def direct_reclaim(mem: Memory) -> int:
     return freed
 
 
-def snapshot_refaults(mem: Memory) -> None:
+def snapshot_refaults(mem: Kernel) -> None:
     """snapshot_refaults(): remember the workingset activations this reclaim has seen."""
     vm = mem.vmstat
-    mem.refaults_seen = (vm["workingset_activate_anon"], vm["workingset_activate_file"])
+    mem.node.refaults_seen = (vm["workingset_activate_anon"], vm["workingset_activate_file"])
 
 
 MAX_RECLAIM_RETRIES = 16
 
 
-def kswapd(mem: Memory) -> int:
+def kswapd(mem: Kernel) -> int:
     """One wake-up of kswapd: balance_pgdat() runs until free memory is above the high
     watermark (kswapd_try_to_sleep() will not sleep before) or runs that free nothing have
     failed MAX_RECLAIM_RETRIES times (pgdat->kswapd_failures)."""
     freed = 0
     failures = 0
-    while mem.frames.free_pages <= mem.wmark_high and failures < MAX_RECLAIM_RETRIES:
+    while mem.frames.free_pages <= mem.node.wmark_high and failures < MAX_RECLAIM_RETRIES:
         got = balance_pgdat(mem)
         freed += got
         failures = 0 if got else failures + 1
-    mem.kswapd_wanted = False
+    mem.node.kswapd_wanted = False
     return freed
 
 
-def balance_pgdat(mem: Memory) -> int:
+def balance_pgdat(mem: Kernel) -> int:
     """kswapd: passes until free memory is above the high watermark; the priority rises
     when a pass scanned less than its target (the high watermark) or freed nothing."""
     mem.vmstat["pageoutrun"] += 1
     freed = 0
     priority = DEF_PRIORITY
-    while priority >= 1 and mem.frames.free_pages <= mem.wmark_high:
-        target = max(mem.wmark_high, SWAP_CLUSTER_MAX)
+    while priority >= 1 and mem.frames.free_pages <= mem.node.wmark_high:
+        target = max(mem.node.wmark_high, SWAP_CLUSTER_MAX)
         scanned, got = shrink_node(mem, target, kswapd=True, priority=priority)
         freed += got
         if scanned < target or not got:
             priority -= 1
     snapshot_refaults(mem)
-    mem.kswapd_wanted = False
+    mem.node.kswapd_wanted = False
     return freed
 
 
-def pageout(mem: Memory, pfns: list[int]) -> int:
+def pageout(mem: Kernel, pfns: list[int]) -> int:
     """reclaim_pages() for MADV_PAGEOUT: reclaim these folios now, references ignored; what
     cannot go (an anonymous folio with no swap slot to get) is activated."""
-    if mem.reclaiming:
+    if mem.node.reclaiming:
         return 0
-    mem.reclaiming = True
+    mem.node.reclaiming = True
     frames = mem.frames
     freed = 0
     try:
         for pfn in pfns:
-            if not frames.is_allocated(pfn) or pfn not in mem.lru.where:
+            if not frames.is_allocated(pfn) or pfn not in mem.node.lru.where:
                 continue
             if not _isolatable(mem, pfn):
                 continue
@@ -461,13 +448,13 @@ def pageout(mem: Memory, pfns: list[int]) -> int:
                 freed += 1
             elif outcome == "activate" and frames.is_allocated(pfn):
                 frames.set_flags(pfn, _ACTIVE)
-                mem.lru.update(pfn)
+                mem.node.lru.update(pfn)
     finally:
-        mem.reclaiming = False
+        mem.node.reclaiming = False
     return freed
 
 
-def flush(mem: Memory, skip: int = -1) -> int:
+def flush(mem: Kernel, skip: int = -1) -> int:
     """The flusher threads (wb_workfn()): write back every dirty page of regular files (as
     if each tick were a writeback period in which they all expired); a written folio that
     reclaim had flagged (PG_reclaim) is moved to the reclaim end of the inactive list
@@ -485,19 +472,19 @@ def flush(mem: Memory, skip: int = -1) -> int:
         for mm, va in list(mem.rmap.get(pfn, ())):
             leaf = mm.pt.get(va)
             vma = mm.tree.lookup(va)
-            if leaf is None or vma is None or not pf.wants_writenotify(vma):
+            if leaf is None or vma is None or not wants_writenotify(vma):
                 continue
             e = leaf.entry
             if e & (PAGE_DIRTY | PAGE_RW):
                 mm.pt.set(va, e & ~(PAGE_DIRTY | PAGE_RW))
-                mem.flush_range(mm, va, va + PAGE_SIZE)
+                mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
         inode.backing[pg] = frames.read(pfn)
         frames.clear_flags(pfn, _DIRTY)
         written += 1
         if flags & _RECLAIM:
             frames.clear_flags(pfn, _RECLAIM | _ACTIVE)
-            mem.lru.update(pfn)
-            mem.lru.make_oldest(pfn)
+            mem.node.lru.update(pfn)
+            mem.node.lru.make_oldest(pfn)
             mem.vmstat["pgrotated"] += 1
     mem.vmstat["nr_written"] += written
     return written
@@ -506,16 +493,16 @@ def flush(mem: Memory, skip: int = -1) -> int:
 DIRTY_BACKGROUND_RATIO = 10  # vm.dirty_background_ratio
 
 
-def balance_dirty_pages(mem: Memory, pfn: int) -> int:
+def balance_dirty_pages(mem: Kernel, pfn: int) -> int:
     """balance_dirty_pages_ratelimited() after a page of a file was dirtied: past
     vm.dirty_background_ratio (10%) of the dirtyable memory (free pages and file pages,
     less the reserve: global_dirtyable_memory()) the flusher starts writing (here at once,
     all of them but ``pfn``, the page being written now, which the access that faulted is
     about to write: the kernel's flusher runs beside it; the kernel also throttles the
     writer at dirty_ratio while it catches up). Returns the pages written."""
-    sizes = mem.lru.sizes()
+    sizes = mem.node.lru.sizes()
     dirtyable = (
-        mem.frames.free_pages + sizes["active_file"] + sizes["inactive_file"] - mem.wmark_high
+        mem.frames.free_pages + sizes["active_file"] + sizes["inactive_file"] - mem.node.wmark_high
     )
     if mem.frames.nr_file_dirty * 100 <= max(dirtyable, 0) * DIRTY_BACKGROUND_RATIO:
         return 0

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vmsim.mm.mmzone import lru_note_cost
 from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
-    from vmsim.mm.memory import Memory
+    from vmsim.mm.kernel import Kernel
+
+__all__ = ["Shadow", "activation", "eviction", "is_file_lru", "refault"]
 
 Shadow = tuple[int, bool]  # (nonresident_age at eviction, PG_workingset at eviction)
 
@@ -29,34 +32,32 @@ _FILE = int(PageFlag.FILE)
 _SWAPBACKED = int(PageFlag.SWAPBACKED)
 
 
-def is_file_lru(mem: Memory, pfn: int) -> bool:
+def is_file_lru(mem: Kernel, pfn: int) -> bool:
     """folio_is_file_lru(): page cache of a regular file (shmem is swap-backed: anon LRU)."""
     flags = mem.frames.flags(pfn)
     return bool(flags & _FILE) and not flags & _SWAPBACKED
 
 
-def eviction(mem: Memory, pfn: int) -> Shadow:
+def eviction(mem: Kernel, pfn: int) -> Shadow:
     """workingset_eviction(): the shadow for a folio reclaim is freeing; ages the node."""
-    shadow = (mem.nonresident_age, bool(mem.frames.flags(pfn) & _WORKINGSET))
-    mem.nonresident_age += 1
+    shadow = (mem.node.nonresident_age, bool(mem.frames.flags(pfn) & _WORKINGSET))
+    mem.node.nonresident_age += 1
     return shadow
 
 
-def activation(mem: Memory) -> None:
+def activation(mem: Kernel) -> None:
     """workingset_activation(): a folio was activated by access."""
-    mem.nonresident_age += 1
+    mem.node.nonresident_age += 1
 
 
-def refault(mem: Memory, pfn: int, shadow: Shadow) -> None:
+def refault(mem: Kernel, pfn: int, shadow: Shadow) -> None:
     """workingset_refault(): ``pfn`` was just read back where ``shadow`` was."""
-    from vmsim.mm import vmscan
-
     file = is_file_lru(mem, pfn)
     kind = "file" if file else "anon"
     mem.vmstat[f"workingset_refault_{kind}"] += 1
     age, workingset = shadow
-    distance = mem.nonresident_age - age
-    sizes = mem.lru.sizes()
+    distance = mem.node.nonresident_age - age
+    sizes = mem.node.lru.sizes()
     size = sizes["active_file"]
     if not file:
         size += sizes["inactive_file"]
@@ -67,10 +68,10 @@ def refault(mem: Memory, pfn: int, shadow: Shadow) -> None:
     if distance > size:
         return
     mem.frames.set_flags(pfn, _ACTIVE)
-    mem.lru.update(pfn)
-    mem.nonresident_age += 1
+    mem.node.lru.update(pfn)
+    mem.node.nonresident_age += 1
     mem.vmstat[f"workingset_activate_{kind}"] += 1
     if workingset:
         mem.frames.set_flags(pfn, _WORKINGSET)
-        vmscan.lru_note_cost(mem, file, 1, 0)  # lru_note_cost_refault()
+        lru_note_cost(mem, file, 1, 0)  # lru_note_cost_refault()
         mem.vmstat[f"workingset_restore_{kind}"] += 1

@@ -13,7 +13,7 @@ would pass max_pool_percent of RAM, the oldest entries are written back to the s
 (written_back_pages, pool_limit_hit) and the store is refused until the pool is below
 accept_threshold_percent of the limit. A load takes the entry out of the pool (exclusive
 loads). Since 6.12 a page of zeros never reaches zswap: the swap core keeps one bit for it
-(the swap zeromap, ``vmsim.mm.swap``).
+(the swap zeromap, ``vmsim.mm.swapfile``).
 
 ``same_filled=True`` gives the zswap of Linux 6.11 and older instead: a page filled with one
 repeated 8-byte word is kept as that word only (same_filled_pages), a page that does not
@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 import lz4.block
 import zstandard
+
+from vmsim.mm.swapops import SwpEntry
 
 PAGE_SIZE = 4096
 ZS_MIN_ALLOC_SIZE = 32
@@ -139,20 +141,22 @@ class Zswap:
         compressor: str,
         ram_pages: int,
         memory: PoolMemory,
-        writeback: Callable[[tuple[int, int], bytes], None],
+        writeback: Callable[[SwpEntry, bytes], None],
         max_pool_percent: int = 20,
         accept_threshold_percent: int = 90,
         same_filled: bool = False,
     ) -> None:
-        self.same_filled = same_filled
-        self.compressor = Compressor(compressor)
-        self.max_pool_pages = ram_pages * max_pool_percent // 100
-        self.accept_threshold_percent = accept_threshold_percent
-        self.memory = memory
-        self._writeback = writeback
-        # key (swap type, offset) -> (compressed bytes or None, same-filled word or None)
-        self.entries: OrderedDict[tuple[int, int], tuple[bytes | None, int | None]] = OrderedDict()
-        self.limit_reached = False
+        self.same_filled = same_filled  # the zswap of 6.11 and older (same-filled pages)
+        self.compressor = Compressor(compressor)  # zswap.compressor
+        self.max_pool_pages = ram_pages * max_pool_percent // 100  # zswap.max_pool_percent
+        self.accept_threshold_percent = accept_threshold_percent  # zswap.accept_threshold_percent
+        self.memory = memory  # the zsmalloc pool's pages (frames of the machine)
+        self._writeback = writeback  # zswap_writeback_entry(): hands a page to the device
+        # the zswap tree: swap entry -> (compressed bytes or None, same-filled word or None),
+        # oldest first (the zswap LRU that writeback takes from)
+        self.entries: OrderedDict[SwpEntry, tuple[bytes | None, int | None]] = OrderedDict()
+        # the counters of /sys/kernel/debug/zswap and vmstat below; kept by store/load/_drop
+        self.limit_reached = False  # zswap_pool_reached_full
         self.stored_pages = 0
         self.same_filled_pages = 0
         self.stored_incompressible_pages = 0
@@ -171,7 +175,7 @@ class Zswap:
     def _over_limit(self, extra: int) -> bool:
         return -(-(self.memory.bytes + extra) // PAGE_SIZE) > self.max_pool_pages
 
-    def store(self, key: tuple[int, int], data: bytes) -> bool:
+    def store(self, key: SwpEntry, data: bytes) -> bool:
         """zswap_store(): keep the page compressed; False means "write it to swap"."""
         self.invalidate(key)  # an older copy of the slot's contents is stale now
         if self.same_filled:
@@ -229,7 +233,7 @@ class Zswap:
             return blob
         return self.compressor.decompress(blob)
 
-    def _drop(self, key: tuple[int, int]) -> None:
+    def _drop(self, key: SwpEntry) -> None:
         blob, _word = self.entries.pop(key)
         self.stored_pages -= 1
         if blob is None:
@@ -239,7 +243,7 @@ class Zswap:
                 self.stored_incompressible_pages -= 1
             self.memory.resize(self.memory.bytes - zs_size(len(blob)))
 
-    def load(self, key: tuple[int, int]) -> bytes | None:
+    def load(self, key: SwpEntry) -> bytes | None:
         """zswap_load(): the page if the pool has it (the entry leaves the pool)."""
         item = self.entries.get(key)
         if item is None:
@@ -249,7 +253,7 @@ class Zswap:
         self.zswpin += 1
         return data
 
-    def invalidate(self, key: tuple[int, int]) -> None:
+    def invalidate(self, key: SwpEntry) -> None:
         """zswap_invalidate(): the swap slot was freed."""
         if key in self.entries:
             self._drop(key)

@@ -1,7 +1,9 @@
 """Swap space: devices with slots, the swap cache, and where a swapped page's bytes live
-(mm/swapfile.c, mm/swap_state.c, mm/page_io.c, drivers/block/zram).
+(mm/swapfile.c, the swap cache's index of mm/swap_state.c, mm/page_io.c, drivers/block/zram).
+The swap-in paths (readahead, reading a slot into a folio, freeing the swap cache) are in
+``vmsim.mm.swap_state``.
 
-A slot is named by (type, offset), as in the swap entry a non-present PTE holds
+A slot is named by ``SwpEntry(type, offset)`` (``vmsim.mm.swapops``), as in the swap entry a non-present PTE holds
 (``vmsim.hw.pte.swp_entry``); offset 0 of every device is its header and never used. Each
 slot has a reference count (``swap_map``: the PTEs and shmem page-cache slots that name it)
 and a cached flag (SWAP_HAS_CACHE: a folio in the swap cache holds it); it is free when both
@@ -23,9 +25,10 @@ cache and readahead (SWP_SYNCHRONOUS_IO in do_swap_page()).
 
 from __future__ import annotations
 
+from vmsim.mm.swapops import SwpEntry
 from vmsim.mm.zswap import PAGE_SIZE, Compressor, PoolMemory, Zswap, zs_size
 
-Key = tuple[int, int]
+Key = SwpEntry
 
 PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster: readahead of 2**3 = 8 slots
 DEVICE_KINDS = ("disk", "ssd", "zram")
@@ -44,20 +47,20 @@ class SwapDevice:
     ) -> None:
         if pages < 2:
             raise ValueError("a swap device needs at least 2 pages (one is the header)")
-        self.type = type_
-        self.pages = pages
+        self.type = type_  # swap_info_struct->type: its index in swap_info[]
+        self.pages = pages  # ->max: slots, the header included
         self.kind = kind
-        self.count = [0] * pages
-        self.cached = bytearray(pages)
-        self.data: dict[int, bytes] = {}
-        self.cursor = 1
-        self.inuse = 0
+        self.count = [0] * pages  # ->swap_map[]: swap entries naming each slot; dup()/put()
+        self.cached = bytearray(pages)  # SWAP_HAS_CACHE of each slot; kept by SwapSpace
+        self.data: dict[int, bytes] = {}  # the device's blocks (page_io.c writes them)
+        self.cursor = 1  # the per-CPU cluster's next offset: slots are handed out in order
+        self.inuse = 0  # ->inuse_pages; kept by alloc() / _forget()
         if kind not in DEVICE_KINDS:
             raise ValueError(f"swap device kind must be one of {', '.join(DEVICE_KINDS)}")
-        self.rotational = kind == "disk"
-        self.synchronous = kind == "zram"
-        self.compressor = Compressor("lz4" if compressor == "lzo-rle" else compressor)
-        self.memory = memory
+        self.rotational = kind == "disk"  # !SWP_SOLIDSTATE: swapin reads by cluster
+        self.synchronous = kind == "zram"  # SWP_SYNCHRONOUS_IO: do_swap_page() skips the cache
+        self.compressor = Compressor("lz4" if compressor == "lzo-rle" else compressor)  # zram's
+        self.memory = memory  # zram: where its compressed pages live (zsmalloc's pages)
         self.orig_data_size = 0  # zram mm_stat
         self.compr_data_size = 0
 
@@ -124,20 +127,24 @@ class SwapSpace:
     """Every swap device, the swap cache and zswap, for one machine."""
 
     def __init__(self) -> None:
-        self.devices: list[SwapDevice] = []
-        self.cache: dict[Key, int] = {}  # swap cache: entry -> pfn
-        self.entry_of: dict[int, Key] = {}  # folio->swap of a swap-cache folio
-        self.zswap: Zswap | None = None
-        self.pswpin = 0
+        self.devices: list[SwapDevice] = []  # swap_info[], by type; set up by the Machine
+        # the swap cache (swap_address_space()): entry -> pfn, and folio->swap of each
+        # swap-cache folio; kept by add_to_cache() / remove_from_cache() (swap_state.py)
+        self.cache: dict[Key, int] = {}
+        self.entry_of: dict[int, Key] = {}
+        self.zswap: Zswap | None = None  # the zswap pool in front of the devices, if enabled
+        self.pswpin = 0  # vmstat pswpin / pswpout: pages read from / written to a device
         self.pswpout = 0
         self.use_zeromap = True  # 6.12+; off for the 6.11 zswap (same-filled pages)
         self.zeromap: set[Key] = set()
         self.shadows: dict[Key, tuple[int, bool]] = {}  # workingset shadows of swapped pages
-        self.swpout_zero = 0
+        self.swpout_zero = 0  # vmstat swpout_zero / swpin_zero: zeromap hits
         self.swpin_zero = 0
         self.vma_ra_enabled = True  # /sys/kernel/mm/swap/vma_ra_enabled
-        self.page_cluster = PAGE_CLUSTER
-        self.readahead_hits = 4  # swapin_readahead_hits (cluster mode)
+        self.page_cluster = PAGE_CLUSTER  # vm.page-cluster
+        # cluster readahead state (swap_state.c globals: swapin_readahead_hits,
+        # __swapin_nr_pages()'s prev_offset and last_readahead_pages); kept by swap_state
+        self.readahead_hits = 4
         self.prev_offset = 0
         self.last_ra_pages = 0
 
@@ -161,7 +168,7 @@ class SwapSpace:
         for d in self.devices:
             off = d.alloc()
             if off is not None:
-                return (d.type, off)
+                return SwpEntry(d.type, off)
         return None
 
     def device(self, key: Key) -> SwapDevice:

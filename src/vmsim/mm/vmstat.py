@@ -1,0 +1,132 @@
+"""Event counters (mm/vmstat.c: vm_event_states, and the per-task fault counters).
+
+``FaultStats`` counts faults and translations of one address space or of the whole machine;
+``VMSTAT_EVENTS`` are the /proc/vmstat events kept in ``Kernel.vmstat``; ``VMSTAT_ORDER`` is
+the order of the lines of /proc/vmstat the model shows (``vmsim.procfs.vmstat_text``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["VMSTAT_EVENTS", "VMSTAT_ORDER", "FaultStats"]
+
+
+@dataclass(slots=True)
+class FaultStats:
+    """Event counters of one address space, or of the whole machine (vmstat names)."""
+
+    pgfault: int = 0  # every page fault handled (minor + major)
+    pgmajfault: int = 0  # faults that had to read a file page from its backing store
+    zero_page_maps: int = 0  # read faults answered with the shared zero page
+    anon_faults: int = 0  # write faults that allocated a fresh anonymous page
+    cow_faults: int = 0  # write faults that copied a page (wp_page_copy / do_cow_fault)
+    cow_reuse: int = 0  # write faults on a read-only anonymous page mapped once: no copy
+    file_faults: int = 0  # faults that mapped a page-cache page
+    fault_around: int = 0  # extra page-cache pages mapped around a read fault
+    spurious_faults: int = 0  # TLB entry stricter than the page tables: re-walked
+    tlb_l1_hits: int = 0  # translations answered by an L1 TLB
+    tlb_stlb_hits: int = 0  # ... by the STLB
+    tlb_misses: int = 0  # ... by a page walk
+    walks: int = 0  # page walks (TLB misses)
+    walk_refs: int = 0  # memory references made by those walks
+    pwc_hits: int = 0  # walks that started below the top thanks to a paging-structure cache
+    cow_ksm: int = 0  # writes that copied a KSM page
+
+    @property
+    def translations(self) -> int:
+        """User accesses translated (one per page touched)."""
+        return self.tlb_l1_hits + self.tlb_stlb_hits + self.tlb_misses
+
+    def as_dict(self) -> dict[str, int]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["translations"] = self.translations
+        return d
+
+
+VMSTAT_EVENTS = (
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgactivate",
+    "pgdeactivate",
+    "pgrefill",
+    "pgrotated",
+    "allocstall_normal",
+    "kswapd_wake",
+    "pageoutrun",
+    "oom_kill",
+    "thp_fault_alloc",
+    "swap_ra",
+    "swap_ra_hit",
+    "swpin_zero",
+    "swpout_zero",
+    "ksm_swpin_copy",
+    "pgscan_anon",
+    "pgscan_file",
+    "pgsteal_anon",
+    "pgsteal_file",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+    "workingset_activate_anon",
+    "workingset_activate_file",
+    "workingset_restore_anon",
+    "workingset_restore_file",
+    "nr_written",
+)
+
+
+# The lines of /proc/vmstat the model keeps, in the kernel's order (vmstat_text[] of 6.18;
+# ksm_zero_pages is not one of them: it is in /sys/kernel/mm/ksm).
+VMSTAT_ORDER = (
+    "nr_free_pages",
+    "nr_mlock",
+    "nr_inactive_anon",
+    "nr_active_anon",
+    "nr_inactive_file",
+    "nr_active_file",
+    "nr_unevictable",
+    "workingset_refault_anon",
+    "workingset_refault_file",
+    "workingset_activate_anon",
+    "workingset_activate_file",
+    "workingset_restore_anon",
+    "workingset_restore_file",
+    "nr_anon_pages",
+    "nr_mapped",
+    "nr_file_pages",
+    "nr_dirty",
+    "nr_shmem",
+    "nr_written",
+    "nr_page_table_pages",
+    "nr_swapcached",
+    "pswpin",
+    "pswpout",
+    "allocstall_normal",
+    "pgactivate",
+    "pgdeactivate",
+    "pgfault",
+    "pgmajfault",
+    "pgrefill",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgscan_anon",
+    "pgscan_file",
+    "pgsteal_anon",
+    "pgsteal_file",
+    "pageoutrun",
+    "pgrotated",
+    "oom_kill",
+    "swap_ra",
+    "swap_ra_hit",
+    "swpin_zero",
+    "swpout_zero",
+    "ksm_swpin_copy",
+    "cow_ksm",
+    "zswpin",
+    "zswpout",
+    "zswpwb",
+)
