@@ -111,8 +111,12 @@ _FLAG_CACHE_LIMIT: Final = 4096
 _SPECIAL = re.compile(r'[",\[\]{}()<>]|/\*')
 _NESTING = re.compile(r'["\[\]{}()<>]|/\*')
 # The end of a -y decoration: '>' followed by what ends an argument. A plain '>' inside the path
-# does not end it (-yy: 'TCP:[1.2.3.4:22->5.6.7.8:9]', '/dev/pts/0<char 136:0>').
-_DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
+# does not end it (-yy: 'TCP:[1.2.3.4:22->5.6.7.8:9]', '/dev/pts/0<char 136:0>'). The path of a
+# file that was unlinked is followed by '(deleted)' after the '>' (strace's printfd() prints
+# the kernel's d_path() suffix outside the brackets): '4</memfd:java_heap>(deleted)'.
+_DECORATION_END = re.compile(r">(\(deleted\))?(?=[,\]})\s]|$)")
+DELETED: Final = " (deleted)"
+"""What a -y path of an unlinked file ends with in ``fd_paths``: the kernel's maps spelling."""
 _OPENERS: Final = {"]": "[", "}": "{", ")": "("}
 _CLONE3_FLAGS = re.compile(r"\bflags=([^,}]*)")
 _KEYWORD = re.compile(r"[a-z_]+=")
@@ -204,12 +208,12 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
     cached = _flag_cache.get(token)
     if cached is not None:
         return cached
-    if token.endswith(">") and "<" in token:
+    if "<" in token and token.endswith((">", ">(deleted)")):
         fd_text, _, rest = token.partition("<")
         if fd_text.lstrip("-").isdigit():
             fd = int(fd_text)
             if fd_paths is not None:
-                fd_paths[fd] = rest[:-1]
+                fd_paths[fd] = rest[:-1] if rest.endswith(">") else rest[: -len(">(deleted)")] + DELETED
             return fd
     value = _decode_expression(token)
     if isinstance(value, int) and len(_flag_cache) < _FLAG_CACHE_LIMIT:
