@@ -26,7 +26,7 @@ DECODED_SYSCALLS: Final = frozenset(
         "mmap", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise", "brk",
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal",
         "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
-        "shmat", "shmdt", "remap_file_pages", "process_madvise",
+        "shmat", "shmdt", "shmget", "shmctl", "remap_file_pages", "process_madvise",
     }
 )  # fmt: skip
 
@@ -82,6 +82,17 @@ _OTHER_FLAGS: Final = {
     "SHM_RND": 0o20000,
     "SHM_REMAP": 0o40000,
     "SHM_EXEC": 0o100000,
+    "SHM_HUGETLB": 0o4000,
+    "SHM_NORESERVE": 0o10000,
+    # include/uapi/linux/ipc.h
+    "IPC_PRIVATE": 0,
+    "IPC_CREAT": 0o1000,
+    "IPC_EXCL": 0o2000,
+    "IPC_NOWAIT": 0o4000,
+    "IPC_RMID": 0,
+    "IPC_SET": 1,
+    "IPC_STAT": 2,
+    "IPC_INFO": 3,
     # include/uapi/linux/fcntl.h, for execveat
     "AT_FDCWD": -100,
     "AT_SYMLINK_NOFOLLOW": 0x100,
@@ -213,7 +224,9 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
         if fd_text.lstrip("-").isdigit():
             fd = int(fd_text)
             if fd_paths is not None:
-                fd_paths[fd] = rest[:-1] if rest.endswith(">") else rest[: -len(">(deleted)")] + DELETED
+                fd_paths[fd] = (
+                    rest[:-1] if rest.endswith(">") else rest[: -len(">(deleted)")] + DELETED
+                )
             return fd
     value = _decode_expression(token)
     if isinstance(value, int) and len(_flag_cache) < _FLAG_CACHE_LIMIT:
