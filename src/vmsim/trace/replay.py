@@ -298,6 +298,8 @@ class Replayer:
         self._file_lines: dict[str | None, int] = {}
         self._first: Process | None = None
         self.shm = shm_namespace(self.machine)
+        # processes whose heap is a placeholder until their first brk(NULL) shows it
+        self._heap_estimated: set[int] = set()
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
             "mmap": self._mmap,
             "munmap": self._plain("munmap", 2),
@@ -329,11 +331,42 @@ class Replayer:
             self._exec(p, ev)
             return p
         self.report.processes += 1
+        fresh = ev is not None and ev.name == "brk" and ev.args[:1] == (0,)
+        if fresh and self.exe is not None:
+            # the execve was not traced, but --exe names the program: load it
+            p = m.spawn()
+            try:
+                p.execve(str(self.exe), self.cwd)
+                self._exe_used = True
+                self.report.estimates.append(
+                    f"initial layout: {self.exe} loaded (the trace starts with ld.so's "
+                    "brk(NULL): an execve it does not show)"
+                )
+                return p
+            except (ExecError, OSError) as e:
+                p.exit()
+                self.report.estimates.append(f"--exe {self.exe}: {e}")
+        p = m.spawn(layout="linux")
+        self._heap_estimated.add(id(p))
+        if fresh:
+            # ld.so's first call: the trace starts at an execve it does not show (-e
+            # trace=%memory), before any library is mapped: keep only what the kernel's
+            # loader maps (the program, ld.so, [vvar], [vdso], [stack])
+            for vma in list(p.mm.tree):
+                path = vma.file.inode.path if vma.file is not None else vma.name
+                if path is None or not (path.startswith(("[", "/usr/bin/")) or "ld-linux" in path):
+                    p.munmap(vma.start, vma.end - vma.start)
+            self.report.estimates.append(
+                "initial layout: estimated as a fresh exec (the trace starts with ld.so's "
+                "brk(NULL) and no execve: the program and ld.so are placeholders; use --exe "
+                "or record with -e trace=%memory,%process)"
+            )
+            return p
         self.report.estimates.append(
             "initial layout: estimated (the usual fresh-process layout; the trace does not "
             "start with execve and no --from-maps snapshot was given)"
         )
-        return m.spawn(layout="linux")
+        return p
 
     def _exec(self, p: Process, ev: Syscall) -> None:
         """Load the binary of a successful execve: --exe for the first one, else the recorded
@@ -365,9 +398,9 @@ class Replayer:
         file = self._file_of(ev)
         return f"{file}:{ev.lineno}" if file else f"line {ev.lineno}"
 
-    def _file_of(self, ev: Syscall | Problem) -> str | None:
+    def _file_of(self, ev: Syscall | Signal | Exit | Problem) -> str | None:
         if isinstance(ev, Problem):
-            return getattr(ev, "file", None)
+            return ev.file
         return self.files.get(ev.pid) if self.files and ev.pid is not None else None
 
     def process_for(self, pid: int | None, ev: Syscall | None) -> Process:
@@ -832,6 +865,8 @@ class Replayer:
     def _brk(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         (addr,) = self._ints(ev, 1)
         mm = p.mm
+        if id(p) in self._heap_estimated and addr == 0 and ev.ret is not None:
+            self._anchor_heap(p, ev.ret, ev)
         # the first brk(NULL) reveals the randomised start of the heap
         if (
             addr == 0
@@ -843,6 +878,25 @@ class Replayer:
         ):
             mm.start_brk = mm.brk = ev.ret
         return p.brk(addr), None
+
+    def _anchor_heap(self, p: Process, brk: int, ev: Syscall) -> None:
+        """An estimated layout's heap is a placeholder: the first brk(NULL) shows where the
+        kernel put the break (randomize_va_space: up to 32 MiB past the program's bss).
+        The placeholder [heap] goes and the break starts there, empty, as after exec."""
+        self._heap_estimated.discard(id(p))
+        mm = p.mm
+        if brk == mm.brk or not self.use_recorded:
+            return
+        if mm.tree.find_intersection(brk, brk + PAGE_SIZE) is not None and not (
+            mm.start_brk <= brk < mm.brk
+        ):
+            return
+        if mm.brk > mm.start_brk:
+            p.munmap(mm.start_brk, page_align(mm.brk) - mm.start_brk)
+        mm.start_brk = mm.brk = brk
+        self.report.estimates.append(
+            f"{self._where(ev)}: heap anchored at {brk:#x} (the first brk(NULL))"
+        )
 
     def _mlock(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         addr, length = self._ints(ev, 2)

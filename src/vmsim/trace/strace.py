@@ -424,7 +424,7 @@ def read_strace_files(paths: list[Path]) -> Iterator[Event]:
             m = _PID_SUFFIX.search(path.name)
             clock = Timestamps()
             handle = stack.enter_context(open_trace(path))
-            events = _read(handle, int(m.group(1)) if m else None, clock)
+            events = _tag_problems(_read(handle, int(m.group(1)) if m else None, clock), path.name)
             head: list[Event] = []
             for event in events:  # look ahead to the first timestamp
                 head.append(event)
@@ -445,6 +445,15 @@ def read_strace_files(paths: list[Path]) -> Iterator[Event]:
             return
         keyed = [_keyed(index, head, events) for index, (head, events, _) in enumerate(streams)]
         for _, _, _, event in heapq.merge(*keyed):
+            yield event
+
+
+def _tag_problems(events: Iterator[Event], name: str) -> Iterator[Event]:
+    """-ff: a Problem names its file (its line number is within that file)."""
+    for event in events:
+        if type(event) is Problem:
+            yield Problem(event.lineno, event.line, event.message, name)
+        else:
             yield event
 
 
