@@ -628,6 +628,10 @@ class Replayer:
             flags = a if isinstance(a, int) else 0
         elif ev.name == "vfork":
             flags = CLONE_VM | CLONE_VFORK
+        if ev.ret in self.tasks and self._tgid.get(ev.ret) == ev.ret:
+            # the child's execve printed before its parent's vfork()/clone() returned (a
+            # vfork parent resumes only once the child has exec'd): it has its own mm now
+            return
         if flags & CLONE_VM:
             self.tasks[ev.ret] = parent
         else:
@@ -641,8 +645,6 @@ class Replayer:
         """A successful execve: a new mm for the caller's thread group only (de_thread()
         ends its other threads). A vfork/posix_spawn child shares its parent's mm until
         this point; the parent keeps the old one."""
-        if ev.pid not in self.tasks:
-            self.process_for(ev.pid, None)
         group = self._tgid.get(ev.pid, ev.pid)
         p = self.machine.spawn()
         self.report.processes += 1
@@ -1036,7 +1038,9 @@ def replay(
             max(rep.peak_map_count, written.peak_map_count),
         )
         rep.write_dependent_calls = sum(
-            1 for key, d in written.deltas.items() if d > rep.deltas.get(key, 0)
+            1
+            for key in written.deltas.keys() | rep.deltas.keys()
+            if written.deltas.get(key, 0) > rep.deltas.get(key, 0)
         )
         if rep.write_dependent_calls:
             rep.estimates.append(
