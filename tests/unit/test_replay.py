@@ -299,8 +299,6 @@ def test_unmodelled_calls_are_reported() -> None:
         "mbind(0x7f0000000000, 8192, MPOL_BIND, [0x1], 2, 0) = -1 EINVAL (Invalid argument)",
     ]
     rep = replay(lambda: read_strace(lines))
-    assert [(d.lineno, d.reason) for d in rep.dropped] == [
-        (2, "memory policies are not modelled")
-    ]
+    assert [(d.lineno, d.reason) for d in rep.dropped] == [(2, "memory policies are not modelled")]
     assert rep.dropped_count == 1
     assert rep.to_json()["dropped"][0]["line"] == 2

@@ -133,7 +133,7 @@ def test_live_maps_line() -> None:
     try:
         addr = libc.shmat(shmid, None, 0)
         with open("/proc/self/maps") as f:
-            live = [ln.split() for ln in f if f"{addr:x}-" in ln.split()[0]][0]
+            live = next(ln.split() for ln in f if f"{addr:x}-" in ln.split()[0])
         libc.shmdt(ctypes.c_void_p(addr))
     finally:
         libc.shmctl(shmid, 0, None)
@@ -144,3 +144,15 @@ def test_live_maps_line() -> None:
     assert int(live[0].split("-")[1], 16) - addr == int(model[0].split("-")[1], 16) - maddr
     assert live[1:4] == model[1:4]
     assert live[5:] == model[5:]
+
+
+def test_an_attach_inherited_by_fork_outlives_rmid(p: vmsim.Process) -> None:
+    """fork() copies the attach; after IPC_RMID and the parent's detach, the child's shmdt
+    still finds it (ksys_shmdt() looks for a shm VMA, not for the id)."""
+    shmid = p.shmget(IPC_PRIVATE, P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid, 0, 0)
+    child = p.fork()
+    p.shmctl(shmid, 0)
+    p.shmdt(a)
+    child.shmdt(a)
+    assert child.mm.tree.lookup(a) is None

@@ -121,8 +121,7 @@ def parse_text(text: str, source: str) -> Snapshot:
         return parse_hs_err(text, source)
     entries = _parse(text, source)
     smaps = any(
-        e.vmflags is not None or e.anonymous_kb is not None or e.rss_kb is not None
-        for e in entries
+        e.vmflags is not None or e.anonymous_kb is not None or e.rss_kb is not None for e in entries
     )
     return Snapshot(source, "smaps" if smaps else "maps", entries)
 

@@ -76,6 +76,9 @@ class ShmNamespace:
 
     segments: dict[int, ShmSegment] = field(default_factory=dict)
     next_id: int = 0
+    files: dict[Inode, ShmSegment] = field(default_factory=dict)
+    """Every segment's file, destroyed ones included: an attach outlives IPC_RMID (shmdt
+    recognises it by its vm_ops, not by its id)."""
 
     def shmget(
         self, machine: Machine, key: int, size: int, shmflg: int, shmid: int | None = None
@@ -111,7 +114,8 @@ class ShmNamespace:
             shmem=True,
             deleted=True,
         )
-        self.segments[shmid] = ShmSegment(shmid, key, size, inode)
+        seg = self.segments[shmid] = ShmSegment(shmid, key, size, inode)
+        self.files[inode] = seg
         return shmid
 
     def rmid(self, shmid: int) -> None:
@@ -170,7 +174,7 @@ class ShmNamespace:
         if addr & (PAGE_SIZE - 1):
             raise oserror(errno.EINVAL)
         tree = proc.mm.tree
-        shm_inodes = {seg.inode: seg for seg in self.segments.values()}
+        shm_inodes = self.files
         found = None
         for vma in tree.range(addr, proc.mm.cfg.task_size):
             f = vma.file

@@ -188,8 +188,9 @@ class ReplayReport:
     dropped_count: int = 0
     """Every dropped line or call (``dropped`` keeps the first DROPPED_KEPT)."""
     failures_anyway: list[Failure] = field(default_factory=list)
-    """Failures the kernel recorded too, for a reason other than max_map_count (MAP_HUGETLB
-    with an empty pool, munmap(0, 0)): they happen at any limit."""
+    """Failures the kernel recorded too, where the model names no limit as the cause (an
+    argument check, MAP_HUGETLB with an empty pool, munmap(0, 0)): they happen at any
+    limit, so ``first_failure`` (the call a limit broke) skips them."""
     peak_map_count_range: tuple[int, int] | None = None
     """[as if nothing was written, as if every writable private VMA was written]."""
     write_dependent_calls: int = 0
@@ -270,6 +271,7 @@ class Replayer:
         assume_written: bool = False,
         known_children: set[int] | None = None,
         files: dict[int, str] | None = None,
+        track_deltas: bool = False,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -291,6 +293,8 @@ class Replayer:
         # the thread group of each task: execve replaces the mm of its own group only
         self._tgid: dict[int | None, int | None] = {}
         self.assume_written = assume_written
+        # the change of map_count per call, to compare the written and unwritten replays
+        self.track_deltas = track_deltas
         # tasks some clone() in the trace returns (None: not known, so wait for the clone)
         self.known_children = known_children
         # -ff: the file of each task; lines are counted per file
@@ -592,7 +596,8 @@ class Replayer:
         if err is not None or ev.errno is not None or result != ev.ret:
             self._compare(ev, result, err, before)
         if after != before:
-            rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+            if self.track_deltas:
+                rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
             if after > before:
                 rep.vmas_by_site[call_site(ev.stack)] += after - before
                 rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
@@ -673,9 +678,10 @@ class Replayer:
                 ev.stack,
                 self._file_of(ev),
             )
-            if rec_err == fail.errno and err.cause != CAUSE_MAP_COUNT:
-                # the kernel failed the same way, and not for the map count: the call
-                # fails at any limit (MAP_HUGETLB with an empty pool, munmap(0, 0))
+            if rec_err == fail.errno and err.cause is None:
+                # the kernel failed the same way, and not for a limit (max_map_count,
+                # overcommit, rlimits, address space): the call fails at any limit
+                # (MAP_HUGETLB with an empty pool, munmap(0, 0))
                 if len(rep.failures_anyway) < 1000:
                     rep.failures_anyway.append(fail)
             elif rep.first_failure is None or len(rep.failures) < 1000:
@@ -1002,6 +1008,7 @@ def replay(
     events: Iterable[Syscall | Signal | Exit | Problem] | Callable[[], Iterator[Any]],
     *,
     max_map_count: int = 65530,
+    written_range: bool = True,
     **options: Any,
 ) -> ReplayReport:
     """Replay ``events`` at ``max_map_count``.
@@ -1011,14 +1018,16 @@ def replay(
     - finds the tasks that existed before the trace began (``strace -p``: no clone()
       returns them) when the trace does not start with execve, by a first pass;
     - replays again as if every writable private VMA was written, for
-      ``peak_map_count_range`` (see the module docstring);
+      ``peak_map_count_range`` (see the module docstring; ``written_range=False`` skips
+      it, and the range is then unknown: None);
     - if the trace hit the limit, replays without a limit for the smallest max_map_count
       that lets every call succeed.
     """
     if callable(events) and "known_children" not in options and not _starts_with_execve(events()):
         options = {**options, "known_children": _clone_children(events())}
     source = events() if callable(events) else events
-    r = Replayer(max_map_count=max_map_count, **options)
+    two = callable(events) and written_range and not options.get("assume_written")
+    r = Replayer(max_map_count=max_map_count, track_deltas=two, **options)
     rep = r.feed(source)
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
@@ -1030,8 +1039,12 @@ def replay(
         rep.estimates.append(
             "min_max_map_count unknown: the trace hit the limit and could not be re-read"
         )
-    if callable(events) and not options.get("assume_written"):
-        w = Replayer(max_map_count=max_map_count, **{**options, "assume_written": True})
+    if two:
+        w = Replayer(
+            max_map_count=max_map_count,
+            track_deltas=True,
+            **{**options, "assume_written": True},
+        )
         written = w.feed(events())
         rep.peak_map_count_range = (
             rep.peak_map_count,
@@ -1049,6 +1062,6 @@ def replay(
                 f"map_count {rep.peak_map_count_range[0]} if nothing was written, "
                 f"{rep.peak_map_count_range[1]} if everything writable was"
             )
-    else:
+    elif options.get("assume_written"):
         rep.peak_map_count_range = (rep.peak_map_count, rep.peak_map_count)
     return rep
