@@ -1039,7 +1039,7 @@ def replay(
         rep.estimates.append(
             "min_max_map_count unknown: the trace hit the limit and could not be re-read"
         )
-    if two:
+    if two and callable(events):
         w = Replayer(
             max_map_count=max_map_count,
             track_deltas=True,
