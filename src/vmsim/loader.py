@@ -314,9 +314,72 @@ def place_top(mm: AddressSpace, interp: LoadedImage, first_mmap: int, length: in
     return True
 
 
+BINPRM_BUF_SIZE = 256  # the bytes of the file the kernel reads for its format handlers
+MAX_REWRITES = 5  # exec_binprm(): search_binary_handler() at depth 0..5, then -ELOOP
+
+
+@dataclass(frozen=True)
+class Shebang:
+    """The ``#!`` line of a script, as load_script() (fs/binfmt_script.c) reads it."""
+
+    interpreter: str
+    argument: str | None
+
+
+def read_shebang(head: bytes) -> Shebang | None:
+    """load_script(): ``head`` (the first BINPRM_BUF_SIZE bytes) starts with ``#!``; the
+    interpreter is the first word after it (spaces and tabs skipped), the optional argument is
+    the rest of the line with spaces and tabs stripped at both ends (one argument, whatever
+    spaces it holds). A line longer than the buffer is only accepted if the interpreter's name
+    ends inside it. None for a file that is not a script; ExecError (ENOEXEC) when the line
+    names no interpreter."""
+    if not head.startswith(b"#!"):
+        return None
+    buf = head[2 : BINPRM_BUF_SIZE - 1]  # load_script(): the last byte is kept for a NUL
+    nl = buf.find(b"\n")
+    line = buf if nl < 0 else buf[:nl]
+    line = line.split(b"\0", 1)[0]
+    text = line.lstrip(b" \t")
+    if not text:
+        raise ExecError("ENOEXEC: '#!' names no interpreter")
+    end = len(text)
+    for sep in (b" ", b"\t"):
+        i = text.find(sep)
+        if i >= 0:
+            end = min(end, i)
+    if nl < 0 and end == len(text) and len(head) >= BINPRM_BUF_SIZE:
+        raise ExecError("ENOEXEC: the interpreter's name does not end within 256 bytes")
+    interp = text[:end].decode("utf-8", "surrogateescape")
+    arg = text[end:].strip(b" \t")
+    return Shebang(interp, arg.decode("utf-8", "surrogateescape") if arg else None)
+
+
+def resolve_interpreters(path: Path, cwd: Path) -> tuple[Path, list[str]]:
+    """Follow ``#!`` lines from ``path`` to the ELF binary the kernel finally loads, as
+    exec_binprm() does (at most MAX_REWRITES scripts, then ELOOP); returns it and notes."""
+    notes: list[str] = []
+    for _depth in range(MAX_REWRITES + 1):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(BINPRM_BUF_SIZE)
+        except OSError as e:
+            raise ExecError(f"{path}: {e.strerror}") from e
+        script = read_shebang(head)
+        if script is None:
+            return path, notes
+        notes.append(
+            f"{path}: a '#!' script run by {script.interpreter}"
+            + (f" (argument {script.argument!r})" if script.argument else "")
+        )
+        path = resolve(script.interpreter, cwd)
+    raise ExecError(f"ELOOP: more than {MAX_REWRITES} '#!' interpreters in a row")
+
+
 def load_program(proc: Process, path: str, cwd: Path = Path(".")) -> list[str]:
-    """Read ``path`` (and its interpreter) and build the exec layout; returns notes."""
-    img = read_elf(resolve(path, cwd))
+    """Read ``path`` (following ``#!`` interpreters to an ELF binary) and its ELF
+    interpreter, and build the exec layout; returns notes."""
+    binary, notes = resolve_interpreters(resolve(path, cwd), cwd)
+    img = read_elf(binary)
     interp = read_elf(Path(img.interp)) if img.interp else None
     exec_image(proc, img, interp)
-    return img.notes
+    return notes + img.notes

@@ -60,6 +60,12 @@ class MapsEntry:
     vmflags: int | None = None  # from smaps VmFlags
     anonymous_kb: int | None = None  # from smaps Anonymous
     lineno: int = 0
+    rss_kb: int | None = None  # from smaps Rss, Pss, Swap (pmap -x, smem)
+    pss_kb: int | None = None
+    swap_kb: int | None = None
+
+
+_USAGE_FIELDS = {"Rss": "rss_kb", "Pss": "pss_kb", "Swap": "swap_kb"}
 
 
 def parse(text: str) -> list[MapsEntry]:
@@ -91,6 +97,13 @@ def parse(text: str) -> list[MapsEntry]:
             continue
         if entries and line.startswith("Anonymous:"):
             entries[-1].anonymous_kb = int(line.split()[1])
+            continue
+        field_name = line.split(":", 1)[0]
+        if entries and field_name in _USAGE_FIELDS:
+            try:
+                setattr(entries[-1], _USAGE_FIELDS[field_name], int(line.split()[1]))
+            except (IndexError, ValueError):
+                raise SnapshotError(lineno, line, f"bad smaps {field_name} line") from None
             continue
         if entries and re.match(r"^[A-Za-z_]+:", line):
             continue  # other smaps fields

@@ -291,15 +291,14 @@ def test_clone_flags_decide_thread_or_fork() -> None:
 
 
 def test_unmodelled_calls_are_reported() -> None:
+    """mbind is not modelled: each successful one is a dropped call with its line, never
+    silent; a failed one changed nothing and is not dropped."""
     lines = [
-        "shmat(5, NULL, 0) = 0x7f0000000000",
-        "shmdt(0x7f0000000000) = 0",
-        "shmat(6, NULL, 0) = -1 EINVAL (Invalid argument)",
+        "mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000",
+        "mbind(0x7f0000000000, 8192, MPOL_BIND, [0x1], 2, 0) = 0",
+        "mbind(0x7f0000000000, 8192, MPOL_BIND, [0x1], 2, 0) = -1 EINVAL (Invalid argument)",
     ]
     rep = replay(lambda: read_strace(lines))
-    assert [n for n in rep.estimates if "shmat" in n or "shmdt" in n] == [
-        "1 successful shmat() call(s) not replayed (SysV shared memory is not modelled); "
-        "later results touching those ranges may diverge",
-        "1 successful shmdt() call(s) not replayed (SysV shared memory is not modelled); "
-        "later results touching those ranges may diverge",
-    ]
+    assert [(d.lineno, d.reason) for d in rep.dropped] == [(2, "memory policies are not modelled")]
+    assert rep.dropped_count == 1
+    assert rep.to_json()["dropped"][0]["line"] == 2

@@ -114,6 +114,10 @@ class ClassifiedVma:
     owner: str | None = None
     unit: int | None = None
     counted: bool = True
+    rss_kb: int | None = None
+    """Rss, Pss, Swap of the VMA when the input was smaps (None from maps)."""
+    pss_kb: int | None = None
+    swap_kb: int | None = None
 
     @property
     def size(self) -> int:
@@ -229,8 +233,9 @@ class _Classifier:
     ) -> None:
         e = self.e[i]
         self.out[i] = ClassifiedVma(
-            e.start, e.end, e.perms, e.offset, e.name, e.lineno, kind, reason, owner, unit, counted
-        )
+            e.start, e.end, e.perms, e.offset, e.name, e.lineno, kind, reason, owner, unit, counted,
+            e.rss_kb, e.pss_kb, e.swap_kb,
+        )  # fmt: skip
 
     def new_unit(self, kind: Kind) -> int:
         n = self.units.get(kind, 0)
@@ -322,6 +327,8 @@ class _Classifier:
             return f"memfd {path.removeprefix('/memfd:').removesuffix(_DELETED)}"
         if path.startswith("/SYSV"):
             return "System V shared memory segment (shmat)"
+        if path.startswith("/dev/shm/"):
+            return f"POSIX shared memory (shm_open) {path.removeprefix('/dev/shm/')}"
         if path.startswith("/dev/"):
             return f"device mapping of {path}"
         if path.endswith(_DELETED):

@@ -55,6 +55,10 @@ class KindSummary:
     vmas: int
     bytes: int
     units: int
+    rss_kb: int | None = None
+    """Sums of the VMAs' smaps Rss, Pss, Swap (None when the input has no smaps)."""
+    pss_kb: int | None = None
+    swap_kb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,12 @@ def _units(vmas: Sequence[ClassifiedVma], kind: Kind) -> int:
     return len(of_kind)
 
 
+def _usage(vmas: Sequence[ClassifiedVma], name: str) -> int | None:
+    values: list[int | None] = [getattr(v, name) for v in vmas]
+    known = [x for x in values if x is not None]
+    return sum(known) if known else None
+
+
 def build_report(
     vmas: Sequence[ClassifiedVma],
     *,
@@ -183,6 +193,9 @@ def build_report(
                     len(of_kind),
                     sum(v.size for v in of_kind),
                     _units(of_kind, kind),
+                    _usage(of_kind, "rss_kb"),
+                    _usage(of_kind, "pss_kb"),
+                    _usage(of_kind, "swap_kb"),
                 )
             )
 
@@ -275,6 +288,12 @@ def build_report(
                 f"{thread_stacks} thread stacks for {threads} threads: glibc keeps the stacks "
                 "of exited threads in a cache (up to 40 MiB) for reuse"
             )
+    elif thread_stacks:
+        all_notes.append(
+            f"the {thread_stacks} thread stacks counted include any that glibc keeps cached "
+            "after their threads exited (up to 40 MiB, reused by new threads): maps alone "
+            "cannot tell them from live ones (give a pid to compare with its thread count)"
+        )
 
     return MapsReport(
         source=source,

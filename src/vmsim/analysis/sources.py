@@ -120,7 +120,9 @@ def parse_text(text: str, source: str) -> Snapshot:
     if any(line.strip() == _HS_DYNAMIC_LIBRARIES for line in text.splitlines()):
         return parse_hs_err(text, source)
     entries = _parse(text, source)
-    smaps = any(e.vmflags is not None or e.anonymous_kb is not None for e in entries)
+    smaps = any(
+        e.vmflags is not None or e.anonymous_kb is not None or e.rss_kb is not None for e in entries
+    )
     return Snapshot(source, "smaps" if smaps else "maps", entries)
 
 

@@ -85,17 +85,35 @@ def _kinds_table(report: MapsReport) -> Table:
     table.add_column("share", justify="right")
     table.add_column("size", justify="right")
     table.add_column("units", justify="right")
+    usage = any(k.rss_kb is not None for k in report.kinds)  # smaps input: pmap -x columns
+    if usage:
+        for col in ("RSS", "PSS", "swap"):
+            table.add_column(col, justify="right")
+
+    def kb(v: int | None) -> str:
+        return human_size(v * 1024) if v is not None else ""
+
     for k in sorted(report.kinds, key=lambda k: -k.vmas):
         share = 100.0 * k.vmas / report.map_count if report.map_count else 0.0
-        table.add_row(
+        row = [
             f"{escape(k.title)} [dim]({k.kind})[/dim]",
             f"{k.vmas:,}",
             f"{share:.1f}%",
             human_size(k.bytes),
             f"{k.units:,}",
-        )
+        ]
+        if usage:
+            row += [kb(k.rss_kb), kb(k.pss_kb), kb(k.swap_kb)]
+        table.add_row(*row)
     table.add_section()
-    table.add_row("[bold]total[/bold]", f"[bold]{report.map_count:,}[/bold]", "", "", "")
+    total = ["[bold]total[/bold]", f"[bold]{report.map_count:,}[/bold]", "", "", ""]
+    if usage:
+        total += [
+            kb(sum(k.rss_kb or 0 for k in report.kinds)),
+            kb(sum(k.pss_kb or 0 for k in report.kinds)),
+            kb(sum(k.swap_kb or 0 for k in report.kinds)),
+        ]
+    table.add_row(*total)
     return table
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="place mappings where the model chooses, not where the trace shows",
     )
+    parser.add_argument(
+        "--no-written-range",
+        action="store_true",
+        help="skip the second replay (as if every writable private VMA was written) that "
+        "gives peak_map_count_range: about half the time",
+    )
     parser.add_argument("--strict", action="store_true", help="a malformed line is fatal")
     parser.add_argument(
         "--plot",
@@ -145,6 +152,19 @@ def _events(paths: list[Path], progress: Progress | None) -> Iterator[Any]:
             yield from read_strace(stream)
 
 
+def _task_files(paths: list[Path]) -> dict[int, str]:
+    """-ff: the file of each task (its pid is the file's suffix), for file:line locations."""
+    if len(paths) == 1 and not paths[0].is_dir():
+        return {}
+    files = sorted(paths[0].iterdir()) if paths[0].is_dir() else paths
+    out = {}
+    for f in files:
+        m = re.search(r"\.(\d+)(?:\.gz)?$", f.name)
+        if m:
+            out[int(m.group(1))] = f.name
+    return out
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.max_map_count < 1:
         raise UsageError(f"--max-map-count must be positive, got {args.max_map_count}")
@@ -157,7 +177,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             from_maps = args.from_maps.read_text()
         except OSError as e:
             raise CliError(f"{args.from_maps}: {e.strerror}") from e
+    files = _task_files(args.trace)
     options: dict[str, Any] = {
+        "files": files,
         "from_maps": from_maps,
         "cwd": args.cwd,
         "exe": args.exe,
@@ -185,11 +207,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 report = replay(
                     lambda: _events(args.trace, progress),
                     max_map_count=args.max_map_count,
+                    written_range=not args.no_written_range,
                     **options,
                 )
         else:
             report = replay(
-                lambda: _events(args.trace, None), max_map_count=args.max_map_count, **options
+                lambda: _events(args.trace, None),
+                max_map_count=args.max_map_count,
+                written_range=not args.no_written_range,
+                **options,
             )
     except ReplayError as e:
         raise CliError(str(e)) from e
@@ -210,10 +236,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def verdict(report: ReplayReport) -> str:
     f = report.first_failure
+    if f is None and report.failures_anyway:
+        return (
+            "no call failed because of a limit; the calls that failed in the trace too fail "
+            "at any limit (see 'failed as recorded')"
+        )
     if f is None:
         return "no call failed in the model at this limit"
     why = VERDICTS.get(f.cause or "", "the kernel's argument checks refused it")
-    return f"{f.call} failed with {f.errno} at line {f.lineno}: {why}"
+    return f"{f.call} failed with {f.errno} at {f.where}: {why}"
 
 
 def render(report: ReplayReport, console: Console, plot_path: Path | None) -> None:
@@ -221,13 +252,22 @@ def render(report: ReplayReport, console: Console, plot_path: Path | None) -> No
     t.add_column("what", style="bold")
     t.add_column("value")
     t.add_row("calls replayed", f"{report.calls:,} (of {report.lines:,} lines)")
+    t.add_row("processes", f"{report.processes:,} (the first program, each fork, each execve)")
     t.add_row("malformed lines", f"{len(report.problems):,}")
+    t.add_row("dropped (not replayed)", f"{report.dropped_count:,}")
     t.add_row("divergences", f"{len(report.divergences):,}")
     t.add_row(
         "peak map_count",
         f"{report.peak_map_count:,} at line {report.peak_line}"
         + (f" (pid {report.peak_pid})" if report.peak_pid is not None else ""),
     )
+    rng = report.peak_map_count_range
+    if rng is not None:
+        t.add_row(
+            "peak if nothing / all was written",
+            f"{rng[0]:,} .. {rng[1]:,} ({report.write_dependent_calls:,} calls depend on "
+            "writes strace cannot show)",
+        )
     t.add_row("max_map_count", f"{report.max_map_count:,}")
     t.add_row("smallest limit that succeeds", f"{report.min_max_map_count:,}")
     if report.placements:
@@ -237,6 +277,13 @@ def render(report: ReplayReport, console: Console, plot_path: Path | None) -> No
             f"{report.placements_agreed:,} of {report.placements:,} ({pct:.0f}%)",
         )
     t.add_row("verdict", verdict(report))
+    if report.failures_anyway:
+        t.add_row(
+            "failed as recorded",
+            f"{len(report.failures_anyway):,} calls failed in the trace too, at any limit "
+            f"(first: {report.failures_anyway[0].call} {report.failures_anyway[0].errno} at "
+            f"{report.failures_anyway[0].where})",
+        )
     if report.first_failure is not None and report.first_failure.detail:
         t.add_row("kernel check", report.first_failure.detail)
     console.print(t)
@@ -256,19 +303,27 @@ def render(report: ReplayReport, console: Console, plot_path: Path | None) -> No
         console.print(s)
     for d in report.divergences[:10]:
         console.print(
-            f"line {d.lineno}: {d.call}: recorded {d.recorded}, model {d.model} ({d.why})",
+            f"{d.where}: {d.call}: recorded {d.recorded}, model {d.model} ({d.why})",
             markup=False,
         )
     if len(report.divergences) > 10:
         console.print(f"... {len(report.divergences) - 10:,} more divergences (see --json)")
-    for p in report.problems[:10]:
-        console.print(f"line {p.lineno}: {p.message}", markup=False)
-    if len(report.problems) > 10:
-        console.print(f"... {len(report.problems) - 10:,} more malformed lines (see --json)")
+    for dropped in report.dropped[:10]:
+        console.print(f"dropped {dropped.where}: {dropped.reason}", markup=False)
+    if report.dropped_count > 10:
+        console.print(f"... {report.dropped_count - 10:,} more dropped (see --json)")
     for note in report.estimates:
         console.print(f"note: {note}", markup=False)
     if plot_path is not None:
         console.print(f"plot: {plot_path}", markup=False)
+
+
+def y_limit(peak: int, limit: int) -> float:
+    """The plot's y-axis top: the data with 10% headroom, or the limit when the data come
+    within half of it (then the limit line is in view)."""
+    if peak >= limit / 2:
+        return limit * 1.05
+    return max(peak * 1.1, 10)
 
 
 def plot(report: ReplayReport, path: Path, title: str) -> None:
@@ -281,7 +336,11 @@ def plot(report: ReplayReport, path: Path, title: str) -> None:
     xs = [s[0] for s in report.series]
     ys = [s[2] for s in report.series]
     ax.step(xs, ys, where="post", color="tab:blue", label="map_count")
-    ax.axhline(report.max_map_count, color="tab:red", linestyle="--", label="max_map_count")
+    top = max(ys, default=0)
+    ax.set_ylim(0, y_limit(top, report.max_map_count))
+    if report.max_map_count <= y_limit(top, report.max_map_count):
+        # drawn only when in view: a 200-VMA program under a 65,530 limit is a flat line
+        ax.axhline(report.max_map_count, color="tab:red", linestyle="--", label="max_map_count")
     f = report.first_failure
     if f is not None:
         ax.axvline(f.lineno, color="tab:orange", linestyle=":", label=f"first {f.errno}")

@@ -26,7 +26,7 @@ DECODED_SYSCALLS: Final = frozenset(
         "mmap", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise", "brk",
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal",
         "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
-        "shmat", "shmdt", "remap_file_pages", "process_madvise",
+        "shmat", "shmdt", "shmget", "shmctl", "remap_file_pages", "process_madvise",
     }
 )  # fmt: skip
 
@@ -82,6 +82,17 @@ _OTHER_FLAGS: Final = {
     "SHM_RND": 0o20000,
     "SHM_REMAP": 0o40000,
     "SHM_EXEC": 0o100000,
+    "SHM_HUGETLB": 0o4000,
+    "SHM_NORESERVE": 0o10000,
+    # include/uapi/linux/ipc.h
+    "IPC_PRIVATE": 0,
+    "IPC_CREAT": 0o1000,
+    "IPC_EXCL": 0o2000,
+    "IPC_NOWAIT": 0o4000,
+    "IPC_RMID": 0,
+    "IPC_SET": 1,
+    "IPC_STAT": 2,
+    "IPC_INFO": 3,
     # include/uapi/linux/fcntl.h, for execveat
     "AT_FDCWD": -100,
     "AT_SYMLINK_NOFOLLOW": 0x100,
@@ -111,8 +122,12 @@ _FLAG_CACHE_LIMIT: Final = 4096
 _SPECIAL = re.compile(r'[",\[\]{}()<>]|/\*')
 _NESTING = re.compile(r'["\[\]{}()<>]|/\*')
 # The end of a -y decoration: '>' followed by what ends an argument. A plain '>' inside the path
-# does not end it (-yy: 'TCP:[1.2.3.4:22->5.6.7.8:9]', '/dev/pts/0<char 136:0>').
-_DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
+# does not end it (-yy: 'TCP:[1.2.3.4:22->5.6.7.8:9]', '/dev/pts/0<char 136:0>'). The path of a
+# file that was unlinked is followed by '(deleted)' after the '>' (strace's printfd() prints
+# the kernel's d_path() suffix outside the brackets): '4</memfd:java_heap>(deleted)'.
+_DECORATION_END = re.compile(r">(\(deleted\))?(?=[,\]})\s]|$)")
+DELETED: Final = " (deleted)"
+"""What a -y path of an unlinked file ends with in ``fd_paths``: the kernel's maps spelling."""
 _OPENERS: Final = {"]": "[", "}": "{", ")": "("}
 _CLONE3_FLAGS = re.compile(r"\bflags=([^,}]*)")
 _KEYWORD = re.compile(r"[a-z_]+=")
@@ -204,12 +219,14 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
     cached = _flag_cache.get(token)
     if cached is not None:
         return cached
-    if token.endswith(">") and "<" in token:
+    if "<" in token and token.endswith((">", ">(deleted)")):
         fd_text, _, rest = token.partition("<")
         if fd_text.lstrip("-").isdigit():
             fd = int(fd_text)
             if fd_paths is not None:
-                fd_paths[fd] = rest[:-1]
+                fd_paths[fd] = (
+                    rest[:-1] if rest.endswith(">") else rest[: -len(">(deleted)")] + DELETED
+                )
             return fd
     value = _decode_expression(token)
     if isinstance(value, int) and len(_flag_cache) < _FLAG_CACHE_LIMIT:

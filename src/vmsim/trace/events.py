@@ -84,6 +84,8 @@ class Problem:
     lineno: int
     line: str
     message: str
+    file: str | None = None
+    """The -ff file the line is in (None for a single trace)."""
 
 
 Event = Syscall | Signal | Exit | Problem

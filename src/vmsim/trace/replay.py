@@ -6,6 +6,20 @@ on the model and its result compared with the recorded one; where the kernel cho
 address (ASLR), the replay places the mapping there too and counts how often its own
 choice agreed. Each max_map_count check records the limit the call needed, so one replay
 without failures gives the smallest limit that lets the whole trace succeed.
+
+What strace cannot show, and how the replay says so:
+
+- Writes. A private writable VMA gets its anon_vma at its first write fault, and two
+  neighbours with different anon_vmas never merge (is_mergeable_anon_vma()). The replay runs
+  the trace twice: as if nothing was ever written (the lower bound) and as if every writable
+  private VMA was written as soon as it was mapped (the upper bound), and reports the peak as
+  ``peak_map_count_range`` with the number of calls whose VMA count depended on it.
+- Calls it cannot replay (an unreadable line, an argument it cannot decode, a call the model
+  does not implement) are never dropped silently: each is a :class:`Dropped` with its
+  file:line.
+- Tasks that existed before ``strace -p`` attached have no clone() in the trace; they are
+  found by a first pass over the trace (every task no clone() returned) and replayed as
+  threads of the attached process, in trace order.
 """
 
 from __future__ import annotations
@@ -29,18 +43,21 @@ from vmsim.constants import (
     PROT_READ,
 )
 from vmsim.errors import CAUSE_MAP_COUNT, MmError
-from vmsim.loader import ExecError, place_top, relocate
+from vmsim.loader import ExecError, place_top, relocate, resolve
 from vmsim.machine import Machine
 from vmsim.mm.core import page_align
-from vmsim.mm.flags import VM_NOHUGEPAGE, VM_NORESERVE
+from vmsim.mm.flags import VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE
 from vmsim.mm.mmap import get_unmapped_area
+from vmsim.mm.shm import shm_namespace
 from vmsim.mm.vma import OpenFile
 from vmsim.process import Process
 from vmsim.trace.events import Exit, Problem, Signal, Syscall
+from vmsim.trace.format import format_args
 
 CLONE_VM = 0x00000100
 CLONE_VFORK = 0x00004000
 CLONE_THREAD = 0x00010000
+IPC_RMID = 0
 MEMORY_CALLS = frozenset(
     {
         "mmap",
@@ -59,8 +76,6 @@ MEMORY_CALLS = frozenset(
 UNLIMITED = 1 << 40
 # Memory syscalls a trace may hold that the model does not replay, and why.
 UNMODELLED = {
-    "shmat": "SysV shared memory is not modelled",
-    "shmdt": "SysV shared memory is not modelled",
     "remap_file_pages": "remap_file_pages is not modelled",
     "mbind": "memory policies are not modelled",
     "map_shadow_stack": "shadow stacks are not modelled",
@@ -83,9 +98,16 @@ class Divergence:
     recorded: str
     model: str
     why: str
+    file: str | None = None
+    """The -ff file the call is in (None for a single trace)."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "file": self.file,
             "line": self.lineno,
             "call": self.call,
             "recorded": self.recorded,
@@ -104,9 +126,15 @@ class Failure:
     map_count: int
     pid: int | None
     stack: tuple[str, ...] = ()
+    file: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "file": self.file,
             "line": self.lineno,
             "call": self.call,
             "errno": self.errno,
@@ -116,6 +144,23 @@ class Failure:
             "pid": self.pid,
             "stack": list(self.stack),
         }
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A line or call the replay could not run on the model: never silent."""
+
+    lineno: int
+    call: str
+    reason: str
+    file: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.lineno, "call": self.call, "reason": self.reason}
 
 
 @dataclass
@@ -138,18 +183,48 @@ class ReplayReport:
     estimates: list[str] = field(default_factory=list)
     series: list[tuple[int, float | None, int]] = field(default_factory=list)
     processes: int = 0
+    """Address spaces the trace created: the first program, each fork, each execve."""
+    dropped: list[Dropped] = field(default_factory=list)
+    dropped_count: int = 0
+    """Every dropped line or call (``dropped`` keeps the first DROPPED_KEPT)."""
+    failures_anyway: list[Failure] = field(default_factory=list)
+    """Failures the kernel recorded too, where the model names no limit as the cause (an
+    argument check, MAP_HUGETLB with an empty pool, munmap(0, 0)): they happen at any
+    limit, so ``first_failure`` (the call a limit broke) skips them."""
+    peak_map_count_range: tuple[int, int] | None = None
+    """[as if nothing was written, as if every writable private VMA was written]."""
+    write_dependent_calls: int = 0
+    """Calls that left more VMAs when written (their neighbours' anon_vmas kept them apart)."""
+    deltas: dict[tuple[str | None, int], int] = field(default_factory=dict, repr=False)
+
+    DROPPED_KEPT = 1000
+
+    def drop(self, item: Dropped) -> None:
+        self.dropped_count += 1
+        if len(self.dropped) < self.DROPPED_KEPT:
+            self.dropped.append(item)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "max_map_count": self.max_map_count,
             "lines": self.lines,
             "calls": self.calls,
-            "problems": [{"line": p.lineno, "message": p.message} for p in self.problems],
+            "problems": [
+                {"file": getattr(p, "file", None), "line": p.lineno, "message": p.message}
+                for p in self.problems
+            ],
+            "dropped_count": self.dropped_count,
+            "dropped": [d.to_json() for d in self.dropped],
             "divergences": [d.to_json() for d in self.divergences],
             "peak_map_count": self.peak_map_count,
+            "peak_map_count_range": (
+                list(self.peak_map_count_range) if self.peak_map_count_range else None
+            ),
+            "write_dependent_calls": self.write_dependent_calls,
             "peak_line": self.peak_line,
             "peak_pid": self.peak_pid,
             "first_failure": self.first_failure.to_json() if self.first_failure else None,
+            "failures_anyway": [f.to_json() for f in self.failures_anyway],
             "min_max_map_count": self.min_max_map_count,
             "vmas_by_site": dict(self.vmas_by_site.most_common()),
             "vmas_by_cause": dict(self.vmas_by_cause.most_common()),
@@ -164,8 +239,9 @@ def _errname(code: int) -> str:
 
 
 def _fmt_call(ev: Syscall) -> str:
-    args = ", ".join(hex(a) if isinstance(a, int) and a > 9 else str(a) for a in ev.args)
-    return f"{ev.name}({args})"
+    """The call as strace prints it: symbolic flags (``PROT_READ|PROT_WRITE``), hex
+    addresses and lengths."""
+    return f"{ev.name}({', '.join(format_args(ev.name, ev.args))})"
 
 
 def call_site(stack: tuple[str, ...]) -> str:
@@ -192,6 +268,10 @@ class Replayer:
         machine_options: dict[str, Any] | None = None,
         series_every: int = 1,
         exe: Path | None = None,
+        assume_written: bool = False,
+        known_children: set[int] | None = None,
+        files: dict[int, str] | None = None,
+        track_deltas: bool = False,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -210,6 +290,20 @@ class Replayer:
         self._unmodelled: dict[str, int] = {}
         self._tick = 0
         self._stride = 1
+        # the thread group of each task: execve replaces the mm of its own group only
+        self._tgid: dict[int | None, int | None] = {}
+        self.assume_written = assume_written
+        # the change of map_count per call, to compare the written and unwritten replays
+        self.track_deltas = track_deltas
+        # tasks some clone() in the trace returns (None: not known, so wait for the clone)
+        self.known_children = known_children
+        # -ff: the file of each task; lines are counted per file
+        self.files = files or {}
+        self._file_lines: dict[str | None, int] = {}
+        self._first: Process | None = None
+        self.shm = shm_namespace(self.machine)
+        # processes whose heap is a placeholder until their first brk(NULL) shows it
+        self._heap_estimated: set[int] = set()
         self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
             "mmap": self._mmap,
             "munmap": self._plain("munmap", 2),
@@ -224,6 +318,8 @@ class Replayer:
             "mseal": self._plain("mseal", 3),
             "mlockall": self._plain("mlockall", 1),
             "munlockall": self._plain("munlockall", 0),
+            "shmat": self._shmat,
+            "shmdt": self._shmdt,
         }
 
     # ------------------------------------------------------------- processes
@@ -231,39 +327,107 @@ class Replayer:
         m = self.machine
         if self.from_maps is not None:
             self.report.estimates.append("initial layout: from the given maps snapshot")
+            self.report.processes += 1
             return m.spawn(maps=self.from_maps)
         if ev is not None and ev.name == "execve" and (ev.ret == 0):
             p = m.spawn()
+            self.report.processes += 1
             self._exec(p, ev)
+            return p
+        self.report.processes += 1
+        fresh = ev is not None and ev.name == "brk" and ev.args[:1] == (0,)
+        if fresh and self.exe is not None:
+            # the execve was not traced, but --exe names the program: load it
+            p = m.spawn()
+            try:
+                p.execve(str(self.exe), self.cwd)
+                self._exe_used = True
+                self.report.estimates.append(
+                    f"initial layout: {self.exe} loaded (the trace starts with ld.so's "
+                    "brk(NULL): an execve it does not show)"
+                )
+                return p
+            except (ExecError, OSError) as e:
+                p.exit()
+                self.report.estimates.append(f"--exe {self.exe}: {e}")
+        p = m.spawn(layout="linux")
+        self._heap_estimated.add(id(p))
+        if fresh:
+            # ld.so's first call: the trace starts at an execve it does not show (-e
+            # trace=%memory), before any library is mapped: keep only what the kernel's
+            # loader maps (the program, ld.so, [vvar], [vdso], [stack])
+            for vma in list(p.mm.tree):
+                path = vma.file.inode.path if vma.file is not None else vma.name
+                if path is None or not (path.startswith(("[", "/usr/bin/")) or "ld-linux" in path):
+                    p.munmap(vma.start, vma.end - vma.start)
+            self.report.estimates.append(
+                "initial layout: estimated as a fresh exec (the trace starts with ld.so's "
+                "brk(NULL) and no execve: the program and ld.so are placeholders; use --exe "
+                "or record with -e trace=%memory,%process)"
+            )
             return p
         self.report.estimates.append(
             "initial layout: estimated (the usual fresh-process layout; the trace does not "
             "start with execve and no --from-maps snapshot was given)"
         )
-        return m.spawn(layout="linux")
+        return p
 
     def _exec(self, p: Process, ev: Syscall) -> None:
+        """Load the binary of a successful execve: --exe for the first one, else the recorded
+        path (relative ones against --cwd; where that is missing and --exe was given, the
+        file of the same name beside --exe). ``#!`` scripts are followed to their ELF
+        interpreter as binfmt_script does."""
         path = ev.args[0] if ev.args and isinstance(ev.args[0], str) else None
         try:
             if self.exe is not None and not self._exe_used:
                 path = str(self.exe)
                 self._exe_used = True
+            elif path is not None and self.exe is not None:
+                recorded = resolve(path.strip('"'), self.cwd)
+                beside = self.exe.parent / recorded.name
+                if not recorded.exists() and beside.exists():
+                    path = str(beside)
             if path is None:
                 raise ExecError("execve path not in the trace")
-            p.execve(path.strip('"'), self.cwd)
+            for note in p.execve(path.strip('"'), self.cwd):
+                if "'#!' script" in note:
+                    self.report.estimates.append(f"{self._where(ev)}: {note}")
         except (ExecError, OSError) as e:
             p.execve(None)
             self.report.estimates.append(
-                f"line {ev.lineno}: execve layout estimated: {e} (use --cwd or --from-maps)"
+                f"{self._where(ev)}: execve layout estimated: {e} (use --cwd or --from-maps)"
             )
+
+    def _where(self, ev: Syscall | Problem) -> str:
+        file = self._file_of(ev)
+        return f"{file}:{ev.lineno}" if file else f"line {ev.lineno}"
+
+    def _file_of(self, ev: Syscall | Signal | Exit | Problem) -> str | None:
+        if isinstance(ev, Problem):
+            return ev.file
+        return self.files.get(ev.pid) if self.files and ev.pid is not None else None
 
     def process_for(self, pid: int | None, ev: Syscall | None) -> Process:
         p = self.tasks.get(pid)
         if p is None:
             if not self.tasks:
                 p = self._initial(ev)
+                self._first = p
             elif None in self.tasks and pid is not None:
                 p = self.tasks[None]
+            elif (
+                self.known_children is not None
+                and pid not in self.known_children
+                and self._first is not None
+            ):
+                # no clone() in the whole trace returns this task: it existed before the
+                # trace began (strace -p of a multi-threaded process): a thread of the
+                # attached process
+                p = self._first
+                self.report.estimates.append(
+                    f"task {pid}: existed before the trace began (no clone() returns it); "
+                    f"replayed as a thread of the first traced process"
+                )
             elif self._last is not None:
                 # a task whose creating clone() never showed up: assume a thread of the
                 # process that ran last
@@ -275,16 +439,24 @@ class Replayer:
             else:
                 p = self._initial(None)
             self.tasks[pid] = p
-            self.report.processes += 1
+            self._tgid.setdefault(pid, pid)
         return p
 
     # --------------------------------------------------------------- the loop
     def feed(self, events: Iterable[Syscall | Signal | Exit | Problem]) -> ReplayReport:
         rep = self.report
+        per_file = bool(self.files)
+        file_lines = self._file_lines
         for ev in events:
-            rep.lines = max(rep.lines, ev.lineno)
+            if per_file:
+                file = self._file_of(ev) if not isinstance(ev, Problem) else ev.file
+                if ev.lineno > file_lines.get(file, 0):
+                    file_lines[file] = ev.lineno
+            elif ev.lineno > rep.lines:
+                rep.lines = ev.lineno
             if isinstance(ev, Problem):
                 rep.problems.append(ev)
+                rep.drop(Dropped(ev.lineno, ev.line[:200], ev.message, ev.file))
                 if self.strict:
                     raise ReplayError(ev.message, ev.lineno)
                 continue
@@ -299,11 +471,13 @@ class Replayer:
             else:
                 self.syscall(ev)
         self._flush(force=True)
+        if per_file:
+            rep.lines = sum(file_lines.values())
         rep.min_max_map_count = self.machine.cfg.map_count_needed
         for name, n in sorted(self._unmodelled.items()):
             rep.estimates.append(
                 f"{n} successful {name}() call(s) not replayed ({UNMODELLED[name]}); "
-                "later results touching those ranges may diverge"
+                "later results touching those ranges may diverge (listed as dropped)"
             )
         return rep
 
@@ -320,6 +494,8 @@ class Replayer:
             and ev.pid not in self.tasks
             and None not in self.tasks
         ):
+            if self.known_children is not None and ev.pid not in self.known_children:
+                return False  # no clone() will come: the task predates the trace
             # a new task's first calls can print before its parent's clone() returns
             return not (isinstance(ev, Syscall) and ev.name in ("execve", "execveat"))
         if not isinstance(ev, Syscall) or ev.name not in ("mmap", "mremap"):
@@ -379,13 +555,7 @@ class Replayer:
                 if not self.tasks:
                     self.process_for(ev.pid, ev)
                 else:
-                    p = self.machine.spawn()
-                    self._exec(p, ev)
-                    old = self.tasks.get(ev.pid)
-                    for tid, q in list(self.tasks.items()):
-                        if q is old and old is not None:
-                            self.tasks[tid] = p
-                    self.tasks[ev.pid] = p
+                    self._execve(ev)
             return
         if name in ("clone", "clone3", "fork", "vfork"):
             self._clone(ev)
@@ -394,6 +564,13 @@ class Replayer:
         if handler is None:
             if name in UNMODELLED and ev.ret is not None and ev.errno is None:
                 self._unmodelled[name] = self._unmodelled.get(name, 0) + 1
+                self.report.drop(
+                    Dropped(ev.lineno, _fmt_call(ev), UNMODELLED[name], self._file_of(ev))
+                )
+            elif name == "shmget" and ev.errno is None and ev.ret is not None:
+                self._shmget(ev)
+            elif name == "shmctl" and ev.errno is None:
+                self._shmctl(ev)
             return
         known = self.tasks.get(ev.pid)
         p = known if known is not None else self.process_for(ev.pid, ev)
@@ -406,14 +583,21 @@ class Replayer:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
             rep.problems.append(Problem(ev.lineno, ev.raw, f"cannot replay {name}: {e}"))
+            rep.drop(
+                Dropped(ev.lineno, ev.raw[:200], f"cannot replay {name}: {e}", self._file_of(ev))
+            )
             if self.strict:
                 raise ReplayError(f"cannot replay {name}: {e}", ev.lineno) from e
             return
+        if self.assume_written and err is None:
+            self._written(p, ev, result)
         after = len(tree)
         # the common case, model and kernel agree on success, costs one comparison
         if err is not None or ev.errno is not None or result != ev.ret:
             self._compare(ev, result, err, before)
         if after != before:
+            if self.track_deltas:
+                rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
             if after > before:
                 rep.vmas_by_site[call_site(ev.stack)] += after - before
                 rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
@@ -449,11 +633,33 @@ class Replayer:
             flags = a if isinstance(a, int) else 0
         elif ev.name == "vfork":
             flags = CLONE_VM | CLONE_VFORK
+        if ev.ret in self.tasks and self._tgid.get(ev.ret) == ev.ret:
+            # the child's execve printed before its parent's vfork()/clone() returned (a
+            # vfork parent resumes only once the child has exec'd): it has its own mm now
+            return
         if flags & CLONE_VM:
             self.tasks[ev.ret] = parent
         else:
             self.tasks[ev.ret] = parent.fork()
             self.report.processes += 1
+        # a thread joins its parent's thread group; anything else (fork, vfork,
+        # posix_spawn's CLONE_VM|CLONE_VFORK) is a process of its own, even sharing the mm
+        self._tgid[ev.ret] = self._tgid.get(ev.pid, ev.pid) if flags & CLONE_THREAD else ev.ret
+
+    def _execve(self, ev: Syscall) -> None:
+        """A successful execve: a new mm for the caller's thread group only (de_thread()
+        ends its other threads). A vfork/posix_spawn child shares its parent's mm until
+        this point; the parent keeps the old one."""
+        group = self._tgid.get(ev.pid, ev.pid)
+        p = self.machine.spawn()
+        self.report.processes += 1
+        self._exec(p, ev)
+        for tid in [t for t, g in self._tgid.items() if g == group and t != ev.pid]:
+            self.tasks.pop(tid, None)
+            del self._tgid[tid]
+        # after a non-leader thread's execve the task goes on under the leader's pid
+        self.tasks[ev.pid] = p
+        self._tgid[ev.pid] = ev.pid
 
     # ------------------------------------------------------------ comparison
     def _compare(self, ev: Syscall, result: int, err: MmError | None, before: int) -> None:
@@ -461,17 +667,24 @@ class Replayer:
         rec_err = ev.errno
         if err is not None:
             model = f"-1 {_errname(err.errno or 0)}"
-            if rep.first_failure is None or len(rep.failures) < 1000:
-                fail = Failure(
-                    ev.lineno,
-                    _fmt_call(ev),
-                    _errname(err.errno or 0),
-                    err.cause,
-                    err.detail,
-                    before,
-                    ev.pid,
-                    ev.stack,
-                )
+            fail = Failure(
+                ev.lineno,
+                _fmt_call(ev),
+                _errname(err.errno or 0),
+                err.cause,
+                err.detail,
+                before,
+                ev.pid,
+                ev.stack,
+                self._file_of(ev),
+            )
+            if rec_err == fail.errno and err.cause is None:
+                # the kernel failed the same way, and not for a limit (max_map_count,
+                # overcommit, rlimits, address space): the call fails at any limit
+                # (MAP_HUGETLB with an empty pool, munmap(0, 0))
+                if len(rep.failures_anyway) < 1000:
+                    rep.failures_anyway.append(fail)
+            elif rep.first_failure is None or len(rep.failures) < 1000:
                 if rep.first_failure is None:
                     rep.first_failure = fail
                 rep.failures.append(fail)
@@ -492,7 +705,9 @@ class Replayer:
                     "the kernel refused with ENOMEM where the model succeeded: a different "
                     "limit (max_map_count, overcommit, rlimits) or an earlier divergence"
                 )
-            rep.divergences.append(Divergence(ev.lineno, _fmt_call(ev), recorded, model, why))
+            rep.divergences.append(
+                Divergence(ev.lineno, _fmt_call(ev), recorded, model, why, self._file_of(ev))
+            )
 
     def _cause(self, p: Process, ev: Syscall, err: MmError | None) -> str:
         name = ev.name
@@ -658,6 +873,8 @@ class Replayer:
     def _brk(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         (addr,) = self._ints(ev, 1)
         mm = p.mm
+        if id(p) in self._heap_estimated and addr == 0 and ev.ret is not None:
+            self._anchor_heap(p, ev.ret, ev)
         # the first brk(NULL) reveals the randomised start of the heap
         if (
             addr == 0
@@ -670,6 +887,25 @@ class Replayer:
             mm.start_brk = mm.brk = ev.ret
         return p.brk(addr), None
 
+    def _anchor_heap(self, p: Process, brk: int, ev: Syscall) -> None:
+        """An estimated layout's heap is a placeholder: the first brk(NULL) shows where the
+        kernel put the break (randomize_va_space: up to 32 MiB past the program's bss).
+        The placeholder [heap] goes and the break starts there, empty, as after exec."""
+        self._heap_estimated.discard(id(p))
+        mm = p.mm
+        if brk == mm.brk or not self.use_recorded:
+            return
+        if mm.tree.find_intersection(brk, brk + PAGE_SIZE) is not None and not (
+            mm.start_brk <= brk < mm.brk
+        ):
+            return
+        if mm.brk > mm.start_brk:
+            p.munmap(mm.start_brk, page_align(mm.brk) - mm.start_brk)
+        mm.start_brk = mm.brk = brk
+        self.report.estimates.append(
+            f"{self._where(ev)}: heap anchored at {brk:#x} (the first brk(NULL))"
+        )
+
     def _mlock(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         addr, length = self._ints(ev, 2)
         flags = self._ints(ev, 3)[2] if ev.name == "mlock2" and len(ev.args) > 2 else 0
@@ -679,18 +915,119 @@ class Replayer:
         except MmError as e:
             return -1, e
 
+    # ------------------------------------------------------ the written hypothesis
+    def _written(self, p: Process, ev: Syscall, result: int) -> None:
+        """As if the program wrote to every writable private VMA the call left behind: each
+        takes its anon_vma now, as its first write fault would (__anon_vma_prepare())."""
+        name = ev.name
+        a = ev.args
+        if name in ("mmap", "shmat"):
+            lo = result
+            hi = result + page_align(int(a[1] or 0)) if name == "mmap" else result + 1
+        elif name == "mremap":
+            lo, hi = result, result + page_align(int(a[2] or 0))
+        elif name in ("mprotect", "pkey_mprotect"):
+            lo, hi = int(a[0] or 0), int(a[0] or 0) + page_align(int(a[1] or 0))
+        elif name == "brk":
+            lo, hi = p.mm.start_brk, max(p.mm.brk, p.mm.start_brk + 1)
+        else:
+            return
+        mm = p.mm
+        for vma in mm.tree.range(lo, hi):
+            if vma.anon_vma is None and vma.flags & VM_WRITE and not vma.flags & VM_SHARED:
+                mm.anon_vma_prepare(vma)
+
+    # --------------------------------------------------------------- SysV shm
+    def _shmget(self, ev: Syscall) -> None:
+        """A recorded segment, under its recorded id (shmget is %ipc: traced when asked)."""
+        key, size, flags = self._ints(ev, 3)
+        assert ev.ret is not None
+        if ev.ret not in self.shm.segments:
+            try:
+                self.shm.shmget(self.machine, key, size, flags | 0o1000, shmid=ev.ret)
+            except MmError as e:
+                self.report.drop(
+                    Dropped(ev.lineno, _fmt_call(ev), f"shmget: {e}", self._file_of(ev))
+                )
+
+    def _shmctl(self, ev: Syscall) -> None:
+        shmid, cmd = self._ints(ev, 2)
+        if cmd & 0xFF == IPC_RMID and shmid in self.shm.segments:
+            self.shm.rmid(shmid)
+
+    def _shmat(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        shmid, addr, flags = self._ints(ev, 3)
+        if shmid not in self.shm.segments and ev.errno is None and ev.ret is not None:
+            # the trace has no shmget for it (not traced, or before strace -p): one page
+            self.shm.shmget(self.machine, 0, PAGE_SIZE, 0o1000, shmid=shmid)
+            self.report.estimates.append(
+                f"{self._where(ev)}: shmat of segment {shmid} without its shmget in the "
+                "trace: its size is taken as one page (trace with -e trace=%memory,%ipc)"
+            )
+        mm = p.mm
+        if self.use_recorded and not addr and ev.errno is None and ev.ret is not None:
+            mm.placement_hint = ev.ret
+        try:
+            return p.shmat(shmid, addr, flags), None
+        except MmError as e:
+            return -1, e
+        finally:
+            mm.placement_hint = None
+
+    def _shmdt(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
+        (addr,) = self._ints(ev, 1)
+        try:
+            p.shmdt(addr)
+            return 0, None
+        except MmError as e:
+            return -1, e
+
+
+def _clone_children(events: Iterable[Any]) -> set[int]:
+    """Every task a successful clone/fork/vfork in the trace returns (a first, cheap pass)."""
+    out: set[int] = set()
+    for ev in events:
+        if (
+            type(ev) is Syscall
+            and ev.name in ("clone", "clone3", "fork", "vfork")
+            and ev.ret is not None
+            and ev.ret > 0
+        ):
+            out.add(ev.ret)
+    return out
+
+
+def _starts_with_execve(events: Iterator[Any]) -> bool:
+    for ev in events:
+        if type(ev) is Syscall:
+            return ev.name in ("execve", "execveat") and ev.ret == 0
+    return False
+
 
 def replay(
     events: Iterable[Syscall | Signal | Exit | Problem] | Callable[[], Iterator[Any]],
     *,
     max_map_count: int = 65530,
+    written_range: bool = True,
     **options: Any,
 ) -> ReplayReport:
-    """Replay ``events`` at ``max_map_count``. ``events`` may be a callable that yields the
-    events afresh: then, if the trace hit the limit, a second replay without a limit finds
-    the smallest max_map_count that lets every call succeed."""
+    """Replay ``events`` at ``max_map_count``.
+
+    ``events`` may be a callable that yields the events afresh; then the replay also:
+
+    - finds the tasks that existed before the trace began (``strace -p``: no clone()
+      returns them) when the trace does not start with execve, by a first pass;
+    - replays again as if every writable private VMA was written, for
+      ``peak_map_count_range`` (see the module docstring; ``written_range=False`` skips
+      it, and the range is then unknown: None);
+    - if the trace hit the limit, replays without a limit for the smallest max_map_count
+      that lets every call succeed.
+    """
+    if callable(events) and "known_children" not in options and not _starts_with_execve(events()):
+        options = {**options, "known_children": _clone_children(events())}
     source = events() if callable(events) else events
-    r = Replayer(max_map_count=max_map_count, **options)
+    two = callable(events) and written_range and not options.get("assume_written")
+    r = Replayer(max_map_count=max_map_count, track_deltas=two, **options)
     rep = r.feed(source)
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
@@ -702,4 +1039,29 @@ def replay(
         rep.estimates.append(
             "min_max_map_count unknown: the trace hit the limit and could not be re-read"
         )
+    if two and callable(events):
+        w = Replayer(
+            max_map_count=max_map_count,
+            track_deltas=True,
+            **{**options, "assume_written": True},
+        )
+        written = w.feed(events())
+        rep.peak_map_count_range = (
+            rep.peak_map_count,
+            max(rep.peak_map_count, written.peak_map_count),
+        )
+        rep.write_dependent_calls = sum(
+            1
+            for key in written.deltas.keys() | rep.deltas.keys()
+            if written.deltas.get(key, 0) > rep.deltas.get(key, 0)
+        )
+        if rep.write_dependent_calls:
+            rep.estimates.append(
+                f"{rep.write_dependent_calls} call(s) leave more VMAs if the program wrote to "
+                "its memory (written VMAs keep their own anon_vma and do not merge): peak "
+                f"map_count {rep.peak_map_count_range[0]} if nothing was written, "
+                f"{rep.peak_map_count_range[1]} if everything writable was"
+            )
+    elif options.get("assume_written"):
+        rep.peak_map_count_range = (rep.peak_map_count, rep.peak_map_count)
     return rep

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_args
+from vmsim.trace.decode import DECODED_SYSCALLS, DELETED, Timestamps, decode_args
 from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, mutable_twin
 
 __all__ = ["open_trace", "read_strace", "read_strace_files"]
@@ -59,7 +59,7 @@ _SUPERSEDED = re.compile(r"\+\+\+ superseded by execve in pid \d+ \+\+\+$")
 _ERRNO = re.compile(r"(E[A-Z0-9_]+)(?: \(|$)")
 _MESSAGE = "strace: Process "
 _FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))(\d+)<(?!<)")
-_DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
+_DECORATION_END = re.compile(r">(\(deleted\))?(?=[,\]})\s]|$)")  # see decode.py
 _EMPTY: Final[tuple[str, ...]] = ()
 _EXITS: Final = frozenset({"exit", "exit_group"})
 
@@ -376,11 +376,11 @@ def _parse_tail(
                 tail = tail[:i]
             except ValueError:
                 pass
-        if tail.startswith("<") and ret is not None:  # -y on a returned fd: '= 3</etc/x>'
-            end = _DECORATION_END.search(tail, 1)
-            if end is not None:
-                fd_paths[ret] = tail[1 : end.start()]
-                tail = tail[end.end() :]
+    if tail.startswith("<") and ret is not None:  # -y on a returned fd: '= 3</etc/x>'
+        end = _DECORATION_END.search(tail, 1)
+        if end is not None:
+            fd_paths[ret] = tail[1 : end.start()] + (DELETED if end.group(1) else "")
+            tail = tail[end.end() :]
     tail = tail.lstrip()
     if tail.startswith("E"):
         em = _ERRNO.match(tail)
@@ -394,7 +394,8 @@ def _scan_fd_paths(text: str, fd_paths: dict[int, str]) -> None:
     for m in _FD_IN_ARGS.finditer(text):
         end = _DECORATION_END.search(text, m.end())
         if end is not None:
-            fd_paths[int(m.group(1))] = text[m.end() : end.start()]
+            deleted = DELETED if end.group(1) else ""
+            fd_paths[int(m.group(1))] = text[m.end() : end.start()] + deleted
 
 
 def open_trace(path: Path) -> IO[str]:
@@ -423,7 +424,7 @@ def read_strace_files(paths: list[Path]) -> Iterator[Event]:
             m = _PID_SUFFIX.search(path.name)
             clock = Timestamps()
             handle = stack.enter_context(open_trace(path))
-            events = _read(handle, int(m.group(1)) if m else None, clock)
+            events = _tag_problems(_read(handle, int(m.group(1)) if m else None, clock), path.name)
             head: list[Event] = []
             for event in events:  # look ahead to the first timestamp
                 head.append(event)
@@ -444,6 +445,15 @@ def read_strace_files(paths: list[Path]) -> Iterator[Event]:
             return
         keyed = [_keyed(index, head, events) for index, (head, events, _) in enumerate(streams)]
         for _, _, _, event in heapq.merge(*keyed):
+            yield event
+
+
+def _tag_problems(events: Iterator[Event], name: str) -> Iterator[Event]:
+    """-ff: a Problem names its file (its line number is within that file)."""
+    for event in events:
+        if type(event) is Problem:
+            yield Problem(event.lineno, event.line, event.message, name)
+        else:
             yield event
 
 

@@ -1,0 +1,213 @@
+"""SysV shared memory (ipc/shm.c): shmget(2), shmat(2), shmdt(2), shmctl(IPC_RMID).
+
+A segment is a tmpfs file the kernel creates unlinked (shmem_kernel_file_setup()), named
+``SYSV%08x`` after its key, with its inode number set to the shmid: /proc/PID/maps shows an
+attach as ``/SYSV0020c491 (deleted)`` (dev 00:01, offset 0) from the first shmat on, whether
+or not IPC_RMID has been called (checked on Linux 6.18). Each shmat maps the segment through
+a file of its own (shm_file_operations wraps one per attach), so two attaches never merge.
+
+Not modelled: permissions (ipcperms(): the model runs as root), SHM_LOCK, the nattch
+bookkeeping of munmap/fork/exit on an attach (shm_open()/shm_close(): here only shmat and
+shmdt count attaches), and the shmmax/shmall/shmmni sysctls beyond their defaults.
+"""
+
+from __future__ import annotations
+
+import errno
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vmsim.constants import MAP_FIXED, MAP_SHARED, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
+from vmsim.errors import oserror
+from vmsim.mm.vma import Inode
+
+if TYPE_CHECKING:
+    from vmsim.machine import Machine
+    from vmsim.process import Process
+
+__all__ = [
+    "IPC_CREAT",
+    "IPC_EXCL",
+    "IPC_PRIVATE",
+    "IPC_RMID",
+    "SHMLBA",
+    "SHM_EXEC",
+    "SHM_RDONLY",
+    "SHM_REMAP",
+    "SHM_RND",
+    "ShmNamespace",
+    "ShmSegment",
+    "shm_namespace",
+]
+
+# include/uapi/linux/ipc.h and shm.h (octal there)
+IPC_PRIVATE = 0
+IPC_CREAT = 0o1000
+IPC_EXCL = 0o2000
+IPC_RMID = 0
+SHM_RDONLY = 0o10000
+SHM_RND = 0o20000
+SHM_REMAP = 0o40000
+SHM_EXEC = 0o100000
+SHM_HUGETLB = 0o4000
+SHMLBA = PAGE_SIZE  # x86
+SHMMIN = 1
+SHMMAX = (1 << 64) - 1 - (1 << 24)  # ULONG_MAX - (1UL << 24), the default kernel.shmmax
+U64 = (1 << 64) - 1
+
+
+@dataclass(eq=False)
+class ShmSegment:
+    """``struct shmid_kernel``: its id, key, size (bytes, as asked) and tmpfs file."""
+
+    shmid: int
+    key: int
+    size: int
+    inode: Inode
+    nattch: int = 0
+    removed: bool = False
+    """IPC_RMID was called (SHM_DEST): destroyed at the last detach; its key is private."""
+
+
+@dataclass
+class ShmNamespace:
+    """The SysV shm ids of one IPC namespace (``shm_ids(ns)``)."""
+
+    segments: dict[int, ShmSegment] = field(default_factory=dict)
+    next_id: int = 0
+    files: dict[Inode, ShmSegment] = field(default_factory=dict)
+    """Every segment's file, destroyed ones included: an attach outlives IPC_RMID (shmdt
+    recognises it by its vm_ops, not by its id)."""
+
+    def shmget(
+        self, machine: Machine, key: int, size: int, shmflg: int, shmid: int | None = None
+    ) -> int:
+        """ksys_shmget() -> ipcget(): a new segment for IPC_PRIVATE or an unknown key with
+        IPC_CREAT; the existing one for a known key (EEXIST with IPC_CREAT|IPC_EXCL, EINVAL
+        when it is smaller than ``size``). ``shmid`` forces the id (a replay uses the
+        recorded one)."""
+        key &= 0xFFFFFFFF
+        if key != IPC_PRIVATE:
+            for seg in self.segments.values():
+                if seg.key == key and not seg.removed:
+                    if shmflg & IPC_CREAT and shmflg & IPC_EXCL:
+                        raise oserror(errno.EEXIST)
+                    if size > seg.size:
+                        raise oserror(errno.EINVAL)  # shm_more_checks()
+                    return seg.shmid
+            if not shmflg & IPC_CREAT:
+                raise oserror(errno.ENOENT)
+        # newseg()
+        if size < SHMMIN or size > SHMMAX:
+            raise oserror(errno.EINVAL)
+        if shmflg & SHM_HUGETLB:
+            raise oserror(errno.ENOMEM)  # no huge pages reserved in the model
+        if shmid is None:
+            shmid = self.next_id
+        self.next_id = max(self.next_id, shmid + 1)
+        inode = Inode(
+            f"/SYSV{key:08x}",
+            dev=(0, 1),
+            ino=shmid,
+            size=size,
+            shmem=True,
+            deleted=True,
+        )
+        seg = self.segments[shmid] = ShmSegment(shmid, key, size, inode)
+        self.files[inode] = seg
+        return shmid
+
+    def rmid(self, shmid: int) -> None:
+        """shmctl(IPC_RMID) (do_shm_rmid()): destroyed now if nothing is attached, else
+        marked SHM_DEST (its key becomes private) and destroyed at the last detach."""
+        seg = self.segments.get(shmid) if shmid >= 0 else None
+        if seg is None:
+            raise oserror(errno.EINVAL)
+        seg.removed = True
+        if seg.nattch <= 0:
+            del self.segments[shmid]
+
+    def shmat(self, proc: Process, shmid: int, shmaddr: int, shmflg: int) -> int:
+        """do_shmat(): checks in the kernel's order, then do_mmap() of the segment's file
+        (MAP_SHARED, MAP_FIXED at a given address; SHM_RND rounds it down to SHMLBA)."""
+        if shmid < 0:
+            raise oserror(errno.EINVAL)
+        addr = shmaddr & U64
+        flags = MAP_SHARED
+        if addr:
+            if addr & (SHMLBA - 1):
+                if not shmflg & SHM_RND:
+                    raise oserror(errno.EINVAL)
+                addr &= ~(SHMLBA - 1)
+                if not addr and shmflg & SHM_REMAP:
+                    raise oserror(errno.EINVAL)
+            flags |= MAP_FIXED
+        elif shmflg & SHM_REMAP:
+            raise oserror(errno.EINVAL)
+        prot = PROT_READ if shmflg & SHM_RDONLY else PROT_READ | PROT_WRITE
+        if shmflg & SHM_EXEC:
+            prot |= PROT_EXEC
+        seg = self.segments.get(shmid)
+        if seg is None:
+            raise oserror(errno.EINVAL)  # shm_obtain_object_check(): no such id
+        size = seg.size
+        if (
+            addr
+            and not shmflg & SHM_REMAP
+            and (addr + size > U64 or proc.mm.tree.find_intersection(addr, addr + size))
+        ):
+            raise oserror(errno.EINVAL)
+        fd = proc.open_inode(seg.inode, writable=not shmflg & SHM_RDONLY)
+        try:
+            result = proc.mmap(addr, size, prot, flags, fd, 0)
+        finally:
+            del proc.files[fd]  # the attach holds its own file; no fd stays open
+        seg.nattch += 1
+        return result
+
+    def shmdt(self, proc: Process, shmaddr: int) -> None:
+        """ksys_shmdt(): the first shm VMA at or after ``shmaddr`` whose offset matches its
+        distance from it (pgoff 0: it starts there) is unmapped, with the later pieces of the
+        same attach within the segment's size; EINVAL when there is none."""
+        addr = shmaddr & U64
+        if addr & (PAGE_SIZE - 1):
+            raise oserror(errno.EINVAL)
+        tree = proc.mm.tree
+        shm_inodes = self.files
+        found = None
+        for vma in tree.range(addr, proc.mm.cfg.task_size):
+            f = vma.file
+            if (
+                f is not None
+                and f.inode in shm_inodes
+                and (vma.start - addr) // PAGE_SIZE == vma.pgoff
+            ):
+                found = vma
+                break
+        if found is None or found.file is None:
+            raise oserror(errno.EINVAL)
+        seg = shm_inodes[found.file.inode]
+        file = found.file
+        end = addr + ((seg.size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        pieces = [
+            v
+            for v in tree.range(found.start, end)
+            if v.file is file and v.end <= end and (v.start - addr) // PAGE_SIZE == v.pgoff
+        ]
+        for v in pieces:
+            proc.munmap(v.start, v.end - v.start)
+        seg.nattch -= 1
+        if seg.removed and seg.nattch <= 0:
+            self.segments.pop(seg.shmid, None)
+
+
+_NAMESPACES: weakref.WeakKeyDictionary[Machine, ShmNamespace] = weakref.WeakKeyDictionary()
+
+
+def shm_namespace(machine: Machine) -> ShmNamespace:
+    """The machine's (one) IPC namespace."""
+    ns = _NAMESPACES.get(machine)
+    if ns is None:
+        ns = _NAMESPACES[machine] = ShmNamespace()
+    return ns

@@ -1,0 +1,74 @@
+"""The real-program corpus (tests/fixtures/traces/corpus, recorded by record_corpus.sh on this
+machine): each trace replays with 0 divergences, 0 dropped lines, and a peak range that
+reaches the largest map_count sampled live from /proc/PID/maps while it was recorded.
+
+Tolerance: none on the low side of the sample. A sample is one moment every 5 ms, so it is a
+lower bound of the real peak (it misses short peaks: the attach trace's worker threads split
+and free their mappings in well under 5 ms): the model's upper bound must be at least the
+sample, exactly. There is no check above the sample for that reason; the exact per-call
+agreement (0 divergences: every address and errno as recorded) is what bounds it there.
+
+The replay loads the binaries the traces execve'd (java, node, postgres, gcc's cc1/as/ld, sh,
+python3) from this machine: a trace whose binaries are missing or have changed since it was
+recorded is skipped (the layout would be estimated, not loaded).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from vmsim.trace import read_strace
+from vmsim.trace.replay import replay
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+CORPUS = FIXTURES / "traces" / "corpus"
+PROGRAMS = FIXTURES / "programs"
+NAMES = sorted(p.name.removesuffix(".strace.gz") for p in CORPUS.glob("*.strace.gz"))
+_EXECVE = re.compile(r'execve\("([^"]+)".*\) = 0')
+
+
+def _lines(name: str) -> list[str]:
+    with gzip.open(CORPUS / f"{name}.strace.gz", "rt") as f:
+        return f.read().splitlines()
+
+
+def test_the_corpus_is_there() -> None:
+    expected = {"java-g1", "java-zgc", "node-workers", "initdb", "gcc", "shebang", "attach"}
+    assert expected <= set(NAMES)
+    for name in NAMES:
+        assert (CORPUS / f"{name}.strace.gz").stat().st_size < 200_000
+        assert (CORPUS / f"{name}.maps.json").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corpus_trace_replays_exactly(name: str, tmp_path: Path) -> None:
+    lines = _lines(name)
+    options: dict[str, object] = {}
+    if name.startswith("shebang"):
+        options["cwd"] = PROGRAMS
+    if name.startswith("attach"):
+        with gzip.open(CORPUS / f"{name}.smaps.gz", "rt") as f:
+            options["from_maps"] = f.read()
+    for line in lines:
+        m = _EXECVE.search(line)
+        if m is not None:
+            path = Path(m.group(1))
+            path = path if path.is_absolute() else PROGRAMS / path
+            if not path.exists():
+                pytest.skip(f"{path}: not on this machine")
+    rep = replay(lambda: read_strace(lines), **options)  # type: ignore[arg-type]
+    if any("execve layout estimated" in n for n in rep.estimates):
+        pytest.skip(f"a binary could not be loaded: {rep.estimates}")
+    assert rep.divergences == [], [d.to_json() for d in rep.divergences[:5]]
+    assert rep.dropped_count == 0, [d.to_json() for d in rep.dropped[:5]]
+    assert rep.problems == []
+    sample = json.loads((CORPUS / f"{name}.maps.json").read_text())
+    assert rep.peak_map_count_range is not None
+    low, high = rep.peak_map_count_range
+    assert low == rep.peak_map_count <= high
+    assert sample["max_map_count"] <= high, (sample, rep.peak_map_count_range)

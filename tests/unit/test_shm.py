@@ -1,0 +1,158 @@
+"""SysV shared memory (vmsim.mm.shm): shmget, shmat, shmdt, shmctl(IPC_RMID).
+
+Expected values: ipc/shm.c (do_shmat(), ksys_shmdt(), newseg()) and, for the /proc text and the
+errnos, the live kernel (Linux 6.18 on the project machine; ``test_live_maps_line`` re-checks
+the maps line here when the kernel allows shmget).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+
+import pytest
+
+import vmsim
+from vmsim.mm.shm import IPC_CREAT, IPC_EXCL, IPC_PRIVATE, SHM_RDONLY, SHM_REMAP, SHM_RND
+
+P = 4096
+
+
+@pytest.fixture
+def p() -> vmsim.Process:
+    return vmsim.Machine().spawn()
+
+
+def maps_lines(p: vmsim.Process) -> list[list[str]]:
+    return [line.split() for line in p.maps().splitlines() if "[vsyscall]" not in line]
+
+
+def test_attach_is_a_shared_mapping_named_after_the_key(p: vmsim.Process) -> None:
+    """Live: '7f590a7ba000-7f590a7bd000 rw-s 00000000 00:01 4  /SYSV1234abcd (deleted)' for
+    shmget(0x1234abcd, 10000, IPC_CREAT|0600) = 4 then shmat(4, NULL, 0): the size rounds up
+    to pages, the inode number is the shmid, '(deleted)' from the first attach on."""
+    shmid = p.shmget(0x1234ABCD, 10000, IPC_CREAT | 0o600)
+    addr = p.shmat(shmid, 0, 0)
+    (line,) = maps_lines(p)
+    assert line[0] == f"{addr:x}-{addr + 3 * P:x}"
+    assert line[1:5] == ["rw-s", "00000000", "00:01", str(shmid)]
+    assert line[5:] == ["/SYSV1234abcd", "(deleted)"]
+
+
+def test_rdonly_and_two_attaches_do_not_merge(p: vmsim.Process) -> None:
+    """Each shmat maps through a file of its own: two attaches side by side stay two VMAs.
+    SHM_RDONLY maps PROT_READ ('r--s')."""
+    shmid = p.shmget(IPC_PRIVATE, 2 * P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid, 0x7F0000000000, 0)
+    b = p.shmat(shmid, 0x7F0000002000, SHM_RDONLY)
+    assert (a, b) == (0x7F0000000000, 0x7F0000002000)
+    assert [(ln[1], ln[5]) for ln in maps_lines(p)] == [
+        ("rw-s", "/SYSV00000000"),
+        ("r--s", "/SYSV00000000"),
+    ]
+    c = p.shmat(shmid, 0x7F0000004000, 0)
+    assert c == 0x7F0000004000
+    assert p.map_count == 3  # same flags as the first, still its own file
+
+
+def test_address_checks(p: vmsim.Process) -> None:
+    """do_shmat(): an unaligned address is EINVAL unless SHM_RND (then rounded down to
+    SHMLBA); an address whose range is mapped is EINVAL (not replaced) without SHM_REMAP;
+    SHM_REMAP without an address is EINVAL; a bad or negative id is EINVAL."""
+    shmid = p.shmget(IPC_PRIVATE, P, IPC_CREAT | 0o600)
+    with pytest.raises(OSError) as e:
+        p.shmat(shmid, 0x7F0000000007, 0)
+    assert e.value.errno == errno.EINVAL
+    assert p.shmat(shmid, 0x7F0000000007, SHM_RND) == 0x7F0000000000
+    with pytest.raises(OSError) as e:
+        p.shmat(shmid, 0x7F0000000000, 0)
+    assert e.value.errno == errno.EINVAL
+    assert p.map_count == 1
+    assert p.shmat(shmid, 0x7F0000000000, SHM_REMAP) == 0x7F0000000000
+    assert p.map_count == 1  # replaced in place
+    for bad in ((shmid, 0, SHM_REMAP), (123456789, 0, 0), (-1, 0, 0)):
+        with pytest.raises(OSError) as e:
+            p.shmat(*bad)
+        assert e.value.errno == errno.EINVAL
+
+
+def test_shmdt(p: vmsim.Process) -> None:
+    """ksys_shmdt(): EINVAL for an unaligned address or one where no attach starts; the
+    attach (every page of it) goes."""
+    shmid = p.shmget(IPC_PRIVATE, 3 * P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid, 0, 0)
+    for bad in (a + 1, 0x10000):
+        with pytest.raises(OSError) as e:
+            p.shmdt(bad)
+        assert e.value.errno == errno.EINVAL
+    p.mprotect(a + P, P, vmsim.PROT_READ)  # three VMAs of one attach
+    assert p.map_count == 3
+    p.shmdt(a)
+    assert p.map_count == 0
+
+
+def test_shmget_and_rmid(p: vmsim.Process) -> None:
+    """newseg(): size 0 is EINVAL; ipcget(): a known key is found again (EEXIST with
+    IPC_CREAT|IPC_EXCL, EINVAL when asked for more than its size), an unknown key without
+    IPC_CREAT is ENOENT. IPC_RMID with nothing attached destroys it: shmat is then EINVAL;
+    an attached segment lives until its last detach."""
+    with pytest.raises(OSError) as e:
+        p.shmget(IPC_PRIVATE, 0, IPC_CREAT | 0o600)
+    assert e.value.errno == errno.EINVAL
+    s = p.shmget(0x42, P, IPC_CREAT | 0o600)
+    assert p.shmget(0x42, P, 0o600) == s
+    for flags, size, code in (
+        (IPC_CREAT | IPC_EXCL, P, errno.EEXIST),
+        (0, 2 * P, errno.EINVAL),
+    ):
+        with pytest.raises(OSError) as e:
+            p.shmget(0x42, size, flags | 0o600)
+        assert e.value.errno == code
+    with pytest.raises(OSError) as e:
+        p.shmget(0x43, P, 0o600)
+    assert e.value.errno == errno.ENOENT
+    a = p.shmat(s, 0, 0)
+    p.shmctl(s, 0)
+    b = p.shmat(s, 0, 0)  # SHM_DEST but attached: Linux still attaches it by id
+    p.shmdt(a)
+    p.shmdt(b)
+    with pytest.raises(OSError) as e:
+        p.shmat(s, 0, 0)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_live_maps_line() -> None:
+    """The live kernel's maps line for an attach, compared field by field with the model's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    libc.shmdt.argtypes = [ctypes.c_void_p]
+    shmid = libc.shmget(0x5EED1234, 3 * P, IPC_CREAT | IPC_EXCL | 0o600)
+    if shmid < 0:
+        pytest.skip(f"shmget: {errno.errorcode.get(ctypes.get_errno())}")
+    try:
+        addr = libc.shmat(shmid, None, 0)
+        with open("/proc/self/maps") as f:
+            live = next(ln.split() for ln in f if f"{addr:x}-" in ln.split()[0])
+        libc.shmdt(ctypes.c_void_p(addr))
+    finally:
+        libc.shmctl(shmid, 0, None)
+    p = vmsim.Machine().spawn()
+    model_id = p.shmget(0x5EED1234, 3 * P, IPC_CREAT | IPC_EXCL | 0o600)
+    maddr = p.shmat(model_id, 0, 0)
+    (model,) = maps_lines(p)
+    assert int(live[0].split("-")[1], 16) - addr == int(model[0].split("-")[1], 16) - maddr
+    assert live[1:4] == model[1:4]
+    assert live[5:] == model[5:]
+
+
+def test_an_attach_inherited_by_fork_outlives_rmid(p: vmsim.Process) -> None:
+    """fork() copies the attach; after IPC_RMID and the parent's detach, the child's shmdt
+    still finds it (ksys_shmdt() looks for a shm VMA, not for the id)."""
+    shmid = p.shmget(IPC_PRIVATE, P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid, 0, 0)
+    child = p.fork()
+    p.shmctl(shmid, 0)
+    p.shmdt(a)
+    child.shmdt(a)
+    assert child.mm.tree.lookup(a) is None
