@@ -43,6 +43,7 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.memory import copy_page_range, unmap_mapping_pages, vma_needs_copy
 from vmsim.mm.mincore import mincore
+from vmsim.mm.shm import IPC_RMID, shm_namespace
 from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
 from vmsim.phys.frames import OutOfMemory, PageFlag
@@ -360,30 +361,22 @@ class Process:
     # ------------------------------------------------------- SysV shared memory
     def shmget(self, key: int, size: int, shmflg: int) -> int:
         """shmget(2): see :mod:`vmsim.mm.shm`."""
-        from vmsim.mm.shm import shm_namespace
-
         return shm_namespace(self.machine).shmget(self.machine, key, size, shmflg)
 
     @running
     def shmat(self, shmid: int, shmaddr: int = 0, shmflg: int = 0) -> int:
         """shmat(2): map SysV segment ``shmid``; returns its address."""
-        from vmsim.mm.shm import shm_namespace
-
         self._check_alive()
         return shm_namespace(self.machine).shmat(self, _s32(shmid), shmaddr, shmflg)
 
     @running
     def shmdt(self, shmaddr: int) -> None:
         """shmdt(2): unmap the attach that starts at ``shmaddr``."""
-        from vmsim.mm.shm import shm_namespace
-
         self._check_alive()
         shm_namespace(self.machine).shmdt(self, shmaddr)
 
     def shmctl(self, shmid: int, cmd: int) -> None:
         """shmctl(2), IPC_RMID only (other commands: EINVAL here)."""
-        from vmsim.mm.shm import IPC_RMID, shm_namespace
-
         if cmd != IPC_RMID:
             raise oserror(errno.EINVAL, detail="only IPC_RMID is modelled")
         shm_namespace(self.machine).rmid(_s32(shmid))
