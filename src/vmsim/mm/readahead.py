@@ -25,10 +25,10 @@ large folios, its mark covers the whole folio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmsim.mm.flags import VM_EXEC, VM_RAND_READ, VM_SEQ_READ
+from vmsim.mm.vma import RaState
 from vmsim.phys.frames import OutOfMemory, PageFlag
 
 if TYPE_CHECKING:
@@ -38,19 +38,6 @@ if TYPE_CHECKING:
 MMAP_LOTSAMISS = 100
 ULONG_MAX = (1 << 64) - 1
 READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead shares PG_reclaim's bit (page-flags.h)
-
-
-@dataclass(slots=True)
-class RaState:
-    """struct file_ra_state: the current window [start, start + size), of which the last
-    ``async_size`` pages are the trigger zone (its first page carries the mark)."""
-
-    start: int = 0
-    size: int = 0
-    async_size: int = 0
-    order: int = 0
-    mmap_miss: int = 0
-    prev_pos: int = -1
 
 
 def get_init_ra_size(size: int, max_pages: int) -> int:

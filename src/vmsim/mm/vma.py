@@ -3,6 +3,9 @@
 Mirrors ``struct vm_area_struct`` (include/linux/mm_types.h) with only the fields that decide
 Linux's behaviour: the range, ``vm_flags``, ``vm_pgoff``, ``vm_file`` and the anon_vma state
 that governs merging (``anon_vma`` and whether the ``anon_vma_chain`` is singular).
+
+Value types only: this module imports nothing but constants and flags, so the VMA core
+(``tree.py``, ``vma_ops.py``) can be built and tested without a machine.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from vmsim.constants import PAGE_SHIFT
-from vmsim.mm.readahead import RaState
+from vmsim.mm.flags import vmflags_text
 
 _anon_ids = itertools.count(1)
 
@@ -30,6 +33,23 @@ class AnonVma:
 
     def __repr__(self) -> str:
         return f"AnonVma#{self.id}"
+
+
+@dataclass(slots=True)
+class RaState:
+    """struct file_ra_state: the current window [start, start + size), of which the last
+    ``async_size`` pages are the trigger zone (its first page carries the mark).
+
+    Defined here, beside ``OpenFile`` (``struct file``), as Linux keeps it in
+    include/linux/fs.h beside ``struct file``: a plain value that the readahead code
+    (``mm/readahead.py``) reads and updates, so the VMA types need not import that code."""
+
+    start: int = 0
+    size: int = 0
+    async_size: int = 0
+    order: int = 0
+    mmap_miss: int = 0
+    prev_pos: int = -1
 
 
 @dataclass(eq=False)
@@ -143,8 +163,6 @@ class Vma:
         return self.file is None and self.name is None
 
     def __repr__(self) -> str:
-        from vmsim.mm.flags import vmflags_text
-
         who = self.file.name if self.file else (self.name or "anon")
         return (
             f"Vma({self.start:#x}-{self.end:#x} {vmflags_text(self.flags).strip()} "
