@@ -255,6 +255,13 @@ def test_split_keeps_every_field():
     assert (pages_of(hi), hi.pgoff, hi.flags) == ((3, 4), 10, RO | VM_LOCKED)
     assert hi.file is f and hi.anon_vma is a and hi.anon_singular is False
     check(mm)
+    # every other field is copied too (a field added to Vma must be copied by the split)
+    v["A"].name = "[x]"
+    v["A"].swap_ra = (1, 2, 3)
+    hi2 = vma_ops.split_vma_nocheck(mm.tree, v["A"], 1 * PAGE)
+    for slot in Vma.__slots__:
+        if slot not in ("start", "end", "pgoff"):
+            assert getattr(hi2, slot) is getattr(v["A"], slot), slot
 
 
 # --------------------------------------------------------------- the map_count

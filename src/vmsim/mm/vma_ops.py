@@ -80,9 +80,17 @@ def check_map_count(mm: VmaHooks, need: int, site: str) -> None:
 def split_vma_nocheck(tree: VmaTree, vma: Vma, addr: int) -> Vma:
     """__split_vma() (new_below = 0) without the map_count check: ``vma`` keeps
     ``[start, addr)``, the returned new VMA covers ``[addr, end)``."""
-    hi = vma.copy()
-    hi.start = addr
-    hi.pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
+    hi = Vma(
+        addr,
+        vma.end,
+        vma.flags,
+        vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT),
+        vma.file,
+        vma.anon_vma,
+        vma.anon_singular,
+        vma.name,
+    )  # vm_area_dup(), made in place: the fill-to-limit hot path
+    hi.swap_ra = vma.swap_ra
     vma.end = addr
     tree.insert(hi)
     return hi
