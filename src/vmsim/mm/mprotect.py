@@ -87,6 +87,8 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
         tmp = min(cur.end, end)
         cur = mprotect_fixup(mm, cur, nstart, tmp, newflags)
         tmp = cur.end
+        if tmp >= end:  # done: the next VMA starts at or after end
+            return
         nstart = tmp
         cur = tree.next(cur)
     if tmp < end:
