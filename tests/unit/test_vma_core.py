@@ -168,7 +168,10 @@ def check(mm: StubMm) -> None:
             gaps.append((cursor, vma.start))
         cursor = vma.end
     gaps.append((cursor, 1 << 64))
-    assert mm.tree.free.ranges() == gaps
+    free = mm.tree.free
+    assert free.ranges() == gaps
+    assert free._starts == {end: start for start, end in gaps}  # the end -> start index
+    assert free.used == sum(v.end - v.start for v in mm.tree)
 
 
 def new_range(

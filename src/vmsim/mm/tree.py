@@ -188,34 +188,49 @@ class FreeSpace:
 
     Kept in step with the VMA tree through ``occupy``/``release`` at the few places where
     the mapped space changes (a new VMA, a merge into free space, an unmap, stack growth).
+    ``_ends`` maps each free range's start to its end and ``_starts`` its end to its start,
+    so a range freed next to free space finds its free neighbours without a search.
     """
 
-    __slots__ = ("_ends", "_keys", "used")
+    __slots__ = ("_ends", "_keys", "_starts", "used")
 
     def __init__(self, limit: int) -> None:
         self._keys = _Ordered()
         self._ends: dict[int, int] = {}
+        self._starts: dict[int, int] = {}
         self._add(0, limit)
         self.used = 0  # bytes mapped
 
     def _add(self, start: int, end: int) -> None:
         self._keys.add(start)
         self._ends[start] = end
+        self._starts[end] = start
 
     def _drop(self, start: int) -> int:
         self._keys.remove(start)
-        return self._ends.pop(start)
+        end = self._ends.pop(start)
+        del self._starts[end]
+        return end
+
+    def _set_end(self, start: int, old_end: int, end: int) -> None:
+        """The free range at ``start`` now ends at ``end`` (its key stays)."""
+        self._ends[start] = end
+        del self._starts[old_end]
+        self._starts[end] = start
 
     def occupy(self, start: int, end: int) -> None:
         """Mark ``[start, end)`` mapped; it must lie inside one free range."""
-        fs = self._keys.floor(start)
-        assert fs is not None, (hex(start), hex(end))
         ends = self._ends
-        fe = ends[fs]
-        assert fe >= end, (hex(start), hex(end), hex(fs), hex(fe))
+        fe = ends.get(start)
+        fs: int | None = start
+        if fe is None:
+            fs = self._keys.floor(start)
+            assert fs is not None, (hex(start), hex(end))
+            fe = ends[fs]
+        assert fs is not None and fe >= end, (hex(start), hex(end), hex(fe))
         self.used += end - start
         if fs < start:
-            ends[fs] = start  # the free range keeps its start: no key moves
+            self._set_end(fs, fe, start)  # the free range keeps its start: no key moves
         else:
             self._drop(fs)
         if end < fe:
@@ -231,29 +246,25 @@ class FreeSpace:
         was free already (the gaps between a run of VMAs that all go away)."""
         self.used -= mapped
         ends = self._ends
+        starts = self._starts
         keys = self._keys
         for k in keys.between(start, end):
-            del ends[k]
+            del starts[ends.pop(k)]
         keys.delete_between(start, end)
         self._free(start, end)
 
     def _free(self, start: int, end: int) -> None:
         """Add the free range ``[start, end)`` (no free range overlaps it), coalesced with
         the free ranges that touch it."""
-        ends = self._ends
-        before = self._keys.floor(start - 1) if start else None
-        if before is not None and ends[before] == start:
-            start = before  # grows the range before: its key stays
-        else:
-            before = None
-        after_end = ends.get(end)
+        before = self._starts.get(start)  # a free range [before, start)
+        after_end = self._ends.get(end)  # a free range [end, after_end)
         if after_end is not None:
             self._drop(end)
-            end = after_end
+        new_end = end if after_end is None else after_end
         if before is None:
-            self._add(start, end)
+            self._add(start, new_end)
         else:
-            ends[before] = end
+            self._set_end(before, start, new_end)  # grows the range before: its key stays
 
     def descending(self, below: int) -> Iterator[tuple[int, int]]:
         """Free ranges starting below ``below``, highest first."""
