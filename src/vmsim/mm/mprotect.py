@@ -24,6 +24,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import oserror
 from vmsim.mm import fault as pf
+from vmsim.mm import vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -113,7 +114,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
     elif oldflags & VM_ACCOUNT and vma.is_anonymous and vma.anon_vma is None:
         newflags &= ~VM_ACCOUNT
     try:
-        vma = mm.vma_modify(vma, start, end, newflags)
+        vma = vma_ops.vma_modify(mm, vma, start, end, newflags)
     except OSError:
         mm.vm_unacct(charged)
         raise

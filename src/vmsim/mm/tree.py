@@ -342,9 +342,14 @@ class VmaTree:
                     mapped += v.end - v.start
                 self.free.release_span(lo, hi, mapped)
                 return
+        keys = self._keys
+        table = self._vmas
+        free = self.free
         for v in vmas:
-            self.remove(v)
-            self.free.release(v.start, v.end)
+            start = v.start
+            keys.remove(start)
+            del table[start]
+            free.release(start, v.end)
 
     def occupy(self, start: int, end: int) -> None:
         """A VMA grew over the free range ``[start, end)``."""

@@ -488,7 +488,7 @@ def vms_complete_munmap_vmas(mm: VmaHooks, vmas: list[Vma]) -> None:
 
 def do_vmi_munmap(mm: VmaHooks, start: int, end: int) -> None:
     """do_vmi_align_munmap() on an aligned, validated range: gather, then complete."""
-    first = mm.tree.find_intersection(start, end)
-    if first is None:
+    first = mm.tree.find(start)  # find_vma_intersection()
+    if first is None or first.start >= end:
         return
     vms_complete_munmap_vmas(mm, vms_gather_munmap_vmas(mm, start, end, first))
