@@ -267,6 +267,30 @@ def test_split_keeps_every_field():
             assert getattr(hi2, slot) is getattr(v["A"], slot), slot
 
 
+def test_split_in_three_keeps_every_field():
+    """split_vma_twice() (vma_modify() of a VMA's middle) copies what two splits copy."""
+    a = AnonVma()
+    f = OpenFile(Inode("/f"))
+    mm, v = build("AAAAAA", flags={"A": RO}, anon={"A": a}, file={"A": f}, pgoff={"A": 7})
+    v["A"].anon_singular = False
+    v["A"].name = "[x]"
+    v["A"].swap_ra = (1, 2, 3)
+    mid = vma_ops.split_vma_twice(mm, v["A"], 2 * PAGE, 4 * PAGE)
+    assert render(mm.tree, 6) == "AABBCC"
+    lo, _, hi = list(mm.tree)
+    assert lo is v["A"] and mm.tree.lookup(2 * PAGE) is mid
+    assert [(pages_of(x), x.pgoff) for x in (lo, mid, hi)] == [
+        ((0, 2), 7),
+        ((2, 4), 9),
+        ((4, 6), 11),
+    ]
+    for new in (mid, hi):
+        for slot in Vma.__slots__:
+            if slot not in ("start", "end", "pgoff"):
+                assert getattr(new, slot) is getattr(lo, slot), slot
+    check(mm)
+
+
 # --------------------------------------------------------------- the map_count
 def test_split_vma_refuses_at_the_limit():
     """split_vma(): ENOMEM once map_count >= max_map_count, nothing changed."""
@@ -285,10 +309,33 @@ def test_modify_inside_fails_on_the_second_split_and_keeps_the_first():
     """Two splits, each checked: at map_count 2 of 3 the first split passes (3 <= 3), the
     second fails (4 > 3) and the first stays (the kernel does not undo it)."""
     mm, v = build("AAAA.B", max_map_count=3)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         modify(mm, v["A"], 1, 3, RO)
+    assert e.value.detail == "split_vma(): map_count 3, max_map_count 3"
+    assert mm.cfg.map_count_needed == 4
     assert render(mm.tree, 6) == "ABBB.C"
     assert [x.flags for x in mm.tree] == [RW, RW, RW]
+    check(mm)
+
+
+def test_modify_inside_fails_on_the_first_split_and_changes_nothing():
+    mm, v = build("AAAA.B", max_map_count=2)
+    with pytest.raises(OSError) as e:
+        modify(mm, v["A"], 1, 3, RO)
+    assert e.value.errno == 12
+    assert e.value.detail == "split_vma(): map_count 2, max_map_count 2"
+    assert render(mm.tree, 6, v) == "AAAA.B"
+    assert mm.cfg.map_count_needed == 3  # the first split needed 3; the second was not tried
+    check(mm)
+
+
+def test_modify_inside_at_the_limit_passes_both_checks():
+    mm, v = build("AAAA.B", max_map_count=4)
+    got = modify(mm, v["A"], 1, 3, RO)
+    assert render(mm.tree, 6) == "ABBC.D"
+    assert render(mm.tree, 6, v) == "A???.B"
+    assert (pages_of(got), got.pgoff, got.flags) == ((1, 3), 1, RO)
+    assert mm.cfg.map_count_needed == 4
     check(mm)
 
 
@@ -700,19 +747,26 @@ def test_brk_just_expand_leaves_next_alone():
 # ------------------------------------------- the tree's sorted keys vs a list
 @pytest.mark.parametrize("seed", range(12))
 def test_ordered_keys_match_a_sorted_list(seed):
-    """``_Ordered`` edits SortedList's sublists in place (fast paths, run deletion): the
-    same operations on a plain sorted list give the same keys and searches."""
+    """``_Ordered`` edits SortedList's sublists in place (fast paths, a pair inserted in one
+    slice, run deletion): the same operations on a plain sorted list give the same keys and
+    searches."""
     rng = random.Random(seed)
     keys = _Ordered()
     keys.sl._reset(rng.choice([4, 8, 1000]))
     ref: list[int] = []
     for _ in range(3000):
         op = rng.random()
-        if op < 0.45:
+        if op < 0.3:
             x = rng.randrange(4000)
             if x not in ref:
                 keys.add(x)
                 insort(ref, x)
+        elif op < 0.45:
+            x = rng.randrange(4000)
+            if x not in ref and x + 1 not in ref:  # two keys, none between them
+                keys.add2(x, x + 1)
+                insort(ref, x)
+                insort(ref, x + 1)
         elif op < 0.75 and ref:
             x = rng.choice(ref)
             keys.remove(x)

@@ -53,6 +53,31 @@ class _Ordered:
             return
         sl.add(x)
 
+    def add2(self, x: int, y: int) -> None:
+        """Add ``x < y``, two keys with no key between them (the two new VMAs of a range cut
+        out of the middle of one): one search, one slice insertion."""
+        sl = self.sl
+        maxes = sl._maxes
+        if maxes and not sl._index:
+            pos = bisect_right(maxes, x)
+            lists = sl._lists
+            if pos == len(maxes):
+                pos -= 1
+                sub = lists[pos]
+                sub.append(x)
+                sub.append(y)
+                maxes[pos] = y
+            else:
+                sub = lists[pos]
+                i = bisect_right(sub, x)
+                sub[i:i] = (x, y)  # the next key (and so this sublist's max) is above y
+            sl._len += 2
+            if len(sub) > sl._load << 1:
+                sl._expand(pos)
+            return
+        self.add(x)
+        self.add(y)
+
     def remove(self, x: int) -> None:
         """SortedList.remove() of a present key, its common case inline (the sublist stays
         above half the load factor, no positional index)."""
@@ -309,6 +334,13 @@ class VmaTree:
     def insert(self, vma: Vma) -> None:
         self._keys.add(vma.start)
         self._vmas[vma.start] = vma
+
+    def insert_pair(self, low: Vma, high: Vma) -> None:
+        """Insert two VMAs that start inside the range of one VMA (a split in three)."""
+        self._keys.add2(low.start, high.start)
+        vmas = self._vmas
+        vmas[low.start] = low
+        vmas[high.start] = high
 
     def remove(self, vma: Vma) -> None:
         self._keys.remove(vma.start)

@@ -51,6 +51,7 @@ __all__ = [
     "is_mergeable_vma",
     "split_vma",
     "split_vma_nocheck",
+    "split_vma_twice",
     "vma_merge_new_range",
     "vma_modify",
     "vms_complete_munmap_vmas",
@@ -107,6 +108,48 @@ def split_vma(mm: VmaHooks, vma: Vma, addr: int) -> Vma:
     if n > cfg.max_map_count:
         check_map_count(mm, n, "split_vma()")
     return split_vma_nocheck(tree, vma, addr)
+
+
+def split_vma_twice(mm: VmaHooks, vma: Vma, start: int, end: int) -> Vma:
+    """split_vma() at ``start``, then at ``end``, for a range strictly inside ``vma``
+    (vma_modify() of its middle); returns the VMA of ``[start, end)``.
+
+    The same two checks as two split_vma() calls, in their order: the first refuses
+    with nothing changed, the second after the first split is made (it stays). When both
+    pass, the two new VMAs go into the tree in one step: mprotect of a page in the middle of
+    a VMA is the fill-to-limit hot path.
+    """
+    tree = mm.tree
+    cfg = mm.cfg
+    n = len(tree) + 1
+    if n > cfg.map_count_needed:
+        cfg.map_count_needed = n
+    if n > cfg.max_map_count:
+        check_map_count(mm, n, "split_vma()")
+    n += 1
+    if n > cfg.map_count_needed:
+        cfg.map_count_needed = n
+    if n > cfg.max_map_count:
+        split_vma_nocheck(tree, vma, start)
+        check_map_count(mm, n, "split_vma()")
+    vstart = vma.start
+    vend = vma.end
+    pgoff = vma.pgoff
+    flags = vma.flags
+    file = vma.file
+    anon_vma = vma.anon_vma
+    singular = vma.anon_singular
+    name = vma.name
+    mid = Vma(
+        start, end, flags, pgoff + ((start - vstart) >> PAGE_SHIFT), file, anon_vma, singular, name
+    )
+    hi = Vma(
+        end, vend, flags, pgoff + ((end - vstart) >> PAGE_SHIFT), file, anon_vma, singular, name
+    )
+    mid.swap_ra = hi.swap_ra = vma.swap_ra
+    vma.end = start
+    tree.insert_pair(mid, hi)
+    return mid
 
 
 # ------------------------------------------------------------ merge predicates
@@ -426,10 +469,13 @@ def vma_modify(mm: VmaHooks, vma: Vma, start: int, end: int, newflags: int) -> V
         merged = vma_merge_existing_range(tree, vmg)
         if merged is not None:
             return merged
-    if not left_side:
+    if left_side:
+        if not right_side:
+            split_vma(mm, vma, end)
+    elif right_side:
         vma = split_vma(mm, vma, start)
-    if not right_side:
-        split_vma(mm, vma, end)
+    else:
+        vma = split_vma_twice(mm, vma, start, end)
     vma.flags = newflags
     return vma
 
