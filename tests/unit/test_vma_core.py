@@ -819,3 +819,51 @@ def test_vma_core_imports_nothing_else(module):
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("vmsim"))
     assert found <= ALLOWED, found - ALLOWED
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_operations_keep_the_tree_and_free_space_consistent(seed):
+    """mmap-like inserts and merges, mprotect-like modifies and munmaps at random over 64
+    pages, against a page-by-page model: the pages mapped and each page's flags agree, and
+    the tree's invariants hold after every step."""
+    rng = random.Random(seed)
+    mm = StubMm()
+    pages: dict[int, int] = {}  # page -> flags, the reference
+    flag_choices = [RW, RO, RW | VM_MAYBE_GUARD]
+    for _ in range(400):
+        op = rng.random()
+        a = rng.randrange(64)
+        b = min(64, a + rng.randint(1, 12))
+        if op < 0.35:  # a new mapping over free pages only, merged where the rules allow
+            if any(p in pages for p in range(a, b)):
+                continue
+            flags = rng.choice(flag_choices)
+            if new_range(mm, a, b, flags=flags) is None:
+                mm.tree.insert_new(Vma(a * PAGE, b * PAGE, flags, a))
+            got = mm.tree.lookup(a * PAGE)
+            assert got is not None
+            for p in range(a, b):
+                pages[p] = flags
+            # a merge keeps the survivor's sticky flags: read them back for the whole VMA
+            for p in range(got.start // PAGE, got.end // PAGE):
+                pages[p] = got.flags
+        elif op < 0.7:  # a flag change of a mapped run (like mprotect of one VMA's part)
+            vma = mm.tree.lookup(a * PAGE)
+            if vma is None:
+                continue
+            b = min(b, vma.end // PAGE)
+            flags = rng.choice([RW, RO])
+            got = modify(mm, vma, a, b, flags)
+            for p in range(got.start // PAGE, got.end // PAGE):
+                pages[p] = got.flags
+            assert got.start <= a * PAGE and got.end >= b * PAGE
+        else:
+            vma_ops.do_vmi_munmap(mm, a * PAGE, b * PAGE)
+            for p in range(a, b):
+                pages.pop(p, None)
+        check(mm)
+        mapped = {}
+        for vma in mm.tree:
+            for p in range(vma.start // PAGE, vma.end // PAGE):
+                mapped[p] = vma.flags & ~VM_MAYBE_GUARD
+        assert mapped == {p: f & ~VM_MAYBE_GUARD for p, f in pages.items()}
