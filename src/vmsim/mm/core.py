@@ -264,12 +264,6 @@ class AddressSpace:
     def check_map_count(self, need: int, site: str) -> None:
         vma_ops.check_map_count(self, need, site)
 
-    def split(self, vma: Vma, addr: int) -> Vma:
-        return vma_ops.split_vma_nocheck(self.tree, vma, addr)
-
-    def split_checked(self, vma: Vma, addr: int) -> Vma:
-        return vma_ops.split_vma(self, vma, addr)
-
     def merge_new_range(
         self,
         start: int,
