@@ -129,8 +129,38 @@ def _vma_header(mm: AddressSpace, vma: Vma) -> str:
     return header(vma.start, vma.end, vma.flags, 0, (0, 0), 0, vma_name(mm, vma))
 
 
+# The perms column by (vm_flags & (VM_READ | VM_WRITE | VM_EXEC)) | (VM_MAYSHARE >> 4).
+_PERMS = tuple(
+    ("r" if k & VM_READ else "-")
+    + ("w" if k & VM_WRITE else "-")
+    + ("x" if k & VM_EXEC else "-")
+    + ("s" if k & (VM_MAYSHARE >> 4) else "p")
+    for k in range(16)
+)
+
+
 def maps_text(mm: AddressSpace, gate: bool = True) -> str:
-    out = [_vma_header(mm, v) + "\n" for v in mm.tree]
+    """show_map(): one header line per VMA. An anonymous VMA without a name (most of them,
+    in a process cut into 65,530 pieces) is written in one format step: the same text as
+    ``_vma_header()`` gives it (offset 0, device 00:00, inode 0, no name)."""
+    brk = mm.brk
+    start_brk = mm.start_brk
+    start_stack = mm.start_stack
+    out = []
+    for v in mm.tree:
+        start = v.start
+        end = v.end
+        if (
+            v.file is None
+            and v.name is None
+            and not (start < brk and end > start_brk)
+            and not (start_stack and start <= start_stack <= end)
+        ):
+            flags = v.flags
+            perms = _PERMS[(flags & 7) | ((flags & VM_MAYSHARE) >> 4)]
+            out.append(f"{start:08x}-{end:08x} {perms} 00000000 00:00 0 \n")
+        else:
+            out.append(_vma_header(mm, v) + "\n")
     if gate:
         out.append(GATE_LINE)
     return "".join(out)

@@ -272,3 +272,23 @@ def test_vmflags_order_with_many_bits(p):
     p.madvise(at(0), 4 * PAGE, MADV_DONTDUMP)
     p.mseal(at(0), 4 * PAGE)
     assert " ".join(vmflags(p.smaps(), at(0))) == "rd wr mr mw me lo ac dd sl"
+
+
+def test_maps_fast_path_writes_what_the_general_header_writes():
+    """maps_text() formats unnamed anonymous VMAs in one step: the same lines as
+    _vma_header() (every prot, private and shared, heap and stack lines among them)."""
+    import random
+
+    from vmsim import Machine, procfs
+
+    rng = random.Random(5)
+    p = Machine().spawn(layout="linux")
+    for _ in range(200):
+        prot = rng.choice([0, 1, 3, 4, 5, 7])
+        kind = rng.choice([MAP_PRIVATE, MAP_SHARED])
+        p.mmap(0, rng.randint(1, 4) * PAGE, prot, kind | MAP_ANONYMOUS)
+    p.brk(p.brk(0) + 5 * PAGE)
+    mm = p.mm
+    general = "".join(procfs._vma_header(mm, v) + "\n" for v in mm.tree) + procfs.GATE_LINE
+    assert procfs.maps_text(mm) == general
+    assert "[heap]" in general and "[stack]" in general and " rw-s " in general

@@ -1,9 +1,11 @@
-"""The address space of one process (``struct mm_struct``) and the VMA primitives of mm/vma.c.
+"""The address space of one process (``struct mm_struct``).
 
 Syscalls live in their own modules (mmap.py, mprotect.py, madvise.py, mremap.py) as functions
 taking the ``AddressSpace``, the way the kernel's do_mmap()/do_mprotect_pkey() take the mm.
-This module holds what they share: split, the two merge paths (new range and existing range),
-unmapping, faults (which create the anon_vma that later decides merges) and accounting.
+This module holds what they share: faults (which create the anon_vma that later decides
+merges), accounting, and thin methods over the VMA core (``vma_ops.py``: split, the two merge
+paths, unmapping), for which ``AddressSpace`` implements the ``VmaHooks`` of
+``vma_internal.py``.
 
 Invariants (checked by ``check()``): VMAs sorted, non-overlapping, page-aligned, non-empty,
 ``map_count == len(tree)``.
@@ -29,7 +31,6 @@ from vmsim.constants import (
     TASK_SIZE_5LEVEL,
 )
 from vmsim.errors import (
-    CAUSE_MAP_COUNT,
     CAUSE_OVERCOMMIT,
     CAUSE_RLIMIT_AS,
     CAUSE_RLIMIT_DATA,
@@ -38,7 +39,7 @@ from vmsim.errors import (
     oserror,
 )
 from vmsim.hw.pagetable import PageTables
-from vmsim.mm import memory
+from vmsim.mm import memory, vma_ops
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -47,12 +48,9 @@ from vmsim.mm.flags import (
     VM_IO,
     VM_LOCKED,
     VM_LOCKONFAULT,
-    VM_MAYBE_GUARD,
     VM_PFNMAP,
-    VM_SEALED,
     VM_SHADOW_STACK,
     VM_SHARED,
-    VM_SPECIAL,
     VM_WRITE,
 )
 from vmsim.mm.gup import gup_touch
@@ -264,65 +262,11 @@ class AddressSpace:
     def vm_unacct(self, pages: int) -> None:
         self.cfg.committed_pages = max(0, self.cfg.committed_pages - pages)
 
-    # ------------------------------------------------------------ map_count
+    # ------------------------------------------- the VMA core (vma_ops.py)
+    # Thin delegations: the syscall modules call these; the logic lives in vma_ops.py,
+    # which reaches back only through the VmaHooks methods below.
     def check_map_count(self, need: int, site: str) -> None:
-        """One max_map_count check: the call needs ``max_map_count >= need`` to pass.
-
-        ``cfg.map_count_needed`` keeps the largest ``need`` seen, which is the smallest
-        limit under which every call so far would have passed this check.
-        """
-        cfg = self.cfg
-        if need > cfg.map_count_needed:
-            cfg.map_count_needed = need
-        if need > cfg.max_map_count:
-            raise oserror(
-                errno.ENOMEM,
-                CAUSE_MAP_COUNT,
-                f"{site}: map_count {len(self.tree)}, max_map_count {cfg.max_map_count}",
-            )
-
-    # ------------------------------------------------------------ splitting
-    def split(self, vma: Vma, addr: int) -> Vma:
-        """__split_vma() without the map_count check: ``vma`` keeps ``[start, addr)``, the
-        returned new VMA covers ``[addr, end)``."""
-        hi = vma.copy()
-        hi.start = addr
-        hi.pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
-        vma.end = addr
-        self.tree.insert(hi)
-        return hi
-
-    def split_checked(self, vma: Vma, addr: int) -> Vma:
-        """split_vma(): refuses with ENOMEM once ``map_count >= max_map_count``."""
-        self.check_map_count(len(self.tree) + 1, "split_vma()")
-        return self.split(vma, addr)
-
-    # -------------------------------------------------------------- merging
-    @staticmethod
-    def _flags_mergeable(vma: Vma, flags: int, file: object) -> bool:
-        """is_mergeable_vma(): same flags (but sticky ones), same struct file."""
-        return not ((vma.flags ^ flags) & ~VM_IGNORE_MERGE) and vma.file is file
-
-    @staticmethod
-    def _anon_mergeable(tgt: Vma, src_anon: AnonVma | None, src: Vma | None) -> bool:
-        """is_mergeable_anon_vma(): a VMA inherited through fork (non-singular chain) never
-        gives its anon_vma to, or takes one from, a neighbour."""
-        tgt_anon = tgt.anon_vma
-        if tgt_anon is None and src_anon is not None:
-            return src is None or src.anon_singular
-        if tgt_anon is not None and src_anon is None:
-            return tgt.anon_singular
-        return src_anon is tgt_anon
-
-    @staticmethod
-    def _adopt_anon(survivor: Vma, *others: Vma | None) -> None:
-        """dup_anon_vma(): the survivor of a merge inherits an anon_vma it lacked."""
-        if survivor.anon_vma is None:
-            for other in others:
-                if other is not None and other.anon_vma is not None:
-                    survivor.anon_vma = other.anon_vma
-                    survivor.anon_singular = other.anon_singular
-                    return
+        vma_ops.check_map_count(self, need, site)
 
     def merge_new_range(
         self,
@@ -337,198 +281,45 @@ class AddressSpace:
         src_singular: bool = True,
         just_expand: bool = False,
     ) -> Vma | None:
-        """vma_merge_new_range(): merge a new range with prev, next or both; None if neither.
-
-        The range must be free. ``src_anon`` is the anon_vma the new range brings with it
-        (copy_vma() for an mremap move), None for a fresh mapping; a neighbour without an
-        anon_vma takes it only if ``src_singular`` (is_mergeable_anon_vma() refuses when
-        vmg->copied_from had uncowed parents, i.e. was inherited through fork).
-        """
-        if flags & VM_SPECIAL:
-            return None
-        pglen = (end - start) >> PAGE_SHIFT
-        can_left = (
-            prev is not None
-            and prev.end == start
-            and prev.name is None
-            and self._flags_mergeable(prev, flags, file)
-            and self._anon_mergeable(prev, src_anon, None)
-            and (prev.anon_vma is not None or src_anon is None or src_singular)
-            and prev.pgoff + prev.pages == pgoff
-        )
-        can_right = (
-            not just_expand
-            and nxt is not None
-            and nxt.start == end
-            and nxt.name is None
-            and self._flags_mergeable(nxt, flags, file)
-            and self._anon_mergeable(nxt, src_anon, None)
-            and (nxt.anon_vma is not None or src_anon is None or src_singular)
-            and nxt.pgoff == pgoff + pglen
-        )
-        if can_left and can_right:
-            assert prev is not None and nxt is not None
-            if prev.anon_vma is not None and nxt.anon_vma is not None:
-                can_right = prev.anon_vma is nxt.anon_vma
-        tree = self.tree
-        sticky = flags & VM_MAYBE_GUARD
-        if can_left or can_right:
-            tree.occupy(start, end)
-        if can_left:
-            assert prev is not None
-            if can_right:
-                assert nxt is not None
-                tree.remove(nxt)
-                prev.end = nxt.end
-                self._adopt_anon(prev, nxt)
-                sticky |= nxt.flags & VM_MAYBE_GUARD
-            else:
-                prev.end = end
-            if prev.anon_vma is None and src_anon is not None:
-                prev.anon_vma = src_anon
-                prev.anon_singular = src_singular
-            prev.flags |= sticky
-            return prev
-        if can_right:
-            assert nxt is not None
-            tree.move_start(nxt, start)
-            nxt.pgoff = pgoff
-            if nxt.anon_vma is None and src_anon is not None:
-                nxt.anon_vma = src_anon
-                nxt.anon_singular = src_singular
-            nxt.flags |= sticky
-            return nxt
-        return None
+        """vma_merge_new_range() of ``[start, end)`` (see vma_ops): ``src_anon`` is the
+        anon_vma the range brings (copy_vma() of an mremap move), ``src_singular`` whether
+        its source's anon_vma_chain is singular."""
+        vmg = vma_ops.VmaMergeStruct(
+            start, end, flags, file, pgoff, prev, nxt, src_anon, src_singular,
+            just_expand=just_expand,
+        )  # fmt: skip
+        return vma_ops.vma_merge_new_range(self.tree, vmg)
 
     def vma_modify(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
-        """vma_modify_flags(): give ``[start, end)`` of ``vma`` the flags ``newflags``.
+        return vma_ops.vma_modify(self, vma, start, end, newflags)
 
-        Tries vma_merge_existing_range() when the range touches either end of the VMA,
-        otherwise splits at start then at end, each split checked against max_map_count;
-        a failure leaves the earlier split in place (the kernel does not undo it).
-        Returns the VMA that now covers exactly ``[start, end)``.
-        """
-        tree = self.tree
-        left_side = start == vma.start
-        right_side = end == vma.end
-        if not (newflags & VM_SPECIAL) and (left_side or right_side):
-            file = vma.file
-            merged = None
-            prev = tree.prev(vma) if left_side else None
-            nxt = tree.next(vma) if right_side else None
-            merge_left = (
-                prev is not None
-                and prev.end == start
-                and prev.name is None
-                and self._flags_mergeable(prev, newflags, file)
-                and self._anon_mergeable(prev, vma.anon_vma, vma)
-                and prev.pgoff + prev.pages == vma.pgoff
-            )
-            merge_right = (
-                nxt is not None
-                and nxt.start == end
-                and nxt.name is None
-                and self._flags_mergeable(nxt, newflags, file)
-                and self._anon_mergeable(nxt, vma.anon_vma, vma)
-                and nxt.pgoff == vma.pgoff_at(end)
-            )
-            if merge_left and merge_right:
-                assert prev is not None and nxt is not None
-                if prev.anon_vma is not None and nxt.anon_vma is not None:
-                    merge_right = prev.anon_vma is nxt.anon_vma
-            sticky = (newflags | vma.flags) & VM_MAYBE_GUARD
-            if merge_left:
-                assert prev is not None
-                sticky |= prev.flags & VM_MAYBE_GUARD
-                if merge_right:  # prev + whole vma + next
-                    assert nxt is not None
-                    tree.remove(vma)
-                    tree.remove(nxt)
-                    prev.end = nxt.end
-                    self._adopt_anon(prev, vma, nxt)
-                    sticky |= nxt.flags & VM_MAYBE_GUARD
-                elif right_side:  # prev + whole vma
-                    tree.remove(vma)
-                    prev.end = vma.end
-                    self._adopt_anon(prev, vma)
-                else:  # prev grows over the head of vma
-                    prev.end = end
-                    tree.move_start(vma, end)
-                    vma.pgoff += (end - start) >> PAGE_SHIFT
-                    self._adopt_anon(prev, vma)
-                merged = prev
-            elif merge_right:
-                assert nxt is not None
-                if left_side:  # whole vma + next
-                    tree.remove(vma)
-                    tree.move_start(nxt, start)
-                    nxt.pgoff = vma.pgoff
-                else:  # next grows down over the tail of vma
-                    vma.end = start
-                    tree.move_start(nxt, start)
-                    nxt.pgoff = vma.pgoff_at(start)
-                self._adopt_anon(nxt, vma)
-                sticky |= nxt.flags & VM_MAYBE_GUARD
-                merged = nxt
-            if merged is not None:
-                merged.flags = newflags | sticky
-                return merged
-        if vma.start < start:
-            vma = self.split_checked(vma, start)
-        if vma.end > end:
-            self.split_checked(vma, end)
-        vma.flags = newflags
-        return vma
-
-    # ------------------------------------------------------------ unmapping
     def gather_munmap(self, start: int, end: int, first: Vma) -> list[Vma]:
-        """vms_gather_munmap_vmas(): split the edges and collect the VMAs of ``[start, end)``.
-
-        The count check applies only when the range lies strictly inside one VMA; a sealed
-        VMA refuses with EPERM, after any split of the first VMA already made (the kernel
-        leaves that split in place).
-        """
-        vma = first
-        if start > vma.start:
-            if end < vma.end:
-                self.check_map_count(len(self.tree) + 1, "vms_gather_munmap_vmas()")
-            if vma.flags & VM_SEALED:
-                raise oserror(errno.EPERM)
-            vma = self.split(vma, start)
-        out = []
-        for v in self.tree.range(vma.start, end):
-            if v.flags & VM_SEALED:
-                raise oserror(errno.EPERM)
-            out.append(v)
-        last = out[-1]
-        if last.end > end:
-            self.split(last, end)
-        return out
+        return vma_ops.vms_gather_munmap_vmas(self, start, end, first)
 
     def remove_vmas(self, vmas: list[Vma]) -> None:
-        """vms_complete_munmap_vmas(): drop the VMAs, their pages, accounting and locks."""
-        tree = self.tree
-        lru_add_drain(self.mem)  # vms_clear_ptes()
+        vma_ops.vms_complete_munmap_vmas(self, vmas)
+
+    def do_munmap(self, start: int, end: int) -> None:
+        vma_ops.do_vmi_munmap(self, start, end)
+
+    # VmaHooks: what unmapping does to pages (vm_unacct() is above)
+    def unmap_vmas(self, vmas: list[Vma]) -> None:
+        """vms_clear_ptes(): drain the mlock batch, then clear the PTEs of each VMA (freeing
+        its page tables) and drop its guard markers."""
+        lru_add_drain(self.mem)
+        if not self.pt_used and not self.guards:
+            return
         for v in vmas:
-            tree.remove_unmapped(v)
-            if v.flags & VM_ACCOUNT:
-                self.vm_unacct(v.pages)
-            if v.flags & VM_LOCKED:
-                self.locked_vm -= v.pages
             memory.zap_range(
                 self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
             )
             self.drop_guards(v.start, v.end)
-            f = v.file
-            if f is not None and f.inode.deleted and self.mem.on_file_unmapped is not None:
-                self.mem.on_file_unmapped(f.inode)
 
-    def do_munmap(self, start: int, end: int) -> None:
-        """do_vmi_align_munmap() on an aligned, validated range."""
-        first = self.tree.find_intersection(start, end)
-        if first is None:
-            return
-        self.remove_vmas(self.gather_munmap(start, end, first))
+    def remove_vma(self, vma: Vma) -> None:
+        """remove_vma() -> fput(): a deleted file's page cache may now be freed."""
+        f = vma.file
+        if f is not None and f.inode.deleted and self.mem.on_file_unmapped is not None:
+            self.mem.on_file_unmapped(f.inode)
 
     # ------------------------------------------------------------ contents
     @property

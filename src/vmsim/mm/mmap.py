@@ -33,6 +33,7 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.errors import CAUSE_ADDRESS_SPACE, oserror
+from vmsim.mm import vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align, vm_start_gap
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -454,7 +455,7 @@ def do_munmap_syscall(mm: AddressSpace, start: int, length: int) -> None:
     end = start + page_align(length)
     if end == start:
         raise oserror(errno.EINVAL)
-    mm.do_munmap(start, end)
+    vma_ops.do_vmi_munmap(mm, start, end)
 
 
 # -------------------------------------------------------------------------- brk

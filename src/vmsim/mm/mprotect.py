@@ -24,6 +24,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_RW, PAGE_SPECIAL, pfn_pte
+from vmsim.mm import vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -95,6 +96,8 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
         tmp = min(cur.end, end)
         cur = mprotect_fixup(mm, cur, nstart, tmp, newflags)
         tmp = cur.end
+        if tmp >= end:  # done: the next VMA starts at or after end
+            return
         nstart = tmp
         cur = tree.next(cur)
     if tmp < end:
@@ -119,7 +122,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
     elif oldflags & VM_ACCOUNT and vma.is_anonymous and vma.anon_vma is None:
         newflags &= ~VM_ACCOUNT
     try:
-        vma = mm.vma_modify(vma, start, end, newflags)
+        vma = vma_ops.vma_modify(mm, vma, start, end, newflags)
     except OSError:
         mm.vm_unacct(charged)
         raise

@@ -25,11 +25,11 @@ large folios, its mark covers the whole folio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmsim.mm.filemap import eof_pages, read_page
 from vmsim.mm.flags import VM_EXEC, VM_RAND_READ, VM_SEQ_READ
+from vmsim.mm.vma import RaState
 from vmsim.phys.frames import OutOfMemory, PageFlag
 
 if TYPE_CHECKING:
@@ -50,19 +50,6 @@ __all__ = [
 MMAP_LOTSAMISS = 100
 ULONG_MAX = (1 << 64) - 1
 READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead shares PG_reclaim's bit (page-flags.h)
-
-
-@dataclass(slots=True)
-class RaState:
-    """struct file_ra_state: the current window [start, start + size), of which the last
-    ``async_size`` pages are the trigger zone (its first page carries the mark)."""
-
-    start: int = 0  # first page of the current window
-    size: int = 0  # pages in it
-    async_size: int = 0  # pages of its tail that trigger the next window (the mark on the first)
-    order: int = 0  # folio order of the window (the model reads 4 KiB folios)
-    mmap_miss: int = 0  # page-cache misses minus hits of mmap faults (MMAP_LOTSAMISS)
-    prev_pos: int = -1  # byte position of the last read (-1: none yet)
 
 
 def get_init_ra_size(size: int, max_pages: int) -> int:

@@ -4,17 +4,23 @@ between them (which the maple tree also keeps, for O(log n) mmap placement).
 Lookups are two bisections: VMA starts live in a ``SortedList`` and the VMAs in a dict keyed
 by start. The floor/ceiling searches read the SortedList's sublists (``_lists``/``_maxes``,
 stable internals of the pinned sortedcontainers 2.4.0) so that no positional index has to be
-rebuilt after every insert: that index made lookups slower as the tree grew.
+rebuilt after every insert: that index made lookups slower as the tree grew. For the same
+reason a run of consecutive keys (an munmap of many VMAs) is cut out of those sublists
+directly (``_Ordered.delete_between``), where ``SortedList`` would delete key by key.
+
+Part of the VMA core: imports nothing but ``vma.py`` (and sortedcontainers).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 
 from sortedcontainers import SortedList
 
 from vmsim.mm.vma import Vma
+
+__all__ = ["FreeSpace", "VmaTree"]
 
 
 class _Ordered:
@@ -24,6 +30,69 @@ class _Ordered:
 
     def __init__(self) -> None:
         self.sl = SortedList()
+
+    def add(self, x: int) -> None:
+        """SortedList.add() with its common case inline: the sublist stays within twice the
+        load factor and there is no positional index to keep up (we never build one)."""
+        sl = self.sl
+        maxes = sl._maxes
+        if maxes and not sl._index:
+            pos = bisect_right(maxes, x)
+            lists = sl._lists
+            if pos == len(maxes):
+                pos -= 1
+                sub = lists[pos]
+                sub.append(x)
+                maxes[pos] = x
+            else:
+                sub = lists[pos]
+                insort(sub, x)
+            sl._len += 1
+            if len(sub) > sl._load << 1:
+                sl._expand(pos)
+            return
+        sl.add(x)
+
+    def add2(self, x: int, y: int) -> None:
+        """Add ``x < y``, two keys with no key between them (the two new VMAs of a range cut
+        out of the middle of one): one search, one slice insertion."""
+        sl = self.sl
+        maxes = sl._maxes
+        if maxes and not sl._index:
+            pos = bisect_right(maxes, x)
+            lists = sl._lists
+            if pos == len(maxes):
+                pos -= 1
+                sub = lists[pos]
+                sub.append(x)
+                sub.append(y)
+                maxes[pos] = y
+            else:
+                sub = lists[pos]
+                i = bisect_right(sub, x)
+                sub[i:i] = (x, y)  # the next key (and so this sublist's max) is above y
+            sl._len += 2
+            if len(sub) > sl._load << 1:
+                sl._expand(pos)
+            return
+        self.add(x)
+        self.add(y)
+
+    def remove(self, x: int) -> None:
+        """SortedList.remove() of a present key, its common case inline (the sublist stays
+        above half the load factor, no positional index)."""
+        sl = self.sl
+        maxes = sl._maxes
+        pos = bisect_left(maxes, x)
+        sub = sl._lists[pos]
+        i = bisect_left(sub, x)
+        assert sub[i] == x, x
+        if len(sub) > (sl._load >> 1) + 1 and not sl._index:
+            del sub[i]
+            maxes[pos] = sub[-1]
+            sl._len -= 1
+            return
+        sl._delete(pos, i)
 
     def floor(self, x: int) -> int | None:
         """Largest key <= x."""
@@ -65,54 +134,162 @@ class _Ordered:
         k: int = sub[bisect_right(sub, x)]
         return k
 
+    def between(self, lo: int, hi: int) -> list[int]:
+        """The keys k with ``lo <= k < hi``, in order."""
+        maxes = self.sl._maxes
+        lists = self.sl._lists
+        pos = bisect_left(maxes, lo)
+        n = len(maxes)
+        if pos == n:
+            return []
+        sub = lists[pos]
+        i = bisect_left(sub, lo)
+        j = bisect_left(sub, hi)
+        out: list[int] = sub[i:j]
+        while j == len(sub) and pos + 1 < n:
+            pos += 1
+            sub = lists[pos]
+            j = bisect_left(sub, hi)
+            out.extend(sub[:j])
+        return out
+
+    def delete_between(self, lo: int, hi: int) -> int:
+        """Delete the keys k with ``lo <= k < hi``; returns how many there were.
+
+        Cuts the run out of the sublists in one slice each, keeping the SortedList's
+        invariants: no empty sublist, ``_maxes[i] == _lists[i][-1]``, ``_len``, sublists of
+        at least half the load factor (the two cut ends are merged into a neighbour when
+        shorter, as SortedList._delete() does), and the positional index (``_index``)
+        dropped, to be rebuilt if ever asked for.
+        """
+        sl = self.sl
+        maxes = sl._maxes
+        lists = sl._lists
+        pos = first = bisect_left(maxes, lo)
+        removed = 0
+        while pos < len(maxes):
+            sub = lists[pos]
+            i = bisect_left(sub, lo)
+            j = bisect_left(sub, hi)
+            if i == j:
+                break
+            del sub[i:j]
+            removed += j - i
+            if not sub:
+                del lists[pos]
+                del maxes[pos]
+                continue
+            maxes[pos] = sub[-1]
+            if sub[-1] >= hi:  # the run ended inside this sublist
+                break
+            pos += 1
+        if removed:
+            sl._len -= removed
+            del sl._index[:]
+            self._rebalance(pos)
+            if first < pos:
+                self._rebalance(first)
+        return removed
+
+    def _rebalance(self, pos: int) -> None:
+        """Merge sublist ``pos`` into its left neighbour (the right one for the first) if it
+        is shorter than half the load factor; split the result if it grew too long."""
+        sl = self.sl
+        lists = sl._lists
+        if pos >= len(lists) or len(lists) < 2 or len(lists[pos]) >= sl._load >> 1:
+            return
+        if not pos:
+            pos = 1
+        maxes = sl._maxes
+        lists[pos - 1].extend(lists[pos])
+        maxes[pos - 1] = lists[pos - 1][-1]
+        del lists[pos]
+        del maxes[pos]
+        sl._expand(pos - 1)
+
 
 class FreeSpace:
     """The free ranges of an address space, ``[start, end)`` keyed by start, coalesced.
 
     Kept in step with the VMA tree through ``occupy``/``release`` at the few places where
     the mapped space changes (a new VMA, a merge into free space, an unmap, stack growth).
+    ``_ends`` maps each free range's start to its end and ``_starts`` its end to its start,
+    so a range freed next to free space finds its free neighbours without a search.
     """
 
-    __slots__ = ("_ends", "_keys", "used")
+    __slots__ = ("_ends", "_keys", "_starts", "used")
 
     def __init__(self, limit: int) -> None:
         self._keys = _Ordered()
         self._ends: dict[int, int] = {}
+        self._starts: dict[int, int] = {}
         self._add(0, limit)
         self.used = 0  # bytes mapped
 
     def _add(self, start: int, end: int) -> None:
-        self._keys.sl.add(start)
+        self._keys.add(start)
         self._ends[start] = end
+        self._starts[end] = start
 
     def _drop(self, start: int) -> int:
-        self._keys.sl.remove(start)
-        return self._ends.pop(start)
+        self._keys.remove(start)
+        end = self._ends.pop(start)
+        del self._starts[end]
+        return end
+
+    def _set_end(self, start: int, old_end: int, end: int) -> None:
+        """The free range at ``start`` now ends at ``end`` (its key stays)."""
+        self._ends[start] = end
+        del self._starts[old_end]
+        self._starts[end] = start
 
     def occupy(self, start: int, end: int) -> None:
         """Mark ``[start, end)`` mapped; it must lie inside one free range."""
-        fs = self._keys.floor(start)
-        assert fs is not None, (hex(start), hex(end))
-        fe = self._drop(fs)
-        assert fe >= end, (hex(start), hex(end), hex(fs), hex(fe))
+        ends = self._ends
+        fe = ends.get(start)
+        fs: int | None = start
+        if fe is None:
+            fs = self._keys.floor(start)
+            assert fs is not None, (hex(start), hex(end))
+            fe = ends[fs]
+        assert fs is not None and fe >= end, (hex(start), hex(end), hex(fe))
         self.used += end - start
         if fs < start:
-            self._add(fs, start)
+            self._set_end(fs, fe, start)  # the free range keeps its start: no key moves
+        else:
+            self._drop(fs)
         if end < fe:
             self._add(end, fe)
 
     def release(self, start: int, end: int) -> None:
         """Mark ``[start, end)`` free, merging with free neighbours."""
         self.used -= end - start
-        before = self._keys.floor(start - 1) if start else None
-        if before is not None and self._ends[before] == start:
-            start = before
-            self._drop(before)
-        after_end = self._ends.get(end)
+        self._free(start, end)
+
+    def release_span(self, start: int, end: int, mapped: int) -> None:
+        """Mark ``[start, end)`` free where ``mapped`` bytes of it were mapped and the rest
+        was free already (the gaps between a run of VMAs that all go away)."""
+        self.used -= mapped
+        ends = self._ends
+        starts = self._starts
+        keys = self._keys
+        for k in keys.between(start, end):
+            del starts[ends.pop(k)]
+        keys.delete_between(start, end)
+        self._free(start, end)
+
+    def _free(self, start: int, end: int) -> None:
+        """Add the free range ``[start, end)`` (no free range overlaps it), coalesced with
+        the free ranges that touch it."""
+        before = self._starts.get(start)  # a free range [before, start)
+        after_end = self._ends.get(end)  # a free range [end, after_end)
         if after_end is not None:
             self._drop(end)
-            end = after_end
-        self._add(start, end)
+        new_end = end if after_end is None else after_end
+        if before is None:
+            self._add(start, new_end)
+        else:
+            self._set_end(before, start, new_end)  # grows the range before: its key stays
 
     def descending(self, below: int) -> Iterator[tuple[int, int]]:
         """Free ranges starting below ``below``, highest first."""
@@ -155,11 +332,18 @@ class VmaTree:
 
     # -------------------------------------------------------------- updates
     def insert(self, vma: Vma) -> None:
-        self._keys.sl.add(vma.start)
+        self._keys.add(vma.start)
         self._vmas[vma.start] = vma
 
+    def insert_pair(self, low: Vma, high: Vma) -> None:
+        """Insert two VMAs that start inside the range of one VMA (a split in three)."""
+        self._keys.add2(low.start, high.start)
+        vmas = self._vmas
+        vmas[low.start] = low
+        vmas[high.start] = high
+
     def remove(self, vma: Vma) -> None:
-        self._keys.sl.remove(vma.start)
+        self._keys.remove(vma.start)
         del self._vmas[vma.start]
 
     def insert_new(self, vma: Vma) -> None:
@@ -171,6 +355,33 @@ class VmaTree:
         """Remove a VMA whose range becomes free."""
         self.remove(vma)
         self.free.release(vma.start, vma.end)
+
+    def remove_unmapped_many(self, vmas: list[Vma]) -> None:
+        """Remove VMAs whose ranges become free: ``vmas`` in address order, as
+        vms_gather_munmap_vmas() collects them. A run that is every VMA of its span (nothing
+        else mapped between them) leaves the tree in one cut, the others one by one."""
+        n = len(vmas)
+        if n > 8:
+            lo = vmas[0].start
+            hi = vmas[-1].end
+            keys = self._keys
+            if len(keys.between(lo, hi)) == n:
+                keys.delete_between(lo, hi)
+                table = self._vmas
+                mapped = 0
+                for v in vmas:
+                    del table[v.start]
+                    mapped += v.end - v.start
+                self.free.release_span(lo, hi, mapped)
+                return
+        keys = self._keys
+        table = self._vmas
+        free = self.free
+        for v in vmas:
+            start = v.start
+            keys.remove(start)
+            del table[start]
+            free.release(start, v.end)
 
     def occupy(self, start: int, end: int) -> None:
         """A VMA grew over the free range ``[start, end)``."""
@@ -233,10 +444,7 @@ class VmaTree:
         if first is None or first.start >= end:
             return []
         vmas = self._vmas
-        out = [first]
-        for key in self._keys.sl.irange(first.start, end, inclusive=(False, False)):
-            out.append(vmas[key])
-        return out
+        return [vmas[key] for key in self._keys.between(first.start, end)]
 
     def first(self) -> Vma | None:
         sl = self._keys.sl

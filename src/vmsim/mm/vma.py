@@ -3,17 +3,22 @@
 Mirrors ``struct vm_area_struct`` (include/linux/mm_types.h) with only the fields that decide
 Linux's behaviour: the range, ``vm_flags``, ``vm_pgoff``, ``vm_file`` and the anon_vma state
 that governs merging (``anon_vma`` and whether the ``anon_vma_chain`` is singular).
+
+Value types only: this module imports nothing but constants and flags, so the VMA core
+(``tree.py``, ``vma_ops.py``) can be built and tested without a machine.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SHIFT
 from vmsim.mm.flags import vmflags_text
-from vmsim.mm.readahead import RaState
-from vmsim.mm.swapops import SwpEntry
+
+if TYPE_CHECKING:  # an annotation only: the VMA core imports no page-level code
+    from vmsim.mm.swapops import SwpEntry
 
 _anon_ids = itertools.count(1)
 
@@ -32,6 +37,23 @@ class AnonVma:
 
     def __repr__(self) -> str:
         return f"AnonVma#{self.id}"
+
+
+@dataclass(slots=True)
+class RaState:
+    """struct file_ra_state: the current window [start, start + size), of which the last
+    ``async_size`` pages are the trigger zone (its first page carries the mark).
+
+    Defined here, beside ``OpenFile`` (``struct file``), as Linux keeps it in
+    include/linux/fs.h beside ``struct file``: a plain value that the readahead code
+    (``mm/readahead.py``) reads and updates, so the VMA types need not import that code."""
+
+    start: int = 0  # first page of the current window
+    size: int = 0  # pages in it
+    async_size: int = 0  # pages of its tail that trigger the next window (the mark on the first)
+    order: int = 0  # folio order of the window (the model reads 4 KiB folios)
+    mmap_miss: int = 0  # page-cache misses minus hits of mmap faults (MMAP_LOTSAMISS)
+    prev_pos: int = -1  # byte position of the last read (-1: none yet)
 
 
 @dataclass(eq=False)
