@@ -383,3 +383,27 @@ def load_program(proc: Process, path: str, cwd: Path = Path(".")) -> list[str]:
     interp = read_elf(Path(img.interp)) if img.interp else None
     exec_image(proc, img, interp)
     return notes + img.notes
+
+
+__all__ = [
+    "BINPRM_BUF_SIZE",
+    "ELF_ET_DYN_BASE",
+    "MAX_REWRITES",
+    "STACK_EXPAND",
+    "STACK_TOP",
+    "VDSO_BLOCK",
+    "ElfImage",
+    "ExecError",
+    "LoadedImage",
+    "Segment",
+    "Shebang",
+    "exec_image",
+    "load_program",
+    "move_range",
+    "place_top",
+    "read_elf",
+    "read_shebang",
+    "relocate",
+    "resolve",
+    "resolve_interpreters",
+]

@@ -499,3 +499,31 @@ def vmstat_text(mem: Kernel) -> str:
     }
     rows = [(k, values[k] if k in values else ev[k]) for k in VMSTAT_ORDER]
     return "".join(f"{k} {v}\n" for k, v in rows)
+
+
+__all__ = [
+    "GATE_END",
+    "GATE_LINE",
+    "GATE_START",
+    "PM_FILE",
+    "PM_GUARD_REGION",
+    "PM_MMAP_EXCLUSIVE",
+    "PM_PFRAME_MASK",
+    "PM_PRESENT",
+    "PM_SOFT_DIRTY",
+    "PM_SWAP",
+    "PM_UFFD_WP",
+    "PSS_SHIFT",
+    "SMAPS_KB_FIELDS",
+    "MemSizeStats",
+    "header",
+    "maps_text",
+    "meminfo_text",
+    "pagemap_entries",
+    "smaps_account",
+    "smaps_rollup_text",
+    "smaps_text",
+    "thp_eligible",
+    "vma_name",
+    "vmstat_text",
+]

@@ -265,3 +265,14 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
 """
 LINUX_LAYOUT_MMAP_BASE = 0x7FFFF7FFF000
 LINUX_LAYOUT_BRK = 0x555555581000
+
+
+__all__ = [
+    "LINUX_LAYOUT",
+    "LINUX_LAYOUT_BRK",
+    "LINUX_LAYOUT_MMAP_BASE",
+    "MapsEntry",
+    "SnapshotError",
+    "build",
+    "parse",
+]

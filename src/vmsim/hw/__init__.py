@@ -12,3 +12,6 @@ The modules here model hardware, not policy: they know nothing of VMAs, files or
 Import from the submodules; this package keeps no re-exports so that the modules, built in
 parallel, do not depend on each other through it.
 """
+
+
+__all__: list[str] = []

@@ -12,3 +12,6 @@
   ``lru`` (mm/swap.c), ``vmscan``, ``workingset``, ``ksm``, ``oom_kill``, ``vmstat``;
   ``internal`` holds the helpers they share (mm/internal.h).
 """
+
+
+__all__: list[str] = []

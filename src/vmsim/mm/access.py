@@ -326,3 +326,17 @@ def remote_access(mm: AddressSpace, addr: int, data: bytes | None, n: int) -> by
     if not done and total:
         raise oserror(errno.EIO)
     return done if write else bytes(out)
+
+
+__all__ = [
+    "Access",
+    "Translation",
+    "access_error",
+    "do_user_addr_fault",
+    "find_vma_for_access",
+    "remote_access",
+    "translate",
+    "user_access",
+    "user_read",
+    "user_write",
+]

@@ -501,3 +501,14 @@ def _anon_vma_compatible(a: Vma, b: Vma) -> bool:
         and not ((a.flags ^ b.flags) & ~(VM_ACCESS_FLAGS | VM_IGNORE_MERGE))
         and b.pgoff == a.pgoff + ((b.start - a.start) >> PAGE_SHIFT)
     )
+
+
+__all__ = [
+    "PAGE_MASK64",
+    "PAGE_RW_BIT",
+    "U64",
+    "AddressSpace",
+    "MmConfig",
+    "page_align",
+    "vm_start_gap",
+]

@@ -232,3 +232,10 @@ class Ksm:
             "pages_to_scan": self.pages_to_scan,
             "use_zero_pages": int(self.use_zero_pages),
         }
+
+
+__all__ = [
+    "PAGE_SIZE",
+    "ZERO",
+    "Ksm",
+]

@@ -392,3 +392,11 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
         mem.cpu.flush_range(mm, aged[0], aged[-1] + PAGE_SIZE)
     if picked:
         vmscan.pageout(mem, picked)
+
+
+__all__ = [
+    "VALID_ADVICE",
+    "cold_or_pageout",
+    "do_madvise",
+    "lazyfree",
+]

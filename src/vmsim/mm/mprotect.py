@@ -302,3 +302,17 @@ def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
     if changed and narrowed:
         mm.mem.cpu.flush_range(mm, changed[0], changed[-1] + PAGE_SIZE)
     return len(changed)
+
+
+__all__ = [
+    "apply_vma_lock_flags",
+    "change_protection",
+    "do_mlock",
+    "do_mlockall",
+    "do_mprotect",
+    "do_mseal",
+    "do_munlock",
+    "do_munlockall",
+    "mlock_fixup",
+    "mprotect_fixup",
+]

@@ -257,3 +257,12 @@ class SwapSpace:
         for key, pfn in self.cache.items():
             assert self.entry_of[pfn] == key
             assert self.device(key).cached[key[1]]
+
+
+__all__ = [
+    "DEVICE_KINDS",
+    "PAGE_CLUSTER",
+    "Key",
+    "SwapDevice",
+    "SwapSpace",
+]

@@ -172,3 +172,12 @@ class Vma:
             f"Vma({self.start:#x}-{self.end:#x} {vmflags_text(self.flags).strip()} "
             f"pgoff={self.pgoff:#x} {who} {self.anon_vma})"
         )
+
+
+__all__ = [
+    "AnonVma",
+    "Inode",
+    "OpenFile",
+    "RaState",
+    "Vma",
+]

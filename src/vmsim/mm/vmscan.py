@@ -507,3 +507,23 @@ def balance_dirty_pages(mem: Kernel, pfn: int) -> int:
     if mem.frames.nr_file_dirty * 100 <= max(dirtyable, 0) * DIRTY_BACKGROUND_RATIO:
         return 0
     return flush(mem, skip=pfn)
+
+
+__all__ = [
+    "DEF_PRIORITY",
+    "DIRTY_BACKGROUND_RATIO",
+    "MAX_RECLAIM_RETRIES",
+    "balance_dirty_pages",
+    "balance_pgdat",
+    "direct_reclaim",
+    "flush",
+    "folio_referenced",
+    "get_scan_count",
+    "inactive_is_low",
+    "kswapd",
+    "pageout",
+    "shrink_active",
+    "shrink_inactive",
+    "shrink_node",
+    "snapshot_refaults",
+]

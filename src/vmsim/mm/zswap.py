@@ -264,3 +264,17 @@ class Zswap:
         if self.same_filled:
             d["same_filled_pages"] = self.same_filled_pages
         return d
+
+
+__all__ = [
+    "COMPRESSORS",
+    "PAGE_SIZE",
+    "STAT_NAMES",
+    "ZS_MIN_ALLOC_SIZE",
+    "ZS_SIZE_CLASS_DELTA",
+    "Compressor",
+    "PoolMemory",
+    "Zswap",
+    "same_filled",
+    "zs_size",
+]

@@ -103,3 +103,14 @@ def mutable_twin(cls: type) -> type:
     """
     specs = [(f.name, f.type, field(default=f.default)) for f in fields(cls)]
     return make_dataclass(f"_Building{cls.__name__}", specs, slots=True)
+
+
+__all__ = [
+    "Arg",
+    "Event",
+    "Exit",
+    "Problem",
+    "Signal",
+    "Syscall",
+    "mutable_twin",
+]
