@@ -29,6 +29,25 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     ("vmsim.phys", "vmsim.mm", "physical memory knows nothing of the kernel's mm"),
     ("vmsim.hw", "vmsim.machine", "hardware is below the machine"),
     ("vmsim.phys", "vmsim.machine", "physical memory is below the machine"),
+    *[
+        (cli, inner, "the CLI uses the public API (Machine, Process, procfs), not mm internals")
+        for cli in ("vmsim.cli",)
+        for inner in ("vmsim.mm", "vmsim.hw", "vmsim.phys")
+    ],
+    *[
+        (core, below, "the VMA core (mm/vma.c) stands alone: page work goes through VmaHooks")
+        for core in ("vmsim.mm.vma", "vmsim.mm.tree", "vmsim.mm.vma_ops", "vmsim.mm.vma_internal")
+        for below in (
+            "vmsim.hw",
+            "vmsim.phys",
+            "vmsim.mm.core",
+            "vmsim.mm.kernel",
+            "vmsim.mm.memory",
+            "vmsim.mm.readahead",
+            "vmsim.machine",
+            "vmsim.process",
+        )
+    ],
 ]
 
 
