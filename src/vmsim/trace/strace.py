@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import heapq
+import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -398,12 +399,37 @@ def _scan_fd_paths(text: str, fd_paths: dict[int, str]) -> None:
 
 
 def open_trace(path: Path) -> IO[str]:
-    """Open a trace file as text, decompressing ``.gz`` (by name or by its magic bytes)."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    if gzipped or path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
-    return open(path, encoding="utf-8", errors="surrogateescape")
+    """Open a trace file as text, decompressing ``.gz`` (by name or by its magic bytes).
+
+    The file is opened once and its first bytes are peeked at, not read: a pipe or
+    ``/dev/stdin`` loses nothing. A corrupt or truncated ``.gz`` raises ``gzip.BadGzipFile``
+    (an OSError), ``EOFError`` or ``zlib.error`` while it is read.
+    """
+    raw = open(path, "rb")  # noqa: SIM115 (the returned text stream owns it)
+    try:
+        if raw.peek(2)[:2] == b"\x1f\x8b" or path.suffix == ".gz":
+            return _GzipText(raw)
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _GzipText(io.TextIOWrapper):
+    """Text from a gzip stream over ``raw``; closing it closes ``raw`` too (GzipFile leaves
+    a file object it was given open)."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        super().__init__(
+            gzip.GzipFile(fileobj=raw, mode="rb"), encoding="utf-8", errors="surrogateescape"
+        )
+        self._raw_file = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw_file.close()
 
 
 _PID_SUFFIX = re.compile(r"\.(\d+)(?:\.gz)?$")
