@@ -393,8 +393,11 @@ class Machine:
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"
         for d in mem.swap.devices:
-            for off in range(1, d.pages):
+            # slots with a count or a reference (the others are 0 on both sides)
+            named = {off for (t, off) in swaprefs if t == d.type}
+            for off in sorted(named | {off for off, n in d.count.items() if n}):
                 got = swaprefs.get((d.type, off), 0)
+                assert 0 < off < d.pages, f"swap slot {off} outside device {d.type}"
                 assert d.count[off] == got, f"swap slot {off}: count {d.count[off]}, {got} PTEs"
 
     def check_tlb(self) -> None:

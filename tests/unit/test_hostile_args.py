@@ -202,3 +202,81 @@ def test_read_of_a_negative_count_is_an_error(p):
     with pytest.raises(ValueError, match="n must be >= 0"):
         p.peek(at(0), -1)
     assert p.read(at(0), 0) == b""
+
+
+# --- machine options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"ram": "0"}, "ram must be within 8K..4P"),
+        ({"ram": 0}, "ram must be within 8K..4P"),
+        ({"ram": "4K"}, "ram must be within 8K..4P"),
+        ({"ram": "5P"}, "ram must be within 8K..4P"),
+        ({"ram": "lots"}, "ram: not a size"),
+        ({"swap": "4K"}, "swap must be 0 (none) or within 8K..16T"),
+        ({"swap": "4P"}, "swap must be within 0..16T"),
+        ({"swap": -4096}, "swap must be within 0..16T"),
+    ],
+)
+def test_machine_sizes_out_of_range_are_refused(options, words):
+    import vmsim
+
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        vmsim.Machine(**options)
+
+
+def test_a_huge_swap_costs_nothing_up_front():
+    """1 TiB of swap (2**28 slots) used to allocate two per-slot arrays (2.3 GB, 5 s)."""
+    import tracemalloc
+
+    import vmsim
+
+    tracemalloc.start()
+    try:
+        m = vmsim.Machine(ram="1M", swap="1T", overcommit_memory=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+    assert "SwapTotal:      1073741824 kB" in m.meminfo()
+    # and it swaps: 2 MiB of written anonymous memory in 1 MiB of RAM
+    p = m.spawn()
+    a = p.mmap(0, 2 << 20, RW, ANON)
+    for off in range(0, 2 << 20, PAGE):
+        p.write(a + off, off.to_bytes(4, "little"))
+    for off in range(0, 2 << 20, 64 * PAGE):
+        assert p.read(a + off, 4) == off.to_bytes(4, "little")
+    m.check_memory()
+
+
+def test_oom_with_every_process_exempt_is_a_kernel_panic():
+    """out_of_memory() finds no process to kill: Linux panics ("System is deadlocked on
+    memory"); the model raises KernelPanic, not an internal exception."""
+    import vmsim
+
+    m = vmsim.Machine(ram="1M", overcommit_memory=1)
+    p = m.spawn()
+    p.oom_score_adj = -1000
+    a = p.mmap(0, 8 << 20, RW, ANON)
+    with pytest.raises(vmsim.KernelPanic, match="System is deadlocked on memory"):
+        for off in range(0, 8 << 20, PAGE):
+            p.write(a + off, b"x")
+
+
+def test_oom_kills_the_process_that_is_not_exempt():
+    import vmsim
+
+    m = vmsim.Machine(ram="1M", overcommit_memory=1)
+    keep = m.spawn()
+    keep.oom_score_adj = -1000
+    victim = m.spawn()
+    b = victim.mmap(0, 512 << 10, RW, ANON)
+    for off in range(0, 512 << 10, PAGE):
+        victim.write(b + off, b"v")
+    a = keep.mmap(0, 8 << 20, RW, ANON)
+    with pytest.raises(vmsim.KernelPanic):
+        for off in range(0, 8 << 20, PAGE):
+            keep.write(a + off, b"x")
+    assert not victim.alive  # killed first; only then was nobody left
