@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import zlib
 
+from vmsim.trace.events import MAX_QUOTE, clip
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a command failed, or the model disagreed with the spec
 EXIT_USAGE = 2  # bad options (argparse uses 2 as well)
@@ -31,9 +33,6 @@ EXIT_STATUS_HELP = (
     "2 bad options; 3 limit reached (replay: a call failed at --max-map-count; maps: at or "
     "over vm.max_map_count); 4 replay found no system call in its input; 130 interrupted"
 )
-
-MAX_QUOTE = 200
-"""User text quoted in a message is cut to this many characters."""
 
 
 class CliError(Exception):
@@ -55,13 +54,6 @@ class ResultStatus(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-def clip(text: str, limit: int = MAX_QUOTE) -> str:
-    """``text`` cut to ``limit`` characters, saying how many were cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def message_of(exc: BaseException) -> str:

@@ -188,17 +188,10 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
     the token itself.
     """
     c = token[:1]
-    if c == "0":
-        if token.startswith("0x"):
-            try:
-                return int(token, 16)
-            except ValueError:
-                pass
-        elif token.isdigit():
-            return int(token, 8) if len(token) > 1 else 0
-    elif c.isdigit() or c == "-":
-        if token.isdigit() or (c == "-" and token[1:].isdigit()):
-            return int(token)
+    if c == "0" or c == "-" or "1" <= c <= "9":
+        number = _to_int(token)
+        if number is not None:
+            return number
     elif c == '"':
         return _decode_string(token)
     cached = _flag_cache.get(token)
@@ -206,8 +199,8 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
         return cached
     if token.endswith(">") and "<" in token:
         fd_text, _, rest = token.partition("<")
-        if fd_text.lstrip("-").isdigit():
-            fd = int(fd_text)
+        fd = _to_int(fd_text)
+        if fd is not None:
             if fd_paths is not None:
                 fd_paths[fd] = rest[:-1]
             return fd
@@ -231,7 +224,7 @@ def _decode_expression(token: str) -> Arg:
                 shift_base, sep, shift_name = part.partition("<<")
                 base = _to_int(shift_base)
                 shift = FLAG_VALUES.get(shift_name, _to_int(shift_name))
-                if not sep or base is None or shift is None:
+                if not sep or base is None or shift is None or not 0 <= shift < _MAX_SHIFT:
                     return token
                 number = base << shift
             value = number
@@ -239,15 +232,23 @@ def _decode_expression(token: str) -> Arg:
     return total
 
 
+_NUMBER = re.compile(r"-?(?:0x[0-9a-fA-F]{1,16}|[0-9]{1,20})")
+_MAX_SHIFT = 64
+
+
 def _to_int(text: str) -> int | None:
-    try:
-        if text.startswith(("0x", "-0x")):
-            return int(text, 16)
-        if len(text) > 1 and text.startswith("0") and text.isdigit():
-            return int(text, 8)
-        return int(text)
-    except ValueError:
+    """A number as strace prints one: decimal, ``0x`` hex, octal with a leading 0, ASCII and
+    64 bits at most (else None: the text is not a value strace printed)."""
+    if _NUMBER.fullmatch(text) is None:
         return None
+    digits = text.lstrip("-")
+    if digits.startswith("0x"):
+        return int(text, 16)
+    if len(digits) > 1 and digits[0] == "0":
+        if "8" in digits or "9" in digits:
+            return None  # not octal
+        return int(text, 8)
+    return int(text)
 
 
 def _decode_string(token: str) -> str:
@@ -256,7 +257,10 @@ def _decode_string(token: str) -> str:
     body = token[1:-1]
     if "\\" not in body:
         return body
-    raw, _ = codecs.escape_decode(body.encode("utf-8", "surrogateescape"))
+    try:
+        raw, _ = codecs.escape_decode(body.encode("utf-8", "surrogateescape"))
+    except ValueError:  # a bad escape ('\\x' without hex digits): not strace's
+        return token
     return raw.decode("utf-8", "surrogateescape")
 
 
@@ -281,7 +285,7 @@ def decode_args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ..
                     value = int(token, 16)
                 except ValueError:
                     return _decode_args(name, text, fd_paths)
-            elif token.isdigit() and token[0] != "0":
+            elif token.isascii() and token.isdigit() and token[0] != "0" and len(token) <= 20:
                 value = int(token)
                 if len(_flag_cache) < _FLAG_CACHE_LIMIT:
                     _flag_cache[token] = value

@@ -19,13 +19,13 @@ from collections.abc import Iterable, Iterator
 from typing import Final
 
 from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_value, split_args
-from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall
+from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip
 
 __all__ = ["read_ltrace"]
 
 _PREFIX: Final = (
-    r" *(?:\[pid +(\d+)\] |(\d+) +)?"  # '[pid 123] ' or '123 '
-    r"(?:(\d+:\d\d:\d\d(?:\.\d+)?|\d+\.\d+) +)?"  # -t/-tt/-ttt/-r
+    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid 123] ' or '123 '
+    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
     r"(?:\[0x[0-9a-f]+\] )?"  # -i
 )
 _LINE = re.compile(_PREFIX + r"(.*)$")
@@ -34,7 +34,7 @@ _UNFINISHED = re.compile(r"SYS_(\w+)\((.*) <unfinished \.\.\.>$")
 _NO_RETURN = re.compile(r"SYS_(\w+)\((.*) <no return \.\.\.>$")
 _RESUMED = re.compile(r"<\.\.\. SYS_(\w+) resumed>(.*)$")
 _SIGNAL = re.compile(r"--- (SIG\w+)")
-_EXITED = re.compile(r"\+\+\+ exited \(status (\d+)\) \+\+\+$")
+_EXITED = re.compile(r"\+\+\+ exited \(status ([0-9]{1,10})\) \+\+\+$")
 _KILLED = re.compile(r"\+\+\+ killed by (SIG\w+) \+\+\+$")
 _DURATION = re.compile(r" <(\d+\.\d+)>$")
 
@@ -61,7 +61,7 @@ _MAX_ERRNO: Final = 4095  # include/linux/err.h: -4095..-1 are errors
 
 
 def _name(text: str) -> str:
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= 6:
         return SYSCALL_NAMES.get(int(text), f"syscall_{text}")
     return text
 
@@ -114,7 +114,9 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
                 if first is not None:
                     yield _never_returned(task, *first)
                 yield Problem(
-                    lineno, line, f"'<... SYS_{rm.group(1)} resumed>' without a matching start"
+                    lineno,
+                    line,
+                    f"'<... SYS_{clip(rm.group(1), 60)} resumed>' without a matching start",
                 )
                 continue
             start, time, raw_name, args_text, raw = first

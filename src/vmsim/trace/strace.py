@@ -34,16 +34,18 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_args
-from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, mutable_twin
+from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip, mutable_twin
 
 __all__ = ["open_trace", "read_strace", "read_strace_files"]
 
 _PREFIX: Final = (
-    r" *(?:\[pid +(\d+)\] |(\d+) +)?"  # '[pid  123] ' or '123 '
-    r"(?:(\d+:\d\d:\d\d(?:\.\d+)?|\d+\.\d+) +)?"  # -t/-tt/-ttt/-r
+    # numbers are ASCII and bounded: strace prints nothing longer, and int() refuses
+    # runs of more than 4300 digits
+    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid  123] ' or '123 '
+    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
     r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
 )
-_RESULT: Final = r"\) *= (0x[0-9a-f]+|-?\d+|\?)(.*)$"
+_RESULT: Final = r"\) *= (0x[0-9a-f]{1,16}|-?[0-9]{1,20}|\?)(.*)$"
 # The fast path: a complete call on one line.
 _CALL = re.compile(_PREFIX + r"([a-z_][a-z0-9_]*)\((.*)" + _RESULT)
 _LEADER = re.compile(_PREFIX)
@@ -54,12 +56,12 @@ _RESUMED = re.compile(r"<\.\.\. ([\w?]+) resumed>(.*)$")
 _SIGNAL = re.compile(r"--- (?:stopped by )?(SIG\w+|\d+)\b(.*?) ?---$")
 _SI_CODE = re.compile(r"\bsi_code=([^,}]+)")
 _SI_ADDR = re.compile(r"\bsi_addr=(0x[0-9a-f]+|NULL)")
-_EXITED = re.compile(r"\+\+\+ exited with (\d+) \+\+\+$")
+_EXITED = re.compile(r"\+\+\+ exited with ([0-9]{1,10}) \+\+\+$")
 _KILLED = re.compile(r"\+\+\+ killed by (SIG\w+|\d+)(?: \(core dumped\))? \+\+\+$")
 _SUPERSEDED = re.compile(r"\+\+\+ superseded by execve in pid \d+ \+\+\+$")
 _ERRNO = re.compile(r"(E[A-Z0-9_]+)(?: \(|$)")
 _MESSAGE = "strace: Process "
-_FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))(\d+)<(?!<)")
+_FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))([0-9]{1,10})<(?!<)")
 _DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
 _EMPTY: Final[tuple[str, ...]] = ()
 _EXITS: Final = frozenset({"exit", "exit_group"})
@@ -222,7 +224,8 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 yield Problem(
                     start,
                     line,
-                    f"'<... {rm.group(1)} resumed>' without a matching '<unfinished ...>' "
+                    f"'<... {clip(rm.group(1), 60)} resumed>' without a matching "
+                    "'<unfinished ...>' "
                     f"of pid {task}",
                 )
                 continue
