@@ -17,6 +17,9 @@ What every run checks (:func:`check`):
 - no exception escapes a reader (nor ``detect_format``);
 - every event's line number is one of the input's lines, and a Problem carries the line (a
   str) and a message of bounded length (a message quotes at most a clipped piece of input);
+- every number decoded (arguments, return value) fits a 64-bit register, as every number
+  strace prints does: vmsim's syscalls refuse anything wider with OverflowError; a decoded
+  call has at least the arguments strace prints for it (``decode.MIN_ARGS``);
 - a line made unreadable on purpose becomes a Problem with its own line number: a line of
   garbage (a NUL or control character first) for strace, a ``SYS_`` call cut before its
   result for ltrace (other lines ltrace skips by design: they are library calls). The one
@@ -34,10 +37,11 @@ from functools import cache
 from pathlib import Path
 
 from vmsim.trace import Problem, Syscall, detect_format, read_ltrace, read_strace
-from vmsim.trace.decode import decode_args, decode_value, split_args
+from vmsim.trace.decode import decode_args, decode_value, split_args, too_few_args
 
 TRACES = Path(__file__).resolve().parent.parent / "fixtures" / "traces"
 MAX_MESSAGE = 400
+REG_MIN, REG_MAX = -(1 << 63), (1 << 64) - 1
 _MESSAGE = "strace: Process "  # characters: a Problem message never quotes more than this
 
 ODD_TEXT = [
@@ -297,8 +301,11 @@ def check(case: Case) -> list[object]:
             assert len(ev.message) <= MAX_MESSAGE, f"message of {len(ev.message)} chars"
             problems.setdefault(ev.lineno, ev)
         elif isinstance(ev, Syscall):
-            for arg in ev.args:
+            assert too_few_args(ev.name, ev.args) is None, ev
+            for arg in (*ev.args, ev.ret):
                 assert arg is None or isinstance(arg, int | str), repr(arg)
+                # a decoded number is what one 64-bit register holds
+                assert not isinstance(arg, int) or REG_MIN <= arg <= REG_MAX, arg
     for lineno in sorted(case.must_fail):
         if case.fmt == "strace" and lineno > 1 and _MESSAGE in case.lines[lineno - 2]:
             continue  # joined to the line a strace message cut: read as one line

@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_args
+from vmsim.trace.decode import (
+    DECODED_SYSCALLS,
+    MIN_ARGS,
+    Timestamps,
+    decode_args,
+    too_few_args,
+)
 from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip, mutable_twin
 
 __all__ = ["open_trace", "read_strace", "read_strace_files"]
@@ -45,7 +51,8 @@ _PREFIX: Final = (
     r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
     r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
 )
-_RESULT: Final = r"\) *= (0x[0-9a-f]{1,16}|-?[0-9]{1,20}|\?)(.*)$"
+# the result: a long, or hex; then the end, an errno, -T or a -y path (' ', '<')
+_RESULT: Final = r"\) *= (0x[0-9a-f]{1,16}|-?[0-9]{1,19}|\?)(?=[ <]|$)(.*)$"
 # The fast path: a complete call on one line.
 _CALL = re.compile(_PREFIX + r"([a-z_][a-z0-9_]*)\((.*)" + _RESULT)
 _LEADER = re.compile(_PREFIX)
@@ -64,6 +71,7 @@ _MESSAGE = "strace: Process "
 _FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))([0-9]{1,10})<(?!<)")
 _DECORATION_END = re.compile(r">(?=[,\]})\s]|$)")
 _EMPTY: Final[tuple[str, ...]] = ()
+_LONG_MIN: Final = -(1 << 63)
 _EXITS: Final = frozenset({"exit", "exit_group"})
 
 
@@ -101,6 +109,7 @@ def read_strace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
 def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> Iterator[Event]:
     call_match = _CALL.match
     decoded = DECODED_SYSCALLS
+    min_args = MIN_ARGS
     parse_time = clock.parse
     # The last call or signal: -k frames may follow it, so it is yielded at the next line.
     held: Any = None  # a _SyscallBuilder or _SignalBuilder
@@ -139,6 +148,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
             fd_paths: dict[int, str] = {}
             if name in decoded:
                 args: tuple[Arg, ...] = decode_args(name, args_text, fd_paths)
+                if len(args) < min_args.get(name, 0):
+                    held = None
+                    yield Problem(start, line, too_few_args(name, args) or "")
+                    continue
             else:
                 args = (args_text,) if args_text else ()
                 if "<" in args_text:
@@ -149,6 +162,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 ret = int(ret_text, 16)
             else:
                 ret = int(ret_text)
+                if ret < _LONG_MIN:
+                    held = None
+                    yield Problem(start, line, f"return value {ret_text} is not a long")
+                    continue
             errno = duration = None
             if tail:
                 if tail.startswith(" <") and tail.endswith(">"):  # just -T: ' <0.000040>'
@@ -241,6 +258,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 yield Problem(start, line, "resumed call has no ' = ' result (cut short?)")
                 continue
             held = _complete(first.lineno, task, first.time, bm, raw)
+            if isinstance(held, Problem):
+                yield held
+                held = None
+                continue
             held_final = Syscall
             held_exiting = held.ret is None and held.name in _EXITS
             if held_exiting:
@@ -300,6 +321,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         bm = _BODY_CALL.match(body)
         if bm is not None:  # a call the fast path does not take ('????(...)', odd spacing)
             held = _complete(start, task, time, bm, line)
+            if isinstance(held, Problem):
+                yield held
+                held = None
+                continue
             held_final = Syscall
             held_exiting = held.ret is None and held.name in _EXITS
             if held_exiting:
@@ -308,9 +333,13 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         dm = _DETACHED.match(body)
         if dm is not None:
             fd_paths = {}
+            args = _args(dm.group(1), dm.group(2), fd_paths)
+            why = too_few_args(dm.group(1), args)
+            if why is not None:
+                yield Problem(start, line, why)
+                continue
             held = _SyscallBuilder(
-                start, task, time, dm.group(1), _args(dm.group(1), dm.group(2), fd_paths),
-                fd_paths, None, None, None, _EMPTY, line,
+                start, task, time, dm.group(1), args, fd_paths, None, None, None, _EMPTY, line,
             )  # fmt: skip
             held_final, held_exiting = Syscall, False
             continue
@@ -328,7 +357,7 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         yield Problem(carry_lineno, carry, "line cut by a strace message never continued")
     # Calls still open when the trace ends: exit calls whose '+++' line never came, and
     # unfinished calls that never resumed (the trace was cut, or strace detached).
-    leftover: list[Syscall] = [_finish(call) for call in exiting.values()]
+    leftover: list[Syscall | Problem] = [_finish(call) for call in exiting.values()]
     leftover += [_never_returned(first, task) for task, first in pending.items()]
     yield from sorted(leftover, key=lambda call: call.lineno)
 
@@ -345,7 +374,12 @@ def _complete(lineno: int, task: int | None, time: float | None, m: re.Match[str
     name, args_text, ret_text, tail = m.groups()
     fd_paths: dict[int, str] = {}
     args = _args(name, args_text, fd_paths)
+    why = too_few_args(name, args)
+    if why is not None:
+        return Problem(lineno, raw, why)
     ret = None if ret_text == "?" else int(ret_text, 0 if ret_text[1:2] == "x" else 10)
+    if ret is not None and ret < _LONG_MIN:
+        return Problem(lineno, raw, f"return value {ret_text} is not a long")
     errno, duration = _parse_tail(tail, ret, fd_paths) if tail else (None, None)
     if errno is not None and ret is not None:
         ret = -1
@@ -354,11 +388,14 @@ def _complete(lineno: int, task: int | None, time: float | None, m: re.Match[str
     )
 
 
-def _never_returned(first: _Unfinished, task: int | None) -> Syscall:
+def _never_returned(first: _Unfinished, task: int | None) -> Syscall | Problem:
     """An ``<unfinished ...>`` call whose task went on to something else, exited or the trace
     ended: it never returned (``ret`` None)."""
     fd_paths: dict[int, str] = {}
     args = _args(first.name, first.args, fd_paths)
+    why = too_few_args(first.name, args)
+    if why is not None:
+        return Problem(first.lineno, first.raw, why)
     return Syscall(
         first.lineno, task, first.time, first.name, args, fd_paths, None, None, None, _EMPTY,
         first.raw,
