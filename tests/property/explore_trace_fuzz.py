@@ -20,6 +20,7 @@ import random
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +53,7 @@ def main() -> int:
     parser.add_argument("--case", metavar="SEED:INDEX", help="run this one case, verbosely")
     parser.add_argument("--replay", action="store_true", help="also replay every case")
     args = parser.parse_args()
+    warnings.simplefilter("error")  # as pytest runs (filterwarnings = error)
     if args.case:
         seed, index = (int(x) for x in args.case.split(":"))
         case = make_case(random.Random(f"{seed}:{index}"))

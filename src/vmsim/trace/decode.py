@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import warnings
 from typing import Final
 
 from vmsim import constants
@@ -291,8 +292,11 @@ def _decode_string(token: str) -> str:
     if "\\" not in body:
         return body
     try:
-        raw, _ = codecs.escape_decode(body.encode("utf-8", "surrogateescape"))
-    except ValueError:  # a bad escape ('\\x' without hex digits): not strace's
+        with warnings.catch_warnings():
+            # '\\403' (an octal escape past \\377) is only a DeprecationWarning to Python
+            warnings.simplefilter("error", DeprecationWarning)
+            raw, _ = codecs.escape_decode(body.encode("utf-8", "surrogateescape"))
+    except (ValueError, DeprecationWarning):  # '\\x' without hex digits, '\\403': not strace's
         return token
     return raw.decode("utf-8", "surrogateescape")
 
