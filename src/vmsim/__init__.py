@@ -2,7 +2,7 @@
 
 from vmsim import constants as _constants
 from vmsim.constants import *  # noqa: F403
-from vmsim.errors import BusError, Segfault
+from vmsim.errors import BusError, KernelPanic, Segfault
 from vmsim.machine import Machine, parse_size
 from vmsim.process import Process
 from vmsim.snapshot import SnapshotError
@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BusError",
+    "KernelPanic",
     "Machine",
     "Process",
     "Segfault",

@@ -62,6 +62,11 @@ MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4
 
+# include/uapi/asm-generic/mman-common.h: msync() flags
+MS_ASYNC = 1
+MS_INVALIDATE = 2
+MS_SYNC = 4
+
 MADV_NORMAL = 0
 MADV_RANDOM = 1
 MADV_SEQUENTIAL = 2

@@ -54,6 +54,21 @@ class BusError(Exception):
         self.code = code
 
 
+class KernelPanic(Exception):
+    """The kernel would panic here (``Kernel panic - not syncing: <reason>``); the machine is
+    dead and must not be used any further. Raised by the OOM killer when an allocation cannot
+    be satisfied and every process is exempt (``oom_score_adj`` -1000): Linux prints ``Out of
+    memory and no killable processes...`` and panics with ``System is deadlocked on memory``.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(
+            f"Kernel panic - not syncing: {reason}" + (f" ({detail})" if detail else "")
+        )
+        self.reason = reason
+        self.detail = detail
+
+
 __all__ = [
     "CAUSE_ADDRESS_SPACE",
     "CAUSE_MAP_COUNT",
@@ -61,6 +76,7 @@ __all__ = [
     "CAUSE_RLIMIT_AS",
     "CAUSE_RLIMIT_DATA",
     "BusError",
+    "KernelPanic",
     "MmError",
     "Segfault",
     "errno",

@@ -22,7 +22,7 @@ from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import Inode, OpenFile
 from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
 from vmsim.mm.zswap import STAT_NAMES as ZSWAP_STAT_NAMES
-from vmsim.phys.frames import PageFlag
+from vmsim.phys.frames import MAX_PHYS_BYTES, PageFlag
 from vmsim.process import Process
 from vmsim.procfs import meminfo_text, vmstat_text
 
@@ -42,6 +42,33 @@ def parse_size(value: int | str) -> int:
         raise ValueError(f"not a size: {value!r} (use e.g. 4096, 64M, 16G)")
     shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}[m.group(2).upper()]
     return int(m.group(1)) << shift
+
+
+MIN_RAM_BYTES = 2 * PAGE_SIZE  # the zero page and one frame to use
+MIN_SWAP_BYTES = 2 * PAGE_SIZE  # the swap header page and one slot
+# union swap_header: last_page is a __u32, so one swap area holds at most 2**32 pages
+# (16 TiB). Slots cost memory only once used: any size up to that is cheap.
+MAX_SWAP_BYTES = 1 << (32 + PAGE_SHIFT)
+
+
+def _human(n: int) -> str:
+    for shift, unit in ((50, "P"), (40, "T"), (30, "G"), (20, "M"), (10, "K")):
+        if n >= 1 << shift and not n & ((1 << shift) - 1):
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def _sized(name: str, value: int | str, low: int, high: int) -> int:
+    """``parse_size(value)`` checked against ``low..high`` bytes (ValueError naming both)."""
+    try:
+        n = parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if not low <= n <= high:
+        raise ValueError(
+            f"{name} must be within {_human(low)}..{_human(high)} bytes, got {value!r}"
+        )
+    return n
 
 
 class Machine:
@@ -103,20 +130,26 @@ class Machine:
             raise ValueError("overcommit_memory must be 0, 1 or 2")
         if max_map_count < 0:
             raise ValueError("max_map_count must be >= 0")
+        ram_bytes = _sized("ram", ram, MIN_RAM_BYTES, MAX_PHYS_BYTES)
+        swap_bytes = _sized("swap", swap, 0, MAX_SWAP_BYTES)
+        if 0 < swap_bytes < MIN_SWAP_BYTES:
+            raise ValueError(
+                f"swap must be 0 (none) or within {_human(MIN_SWAP_BYTES)}.."
+                f"{_human(MAX_SWAP_BYTES)}, got {swap!r} (a swap area needs a header page "
+                "and a slot)"
+            )
         self.cfg = MmConfig(
             max_map_count=max_map_count,
             mmap_min_addr=mmap_min_addr,
             five_level=five_level,
             overcommit_memory=overcommit_memory,
             overcommit_ratio=overcommit_ratio,
-            ram_pages=parse_size(ram) >> PAGE_SHIFT,
-            swap_pages=parse_size(swap) >> PAGE_SHIFT,
+            ram_pages=ram_bytes >> PAGE_SHIFT,
+            swap_pages=swap_bytes >> PAGE_SHIFT,
             thp=thp,
             rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
             rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
-            memory=Kernel(
-                max(parse_size(ram), 2 * PAGE_SIZE), tlb if tlb is not None else DEFAULT_TLB_CONFIG
-            ),
+            memory=Kernel(ram_bytes, tlb if tlb is not None else DEFAULT_TLB_CONFIG),
         )
         assert self.cfg.memory is not None
         self.memory: Kernel = self.cfg.memory
@@ -324,8 +357,11 @@ class Machine:
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"
         for d in mem.swap.devices:
-            for off in range(1, d.pages):
+            # slots with a count or a reference (the others are 0 on both sides)
+            named = {off for (t, off) in swaprefs if t == d.type}
+            for off in sorted(named | {off for off, n in d.count.items() if n}):
                 got = swaprefs.get((d.type, off), 0)
+                assert 0 < off < d.pages, f"swap slot {off} outside device {d.type}"
                 assert d.count[off] == got, f"swap slot {off}: count {d.count[off]}, {got} PTEs"
 
     def check_tlb(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vmsim import snapshot
 from vmsim.constants import (
     MAP_ANONYMOUS,
+    MAP_HUGE_MASK,
+    MAP_HUGE_SHIFT,
     MAP_HUGETLB,
     MFD_ALLOW_SEALING,
     MFD_CLOEXEC,
@@ -31,7 +34,7 @@ from vmsim.errors import BusError, OomKilled, Segfault, oserror
 from vmsim.hw.pagetable import WalkStep
 from vmsim.loader import load_program
 from vmsim.mm import access as _access
-from vmsim.mm import madvise, mmap, mprotect, mremap
+from vmsim.mm import madvise, mmap, mprotect, mremap, msync
 from vmsim.mm.core import U64, AddressSpace
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
     from vmsim.machine import Machine
 
 U32 = (1 << 32) - 1
+# MAP_HUGE_* size logs the kernel has an hstate for: 0 (the default size), 2 MiB, 1 GiB
+HUGE_PAGE_SIZE_LOGS = frozenset({0, 21, 30})
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
 _DIRTY_FLAG = int(PageFlag.DIRTY)
 
@@ -99,6 +104,35 @@ def _s32(x: int) -> int:
     return x - (1 << 32) if x & (1 << 31) else x
 
 
+_REG_MIN = -(1 << 63)
+
+
+def _reg(value: int, name: str) -> int:
+    """A syscall argument as it reaches the kernel: one 64-bit register.
+
+    A C caller cannot pass more than 64 bits, so a Python int outside
+    ``-2**63 .. 2**64 - 1`` is refused with OverflowError (as the os module refuses what does
+    not fit a C type); a negative value is the register's two's complement (C's ``-1`` for a
+    ``size_t`` is ``2**64 - 1``). The callers then read it as the kernel's parameter type:
+    ``& U64`` for unsigned long, the low 32 bits (``_s32`` or ``& U32``) for int.
+    """
+    value = operator.index(value)
+    if not _REG_MIN <= value <= U64:
+        raise OverflowError(
+            f"{name}={value} does not fit a 64-bit syscall argument "
+            "(0 .. 2**64-1, or a negative C long)"
+        )
+    return value & U64
+
+
+def _count(n: int, name: str = "n") -> int:
+    """A byte count for a user access: 0 or more."""
+    n = operator.index(n)
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
 class Process:
     """One process: ``pid``, its ``mm`` (AddressSpace) and its open files."""
 
@@ -118,21 +152,25 @@ class Process:
         self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
     ) -> int:
         """mmap(2): returns the address of the new mapping."""
-        addr &= U64
-        length &= U64
-        offset &= U64
-        prot &= U32
-        flags &= U32
+        addr = _reg(addr, "addr")
+        length = _reg(length, "length")
+        offset = _reg(offset, "offset")
+        prot = _reg(prot, "prot") & U32
+        flags = _reg(flags, "flags") & U32
+        fd = _s32(_reg(fd, "fd"))
         if offset & (PAGE_SIZE - 1):
             raise oserror(errno.EINVAL)
         file = None
         if not (flags & MAP_ANONYMOUS):
-            file = self.files.get(_s32(fd))
+            file = self.files.get(fd)
             if file is None:
                 raise oserror(errno.EBADF)
             if flags & MAP_HUGETLB:
                 raise oserror(errno.EINVAL)
         elif flags & MAP_HUGETLB:
+            # hstate_sizelog(): only the huge page sizes of x86-64 (2 MiB, 1 GiB) exist
+            if (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK not in HUGE_PAGE_SIZE_LOGS:
+                raise oserror(errno.EINVAL)
             # no huge pages are reserved on the modelled machine (nr_hugepages = 0)
             raise oserror(errno.ENOMEM)
         mm = self.mm
@@ -145,39 +183,57 @@ class Process:
 
     @running
     def munmap(self, addr: int, length: int) -> None:
-        mmap.do_munmap_syscall(self.mm, addr & U64, length & U64)
+        mmap.do_munmap_syscall(self.mm, _reg(addr, "addr"), _reg(length, "length"))
 
     @running
     def mprotect(self, addr: int, length: int, prot: int) -> None:
-        mprotect.do_mprotect(self.mm, addr & U64, length & U64, prot & U32)
+        mprotect.do_mprotect(
+            self.mm, _reg(addr, "addr"), _reg(length, "length"), _reg(prot, "prot") & U32
+        )
 
     @running
     def mremap(
         self, old_addr: int, old_size: int, new_size: int, flags: int = 0, new_addr: int = 0
     ) -> int:
         return mremap.do_mremap(
-            self.mm, old_addr & U64, old_size & U64, new_size & U64, flags & U64, new_addr & U64
+            self.mm,
+            _reg(old_addr, "old_addr"),
+            _reg(old_size, "old_size"),
+            _reg(new_size, "new_size"),
+            _reg(flags, "flags"),
+            _reg(new_addr, "new_addr"),
+        )
+
+    @running
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        """msync(2): MS_ASYNC, MS_SYNC, MS_INVALIDATE (see vmsim.mm.msync for the errnos)."""
+        msync.do_msync(
+            self.mm, _reg(addr, "addr"), _reg(length, "length"), _s32(_reg(flags, "flags"))
         )
 
     @running
     def madvise(self, addr: int, length: int, advice: int) -> None:
-        madvise.do_madvise(self.mm, addr & U64, length & U64, _s32(advice))
+        madvise.do_madvise(
+            self.mm, _reg(addr, "addr"), _reg(length, "length"), _s32(_reg(advice, "advice"))
+        )
 
     @running
     def mlock(self, addr: int, length: int) -> None:
-        mprotect.do_mlock(self.mm, addr & U64, length & U64, VM_LOCKED)
+        mprotect.do_mlock(self.mm, _reg(addr, "addr"), _reg(length, "length"), VM_LOCKED)
 
     @running
     def mlock2(self, addr: int, length: int, flags: int = 0) -> None:
+        addr, length, flags = _reg(addr, "addr"), _reg(length, "length"), _reg(flags, "flags")
+        flags = _s32(flags)
         if flags & ~MLOCK_ONFAULT:
             raise oserror(errno.EINVAL)
         lockflags = VM_LOCKED | (VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0)
-        mprotect.do_mlock(self.mm, addr & U64, length & U64, lockflags)
+        mprotect.do_mlock(self.mm, addr, length, lockflags)
 
     @running
     def mlockall(self, flags: int) -> None:
         """mlockall(2): MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT."""
-        mprotect.do_mlockall(self.mm, _s32(flags))
+        mprotect.do_mlockall(self.mm, _s32(_reg(flags, "flags")))
 
     @running
     def munlockall(self) -> None:
@@ -185,15 +241,15 @@ class Process:
 
     @running
     def munlock(self, addr: int, length: int) -> None:
-        mprotect.do_munlock(self.mm, addr & U64, length & U64)
+        mprotect.do_munlock(self.mm, _reg(addr, "addr"), _reg(length, "length"))
 
     @running
     def mseal(self, addr: int, length: int, flags: int = 0) -> None:
-        mprotect.do_mseal(self.mm, addr & U64, length & U64, flags & U64)
+        mprotect.do_mseal(self.mm, _reg(addr, "addr"), _reg(length, "length"), _reg(flags, "flags"))
 
     @running
     def brk(self, addr: int) -> int:
-        return mmap.do_brk(self.mm, addr & U64)
+        return mmap.do_brk(self.mm, _reg(addr, "addr"))
 
     # ------------------------------------------------------------------ files
     def _new_fd(self, f: OpenFile) -> int:
@@ -221,10 +277,11 @@ class Process:
 
     @running
     def ftruncate(self, fd: int, size: int) -> None:
-        f = self.files.get(_s32(fd))
+        f = self.files.get(_s32(_reg(fd, "fd")))
         if f is None:
             raise oserror(errno.EBADF)
-        if size < 0 or size >= 1 << 63:
+        size = _reg(size, "length")  # off_t: a signed long
+        if size >= 1 << 63:
             raise oserror(errno.EINVAL)
         if not f.writable:
             raise oserror(errno.EINVAL)
@@ -273,13 +330,14 @@ class Process:
     def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes as the process would (raises Segfault / BusError)."""
         self._check_alive()
-        return _access.user_read(self.mm, addr & U64, n, self.machine.stack_limit)
+        addr, n = _reg(addr, "addr"), _count(n)
+        return _access.user_read(self.mm, addr, n, self.machine.stack_limit)
 
     @running
     def write(self, addr: int, data: bytes) -> None:
         """Store ``data`` as the process would (raises Segfault / BusError)."""
         self._check_alive()
-        _access.user_write(self.mm, addr & U64, bytes(data), self.machine.stack_limit)
+        _access.user_write(self.mm, _reg(addr, "addr"), bytes(data), self.machine.stack_limit)
 
     @running
     def translate(self, addr: int, access: str = "read") -> _access.Translation:
@@ -291,7 +349,7 @@ class Process:
             raise ValueError(f"access must be read, write or exec, not {access!r}")
         return _access.translate(
             self.mm,
-            addr & U64,
+            _reg(addr, "addr"),
             access,  # type: ignore[arg-type]
             self.machine.stack_limit,
         )
@@ -302,7 +360,7 @@ class Process:
         (FOLL_FORCE: read-protected but readable-in-principle pages too). Stops at the first
         unreachable page; nothing readable at all is EIO."""
         self._check_alive()
-        out = _access.remote_access(self.mm, addr & U64, None, n)
+        out = _access.remote_access(self.mm, _reg(addr, "addr"), None, _count(n))
         assert isinstance(out, bytes)
         return out
 
@@ -312,14 +370,16 @@ class Process:
         write into a read-only private mapping breaks COW (the file is left untouched).
         Returns the bytes written; nothing written at all is EIO."""
         self._check_alive()
-        out = _access.remote_access(self.mm, addr & U64, bytes(data), len(data))
+        out = _access.remote_access(self.mm, _reg(addr, "addr"), bytes(data), len(data))
         assert isinstance(out, int)
         return out
 
     def pagemap(self, addr: int, npages: int) -> list[int]:
         """/proc/<pid>/pagemap entries for ``npages`` pages from ``addr`` (as root: with
         frame numbers)."""
-        return pagemap_entries(self.mm, addr & U64 & ~(PAGE_SIZE - 1), npages)
+        return pagemap_entries(
+            self.mm, _reg(addr, "addr") & ~(PAGE_SIZE - 1), _count(npages, "npages")
+        )
 
     def pte(self, addr: int) -> int:
         """The raw leaf page-table entry covering ``addr`` (0 if there is none), read without
@@ -343,7 +403,7 @@ class Process:
     def mincore(self, addr: int, length: int) -> bytes:
         """mincore(2): one byte per page, 1 if resident. EINVAL for an unaligned start,
         ENOMEM if the range is not fully mapped."""
-        return mincore(self.mm, addr & U64, length & U64)
+        return mincore(self.mm, _reg(addr, "addr"), _reg(length, "length"))
 
     def smaps_rollup(self) -> str:
         """/proc/<pid>/smaps_rollup."""

@@ -195,6 +195,9 @@ class SimTarget:
     def munlock(self, addr: int, length: int) -> Outcome:
         return self._run(self.p.munlock, addr, length)
 
+    def msync(self, addr: int, length: int, flags: int) -> Outcome:
+        return self._run(self.p.msync, addr, length, flags)
+
     def mseal(self, addr: int, length: int, flags: int = 0) -> Outcome:
         return self._run(self.p.mseal, addr, length, flags)
 

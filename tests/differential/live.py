@@ -42,6 +42,7 @@ SYS = {
     "munmap": 11,
     "brk": 12,
     "mremap": 25,
+    "msync": 26,
     "madvise": 28,
     "ftruncate": 77,
     "mlock": 149,
@@ -324,6 +325,9 @@ class LiveChild:
 
     def mlock(self, addr: int, length: int) -> Outcome:
         return self._sc("mlock", addr, length)
+
+    def msync(self, addr: int, length: int, flags: int) -> Outcome:
+        return self._sc("msync", addr, length, flags)
 
     def munlock(self, addr: int, length: int) -> Outcome:
         return self._sc("munlock", addr, length)

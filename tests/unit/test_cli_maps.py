@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from vmsim.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from vmsim.cli.main import EXIT_FAILURE, EXIT_LIMIT, EXIT_OK, EXIT_USAGE, main
 
 DATA = Path(__file__).parent / "data"
 HS_ERR = DATA / "hs_err_pid31337.log"
@@ -48,10 +48,12 @@ SMALL_KINDS = [
 ]
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+def run_json(
+    capsys: pytest.CaptureFixture[str], *argv: str, status: int = EXIT_OK
+) -> dict[str, Any]:
     code = main([*argv, "--json"])
     captured = capsys.readouterr()
-    assert code == EXIT_OK, captured.err
+    assert code == status, captured.err
     data: dict[str, Any] = json.loads(captured.out)
     return data
 
@@ -110,7 +112,7 @@ def test_maps_default_limit_is_this_machines(
 
 
 def test_maps_hs_err(capsys: pytest.CaptureFixture[str]) -> None:
-    data = run_json(capsys, "maps", str(HS_ERR))
+    data = run_json(capsys, "maps", str(HS_ERR), status=EXIT_LIMIT)  # at its limit
     assert data["source_type"] == "hs_err"
     assert data["max_map_count"] == 74
     assert data["map_count"] == 74

@@ -1,8 +1,9 @@
-"""Entry point of the ``vmsim`` console script: the parser, the dispatch, and the exit codes.
+"""Entry point of the ``vmsim`` console script (and of ``python -m vmsim``): the parser and
+the dispatch.
 
 Each subcommand module provides ``register(subparsers)``, which adds its parser and sets
-``handler`` (a function ``(args, console) -> int``) as a default. Exceptions become exit codes
-here and only here.
+``handler`` (a function ``(args, console) -> int``) as a default. Exceptions become exit
+statuses through :func:`vmsim.cli.errors.exit_code` only (the statuses are listed there).
 """
 
 from __future__ import annotations
@@ -11,22 +12,56 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from rich.console import Console
 
 from vmsim.cli import demo_cow, demo_enomem, demo_pressure, demo_walk, estimate, maps, replay, top
-from vmsim.cli.errors import CliError, UsageError
+from vmsim.cli.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_LIMIT,
+    EXIT_NO_INPUT,
+    EXIT_OK,
+    EXIT_STATUS_HELP,
+    EXIT_USAGE,
+    HANDLED,
+    ResultStatus,
+    exit_code,
+    message_of,
+)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1  # a command failed, or the model disagreed with the spec
-EXIT_USAGE = 2  # bad options (argparse uses 2 as well)
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_LIMIT",
+    "EXIT_NO_INPUT",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "exit_code",
+    "main",
+    "version",
+]
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    try:
+        return metadata.version("vmsim")
+    except metadata.PackageNotFoundError:
+        from vmsim import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vmsim", description="An executable model of Linux x86-64 virtual memory."
+        prog="vmsim",
+        description="An executable model of Linux x86-64 virtual memory.",
+        epilog=EXIT_STATUS_HELP,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser("demo", help="guided stories told by the model")
     demos = demo.add_subparsers(dest="demo", metavar="DEMO", required=True)
@@ -41,17 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def exit_code(exc: BaseException) -> int:
-    """The one place where failures become exit statuses."""
-    if isinstance(exc, UsageError):
-        return EXIT_USAGE
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, CliError | OSError):  # ModelDeviation is a CliError
-        return EXIT_FAILURE
-    raise exc
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (the console script passes it to sys.exit)."""
     parser = build_parser()
@@ -60,8 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or argparse's own usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     no_color = bool(getattr(args, "no_color", False))
-    console = Console(no_color=no_color, highlight=False, color_system=None if no_color else "auto")
-    errors = Console(stderr=True, no_color=no_color, highlight=False)
+    # user text (trace lines, file names) must print as is: no emoji codes, no highlighting;
+    # a command whose output holds no markup of its own turns markup off (``markup=False``)
+    console = Console(
+        no_color=no_color,
+        highlight=False,
+        emoji=False,
+        markup=getattr(args, "markup", True),
+        color_system=None if no_color else "auto",
+    )
+    errors = Console(stderr=True, no_color=no_color, highlight=False, emoji=False)
     try:
         code: int = args.handler(args, console)
     except BrokenPipeError:
@@ -70,9 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except (CliError, OSError, KeyboardInterrupt) as exc:
-        message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        errors.print(f"vmsim: {message}", markup=False, soft_wrap=True)
+    except ResultStatus as exc:  # the report is out; its result sets the status
+        return exit_code(exc)
+    except HANDLED as exc:
+        errors.print(f"vmsim: {message_of(exc)}", markup=False, soft_wrap=True)
         return exit_code(exc)
     return code
 

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from vmsim.analysis import Level, MapsReport, SnapshotInputError, analyze, read_snapshot
 from vmsim.analysis.classify import ClassifiedVma, human_size
-from vmsim.cli.errors import CliError, UsageError
+from vmsim.cli import options
+from vmsim.cli.errors import EXIT_LIMIT, EXIT_STATUS_HELP, CliError, ResultStatus, UsageError
 from vmsim.cli.render import write_json
 
 TOP_FILES = 10
@@ -206,6 +207,7 @@ def register(subparsers: Any) -> None:
         "maps",
         help="classify the VMAs of a maps/smaps/hs_err snapshot or a live PID; headroom",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument(
         "snapshot",
@@ -214,9 +216,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-map-count",
-        type=int,
+        type=options.map_count(1),
         metavar="N",
-        help="the limit to compare with (default: the hs_err file's, else this machine's)",
+        help="the limit to compare with, 1..2**31-1 (default: the hs_err file's, else this "
+        "machine's)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--all", action="store_true", help="also list every VMA with its kind")
@@ -236,6 +239,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         write_json(report_json(report, args.all))
     else:
         render(console, report, args.all)
+    if report.verdict.level is Level.AT_LIMIT:
+        raise ResultStatus(EXIT_LIMIT)
     return 0
 
 

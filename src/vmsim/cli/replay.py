@@ -5,8 +5,14 @@ smallest vm.max_map_count that lets the whole trace succeed, and who creates the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gzip
 import itertools
 import re
+import shutil
+import sys
+import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +21,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vmsim.cli.errors import CliError, UsageError
+from vmsim.cli import options as cli_options
+from vmsim.cli.errors import (
+    EXIT_LIMIT,
+    EXIT_NO_INPUT,
+    EXIT_STATUS_HELP,
+    CliError,
+    ResultStatus,
+    UsageError,
+)
 from vmsim.cli.render import write_json
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT
 from vmsim.errors import (
@@ -44,19 +58,21 @@ def register(subparsers: Any) -> None:
         "replay",
         help="replay an strace log through the model: VMA budget and ENOMEM verdicts",
         description=__doc__,
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument(
         "trace",
         nargs="+",
         type=Path,
-        help="strace output (-o FILE; several files for -ff; .gz accepted) or ltrace -S",
+        help="strace output (-o FILE; several files for -ff; .gz accepted) or ltrace -S; "
+        "'-' (or a pipe) reads standard input",
     )
     parser.add_argument(
         "--max-map-count",
-        type=int,
+        type=cli_options.map_count(0),
         default=DEFAULT_MAX_MAP_COUNT,
         metavar="N",
-        help=f"vm.max_map_count to replay at (default {DEFAULT_MAX_MAP_COUNT})",
+        help=f"vm.max_map_count to replay at, 0..2**31-1 (default {DEFAULT_MAX_MAP_COUNT})",
     )
     parser.add_argument(
         "--from-maps", type=Path, metavar="SNAPSHOT", help="start from this maps/smaps snapshot"
@@ -86,13 +102,23 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--ram",
+        type=cli_options.ram_size,
         default="16G",
         help="RAM of the traced machine, e.g. 64G (default 16G): with overcommit 0 a private "
         "writable mapping larger than RAM + swap fails",
     )
-    parser.add_argument("--swap", default="0", help="swap of the traced machine (default 0)")
-    parser.add_argument("--rlimit-as", default=None, metavar="SIZE", help="RLIMIT_AS to apply")
-    parser.add_argument("--rlimit-data", default=None, metavar="SIZE", help="RLIMIT_DATA to apply")
+    parser.add_argument(
+        "--swap",
+        type=cli_options.swap_size,
+        default="0",
+        help="swap of the traced machine: 0 (default) or 8K..16T",
+    )
+    parser.add_argument(
+        "--rlimit-as", type=cli_options.rlimit_size, metavar="SIZE", help="RLIMIT_AS to apply"
+    )
+    parser.add_argument(
+        "--rlimit-data", type=cli_options.rlimit_size, metavar="SIZE", help="RLIMIT_DATA to apply"
+    )
     parser.add_argument(
         "--no-recorded-addresses",
         action="store_true",
@@ -109,17 +135,34 @@ def register(subparsers: Any) -> None:
         "--plot",
         type=Path,
         metavar="PNG",
-        help="write a plot of map_count over the trace (default: TRACE.map_count.png)",
+        help="write a plot of map_count over the trace: a .png, .svg or .pdf file (default: "
+        "TRACE.map_count.png; none for standard input or a pipe)",
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=run)
+    # nothing this command prints is markup: user text (trace lines, paths) prints as is
+    parser.set_defaults(handler=run, markup=False)
+
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def _events(paths: list[Path], progress: Progress | None) -> Iterator[Any]:
-    """The events of the trace file(s), advancing the progress bar as lines are read."""
+    """The events of the trace file(s), advancing the progress bar as lines are read; an
+    input that cannot be read or decompressed ends the command with its name."""
+    try:
+        yield from _read_events(paths, progress)
+    except (OSError, EOFError, zlib.error) as e:
+        where = getattr(e, "filename", None) or (paths[0] if len(paths) == 1 else "trace")
+        what = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        if isinstance(e, EOFError | zlib.error | gzip.BadGzipFile):
+            what = f"corrupt or truncated gzip data ({what})"
+        raise CliError(f"{where}: {what}") from e
+
+
+def _read_events(paths: list[Path], progress: Progress | None) -> Iterator[Any]:
     if len(paths) > 1 or paths[0].is_dir():
         files = sorted(paths[0].iterdir()) if paths[0].is_dir() else paths
         yield from read_strace_files(files)
@@ -165,18 +208,71 @@ def _task_files(paths: list[Path]) -> dict[int, str]:
     return out
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
-    if args.max_map_count < 1:
-        raise UsageError(f"--max-map-count must be positive, got {args.max_map_count}")
+def _spool(path: Path, stack: contextlib.ExitStack) -> Path:
+    """Standard input (``-``) or a pipe copied to a temporary file: the trace is read twice
+    (at the limit and unlimited), and sniffing its format must lose nothing."""
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="vmsim-replay-"))
+    copy = Path(tmp) / "stdin"
+    with open(copy, "wb") as out:
+        if str(path) == "-":
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        else:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, out)
+    return copy
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Every named input exists and has the right kind, before anything is replayed."""
     for p in args.trace:
-        if not p.exists():
+        if str(p) != "-" and not p.exists():
             raise CliError(f"{p}: no such file")
+    if str(args.trace[0]) == "-" and len(args.trace) > 1:
+        raise UsageError("'-' (standard input) must be the only trace")
+    if args.exe is not None:
+        if not args.exe.exists():
+            raise CliError(f"--exe {args.exe}: no such file")
+        if not args.exe.is_file():
+            raise CliError(f"--exe {args.exe}: not a regular file")
+    if not args.cwd.exists():
+        raise CliError(f"--cwd {args.cwd}: no such directory")
+    if not args.cwd.is_dir():
+        raise CliError(f"--cwd {args.cwd}: not a directory")
+    if args.plot is not None and args.plot.suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_FORMATS)}")
+
+
+def _read_maps(path: Path) -> str:
+    """A --from-maps snapshot: UTF-8 text, else a clear error."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CliError(f"--from-maps {path}: {e.strerror}") from e
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise CliError(
+            f"--from-maps {path}: not a maps/smaps text file (byte {data[e.start]:#04x} at "
+            f"offset {e.start:,} is not UTF-8)"
+        ) from None
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    _check_inputs(args)
+    first = args.trace[0]
+    name = "stdin" if str(first) == "-" else first.name
+    with contextlib.ExitStack() as stack:
+        if str(first) == "-" or not (first.is_file() or first.is_dir()):  # stdin, a pipe
+            args.trace = [_spool(first, stack)]
+            if args.plot is None:
+                args.no_plot = True  # no file to put a plot next to
+        return _run(args, console, name)
+
+
+def _run(args: argparse.Namespace, console: Console, name: str) -> int:
     from_maps = None
     if args.from_maps is not None:
-        try:
-            from_maps = args.from_maps.read_text()
-        except OSError as e:
-            raise CliError(f"{args.from_maps}: {e.strerror}") from e
+        from_maps = _read_maps(args.from_maps)
     files = _task_files(args.trace)
     options: dict[str, Any] = {
         "files": files,
@@ -224,13 +320,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     plot_path = None
     if not args.no_plot:
         plot_path = args.plot or args.trace[0].with_name(args.trace[0].name + ".map_count.png")
-        plot(report, plot_path, args.trace[0].name)
+        plot(report, plot_path, name)
     if args.json:
         data = report.to_json()
         data["plot"] = str(plot_path) if plot_path else None
         write_json(data)
     else:
         render(report, console, plot_path)
+    if not report.calls:
+        raise ResultStatus(EXIT_NO_INPUT)
+    if report.first_failure is not None:
+        raise ResultStatus(EXIT_LIMIT)
     return 0
 
 

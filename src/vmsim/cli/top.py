@@ -22,6 +22,7 @@ from rich.table import Table
 
 from vmsim.analysis import ProcessVmas, scan_processes, system_max_map_count
 from vmsim.analysis.report import DANGER_PERCENT, WARNING_PERCENT
+from vmsim.cli import options
 from vmsim.cli.errors import UsageError
 from vmsim.cli.render import write_json
 
@@ -119,7 +120,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=options.interval,
         default=DEFAULT_INTERVAL,
         metavar="S",
         help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})",
@@ -139,9 +140,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-map-count",
-        type=int,
+        type=options.map_count(1),
         metavar="N",
-        help="the limit to compare with (default: this machine's vm.max_map_count)",
+        help="the limit to compare with, 1..2**31-1 (default: this machine's vm.max_map_count)",
     )
     parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
     parser.set_defaults(handler=run)

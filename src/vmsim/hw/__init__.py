@@ -13,5 +13,4 @@ Import from the submodules; this package keeps no re-exports so that the modules
 parallel, do not depend on each other through it.
 """
 
-
 __all__: list[str] = []

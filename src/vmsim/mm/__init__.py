@@ -13,5 +13,4 @@
   ``internal`` holds the helpers they share (mm/internal.h).
 """
 
-
 __all__: list[str] = []

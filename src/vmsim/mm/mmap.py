@@ -482,7 +482,10 @@ def do_brk(mm: AddressSpace, brk: int) -> int:
     nxt = mm.tree.find_intersection(oldbrk, newbrk + PAGE_SIZE + (256 << PAGE_SHIFT))
     if nxt is not None and newbrk + PAGE_SIZE > vm_start_gap(nxt):
         return origbrk
-    if newbrk > mm.cfg.task_size:
+    # check_brk_limits(): get_unmapped_area(MAP_FIXED) of [oldbrk, newbrk); PAGE_ALIGN() of
+    # a break near 2**64 wraps newbrk to 0, and the length with it
+    length = (newbrk - oldbrk) & U64
+    if length > mm.cfg.task_size or oldbrk > mm.cfg.task_size - length:
         return origbrk
     brkvma = mm.tree.prev_of(oldbrk)
     if brkvma is not None and brkvma.end <= mm.start_brk:

@@ -111,7 +111,9 @@ def _check_prep_vma(mm: AddressSpace, vrm: _Remap) -> None:
         vrm.new_addr = vrm.addr
     if not (vrm.new_len > vrm.old_len or vrm.implies_new_addr):
         return
-    if vrm.old_len > vma.end - vrm.addr:
+    # a move that shrinks only needs [addr, addr + new_len) inside the VMA: mremap_to()
+    # unmaps the rest of the old range first, across anything (Linux 6.18)
+    if min(vrm.old_len, vrm.new_len) > vma.end - vrm.addr:
         raise oserror(errno.EFAULT)
     if vrm.new_len == vrm.old_len:
         return
@@ -127,7 +129,13 @@ def _check_prep_vma(mm: AddressSpace, vrm: _Remap) -> None:
 
 
 def _shrink(mm: AddressSpace, vrm: _Remap) -> None:
-    """shrink_vma(): unmap the tail [addr + new_len, addr + old_len), across anything."""
+    """shrink_vma(): unmap the tail [addr + new_len, addr + old_len), across anything;
+    do_vmi_munmap() refuses a tail that runs past TASK_SIZE (or wraps): EINVAL, nothing
+    changed."""
+    start, length = vrm.addr + vrm.new_len, (vrm.old_len - vrm.new_len) & U64
+    task_size = mm.cfg.task_size
+    if start > task_size or length > task_size - start:
+        raise oserror(errno.EINVAL)
     mm.do_munmap(vrm.addr + vrm.new_len, vrm.addr + vrm.old_len)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from vmsim.errors import KernelPanic
 from vmsim.mm.internal import entry_pfn, present
 
 if TYPE_CHECKING:
@@ -56,7 +57,11 @@ def out_of_memory(mem: Kernel, tasks: Sequence[OomTask]) -> bool:
     freed now (the victim was not the one allocating, which dies on its way out)."""
     candidates = [t for t in tasks if t.alive and t.oom_score_adj > OOM_SCORE_ADJ_MIN]
     if not candidates:
-        return False
+        # select_bad_process() found nobody: out_of_memory() panics
+        raise KernelPanic(
+            "System is deadlocked on memory",
+            "Out of memory and no killable processes...",
+        )
     victim = max(candidates, key=lambda t: oom_badness(mem, t))
     mem.vmstat["oom_kill"] += 1
     victim.oom_killed = True

@@ -34,6 +34,13 @@ PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster: readahead of 2**3 = 8 slots
 DEVICE_KINDS = ("disk", "ssd", "zram")
 
 
+class _Zeros(dict[int, int]):
+    """A dict that reads 0 for a missing key (and does not store it)."""
+
+    def __missing__(self, key: int) -> int:
+        return 0
+
+
 class SwapDevice:
     """One swap area. ``kind`` is "disk" (rotational), "ssd" or "zram" (compressed in RAM)."""
 
@@ -50,8 +57,10 @@ class SwapDevice:
         self.type = type_  # swap_info_struct->type: its index in swap_info[]
         self.pages = pages  # ->max: slots, the header included
         self.kind = kind
-        self.count = [0] * pages  # ->swap_map[]: swap entries naming each slot; dup()/put()
-        self.cached = bytearray(pages)  # SWAP_HAS_CACHE of each slot; kept by SwapSpace
+        # swap_map[], sparse: a slot absent from ``count``/``cached`` is 0, so a 1 TiB device
+        # costs nothing up front (only the slots in use take memory)
+        self.count: dict[int, int] = _Zeros()  # ->swap_map[]: entries naming each slot
+        self.cached: dict[int, int] = _Zeros()  # SWAP_HAS_CACHE of each slot; kept by SwapSpace
         self.data: dict[int, bytes] = {}  # the device's blocks (page_io.c writes them)
         self.cursor = 1  # the per-CPU cluster's next offset: slots are handed out in order
         self.inuse = 0  # ->inuse_pages; kept by alloc() / _forget()
@@ -252,7 +261,10 @@ class SwapSpace:
 
     def check(self) -> None:
         for d in self.devices:
-            used = sum(1 for off in range(1, d.pages) if d.count[off] or d.cached[off])
+            slots = {off for off, n in d.count.items() if n} | {
+                off for off, c in d.cached.items() if c
+            }
+            used = len(slots)
             assert used == d.inuse, f"swap device {d.type}: {used} slots used, {d.inuse} counted"
         for key, pfn in self.cache.items():
             assert self.entry_of[pfn] == key

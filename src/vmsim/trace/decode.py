@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import codecs
 import re
+import warnings
 from typing import Final
 
 from vmsim import constants
 from vmsim.trace.events import Arg
 
-__all__ = ["DECODED_SYSCALLS", "FLAG_VALUES", "decode_args", "decode_value", "split_args"]
+__all__ = [
+    "DECODED_SYSCALLS",
+    "FLAG_VALUES",
+    "MIN_ARGS",
+    "decode_args",
+    "decode_value",
+    "split_args",
+    "too_few_args",
+]
 
 # The memory and process syscalls whose arguments a VMA replay reads.
 DECODED_SYSCALLS: Final = frozenset(
@@ -29,6 +38,24 @@ DECODED_SYSCALLS: Final = frozenset(
         "shmat", "shmdt", "shmget", "shmctl", "remap_file_pages", "process_madvise",
     }
 )  # fmt: skip
+
+# The fewest arguments strace (or ltrace, whose SYS_mmap shows four) prints for each decoded
+# call: a line with fewer was cut or corrupted, and is a Problem, not a call.
+MIN_ARGS: Final = {
+    "mmap": 4, "munmap": 2, "mprotect": 3, "pkey_mprotect": 3, "mremap": 4, "madvise": 3,
+    "brk": 1, "mlock": 2, "mlock2": 2, "munlock": 2, "mlockall": 1, "mseal": 2,
+    "execve": 1, "execveat": 2, "exit": 1, "exit_group": 1, "shmat": 2, "shmdt": 1,
+    "remap_file_pages": 5, "process_madvise": 4,
+}  # fmt: skip
+
+
+def too_few_args(name: str, args: tuple[Arg, ...]) -> str | None:
+    """Why a decoded call cannot be what strace printed (None: it can)."""
+    want = MIN_ARGS.get(name, 0)
+    if len(args) < want:
+        return f"{name}() with {len(args)} of its {want}+ arguments (cut or corrupted?)"
+    return None
+
 
 # include/uapi/linux/sched.h
 _CLONE_FLAGS: Final = {
@@ -203,17 +230,10 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
     the token itself.
     """
     c = token[:1]
-    if c == "0":
-        if token.startswith("0x"):
-            try:
-                return int(token, 16)
-            except ValueError:
-                pass
-        elif token.isdigit():
-            return int(token, 8) if len(token) > 1 else 0
-    elif c.isdigit() or c == "-":
-        if token.isdigit() or (c == "-" and token[1:].isdigit()):
-            return int(token)
+    if c == "0" or c == "-" or "1" <= c <= "9":
+        number = _to_int(token)
+        if number is not None:
+            return number
     elif c == '"':
         return _decode_string(token)
     cached = _flag_cache.get(token)
@@ -221,8 +241,8 @@ def decode_value(token: str, fd_paths: dict[int, str] | None = None) -> Arg:
         return cached
     if "<" in token and token.endswith((">", ">(deleted)")):
         fd_text, _, rest = token.partition("<")
-        if fd_text.lstrip("-").isdigit():
-            fd = int(fd_text)
+        fd = _to_int(fd_text)
+        if fd is not None:
             if fd_paths is not None:
                 fd_paths[fd] = (
                     rest[:-1] if rest.endswith(">") else rest[: -len(">(deleted)")] + DELETED
@@ -248,23 +268,38 @@ def _decode_expression(token: str) -> Arg:
                 shift_base, sep, shift_name = part.partition("<<")
                 base = _to_int(shift_base)
                 shift = FLAG_VALUES.get(shift_name, _to_int(shift_name))
-                if not sep or base is None or shift is None:
+                if not sep or base is None or shift is None or not 0 <= shift < _MAX_SHIFT:
                     return token
                 number = base << shift
+                if not _REG_MIN <= number <= _REG_MAX:
+                    return token
             value = number
         total |= value
     return total
 
 
+_NUMBER = re.compile(r"-?(?:0x[0-9a-fA-F]{1,16}|[0-9]{1,20})")
+_MAX_SHIFT = 64
+# what one 64-bit register holds, read as signed or unsigned: every value strace prints
+_REG_MIN = -(1 << 63)
+_REG_MAX = (1 << 64) - 1
+
+
 def _to_int(text: str) -> int | None:
-    try:
-        if text.startswith(("0x", "-0x")):
-            return int(text, 16)
-        if len(text) > 1 and text.startswith("0") and text.isdigit():
-            return int(text, 8)
-        return int(text)
-    except ValueError:
+    """A number as strace prints one: decimal, ``0x`` hex, octal with a leading 0, ASCII and
+    64 bits at most (else None: the text is not a value strace printed)."""
+    if _NUMBER.fullmatch(text) is None:
         return None
+    digits = text.lstrip("-")
+    if digits.startswith("0x"):
+        value = int(text, 16)
+    elif len(digits) > 1 and digits[0] == "0":
+        if "8" in digits or "9" in digits:
+            return None  # not octal
+        value = int(text, 8)
+    else:
+        value = int(text)
+    return value if _REG_MIN <= value <= _REG_MAX else None
 
 
 def _decode_string(token: str) -> str:
@@ -273,7 +308,13 @@ def _decode_string(token: str) -> str:
     body = token[1:-1]
     if "\\" not in body:
         return body
-    raw, _ = codecs.escape_decode(body.encode("utf-8", "surrogateescape"))
+    try:
+        with warnings.catch_warnings():
+            # '\\403' (an octal escape past \\377) is only a DeprecationWarning to Python
+            warnings.simplefilter("error", DeprecationWarning)
+            raw, _ = codecs.escape_decode(body.encode("utf-8", "surrogateescape"))
+    except (ValueError, DeprecationWarning):  # '\\x' without hex digits, '\\403': not strace's
+        return token
     return raw.decode("utf-8", "surrogateescape")
 
 
@@ -293,12 +334,18 @@ def decode_args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, ..
     for token in text.split(", "):
         value = get(token)
         if value is None:
-            if token.startswith("0x"):
+            if token.startswith("0x") and len(token) <= 18:
                 try:
                     value = int(token, 16)
                 except ValueError:
                     return _decode_args(name, text, fd_paths)
-            elif token.isdigit() and token[0] != "0":
+            elif (
+                token.isascii()
+                and token.isdigit()
+                and token[0] != "0"
+                and len(token) <= 20
+                and int(token) <= _REG_MAX
+            ):
                 value = int(token)
                 if len(_flag_cache) < _FLAG_CACHE_LIMIT:
                     _flag_cache[token] = value

@@ -90,6 +90,17 @@ class Problem:
 
 Event = Syscall | Signal | Exit | Problem
 
+MAX_QUOTE = 200
+"""Input text quoted in a message is cut to this many characters."""
+
+
+def clip(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were cut (a Problem message
+    quotes input; a 200,000-character line must not come back whole)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
 
 def mutable_twin(cls: type) -> type:
     """A plain slots dataclass with exactly the fields of the frozen dataclass ``cls``.

@@ -18,14 +18,20 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from vmsim.trace.decode import DECODED_SYSCALLS, Timestamps, decode_value, split_args
-from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall
+from vmsim.trace.decode import (
+    DECODED_SYSCALLS,
+    Timestamps,
+    decode_value,
+    split_args,
+    too_few_args,
+)
+from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip
 
 __all__ = ["read_ltrace"]
 
 _PREFIX: Final = (
-    r" *(?:\[pid +(\d+)\] |(\d+) +)?"  # '[pid 123] ' or '123 '
-    r"(?:(\d+:\d\d:\d\d(?:\.\d+)?|\d+\.\d+) +)?"  # -t/-tt/-ttt/-r
+    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid 123] ' or '123 '
+    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
     r"(?:\[0x[0-9a-f]+\] )?"  # -i
 )
 _LINE = re.compile(_PREFIX + r"(.*)$")
@@ -34,7 +40,7 @@ _UNFINISHED = re.compile(r"SYS_(\w+)\((.*) <unfinished \.\.\.>$")
 _NO_RETURN = re.compile(r"SYS_(\w+)\((.*) <no return \.\.\.>$")
 _RESUMED = re.compile(r"<\.\.\. SYS_(\w+) resumed>(.*)$")
 _SIGNAL = re.compile(r"--- (SIG\w+)")
-_EXITED = re.compile(r"\+\+\+ exited \(status (\d+)\) \+\+\+$")
+_EXITED = re.compile(r"\+\+\+ exited \(status ([0-9]{1,10})\) \+\+\+$")
 _KILLED = re.compile(r"\+\+\+ killed by (SIG\w+) \+\+\+$")
 _DURATION = re.compile(r" <(\d+\.\d+)>$")
 
@@ -61,7 +67,7 @@ _MAX_ERRNO: Final = 4095  # include/linux/err.h: -4095..-1 are errors
 
 
 def _name(text: str) -> str:
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= 6:
         return SYSCALL_NAMES.get(int(text), f"syscall_{text}")
     return text
 
@@ -74,9 +80,13 @@ def _args(name: str, text: str) -> tuple[Arg, ...]:
 
 def _result(text: str) -> tuple[int | None, str | None]:
     """Return value and errno from ltrace's raw result (``-12``, ``0xfffffffffffffff4``)."""
+    if len(text) > 20:  # no 64-bit value is longer (and int() refuses 4300 digits)
+        return None, None
     try:
         value = int(text, 16) if text.startswith("0x") else int(text)
     except ValueError:
+        return None, None
+    if not -(1 << 63) <= value < 1 << 64:
         return None, None
     if value >= (1 << 64) - _MAX_ERRNO:
         value -= 1 << 64
@@ -98,6 +108,8 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
         assert m is not None  # every part of the prefix is optional
         body = m.group(4)
         if not body.startswith(("SYS_", "<... SYS_", "---", "+++")):
+            if body.startswith("[pid "):
+                yield Problem(lineno, line, "malformed '[pid N]' prefix")
             continue  # a library call, or its resumption
         pid_text = m.group(1) or m.group(2)
         task = int(pid_text) if pid_text else pid
@@ -114,7 +126,9 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
                 if first is not None:
                     yield _never_returned(task, *first)
                 yield Problem(
-                    lineno, line, f"'<... SYS_{rm.group(1)} resumed>' without a matching start"
+                    lineno,
+                    line,
+                    f"'<... SYS_{clip(rm.group(1), 60)} resumed>' without a matching start",
                 )
                 continue
             start, time, raw_name, args_text, raw = first
@@ -132,10 +146,22 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
                 raw_name, args_text, ret_text, tail = cm.groups()
                 args_text = args_text.rstrip()  # resumed: '<... SYS_x resumed> )'
                 ret, err = _result(ret_text)
+                if ret is None and ret_text != "?":
+                    yield Problem(
+                        lineno,
+                        line,
+                        f"return value {clip(ret_text, 40)!r} is not a 64-bit number",
+                    )
+                    continue
                 dm = _DURATION.search(tail)
                 name = _name(raw_name)
+                args = _args(name, args_text)
+                why = too_few_args(name, args)
+                if why is not None:
+                    yield Problem(start, line, why)
+                    continue
                 yield Syscall(
-                    start, task, time, name, _args(name, args_text), {}, ret, err,
+                    start, task, time, name, args, {}, ret, err,
                     float(dm.group(1)) if dm else None, (), line,
                 )  # fmt: skip
                 continue
@@ -177,6 +203,10 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
 
 def _never_returned(
     task: int | None, lineno: int, time: float | None, raw_name: str, args_text: str, raw: str
-) -> Syscall:
+) -> Syscall | Problem:
     name = _name(raw_name)
-    return Syscall(lineno, task, time, name, _args(name, args_text), {}, None, None, None, (), raw)
+    args = _args(name, args_text)
+    why = too_few_args(name, args)
+    if why is not None:
+        return Problem(lineno, raw, why)
+    return Syscall(lineno, task, time, name, args, {}, None, None, None, (), raw)

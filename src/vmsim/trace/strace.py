@@ -26,23 +26,34 @@ from __future__ import annotations
 import contextlib
 import gzip
 import heapq
+import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from vmsim.trace.decode import DECODED_SYSCALLS, DELETED, Timestamps, decode_args
-from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, mutable_twin
+from vmsim.trace.decode import (
+    DECODED_SYSCALLS,
+    DELETED,
+    MIN_ARGS,
+    Timestamps,
+    decode_args,
+    too_few_args,
+)
+from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip, mutable_twin
 
 __all__ = ["open_trace", "read_strace", "read_strace_files"]
 
 _PREFIX: Final = (
-    r" *(?:\[pid +(\d+)\] |(\d+) +)?"  # '[pid  123] ' or '123 '
-    r"(?:(\d+:\d\d:\d\d(?:\.\d+)?|\d+\.\d+) +)?"  # -t/-tt/-ttt/-r
+    # numbers are ASCII and bounded: strace prints nothing longer, and int() refuses
+    # runs of more than 4300 digits
+    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid  123] ' or '123 '
+    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
     r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
 )
-_RESULT: Final = r"\) *= (0x[0-9a-f]+|-?\d+|\?)(.*)$"
+# the result: a long, or hex; then the end, an errno, -T or a -y path (' ', '<')
+_RESULT: Final = r"\) *= (0x[0-9a-f]{1,16}|-?[0-9]{1,19}|\?)(?=[ <]|$)(.*)$"
 # The fast path: a complete call on one line.
 _CALL = re.compile(_PREFIX + r"([a-z_][a-z0-9_]*)\((.*)" + _RESULT)
 _LEADER = re.compile(_PREFIX)
@@ -53,14 +64,15 @@ _RESUMED = re.compile(r"<\.\.\. ([\w?]+) resumed>(.*)$")
 _SIGNAL = re.compile(r"--- (?:stopped by )?(SIG\w+|\d+)\b(.*?) ?---$")
 _SI_CODE = re.compile(r"\bsi_code=([^,}]+)")
 _SI_ADDR = re.compile(r"\bsi_addr=(0x[0-9a-f]+|NULL)")
-_EXITED = re.compile(r"\+\+\+ exited with (\d+) \+\+\+$")
+_EXITED = re.compile(r"\+\+\+ exited with ([0-9]{1,10}) \+\+\+$")
 _KILLED = re.compile(r"\+\+\+ killed by (SIG\w+|\d+)(?: \(core dumped\))? \+\+\+$")
 _SUPERSEDED = re.compile(r"\+\+\+ superseded by execve in pid \d+ \+\+\+$")
 _ERRNO = re.compile(r"(E[A-Z0-9_]+)(?: \(|$)")
 _MESSAGE = "strace: Process "
-_FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))(\d+)<(?!<)")
+_FD_IN_ARGS = re.compile(r"(?:^|(?<=[\s(\[{=]))([0-9]{1,10})<(?!<)")
 _DECORATION_END = re.compile(r">(\(deleted\))?(?=[,\]})\s]|$)")  # see decode.py
 _EMPTY: Final[tuple[str, ...]] = ()
+_LONG_MIN: Final = -(1 << 63)
 _EXITS: Final = frozenset({"exit", "exit_group"})
 
 
@@ -98,6 +110,7 @@ def read_strace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
 def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> Iterator[Event]:
     call_match = _CALL.match
     decoded = DECODED_SYSCALLS
+    min_args = MIN_ARGS
     parse_time = clock.parse
     # The last call or signal: -k frames may follow it, so it is yielded at the next line.
     held: Any = None  # a _SyscallBuilder or _SignalBuilder
@@ -136,6 +149,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
             fd_paths: dict[int, str] = {}
             if name in decoded:
                 args: tuple[Arg, ...] = decode_args(name, args_text, fd_paths)
+                if len(args) < min_args.get(name, 0):
+                    held = None
+                    yield Problem(start, line, too_few_args(name, args) or "")
+                    continue
             else:
                 args = (args_text,) if args_text else ()
                 if "<" in args_text:
@@ -146,6 +163,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 ret = int(ret_text, 16)
             else:
                 ret = int(ret_text)
+                if ret < _LONG_MIN:
+                    held = None
+                    yield Problem(start, line, f"return value {ret_text} is not a long")
+                    continue
             errno = duration = None
             if tail:
                 if tail.startswith(" <") and tail.endswith(">"):  # just -T: ' <0.000040>'
@@ -221,7 +242,8 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 yield Problem(
                     start,
                     line,
-                    f"'<... {rm.group(1)} resumed>' without a matching '<unfinished ...>' "
+                    f"'<... {clip(rm.group(1), 60)} resumed>' without a matching "
+                    "'<unfinished ...>' "
                     f"of pid {task}",
                 )
                 continue
@@ -237,6 +259,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
                 yield Problem(start, line, "resumed call has no ' = ' result (cut short?)")
                 continue
             held = _complete(first.lineno, task, first.time, bm, raw)
+            if isinstance(held, Problem):
+                yield held
+                held = None
+                continue
             held_final = Syscall
             held_exiting = held.ret is None and held.name in _EXITS
             if held_exiting:
@@ -296,6 +322,10 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         bm = _BODY_CALL.match(body)
         if bm is not None:  # a call the fast path does not take ('????(...)', odd spacing)
             held = _complete(start, task, time, bm, line)
+            if isinstance(held, Problem):
+                yield held
+                held = None
+                continue
             held_final = Syscall
             held_exiting = held.ret is None and held.name in _EXITS
             if held_exiting:
@@ -304,9 +334,13 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         dm = _DETACHED.match(body)
         if dm is not None:
             fd_paths = {}
+            args = _args(dm.group(1), dm.group(2), fd_paths)
+            why = too_few_args(dm.group(1), args)
+            if why is not None:
+                yield Problem(start, line, why)
+                continue
             held = _SyscallBuilder(
-                start, task, time, dm.group(1), _args(dm.group(1), dm.group(2), fd_paths),
-                fd_paths, None, None, None, _EMPTY, line,
+                start, task, time, dm.group(1), args, fd_paths, None, None, None, _EMPTY, line,
             )  # fmt: skip
             held_final, held_exiting = Syscall, False
             continue
@@ -324,7 +358,7 @@ def _read(lines: Iterable[str], default_pid: int | None, clock: Timestamps) -> I
         yield Problem(carry_lineno, carry, "line cut by a strace message never continued")
     # Calls still open when the trace ends: exit calls whose '+++' line never came, and
     # unfinished calls that never resumed (the trace was cut, or strace detached).
-    leftover: list[Syscall] = [_finish(call) for call in exiting.values()]
+    leftover: list[Syscall | Problem] = [_finish(call) for call in exiting.values()]
     leftover += [_never_returned(first, task) for task, first in pending.items()]
     yield from sorted(leftover, key=lambda call: call.lineno)
 
@@ -341,7 +375,12 @@ def _complete(lineno: int, task: int | None, time: float | None, m: re.Match[str
     name, args_text, ret_text, tail = m.groups()
     fd_paths: dict[int, str] = {}
     args = _args(name, args_text, fd_paths)
+    why = too_few_args(name, args)
+    if why is not None:
+        return Problem(lineno, raw, why)
     ret = None if ret_text == "?" else int(ret_text, 0 if ret_text[1:2] == "x" else 10)
+    if ret is not None and ret < _LONG_MIN:
+        return Problem(lineno, raw, f"return value {ret_text} is not a long")
     errno, duration = _parse_tail(tail, ret, fd_paths) if tail else (None, None)
     if errno is not None and ret is not None:
         ret = -1
@@ -350,11 +389,14 @@ def _complete(lineno: int, task: int | None, time: float | None, m: re.Match[str
     )
 
 
-def _never_returned(first: _Unfinished, task: int | None) -> Syscall:
+def _never_returned(first: _Unfinished, task: int | None) -> Syscall | Problem:
     """An ``<unfinished ...>`` call whose task went on to something else, exited or the trace
     ended: it never returned (``ret`` None)."""
     fd_paths: dict[int, str] = {}
     args = _args(first.name, first.args, fd_paths)
+    why = too_few_args(first.name, args)
+    if why is not None:
+        return Problem(first.lineno, first.raw, why)
     return Syscall(
         first.lineno, task, first.time, first.name, args, fd_paths, None, None, None, _EMPTY,
         first.raw,
@@ -399,12 +441,37 @@ def _scan_fd_paths(text: str, fd_paths: dict[int, str]) -> None:
 
 
 def open_trace(path: Path) -> IO[str]:
-    """Open a trace file as text, decompressing ``.gz`` (by name or by its magic bytes)."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    if gzipped or path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
-    return open(path, encoding="utf-8", errors="surrogateescape")
+    """Open a trace file as text, decompressing ``.gz`` (by name or by its magic bytes).
+
+    The file is opened once and its first bytes are peeked at, not read: a pipe or
+    ``/dev/stdin`` loses nothing. A corrupt or truncated ``.gz`` raises ``gzip.BadGzipFile``
+    (an OSError), ``EOFError`` or ``zlib.error`` while it is read.
+    """
+    raw = open(path, "rb")  # noqa: SIM115 (the returned text stream owns it)
+    try:
+        if raw.peek(2)[:2] == b"\x1f\x8b" or path.suffix == ".gz":
+            return _GzipText(raw)
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _GzipText(io.TextIOWrapper):
+    """Text from a gzip stream over ``raw``; closing it closes ``raw`` too (GzipFile leaves
+    a file object it was given open)."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        super().__init__(
+            gzip.GzipFile(fileobj=raw, mode="rb"), encoding="utf-8", errors="surrogateescape"
+        )
+        self._raw_file = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw_file.close()
 
 
 _PID_SUFFIX = re.compile(r"\.(\d+)(?:\.gz)?$")

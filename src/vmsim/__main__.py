@@ -1,0 +1,8 @@
+"""``python -m vmsim``: the ``vmsim`` command."""
+
+import sys
+
+from vmsim.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())
