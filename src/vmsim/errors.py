@@ -3,7 +3,6 @@ exceptions for what Linux reports with a signal rather than an errno."""
 
 from __future__ import annotations
 
-import errno
 import os
 
 from vmsim.constants import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV
@@ -69,6 +68,14 @@ class KernelPanic(Exception):
         self.detail = detail
 
 
+class OomKilled(ProcessLookupError):
+    """The OOM killer chose this process while it was running: it is gone."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"process {pid} was killed by the OOM killer")
+        self.pid = pid
+
+
 __all__ = [
     "CAUSE_ADDRESS_SPACE",
     "CAUSE_MAP_COUNT",
@@ -78,15 +85,7 @@ __all__ = [
     "BusError",
     "KernelPanic",
     "MmError",
+    "OomKilled",
     "Segfault",
-    "errno",
     "oserror",
 ]
-
-
-class OomKilled(ProcessLookupError):
-    """The OOM killer chose this process while it was running: it is gone."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(f"process {pid} was killed by the OOM killer")
-        self.pid = pid

@@ -45,6 +45,7 @@ def parse_size(value: int | str) -> int:
 
 
 MIN_RAM_BYTES = 2 * PAGE_SIZE  # the zero page and one frame to use
+MAX_RAM_BYTES = MAX_PHYS_BYTES  # x86-64's 52-bit physical addresses: 4 PiB
 MIN_SWAP_BYTES = 2 * PAGE_SIZE  # the swap header page and one slot
 # union swap_header: last_page is a __u32, so one swap area holds at most 2**32 pages
 # (16 TiB). Slots cost memory only once used: any size up to that is cheap.
@@ -130,7 +131,7 @@ class Machine:
             raise ValueError("overcommit_memory must be 0, 1 or 2")
         if max_map_count < 0:
             raise ValueError("max_map_count must be >= 0")
-        ram_bytes = _sized("ram", ram, MIN_RAM_BYTES, MAX_PHYS_BYTES)
+        ram_bytes = _sized("ram", ram, MIN_RAM_BYTES, MAX_RAM_BYTES)
         swap_bytes = _sized("swap", swap, 0, MAX_SWAP_BYTES)
         if 0 < swap_bytes < MIN_SWAP_BYTES:
             raise ValueError(
@@ -480,3 +481,15 @@ class Machine:
     def vmstat(self) -> str:
         """/proc/vmstat, for the counters the model keeps (``vmsim.procfs.vmstat_text``)."""
         return vmstat_text(self.memory)
+
+
+__all__ = [
+    "DEFAULT_MMAP_BASE",
+    "DEFAULT_START_BRK",
+    "MAX_RAM_BYTES",
+    "MAX_SWAP_BYTES",
+    "MIN_RAM_BYTES",
+    "MIN_SWAP_BYTES",
+    "Machine",
+    "parse_size",
+]

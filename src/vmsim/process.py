@@ -543,3 +543,12 @@ class Process:
 
     def __repr__(self) -> str:
         return f"Process(pid={self.pid}, map_count={self.map_count})"
+
+
+__all__ = [
+    "DEFAULT_MMAP_BASE",
+    "HUGE_PAGE_SIZE_LOGS",
+    "U32",
+    "Process",
+    "running",
+]

@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 
 from rich.console import Console
 
+import vmsim
 from vmsim.cli import demo_cow, demo_enomem, demo_pressure, demo_walk, estimate, maps, replay, top
 from vmsim.cli.errors import (
     EXIT_FAILURE,
@@ -46,13 +46,8 @@ __all__ = [
 
 
 def version() -> str:
-    """The installed package's version (its metadata), else the source tree's."""
-    try:
-        return metadata.version("vmsim")
-    except metadata.PackageNotFoundError:
-        from vmsim import __version__
-
-        return __version__
+    """The installed package's version (its metadata; ``vmsim.__version__`` reads it too)."""
+    return vmsim.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:

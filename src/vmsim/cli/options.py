@@ -7,8 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from vmsim.machine import MAX_SWAP_BYTES, MIN_RAM_BYTES, MIN_SWAP_BYTES, parse_size
-from vmsim.phys.frames import MAX_PHYS_BYTES
+from vmsim.machine import MAX_RAM_BYTES, MAX_SWAP_BYTES, MIN_RAM_BYTES, MIN_SWAP_BYTES, parse_size
 
 INT_MAX = (1 << 31) - 1  # vm.max_map_count is an int sysctl (proc_dointvec_minmax)
 
@@ -57,7 +56,7 @@ def _size(text: str, low: int, high: int, zero_ok: bool) -> int:
 
 def ram_size(text: str) -> int:
     """RAM of the modelled machine: 8K..4P."""
-    return _size(text, MIN_RAM_BYTES, MAX_PHYS_BYTES, zero_ok=False)
+    return _size(text, MIN_RAM_BYTES, MAX_RAM_BYTES, zero_ok=False)
 
 
 def swap_size(text: str) -> int:

@@ -455,3 +455,15 @@ def plot(report: ReplayReport, path: Path, title: str) -> None:
         raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
     finally:
         plt.close(fig)
+
+
+__all__ = [
+    "PLOT_FORMATS",
+    "VERDICTS",
+    "plot",
+    "register",
+    "render",
+    "run",
+    "verdict",
+    "y_limit",
+]

@@ -526,3 +526,21 @@ def shmem_file(length: int, name: str = "/dev/zero", ino: int = 0) -> OpenFile:
 
 
 _ = PROT_EXEC  # PROT_EXEC-only mappings would take an execute-only pkey (not modelled)
+
+
+__all__ = [
+    "LEGACY_MAP_MASK",
+    "MAX_LFS_FILESIZE",
+    "arch_get_unmapped_area",
+    "arch_get_unmapped_area_topdown",
+    "do_brk",
+    "do_brk_flags",
+    "do_mmap",
+    "do_munmap_syscall",
+    "get_unmapped_area",
+    "mmap_region",
+    "placement_error",
+    "shmem_file",
+    "unmapped_area",
+    "unmapped_area_topdown",
+]

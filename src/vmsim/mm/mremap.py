@@ -361,3 +361,10 @@ def move_page_tables(mm: AddressSpace, old: int, new: int, length: int) -> None:
     mremap move."""
     move_ptes(mm, old, new, length)
     mm.move_guards(old, new, length)
+
+
+__all__ = [
+    "do_mremap",
+    "move_page_tables",
+    "move_ptes",
+]

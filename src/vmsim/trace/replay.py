@@ -685,7 +685,9 @@ class Replayer:
                 if len(rep.failures_anyway) < 1000:
                     rep.failures_anyway.append(fail)
             elif rep.first_failure is None or len(rep.failures) < 1000:
-                if rep.first_failure is None:
+                # first_failure is the first call a limit broke; a model failure no limit
+                # explains (cause None) is a divergence, listed with the failures only
+                if rep.first_failure is None and err.cause is not None:
                     rep.first_failure = fail
                 rep.failures.append(fail)
         else:
