@@ -32,6 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from vmsim.constants import (
+    MADV_COLD,
+    MADV_COLLAPSE,
+    MADV_DONTNEED,
+    MADV_DONTNEED_LOCKED,
+    MADV_FREE,
+    MADV_GUARD_REMOVE,
+    MADV_PAGEOUT,
+    MADV_POPULATE_READ,
+    MADV_POPULATE_WRITE,
+    MADV_REMOVE,
+    MADV_WILLNEED,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_FIXED_NOREPLACE,
@@ -39,17 +50,20 @@ from vmsim.constants import (
     MREMAP_FIXED,
     MREMAP_MAYMOVE,
     PAGE_SIZE,
+    PROT_GROWSDOWN,
+    PROT_GROWSUP,
     PROT_NONE,
     PROT_READ,
+    PROT_WRITE,
 )
 from vmsim.errors import CAUSE_MAP_COUNT, MmError
 from vmsim.loader import ExecError, place_top, relocate, resolve
 from vmsim.machine import Machine
 from vmsim.mm.core import page_align
-from vmsim.mm.flags import VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE
+from vmsim.mm.flags import VM_ACCOUNT, VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE
 from vmsim.mm.mmap import get_unmapped_area
 from vmsim.mm.shm import shm_namespace
-from vmsim.mm.vma import OpenFile
+from vmsim.mm.vma import OpenFile, Vma
 from vmsim.process import Process
 from vmsim.trace.events import Exit, Problem, Signal, Syscall
 from vmsim.trace.format import format_args
@@ -74,6 +88,30 @@ MEMORY_CALLS = frozenset(
     }
 )
 UNLIMITED = 1 << 40
+# calls that never merge VMAs (munmap and shmdt only unmap; shmat maps shared memory, which
+# has no anon_vma): the written hypothesis cannot change what they do
+_NEVER_MERGE = frozenset({"munmap", "shmdt", "shmat"})
+# madvise() advice that acts on pages and leaves every VMA as it was (madvise_vma_behavior())
+_PAGE_ADVICE = frozenset(
+    {
+        MADV_WILLNEED,
+        MADV_DONTNEED,
+        MADV_FREE,
+        MADV_REMOVE,
+        MADV_COLD,
+        MADV_PAGEOUT,
+        MADV_POPULATE_READ,
+        MADV_POPULATE_WRITE,
+        MADV_DONTNEED_LOCKED,
+        MADV_COLLAPSE,
+        MADV_GUARD_REMOVE,
+    }
+)
+_JUDGED_IN_HANDLER = frozenset({"mmap", "mprotect", "pkey_mprotect"})
+# calls that change a range's flags through vma_modify()
+_MODIFY_CALLS = frozenset(
+    {"mprotect", "pkey_mprotect", "madvise", "mlock", "mlock2", "munlock", "mseal"}
+)
 # Memory syscalls a trace may hold that the model does not replay, and why.
 UNMODELLED = {
     "remap_file_pages": "remap_file_pages is not modelled",
@@ -272,6 +310,7 @@ class Replayer:
         known_children: set[int] | None = None,
         files: dict[int, str] | None = None,
         track_deltas: bool = False,
+        watch_written: bool = False,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -295,6 +334,12 @@ class Replayer:
         self.assume_written = assume_written
         # the change of map_count per call, to compare the written and unwritten replays
         self.track_deltas = track_deltas
+        # whether some call so far could have come out differently had the program written
+        # to its memory (watched only with watch_written; see _write_blind)
+        self.watch_written = watch_written
+        self.written_sensitive = False
+        self._taints: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
+        self._pre: tuple[int, int, int] | bool | None = None
         # tasks some clone() in the trace returns (None: not known, so wait for the clone)
         self.known_children = known_children
         # -ff: the file of each task; lines are counted per file
@@ -579,9 +624,15 @@ class Replayer:
         rep.calls += 1
         tree = p.mm.tree
         before = len(tree)
+        watch = self.watch_written and not self.written_sensitive
+        if watch:
+            # mmap and mprotect may move an image first (ASLR): they judge after that
+            self._pre = None if name in _JUDGED_IN_HANDLER else self._written_pre(p, ev)
         try:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
+            if watch:
+                self.written_sensitive = True
             rep.problems.append(Problem(ev.lineno, ev.raw, f"cannot replay {name}: {e}"))
             rep.drop(
                 Dropped(ev.lineno, ev.raw[:200], f"cannot replay {name}: {e}", self._file_of(ev))
@@ -591,6 +642,12 @@ class Replayer:
             return
         if self.assume_written and err is None:
             self._written(p, ev, result)
+        if watch:
+            pre = self._pre
+            if pre is False:
+                self.written_sensitive = True
+            elif isinstance(pre, tuple):
+                self._written_post(p, ev, result, err, pre)
         after = len(tree)
         # the common case, model and kernel agree on success, costs one comparison
         if err is not None or ev.errno is not None or result != ev.ret:
@@ -640,6 +697,8 @@ class Replayer:
         if flags & CLONE_VM:
             self.tasks[ev.ret] = parent
         else:
+            # a fork's anon_vmas are not singular: the written replay must run
+            self.written_sensitive = True
             self.tasks[ev.ret] = parent.fork()
             self.report.processes += 1
         # a thread joins its parent's thread group; anything else (fork, vfork,
@@ -797,8 +856,10 @@ class Replayer:
             if len(p.images) > 1 and id(p) not in self._top_placed:
                 # the first mmap(NULL) after execve locates the interpreter and mmap_base
                 self._top_placed.add(id(p))
+                held = self._taint_moved(p) if self.watch_written else []
                 if place_top(mm, p.images[-1], ev.ret, length):
                     self._anchored.setdefault(id(p), set()).add(p.images[-1].path)
+                self._check_moved(p, held)
             f = p.files.get(fd) if not flags & MAP_ANONYMOUS else None
             hint = addr & ~(PAGE_SIZE - 1)
             own = get_unmapped_area(
@@ -808,6 +869,8 @@ class Replayer:
             if own == ev.ret:
                 self.report.placements_agreed += 1
             mm.placement_hint = ev.ret
+        if self.watch_written:
+            self._pre = self._written_pre(p, ev)
         try:
             return p.mmap(addr, length, prot, flags, fd, off), None
         except MmError as e:
@@ -826,7 +889,10 @@ class Replayer:
             rng = img.relro_range(img.bias)
             if rng is None or rng[1] - rng[0] != page_align(length):
                 continue
-            if relocate(p.mm, img, img.bias + (addr - rng[0])):
+            held = self._taint_moved(p) if self.watch_written else []
+            moved = relocate(p.mm, img, img.bias + (addr - rng[0]))
+            self._check_moved(p, held)
+            if moved:
                 done.add(img.path)
                 self.report.estimates.append(
                     f"{img.path}: placed at {img.lo:#x} (found from its RELRO mprotect)"
@@ -843,6 +909,8 @@ class Replayer:
             and p.mm.tree.lookup(addr) is None
         ):
             self._anchor(p, addr, length)
+        if self.watch_written:
+            self._pre = self._written_pre(p, ev)
         try:
             p.mprotect(addr, length, prot)
             return 0, None
@@ -937,6 +1005,159 @@ class Replayer:
             if vma.anon_vma is None and vma.flags & VM_WRITE and not vma.flags & VM_SHARED:
                 mm.anon_vma_prepare(vma)
 
+    # ------------------------------------------- when the written replay can be skipped
+    # A replay as if every writable private VMA had been written (assume_written) differs
+    # from the plain one only where a merge is refused because of anon_vmas
+    # (is_mergeable_anon_vma(), and the prev/next check of a three-way merge), or where
+    # mprotect() keeps VM_ACCOUNT on a VMA losing PROT_WRITE because it has one (see
+    # _keeps_account; mremap, which also reads it, is never cleared): splits,
+    # map_count checks, placement and unmapping read only what the two replays share while
+    # they have the same VMAs (bounds, flags, files, offsets). With no fork in the trace
+    # every anon_vma is "singular", and then every anon_vma test a merge makes passes unless
+    # two of the VMAs taking part both hold one. So a call whose participants (the VMAs in
+    # its range and the two beside it) include at most one VMA that may hold an anon_vma in
+    # the written replay leaves both replays with the same VMAs, the same map_count and the
+    # same delta. In the written replay a VMA may hold one only if the plain one's does, or
+    # it is writable and private (written at once), or it overlaps an address range that
+    # such a VMA lost its write permission in or merged into (``_taint``, per mm). While
+    # every call is cleared this way, replay() skips the written replay; the first call
+    # that is not (two such participants, a fork, mremap, mlockall, an image moved over a
+    # tainted range, ...) marks the trace ``written_sensitive`` and it runs in full.
+    TAINT_MAX = 256
+
+    def _may_hold_anon(self, vma: Vma, taint: list[tuple[int, int]]) -> bool:
+        if vma.anon_vma is not None:
+            return True
+        flags = vma.flags
+        if flags & VM_WRITE and not flags & VM_SHARED:
+            return True
+        start, end = vma.start, vma.end
+        return any(lo < end and start < hi for lo, hi in taint)
+
+    def _keeps_account(self, p: Process, vmas: list[Vma]) -> bool:
+        """mprotect_fixup() takes VM_ACCOUNT away from an anonymous VMA losing PROT_WRITE
+        only if it has no anon_vma: the one place outside merging where an anon_vma decides
+        a VMA's flags. True if that could differ between the two replays."""
+        taint = self._taint_of(p)
+        return any(
+            v.flags & VM_ACCOUNT
+            and v.is_anonymous
+            and v.anon_vma is None
+            and self._may_hold_anon(v, taint)
+            for v in vmas
+        )
+
+    def _taint_of(self, p: Process) -> list[tuple[int, int]]:
+        mm = p.mm
+        entry = self._taints.get(id(mm))
+        if entry is None:
+            entry = self._taints[id(mm)] = (mm, [])  # holds mm: its id is not reused
+        return entry[1]
+
+    def _written_pre(self, p: Process, ev: Syscall) -> tuple[int, int, int] | bool | None:
+        """Before a call: False if the written replay could differ; else None, or (the
+        address judged, the bounds of the one participant that may hold an anon_vma or 0, 0)
+        for :meth:`_written_post`."""
+        name = ev.name
+        if name in _NEVER_MERGE:
+            return None
+        a = ev.args
+        mm = p.mm
+        tree = mm.tree
+        if name in _MODIFY_CALLS:
+            if len(a) < 2 or type(a[0]) is not int or type(a[1]) is not int:
+                return False
+            if name == "madvise" and len(a) > 2 and a[2] in _PAGE_ADVICE:
+                return None  # advice on pages only: do_madvise() changes no VMA
+            if name in ("mprotect", "pkey_mprotect") and (
+                len(a) < 3 or type(a[2]) is not int or a[2] & (PROT_GROWSDOWN | PROT_GROWSUP)
+            ):
+                return False  # PROT_GROWSDOWN widens the range to the VMA's start
+            lo = a[0]
+            hi = lo + page_align(a[1])
+            if hi <= lo:
+                return None  # nothing to change (len 0), or refused before any change
+            vma = tree.lookup(lo)
+            if (
+                name in ("mprotect", "pkey_mprotect")
+                and not a[2] & PROT_WRITE  # type: ignore[operator]
+                and self._keeps_account(p, tree.range(lo, hi))
+            ):
+                return False
+            if vma is not None and vma.start < lo and hi < vma.end:
+                # strictly inside one VMA: vma_modify() splits, it tries no merge
+                if self._may_hold_anon(vma, self._taint_of(p)):
+                    return (lo, vma.start, vma.end)
+                return None
+        elif name == "mmap":
+            if len(a) < 4 or type(a[0]) is not int or type(a[1]) is not int:
+                return False
+            flags = a[3] if type(a[3]) is int else 0
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+                lo = a[0]
+            elif self.use_recorded and ev.errno is None and ev.ret is not None:
+                lo = ev.ret  # placed where the kernel put it (checked in _written_post)
+            else:
+                return False
+            hi = lo + page_align(a[1])
+            if hi <= lo:
+                return None
+        elif name == "brk":
+            if not a or type(a[0]) is not int:
+                return False
+            lo, hi = page_align(mm.brk), page_align(a[0])
+            if a[0] < mm.start_brk or hi <= lo:
+                return None  # a query, a refusal or a shrink: nothing merges
+        else:
+            return False  # mremap, mlockall, munlockall, ...
+        taint = self._taint_of(p)
+        parts = tree.range(lo, hi)
+        before = tree.prev_of(lo)
+        after = tree.find(hi)
+        takers = list(parts)
+        # a merge needs adjacency: a neighbour with a gap between takes no part
+        if before is not None and before.end == lo and (not parts or before is not parts[0]):
+            takers.append(before)
+        if after is not None and after.start == hi and (not parts or after is not parts[-1]):
+            takers.append(after)
+        held = [v for v in takers if self._may_hold_anon(v, taint)]
+        if len(held) > 1:
+            return False
+        if held:
+            return (lo, held[0].start, held[0].end)
+        return (lo, 0, 0) if name == "mmap" else None
+
+    def _written_post(
+        self, p: Process, ev: Syscall, result: int, err: MmError | None, pre: tuple[int, int, int]
+    ) -> None:
+        """After a cleared call. The one VMA that may hold an anon_vma in the written replay
+        was ``[start, end)`` before the call; any anon_vma it held is now on the VMAs over
+        that range (split pieces, a merge's survivor, a range that lost PROT_WRITE): those
+        the predicate no longer covers join the taint."""
+        lo, start, end = pre
+        if ev.name == "mmap" and err is None and result != lo:
+            self.written_sensitive = True  # placed elsewhere than judged
+            return
+        if start == end:
+            return
+        taint = self._taint_of(p)
+        for v in p.mm.tree.range(start, end):
+            if not self._may_hold_anon(v, taint):
+                taint.append((v.start, v.end))
+        if len(taint) > self.TAINT_MAX:
+            self.written_sensitive = True
+
+    def _taint_moved(self, p: Process) -> list[Vma]:
+        """The VMAs over tainted ranges, before the loader moves an image."""
+        taint = self._taint_of(p)
+        return [v for lo, hi in taint for v in p.mm.tree.range(lo, hi)]
+
+    def _check_moved(self, p: Process, held: list[Vma]) -> None:
+        taint = self._taint_of(p)
+        for v in held:
+            if not any(lo < v.end and v.start < hi for lo, hi in taint):
+                self.written_sensitive = True
+
     # --------------------------------------------------------------- SysV shm
     def _shmget(self, ev: Syscall) -> None:
         """A recorded segment, under its recorded id (shmget is %ipc: traced when asked)."""
@@ -1004,6 +1225,38 @@ def _starts_with_execve(events: Iterator[Any]) -> bool:
     return False
 
 
+class _Events:
+    """A re-readable trace read once: the first full pass keeps its events (up to
+    CACHE_MAX, ~0.5 KB each) and later passes replay them instead of parsing the file
+    again; a longer trace is read afresh for each pass."""
+
+    CACHE_MAX = 200_000
+
+    def __init__(self, read: Callable[[], Iterator[Any]]) -> None:
+        self._read = read
+        self._kept: list[Any] | None = None
+        self._too_long = False
+
+    def __call__(self) -> Iterator[Any]:
+        if self._kept is not None:
+            return iter(self._kept)
+        if self._too_long:
+            return self._read()
+        return self._keep()
+
+    def _keep(self) -> Iterator[Any]:
+        kept: list[Any] | None = []
+        for ev in self._read():
+            if kept is not None:
+                kept.append(ev)
+                if len(kept) > self.CACHE_MAX:
+                    kept = None
+                    self._too_long = True
+            yield ev
+        if kept is not None:
+            self._kept = kept
+
+
 def replay(
     events: Iterable[Syscall | Signal | Exit | Problem] | Callable[[], Iterator[Any]],
     *,
@@ -1019,15 +1272,20 @@ def replay(
       returns them) when the trace does not start with execve, by a first pass;
     - replays again as if every writable private VMA was written, for
       ``peak_map_count_range`` (see the module docstring; ``written_range=False`` skips
-      it, and the range is then unknown: None);
+      it, and the range is then unknown: None), unless the first replay showed that no
+      call could come out differently (see ``Replayer._written_pre``);
     - if the trace hit the limit, replays without a limit for the smallest max_map_count
       that lets every call succeed.
+
+    The trace is parsed once when it fits in ``_Events.CACHE_MAX`` events.
     """
+    if callable(events):
+        events = _Events(events)
     if callable(events) and "known_children" not in options and not _starts_with_execve(events()):
         options = {**options, "known_children": _clone_children(events())}
     source = events() if callable(events) else events
     two = callable(events) and written_range and not options.get("assume_written")
-    r = Replayer(max_map_count=max_map_count, track_deltas=two, **options)
+    r = Replayer(max_map_count=max_map_count, track_deltas=two, watch_written=two, **options)
     rep = r.feed(source)
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
@@ -1039,7 +1297,11 @@ def replay(
         rep.estimates.append(
             "min_max_map_count unknown: the trace hit the limit and could not be re-read"
         )
-    if two and callable(events):
+    if two and callable(events) and not r.written_sensitive:
+        # no call could have come out differently had the program written its memory
+        rep.peak_map_count_range = (rep.peak_map_count, rep.peak_map_count)
+        rep.write_dependent_calls = 0
+    elif two and callable(events):
         w = Replayer(
             max_map_count=max_map_count,
             track_deltas=True,
