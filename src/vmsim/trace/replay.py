@@ -311,6 +311,7 @@ class Replayer:
         files: dict[int, str] | None = None,
         track_deltas: bool = False,
         watch_written: bool = False,
+        counts_only: bool = False,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -337,6 +338,9 @@ class Replayer:
         # whether some call so far could have come out differently had the program written
         # to its memory (watched only with watch_written; see _write_blind)
         self.watch_written = watch_written
+        # a replay run for its VMA counts only (the unlimited and the written ones): no
+        # comparison with the recorded results, no causes, sites or series
+        self.counts_only = counts_only
         self.written_sensitive = False
         self._taints: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
         self._pre: tuple[int, int, int] | bool | None = None
@@ -649,6 +653,13 @@ class Replayer:
             elif isinstance(pre, tuple):
                 self._written_post(p, ev, result, err, pre)
         after = len(tree)
+        if self.counts_only:
+            if after != before:
+                if self.track_deltas:
+                    rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+                if after > rep.peak_map_count:
+                    rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
+            return
         # the common case, model and kernel agree on success, costs one comparison
         if err is not None or ev.errno is not None or result != ev.ret:
             self._compare(ev, result, err, before)
@@ -1025,14 +1036,15 @@ class Replayer:
     # tainted range, ...) marks the trace ``written_sensitive`` and it runs in full.
     TAINT_MAX = 256
 
-    def _may_hold_anon(self, vma: Vma, taint: list[tuple[int, int]]) -> bool:
-        if vma.anon_vma is not None:
-            return True
-        flags = vma.flags
-        if flags & VM_WRITE and not flags & VM_SHARED:
+    @staticmethod
+    def _may_hold_anon(vma: Vma, taint: list[tuple[int, int]]) -> bool:
+        if vma.anon_vma is not None or vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE:
             return True
         start, end = vma.start, vma.end
-        return any(lo < end and start < hi for lo, hi in taint)
+        for lo, hi in taint:  # noqa: SIM110 (any() over a generator costs twice this)
+            if lo < end and start < hi:
+                return True
+        return False
 
     def _keeps_account(self, p: Process, vmas: list[Vma]) -> bool:
         """mprotect_fixup() takes VM_ACCOUNT away from an anonymous VMA losing PROT_WRITE
@@ -1289,7 +1301,7 @@ def replay(
     rep = r.feed(source)
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
-        r2 = Replayer(max_map_count=UNLIMITED, **options)
+        r2 = Replayer(max_map_count=UNLIMITED, counts_only=True, **options)
         r2.feed(events())
         rep.min_max_map_count = r2.report.min_max_map_count
     elif hit_limit:
@@ -1305,6 +1317,7 @@ def replay(
         w = Replayer(
             max_map_count=max_map_count,
             track_deltas=True,
+            counts_only=True,
             **{**options, "assume_written": True},
         )
         written = w.feed(events())
