@@ -234,6 +234,9 @@ class ReplayReport:
     write_dependent_calls: int = 0
     """Calls that left more VMAs when written (their neighbours' anon_vmas kept them apart)."""
     deltas: dict[tuple[str | None, int], int] = field(default_factory=dict, repr=False)
+    passes: list[str] = field(default_factory=list, repr=False)
+    """The replays run, for benchmarks: "limited", then "unlimited" if the trace hit the
+    limit, "written" unless the limited replay proved it could not differ."""
 
     DROPPED_KEPT = 1000
 
@@ -1299,10 +1302,12 @@ def replay(
     two = callable(events) and written_range and not options.get("assume_written")
     r = Replayer(max_map_count=max_map_count, track_deltas=two, watch_written=two, **options)
     rep = r.feed(source)
+    rep.passes.append("limited")
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
         r2 = Replayer(max_map_count=UNLIMITED, counts_only=True, **options)
         r2.feed(events())
+        rep.passes.append("unlimited")
         rep.min_max_map_count = r2.report.min_max_map_count
     elif hit_limit:
         rep.min_max_map_count = 0  # unknown: the events could not be read twice
@@ -1321,6 +1326,7 @@ def replay(
             **{**options, "assume_written": True},
         )
         written = w.feed(events())
+        rep.passes.append("written")
         rep.peak_map_count_range = (
             rep.peak_map_count,
             max(rep.peak_map_count, written.peak_map_count),
