@@ -29,6 +29,7 @@ from vmsim.trace.replay import (
     Replayer,
     ReplayReport,
     _clone_children,
+    _Events,
     _starts_with_execve,
     replay,
 )
@@ -250,3 +251,34 @@ def test_the_written_replay_runs_when_a_merge_depends_on_writes() -> None:
     three = Replayer(watch_written=True, from_maps=STACK_ONLY)
     three.feed(read_strace(lines))
     assert three.written_sensitive
+
+
+def _counting(path: Path) -> tuple[list[int], Callable[[], Iterator[Any]]]:
+    opened = [0]
+
+    def read() -> Iterator[Any]:
+        opened[0] += 1
+        return sniff_and_read(path)
+
+    return opened, read
+
+
+def test_a_short_trace_is_parsed_once(tmp_path: Path) -> None:
+    """fill_map_count.strace.gz has no execve (a first pass for the clone()s), hits the
+    limit (the unlimited replay): three passes, one full parse (plus the first line)."""
+    opened, read = _counting(TRACES / "fill_map_count.strace.gz")
+    rep = replay(read, cwd=tmp_path)
+    assert rep.passes == ["limited", "unlimited"]
+    assert opened[0] == 2  # _starts_with_execve() reads up to the first call only
+
+
+def test_a_long_trace_is_read_again_for_each_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = TRACES / "fill_map_count.strace.gz"
+    expected = replay(lambda: sniff_and_read(path), cwd=tmp_path, max_map_count=500)
+    monkeypatch.setattr(_Events, "CACHE_LINES", 100)
+    opened, read = _counting(path)
+    rep = replay(read, cwd=tmp_path, max_map_count=500)
+    assert opened[0] == 4  # first call, clone()s, limited, unlimited
+    assert rep.to_json() == expected.to_json()

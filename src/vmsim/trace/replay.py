@@ -91,6 +91,8 @@ UNLIMITED = 1 << 40
 # calls that never merge VMAs (munmap and shmdt only unmap; shmat maps shared memory, which
 # has no anon_vma): the written hypothesis cannot change what they do
 _NEVER_MERGE = frozenset({"munmap", "shmdt", "shmat"})
+# calls _must_wait() may hold back even for a task it knows (or that start a task)
+_MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
 # madvise() advice that acts on pages and leaves every VMA as it was (madvise_vma_behavior())
 _PAGE_ADVICE = frozenset(
     {
@@ -499,7 +501,21 @@ class Replayer:
         rep = self.report
         per_file = bool(self.files)
         file_lines = self._file_lines
+        tasks = self.tasks
+        syscall = self.syscall
         for ev in events:
+            if (
+                type(ev) is Syscall
+                and not per_file
+                and not self._held
+                and ev.name not in _MAY_WAIT
+                and ev.pid in tasks
+            ):
+                # the common case, which _must_wait() always lets through
+                if ev.lineno > rep.lines:
+                    rep.lines = ev.lineno
+                syscall(ev)
+                continue
             if per_file:
                 file = self._file_of(ev) if not isinstance(ev, Problem) else ev.file
                 if ev.lineno > file_lines.get(file, 0):
@@ -914,7 +930,11 @@ class Replayer:
                 return
 
     def _mprotect(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
-        addr, length, prot = self._ints(ev, 3)
+        a = ev.args
+        if len(a) == 3 and type(a[0]) is int and type(a[1]) is int and type(a[2]) is int:
+            addr, length, prot = a  # the common case, without _ints()'s copy
+        else:
+            addr, length, prot = self._ints(ev, 3)
         if (
             self.use_recorded
             and p.images
@@ -1241,11 +1261,12 @@ def _starts_with_execve(events: Iterator[Any]) -> bool:
 
 
 class _Events:
-    """A re-readable trace read once: the first full pass keeps its events (up to
-    CACHE_MAX, ~0.5 KB each) and later passes replay them instead of parsing the file
-    again; a longer trace is read afresh for each pass."""
+    """A re-readable trace read once: the first full pass keeps its events and later
+    passes replay them instead of parsing the file again, for a trace of up to CACHE_LINES
+    lines (a call and each of its -k frames count as one: ~0.6 KB kept per call, less per
+    frame, so at most ~150 MB); a longer trace is read afresh for each pass."""
 
-    CACHE_MAX = 200_000
+    CACHE_LINES = 250_000
 
     def __init__(self, read: Callable[[], Iterator[Any]]) -> None:
         self._read = read
@@ -1261,10 +1282,12 @@ class _Events:
 
     def _keep(self) -> Iterator[Any]:
         kept: list[Any] | None = []
+        room = self.CACHE_LINES
         for ev in self._read():
             if kept is not None:
                 kept.append(ev)
-                if len(kept) > self.CACHE_MAX:
+                room -= 1 + len(getattr(ev, "stack", ()))
+                if room < 0:
                     kept = None
                     self._too_long = True
             yield ev
@@ -1292,7 +1315,7 @@ def replay(
     - if the trace hit the limit, replays without a limit for the smallest max_map_count
       that lets every call succeed.
 
-    The trace is parsed once when it fits in ``_Events.CACHE_MAX`` events.
+    The trace is parsed once when it fits in ``_Events.CACHE_LINES``.
     """
     if callable(events):
         events = _Events(events)
