@@ -931,9 +931,9 @@ class Replayer:
 
     def _mprotect(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         a = ev.args
-        if len(a) == 3 and type(a[0]) is int and type(a[1]) is int and type(a[2]) is int:
+        if len(a) == 3:
             addr, length, prot = a  # the common case, without _ints()'s copy
-        else:
+        if not (len(a) == 3 and type(addr) is int and type(length) is int and type(prot) is int):
             addr, length, prot = self._ints(ev, 3)
         if (
             self.use_recorded
