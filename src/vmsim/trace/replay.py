@@ -1,5 +1,10 @@
 """Replay a recorded syscall trace through the model (``vmsim replay``).
 
+(Over the project's ~600 lines per module: the Replayer is one state machine, tasks, held
+calls, anchors and the report, that every handler reads and updates; the report types and
+the written-replay proof, which need none of it, live apart: report types here still, the
+proof in :mod:`vmsim.trace.written`.)
+
 One model process per address space: threads (clone with CLONE_VM) share their parent's,
 fork copies it, execve replaces it with the ELF loader's layout. Every memory call is run
 on the model and its result compared with the recorded one; where the kernel chose an
@@ -13,7 +18,9 @@ What strace cannot show, and how the replay says so:
   neighbours with different anon_vmas never merge (is_mergeable_anon_vma()). The replay runs
   the trace twice: as if nothing was ever written (the lower bound) and as if every writable
   private VMA was written as soon as it was mapped (the upper bound), and reports the peak as
-  ``peak_map_count_range`` with the number of calls whose VMA count depended on it.
+  ``peak_map_count_range`` with the number of calls whose VMA count depended on it. The
+  second replay is skipped when the first proves, call by call, that it could not differ
+  (:mod:`vmsim.trace.written`).
 - Calls it cannot replay (an unreadable line, an argument it cannot decode, a call the model
   does not implement) are never dropped silently: each is a :class:`Dropped` with its
   file:line.
@@ -32,17 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from vmsim.constants import (
-    MADV_COLD,
-    MADV_COLLAPSE,
-    MADV_DONTNEED,
-    MADV_DONTNEED_LOCKED,
-    MADV_FREE,
-    MADV_GUARD_REMOVE,
-    MADV_PAGEOUT,
-    MADV_POPULATE_READ,
-    MADV_POPULATE_WRITE,
-    MADV_REMOVE,
-    MADV_WILLNEED,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_FIXED_NOREPLACE,
@@ -50,23 +46,21 @@ from vmsim.constants import (
     MREMAP_FIXED,
     MREMAP_MAYMOVE,
     PAGE_SIZE,
-    PROT_GROWSDOWN,
-    PROT_GROWSUP,
     PROT_NONE,
     PROT_READ,
-    PROT_WRITE,
 )
 from vmsim.errors import CAUSE_MAP_COUNT, MmError
 from vmsim.loader import ExecError, place_top, relocate, resolve
 from vmsim.machine import Machine
 from vmsim.mm.core import page_align
-from vmsim.mm.flags import VM_ACCOUNT, VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE
+from vmsim.mm.flags import VM_NOHUGEPAGE, VM_NORESERVE, VM_SHARED, VM_WRITE
 from vmsim.mm.mmap import get_unmapped_area
 from vmsim.mm.shm import shm_namespace
-from vmsim.mm.vma import OpenFile, Vma
+from vmsim.mm.vma import OpenFile
 from vmsim.process import Process
 from vmsim.trace.events import Exit, Problem, Signal, Syscall
 from vmsim.trace.format import format_args
+from vmsim.trace.written import JUDGED_IN_HANDLER, Judgement, WrittenWatch
 
 CLONE_VM = 0x00000100
 CLONE_VFORK = 0x00004000
@@ -88,32 +82,8 @@ MEMORY_CALLS = frozenset(
     }
 )
 UNLIMITED = 1 << 40
-# calls that never merge VMAs (munmap and shmdt only unmap; shmat maps shared memory, which
-# has no anon_vma): the written hypothesis cannot change what they do
-_NEVER_MERGE = frozenset({"munmap", "shmdt", "shmat"})
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
-# madvise() advice that acts on pages and leaves every VMA as it was (madvise_vma_behavior())
-_PAGE_ADVICE = frozenset(
-    {
-        MADV_WILLNEED,
-        MADV_DONTNEED,
-        MADV_FREE,
-        MADV_REMOVE,
-        MADV_COLD,
-        MADV_PAGEOUT,
-        MADV_POPULATE_READ,
-        MADV_POPULATE_WRITE,
-        MADV_DONTNEED_LOCKED,
-        MADV_COLLAPSE,
-        MADV_GUARD_REMOVE,
-    }
-)
-_JUDGED_IN_HANDLER = frozenset({"mmap", "mprotect", "pkey_mprotect"})
-# calls that change a range's flags through vma_modify()
-_MODIFY_CALLS = frozenset(
-    {"mprotect", "pkey_mprotect", "madvise", "mlock", "mlock2", "munlock", "mseal"}
-)
 # Memory syscalls a trace may hold that the model does not replay, and why.
 UNMODELLED = {
     "remap_file_pages": "remap_file_pages is not modelled",
@@ -341,14 +311,12 @@ class Replayer:
         # the change of map_count per call, to compare the written and unwritten replays
         self.track_deltas = track_deltas
         # whether some call so far could have come out differently had the program written
-        # to its memory (watched only with watch_written; see _write_blind)
-        self.watch_written = watch_written
+        # to its memory (followed only with watch_written: see vmsim.trace.written)
+        self._watch = WrittenWatch(use_recorded_addresses) if watch_written else None
+        self._pre: Judgement = None
         # a replay run for its VMA counts only (the unlimited and the written ones): no
         # comparison with the recorded results, no causes, sites or series
         self.counts_only = counts_only
-        self.written_sensitive = False
-        self._taints: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
-        self._pre: tuple[int, int, int] | bool | None = None
         # tasks some clone() in the trace returns (None: not known, so wait for the clone)
         self.known_children = known_children
         # -ff: the file of each task; lines are counted per file
@@ -647,15 +615,17 @@ class Replayer:
         rep.calls += 1
         tree = p.mm.tree
         before = len(tree)
-        watch = self.watch_written and not self.written_sensitive
+        ww = self._watch
+        watch = ww is not None and not ww.sensitive
         if watch:
+            assert ww is not None
             # mmap and mprotect may move an image first (ASLR): they judge after that
-            self._pre = None if name in _JUDGED_IN_HANDLER else self._written_pre(p, ev)
+            self._pre = None if name in JUDGED_IN_HANDLER else ww.before(p, ev)
         try:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
-            if watch:
-                self.written_sensitive = True
+            if ww is not None:
+                ww.sensitive = True
             rep.problems.append(Problem(ev.lineno, ev.raw, f"cannot replay {name}: {e}"))
             rep.drop(
                 Dropped(ev.lineno, ev.raw[:200], f"cannot replay {name}: {e}", self._file_of(ev))
@@ -666,11 +636,12 @@ class Replayer:
         if self.assume_written and err is None:
             self._written(p, ev, result)
         if watch:
+            assert ww is not None
             pre = self._pre
             if pre is False:
-                self.written_sensitive = True
+                ww.sensitive = True
             elif isinstance(pre, tuple):
-                self._written_post(p, ev, result, err, pre)
+                ww.after(p, ev, result, err, pre)
         after = len(tree)
         if self.counts_only:
             if after != before:
@@ -728,7 +699,8 @@ class Replayer:
             self.tasks[ev.ret] = parent
         else:
             # a fork's anon_vmas are not singular: the written replay must run
-            self.written_sensitive = True
+            if self._watch is not None:
+                self._watch.sensitive = True
             self.tasks[ev.ret] = parent.fork()
             self.report.processes += 1
         # a thread joins its parent's thread group; anything else (fork, vfork,
@@ -886,10 +858,11 @@ class Replayer:
             if len(p.images) > 1 and id(p) not in self._top_placed:
                 # the first mmap(NULL) after execve locates the interpreter and mmap_base
                 self._top_placed.add(id(p))
-                held = self._taint_moved(p) if self.watch_written else []
+                held = self._watch.before_move(p) if self._watch else []
                 if place_top(mm, p.images[-1], ev.ret, length):
                     self._anchored.setdefault(id(p), set()).add(p.images[-1].path)
-                self._check_moved(p, held)
+                if self._watch:
+                    self._watch.after_move(p, held)
             f = p.files.get(fd) if not flags & MAP_ANONYMOUS else None
             hint = addr & ~(PAGE_SIZE - 1)
             own = get_unmapped_area(
@@ -899,8 +872,8 @@ class Replayer:
             if own == ev.ret:
                 self.report.placements_agreed += 1
             mm.placement_hint = ev.ret
-        if self.watch_written:
-            self._pre = self._written_pre(p, ev)
+        if self._watch is not None:
+            self._pre = self._watch.before(p, ev)
         try:
             return p.mmap(addr, length, prot, flags, fd, off), None
         except MmError as e:
@@ -919,9 +892,10 @@ class Replayer:
             rng = img.relro_range(img.bias)
             if rng is None or rng[1] - rng[0] != page_align(length):
                 continue
-            held = self._taint_moved(p) if self.watch_written else []
+            held = self._watch.before_move(p) if self._watch else []
             moved = relocate(p.mm, img, img.bias + (addr - rng[0]))
-            self._check_moved(p, held)
+            if self._watch:
+                self._watch.after_move(p, held)
             if moved:
                 done.add(img.path)
                 self.report.estimates.append(
@@ -943,8 +917,8 @@ class Replayer:
             and p.mm.tree.lookup(addr) is None
         ):
             self._anchor(p, addr, length)
-        if self.watch_written:
-            self._pre = self._written_pre(p, ev)
+        if self._watch is not None:
+            self._pre = self._watch.before(p, ev)
         try:
             p.mprotect(addr, length, prot)
             return 0, None
@@ -1017,6 +991,12 @@ class Replayer:
         except MmError as e:
             return -1, e
 
+    @property
+    def written_sensitive(self) -> bool:
+        """With watch_written: whether a replay as if every writable private VMA had been
+        written could differ from this one (see :mod:`vmsim.trace.written`)."""
+        return self._watch is None or self._watch.sensitive
+
     # ------------------------------------------------------ the written hypothesis
     def _written(self, p: Process, ev: Syscall, result: int) -> None:
         """As if the program wrote to every writable private VMA the call left behind: each
@@ -1038,160 +1018,6 @@ class Replayer:
         for vma in mm.tree.range(lo, hi):
             if vma.anon_vma is None and vma.flags & VM_WRITE and not vma.flags & VM_SHARED:
                 mm.anon_vma_prepare(vma)
-
-    # ------------------------------------------- when the written replay can be skipped
-    # A replay as if every writable private VMA had been written (assume_written) differs
-    # from the plain one only where a merge is refused because of anon_vmas
-    # (is_mergeable_anon_vma(), and the prev/next check of a three-way merge), or where
-    # mprotect() keeps VM_ACCOUNT on a VMA losing PROT_WRITE because it has one (see
-    # _keeps_account; mremap, which also reads it, is never cleared): splits,
-    # map_count checks, placement and unmapping read only what the two replays share while
-    # they have the same VMAs (bounds, flags, files, offsets). With no fork in the trace
-    # every anon_vma is "singular", and then every anon_vma test a merge makes passes unless
-    # two of the VMAs taking part both hold one. So a call whose participants (the VMAs in
-    # its range and the two beside it) include at most one VMA that may hold an anon_vma in
-    # the written replay leaves both replays with the same VMAs, the same map_count and the
-    # same delta. In the written replay a VMA may hold one only if the plain one's does, or
-    # it is writable and private (written at once), or it overlaps an address range that
-    # such a VMA lost its write permission in or merged into (``_taint``, per mm). While
-    # every call is cleared this way, replay() skips the written replay; the first call
-    # that is not (two such participants, a fork, mremap, mlockall, an image moved over a
-    # tainted range, ...) marks the trace ``written_sensitive`` and it runs in full.
-    TAINT_MAX = 256
-
-    @staticmethod
-    def _may_hold_anon(vma: Vma, taint: list[tuple[int, int]]) -> bool:
-        if vma.anon_vma is not None or vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE:
-            return True
-        start, end = vma.start, vma.end
-        for lo, hi in taint:  # noqa: SIM110 (any() over a generator costs twice this)
-            if lo < end and start < hi:
-                return True
-        return False
-
-    def _keeps_account(self, p: Process, vmas: list[Vma]) -> bool:
-        """mprotect_fixup() takes VM_ACCOUNT away from an anonymous VMA losing PROT_WRITE
-        only if it has no anon_vma: the one place outside merging where an anon_vma decides
-        a VMA's flags. True if that could differ between the two replays."""
-        taint = self._taint_of(p)
-        return any(
-            v.flags & VM_ACCOUNT
-            and v.is_anonymous
-            and v.anon_vma is None
-            and self._may_hold_anon(v, taint)
-            for v in vmas
-        )
-
-    def _taint_of(self, p: Process) -> list[tuple[int, int]]:
-        mm = p.mm
-        entry = self._taints.get(id(mm))
-        if entry is None:
-            entry = self._taints[id(mm)] = (mm, [])  # holds mm: its id is not reused
-        return entry[1]
-
-    def _written_pre(self, p: Process, ev: Syscall) -> tuple[int, int, int] | bool | None:
-        """Before a call: False if the written replay could differ; else None, or (the
-        address judged, the bounds of the one participant that may hold an anon_vma or 0, 0)
-        for :meth:`_written_post`."""
-        name = ev.name
-        if name in _NEVER_MERGE:
-            return None
-        a = ev.args
-        mm = p.mm
-        tree = mm.tree
-        if name in _MODIFY_CALLS:
-            if len(a) < 2 or type(a[0]) is not int or type(a[1]) is not int:
-                return False
-            if name == "madvise" and len(a) > 2 and a[2] in _PAGE_ADVICE:
-                return None  # advice on pages only: do_madvise() changes no VMA
-            if name in ("mprotect", "pkey_mprotect") and (
-                len(a) < 3 or type(a[2]) is not int or a[2] & (PROT_GROWSDOWN | PROT_GROWSUP)
-            ):
-                return False  # PROT_GROWSDOWN widens the range to the VMA's start
-            lo = a[0]
-            hi = lo + page_align(a[1])
-            if hi <= lo:
-                return None  # nothing to change (len 0), or refused before any change
-            vma = tree.lookup(lo)
-            if (
-                name in ("mprotect", "pkey_mprotect")
-                and not a[2] & PROT_WRITE  # type: ignore[operator]
-                and self._keeps_account(p, tree.range(lo, hi))
-            ):
-                return False
-            if vma is not None and vma.start < lo and hi < vma.end:
-                # strictly inside one VMA: vma_modify() splits, it tries no merge
-                if self._may_hold_anon(vma, self._taint_of(p)):
-                    return (lo, vma.start, vma.end)
-                return None
-        elif name == "mmap":
-            if len(a) < 4 or type(a[0]) is not int or type(a[1]) is not int:
-                return False
-            flags = a[3] if type(a[3]) is int else 0
-            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-                lo = a[0]
-            elif self.use_recorded and ev.errno is None and ev.ret is not None:
-                lo = ev.ret  # placed where the kernel put it (checked in _written_post)
-            else:
-                return False
-            hi = lo + page_align(a[1])
-            if hi <= lo:
-                return None
-        elif name == "brk":
-            if not a or type(a[0]) is not int:
-                return False
-            lo, hi = page_align(mm.brk), page_align(a[0])
-            if a[0] < mm.start_brk or hi <= lo:
-                return None  # a query, a refusal or a shrink: nothing merges
-        else:
-            return False  # mremap, mlockall, munlockall, ...
-        taint = self._taint_of(p)
-        parts = tree.range(lo, hi)
-        before = tree.prev_of(lo)
-        after = tree.find(hi)
-        takers = list(parts)
-        # a merge needs adjacency: a neighbour with a gap between takes no part
-        if before is not None and before.end == lo and (not parts or before is not parts[0]):
-            takers.append(before)
-        if after is not None and after.start == hi and (not parts or after is not parts[-1]):
-            takers.append(after)
-        held = [v for v in takers if self._may_hold_anon(v, taint)]
-        if len(held) > 1:
-            return False
-        if held:
-            return (lo, held[0].start, held[0].end)
-        return (lo, 0, 0) if name == "mmap" else None
-
-    def _written_post(
-        self, p: Process, ev: Syscall, result: int, err: MmError | None, pre: tuple[int, int, int]
-    ) -> None:
-        """After a cleared call. The one VMA that may hold an anon_vma in the written replay
-        was ``[start, end)`` before the call; any anon_vma it held is now on the VMAs over
-        that range (split pieces, a merge's survivor, a range that lost PROT_WRITE): those
-        the predicate no longer covers join the taint."""
-        lo, start, end = pre
-        if ev.name == "mmap" and err is None and result != lo:
-            self.written_sensitive = True  # placed elsewhere than judged
-            return
-        if start == end:
-            return
-        taint = self._taint_of(p)
-        for v in p.mm.tree.range(start, end):
-            if not self._may_hold_anon(v, taint):
-                taint.append((v.start, v.end))
-        if len(taint) > self.TAINT_MAX:
-            self.written_sensitive = True
-
-    def _taint_moved(self, p: Process) -> list[Vma]:
-        """The VMAs over tainted ranges, before the loader moves an image."""
-        taint = self._taint_of(p)
-        return [v for lo, hi in taint for v in p.mm.tree.range(lo, hi)]
-
-    def _check_moved(self, p: Process, held: list[Vma]) -> None:
-        taint = self._taint_of(p)
-        for v in held:
-            if not any(lo < v.end and v.start < hi for lo, hi in taint):
-                self.written_sensitive = True
 
     # --------------------------------------------------------------- SysV shm
     def _shmget(self, ev: Syscall) -> None:
@@ -1311,7 +1137,7 @@ def replay(
     - replays again as if every writable private VMA was written, for
       ``peak_map_count_range`` (see the module docstring; ``written_range=False`` skips
       it, and the range is then unknown: None), unless the first replay showed that no
-      call could come out differently (see ``Replayer._written_pre``);
+      call could come out differently (see :mod:`vmsim.trace.written`);
     - if the trace hit the limit, replays without a limit for the smallest max_map_count
       that lets every call succeed.
 
