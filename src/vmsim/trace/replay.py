@@ -1,5 +1,10 @@
 """Replay a recorded syscall trace through the model (``vmsim replay``).
 
+(Over the project's ~600 lines per module: the Replayer is one state machine, tasks, held
+calls, anchors and the report, that every handler reads and updates. What needs none of it
+lives apart: the report types in :mod:`vmsim.trace.replay_report`, the proof that lets the
+written replay be skipped in :mod:`vmsim.trace.written`.)
+
 One model process per address space: threads (clone with CLONE_VM) share their parent's,
 fork copies it, execve replaces it with the ELF loader's layout. Every memory call is run
 on the model and its result compared with the recorded one; where the kernel chose an
@@ -13,7 +18,9 @@ What strace cannot show, and how the replay says so:
   neighbours with different anon_vmas never merge (is_mergeable_anon_vma()). The replay runs
   the trace twice: as if nothing was ever written (the lower bound) and as if every writable
   private VMA was written as soon as it was mapped (the upper bound), and reports the peak as
-  ``peak_map_count_range`` with the number of calls whose VMA count depended on it.
+  ``peak_map_count_range`` with the number of calls whose VMA count depended on it. The
+  second replay is skipped when the first proves, call by call, that it could not differ
+  (:mod:`vmsim.trace.written`).
 - Calls it cannot replay (an unreadable line, an argument it cannot decode, a call the model
   does not implement) are never dropped silently: each is a :class:`Dropped` with its
   file:line.
@@ -25,9 +32,7 @@ What strace cannot show, and how the replay says so:
 from __future__ import annotations
 
 import errno as errno_mod
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,19 @@ from vmsim.mm.vma import OpenFile
 from vmsim.process import Process
 from vmsim.trace.events import Exit, Problem, Signal, Syscall
 from vmsim.trace.format import format_args
+from vmsim.trace.replay_report import Divergence, Dropped, Failure, ReplayError, ReplayReport
+from vmsim.trace.written import JUDGED_IN_HANDLER, Judgement, WrittenWatch
+
+__all__ = [
+    "Divergence",
+    "Dropped",
+    "Failure",
+    "ReplayError",
+    "ReplayReport",
+    "Replayer",
+    "call_site",
+    "replay",
+]
 
 CLONE_VM = 0x00000100
 CLONE_VFORK = 0x00004000
@@ -74,6 +92,8 @@ MEMORY_CALLS = frozenset(
     }
 )
 UNLIMITED = 1 << 40
+# calls _must_wait() may hold back even for a task it knows (or that start a task)
+_MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
 # Memory syscalls a trace may hold that the model does not replay, and why.
 UNMODELLED = {
     "remap_file_pages": "remap_file_pages is not modelled",
@@ -81,157 +101,6 @@ UNMODELLED = {
     "map_shadow_stack": "shadow stacks are not modelled",
     "process_madvise": "advice to another process is not modelled",
 }
-
-
-class ReplayError(Exception):
-    """A fatal replay problem (with --strict, a malformed line)."""
-
-    def __init__(self, message: str, lineno: int | None = None) -> None:
-        super().__init__(f"line {lineno}: {message}" if lineno else message)
-        self.lineno = lineno
-
-
-@dataclass
-class Divergence:
-    lineno: int
-    call: str
-    recorded: str
-    model: str
-    why: str
-    file: str | None = None
-    """The -ff file the call is in (None for a single trace)."""
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "line": self.lineno,
-            "call": self.call,
-            "recorded": self.recorded,
-            "model": self.model,
-            "why": self.why,
-        }
-
-
-@dataclass
-class Failure:
-    lineno: int
-    call: str
-    errno: str
-    cause: str | None
-    detail: str
-    map_count: int
-    pid: int | None
-    stack: tuple[str, ...] = ()
-    file: str | None = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "line": self.lineno,
-            "call": self.call,
-            "errno": self.errno,
-            "cause": self.cause,
-            "detail": self.detail,
-            "map_count": self.map_count,
-            "pid": self.pid,
-            "stack": list(self.stack),
-        }
-
-
-@dataclass(frozen=True)
-class Dropped:
-    """A line or call the replay could not run on the model: never silent."""
-
-    lineno: int
-    call: str
-    reason: str
-    file: str | None = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.lineno, "call": self.call, "reason": self.reason}
-
-
-@dataclass
-class ReplayReport:
-    max_map_count: int
-    lines: int = 0
-    calls: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    divergences: list[Divergence] = field(default_factory=list)
-    peak_map_count: int = 0
-    peak_line: int = 0
-    peak_pid: int | None = None
-    first_failure: Failure | None = None
-    failures: list[Failure] = field(default_factory=list)
-    min_max_map_count: int = 0
-    vmas_by_site: Counter[str] = field(default_factory=Counter)
-    vmas_by_cause: Counter[str] = field(default_factory=Counter)
-    placements: int = 0
-    placements_agreed: int = 0
-    estimates: list[str] = field(default_factory=list)
-    series: list[tuple[int, float | None, int]] = field(default_factory=list)
-    processes: int = 0
-    """Address spaces the trace created: the first program, each fork, each execve."""
-    dropped: list[Dropped] = field(default_factory=list)
-    dropped_count: int = 0
-    """Every dropped line or call (``dropped`` keeps the first DROPPED_KEPT)."""
-    failures_anyway: list[Failure] = field(default_factory=list)
-    """Failures the kernel recorded too, where the model names no limit as the cause (an
-    argument check, MAP_HUGETLB with an empty pool, munmap(0, 0)): they happen at any
-    limit, so ``first_failure`` (the call a limit broke) skips them."""
-    peak_map_count_range: tuple[int, int] | None = None
-    """[as if nothing was written, as if every writable private VMA was written]."""
-    write_dependent_calls: int = 0
-    """Calls that left more VMAs when written (their neighbours' anon_vmas kept them apart)."""
-    deltas: dict[tuple[str | None, int], int] = field(default_factory=dict, repr=False)
-
-    DROPPED_KEPT = 1000
-
-    def drop(self, item: Dropped) -> None:
-        self.dropped_count += 1
-        if len(self.dropped) < self.DROPPED_KEPT:
-            self.dropped.append(item)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "max_map_count": self.max_map_count,
-            "lines": self.lines,
-            "calls": self.calls,
-            "problems": [
-                {"file": getattr(p, "file", None), "line": p.lineno, "message": p.message}
-                for p in self.problems
-            ],
-            "dropped_count": self.dropped_count,
-            "dropped": [d.to_json() for d in self.dropped],
-            "divergences": [d.to_json() for d in self.divergences],
-            "peak_map_count": self.peak_map_count,
-            "peak_map_count_range": (
-                list(self.peak_map_count_range) if self.peak_map_count_range else None
-            ),
-            "write_dependent_calls": self.write_dependent_calls,
-            "peak_line": self.peak_line,
-            "peak_pid": self.peak_pid,
-            "first_failure": self.first_failure.to_json() if self.first_failure else None,
-            "failures_anyway": [f.to_json() for f in self.failures_anyway],
-            "min_max_map_count": self.min_max_map_count,
-            "vmas_by_site": dict(self.vmas_by_site.most_common()),
-            "vmas_by_cause": dict(self.vmas_by_cause.most_common()),
-            "placement": {"recorded": self.placements, "agreed": self.placements_agreed},
-            "estimates": self.estimates,
-            "processes": self.processes,
-        }
 
 
 def _errname(code: int) -> str:
@@ -272,6 +141,8 @@ class Replayer:
         known_children: set[int] | None = None,
         files: dict[int, str] | None = None,
         track_deltas: bool = False,
+        watch_written: bool = False,
+        counts_only: bool = False,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -295,6 +166,13 @@ class Replayer:
         self.assume_written = assume_written
         # the change of map_count per call, to compare the written and unwritten replays
         self.track_deltas = track_deltas
+        # whether some call so far could have come out differently had the program written
+        # to its memory (followed only with watch_written: see vmsim.trace.written)
+        self._watch = WrittenWatch(use_recorded_addresses) if watch_written else None
+        self._pre: Judgement = None
+        # a replay run for its VMA counts only (the unlimited and the written ones): no
+        # comparison with the recorded results, no causes, sites or series
+        self.counts_only = counts_only
         # tasks some clone() in the trace returns (None: not known, so wait for the clone)
         self.known_children = known_children
         # -ff: the file of each task; lines are counted per file
@@ -447,7 +325,21 @@ class Replayer:
         rep = self.report
         per_file = bool(self.files)
         file_lines = self._file_lines
+        tasks = self.tasks
+        syscall = self.syscall
         for ev in events:
+            if (
+                type(ev) is Syscall
+                and not per_file
+                and not self._held
+                and ev.name not in _MAY_WAIT
+                and ev.pid in tasks
+            ):
+                # the common case, which _must_wait() always lets through
+                if ev.lineno > rep.lines:
+                    rep.lines = ev.lineno
+                syscall(ev)
+                continue
             if per_file:
                 file = self._file_of(ev) if not isinstance(ev, Problem) else ev.file
                 if ev.lineno > file_lines.get(file, 0):
@@ -579,9 +471,17 @@ class Replayer:
         rep.calls += 1
         tree = p.mm.tree
         before = len(tree)
+        ww = self._watch
+        watch = ww is not None and not ww.sensitive
+        if watch:
+            assert ww is not None
+            # mmap and mprotect may move an image first (ASLR): they judge after that
+            self._pre = None if name in JUDGED_IN_HANDLER else ww.before(p, ev)
         try:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
+            if ww is not None:
+                ww.sensitive = True
             rep.problems.append(Problem(ev.lineno, ev.raw, f"cannot replay {name}: {e}"))
             rep.drop(
                 Dropped(ev.lineno, ev.raw[:200], f"cannot replay {name}: {e}", self._file_of(ev))
@@ -591,7 +491,21 @@ class Replayer:
             return
         if self.assume_written and err is None:
             self._written(p, ev, result)
+        if watch:
+            assert ww is not None
+            pre = self._pre
+            if pre is False:
+                ww.sensitive = True
+            elif isinstance(pre, tuple):
+                ww.after(p, ev, result, err, pre)
         after = len(tree)
+        if self.counts_only:
+            if after != before:
+                if self.track_deltas:
+                    rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+                if after > rep.peak_map_count:
+                    rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
+            return
         # the common case, model and kernel agree on success, costs one comparison
         if err is not None or ev.errno is not None or result != ev.ret:
             self._compare(ev, result, err, before)
@@ -640,6 +554,9 @@ class Replayer:
         if flags & CLONE_VM:
             self.tasks[ev.ret] = parent
         else:
+            # a fork's anon_vmas are not singular: the written replay must run
+            if self._watch is not None:
+                self._watch.sensitive = True
             self.tasks[ev.ret] = parent.fork()
             self.report.processes += 1
         # a thread joins its parent's thread group; anything else (fork, vfork,
@@ -799,8 +716,11 @@ class Replayer:
             if len(p.images) > 1 and id(p) not in self._top_placed:
                 # the first mmap(NULL) after execve locates the interpreter and mmap_base
                 self._top_placed.add(id(p))
+                held = self._watch.before_move(p) if self._watch else []
                 if place_top(mm, p.images[-1], ev.ret, length):
                     self._anchored.setdefault(id(p), set()).add(p.images[-1].path)
+                if self._watch:
+                    self._watch.after_move(p, held)
             f = p.files.get(fd) if not flags & MAP_ANONYMOUS else None
             hint = addr & ~(PAGE_SIZE - 1)
             own = get_unmapped_area(
@@ -810,6 +730,8 @@ class Replayer:
             if own == ev.ret:
                 self.report.placements_agreed += 1
             mm.placement_hint = ev.ret
+        if self._watch is not None:
+            self._pre = self._watch.before(p, ev)
         try:
             return p.mmap(addr, length, prot, flags, fd, off), None
         except MmError as e:
@@ -828,7 +750,11 @@ class Replayer:
             rng = img.relro_range(img.bias)
             if rng is None or rng[1] - rng[0] != page_align(length):
                 continue
-            if relocate(p.mm, img, img.bias + (addr - rng[0])):
+            held = self._watch.before_move(p) if self._watch else []
+            moved = relocate(p.mm, img, img.bias + (addr - rng[0]))
+            if self._watch:
+                self._watch.after_move(p, held)
+            if moved:
                 done.add(img.path)
                 self.report.estimates.append(
                     f"{img.path}: placed at {img.lo:#x} (found from its RELRO mprotect)"
@@ -836,7 +762,11 @@ class Replayer:
                 return
 
     def _mprotect(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
-        addr, length, prot = self._ints(ev, 3)
+        a = ev.args
+        if len(a) == 3:
+            addr, length, prot = a  # the common case, without _ints()'s copy
+        if not (len(a) == 3 and type(addr) is int and type(length) is int and type(prot) is int):
+            addr, length, prot = self._ints(ev, 3)
         if (
             self.use_recorded
             and p.images
@@ -845,6 +775,8 @@ class Replayer:
             and p.mm.tree.lookup(addr) is None
         ):
             self._anchor(p, addr, length)
+        if self._watch is not None:
+            self._pre = self._watch.before(p, ev)
         try:
             p.mprotect(addr, length, prot)
             return 0, None
@@ -916,6 +848,12 @@ class Replayer:
             return 0, None
         except MmError as e:
             return -1, e
+
+    @property
+    def written_sensitive(self) -> bool:
+        """With watch_written: whether a replay as if every writable private VMA had been
+        written could differ from this one (see :mod:`vmsim.trace.written`)."""
+        return self._watch is None or self._watch.sensitive
 
     # ------------------------------------------------------ the written hypothesis
     def _written(self, p: Process, ev: Syscall, result: int) -> None:
@@ -1006,6 +944,41 @@ def _starts_with_execve(events: Iterator[Any]) -> bool:
     return False
 
 
+class _Events:
+    """A re-readable trace read once: the first full pass keeps its events and later
+    passes replay them instead of parsing the file again, for a trace of up to CACHE_LINES
+    lines (a call and each of its -k frames count as one: ~0.6 KB kept per call, less per
+    frame, so at most ~150 MB); a longer trace is read afresh for each pass."""
+
+    CACHE_LINES = 250_000
+
+    def __init__(self, read: Callable[[], Iterator[Any]]) -> None:
+        self._read = read
+        self._kept: list[Any] | None = None
+        self._too_long = False
+
+    def __call__(self) -> Iterator[Any]:
+        if self._kept is not None:
+            return iter(self._kept)
+        if self._too_long:
+            return self._read()
+        return self._keep()
+
+    def _keep(self) -> Iterator[Any]:
+        kept: list[Any] | None = []
+        room = self.CACHE_LINES
+        for ev in self._read():
+            if kept is not None:
+                kept.append(ev)
+                room -= 1 + len(getattr(ev, "stack", ()))
+                if room < 0:
+                    kept = None
+                    self._too_long = True
+            yield ev
+        if kept is not None:
+            self._kept = kept
+
+
 def replay(
     events: Iterable[Syscall | Signal | Exit | Problem] | Callable[[], Iterator[Any]],
     *,
@@ -1021,33 +994,46 @@ def replay(
       returns them) when the trace does not start with execve, by a first pass;
     - replays again as if every writable private VMA was written, for
       ``peak_map_count_range`` (see the module docstring; ``written_range=False`` skips
-      it, and the range is then unknown: None);
+      it, and the range is then unknown: None), unless the first replay showed that no
+      call could come out differently (see :mod:`vmsim.trace.written`);
     - if the trace hit the limit, replays without a limit for the smallest max_map_count
       that lets every call succeed.
+
+    The trace is parsed once when it fits in ``_Events.CACHE_LINES``.
     """
+    if callable(events):
+        events = _Events(events)
     if callable(events) and "known_children" not in options and not _starts_with_execve(events()):
         options = {**options, "known_children": _clone_children(events())}
     source = events() if callable(events) else events
     two = callable(events) and written_range and not options.get("assume_written")
-    r = Replayer(max_map_count=max_map_count, track_deltas=two, **options)
+    r = Replayer(max_map_count=max_map_count, track_deltas=two, watch_written=two, **options)
     rep = r.feed(source)
+    rep.passes.append("limited")
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
-        r2 = Replayer(max_map_count=UNLIMITED, **options)
+        r2 = Replayer(max_map_count=UNLIMITED, counts_only=True, **options)
         r2.feed(events())
+        rep.passes.append("unlimited")
         rep.min_max_map_count = r2.report.min_max_map_count
     elif hit_limit:
         rep.min_max_map_count = 0  # unknown: the events could not be read twice
         rep.estimates.append(
             "min_max_map_count unknown: the trace hit the limit and could not be re-read"
         )
-    if two and callable(events):
+    if two and callable(events) and not r.written_sensitive:
+        # no call could have come out differently had the program written its memory
+        rep.peak_map_count_range = (rep.peak_map_count, rep.peak_map_count)
+        rep.write_dependent_calls = 0
+    elif two and callable(events):
         w = Replayer(
             max_map_count=max_map_count,
             track_deltas=True,
+            counts_only=True,
             **{**options, "assume_written": True},
         )
         written = w.feed(events())
+        rep.passes.append("written")
         rep.peak_map_count_range = (
             rep.peak_map_count,
             max(rep.peak_map_count, written.peak_map_count),
