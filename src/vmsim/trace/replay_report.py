@@ -161,3 +161,12 @@ class ReplayReport:
             "estimates": self.estimates,
             "processes": self.processes,
         }
+
+
+__all__ = [
+    "Divergence",
+    "Dropped",
+    "Failure",
+    "ReplayError",
+    "ReplayReport",
+]

@@ -225,3 +225,10 @@ class WrittenWatch:
         for v in held:
             if not any(lo < v.end and v.start < hi for lo, hi in taint):
                 self.sensitive = True
+
+
+__all__ = [
+    "JUDGED_IN_HANDLER",
+    "Judgement",
+    "WrittenWatch",
+]
