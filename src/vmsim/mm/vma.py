@@ -65,12 +65,12 @@ class Inode:
     data; absent pages are zeros), read into the page cache on a fault.
     """
 
-    path: str
-    dev: tuple[int, int] = (0, 0)
-    ino: int = 0
-    size: int = 0
-    pages: dict[int, int] = field(default_factory=dict)
-    backing: dict[int, bytes] = field(default_factory=dict)
+    path: str  # the dentry's path as /proc/pid/maps prints it
+    dev: tuple[int, int] = (0, 0)  # i_sb->s_dev (major, minor)
+    ino: int = 0  # i_ino
+    size: int = 0  # i_size: ftruncate and writes past the end change it
+    pages: dict[int, int] = field(default_factory=dict)  # i_mapping; kept by filemap, truncate
+    backing: dict[int, bytes] = field(default_factory=dict)  # the disk; writeback writes it
     swapped: dict[int, SwpEntry] = field(default_factory=dict)  # shmem: pgoff -> slot
     # workingset shadows of evicted pages: pgoff -> (nonresident_age, was in the workingset)
     shadows: dict[int, tuple[int, bool]] = field(default_factory=dict)
@@ -83,11 +83,11 @@ class OpenFile:
     """An open file description (``struct file``): two open()s of one inode never merge.
     ``ra`` is its readahead state (file->f_ra)."""
 
-    inode: Inode
-    readable: bool = True
-    writable: bool = True
-    noexec: bool = False
-    ra: RaState = field(default_factory=RaState)
+    inode: Inode  # f_inode
+    readable: bool = True  # FMODE_READ
+    writable: bool = True  # FMODE_WRITE: MAP_SHARED with PROT_WRITE needs it (else EACCES)
+    noexec: bool = False  # on a noexec mount: PROT_EXEC is refused (EPERM)
+    ra: RaState = field(default_factory=RaState)  # f_ra; moved by vmsim.mm.readahead
 
     @property
     def name(self) -> str:
@@ -126,13 +126,13 @@ class Vma:
         anon_singular: bool = True,
         name: str | None = None,
     ) -> None:
-        self.start = start
-        self.end = end
-        self.flags = flags
-        self.pgoff = pgoff
-        self.file = file
-        self.anon_vma = anon_vma
-        self.anon_singular = anon_singular
+        self.start = start  # vm_start; kept by the VMA core (vma_ops: split, merge, expand)
+        self.end = end  # vm_end (exclusive); kept by the VMA core
+        self.flags = flags  # vm_flags (VM_* of vmsim.mm.flags); mprotect/mlock/madvise
+        self.pgoff = pgoff  # vm_pgoff: file page of ``start``; split and mremap keep it in step
+        self.file = file  # vm_file (None: anonymous); set at mmap, shared by split halves
+        self.anon_vma = anon_vma  # set by the first write fault (anon_vma_prepare) or merges
+        self.anon_singular = anon_singular  # anon_vma_chain has one entry (False after fork)
         # vm_ops->name() of a special mapping ([vdso], [vvar], ...): never merges (VM_SPECIAL)
         self.name = name
         # vma->swap_readahead_info: (last fault address, window, hits); None reads as
