@@ -20,6 +20,7 @@ from typing import Final
 
 from vmsim.trace.decode import (
     DECODED_SYSCALLS,
+    TASK_AND_TIME,
     Timestamps,
     decode_value,
     split_args,
@@ -29,11 +30,7 @@ from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip
 
 __all__ = ["read_ltrace"]
 
-_PREFIX: Final = (
-    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid 123] ' or '123 '
-    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
-    r"(?:\[0x[0-9a-f]+\] )?"  # -i
-)
+_PREFIX: Final = TASK_AND_TIME + r"(?:\[0x[0-9a-f]+\] )?"  # -i
 _LINE = re.compile(_PREFIX + r"(.*)$")
 _CALL = re.compile(r"SYS_(\w+)\((.*)\) *= (\S+)(.*)$")
 _UNFINISHED = re.compile(r"SYS_(\w+)\((.*) <unfinished \.\.\.>$")
