@@ -32,10 +32,10 @@ from vmsim.analysis.estimate import (
     EstimateResult,
     ProcessExitedError,
     estimate,
-    estimate_pages,
     parse_range,
     parse_smaps,
 )
+from vmsim.analysis.savings import estimate_pages
 from vmsim.cli import estimate as cli_estimate
 from vmsim.cli.errors import CliError, UsageError
 from vmsim.mm.swapfile import SwapDevice, SwapSpace

@@ -21,12 +21,19 @@ Handler = Callable[[argparse.Namespace, Console], int]
 
 
 def add_command(
-    subparsers: Any, name: str, help: str, doc: str | None, handler: Handler
+    subparsers: Any,
+    name: str,
+    help: str,
+    doc: str | None,
+    handler: Handler,
+    *,
+    epilog: str | None = None,
 ) -> argparse.ArgumentParser:
     """Add subcommand ``name``: ``help`` in the parent's list, the first paragraph of the
-    command module's docstring ``doc`` as its description, ``handler`` to run it."""
+    command module's docstring ``doc`` as its description, ``epilog`` (if any) after the
+    options, ``handler`` to run it."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help, description=doc.split("\n\n")[0] if doc else None
+        name, help=help, description=doc.split("\n\n")[0] if doc else None, epilog=epilog
     )
     parser.set_defaults(handler=handler)
     return parser

@@ -19,6 +19,7 @@ from rich.table import Table
 from vmsim.analysis import Level, MapsReport, SnapshotInputError, analyze, read_snapshot
 from vmsim.analysis.classify import ClassifiedVma, human_size
 from vmsim.cli import options
+from vmsim.cli.commands import add_command
 from vmsim.cli.errors import EXIT_LIMIT, EXIT_STATUS_HELP, CliError, ResultStatus, UsageError
 from vmsim.cli.render import write_json
 
@@ -203,10 +204,12 @@ def render(console: Console, report: MapsReport, all_vmas: bool) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``maps`` to the ``vmsim`` subcommands."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "maps",
-        help="classify the VMAs of a maps/smaps/hs_err snapshot or a live PID; headroom",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        "classify the VMAs of a maps/smaps/hs_err snapshot or a live PID; headroom",
+        __doc__,
+        run,
         epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument(
@@ -224,7 +227,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--all", action="store_true", help="also list every VMA with its kind")
     parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from vmsim.cli import options as cli_options
+from vmsim.cli.commands import add_command, add_json_and_color
 from vmsim.cli.errors import (
     EXIT_LIMIT,
     EXIT_NO_INPUT,
@@ -30,6 +31,7 @@ from vmsim.cli.errors import (
     ResultStatus,
     UsageError,
 )
+from vmsim.cli.plot import figure
 from vmsim.cli.render import write_json
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT
 from vmsim.errors import (
@@ -54,10 +56,13 @@ VERDICTS = {
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    """Add ``replay`` to the ``vmsim`` subcommands."""
+    parser = add_command(
+        subparsers,
         "replay",
-        help="replay an strace log through the model: VMA budget and ENOMEM verdicts",
-        description=__doc__,
+        "replay an strace log through the model: VMA budget and ENOMEM verdicts",
+        __doc__,
+        run,
         epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument(
@@ -139,11 +144,10 @@ def register(subparsers: Any) -> None:
         "TRACE.map_count.png; none for standard input or a pipe)",
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    add_json_and_color(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # nothing this command prints is markup: user text (trace lines, paths) prints as is
-    parser.set_defaults(handler=run, markup=False)
+    parser.set_defaults(markup=False)
 
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -427,34 +431,23 @@ def y_limit(peak: int, limit: int) -> float:
 
 
 def plot(report: ReplayReport, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    xs = [s[0] for s in report.series]
-    ys = [s[2] for s in report.series]
-    ax.step(xs, ys, where="post", color="tab:blue", label="map_count")
-    top = max(ys, default=0)
-    ax.set_ylim(0, y_limit(top, report.max_map_count))
-    if report.max_map_count <= y_limit(top, report.max_map_count):
-        # drawn only when in view: a 200-VMA program under a 65,530 limit is a flat line
-        ax.axhline(report.max_map_count, color="tab:red", linestyle="--", label="max_map_count")
-    f = report.first_failure
-    if f is not None:
-        ax.axvline(f.lineno, color="tab:orange", linestyle=":", label=f"first {f.errno}")
-    ax.set_xlabel("trace line")
-    ax.set_ylabel("VMAs (map_count)")
-    ax.set_title(f"map_count over {title}")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as e:
-        raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
-    finally:
-        plt.close(fig)
+    """map_count over the trace lines, the limit when in view, the first failure."""
+    with figure(path, (9, 4)) as (_fig, ax):
+        xs = [s[0] for s in report.series]
+        ys = [s[2] for s in report.series]
+        ax.step(xs, ys, where="post", color="tab:blue", label="map_count")
+        top = max(ys, default=0)
+        ax.set_ylim(0, y_limit(top, report.max_map_count))
+        if report.max_map_count <= y_limit(top, report.max_map_count):
+            # drawn only when in view: a 200-VMA program under a 65,530 limit is a flat line
+            ax.axhline(report.max_map_count, color="tab:red", linestyle="--", label="max_map_count")
+        f = report.first_failure
+        if f is not None:
+            ax.axvline(f.lineno, color="tab:orange", linestyle=":", label=f"first {f.errno}")
+        ax.set_xlabel("trace line")
+        ax.set_ylabel("VMAs (map_count)")
+        ax.set_title(f"map_count over {title}")
+        ax.legend(loc="upper left")
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from rich.table import Table
 from vmsim.analysis import ProcessVmas, scan_processes, system_max_map_count
 from vmsim.analysis.report import DANGER_PERCENT, WARNING_PERCENT
 from vmsim.cli import options
+from vmsim.cli.commands import add_command
 from vmsim.cli.errors import UsageError
 from vmsim.cli.render import write_json
 
@@ -113,10 +114,12 @@ def table(rows: list[TopRow], total: int, max_map_count: int, interval: float | 
 
 def register(subparsers: Any) -> None:
     """Add ``top`` to the ``vmsim`` subcommands."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "top",
-        help="every process by map_count, with headroom under vm.max_map_count",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        "every process by map_count, with headroom under vm.max_map_count",
+        __doc__,
+        run,
     )
     parser.add_argument(
         "--interval",
@@ -145,7 +148,6 @@ def register(subparsers: Any) -> None:
         help="the limit to compare with, 1..2**31-1 (default: this machine's vm.max_map_count)",
     )
     parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

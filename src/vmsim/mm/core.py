@@ -387,27 +387,13 @@ class AddressSpace:
         prev, only if that neighbour's chain is singular) or allocate a new one."""
         if vma.anon_vma is not None:
             return
+        # find_mergeable_anon_vma()
         nxt = self.tree.next(vma)
-        if (
-            nxt is not None
-            and _anon_vma_compatible(vma, nxt)
-            and nxt.anon_vma is not None
-            and nxt.anon_singular
-        ):
-            vma.anon_vma = nxt.anon_vma
-            vma.anon_singular = True
-            return
-        prev = self.tree.prev(vma)
-        if (
-            prev is not None
-            and _anon_vma_compatible(prev, vma)
-            and prev.anon_vma is not None
-            and prev.anon_singular
-        ):
-            vma.anon_vma = prev.anon_vma
-            vma.anon_singular = True
-            return
-        vma.anon_vma = AnonVma()
+        anon_vma = _reusable_anon_vma(nxt, vma, nxt) if nxt is not None else None
+        if anon_vma is None:
+            prev = self.tree.prev(vma)
+            anon_vma = _reusable_anon_vma(prev, prev, vma) if prev is not None else None
+        vma.anon_vma = anon_vma if anon_vma is not None else AnonVma()
         vma.anon_singular = True
 
     def populate(self, start: int, end: int, ignore_errors: bool) -> bool:
@@ -488,6 +474,14 @@ class AddressSpace:
     def _vma_writable(self, addr: int) -> bool:
         vma = self.tree.lookup(addr)
         return vma is not None and bool(vma.flags & VM_WRITE)
+
+
+def _reusable_anon_vma(old: Vma, a: Vma, b: Vma) -> AnonVma | None:
+    """reusable_anon_vma(): the anon_vma of ``old`` (the neighbour ``a`` or ``b``) if ``a``
+    and ``b`` are compatible and ``old``'s anon_vma chain is singular, else None."""
+    if _anon_vma_compatible(a, b) and old.anon_vma is not None and old.anon_singular:
+        return old.anon_vma
+    return None
 
 
 def _anon_vma_compatible(a: Vma, b: Vma) -> bool:

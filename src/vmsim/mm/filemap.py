@@ -3,9 +3,9 @@ cached folio (``Kernel.cache_owner``: folio->mapping, folio->index), adding and 
 folios, and reading one page of a file in.
 
 Ownership: the page cache holds one reference on each of its pages (the allocation's). The
-fault side of filemap.c (filemap_fault(), filemap_map_pages()) is in ``vmsim.mm.memory``
-next to the handlers that call it, because it reads ahead (``vmsim.mm.readahead``), which
-reads pages in through this module.
+fault side of filemap.c (filemap_fault(), filemap_map_pages()) is in
+``vmsim.mm.filemap_fault``, because it reads ahead (``vmsim.mm.readahead``), which reads
+pages in through this module.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Page faults and the page-table side of munmap, fork and truncate (mm/memory.c).
 
 handle_mm_fault() -> handle_pte_fault(): do_anonymous_page(), do_read_fault() with
-do_fault_around(), do_cow_fault(), do_shared_fault(), do_wp_page(), do_swap_page(); the
-fault side of the page cache (filemap_fault(), filemap_map_pages(): mm/filemap.c); zapping
-(zap_pte_range(), unmap_mapping_pages()) and fork's copy_page_range(), on 4 KiB pages.
+do_fault_around(), do_cow_fault(), do_shared_fault(), do_wp_page(), do_swap_page(); zapping
+(zap_pte_range(), unmap_mapping_pages()) and fork's copy_page_range(), on 4 KiB pages. The
+fault side of the page cache (filemap_fault(), filemap_map_pages(): mm/filemap.c) is in
+``vmsim.mm.filemap_fault``; installing a PTE with its rmap and mlock (set_pte_range()) is
+``vmsim.mm.rmap.map_page``.
 
 Ownership rules (as the kernel's): every present PTE that maps a frame holds one reference
 and one map count on it, and is in the reverse map (``vmsim.mm.rmap``); the page cache holds
@@ -29,8 +31,9 @@ from vmsim.hw.pte import (
     PAGE_SWP_EXCLUSIVE,
     pfn_pte,
 )
-from vmsim.mm import readahead, vmscan, workingset
-from vmsim.mm.filemap import cache_add, eof_pages, read_page
+from vmsim.mm import vmscan
+from vmsim.mm.filemap import eof_pages
+from vmsim.mm.filemap_fault import fault_around, find_or_create_page
 from vmsim.mm.flags import (
     VM_LOCKED,
     VM_MAYBE_GUARD,
@@ -41,15 +44,14 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.internal import (
     ANON_FLAGS,
-    SHMEM_FLAGS,
     entry_pfn,
     is_cow_mapping,
     page_prot,
     present,
 )
 from vmsim.mm.lru import mark_accessed
-from vmsim.mm.mlock import mlock_folio, munlock_folio
-from vmsim.mm.rmap import anon_owner, rmap_add, rmap_remove
+from vmsim.mm.mlock import munlock_folio
+from vmsim.mm.rmap import anon_owner, map_page, rmap_add, rmap_remove
 from vmsim.mm.swap_state import (
     SWAP_RA_HITS_MAX,
     SWAP_RA_INITIAL,
@@ -69,13 +71,11 @@ if TYPE_CHECKING:
     from vmsim.mm.vma import Inode, Vma
 
 __all__ = [
-    "FAULT_AROUND_PAGES",
     "FAULT_KINDS",
     "FaultKind",
     "FaultResult",
     "copy_page_range",
     "do_swap_page",
-    "find_or_create_page",
     "handle_mm_fault",
     "unmap_mapping_pages",
     "vma_needs_copy",
@@ -88,7 +88,6 @@ _DIRTY = int(PageFlag.DIRTY)
 _MLOCKED = int(PageFlag.MLOCKED)
 _KSM = int(PageFlag.KSM)
 _READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
-FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
 
 
 class FaultResult(StrEnum):
@@ -137,72 +136,9 @@ FAULT_KINDS: dict[FaultResult, tuple[bool, FaultKind | None]] = {
 }
 
 
-# ------------------------------------------------------------------ page cache
-def find_or_create_page(mm: AddressSpace, vma: Vma, pgoff: int) -> tuple[int, str]:
-    """filemap_fault() / shmem_fault(): the page-cache page at ``pgoff`` of the VMA's file,
-    or a new zeroed page for tmpfs. Returns (pfn, how): "hit" (it was cached), "major" (a
-    regular file read it with its readahead window, ``vmsim.mm.readahead``; the fault waits
-    for the read and is retried, counted major), or "retry" (it was cached and carried the
-    readahead mark: the next window is read asynchronously and the fault is retried after
-    dropping the per-VMA lock; that retry is not a FAULT_FLAG_TRIED one, so the fault
-    stays minor: kernel-verified)."""
-    assert vma.file is not None
-    inode = vma.file.inode
-    mem = mm.mem
-    pfn = inode.pages.get(pgoff)
-    if pfn is not None:
-        if inode.shmem:
-            return pfn, "hit"
-        mem.frames.get(pfn)  # held across the readahead's allocations (filemap_fault())
-        try:
-            ahead = readahead.async_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff, pfn)
-        finally:
-            mem.frames.put(pfn)
-        return pfn, "retry" if ahead else "hit"
-    if inode.shmem:
-        key = inode.swapped.get(pgoff)
-        pfn = mem.alloc_folio(SHMEM_FLAGS)
-        if key is None:
-            cache_add(mem, inode, pgoff, pfn)
-            return pfn, "hit"
-        # shmem_swapin_folio(): read it back (from the swap cache if readahead brought it
-        # there already), the slot is given up (a major fault)
-        cached = mem.swap.cache.get(key)
-        if cached is not None:
-            page = mem.frames.read(cached)
-        else:
-            page, _where = mem.swap.read(key)
-        mem.frames.write(pfn, 0, page)
-        mem.frames.set_flags(pfn, _DIRTY)
-        del inode.swapped[pgoff]
-        shadow = mem.swap.shadows.pop(key, None)
-        free_swap_and_cache(mem, key)
-        cache_add(mem, inode, pgoff, pfn)
-        if shadow is not None:
-            workingset.refault(mem, pfn, shadow)
-        return pfn, "major"
-    # a regular file: the readahead window, then the page itself if readahead did not
-    # read it (no readahead, or memory ran out)
-    readahead.sync_mmap_readahead(mem, vma, vma.file.ra, inode, pgoff)
-    pfn = inode.pages.get(pgoff)
-    if pfn is None:
-        pfn = read_page(mem, inode, pgoff)
-    return pfn, "major"
-
-
 # ---------------------------------------------------------------- mapping pages
 def _set_pte(mm: AddressSpace, addr: int, entry: int) -> None:
     mm.pt.set(addr, entry)
-
-
-def _map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> None:
-    """Install ``entry`` for frame ``pfn`` (taking a mapping reference) at ``addr``."""
-    mem = mm.mem
-    mem.frames.map(pfn)
-    rmap_add(mem, pfn, mm, addr)
-    if vma.flags & VM_LOCKED:
-        mlock_folio(mm, pfn)
-    _set_pte(mm, addr, entry)
 
 
 def _new_anon_page(mm: AddressSpace, src: int | None = None) -> int:
@@ -272,7 +208,7 @@ def _do_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> Fa
     entry = pfn_pte(pfn, prot)
     if vma.flags & VM_WRITE:
         entry |= PAGE_RW | PAGE_DIRTY
-    _map_page(mm, vma, addr, pfn, entry)
+    map_page(mm, vma, addr, pfn, entry)
     return FaultResult.ANON
 
 
@@ -294,61 +230,17 @@ def _do_read_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
     pgoff = vma.pgoff_at(addr)
     inode = vma.file.inode
     # fault-around runs first, so even a fault past EOF maps the cached pages before it
-    if _fault_around(mm, vma, addr, pgoff):
+    if fault_around(mm, vma, addr, pgoff):
         return FaultResult.FILE
     _check_eof(vma, addr)
     _pfn, how = find_or_create_page(mm, vma, pgoff)
     # a retried fault (VM_FAULT_RETRY) runs fault-around again, which maps the new window,
     # the page itself too unless it carries the readahead mark (then it is mapped here)
-    if how == "hit" or not _fault_around(mm, vma, addr, pgoff):
+    if how == "hit" or not fault_around(mm, vma, addr, pgoff):
         pfn = inode.pages[pgoff]
         mm.mem.frames.get(pfn)
-        _map_page(mm, vma, addr, pfn, pfn_pte(pfn, page_prot(vma)))
+        map_page(mm, vma, addr, pfn, pfn_pte(pfn, page_prot(vma)))
     return FaultResult.FILE_MAJOR if how == "major" else FaultResult.FILE
-
-
-def _fault_around(mm: AddressSpace, vma: Vma, addr: int, pgoff: int) -> bool:
-    """do_fault_around() -> filemap_map_pages(): map every cached page of the window whose
-    PTE is none; True if the page at ``addr`` was among them."""
-    assert vma.file is not None
-    inode = vma.file.inode
-    prot = page_prot(vma)
-    pte_off = (addr >> PAGE_SHIFT) & 511
-    vma_off = pgoff - vma.pgoff
-    from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
-    to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off) - 1
-    last_pg = min(pgoff + to_pte - pte_off, eof_pages(inode) - 1)
-    base = addr - (pte_off << PAGE_SHIFT)
-    around = 0
-    visited = 0
-    target_mapped = False
-    pt = mm.pt
-    frames = mm.mem.frames
-    for off in range(from_pte, to_pte + 1):
-        pg = pgoff + off - pte_off
-        if pg > last_pg:
-            break
-        pfn = inode.pages.get(pg)
-        if pfn is None or frames.flags(pfn) & _READAHEAD:  # next_uptodate_folio() skips it
-            continue
-        visited += 1
-        a = base + (off << PAGE_SHIFT)
-        if mm.guards and (a >> PAGE_SHIFT) in mm.guards:
-            continue
-        leaf = pt.get(a)
-        if leaf is not None and leaf.entry:
-            continue
-        frames.get(pfn)
-        _map_page(mm, vma, a, pfn, pfn_pte(pfn, prot))
-        if a == addr:
-            target_mapped = True
-        else:
-            around += 1
-    mm.stats.fault_around += around
-    mm.mem.stats.fault_around += around
-    ra = vma.file.ra  # cached pages found count as hits against mmap_miss
-    ra.mmap_miss = max(ra.mmap_miss - visited, 0)
-    return target_mapped
 
 
 def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
@@ -369,7 +261,7 @@ def _do_cow_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
         entry |= PAGE_RW
     else:  # FOLL_FORCE: the copy is written by the kernel, not through the PTE
         mm.mem.frames.set_flags(pfn, _DIRTY)
-    _map_page(mm, vma, addr, pfn, entry)
+    map_page(mm, vma, addr, pfn, entry)
     return FaultResult.COW_MAJOR if how == "major" else FaultResult.COW
 
 
@@ -382,7 +274,7 @@ def _do_shared_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
     frames.get(pfn)
     frames.set_flags(pfn, _DIRTY)
     entry = pfn_pte(pfn, page_prot(vma)) | PAGE_RW | PAGE_DIRTY
-    _map_page(mm, vma, addr, pfn, entry)
+    map_page(mm, vma, addr, pfn, entry)
     _dirtied(mm.mem, vma, pfn)
     return FaultResult.FILE_MAJOR if how == "major" else FaultResult.SHARED_WRITE
 
@@ -441,7 +333,7 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResul
     mm.mem.cpu.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
     if not zero:
         _release(mm, addr, pfn, entry, bool(vma.flags & VM_LOCKED), zap=False)
-    _map_page(mm, vma, addr, new_pfn, new_entry)
+    map_page(mm, vma, addr, new_pfn, new_entry)
     return FaultResult.COW
 
 
@@ -613,7 +505,7 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
         pte = pfn_pte(pfn, page_prot(vma))
         if vma.flags & VM_WRITE:
             pte |= PAGE_RW | (PAGE_DIRTY if write else 0)
-        _map_page(mm, vma, addr, pfn, pte)
+        map_page(mm, vma, addr, pfn, pte)
         return FaultResult.SWAP_MAJOR
     if pfn is None:
         pfn = swapin_readahead(mm, vma, addr, key)  # returned with the mapping's reference held
@@ -666,7 +558,7 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
             pte |= PAGE_DIRTY
     elif write and ksm:
         pte &= ~PAGE_RW
-    _map_page(mm, vma, addr, pfn, pte)
+    map_page(mm, vma, addr, pfn, pte)
     if pfn in swap.entry_of and pfn not in mem.swap_owner and not ksm:
         mem.swap_owner[pfn] = owner
     return FaultResult.SWAP_MAJOR if major else FaultResult.SWAP

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY
+from vmsim.mm.flags import VM_LOCKED
 from vmsim.mm.internal import entry_pfn
+from vmsim.mm.mlock import mlock_folio
 from vmsim.mm.swapops import SwpEntry, swp_entry_to_pte
 from vmsim.phys.frames import PageFlag
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from vmsim.mm.kernel import Kernel
     from vmsim.mm.vma import Vma
 
-__all__ = ["anon_owner", "rmap_add", "rmap_remove", "try_to_unmap"]
+__all__ = ["anon_owner", "map_page", "rmap_add", "rmap_remove", "try_to_unmap"]
 
 _ANON = int(PageFlag.ANON)
 _DIRTY = int(PageFlag.DIRTY)
@@ -38,6 +40,18 @@ def rmap_add(mem: Kernel, pfn: int, mm: AddressSpace, addr: int) -> None:
         mem.rmap[pfn] = {(mm, addr): None}
     else:
         s[(mm, addr)] = None
+
+
+def map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> None:
+    """set_pte_range() for one page: install ``entry`` for frame ``pfn`` at ``addr``, taking
+    a mapping reference and adding it to the reverse map (folio_add_*_rmap_pte(), which
+    mlocks the folio in a VM_LOCKED VMA: mlock_vma_folio())."""
+    mem = mm.mem
+    mem.frames.map(pfn)
+    rmap_add(mem, pfn, mm, addr)
+    if vma.flags & VM_LOCKED:
+        mlock_folio(mm, pfn)
+    mm.pt.set(addr, entry)
 
 
 def rmap_remove(mem: Kernel, pfn: int, mm: AddressSpace, addr: int) -> None:

@@ -197,6 +197,11 @@ def _faults_text(faults: tuple[str, ...]) -> str:
     return "no fault" if not faults else ", ".join(faults)
 
 
+def _faults_what(faults: tuple[str, ...]) -> str:
+    """What each fault did, in words ("no fault" if none)."""
+    return "; ".join(FAULT_WHAT.get(f, f) for f in faults) or "no fault"
+
+
 def _wp_explain(
     who: str,
     addr: int,
@@ -227,7 +232,7 @@ def _wp_explain(
             f"it (wp_can_reuse_anon_folio): same pfn {_fmt(after.pfn)}, PTE now "
             f"{'writable' if after.writable else 'read-only'}, no copy"
         )
-    what = "; ".join(FAULT_WHAT.get(f, f) for f in faults) or "no fault"
+    what = _faults_what(faults)
     return f"{who} writes {_fmt(addr)}: {state} -> {what}; now pfn {_fmt(after.pfn)}"
 
 
@@ -474,7 +479,7 @@ def _shared_child_write(s: _Story) -> Step:
         faults={"child": list(got)},
         explain=(
             f"child writes {_fmt(s.shared)}: no PTE (fork copied none) -> "
-            f"{'; '.join(FAULT_WHAT.get(f, f) for f in got) or 'no fault'}: pfn "
+            f"{_faults_what(got)}: pfn "
             f"{_fmt(c_view.pfn)}, the parent's is {_fmt(p_view.pfn)}; refcount "
             f"{c_view.refcount}, mapcount {c_view.mapcount}, no copy"
         ),

@@ -23,6 +23,8 @@ __all__ = [
     "DECODED_SYSCALLS",
     "FLAG_VALUES",
     "MIN_ARGS",
+    "TASK_AND_TIME",
+    "Timestamps",
     "decode_args",
     "decode_value",
     "split_args",
@@ -364,6 +366,15 @@ def _decode_args(name: str, text: str, fd_paths: dict[int, str]) -> tuple[Arg, .
         if m is not None:
             tokens[0] = m.group(1).strip()
     return tuple([decode_value(t, fd_paths) for t in tokens])
+
+
+# How a line of strace or ltrace starts: the task, ``[pid  123] `` or ``123 `` (-f; groups 1
+# and 2), then the time column (-t, -tt, -ttt, -r; group 3). Numbers are ASCII and bounded:
+# neither tool prints anything longer, and int() refuses runs of more than 4300 digits.
+TASK_AND_TIME: Final = (
+    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"
+    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
+)
 
 
 class Timestamps:

@@ -20,6 +20,7 @@ from typing import Final
 
 from vmsim.trace.decode import (
     DECODED_SYSCALLS,
+    TASK_AND_TIME,
     Timestamps,
     decode_value,
     split_args,
@@ -29,11 +30,7 @@ from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip
 
 __all__ = ["read_ltrace"]
 
-_PREFIX: Final = (
-    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid 123] ' or '123 '
-    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
-    r"(?:\[0x[0-9a-f]+\] )?"  # -i
-)
+_PREFIX: Final = TASK_AND_TIME + r"(?:\[0x[0-9a-f]+\] )?"  # -i
 _LINE = re.compile(_PREFIX + r"(.*)$")
 _CALL = re.compile(r"SYS_(\w+)\((.*)\) *= (\S+)(.*)$")
 _UNFINISHED = re.compile(r"SYS_(\w+)\((.*) <unfinished \.\.\.>$")
@@ -154,16 +151,8 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
                     )
                     continue
                 dm = _DURATION.search(tail)
-                name = _name(raw_name)
-                args = _args(name, args_text)
-                why = too_few_args(name, args)
-                if why is not None:
-                    yield Problem(start, line, why)
-                    continue
-                yield Syscall(
-                    start, task, time, name, args, {}, ret, err,
-                    float(dm.group(1)) if dm else None, (), line,
-                )  # fmt: skip
+                duration = float(dm.group(1)) if dm else None
+                yield _syscall(start, task, time, raw_name, args_text, ret, err, duration, line)
                 continue
             um = _UNFINISHED.match(body) or _NO_RETURN.match(body)
             if um is not None:
@@ -204,9 +193,24 @@ def read_ltrace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
 def _never_returned(
     task: int | None, lineno: int, time: float | None, raw_name: str, args_text: str, raw: str
 ) -> Syscall | Problem:
+    return _syscall(lineno, task, time, raw_name, args_text, None, None, None, raw)
+
+
+def _syscall(
+    lineno: int,
+    task: int | None,
+    time: float | None,
+    raw_name: str,
+    args_text: str,
+    ret: int | None,
+    err: str | None,
+    duration: float | None,
+    raw: str,
+) -> Syscall | Problem:
+    """The call's event, or a Problem if it shows fewer arguments than the replay reads."""
     name = _name(raw_name)
     args = _args(name, args_text)
     why = too_few_args(name, args)
     if why is not None:
         return Problem(lineno, raw, why)
-    return Syscall(lineno, task, time, name, args, {}, None, None, None, (), raw)
+    return Syscall(lineno, task, time, name, args, {}, ret, err, duration, (), raw)

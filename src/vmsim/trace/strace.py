@@ -37,6 +37,7 @@ from vmsim.trace.decode import (
     DECODED_SYSCALLS,
     DELETED,
     MIN_ARGS,
+    TASK_AND_TIME,
     Timestamps,
     decode_args,
     too_few_args,
@@ -45,13 +46,7 @@ from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip,
 
 __all__ = ["open_trace", "read_strace", "read_strace_files"]
 
-_PREFIX: Final = (
-    # numbers are ASCII and bounded: strace prints nothing longer, and int() refuses
-    # runs of more than 4300 digits
-    r" *(?:\[pid +([0-9]{1,10})\] |([0-9]{1,10}) +)?"  # '[pid  123] ' or '123 '
-    r"(?:([0-9]{1,12}:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,12})?|[0-9]{1,20}\.[0-9]{1,12}) +)?"
-    r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
-)
+_PREFIX: Final = TASK_AND_TIME + r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
 # the result: a long, or hex; then the end, an errno, -T or a -y path (' ', '<')
 _RESULT: Final = r"\) *= (0x[0-9a-f]{1,16}|-?[0-9]{1,19}|\?)(?=[ <]|$)(.*)$"
 # The fast path: a complete call on one line.
