@@ -9,6 +9,18 @@ from typing import Any
 from vmsim.trace.events import Problem
 
 
+class _Located:
+    """An entry of the report that points at a line: ``file:line`` for an -ff trace, else
+    ``line N``."""
+
+    lineno: int
+    file: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
+
+
 class ReplayError(Exception):
     """A fatal replay problem (with --strict, a malformed line)."""
 
@@ -18,7 +30,7 @@ class ReplayError(Exception):
 
 
 @dataclass
-class Divergence:
+class Divergence(_Located):
     lineno: int
     call: str
     recorded: str
@@ -26,10 +38,6 @@ class Divergence:
     why: str
     file: str | None = None
     """The -ff file the call is in (None for a single trace)."""
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,7 +51,7 @@ class Divergence:
 
 
 @dataclass
-class Failure:
+class Failure(_Located):
     lineno: int
     call: str
     errno: str
@@ -53,10 +61,6 @@ class Failure:
     pid: int | None
     stack: tuple[str, ...] = ()
     file: str | None = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,17 +77,13 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class Dropped:
+class Dropped(_Located):
     """A line or call the replay could not run on the model: never silent."""
 
     lineno: int
     call: str
     reason: str
     file: str | None = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.lineno}" if self.file else f"line {self.lineno}"
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.lineno, "call": self.call, "reason": self.reason}
