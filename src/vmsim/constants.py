@@ -15,6 +15,8 @@ PMD_SIZE = 2 << 20
 TASK_SIZE_4LEVEL = (1 << 47) - PAGE_SIZE
 TASK_SIZE_5LEVEL = (1 << 56) - PAGE_SIZE
 DEFAULT_MAX_MAP_COUNT = 65530  # USHRT_MAX - MAPCOUNT_ELF_CORE_MARGIN
+# vm.max_map_count is an int sysctl (proc_dointvec_minmax, extra1 = 0): 0..INT_MAX
+MAX_MAP_COUNT_LIMIT = (1 << 31) - 1
 DEFAULT_MMAP_MIN_ADDR = 4096  # vm.mmap_min_addr sysctl
 LSM_MMAP_MIN_ADDR = 65536  # CONFIG_LSM_MMAP_MIN_ADDR: floor for hints
 STACK_GUARD_GAP = 256 << PAGE_SHIFT  # stack_guard_gap, 1 MiB
@@ -189,6 +191,7 @@ __all__ = [
     "MAP_SYNC",
     "MAP_TYPE",
     "MAP_UNINITIALIZED",
+    "MAX_MAP_COUNT_LIMIT",
     "MCL_CURRENT",
     "MCL_FUTURE",
     "MCL_ONFAULT",

@@ -6,7 +6,7 @@ import re
 from typing import ClassVar
 
 from vmsim import snapshot
-from vmsim.constants import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, PAGE_SIZE
+from vmsim.constants import DEFAULT_MAX_MAP_COUNT, MAX_MAP_COUNT_LIMIT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import vmscan
@@ -72,6 +72,13 @@ def _sized(name: str, value: int | str, low: int, high: int) -> int:
     return n
 
 
+def _check_max_map_count(value: int) -> None:
+    """vm.max_map_count is an int sysctl with a minimum of 0: writing a value outside
+    0..INT_MAX fails with EINVAL (proc_dointvec_minmax())."""
+    if not 0 <= value <= MAX_MAP_COUNT_LIMIT:
+        raise ValueError(f"max_map_count must be within 0..{MAX_MAP_COUNT_LIMIT}, got {value}")
+
+
 class Machine:
     """A Linux 6.18 x86-64 machine. Keyword options mirror sysctls and hardware:
 
@@ -129,8 +136,7 @@ class Machine:
             raise ValueError(f"thp must be always, madvise or never, not {thp!r}")
         if overcommit_memory not in (0, 1, 2):
             raise ValueError("overcommit_memory must be 0, 1 or 2")
-        if max_map_count < 0:
-            raise ValueError("max_map_count must be >= 0")
+        _check_max_map_count(max_map_count)
         ram_bytes = _sized("ram", ram, MIN_RAM_BYTES, MAX_RAM_BYTES)
         swap_bytes = _sized("swap", swap, 0, MAX_SWAP_BYTES)
         if 0 < swap_bytes < MIN_SWAP_BYTES:
@@ -191,6 +197,7 @@ class Machine:
 
     @max_map_count.setter
     def max_map_count(self, value: int) -> None:
+        _check_max_map_count(value)
         self.cfg.max_map_count = value
 
     def _next_ino(self) -> int:

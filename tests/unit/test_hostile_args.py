@@ -24,6 +24,7 @@ from vmsim import (
     MS_ASYNC,
     MS_INVALIDATE,
     MS_SYNC,
+    Machine,
 )
 
 TASK_SIZE = (1 << 47) - PAGE
@@ -280,3 +281,21 @@ def test_oom_kills_the_process_that_is_not_exempt():
         for off in range(0, 8 << 20, PAGE):
             keep.write(a + off, b"x")
     assert not victim.alive  # killed first; only then was nobody left
+
+
+@pytest.mark.parametrize("value", [-1, 2**31, 2**40, 2**70])
+def test_max_map_count_outside_the_int_sysctl_range_is_refused(value):
+    """vm.max_map_count is an int sysctl with minimum 0 (proc_dointvec_minmax): a value
+    outside 0..2**31-1 is refused, at construction and when set later."""
+    with pytest.raises(ValueError, match=r"max_map_count must be within 0\.\.2147483647"):
+        Machine(max_map_count=value)
+    m = Machine()
+    with pytest.raises(ValueError, match="max_map_count"):
+        m.max_map_count = value
+    assert m.max_map_count == 65530  # unchanged
+
+
+def test_max_map_count_at_int_max_is_accepted():
+    m = Machine(max_map_count=2**31 - 1)
+    m.max_map_count = 0
+    assert m.max_map_count == 0

@@ -7,9 +7,10 @@ import argparse
 import math
 from collections.abc import Callable
 
+from vmsim.constants import MAX_MAP_COUNT_LIMIT
 from vmsim.machine import MAX_RAM_BYTES, MAX_SWAP_BYTES, MIN_RAM_BYTES, MIN_SWAP_BYTES, parse_size
 
-INT_MAX = (1 << 31) - 1  # vm.max_map_count is an int sysctl (proc_dointvec_minmax)
+INT_MAX = MAX_MAP_COUNT_LIMIT  # vm.max_map_count is an int sysctl (proc_dointvec_minmax)
 
 __all__ = ["INT_MAX", "interval", "map_count", "ram_size", "rlimit_size", "swap_size"]
 

@@ -41,6 +41,7 @@ from vmsim.constants import (
     MAP_FIXED,
     MAP_FIXED_NOREPLACE,
     MAP_STACK,
+    MAX_MAP_COUNT_LIMIT,
     MREMAP_FIXED,
     MREMAP_MAYMOVE,
     PAGE_SIZE,
@@ -91,7 +92,7 @@ MEMORY_CALLS = frozenset(
         "mseal",
     }
 )
-UNLIMITED = 1 << 40
+UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
 # Memory syscalls a trace may hold that the model does not replay, and why.
