@@ -10,9 +10,9 @@ peak shorter than that, or one it was not scheduled for. Two kinds of trace, the
   Threads50.java: the same with its 50 threads, under G1 and ZGC; script.py, at the end of the
   shebang chain, sleeps 0.3 s after its last mmap). The sample is that peak: it must lie inside
   [low, high] of peak_map_count_range, no tolerance either way.
-- Every other trace: its peak passes by (node's 4 workers, held once started, map fresh V8
-  heap pages while they tear down, after the hold; gcc's cc1, initdb's postgres are not ours
-  to change). Its sample is only a lower bound of the real peak: the model's upper bound must
+- Every other trace: its peak passes by (node's 4 workers are held once started, but as they
+  exit, unmapping 132 KB pieces from the middle of merged VMAs splits them: 2 above the held
+  state; gcc's cc1 and initdb's postgres are not ours to change). Its sample is only a lower bound of the real peak: the model's upper bound must
   be at least the sample, exactly, and the exact per-call agreement (0 divergences: every
   address and errno as recorded) bounds it above. (In the recordings committed today every
   sample happens to lie inside the range too: see tests/fixtures/README.md.)
