@@ -1,12 +1,21 @@
 """The real-program corpus (tests/fixtures/traces/corpus, recorded by record_corpus.sh on this
-machine): each trace replays with 0 divergences, 0 dropped lines, and a peak range that
-reaches the largest map_count sampled live from /proc/PID/maps while it was recorded.
+machine): each trace replays with 0 divergences, 0 dropped lines, and a peak range that agrees
+with the largest map_count sampled live from /proc/PID/maps while it was recorded.
 
-Tolerance: none on the low side of the sample. A sample is one moment every 5 ms, so it is a
-lower bound of the real peak (it misses short peaks: the attach trace's worker threads split
-and free their mappings in well under 5 ms): the model's upper bound must be at least the
-sample, exactly. There is no check above the sample for that reason; the exact per-call
-agreement (0 divergences: every address and errno as recorded) is what bounds it there.
+The sampler (sample_maps.py) reads /proc/PID/maps every millisecond, so a sample can still miss a
+peak shorter than that, or one it was not scheduled for. Two kinds of trace, then:
+
+- HELD: the program holds its peak map_count for 200 ms or more (attach_threads.c: its 4
+  threads keep their split mappings behind a barrier while the main thread sleeps;
+  Threads50.java: the same with its 50 threads, under G1 and ZGC; script.py, at the end of the
+  shebang chain, sleeps 0.3 s after its last mmap). The sample is that peak: it must lie inside
+  [low, high] of peak_map_count_range, no tolerance either way.
+- Every other trace: its peak passes by (node's 4 workers are held once started, but as they
+  exit, unmapping 132 KB pieces from the middle of merged VMAs splits them: 2 above the held
+  state; gcc's cc1 and initdb's postgres are not ours to change). Its sample is only a lower bound of the real peak: the model's upper bound must
+  be at least the sample, exactly, and the exact per-call agreement (0 divergences: every
+  address and errno as recorded) bounds it above. (In the recordings committed today every
+  sample happens to lie inside the range too: see tests/fixtures/README.md.)
 
 The replay loads the binaries the traces execve'd (java, node, postgres, gcc's cc1/as/ld, sh,
 python3) from this machine: a trace whose binaries are missing or have changed since it was
@@ -29,6 +38,17 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 CORPUS = FIXTURES / "traces" / "corpus"
 PROGRAMS = FIXTURES / "programs"
 NAMES = sorted(p.name.removesuffix(".strace.gz") for p in CORPUS.glob("*.strace.gz"))
+# the programs that hold their peak long enough for the sampler (see the module docstring)
+HELD = (
+    "attach",
+    "attach.k",
+    "java-g1",
+    "java-g1.k",
+    "java-zgc",
+    "java-zgc.k",
+    "shebang",
+    "shebang.k",
+)
 _EXECVE = re.compile(r'execve\("([^"]+)".*\) = 0')
 
 
@@ -71,4 +91,11 @@ def test_corpus_trace_replays_exactly(name: str, tmp_path: Path) -> None:
     assert rep.peak_map_count_range is not None
     low, high = rep.peak_map_count_range
     assert low == rep.peak_map_count <= high
-    assert sample["max_map_count"] <= high, (sample, rep.peak_map_count_range)
+    if name in HELD:
+        assert low <= sample["max_map_count"] <= high, (sample, rep.peak_map_count_range)
+    else:
+        assert sample["max_map_count"] <= high, (sample, rep.peak_map_count_range)
+
+
+def test_held_traces_are_in_the_corpus() -> None:
+    assert set(HELD) <= set(NAMES)
