@@ -9,18 +9,23 @@ decommits with PROT_NONE. Commands, one per line, each answered "ok" once done:
 - ``threads T``: start T more threads (each a glibc stack and its guard page), which sleep;
 - ``grow K RATE``: make K more holes in the background, RATE holes per second;
 - end of input: exit.
+
+Imported, it gives the tests :class:`Child` (starts and steers one) and :func:`wc_map_count`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import mmap
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 PAGE = mmap.PAGESIZE
 PROT_NONE = 0
+CHILD = Path(__file__)
 
 
 def main() -> None:
@@ -68,6 +73,56 @@ def main() -> None:
             threading.Thread(target=holes, args=(int(args[0]), float(args[1])), daemon=True).start()
         print("ok", flush=True)
     stop.set()
+
+
+class Child:
+    """tests/unit/exporter_child.py, steered through its stdin."""
+
+    def __init__(self, pages: int = 512) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(pages)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.readline() == "ready"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        assert self.readline() == "ok"
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def wc_map_count(pid: int) -> int | None:
+    """The live kernel's answer: ``wc -l`` of the maps file minus its [vsyscall] line (None
+    if it cannot be read: gone, or not ours to read)."""
+    out = subprocess.run(
+        ["sh", "-c", f"wc -l < /proc/{pid}/maps; grep -c '\\[vsyscall\\]' /proc/{pid}/maps"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return int(out[0]) - int(out[1]) if len(out) == 2 else None
 
 
 if __name__ == "__main__":

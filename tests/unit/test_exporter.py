@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from exporter_child import Child, wc_map_count
 from prometheus_client.parser import text_string_to_metric_families
 
 from vmsim.exporter import ExporterConfig, History, ProcessId, VmaCollector, render
@@ -30,7 +31,6 @@ from vmsim.exporter.procscan import (
     read_process,
 )
 
-CHILD = Path(__file__).with_name("exporter_child.py")
 PROC = Path("/proc")
 PR_SET_DUMPABLE = 4  # include/uapi/linux/prctl.h
 
@@ -38,61 +38,11 @@ PR_SET_DUMPABLE = 4  # include/uapi/linux/prctl.h
 # --- helpers ------------------------------------------------------------------------------
 
 
-class Child:
-    """tests/unit/exporter_child.py, steered through its stdin."""
-
-    def __init__(self, pages: int = 512) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD), str(pages)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.readline() == "ready"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def readline(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        assert self.readline() == "ok"
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @pytest.fixture
 def child() -> Iterator[Child]:
     c = Child()
     yield c
     c.close()
-
-
-def wc_map_count(pid: int) -> int | None:
-    """The live kernel's answer: ``wc -l`` of the maps file minus its [vsyscall] line (None
-    if it cannot be read: gone, or not ours to read)."""
-    out = subprocess.run(
-        ["sh", "-c", f"wc -l < /proc/{pid}/maps; grep -c '\\[vsyscall\\]' /proc/{pid}/maps"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    return int(out[0]) - int(out[1]) if len(out) == 2 else None
 
 
 def metrics(collector: VmaCollector) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
