@@ -567,3 +567,29 @@ def test_sigterm_free_listen_and_scrape(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         proc.communicate()
+
+
+def test_a_maps_file_longer_than_a_read_buffer() -> None:
+    # 64 KiB reads: 3,000 holes make ~6,000 lines (~300 KiB) of maps
+    big = Child(pages=8192)
+    try:
+        big.send("holes 3000")
+        c = VmaCollector(ExporterConfig(pid_filter=re.compile(str(big.pid))))
+        served = by_pid(metrics(c), "vmsim_process_map_count")
+        assert served == {big.pid: wc_map_count(big.pid)}
+        assert served[big.pid] > 6000
+    finally:
+        big.close()
+
+
+@pytest.mark.parametrize("split", [1, 6, 12, 13])
+def test_vsyscall_line_split_across_reads(fake: FakeProc, split: int) -> None:
+    # the [vsyscall] line's last ``split`` bytes fall in the second 64 KiB read
+    d = fake.add(10, "a", 1)
+    vsyscall = "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0   [vsyscall]\n"
+    head = "00400000-00401000 r--p 00000000 08:01 42   /"
+    size = 65536 - len(vsyscall) + split
+    text = head + "x" * (size - len(head) - 1) + "\n" + vsyscall
+    assert len(text) == 65536 + split
+    (d / "maps").write_text(text)
+    assert by_pid(metrics(collector_for(fake)), "vmsim_process_map_count") == {10: 1}

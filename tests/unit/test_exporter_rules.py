@@ -1,8 +1,10 @@
 """contrib/prometheus/vmsim-rules.yml: promtool's syntax check and unit tests
-(vmsim-rules.test.yml), and every metric the rules name is one the exporter serves."""
+(vmsim-rules.test.yml); every metric the rules and the Grafana dashboard name is one the
+exporter serves."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ from vmsim.exporter import ExporterConfig, VmaCollector, render
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "prometheus"
 RULES = CONTRIB / "vmsim-rules.yml"
 RULE_TESTS = CONTRIB / "vmsim-rules.test.yml"
+DASHBOARD = CONTRIB.parent / "grafana" / "vmsim-dashboard.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -61,16 +64,26 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     assert "FAILED" in res.stdout + res.stderr
 
 
-def test_every_metric_the_rules_name_is_served(tmp_path: Path) -> None:
+def served_names(tmp_path: Path) -> set[str]:
     proc = tmp_path / "proc"
     (proc / "sys/vm").mkdir(parents=True)
     (proc / "sys/vm/max_map_count").write_text("65530\n")
-    served = set(
-        re.findall(
-            r"^# TYPE (\S+)", render(VmaCollector(ExporterConfig(proc_root=proc))).decode(), re.M
-        )
-    )
-    served |= {n + "_total" for n in served}
+    config = ExporterConfig(proc_root=proc, group_by="comm")
+    text = render(VmaCollector(config)).decode()
+    served = set(re.findall(r"^# TYPE (\S+)", text, re.M))
+    return served | {n + "_total" for n in served}
+
+
+def test_every_metric_the_rules_name_is_served(tmp_path: Path) -> None:
     named = set(re.findall(r"\bvmsim_[a-z_]+", RULES.read_text()))
-    assert named
-    assert named <= served, named - served
+    assert len(named) >= 6
+    assert named <= served_names(tmp_path), named - served_names(tmp_path)
+
+
+def test_every_metric_the_dashboard_names_is_served(tmp_path: Path) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"]]
+    named = {name for e in exprs for name in re.findall(r"\bvmsim_[a-z_]+", e)}
+    assert len(named) >= 6
+    assert named <= served_names(tmp_path), named - served_names(tmp_path)

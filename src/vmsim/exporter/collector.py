@@ -147,6 +147,9 @@ class VmaCollector(Collector):
         self._view: View | None = None
         self._refreshed_at: float | None = None
         self._last_limit: int | None = None
+        # kinds of the exported processes by the hash of the maps text they came from: most
+        # do not change between refreshes, and classifying is the costly part
+        self._kinds_cache: dict[ProcessId, tuple[int, dict[str, int]]] = {}
 
     # --- reading -----------------------------------------------------------------------
 
@@ -187,12 +190,17 @@ class VmaCollector(Collector):
             self.errors.add(reason_of(exc))
         self.history.keep_only(s.id for s in samples)
         exported = []
+        kept = []
         for s, slope, eta in _selected(samples, self.history, limit, cfg.top):
             details = self._details(s.id)
             if details is None:
                 continue  # exited (or PID reused) since the first pass: counted
+            kept.append(s)
             map_count, kinds = details
             exported.append(ExportedProcess(s.pid, s.comm, s.threads, map_count, kinds, slope, eta))
+        exported_ids = {s.id for s in kept}
+        for who in [w for w in self._kinds_cache if w not in exported_ids]:
+            del self._kinds_cache[who]
         view = View(
             max_map_count=limit,
             processes=len(samples),
@@ -220,11 +228,17 @@ class VmaCollector(Collector):
         if map_count == 0:  # exiting: its mm is gone
             self.errors.add("vanished")
             return None
+        key = hash(text)
+        cached = self._kinds_cache.get(who)
+        if cached is not None and cached[0] == key:
+            return map_count, cached[1]  # the same text as last time: the same kinds
         try:
-            return map_count, vma_kinds(text)
+            kinds = vma_kinds(text)
         except SnapshotError:
             self.errors.add("parse")
             return map_count, None
+        self._kinds_cache[who] = (key, kinds)
+        return map_count, kinds
 
     def _groups(self, samples: list[ProcessSample]) -> list[GroupStats]:
         if self.config.group_by == "none":

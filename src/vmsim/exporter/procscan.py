@@ -19,8 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from vmsim.analysis import count_vmas
+from typing import NamedTuple
 
 REASONS = ("vanished", "permission", "parse", "other")
 """Why a process (or the limit) could not be read: it exited (or its PID was reused) while it
@@ -28,12 +27,14 @@ was read; the exporter may not read it (another user's process, without root: ma
 PTRACE_MODE_READ); its text made no sense; anything else (EIO, ...)."""
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: a kernel thread has no mm
-_READ_CHUNK = 1 << 17
-_VSYSCALL_TAIL = len(b" [vsyscall]\n")
+# Below glibc's mmap threshold (128 KiB), so a buffer is never an mmap of its own; the count
+# pass reads into one reused buffer and allocates nothing per read.
+_READ_CHUNK = 64 << 10
+_STAT_MAX = 4096  # a stat line is far shorter: one read that returns less is all of it
+_VSYSCALL = b" [vsyscall]\n"
 
 
-@dataclass(frozen=True)
-class ProcessId:
+class ProcessId(NamedTuple):
     """One process: its PID and its start time (clock ticks after boot, field 22 of
     /proc/PID/stat). A reused PID comes with a later start time."""
 
@@ -133,24 +134,50 @@ def read_at(dirfd: int, name: str) -> bytes:
         os.close(fd)
 
 
-def count_maps_at(dirfd: int) -> int:
-    """map_count: the lines of ``maps`` minus the [vsyscall] line, counted chunk by chunk
-    (a process near the limit prints ~5 MiB of maps; the text is not kept)."""
-    fd = _open_at(dirfd, "maps")
+def read_stat_at(dirfd: int) -> bytes:
+    """/proc/PID/stat: one read (the kernel prints the line whole: single_open())."""
+    fd = _open_at(dirfd, "stat")
     try:
-        lines = 0
-        tail = b""
-        while chunk := os.read(fd, _READ_CHUNK):
-            lines += chunk.count(b"\n")
-            tail = (tail + chunk)[-_VSYSCALL_TAIL:]
-        return count_vmas(tail) - tail.count(b"\n") + lines
+        data = os.read(fd, _STAT_MAX)
+        if len(data) == _STAT_MAX:  # never seen: read the rest all the same
+            while chunk := os.read(fd, _READ_CHUNK):
+                data += chunk
+        return data
     finally:
         os.close(fd)
 
 
-def open_process(proc_root: Path, pid: int) -> int:
+class MapsCounter:
+    """Counts the lines of /proc/PID/maps into one reused buffer (not thread-safe: one per
+    scan)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(_READ_CHUNK)
+
+    def count_at(self, dirfd: int) -> int:
+        """map_count: the lines of ``maps`` minus the [vsyscall] line, which is always last
+        (the highest address). The text is not kept: a process near the limit prints ~5 MiB."""
+        fd = _open_at(dirfd, "maps")
+        try:
+            buf = self.buf
+            lines = 0
+            tail = b""
+            while n := os.readv(fd, [buf]):
+                lines += buf.count(b"\n", 0, n)
+                tail = (tail + buf[max(0, n - len(_VSYSCALL)) : n])[-len(_VSYSCALL) :]
+            return lines - 1 if tail == _VSYSCALL else lines
+        finally:
+            os.close(fd)
+
+
+def count_maps_at(dirfd: int) -> int:
+    """map_count of the process of ``dirfd`` (see :meth:`MapsCounter.count_at`)."""
+    return MapsCounter().count_at(dirfd)
+
+
+def open_process(proc_root: Path | str, pid: int) -> int:
     """A descriptor of /proc/PID, bound to the process it names now."""
-    return os.open(proc_root / str(pid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return os.open(os.path.join(proc_root, str(pid)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def parse_cgroup(data: bytes) -> str:
@@ -173,20 +200,26 @@ def pids(proc_root: Path) -> list[int]:
 
 
 def read_process(
-    proc_root: Path, pid: int, errors: ScanErrors, *, cgroup: bool = False
+    proc_root: Path | str,
+    pid: int,
+    errors: ScanErrors,
+    *,
+    cgroup: bool = False,
+    counter: MapsCounter | None = None,
 ) -> ProcessSample | None:
     """One process's sample, or None: a kernel thread or a zombie (no address space: not an
     error), or a process that could not be read (counted in ``errors``)."""
+    counter = counter or MapsCounter()
     try:
         dirfd = open_process(proc_root, pid)
     except OSError as exc:
         errors.add_os_error(exc)
         return None
     try:
-        stat = parse_stat(read_at(dirfd, "stat"))
+        stat = parse_stat(read_stat_at(dirfd))
         if stat.flags & PF_KTHREAD or stat.state in ("Z", "X"):
             return None
-        map_count = count_maps_at(dirfd)
+        map_count = counter.count_at(dirfd)
         if map_count == 0:
             # the mm went away between stat and maps: the process is exiting
             errors.add("vanished")
@@ -203,12 +236,12 @@ def read_process(
     return ProcessSample(ProcessId(pid, stat.starttime), stat.comm, stat.threads, map_count, group)
 
 
-def read_maps_text(proc_root: Path, who: ProcessId) -> bytes:
+def read_maps_text(proc_root: Path | str, who: ProcessId) -> bytes:
     """The text of /proc/PID/maps of process ``who``; ProcessLookupError if the PID now
     names another process (or none)."""
     dirfd = open_process(proc_root, who.pid)
     try:
-        if parse_stat(read_at(dirfd, "stat")).starttime != who.starttime:
+        if parse_stat(read_stat_at(dirfd)).starttime != who.starttime:
             raise ProcessLookupError(errno.ESRCH, f"PID {who.pid} was reused")
         return read_at(dirfd, "maps")
     finally:
@@ -218,8 +251,10 @@ def read_maps_text(proc_root: Path, who: ProcessId) -> bytes:
 def scan(proc_root: Path, errors: ScanErrors, *, cgroup: bool = False) -> Iterator[ProcessSample]:
     """Every process with an address space under ``proc_root``; the rest counted or skipped
     as :func:`read_process` says."""
+    root = os.fspath(proc_root)
+    counter = MapsCounter()
     for pid in pids(proc_root):
-        sample = read_process(proc_root, pid, errors, cgroup=cgroup)
+        sample = read_process(root, pid, errors, cgroup=cgroup, counter=counter)
         if sample is not None:
             yield sample
 
@@ -232,6 +267,7 @@ def read_max_map_count(proc_root: Path) -> int:
 __all__ = [
     "PF_KTHREAD",
     "REASONS",
+    "MapsCounter",
     "ProcessId",
     "ProcessSample",
     "ScanErrors",
@@ -246,6 +282,7 @@ __all__ = [
     "read_maps_text",
     "read_max_map_count",
     "read_process",
+    "read_stat_at",
     "reason_of",
     "scan",
 ]
