@@ -9,6 +9,7 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import pytest
 from exporter_child import Child, wc_map_count
 from prometheus_client.parser import text_string_to_metric_families
 
+from vmsim.cli.main import build_parser, main
 from vmsim.exporter import ExporterConfig, History, ProcessId, VmaCollector, render
 from vmsim.exporter.growth import Sample, least_squares_slope, seconds_to_limit
 from vmsim.exporter.procscan import (
@@ -593,3 +595,75 @@ def test_vsyscall_line_split_across_reads(fake: FakeProc, split: int) -> None:
     assert len(text) == 65536 + split
     (d / "maps").write_text(text)
     assert by_pid(metrics(collector_for(fake)), "vmsim_process_map_count") == {10: 1}
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def vmsim_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vmsim", "exporter", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_binds_to_localhost_by_default() -> None:
+    args = build_parser().parse_args(["exporter"])
+    assert args.listen == ("127.0.0.1", 9747)
+    assert build_parser().parse_args(["exporter", "--listen", "[::1]:80"]).listen == ("::1", 80)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--listen", "9747"], "--listen"),
+        (["--listen", ":9747"], "--listen"),
+        (["--listen", "127.0.0.1:99999"], "0..65535"),
+        (["--listen", "127.0.0.1:http"], "0..65535"),
+        (["--pid-filter", "(unclosed"], "not a regular expression"),
+        (["--top", "0"], "--top"),
+        (["--interval", "0"], "--interval"),
+        (["--window", "nan"], "--window"),
+        (["--group-by", "user"], "--group-by"),
+        (["--max-map-count", "0"], "1..2147483647"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["exporter", *argv, "--once"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_bad_proc_root_and_busy_port_are_one_line_errors(tmp_path: Path) -> None:
+    res = vmsim_cli("--proc-root", str(tmp_path / "nope"), "--once")
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"vmsim: --proc-root {tmp_path / 'nope'}: not a directory"
+    (tmp_path / "empty").mkdir()
+    res = vmsim_cli("--proc-root", str(tmp_path / "empty"), "--once")
+    assert res.returncode == 1
+    assert "pass --max-map-count N" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = vmsim_cli("--listen", f"127.0.0.1:{port}")
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"vmsim: --listen 127.0.0.1:{port}: Address already in use"
+
+
+def test_once_prints_the_metrics_of_a_fake_tree(fake: FakeProc) -> None:
+    fake.add(10, "a", 7)
+    res = vmsim_cli("--proc-root", str(fake.root), "--once", "--max-map-count", "70")
+    assert res.returncode == 0, res.stderr
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(res.stdout)
+        for s in f.samples
+    }
+    assert samples[("vmsim_process_map_count", (("comm", "a"), ("pid", "10")))] == 7
+    assert samples[("vmsim_process_map_count_ratio", (("comm", "a"), ("pid", "10")))] == 0.1
+    assert samples[("vmsim_max_map_count", ())] == 70
