@@ -502,10 +502,10 @@ def test_pid_filter_matches_pid_or_comm_in_full(fake: FakeProc) -> None:
     fake.add(10, "java", 5)
     fake.add(100, "javac", 6)
     fake.add(11, "bash", 7)
-    served = by_pid(
-        metrics(collector_for(fake, pid_filter=re.compile("java|11"))), "vmsim_process_map_count"
-    )
-    assert served == {10: 5, 11: 7}
+    (fake.add(12, "other", 3) / "maps").unlink()  # not wanted: its maps are never opened
+    m = metrics(collector_for(fake, pid_filter=re.compile("java|11")))
+    assert by_pid(m, "vmsim_process_map_count") == {10: 5, 11: 7}
+    assert sum(m["vmsim_scrape_errors_total"].values()) == 0
 
 
 def test_reads_nothing_but_stat_maps_cgroup_and_the_limit() -> None:

@@ -166,12 +166,12 @@ class VmaCollector(Collector):
             self.errors.add("parse")
         return self._last_limit
 
-    def _wanted(self, s: ProcessSample) -> bool:
+    def _wanted(self, pid: int, comm: str) -> bool:
         pattern = self.config.pid_filter
         return (
             pattern is None
-            or pattern.fullmatch(str(s.pid)) is not None
-            or pattern.fullmatch(s.comm) is not None
+            or pattern.fullmatch(str(pid)) is not None
+            or pattern.fullmatch(comm) is not None
         )
 
     def refresh(self) -> View:
@@ -182,10 +182,12 @@ class VmaCollector(Collector):
         limit = self.limit()
         samples: list[ProcessSample] = []
         try:
-            for s in scan(cfg.proc_root, self.errors, cgroup=cfg.group_by == "cgroup"):
-                if self._wanted(s):
-                    samples.append(s)
-                    self.history.add(s.id, now, s.map_count)
+            wanted = self._wanted if cfg.pid_filter is not None else None
+            for s in scan(
+                cfg.proc_root, self.errors, cgroup=cfg.group_by == "cgroup", wanted=wanted
+            ):
+                samples.append(s)
+                self.history.add(s.id, now, s.map_count)
         except OSError as exc:  # the proc root itself could not be listed
             self.errors.add(reason_of(exc))
         self.history.keep_only(s.id for s in samples)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -206,9 +206,11 @@ def read_process(
     *,
     cgroup: bool = False,
     counter: MapsCounter | None = None,
+    wanted: Callable[[int, str], bool] | None = None,
 ) -> ProcessSample | None:
     """One process's sample, or None: a kernel thread or a zombie (no address space: not an
-    error), or a process that could not be read (counted in ``errors``)."""
+    error), a process ``wanted(pid, comm)`` refuses (its maps are not read), or a process
+    that could not be read (counted in ``errors``)."""
     counter = counter or MapsCounter()
     try:
         dirfd = open_process(proc_root, pid)
@@ -218,6 +220,8 @@ def read_process(
     try:
         stat = parse_stat(read_stat_at(dirfd))
         if stat.flags & PF_KTHREAD or stat.state in ("Z", "X"):
+            return None
+        if wanted is not None and not wanted(pid, stat.comm):
             return None
         map_count = counter.count_at(dirfd)
         if map_count == 0:
@@ -248,13 +252,19 @@ def read_maps_text(proc_root: Path | str, who: ProcessId) -> bytes:
         os.close(dirfd)
 
 
-def scan(proc_root: Path, errors: ScanErrors, *, cgroup: bool = False) -> Iterator[ProcessSample]:
-    """Every process with an address space under ``proc_root``; the rest counted or skipped
-    as :func:`read_process` says."""
+def scan(
+    proc_root: Path,
+    errors: ScanErrors,
+    *,
+    cgroup: bool = False,
+    wanted: Callable[[int, str], bool] | None = None,
+) -> Iterator[ProcessSample]:
+    """Every process with an address space under ``proc_root`` (that ``wanted(pid, comm)``
+    accepts); the rest counted or skipped as :func:`read_process` says."""
     root = os.fspath(proc_root)
     counter = MapsCounter()
     for pid in pids(proc_root):
-        sample = read_process(root, pid, errors, cgroup=cgroup, counter=counter)
+        sample = read_process(root, pid, errors, cgroup=cgroup, counter=counter, wanted=wanted)
         if sample is not None:
             yield sample
 
