@@ -6,6 +6,7 @@ on live processes and on fake /proc trees (``--proc-root``)."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
@@ -229,9 +230,9 @@ def test_a_process_that_exits_mid_read_is_never_confused_with_its_pid_successor(
         os.close(dirfd)
 
 
-def _as_nobody(work: str) -> dict[str, int]:
-    """Run ``work`` in a forked child with the privileges of nobody (when root) and return
-    the error counts it reports."""
+def _as_nobody(config: ExporterConfig) -> dict[str, int]:
+    """One refresh with ``config`` in a forked child with the privileges of nobody (when
+    root): the processes it saw and its error counts."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -245,8 +246,9 @@ def _as_nobody(work: str) -> dict[str, int]:
                 # a process that changed its uid is not dumpable, and then its own /proc
                 # files belong to root: make it readable by itself again
                 ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-            result = eval(work)
-            os.write(w, repr(result).encode())
+            c = VmaCollector(config)
+            result = {"processes": c.view().processes, **c.errors.counts}
+            os.write(w, json.dumps(result).encode())
             code = 0
         finally:
             os._exit(code)
@@ -255,17 +257,14 @@ def _as_nobody(work: str) -> dict[str, int]:
         text = f.read()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    out: dict[str, int] = eval(text)
+    out: dict[str, int] = json.loads(text)
     return out
 
 
 def test_unreadable_live_processes_are_counted_and_the_rest_served() -> None:
     # without root, another user's /proc/PID/maps is refused (PTRACE_MODE_READ): PID 1 is
     # root's. The child's own process is still read.
-    counts = _as_nobody(
-        "(lambda c: {'processes': c.view().processes, **c.errors.counts})("
-        "VmaCollector(ExporterConfig()))"
-    )
+    counts = _as_nobody(ExporterConfig())
     assert counts["permission"] >= 1
     assert counts["processes"] >= 1
 
@@ -445,10 +444,7 @@ def test_unreadable_fake_entries_are_permission_errors() -> None:
             for f in d.iterdir():
                 f.chmod(0o644)
         (root / "proc/11/maps").chmod(0o000)
-        counts = _as_nobody(
-            "(lambda c: {'processes': c.view().processes, **c.errors.counts})("
-            f"VmaCollector(ExporterConfig(proc_root=Path({str(root / 'proc')!r}))))"
-        )
+        counts = _as_nobody(ExporterConfig(proc_root=root / "proc"))
         assert counts == {"vanished": 0, "permission": 1, "parse": 0, "other": 0, "processes": 1}
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=True)
