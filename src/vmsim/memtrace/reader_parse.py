@@ -280,6 +280,8 @@ def parse_pinatrace(
         if n == cap:
             return pos, n, n_ev, lines, STATUS_OUTPUT_FULL
         p, _ip, st = _ptr(buf, pos, end)
+        if st == STATUS_BAD_PTR:  # the line does not start like a record
+            return pos, n, n_ev, lines, STATUS_NOT_RECORD
         if st != 0:
             return pos, n, n_ev, lines, st
         if not (p + 4 < end and buf[p] == 58 and buf[p + 1] == _SP and buf[p + 3] == _SP):
