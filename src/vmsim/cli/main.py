@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from rich.console import Console
 
 import vmsim
-from vmsim.cli import demo_cow, demo_enomem, demo_pressure, demo_walk, estimate, maps, replay, top
+from vmsim.cli import (
+    demo_cow,
+    demo_enomem,
+    demo_pressure,
+    demo_walk,
+    estimate,
+    maps,
+    record,
+    replay,
+    top,
+)
 from vmsim.cli.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -68,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.register(commands)
     replay.register(commands)
     top.register(commands)
+    record.register(commands)
     return parser
 
 
