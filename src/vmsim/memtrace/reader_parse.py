@@ -50,6 +50,7 @@ __all__ = [
     "STATUS_OUTPUT_FULL",
     "STATUS_SIZE_RANGE",
     "STATUS_TRAILING",
+    "decode_champsim",
     "last_newline",
     "parse_lackey",
     "parse_pinatrace",
@@ -305,3 +306,33 @@ def parse_pinatrace(
         lines += 1
         pos = p + 1
     return pos, n, n_ev, lines, STATUS_DONE
+
+
+@njit(cache=True, nogil=True)
+def decode_champsim(words: Any, first: int, addr: Any, kind: Any, rec: Any) -> int:
+    """ChampSim ``input_instr`` records, seen as rows of 8 little-endian u64 words (word 0 the
+    ip, word 1 the branch and register bytes, words 2-3 ``destination_memory``, 4-7
+    ``source_memory``), into accesses: the fetch of the ip, then each nonzero source (a load),
+    then each nonzero destination (a store). ``rec`` gets the 1-based record number of each
+    access (``first`` is that of row 0). Returns the number of accesses (at most 7 a row)."""
+    n = 0
+    for r in range(words.shape[0]):
+        addr[n] = words[r, 0]
+        kind[n] = 0
+        rec[n] = first + r
+        n += 1
+        for j in range(4, 8):
+            a = words[r, j]
+            if a != 0:
+                addr[n] = a
+                kind[n] = 1
+                rec[n] = first + r
+                n += 1
+        for j in range(2, 4):
+            a = words[r, j]
+            if a != 0:
+                addr[n] = a
+                kind[n] = 2
+                rec[n] = first + r
+                n += 1
+    return n
