@@ -45,7 +45,7 @@ from vmsim.memtrace.readers import CHAMPSIM_DTYPE, open_memtrace
 UNIQUE_LINES = 2_000_000  # generated once, repeated to reach --lines
 SQLITE_SQL = (
     "create table t(a integer primary key, b text);"
-    "with recursive c(x) as (select 1 union all select x + 1 from c where x < 20000)"
+    "with recursive c(x) as (select 1 union all select x + 1 from c where x < 5000)"
     " insert into t select x, hex(randomblob(16)) from c;"
     "select count(*), sum(length(b)) from t;"
 )
@@ -85,7 +85,7 @@ def record_real(workdir: Path, console: Console) -> tuple[Path | None, str]:
     with open(out, "rb") as src, open(plain, "wb") as dst:
         zstandard.ZstdDecompressor().copy_stream(src, dst)
     return plain, (
-        f"sqlite3 :memory: (20,000-row insert), recorded by vmsim record: "
+        f"sqlite3 :memory: (5,000-row insert), recorded by vmsim record: "
         f"{summary['records']:,} records in {summary['seconds']:.1f} s "
         f"({summary['records_per_second']:,} records/s under lackey)"
     )

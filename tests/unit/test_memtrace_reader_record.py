@@ -41,6 +41,25 @@ int main(void) {
 """
 N_STORES = 5000
 
+FORK_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#define N 5000
+int main(void) {
+    volatile int *a = malloc(N * sizeof(int));
+    pid_t child = fork();
+    for (int i = 0; i < N; i++)  /* parent and child both write the array */
+        a[i] = i;
+    if (child == 0)
+        _exit(0);
+    waitpid(child, 0, 0);
+    printf("%p %d\n", (void *)a, (int)child);
+    return 0;
+}
+"""
+
 
 def guest_instrs(trace_path: Path) -> int:
     """Lackey's own count of the guest's instructions (its ``==PID==   guest instrs: N``)."""
@@ -133,12 +152,7 @@ def test_record_bin_true(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.slow
 @needs_valgrind
 def test_record_c_stores_land_in_the_array(tmp_path: Path) -> None:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    src = tmp_path / "stores.c"
-    src.write_text(STORES_C % N_STORES)
-    exe = tmp_path / "stores"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    exe = compile_c(tmp_path, "stores", STORES_C % N_STORES)
     out = tmp_path / "stores.lackey.zst"
     printed = tmp_path / "stdout"
     # the program prints its array's address (in valgrind's layout) on its stdout
@@ -162,6 +176,46 @@ def test_record_c_stores_land_in_the_array(tmp_path: Path) -> None:
     assert set(sizes.tolist()) == {4}
     assert len(np.unique(stores)) == N_STORES  # a[0] .. a[N-1], every one written
     assert outside_layout(out) == 0
+
+
+def compile_c(tmp_path: Path, name: str, source: str) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    exe = tmp_path / name
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+@pytest.mark.slow
+@needs_valgrind
+def test_record_a_program_that_forks(tmp_path: Path) -> None:
+    """The child runs under valgrind too, on the same log: vmsim record silences it
+    (--child-silent-after-fork), else its lines would cut the parent's in the middle."""
+    exe = compile_c(tmp_path, "forks", FORK_C)
+    out = tmp_path / "forks.lackey.zst"
+    printed = tmp_path / "stdout"
+    with open(printed, "w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vmsim", "record", "-o", str(out), "--", str(exe)],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    array_text, child_text = printed.read_text().split()[:2]
+    array, child = int(array_text, 16), int(child_text)
+    stored = np.concatenate(
+        [c.addr[(c.kind == KIND_STORE) & (c.addr >= array) & (c.addr < array + 4 * 5000)]
+         for c in open_memtrace(out)]
+    )  # fmt: skip
+    assert len(np.unique(stored)) == 5000  # the parent's stores; the child's are not traced
+    assert len(stored) == 5000
+    with open(f"{out}.strace") as f:
+        clones = [e for e in read_strace(f) if isinstance(e, Syscall) and e.name == "clone"]
+    assert [e.ret for e in clones] == [child]
 
 
 @pytest.mark.slow

@@ -121,6 +121,7 @@ def record(
         "--tool=lackey",
         "--trace-mem=yes",
         "--trace-syscalls=yes",
+        "--child-silent-after-fork=yes",  # a forked child would interleave its lines
         f"--log-fd={write_fd}",
         *cmd,
     ]

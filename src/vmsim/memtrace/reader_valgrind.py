@@ -33,6 +33,7 @@ __all__ = ["parse_args", "strace_lines"]
 
 _LINE: Final = re.compile(r"SYSCALL\[(\d+),(\d+)\]\((\d+)\) (.*?)\s*$")
 _CALL: Final = re.compile(r"(?:sys_)?(\w+) ?\( ?(.*?) ?\)(\[sync\])? --> (.*)$")
+_HEAD: Final = re.compile(r"sys_(\w+) \( ?(.*?) ?\)(?:\s|$)")
 _RESULT: Final = re.compile(r"(?:\[[\w-]+\] )?(Success|Failure)\(0x([0-9a-fA-F]+)\)")
 _ASYNC_END: Final = re.compile(r"\.\.\. \[async\] --> (.*)$")
 _STRING_ARG: Final = re.compile(r"0x[0-9a-fA-F]+\((.*)\)$", re.S)
@@ -72,14 +73,34 @@ def _arg(name: str, i: int, text: str) -> int | str:
     return value
 
 
+def _clone_args(args_text: str) -> str:
+    """Valgrind prints clone's arguments in the kernel's x86-64 order, the flags in hex
+    without ``0x`` (``sys_clone ( 1200011, 0x0, 0x0, 0x4a27a10, 0x0 )``); strace prints
+    ``clone(child_stack=..., flags=..., child_tidptr=...)``."""
+    raw = parse_args(args_text)
+    try:
+        flags = int(raw[0], 16)
+        stack = int(raw[1], 0)
+    except (IndexError, ValueError):
+        return args_text
+    shown = f"child_stack={'NULL' if stack == 0 else hex(stack)}, flags={hex(flags)}"
+    if len(raw) > 3:
+        shown += f", child_tidptr={raw[3]}"
+    return shown
+
+
 def _call(pid: str, name: str, args_text: str, result: str) -> str | None:
     m = _RESULT.search(result)
     if not m:
         return None
-    args = [_arg(name, i, a) for i, a in enumerate(parse_args(args_text))]
-    shown = ", ".join(
-        a if isinstance(a, str) else f for a, f in zip(args, format_args(name, args), strict=True)
-    )
+    if name == "clone":
+        shown = _clone_args(args_text)
+    else:
+        args = [_arg(name, i, a) for i, a in enumerate(parse_args(args_text))]
+        shown = ", ".join(
+            a if isinstance(a, str) else f
+            for a, f in zip(args, format_args(name, args), strict=True)
+        )
     value = int(m.group(2), 16)
     if m.group(1) == "Success":
         ret = hex(value) if name in ("mmap", "mremap", "brk", "shmat") else str(value)
@@ -93,7 +114,16 @@ def strace_lines(events: Iterable[TraceEvent]) -> Iterator[str]:
     that never completed (the program ended in it, e.g. ``exit_group``) ends with ``= ?``;
     valgrind's notes about calls it does not implement are left out."""
     pending: dict[tuple[str, str], tuple[str, str]] = {}
+    waiting: tuple[str, str, str] | None = None  # a call whose result is on a " --> " line
     for event in events:
+        if event.text.startswith(" --> "):
+            if waiting is not None:
+                line = _call(*waiting, event.text[5:])
+                if line is not None:
+                    yield line
+            waiting = None
+            continue
+        waiting = None
         m = _LINE.match(event.text)
         if not m:
             continue
@@ -108,6 +138,11 @@ def strace_lines(events: Iterable[TraceEvent]) -> Iterator[str]:
             continue
         call = _CALL.match(rest)
         if not call:
+            # a message of the wrapper after the arguments, the result on the next line:
+            # "sys_clone ( ... )   clone(fork): process 1 created child 2" / " --> Success(2)"
+            head = _HEAD.match(rest)
+            if head is not None:
+                waiting = (pid, head.group(1), head.group(2))
             continue
         name, args_text, _sync, result = call.groups()
         if name in ("exit_group", "exit"):  # valgrind ends the process: the call returns not
