@@ -90,6 +90,14 @@ for _i, _c in enumerate(b"ABCDEF"):
     _HEX_VALUE[_c] = 10 + _i
 
 
+_KIND_OF_SECOND = np.full(256, 255, np.uint8)
+_KIND_OF_SECOND[ord(" ")] = 0  # "I  "
+_KIND_OF_SECOND[ord("L")] = 1
+_KIND_OF_SECOND[ord("S")] = 2
+_KIND_OF_SECOND[ord("M")] = 3
+_FIRST_OF_KIND = np.array([ord("I"), ord(" "), ord(" "), ord(" ")], np.uint8)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _hex(buf: Any, p: int, end: int) -> tuple[int, np.uint64, int]:
     """Hex digits at ``p``: (position after them, value, digit count). A table lookup, not
@@ -134,17 +142,14 @@ def parse_lackey(
     while pos < end:
         c0 = buf[pos]
         k = -1
-        if c0 == 73:  # "I  "
-            if pos + 2 < end and buf[pos + 1] == _SP and buf[pos + 2] == _SP:
-                k = 0
-        elif c0 == _SP and pos + 2 < end and buf[pos + 2] == _SP:  # " L ", " S ", " M "
-            c1 = buf[pos + 1]
-            if c1 == 76:
-                k = 1
-            elif c1 == 83:
-                k = 2
-            elif c1 == 77:
-                k = 3
+        if pos + 2 < end and buf[pos + 2] == _SP:
+            # "I  ", " L ", " S ", " M ": the second byte names the kind (a table, not
+            # branches: kinds come in no predictable order), the first must match it
+            k = _KIND_OF_SECOND[buf[pos + 1]]
+            if k != 255 and c0 != _FIRST_OF_KIND[k]:
+                k = 255
+            if k == 255:
+                k = -1
         if k >= 0:
             if n == cap:
                 return pos, n, n_ev, lines, STATUS_OUTPUT_FULL
