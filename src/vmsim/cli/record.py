@@ -282,7 +282,9 @@ EPILOG = (
     "valgrind's own) and OUT.json. Lackey prints the guest's addresses in valgrind's layout, "
     "which differs from a native run's: pair the trace with OUT.maps and OUT.strace, never "
     "with strace or maps of a native run, nor strace -f around valgrind (that is valgrind's "
-    "own calls). ASLR is off (personality ADDR_NO_RANDOMIZE). Expect a 50-100x slowdown."
+    "own calls). ASLR is off (personality ADDR_NO_RANDOMIZE). Only the process started is traced: a forked child's accesses are not "
+    "recorded (--child-silent-after-fork), an exec'd program is not followed. Expect a "
+    "50-100x slowdown."
 )
 
 
@@ -309,4 +311,9 @@ def register(subparsers: Any) -> None:
         help="seconds between /proc/PID/maps samples (default 0.005)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    parser.add_argument(
+        "cmd",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ARGS",
+        help="the program to run and its arguments (its stdin/stdout/stderr are left alone)",
+    )
