@@ -24,6 +24,7 @@ from vmsim.cli import (
     estimate,
     exporter,
     maps,
+    record,
     replay,
     top,
 )
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.register(commands)
     top.register(commands)
     exporter.register(commands)
+    record.register(commands)
     return parser
 
 
