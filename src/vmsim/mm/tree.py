@@ -460,12 +460,26 @@ class VmaTree:
 
     def lookup(self, addr: int) -> Vma | None:
         """vma_lookup(): the VMA containing ``addr``."""
-        k = self._keys.floor(addr)
-        if k is not None:
-            vma = self._vmas[k]
-            if vma.end > addr:
-                return vma
-        return None
+        # self._keys.floor(addr), inline: every replayed call looks up its address
+        sl = self._keys.sl
+        maxes = sl._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, addr)
+        lists = sl._lists
+        if pos == len(maxes):
+            k: int = lists[-1][-1]
+        else:
+            sub = lists[pos]
+            i = bisect_right(sub, addr)
+            if i:
+                k = sub[i - 1]
+            elif pos:
+                k = lists[pos - 1][-1]
+            else:
+                return None
+        vma = self._vmas[k]
+        return vma if vma.end > addr else None
 
     def find_intersection(self, start: int, end: int) -> Vma | None:
         """find_vma_intersection(): the first VMA overlapping ``[start, end)``."""

@@ -125,7 +125,10 @@ def call_site(stack: tuple[str, ...]) -> str:
         base = obj.rsplit("/", 1)[-1]
         if not base.startswith(("libc.so", "libc-", "ld-linux", "libpthread", "ld.so")):
             return frame
-    return stack[0] if stack else "(no stack: record with strace -k)"
+    return stack[0] if stack else _NO_STACK
+
+
+_NO_STACK = "(no stack: record with strace -k)"
 
 
 class Replayer:
@@ -603,7 +606,8 @@ class Replayer:
         if self.counts_only:
             if after != before:
                 if self.track_deltas:
-                    rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+                    file = self.files.get(ev.pid) if self.files and ev.pid is not None else None
+                    rep.deltas[(file, ev.lineno)] = after - before
                 if after > rep.peak_map_count:
                     rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
             return
@@ -612,9 +616,10 @@ class Replayer:
             self._compare(ev, result, err, before)
         if after != before:
             if self.track_deltas:
-                rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+                file = self.files.get(ev.pid) if self.files and ev.pid is not None else None
+                rep.deltas[(file, ev.lineno)] = after - before
             if after > before:
-                rep.vmas_by_site[call_site(ev.stack)] += after - before
+                rep.vmas_by_site[call_site(ev.stack) if ev.stack else _NO_STACK] += after - before
                 rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
                 if after > rep.peak_map_count:
                     rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
