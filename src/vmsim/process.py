@@ -116,6 +116,8 @@ def _reg(value: int, name: str) -> int:
     ``size_t`` is ``2**64 - 1``). The callers then read it as the kernel's parameter type:
     ``& U64`` for unsigned long, the low 32 bits (``_s32`` or ``& U32``) for int.
     """
+    if type(value) is int and 0 <= value <= U64:
+        return value  # the common case: already a register's value
     value = operator.index(value)
     if not _REG_MIN <= value <= U64:
         raise OverflowError(

@@ -16,7 +16,7 @@ import gzip
 import random
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +282,82 @@ def test_a_long_trace_is_read_again_for_each_pass(
     rep = replay(read, cwd=tmp_path, max_map_count=500)
     assert opened[0] == 4  # first call, clone()s, limited, unlimited
     assert rep.to_json() == expected.to_json()
+
+
+def _unlimited_feeds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each replay without a limit (counts only) is fed."""
+    fed: list[int] = []
+    feed = Replayer.feed
+
+    def counting(self: Replayer, events: Iterable[Any]) -> ReplayReport:
+        if self.machine.cfg.max_map_count != UNLIMITED:
+            return feed(self, events)
+        n = [0]
+
+        def each() -> Iterator[Any]:
+            for ev in events:
+                n[0] += 1
+                yield ev
+
+        try:
+            return feed(self, each())
+        finally:
+            fed.append(n[0])
+
+    monkeypatch.setattr(Replayer, "feed", counting)
+    return fed
+
+
+def test_the_unlimited_replay_goes_on_from_the_first_limit_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill trace hits the limit 7 lines before its end: the replay without a limit
+    starts from a copy taken just before that call, not from the first line."""
+    path = TRACES / "fill_map_count.strace.gz"
+    fed = _unlimited_feeds(monkeypatch)
+    rep = replay(lambda: sniff_and_read(path), cwd=tmp_path)
+    assert rep.passes == ["limited", "unlimited"]
+    assert rep.first_failure is not None
+    assert len(fed) == 1
+    assert fed[0] < 10, fed
+
+
+def in_order_trace(seed: int) -> list[str]:
+    """A random trace whose calls all run in the order recorded: no mmap(NULL) or moving
+    mremap to a busy address, which the replay would hold back (they take other paths, where
+    it makes no copy)."""
+    return [ln for ln in random_trace(seed) if "mmap(NULL" not in ln and "MAYMOVE" not in ln]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_traces_match_the_reference_from_any_copy(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the replay before every call (not only near the limit): the replay without
+    a limit goes on from whichever call first crossed it, and must give the reference's
+    min_max_map_count (and every other field) whatever that call is."""
+    monkeypatch.setattr(Replayer, "SNAPSHOTS_MAX", 10**9)
+    monkeypatch.setattr(Replayer, "SNAPSHOT_SLACK", 10**9)
+    monkeypatch.setattr(Replayer, "SNAPSHOT_SLACK_MREMAP", 10**9)
+    fed = _unlimited_feeds(monkeypatch)
+    lines = in_order_trace(seed)
+    rep = assert_twins(lambda: read_strace(lines), from_maps=STACK_ONLY, max_map_count=12)
+    assert rep.first_failure is not None
+    # replay()'s, from the copy made before the first call that crossed the limit (from
+    # the start only where that call was held back), then the reference's, from the start
+    assert len(fed) == 2
+    assert fed[0] <= fed[1] == len(list(read_strace(lines)))
+
+
+def test_random_traces_go_on_from_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """...and the test above does go on from copies: for most seeds, from the middle."""
+    monkeypatch.setattr(Replayer, "SNAPSHOTS_MAX", 10**9)
+    monkeypatch.setattr(Replayer, "SNAPSHOT_SLACK", 10**9)
+    monkeypatch.setattr(Replayer, "SNAPSHOT_SLACK_MREMAP", 10**9)
+    fed = _unlimited_feeds(monkeypatch)
+    resumed = 0
+    for seed in range(60):
+        lines = in_order_trace(seed)
+        replay(lambda lines=lines: read_strace(lines), from_maps=STACK_ONLY, max_map_count=12)
+        resumed += 0 < fed[-1] < len(list(read_strace(lines)))
+    assert resumed >= 30, resumed

@@ -872,3 +872,36 @@ def test_random_operations_keep_the_tree_and_free_space_consistent(seed):
             for p in range(vma.start // PAGE, vma.end // PAGE):
                 mapped[p] = vma.flags & ~VM_MAYBE_GUARD
         assert mapped == {p: f & ~VM_MAYBE_GUARD for p, f in pages.items()}
+
+
+def test_deepcopy_of_a_tree_copies_every_vma_once() -> None:
+    """copy.deepcopy() of a VmaTree (a replay's snapshot): the copy has equal VMAs, free
+    ranges and lookups, shares no VMA with the original, keeps a file or anon_vma shared
+    by two VMAs one object (copied), and changes to one never show in the other."""
+    import copy
+
+    a = AnonVma()
+    f = OpenFile(Inode("/f"))
+    mm, v = build("AA.BBB.CC", anon={"A": a, "C": a}, file={"B": f}, pgoff={"B": 3})
+    v["B"].name = None
+    v["B"].swap_ra = (1, 2, 3)
+    elsewhere = [v["A"]]  # a VMA that something besides the tree points at
+    tree = mm.tree
+    dup, dup_elsewhere = copy.deepcopy((tree, elsewhere))
+    assert [(x.start, x.end, x.flags, x.pgoff, x.swap_ra) for x in dup] == [
+        (x.start, x.end, x.flags, x.pgoff, x.swap_ra) for x in tree
+    ]
+    assert dup.free.ranges() == tree.free.ranges()
+    assert not {id(x) for x in dup} & {id(x) for x in tree}
+    a0, b0, c0 = list(dup)
+    assert dup_elsewhere[0] is a0
+    assert a0.anon_vma is c0.anon_vma and a0.anon_vma is not a
+    assert b0.file is not f and b0.file is not None and b0.file.inode.path == "/f"
+    # the copy goes its own way
+    vma_ops.split_vma_nocheck(dup, b0, 5 * PAGE)
+    dup.remove_unmapped(c0)
+    assert render(dup, 9) == "AA.BBC..."
+    assert render(tree, 9) == "AA.BBB.CC"
+    assert dup.free.ranges()[0] == (2 * PAGE, 3 * PAGE)
+    assert dup.free.ranges()[1][0] == 6 * PAGE
+    assert tree.free.ranges()[1] == (6 * PAGE, 7 * PAGE)

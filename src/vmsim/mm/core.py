@@ -153,7 +153,7 @@ class AddressSpace:
         frames = mem.frames
         self.pt = PageTables(
             5 if cfg.five_level else 4,
-            lambda: mem.alloc_folio(_PAGETABLE),  # watermarks, reclaim, OOM like any page
+            self._alloc_table,  # watermarks, reclaim, OOM like any page
             frames.put,  # type: ignore[arg-type]
         )
         self.pcid = -1  # mm->context: its PCID (-1: none); kept by vmsim.hw.cpu.Cpu
@@ -168,6 +168,12 @@ class AddressSpace:
         self.placement_hint: int | None = None
         # MADV_GUARD_INSTALL markers (PTE markers in Linux), by virtual page number
         self.guards: SortedDict = SortedDict()
+
+    def _alloc_table(self) -> int:
+        """pte_alloc_one() and the like: a page-table page is a folio like any other (a
+        bound method, not a closure, so that copy.deepcopy() of the mm allocates from the
+        copy's memory: a replay's snapshot, vmsim.trace.replay)."""
+        return self.mem.alloc_folio(_PAGETABLE)
 
     # ----------------------------------------------------------------- basics
     @property

@@ -13,8 +13,10 @@ Part of the VMA core: imports nothing but ``vma.py`` (and sortedcontainers).
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -30,6 +32,13 @@ class _Ordered:
 
     def __init__(self) -> None:
         self.sl = SortedList()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Ordered:
+        """A copy of the keys (ints: nothing to copy deeper), in one sorted build."""
+        new = _Ordered.__new__(_Ordered)
+        new.sl = self.sl.copy()
+        memo[id(self)] = new
+        return new
 
     def add(self, x: int) -> None:
         """SortedList.add() with its common case inline: the sublist stays within twice the
@@ -226,6 +235,16 @@ class FreeSpace:
         self._add(0, limit)
         self.used = 0  # bytes mapped
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> FreeSpace:
+        """Ranges are ints: the copy shares nothing and copies no element one by one."""
+        new = FreeSpace.__new__(FreeSpace)
+        new._keys = copy.deepcopy(self._keys, memo)
+        new._ends = dict(self._ends)
+        new._starts = dict(self._starts)
+        new.used = self.used
+        memo[id(self)] = new
+        return new
+
     def _add(self, start: int, end: int) -> None:
         self._keys.add(start)
         self._ends[start] = end
@@ -323,6 +342,39 @@ class VmaTree:
         self._vmas: dict[int, Vma] = {}
         self.free = FreeSpace(limit)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> VmaTree:
+        """copy.deepcopy() of the tree (a replay's snapshot of its model): each VMA copied
+        once (through ``memo``, so a VMA also referenced elsewhere stays one object), the
+        keys and free ranges copied whole."""
+        new = VmaTree.__new__(VmaTree)
+        memo[id(self)] = new
+        new._keys = copy.deepcopy(self._keys, memo)
+        new.free = copy.deepcopy(self.free, memo)
+        table: dict[int, Vma] = {}
+        get = memo.get
+        for start, vma in self._vmas.items():
+            dup = get(id(vma))
+            if dup is None:
+                if vma.file is None and vma.anon_vma is None:
+                    # Vma.__deepcopy__() inline: most VMAs point at nothing to copy
+                    dup = Vma(
+                        start,
+                        vma.end,
+                        vma.flags,
+                        vma.pgoff,
+                        None,
+                        None,
+                        vma.anon_singular,
+                        vma.name,
+                    )
+                    dup.swap_ra = vma.swap_ra
+                    memo[id(vma)] = dup
+                else:
+                    dup = vma.__deepcopy__(memo)
+            table[start] = dup
+        new._vmas = table
+        return new
+
     def __len__(self) -> int:
         return len(self._vmas)
 
@@ -408,12 +460,26 @@ class VmaTree:
 
     def lookup(self, addr: int) -> Vma | None:
         """vma_lookup(): the VMA containing ``addr``."""
-        k = self._keys.floor(addr)
-        if k is not None:
-            vma = self._vmas[k]
-            if vma.end > addr:
-                return vma
-        return None
+        # self._keys.floor(addr), inline: every replayed call looks up its address
+        sl = self._keys.sl
+        maxes = sl._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, addr)
+        lists = sl._lists
+        if pos == len(maxes):
+            k: int = lists[-1][-1]
+        else:
+            sub = lists[pos]
+            i = bisect_right(sub, addr)
+            if i:
+                k = sub[i - 1]
+            elif pos:
+                k = lists[pos - 1][-1]
+            else:
+                return None
+        vma = self._vmas[k]
+        return vma if vma.end > addr else None
 
     def find_intersection(self, start: int, end: int) -> Vma | None:
         """find_vma_intersection(): the first VMA overlapping ``[start, end)``."""

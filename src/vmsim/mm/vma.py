@@ -10,9 +10,10 @@ Value types only: this module imports nothing but constants and flags, so the VM
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vmsim.constants import PAGE_SHIFT
 from vmsim.mm.flags import vmflags_text
@@ -138,6 +139,23 @@ class Vma:
         # vma->swap_readahead_info: (last fault address, window, hits); None reads as
         # hits 4 (GET_SWAP_RA_VAL() of 0)
         self.swap_ra: tuple[int, int, int] | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Vma:
+        """copy.deepcopy(): the file and anon_vma through ``memo`` (shared by many VMAs, each
+        copied once); the rest are values."""
+        v = Vma(self.start, self.end, self.flags, self.pgoff, None, None, self.anon_singular)
+        memo[id(self)] = v
+        file = self.file
+        if file is not None:
+            dup = memo.get(id(file))
+            v.file = dup if dup is not None else copy.deepcopy(file, memo)
+        anon = self.anon_vma
+        if anon is not None:
+            dup = memo.get(id(anon))
+            v.anon_vma = dup if dup is not None else copy.deepcopy(anon, memo)
+        v.name = self.name
+        v.swap_ra = self.swap_ra
+        return v
 
     def copy(self) -> Vma:
         v = Vma(

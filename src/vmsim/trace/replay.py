@@ -31,7 +31,10 @@ What strace cannot show, and how the replay says so:
 
 from __future__ import annotations
 
+import copy
 import errno as errno_mod
+import gc
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,7 @@ MEMORY_CALLS = frozenset(
         "mseal",
     }
 )
+GC_THRESHOLD = 70_000  # the young generation's threshold while replaying (700 by default)
 UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
@@ -121,7 +125,10 @@ def call_site(stack: tuple[str, ...]) -> str:
         base = obj.rsplit("/", 1)[-1]
         if not base.startswith(("libc.so", "libc-", "ld-linux", "libpthread", "ld.so")):
             return frame
-    return stack[0] if stack else "(no stack: record with strace -k)"
+    return stack[0] if stack else _NO_STACK
+
+
+_NO_STACK = "(no stack: record with strace -k)"
 
 
 class Replayer:
@@ -144,6 +151,7 @@ class Replayer:
         track_deltas: bool = False,
         watch_written: bool = False,
         counts_only: bool = False,
+        snapshot: bool = False,
     ) -> None:
         self.machine = Machine(max_map_count=max_map_count, **(machine_options or {}))
         self.from_maps = from_maps
@@ -183,7 +191,20 @@ class Replayer:
         self.shm = shm_namespace(self.machine)
         # processes whose heap is a placeholder until their first brk(NULL) shows it
         self._heap_estimated: set[int] = set()
-        self._handlers: dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]] = {
+        # the replay without a limit (min_max_map_count) is this one until the first call
+        # that needs more than max_map_count: near the limit, a copy of this replay is kept
+        # before each call, and if that call is the first to cross it, ``resume`` holds the
+        # copy (made unlimited) and the call, for replay() to go on from (see _snapshot())
+        self._snaps_left = self.SNAPSHOTS_MAX if snapshot else 0
+        self._snapshot: tuple[Replayer, Syscall] | None = None
+        self._crossed = False
+        self.resume: tuple[Replayer, Syscall] | None = None
+        self._handlers = self._make_handlers()
+
+    def _make_handlers(
+        self,
+    ) -> dict[str, Callable[[Process, Syscall], tuple[int, MmError | None]]]:
+        return {
             "mmap": self._mmap,
             "munmap": self._plain("munmap", 2),
             "mprotect": self._mprotect,
@@ -200,6 +221,64 @@ class Replayer:
             "shmat": self._shmat,
             "shmdt": self._shmdt,
         }
+
+    # ------------------------------------------------------- the unlimited replay
+    SNAPSHOTS_MAX = 3
+    # how far below max_map_count a call may start and still need more than it: two splits
+    # (mprotect, madvise, mlock, munmap or mmap of a range inside one VMA), six for mremap
+    # (check_mremap_params()); a call that needs more is caught in _crossing() (no resume)
+    SNAPSHOT_SLACK = 2
+    SNAPSHOT_SLACK_MREMAP = 6
+
+    def _near_limit(self, ev: Syscall, limit: int) -> bool:
+        p = self.tasks.get(ev.pid)
+        if p is None or ev.name not in self._handlers:
+            return False
+        slack = self.SNAPSHOT_SLACK_MREMAP if ev.name == "mremap" else self.SNAPSHOT_SLACK
+        return len(p.mm.tree) + slack > limit
+
+    def _snapshot_before(self, ev: Syscall) -> None:
+        """Keep a copy of this replay, about to run ``ev`` near the limit, as the replay
+        without a limit would be at this point: until a call needs more than max_map_count
+        the two are the same (every limit check passes in both; the limit decides nothing
+        else), and what this one does beyond the other (comparing with the recorded results,
+        following the written hypothesis) changes no model state. The copy replays nothing
+        here; replay() feeds it the rest of the trace if ``ev`` turns out to be the first
+        call to cross the limit."""
+        self._snapshot = None
+        self._snaps_left -= 1
+        ns = self.shm
+        if ns.segments or ns.files or ns.next_id:
+            # the model finds a machine's IPC namespace by the machine: a copy would not
+            self._snaps_left = 0
+            return
+        rep = ReplayReport(max_map_count=UNLIMITED)
+        rep.lines = self.report.lines  # held calls age by it
+        memo: dict[int, Any] = {id(self.report): rep, id(self._watch): None}
+        try:
+            twin = copy.deepcopy(self, memo)
+        except (TypeError, AttributeError, copy.Error, RecursionError):
+            self._snaps_left = 0  # something in the model cannot be copied: replay again
+            return
+        twin.machine.cfg.max_map_count = UNLIMITED
+        twin.shm = shm_namespace(twin.machine)
+        twin.counts_only = True
+        twin.track_deltas = False
+        twin._snaps_left = 0
+        twin._crossed = True
+        twin._handlers = twin._make_handlers()
+        self._snapshot = (twin, ev)
+
+    def _crossing(self, ev: Syscall | None) -> None:
+        """The first call that needed more than max_map_count (``ev``; None: one not run
+        straight from feed()) has run: the copy made just before it, if any, is where the
+        replay without a limit goes on from."""
+        self._crossed = True
+        self._snaps_left = 0
+        snap = self._snapshot
+        self._snapshot = None
+        if snap is not None and ev is not None and snap[1] is ev:
+            self.resume = snap
 
     # ------------------------------------------------------------- processes
     def _initial(self, ev: Syscall | None) -> Process:
@@ -328,7 +407,16 @@ class Replayer:
         file_lines = self._file_lines
         tasks = self.tasks
         syscall = self.syscall
+        cfg = self.machine.cfg
+        limit = cfg.max_map_count
+        # before the first call that needs more than the limit: follow the limit checks
+        # (``open_``), and near the limit copy the replay before each call (``snap``)
+        open_ = not self._crossed
+        snap = open_ and self._snaps_left > 0
         for ev in events:
+            if open_ and cfg.map_count_needed > limit:
+                self._crossing(None)  # crossed by a call held back or replayed out of line
+                open_ = snap = False
             if (
                 type(ev) is Syscall
                 and not per_file
@@ -339,7 +427,13 @@ class Replayer:
                 # the common case, which _must_wait() always lets through
                 if ev.lineno > rep.lines:
                     rep.lines = ev.lineno
+                if snap and self._near_limit(ev, limit):
+                    self._snapshot_before(ev)
+                    snap = self._snaps_left > 0
                 syscall(ev)
+                if open_ and cfg.map_count_needed > limit:
+                    self._crossing(ev)
+                    open_ = snap = False
                 continue
             if per_file:
                 file = self._file_of(ev) if not isinstance(ev, Problem) else ev.file
@@ -362,8 +456,17 @@ class Replayer:
             elif self._must_wait(ev):
                 self._held.setdefault(ev.pid, []).append((rep.lines, ev))
             else:
-                self.syscall(ev)
+                # nothing held: as in the common case above
+                if snap and self._near_limit(ev, limit):
+                    self._snapshot_before(ev)
+                    snap = self._snaps_left > 0
+                syscall(ev)
+                if open_ and cfg.map_count_needed > limit:
+                    self._crossing(ev)
+                    open_ = snap = False
         self._flush(force=True)
+        if open_ and cfg.map_count_needed > limit:
+            self._crossing(None)
         if per_file:
             rep.lines = sum(file_lines.values())
         rep.min_max_map_count = self.machine.cfg.map_count_needed
@@ -503,7 +606,8 @@ class Replayer:
         if self.counts_only:
             if after != before:
                 if self.track_deltas:
-                    rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+                    file = self.files.get(ev.pid) if self.files and ev.pid is not None else None
+                    rep.deltas[(file, ev.lineno)] = after - before
                 if after > rep.peak_map_count:
                     rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
             return
@@ -512,9 +616,10 @@ class Replayer:
             self._compare(ev, result, err, before)
         if after != before:
             if self.track_deltas:
-                rep.deltas[(self._file_of(ev), ev.lineno)] = after - before
+                file = self.files.get(ev.pid) if self.files and ev.pid is not None else None
+                rep.deltas[(file, ev.lineno)] = after - before
             if after > before:
-                rep.vmas_by_site[call_site(ev.stack)] += after - before
+                rep.vmas_by_site[call_site(ev.stack) if ev.stack else _NO_STACK] += after - before
                 rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
                 if after > rep.peak_map_count:
                     rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
@@ -958,6 +1063,17 @@ class _Events:
         self._kept: list[Any] | None = None
         self._too_long = False
 
+    def tail(self, first: Any) -> Iterator[Any] | None:
+        """The events from ``first`` (the very object an earlier pass yielded) to the end,
+        if the trace is kept."""
+        kept = self._kept
+        if kept is None:
+            return None
+        for i, ev in enumerate(kept):
+            if ev is first:
+                return itertools.islice(kept, i, None)
+        return None
+
     def __call__(self) -> Iterator[Any]:
         if self._kept is not None:
             return iter(self._kept)
@@ -1002,19 +1118,53 @@ def replay(
 
     The trace is parsed once when it fits in ``_Events.CACHE_LINES``.
     """
+    # A replay allocates two VMAs per split and keeps them: the cyclic garbage collector's
+    # young generation fills every 700 allocations and its scans of the growing model took
+    # a quarter of a replay's time. Collected 100 times less often while replaying (the
+    # replay makes little cyclic garbage: a failed call's exception and traceback).
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
+    try:
+        return _replay(events, max_map_count=max_map_count, written_range=written_range, **options)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _replay(
+    events: Iterable[Syscall | Signal | Exit | Problem] | Callable[[], Iterator[Any]],
+    *,
+    max_map_count: int,
+    written_range: bool,
+    **options: Any,
+) -> ReplayReport:
     if callable(events):
         events = _Events(events)
     if callable(events) and "known_children" not in options and not _starts_with_execve(events()):
         options = {**options, "known_children": _clone_children(events())}
     source = events() if callable(events) else events
     two = callable(events) and written_range and not options.get("assume_written")
-    r = Replayer(max_map_count=max_map_count, track_deltas=two, watch_written=two, **options)
+    r = Replayer(
+        max_map_count=max_map_count,
+        track_deltas=two,
+        watch_written=two,
+        snapshot=isinstance(events, _Events) and not options.get("files"),
+        **options,
+    )
     rep = r.feed(source)
     rep.passes.append("limited")
     hit_limit = any(f.cause == CAUSE_MAP_COUNT for f in rep.failures)
     if hit_limit and callable(events):
-        r2 = Replayer(max_map_count=UNLIMITED, counts_only=True, **options)
-        r2.feed(events())
+        resume = r.resume
+        tail = events.tail(resume[1]) if resume and isinstance(events, _Events) else None
+        if resume is not None and tail is not None:
+            # the same as replaying from the start, without replaying the calls before the
+            # first one the limit broke (see Replayer._snapshot_before())
+            r2 = resume[0]
+            r2.feed(tail)
+        else:
+            r2 = Replayer(max_map_count=UNLIMITED, counts_only=True, **options)
+            r2.feed(events())
+        r.resume = None
         rep.passes.append("unlimited")
         rep.min_max_map_count = r2.report.min_max_map_count
     elif hit_limit:

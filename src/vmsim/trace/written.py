@@ -39,12 +39,13 @@ from vmsim.constants import (
     MADV_WILLNEED,
     MAP_FIXED,
     MAP_FIXED_NOREPLACE,
+    PAGE_SIZE,
     PROT_GROWSDOWN,
     PROT_GROWSUP,
     PROT_WRITE,
 )
 from vmsim.errors import MmError
-from vmsim.mm.core import page_align
+from vmsim.mm.core import PAGE_MASK64, page_align
 from vmsim.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WRITE
 from vmsim.mm.vma import Vma
 from vmsim.process import Process
@@ -142,7 +143,7 @@ class WrittenWatch:
             ):
                 return False  # PROT_GROWSDOWN widens the range to the VMA's start
             lo = a[0]
-            hi = lo + page_align(a[1])
+            hi = lo + ((a[1] + PAGE_SIZE - 1) & PAGE_MASK64)  # page_align(a[1])
             if hi <= lo:
                 return None  # nothing to change (len 0), or refused before any change
             vma = tree.lookup(lo)
@@ -154,7 +155,9 @@ class WrittenWatch:
                 return False
             if vma is not None and vma.start < lo and hi < vma.end:
                 # strictly inside one VMA: vma_modify() splits, it tries no merge
-                if self.may_hold_anon(vma, self._taint_of(p)):
+                entry = self._taints.get(id(mm))
+                taint = entry[1] if entry is not None else self._taint_of(p)
+                if self.may_hold_anon(vma, taint):
                     return (lo, vma.start, vma.end)
                 return None
         elif name == "mmap":
