@@ -16,6 +16,7 @@ and smaps text (KernelPageSize, VmFlags ``ht``/``nr``/``de``) after every call:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,3 +130,43 @@ CASES: dict[str, list[Call]] = {
 def test_hugetlb_empty_pool(name: str, make_sim: Callable[[LiveChild, str], Any]) -> None:
     problems = run_case(CASES[name], make_sim)
     assert not problems, "\n".join(problems)
+
+
+def _meminfo_tail(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(("HugePages_", "Huge"))]
+
+
+def test_meminfo_hugetlb_lines_equal_the_live_kernels() -> None:
+    """With the default (empty) pools the HugePages_*, Hugepagesize and Hugetlb lines are
+    byte for byte the live kernel's (nothing on the reference machine uses hugetlbfs)."""
+    import vmsim
+
+    live = _meminfo_tail(Path("/proc/meminfo").read_text())
+    ours = _meminfo_tail(vmsim.Machine().meminfo())
+    assert ours == live
+
+
+def test_buddyinfo_and_pagetypeinfo_format_match_the_live_kernels() -> None:
+    """The model's one zone prints like the live Normal zone line: same prefix, 11 columns
+    of '%6lu '; pagetypeinfo's headers and row prefixes are the live ones."""
+    import vmsim
+
+    m = vmsim.Machine()
+    live = Path("/proc/buddyinfo").read_text().splitlines()
+    normal = next(line for line in live if ", zone   Normal " in line)
+    ours = m.buddyinfo().rstrip("\n")
+    assert ours[:22] == normal[:22]
+    assert len(ours) == len(normal) or max(len(x) for x in normal.split()) > 6
+    assert len(ours.split()) == len(normal.split()) == 4 + 11
+    live_pt = Path("/proc/pagetypeinfo").read_text().splitlines()
+    ours_pt = m.pagetypeinfo().splitlines()
+    assert ours_pt[:4] == live_pt[:4]
+    for name in ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "Isolate"):
+        lrow = next(
+            r for r in live_pt if r.startswith("Node    0, zone   Normal, type") and name in r
+        )
+        orow = next(r for r in ours_pt if name in r and "type" in r)
+        assert orow[:43] == lrow[:43]
+        assert len(orow.split()) == len(lrow.split())
+    lhead = next(r for r in live_pt if r.startswith("Number of blocks type"))
+    assert next(r for r in ours_pt if r.startswith("Number of blocks type")) == lhead
