@@ -138,7 +138,7 @@ def test_buddy_invariants_after_alloc_free_mix(ram):
     m = Machine(ram=ram)
     f = m.memory.frames
     pfns = [f.alloc(0, 0) for _ in range(3000)]
-    tables = [f.alloc(int(1 << 26), 0) for _ in range(50)]  # PageFlag.PAGETABLE
+    tables = [f.alloc(1 << 26, 0) for _ in range(50)]  # PageFlag.PAGETABLE
     for p in pfns[::3] + tables[::2]:
         f.put(p)
     f.check()

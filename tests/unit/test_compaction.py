@@ -78,7 +78,7 @@ def test_direct_compaction_makes_an_order_9_block_and_keeps_every_page():
 def test_a_hugetlb_pool_grows_on_fragmented_memory_through_compaction():
     """alloc_buddy_hugetlb_folio() fails on fragmented memory, direct compaction runs
     (__GFP_RETRY_MAYFAIL) and the retry succeeds: htlb_buddy_alloc_success, compact_stall."""
-    m, p, a = fragmented()
+    m, _, _ = fragmented()
     assert m.set_nr_hugepages("2M", 1) == 1
     ev = vmstat(m)
     assert ev["compact_stall"] == 1 and ev["compact_success"] == 1
@@ -90,7 +90,7 @@ def test_compaction_that_cannot_succeed_counts_a_failure_and_wakes_kcompactd():
     """With less than 1024 pages free no order-10 block can be made, whatever moves: the
     scanners meet (COMPACT_COMPLETE), compact_fail is counted and kcompactd is woken for
     the order (wakeup_kcompactd()): compact_daemon_wake on the next tick."""
-    m, p, a = fragmented()
+    m, p, _ = fragmented()
     # fill the holes so that less than one order-10 block's worth of memory is free
     b = p.mmap(0, 1600 * PAGE, 3, 0x22)
     for i in range(1600):
@@ -122,7 +122,7 @@ def test_kcompactd_compacts_proactively_on_tick():
 
 
 def test_proactiveness_zero_turns_it_off():
-    m, p, a = fragmented()
+    m, _, _ = fragmented()
     m.memory.compaction_proactiveness = 0
     m.tick()
     assert vmstat(m)["compact_migrate_scanned"] == 0

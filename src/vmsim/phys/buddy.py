@@ -189,11 +189,11 @@ class BuddyAllocator:
         if got is None:
             got = self._claim(order, mt)
             if got is None:
-                got = self._steal(order, mt)
-                if got is None:
+                stolen = self._steal(order, mt)
+                if stolen is None:
                     return None
-                pfn, o, mt = got
-                self._expand(pfn, order, o, mt)
+                pfn, o, fallback = stolen
+                self._expand(pfn, order, o, fallback)
                 self.nr_free -= 1 << order
                 return pfn
         pfn, o = got
@@ -248,7 +248,7 @@ class BuddyAllocator:
     def _free_in_pageblock(self, start: int, mt: int) -> list[tuple[int, int]]:
         """The free blocks (pfn, order) inside the pageblock at ``start`` (on ``mt``'s
         lists: a free block sits on its pageblock's list)."""
-        out = []
+        out: list[tuple[int, int]] = []
         free_lists = self.free_lists
         for o in range(PAGEBLOCK_ORDER):
             area = free_lists[o][mt]
