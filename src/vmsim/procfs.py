@@ -443,7 +443,10 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
         e = leaf.entry if leaf is not None else 0
         if e & _PRESENT:
             flags |= PM_PRESENT
-            pfn = pfn_of(e)
+            assert leaf is not None
+            pfn = pfn_of(e, leaf.level)
+            if leaf.level > 1:  # a huge leaf: the subpage's frame (pagemap_hugetlb_range())
+                pfn += (a >> PAGE_SHIFT) & ((1 << 9 * (leaf.level - 1)) - 1)
             frame = pfn
             if pfn != zero:
                 if not frames.flags(pfn) & _ANON:

@@ -395,3 +395,21 @@ def test_hugetlb_pages_are_not_anon_pages_or_cached():
     p.write(b, b"y")
     assert [meminfo_kb(m, k) for k in ("AnonPages", "Cached", "Shmem", "Mapped")] == before
     m.check_memory()
+
+
+def test_pagemap_gives_each_subpage_its_frame():
+    """pagemap_hugetlb_range(): every 4 KiB subpage of a mapped huge page reads present
+    with the head's frame plus its index (contiguous, 2 MiB aligned), exclusive (mapped
+    once), not a file page; the huge page is not in the task's RSS (oom_badness())."""
+    m = Machine(ram="1G", hugepages={"2M": 1})
+    p = m.spawn()
+    a = p.mmap(0, M2, RW, HUGE)
+    base = m.oom_score(p)
+    p.write(a, b"x")
+    entries = p.pagemap(a, 512)
+    frames = [e & ((1 << 55) - 1) for e in entries]
+    assert frames[0] % 512 == 0
+    assert frames == list(range(frames[0], frames[0] + 512))
+    assert all(e >> 63 & 1 and e >> 56 & 1 and not e >> 61 & 1 for e in entries)
+    # only the page tables the fault added (PUD, PMD tables) count, not 512 pages of RSS
+    assert m.oom_score(p) - base == 2

@@ -133,12 +133,14 @@ def split_vma_twice(mm: VmaHooks, vma: Vma, start: int, end: int) -> Vma:
     """
     tree = mm.tree
     cfg = mm.cfg
+    file = vma.file
     n = len(tree) + 1
     if n > cfg.map_count_needed:
         cfg.map_count_needed = n
     if n > cfg.max_map_count:
         check_map_count(mm, n, "split_vma()")
-    if vma.file is not None:
+    huge = file is not None and file.inode.huge_shift
+    if huge:
         may_split(vma, start)
     n += 1
     if n > cfg.map_count_needed:
@@ -146,7 +148,7 @@ def split_vma_twice(mm: VmaHooks, vma: Vma, start: int, end: int) -> Vma:
     if n > cfg.max_map_count:
         split_vma_nocheck(tree, vma, start)
         check_map_count(mm, n, "split_vma()")
-    if vma.file is not None and vma.file.inode.huge_shift:
+    if huge:
         try:
             may_split(vma, end)
         except OSError:
@@ -156,7 +158,6 @@ def split_vma_twice(mm: VmaHooks, vma: Vma, start: int, end: int) -> Vma:
     vend = vma.end
     pgoff = vma.pgoff
     flags = vma.flags
-    file = vma.file
     anon_vma = vma.anon_vma
     singular = vma.anon_singular
     name = vma.name
