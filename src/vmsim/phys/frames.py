@@ -572,3 +572,11 @@ class FrameAllocator:
             assert len(page) == PAGE_SIZE
         assert self.zero_pfn not in self._data, "the zero page holds data"
         self._buddy.check()
+        # the free lists and the folios agree: no allocated frame is free or never handed out
+        buddy = self._buddy
+        free_heads = [{p for d in lists for p in d} for lists in buddy.free_lists]
+        for pfn in [*self._ref, self.zero_pfn]:
+            assert pfn < buddy.frontier, f"pfn {pfn:#x} allocated above the frontier"
+            for o, heads in enumerate(free_heads):
+                assert pfn & -(1 << o) not in heads, f"allocated pfn {pfn:#x} in a free block"
+
