@@ -16,6 +16,7 @@ from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.kernel import Kernel
 from vmsim.mm.ksm import Ksm
 from vmsim.mm.oom_kill import oom_badness, out_of_memory
+from vmsim.mm.shm import shm_namespace
 from vmsim.mm.swapfile import DEVICE_KINDS, SwapDevice
 from vmsim.mm.swapops import pte_to_swp_entry
 from vmsim.mm.truncate import drop_cache_pages
@@ -273,7 +274,12 @@ class Machine:
         drop_cache_pages(self.memory, inode, 0, last)
 
     def _release_hugetlb_inode(self, inode: Inode) -> None:
-        """hugetlbfs_evict_inode() once no process opens or maps the unlinked file."""
+        """hugetlbfs_evict_inode() once no process opens or maps the unlinked file and no
+        live SysV segment (SHM_HUGETLB) holds it."""
+        ns = shm_namespace(self)
+        seg = ns.files.get(inode)
+        if seg is not None and ns.segments.get(seg.shmid) is seg:
+            return
         for p in self.processes:
             if p.alive and any(f.inode is inode for f in p.files.values()):
                 return

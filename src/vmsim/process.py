@@ -462,7 +462,11 @@ class Process:
         """shmctl(2), IPC_RMID only (other commands: EINVAL here)."""
         if cmd != IPC_RMID:
             raise oserror(errno.EINVAL, detail="only IPC_RMID is modelled")
-        shm_namespace(self.machine).rmid(_s32(shmid))
+        ns = shm_namespace(self.machine)
+        seg = ns.segments.get(_s32(shmid))
+        ns.rmid(_s32(shmid))
+        if seg is not None and seg.inode.huge_shift:  # shm_destroy() of a hugetlb segment
+            self.machine._release_inode(seg.inode)
 
     # ------------------------------------------------------------ processes
     @running

@@ -15,6 +15,7 @@ and smaps text (KernelPageSize, VmFlags ``ht``/``nr``/``de``) after every call:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,67 @@ def test_buddyinfo_and_pagetypeinfo_format_match_the_live_kernels() -> None:
         assert len(orow.split()) == len(lrow.split())
     lhead = next(r for r in live_pt if r.startswith("Number of blocks type"))
     assert next(r for r in ours_pt if r.startswith("Number of blocks type")) == lhead
+
+
+_SHM_SCRIPT = r"""
+import ctypes, errno, json, re
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+out = {}
+for name, size, flags in json.loads(CASES):
+    shmid = libc.shmget(0, size, flags)
+    if shmid < 0:
+        out[name] = errno.errorcode[ctypes.get_errno()]
+        continue
+    addr = libc.shmat(shmid, None, 0)
+    line = next(l for l in open("/proc/self/maps") if l.startswith("%08x-" % addr))
+    m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) (\S+) (\S+) \d+ +(.*)", line)
+    out[name] = [int(m[2], 16) - int(m[1], 16), m[3], m[4], m[5], m[6]]
+    libc.shmdt(ctypes.c_void_p(addr))
+    libc.shmctl(shmid, 0, None)
+print(json.dumps(out))
+"""
+
+_SHM_CASES = [
+    ("reserving", M2, 0o1000 | 0o4000 | 0o600),
+    ("noreserve_2m", P, 0o1000 | 0o4000 | 0o10000 | 0o600),
+    ("noreserve_1g", P, 0o1000 | 0o4000 | 0o10000 | 0o600 | H1G),
+    ("bad_size", P, 0o1000 | 0o4000 | 0o10000 | 0o600 | 20 << HUGE_SHIFT),
+]
+
+
+def test_shm_hugetlb_empty_pool() -> None:
+    """shmget(SHM_HUGETLB) reserves at once (ENOMEM with the empty pool); with
+    SHM_NORESERVE it succeeds and shmat maps the whole huge page as /SYSV... on the
+    hugetlbfs mount; an unknown SHM_HUGE_* size is EINVAL. The attach is never touched."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    import vmsim
+
+    script = _SHM_SCRIPT.replace("CASES", repr(json.dumps(_SHM_CASES)))
+    live = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    p = vmsim.Machine().spawn()
+    ours: dict[str, object] = {}
+    for name, size, flags in _SHM_CASES:
+        try:
+            shmid = p.shmget(0, size, flags)
+        except OSError as e:
+            ours[name] = errno.errorcode[e.errno or 0]
+            continue
+        addr = p.shmat(shmid)
+        line = next(x for x in p.maps().splitlines() if x.startswith(f"{addr:08x}-"))
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) (\S+) (\S+) \d+ +(.*)", line)
+        assert m is not None
+        ours[name] = [int(m[2], 16) - int(m[1], 16), m[3], m[4], m[5], m[6]]
+        p.shmdt(addr)
+        p.shmctl(shmid, 0)
+    assert ours == live

@@ -413,3 +413,31 @@ def test_pagemap_gives_each_subpage_its_frame():
     assert all(e >> 63 & 1 and e >> 56 & 1 and not e >> 61 & 1 for e in entries)
     # only the page tables the fault added (PUD, PMD tables) count, not 512 pages of RSS
     assert m.oom_score(p) - base == 2
+
+
+def test_shm_hugetlb_reserves_at_shmget_and_lives_until_rmid():
+    """newseg() with SHM_HUGETLB: hugetlb_file_setup(HUGETLB_SHMFS_INODE) reserves the
+    rounded-up size at shmget (Rsvd 1; a second segment the pool cannot cover is ENOMEM);
+    shmat maps 2 MiB and reserves nothing more (S_PRIVATE); the page stays in the segment
+    after shmdt (its contents too) and goes at IPC_RMID with nothing attached."""
+    m = Machine(ram="1G", hugepages={"2M": 2})
+    p = m.spawn()
+    ipc_creat, shm_hugetlb = 0o1000, 0o4000
+    shmid = p.shmget(0, PAGE, ipc_creat | shm_hugetlb | 0o600)
+    assert pool(m) == (2, 2, 1, 0)
+    with pytest.raises(OSError) as e:
+        p.shmget(0, 3 * M2, ipc_creat | shm_hugetlb | 0o600)
+    assert e.value.errno == errno.ENOMEM
+    a = p.shmat(shmid)
+    assert smaps_field(p, a, "Size") == 2048
+    assert pool(m) == (2, 2, 1, 0)
+    p.write(a + 9, b"seg")
+    assert pool(m) == (2, 1, 0, 0)
+    p.shmdt(a)
+    assert pool(m) == (2, 1, 0, 0)
+    b = p.shmat(shmid)
+    assert p.read(b + 9, 3) == b"seg"
+    p.shmctl(shmid, 0)  # IPC_RMID: destroyed at the last detach
+    p.shmdt(b)
+    assert pool(m) == (2, 2, 0, 0)
+    m.check_memory()

@@ -70,6 +70,7 @@ __all__ = [
     "hugetlb_change_protection",
     "hugetlb_fault",
     "hugetlb_file_setup",
+    "hugetlb_reserve_file",
     "hugetlb_vmtruncate",
     "hugetlbfs_file_mmap",
     "release_file",
@@ -134,6 +135,7 @@ class HugetlbFile:
     hstate: HState
     pages: dict[int, int] = field(default_factory=dict)  # huge page index -> head pfn
     resv: set[int] = field(default_factory=set)  # inode resv_map: reserved indices
+    shm: bool = False  # S_PRIVATE (SHM_HUGETLB): reserved at shmget, not at each mmap
 
 
 class Hugetlb:
@@ -339,7 +341,9 @@ def _put(mem: Kernel, h: HState, pfn: int) -> None:
 
 
 # ------------------------------------------------------------------- files
-def hugetlb_file_setup(mem: Kernel, name: str, size: int, h: HState, ino: int) -> OpenFile:
+def hugetlb_file_setup(
+    mem: Kernel, name: str, size: int, h: HState, ino: int, *, shm: bool = False
+) -> OpenFile:
     """hugetlb_file_setup() / hugetlbfs_get_inode(): an unlinked file on the hstate's
     internal mount (``/anon_hugepage`` for MAP_HUGETLB, ``/memfd:NAME`` for memfd_create);
     no reservation (VM_NORESERVE): the mmap makes it."""
@@ -348,8 +352,20 @@ def hugetlb_file_setup(mem: Kernel, name: str, size: int, h: HState, ino: int) -
     inode = Inode(
         name, dev=_HUGETLBFS_DEV[h.shift], ino=ino, size=size, deleted=True, huge_shift=h.shift
     )
-    hugetlb.files[inode] = HugetlbFile(h)
+    hugetlb.files[inode] = HugetlbFile(h, shm=shm)
     return OpenFile(inode)
+
+
+def hugetlb_reserve_file(mem: Kernel, inode: Inode, nr: int) -> bool:
+    """hugetlb_reserve_pages(inode, 0, nr, NULL, ...) of SHM_HUGETLB: the file's first
+    ``nr`` huge pages are reserved in its map (False: the pool cannot: ENOMEM)."""
+    hugetlb = mem.hugetlb
+    assert hugetlb is not None
+    hf = hugetlb.files[inode]
+    if not hugetlb_acct_memory(mem, hf.hstate, nr):
+        return False
+    hf.resv.update(range(nr))
+    return True
 
 
 def hugetlbfs_file_mmap(
@@ -369,7 +385,7 @@ def hugetlbfs_file_mmap(
         raise oserror(errno.EINVAL)
     first = pgoff >> h.order
     last = first + (length >> h.shift)
-    if not vm_flags & VM_NORESERVE:
+    if not vm_flags & VM_NORESERVE and not hf.shm:  # S_PRIVATE: reserved at shmget()
         if vm_flags & VM_MAYSHARE:
             need = [i for i in range(first, last) if i not in hf.resv]  # region_chg()
             if not hugetlb_acct_memory(mem, h, len(need)):

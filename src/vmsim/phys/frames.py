@@ -579,4 +579,3 @@ class FrameAllocator:
             assert pfn < buddy.frontier, f"pfn {pfn:#x} allocated above the frontier"
             for o, heads in enumerate(free_heads):
                 assert pfn & -(1 << o) not in heads, f"allocated pfn {pfn:#x} in a free block"
-
