@@ -88,11 +88,26 @@ def test_pool_pages_leave_memfree_and_count_in_hugetlb():
 
 def test_pool_stops_growing_when_ram_runs_out():
     """set_max_huge_pages() allocates until alloc_pool_huge_folio() fails: 64 MiB of RAM
-    (one frame is the zero page, so 16383 pages are free) holds 31 pages of 512 frames
-    (15872), not 32."""
+    (one frame is the zero page, so 16383 pages are free; min watermark: min_free_kbytes =
+    sqrt(65532 * 16) = 1023 kB, 255 pages) holds 31 pages of 512 frames: each left more than 255 + 511 pages free; for a 32nd
+    only 511 are left (under the watermark, and no free order-9 block)."""
     m = Machine(ram="64M")
     assert m.set_nr_hugepages("2M", 100) == 31
     assert pool(m)[:2] == (31, 31)
+
+
+def test_pool_page_is_refused_at_the_min_watermark():
+    """__zone_watermark_ok(): free pages minus (2**9 - 1) must stay above the min watermark
+    (8 MiB of RAM: min_free_kbytes = sqrt(8188 * 16) = 361 kB, 90 pages). With 562 pages
+    free, one free order-9 block among them, 562 - 511 = 51 <= 90: no pool page
+    (htlb_buddy_alloc_fail), although a block of the order is free."""
+    m = Machine(ram="8M")
+    f = m.memory.frames
+    for _ in range(2047 - 562):
+        f.alloc(0)
+    assert f.free_pages == 562 and f.free_blocks(9) == 1
+    assert m.set_nr_hugepages("2M", 1) == 0
+    assert "htlb_buddy_alloc_fail 1" in m.vmstat()
 
 
 def test_bad_pool_options():

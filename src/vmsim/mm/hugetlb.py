@@ -197,9 +197,15 @@ def hstate_sizelog(hugetlb: Hugetlb, page_size_log: int) -> HState | None:
 
 # ------------------------------------------------------------------ the pool
 def _alloc_fresh(mem: Kernel, h: HState) -> int | None:
-    """alloc_fresh_hugetlb_folio(): a new pool page from the buddy allocator (without
-    reclaim: __GFP_RETRY_MAYFAIL gives up when memory is short), or None."""
+    """alloc_fresh_hugetlb_folio(): a new pool page from the buddy allocator, or None. A
+    2 MiB page needs free memory above the min watermark after it and a free block of its
+    order, which direct compaction may make (__GFP_RETRY_MAYFAIL); reclaim is not tried
+    in the model. A 1 GiB page needs a free aligned run (alloc_contig_pages())."""
     gigantic = h.order > MAX_PAGE_ORDER
+    if not gigantic and mem.frames.free_pages - ((1 << h.order) - 1) <= mem.node.wmark_min:
+        # __zone_watermark_ok() at the min watermark: the reserve is not for the pool
+        mem.vmstat["htlb_buddy_alloc_fail"] += 1
+        return None
     try:
         pfn = mem.frames.alloc(_HUGE_FLAGS, h.order)
     except OutOfMemory:
