@@ -456,3 +456,26 @@ def test_shm_hugetlb_reserves_at_shmget_and_lives_until_rmid():
     p.shmdt(b)
     assert pool(m) == (2, 2, 0, 0)
     m.check_memory()
+
+
+def test_mremap_moves_huge_leaves_and_refuses_growth():
+    """align_hugetlb() (mm/mremap.c): a move of a populated huge page keeps its frame and
+    contents (move_hugetlb_page_tables(): the PMD leaf moves whole); growing a hugetlb
+    mapping is EINVAL, and so is an unaligned source."""
+    m = Machine(ram="1G", hugepages={"2M": 2})
+    p = m.spawn()
+    a = p.mmap(0, M2, RW, HUGE)
+    p.write(a + 77, b"moved")
+    pfn = p.translate(a, "read").pfn
+    b = p.mremap(a, M2, M2, 3, 0x200000000000)  # MREMAP_MAYMOVE | MREMAP_FIXED
+    assert b == 0x200000000000
+    assert p.read(b + 77, 5) == b"moved"
+    assert p.translate(b, "read").pfn == pfn
+    assert p.translate(b, "read").page_size == M2
+    for args in ((b, M2, 2 * M2, 1, 0), (b + PAGE, PAGE, PAGE, 1, 0)):
+        with pytest.raises(OSError) as e:
+            p.mremap(*args)
+        assert e.value.errno == errno.EINVAL
+    assert pool(m) == (2, 1, 0, 0)
+    m.check_memory()
+    m.check_tlb()
