@@ -9,13 +9,14 @@ from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, MAX_MAP_COUNT_LIMIT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
-from vmsim.mm import vmscan
+from vmsim.mm import compaction, hugetlb, vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_LOCKED
 from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.kernel import Kernel
 from vmsim.mm.ksm import Ksm
 from vmsim.mm.oom_kill import oom_badness, out_of_memory
+from vmsim.mm.shm import shm_namespace
 from vmsim.mm.swapfile import DEVICE_KINDS, SwapDevice
 from vmsim.mm.swapops import pte_to_swp_entry
 from vmsim.mm.truncate import drop_cache_pages
@@ -95,7 +96,9 @@ class Machine:
     (/sys/kernel/mm/swap/vma_ra_enabled), ``read_ahead_kb`` (the file's block device's
     queue/read_ahead_kb: the mmap read-around window), ``ksm`` (run ksmd),
     ``seed`` (for workloads that draw random numbers: every run repeats exactly),
-    ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
+    ``hugepages`` (the hugetlbfs pools: nr_hugepages per size, e.g. ``{"2M": 64, "1G": 1}``;
+    empty by default, as on the reference machine) and ``hugepages_overcommit``
+    (nr_overcommit_hugepages per size), ``pkeys`` (CPU with protection keys: smaps shows ProtectionKey), ``vsyscall``
     (the [vsyscall] gate line in maps), ``stack_limit`` (RLIMIT_STACK), ``rlimit_as`` and
     ``rlimit_data`` (RLIMIT_AS / RLIMIT_DATA in bytes; None is unlimited).
     """
@@ -131,6 +134,8 @@ class Machine:
         stack_limit: int | str = "8M",
         rlimit_as: int | str | None = None,
         rlimit_data: int | str | None = None,
+        hugepages: dict[str, int] | None = None,
+        hugepages_overcommit: dict[str, int] | None = None,
     ) -> None:
         if thp not in ("always", "madvise", "never"):
             raise ValueError(f"thp must be always, madvise or never, not {thp!r}")
@@ -162,6 +167,10 @@ class Machine:
         self.memory: Kernel = self.cfg.memory
         self.memory.on_file_unmapped = self._release_inode
         self.memory.oom_handler = self._oom_kill
+        for size, n in (hugepages_overcommit or {}).items():
+            self._hstate(size, n, "hugepages_overcommit").nr_overcommit_huge_pages = n
+        for size, n in (hugepages or {}).items():
+            self.set_nr_hugepages(size, n)
         self.seed = seed
         self._setup_swap(
             self.cfg.swap_pages, swap_device, zswap, zswap_max_pool_percent, zram_compressor
@@ -200,6 +209,37 @@ class Machine:
         _check_max_map_count(value)
         self.cfg.max_map_count = value
 
+    def _hstate(self, size: str, n: int, what: str) -> hugetlb.HState:
+        hugetlb_ = self.memory.hugetlb
+        assert hugetlb_ is not None
+        h = hugetlb_.hstates.get(size)
+        if h is None:
+            raise ValueError(f"{what}: no huge page size {size!r} (x86-64 has '2M' and '1G')")
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"{what}[{size!r}] must be a count >= 0, got {n!r}")
+        return h
+
+    def set_nr_hugepages(self, size: str, count: int) -> int:
+        """Write ``count`` to /sys/kernel/mm/hugepages/hugepages-<size>/nr_hugepages
+        (set_max_huge_pages()): grow the pool while the buddy allocator has free blocks of
+        the size, shrink it down to what is in use or reserved. Returns the pool's new
+        persistent size (fewer than asked when memory ran short)."""
+        h = self._hstate(size, count, "hugepages")
+        hugetlb.set_max_huge_pages(self.memory, h, count)
+        return h.persistent
+
+    def hugepage_stats(self, size: str = "2M") -> dict[str, int]:
+        """/sys/kernel/mm/hugepages/hugepages-<size>/: nr_hugepages, free_hugepages,
+        resv_hugepages, surplus_hugepages, nr_overcommit_hugepages."""
+        h = self._hstate(size, 0, "hugepages")
+        return {
+            "nr_hugepages": h.persistent,
+            "free_hugepages": h.free_huge_pages,
+            "resv_hugepages": h.resv_huge_pages,
+            "surplus_hugepages": h.surplus_huge_pages,
+            "nr_overcommit_hugepages": h.nr_overcommit_huge_pages,
+        }
+
     def _next_ino(self) -> int:
         self._ino += 1
         return self._ino
@@ -217,6 +257,9 @@ class Machine:
     def _release_inode(self, inode: Inode) -> None:
         """iput() of a deleted file (memfd, shared anonymous memory): once no process
         opens or maps it, its page cache is freed. Named files keep their cache."""
+        if inode.huge_shift:
+            self._release_hugetlb_inode(inode)
+            return
         if not inode.deleted or not (inode.pages or inode.swapped):
             return
         for p in self.processes:
@@ -229,6 +272,21 @@ class Machine:
                 return
         last = max([*inode.pages, *inode.swapped]) + 1
         drop_cache_pages(self.memory, inode, 0, last)
+
+    def _release_hugetlb_inode(self, inode: Inode) -> None:
+        """hugetlbfs_evict_inode() once no process opens or maps the unlinked file and no
+        live SysV segment (SHM_HUGETLB) holds it."""
+        ns = shm_namespace(self)
+        seg = ns.files.get(inode)
+        if seg is not None and ns.segments.get(seg.shmid) is seg:
+            return
+        for p in self.processes:
+            if p.alive and any(f.inode is inode for f in p.files.values()):
+                return
+        for mm in self.memory.mms.values():
+            if any(v.file is not None and v.file.inode is inode for v in mm.tree):
+                return
+        hugetlb.release_file(self.memory, inode)
 
     def _shmem_file(self, length: int) -> OpenFile:
         inode = Inode(
@@ -328,6 +386,14 @@ class Machine:
         for inode in inodes.values():
             for pfn in inode.pages.values():
                 cache[pfn] = cache.get(pfn, 0) + 1
+        huge_pool: set[int] = set()
+        if mem.hugetlb is not None:
+            mem.hugetlb.check(mem)
+            for hf in mem.hugetlb.files.values():
+                for pfn in hf.pages.values():
+                    cache[pfn] = cache.get(pfn, 0) + 1
+            for h in mem.hugetlb.hstates.values():
+                huge_pool.update(h.free, h.in_use)
         for pfn in mem.swap.entry_of:
             cache[pfn] = cache.get(pfn, 0) + 1
         for inode in inodes.values():
@@ -348,6 +414,10 @@ class Machine:
                 continue
             want_map = maps.get(pfn, 0)
             want_ref = want_map + cache.get(pfn, 0)
+            if pfn in huge_pool:  # the pool's own reference; hugetlb folios are on no LRU
+                assert frames.refcount(pfn) == want_ref + 1, f"huge page {pfn:#x}: refcount"
+                assert frames.mapcount(pfn) == want_map, f"huge page {pfn:#x}: mapcount"
+                continue
             assert frames.mapcount(pfn) == want_map, (
                 f"pfn {pfn:#x}: mapcount {frames.mapcount(pfn)}, {want_map} PTEs map it"
             )
@@ -460,7 +530,7 @@ class Machine:
     def tick(self, n: int = 1) -> None:
         """Let the memory daemons run ``n`` times: the flusher writes dirty file pages back,
         kswapd reclaims to the high watermark when it was woken (or free memory is below
-        low), ksmd scans pages_to_scan pages."""
+        low), ksmd scans pages_to_scan pages, kcompactd compacts (``vmsim.mm.compaction``)."""
         if n < 0:
             raise ValueError("tick(n) needs n >= 0")
         mem = self.memory
@@ -471,6 +541,7 @@ class Machine:
                 vmscan.kswapd(mem)
             if self.ksm is not None:
                 self.ksm.scan()
+            compaction.kcompactd(mem)  # woken for an order, or proactive
 
     def zswap_stats(self) -> dict[str, int]:
         """/sys/kernel/debug/zswap (all 0 without zswap)."""
@@ -484,6 +555,21 @@ class Machine:
         if self.ksm is None:
             return Ksm(self.memory).stats()
         return self.ksm.stats()
+
+    # The model has one node with one zone (vmsim.mm.mmzone). It is shown as "Normal": on
+    # x86-64 user pages and page tables come from ZONE_NORMAL first (the zonelist order
+    # Normal, DMA32, DMA), and on the reference machine (24 GiB) it holds 23 of the 24 GiB;
+    # the small DMA (16 MiB) and DMA32 (< 4 GiB) zones are not modelled.
+    ZONE_NAME: ClassVar[str] = "Normal"
+
+    def buddyinfo(self) -> str:
+        """/proc/buddyinfo: the free blocks of each order, 0..MAX_PAGE_ORDER (10), of the
+        model's one zone (``ZONE_NAME``), in the kernel's format."""
+        return self.memory.frames.buddyinfo(self.ZONE_NAME)
+
+    def pagetypeinfo(self) -> str:
+        """/proc/pagetypeinfo: free blocks by order and migrate type, pageblocks by type."""
+        return self.memory.frames.pagetypeinfo(self.ZONE_NAME)
 
     def vmstat(self) -> str:
         """/proc/vmstat, for the counters the model keeps (``vmsim.procfs.vmstat_text``)."""

@@ -34,11 +34,12 @@ from vmsim.errors import BusError, OomKilled, Segfault, oserror
 from vmsim.hw.pagetable import WalkStep
 from vmsim.loader import load_program
 from vmsim.mm import access as _access
-from vmsim.mm import madvise, mmap, mprotect, mremap, msync
+from vmsim.mm import hugetlb, madvise, mmap, mprotect, mremap, msync
 from vmsim.mm.core import U64, AddressSpace
 from vmsim.mm.flags import (
     VM_ACCOUNT,
     VM_DONTCOPY,
+    VM_HUGETLB,
     VM_LOCKED,
     VM_LOCKED_MASK,
     VM_LOCKONFAULT,
@@ -163,18 +164,28 @@ class Process:
         if offset & (PAGE_SIZE - 1):
             raise oserror(errno.EINVAL)
         file = None
+        mem = self.mm.mem
         if not (flags & MAP_ANONYMOUS):
             file = self.files.get(fd)
             if file is None:
                 raise oserror(errno.EBADF)
-            if flags & MAP_HUGETLB:
+            if file.inode.huge_shift:  # ksys_mmap_pgoff(): is_file_hugepages()
+                size = 1 << file.inode.huge_shift
+                length = (length + size - 1) & ~(size - 1) & U64
+            elif flags & MAP_HUGETLB:
                 raise oserror(errno.EINVAL)
         elif flags & MAP_HUGETLB:
             # hstate_sizelog(): only the huge page sizes of x86-64 (2 MiB, 1 GiB) exist
-            if (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK not in HUGE_PAGE_SIZE_LOGS:
+            assert mem.hugetlb is not None
+            h = hugetlb.hstate_sizelog(mem.hugetlb, (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK)
+            if h is None:
                 raise oserror(errno.EINVAL)
-            # no huge pages are reserved on the modelled machine (nr_hugepages = 0)
-            raise oserror(errno.ENOMEM)
+            length = (length + h.size - 1) & ~(h.size - 1) & U64  # ALIGN(len, huge size)
+            # hugetlb_file_setup(HUGETLB_ANON_FILE, len, VM_NORESERVE, ...): the mmap
+            # below reserves (hugetlbfs_file_mmap())
+            file = hugetlb.hugetlb_file_setup(
+                mem, "/anon_hugepage", length, h, self.machine._next_ino()
+            )
         mm = self.mm
         result, populate = mmap.do_mmap(
             mm, addr, length, prot, flags, file, offset >> PAGE_SHIFT, self.machine._shmem_file
@@ -264,10 +275,19 @@ class Process:
     def memfd_create(self, name: str, flags: int = 0) -> int:
         """memfd_create(2): an anonymous tmpfs file shown as ``/memfd:NAME (deleted)``."""
         allowed = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB | MFD_NOEXEC_SEAL | MFD_EXEC
+        if flags & MFD_HUGETLB:
+            allowed |= MAP_HUGE_MASK << MAP_HUGE_SHIFT  # the huge page size (MFD_HUGE_*)
         if flags & ~allowed & U32 or len(name.encode()) > 249:
             raise oserror(errno.EINVAL)
         if flags & MFD_HUGETLB:
-            raise oserror(errno.EINVAL)
+            # hugetlb_file_setup(name, 0, VM_NORESERVE, ...): an unknown size is ENODEV
+            mem = self.mm.mem
+            assert mem.hugetlb is not None
+            h = hugetlb.hstate_sizelog(mem.hugetlb, (flags >> MAP_HUGE_SHIFT) & MAP_HUGE_MASK)
+            if h is None:
+                raise oserror(errno.ENODEV)
+            f = hugetlb.hugetlb_file_setup(mem, "/memfd:" + name, 0, h, self.machine._next_ino())
+            return self._new_fd(f)
         inode = Inode(
             "/memfd:" + name, dev=(0, 1), ino=self.machine._next_ino(), shmem=True, deleted=True
         )
@@ -288,6 +308,9 @@ class Process:
         if not f.writable:
             raise oserror(errno.EINVAL)
         inode = f.inode
+        if inode.huge_shift:  # hugetlbfs_setattr()
+            hugetlb.hugetlb_vmtruncate(self.mm.mem, inode, size)
+            return
         old_size = inode.size
         # shmem_setattr() truncates for newsize <= oldsize: the same size still zeroes and
         # dirties the partial last page
@@ -441,7 +464,11 @@ class Process:
         """shmctl(2), IPC_RMID only (other commands: EINVAL here)."""
         if cmd != IPC_RMID:
             raise oserror(errno.EINVAL, detail="only IPC_RMID is modelled")
-        shm_namespace(self.machine).rmid(_s32(shmid))
+        ns = shm_namespace(self.machine)
+        seg = ns.segments.get(_s32(shmid))
+        ns.rmid(_s32(shmid))
+        if seg is not None and seg.inode.huge_shift:  # shm_destroy() of a hugetlb segment
+            self.machine._release_inode(seg.inode)
 
     # ------------------------------------------------------------ processes
     @running
@@ -509,7 +536,10 @@ class Process:
                 if v.anon_vma is not None:
                     c.anon_vma = AnonVma(v.anon_vma)
                     c.anon_singular = False
-                if vma_needs_copy(v):
+                if v.flags & VM_HUGETLB:  # copy_page_range() -> copy_hugetlb_page_range()
+                    if vma_needs_copy(v):
+                        hugetlb.copy_hugetlb_page_range(child_mm, parent, v)
+                elif vma_needs_copy(v):
                     copy_page_range(child_mm, parent, v)
                 # guard markers are PTEs: copied with the page tables
                 for k in parent.guards.irange(v.start >> PAGE_SHIFT, (v.end >> PAGE_SHIFT) - 1):

@@ -24,6 +24,7 @@ from vmsim.hw.pte import (
 from vmsim.mm.flags import (
     VM_EXEC,
     VM_HUGEPAGE,
+    VM_HUGETLB,
     VM_LOCKED,
     VM_MAYSHARE,
     VM_NOHUGEPAGE,
@@ -207,6 +208,8 @@ class MemSizeStats:
     shared_dirty: int = 0
     swap: int = 0
     swap_pss: int = 0
+    shared_hugetlb: int = 0
+    private_hugetlb: int = 0
 
     def kb_fields(self, rollup: bool = False) -> list[tuple[str, int]]:
         """(label, kB) in the order __show_smap() prints them."""
@@ -234,8 +237,8 @@ class MemSizeStats:
             ("AnonHugePages", 0),
             ("ShmemPmdMapped", 0),
             ("FilePmdMapped", 0),
-            ("Shared_Hugetlb", 0),
-            ("Private_Hugetlb", 0),
+            ("Shared_Hugetlb", self.shared_hugetlb >> 10),
+            ("Private_Hugetlb", self.private_hugetlb >> 10),
             ("Swap", self.swap >> 10),
             ("SwapPss", self.swap_pss >> sh),
             ("Locked", self.pss_locked >> sh),
@@ -247,6 +250,9 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
     """smap_gather_stats() for one VMA: walk its PTEs; in a shmem VMA the pages swapped out
     from the page cache count as Swap too (smaps_pte_hole_lookup())."""
     f = vma.file
+    if vma.flags & VM_HUGETLB:
+        _smaps_hugetlb(mm, vma, mss)
+        return
     if f is not None and f.inode.shmem and f.inode.swapped:
         first, last = vma.pgoff, vma.pgoff + vma.pages
         for pg in f.inode.swapped:
@@ -314,6 +320,36 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
             mss.shared_clean += size
 
 
+def _smaps_hugetlb(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
+    """smaps_hugetlb_range(): each huge page mapped counts in Shared_Hugetlb if another
+    mapping holds it (folio_maybe_mapped_shared() or a page-cache page mapped twice),
+    else in Private_Hugetlb; Rss and the other counters do not see hugetlb pages."""
+    if not mm.pt_used:
+        return
+    f = vma.file
+    assert f is not None
+    size = 1 << f.inode.huge_shift
+    frames = mm.mem.frames
+    for haddr in range(vma.start, vma.end, size):
+        leaf = mm.pt.get(haddr)
+        if leaf is None or not leaf.entry & _PRESENT:
+            continue
+        pfn = pfn_of(leaf.entry, leaf.level)
+        if frames.mapcount(pfn) >= 2:
+            mss.shared_hugetlb += size
+        else:
+            mss.private_hugetlb += size
+
+
+def _page_size_kb(vma: Vma) -> int:
+    """vma_kernel_pagesize() / vma_mmu_pagesize() in kB: the huge page size of a hugetlb
+    VMA, else 4."""
+    f = vma.file
+    if f is not None and f.inode.huge_shift:
+        return 1 << (f.inode.huge_shift - 10)
+    return 4
+
+
 def _smaps_block(
     head: str,
     size_kb: int,
@@ -321,8 +357,15 @@ def _smaps_block(
     flags_text: str,
     pkeys: bool,
     mss: MemSizeStats | None = None,
+    page_kb: int = 4,
 ) -> str:
-    parts = [head, "\n", _kb("Size", size_kb), _kb("KernelPageSize", 4), _kb("MMUPageSize", 4)]
+    parts = [
+        head,
+        "\n",
+        _kb("Size", size_kb),
+        _kb("KernelPageSize", page_kb),
+        _kb("MMUPageSize", page_kb),
+    ]
     if mss is None:
         parts.extend(_kb(label, 0) for label in SMAPS_KB_FIELDS)
     else:
@@ -347,6 +390,7 @@ def smaps_text(mm: AddressSpace, pkeys: bool = False, gate: bool = True) -> str:
                 vmflags_text(v.flags),
                 pkeys,
                 mss,
+                _page_size_kb(v),
             )
         )
     if gate:
@@ -399,7 +443,10 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
         e = leaf.entry if leaf is not None else 0
         if e & _PRESENT:
             flags |= PM_PRESENT
-            pfn = pfn_of(e)
+            assert leaf is not None
+            pfn = pfn_of(e, leaf.level)
+            if leaf.level > 1:  # a huge leaf: the subpage's frame (pagemap_hugetlb_range())
+                pfn += (a >> PAGE_SHIFT) & ((1 << 9 * (leaf.level - 1)) - 1)
             frame = pfn
             if pfn != zero:
                 if not frames.flags(pfn) & _ANON:
@@ -461,7 +508,10 @@ def meminfo_text(mem: Kernel, cfg: MmConfig) -> str:
         ("CommitLimit", commit_limit * kb),
         ("Committed_AS", cfg.committed_pages * kb),
     ]
-    return "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
+    text = "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
+    if mem.hugetlb is not None:  # hugetlb_report_meminfo(): its own formats
+        text += "".join(f"{label}{value}\n" for label, value in mem.hugetlb.meminfo_rows())
+    return text
 
 
 def vmstat_text(mem: Kernel) -> str:

@@ -124,7 +124,7 @@ class Call(NamedTuple):
         if n == "write":
             return f"write({_h(a[0])}, <{len(a[1])} bytes {a[1][:4].hex()}…>)"
         if n in ("memfd_create",):
-            return f"memfd_create({a[0]!r})"
+            return f"memfd_create({a[0]!r}{', ' + _h(a[1]) if len(a) > 1 else ''})"
         if n in ("ftruncate", "close"):
             return f"{n}(fd{a[0]}{''.join(', ' + _h(x) for x in a[1:])})"
         return f"{n}({', '.join(_h(x) for x in a)})"
@@ -205,7 +205,7 @@ class SimTarget:
         return self._run(self.p.brk, addr)
 
     def memfd_create(self, name: str, flags: int = 0) -> Outcome:
-        out = self._run(self.p.memfd_create, name)
+        out = self._run(self.p.memfd_create, name, flags)
         if out.err is None:
             assert out.ret is not None
             self.fds.append(out.ret)
@@ -305,8 +305,12 @@ def parse_maps_line(line: str) -> MapsLine | None:
 
 
 def is_ephemeral(line: MapsLine) -> bool:
-    """Files whose dev/inode differ between kernel and vmsim: memfds, shared anonymous memory."""
-    return line.name.startswith("/memfd:") or line.name == "/dev/zero (deleted)"
+    """Files whose dev/inode differ between kernel and vmsim: memfds, shared anonymous memory,
+    MAP_HUGETLB files."""
+    return line.name.startswith("/memfd:") or line.name in (
+        "/dev/zero (deleted)",
+        "/anon_hugepage (deleted)",
+    )
 
 
 def normalize_maps(text: str) -> tuple[list[str], list[str]]:

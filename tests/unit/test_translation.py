@@ -449,6 +449,8 @@ def _meminfo(m) -> dict[str, int]:
     out = {}
     for line in m.meminfo().splitlines():
         k, v = line.split(":")
+        if k.startswith("HugePages_"):  # counts, not kB (hugetlb_report_meminfo())
+            continue
         assert v.endswith(" kB") and len(k) + 1 + len(v) == 27
         out[k] = int(v.split()[0])
     return out

@@ -39,11 +39,12 @@ from vmsim.errors import (
     oserror,
 )
 from vmsim.hw.pagetable import PageTables
-from vmsim.mm import memory, vma_ops
+from vmsim.mm import hugetlb, memory, vma_ops
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
     VM_GROWSDOWN,
+    VM_HUGETLB,
     VM_IGNORE_MERGE,
     VM_IO,
     VM_LOCKED,
@@ -316,6 +317,10 @@ class AddressSpace:
         if not self.pt_used and not self.guards:
             return
         for v in vmas:
+            if v.flags & VM_HUGETLB:  # unmap_single_vma() -> __unmap_hugepage_range()
+                hugetlb.unmap_hugepage_range(self, v, v.start, v.end, close=True)
+                memory.zap_range(self, v.start, v.end, free_tables=True)  # the empty tables
+                continue
             memory.zap_range(
                 self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
             )
@@ -378,6 +383,9 @@ class AddressSpace:
                 self.vm_unacct(v.pages)
         lru_add_drain(self.mem)
         for v in self.tree:
+            if v.flags & VM_HUGETLB:
+                hugetlb.unmap_hugepage_range(self, v, v.start, v.end, close=True)
+                continue
             if self.pt_used:
                 memory.zap_range(
                     self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from vmsim.hw.cpu import Cpu
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import page_alloc, vmscan
+from vmsim.mm.hugetlb import Hugetlb
 from vmsim.mm.lru import Lru, lru_add_drain
 from vmsim.mm.mmzone import PglistData
 from vmsim.mm.swapfile import SwapSpace
@@ -70,11 +71,29 @@ class Kernel:
         self.oom_handler: Callable[[], bool] | None = None
         self.task: AddressSpace | None = None  # current->mm: whose syscall or fault runs
         self.ksm: Ksm | None = None  # ksmd's state, if KSM is set up (vmsim.mm.ksm)
+        # hstates[] (the hugetlbfs pools), the hugetlbfs files and reservations; kept by
+        # vmsim.mm.hugetlb
+        self.hugetlb: Hugetlb | None = Hugetlb()
+        # kcompactd: the order it was woken for (0: not woken), set by
+        # compaction.wakeup_kcompactd(), cleared when it runs; vm.compaction_proactiveness
+        # and the fragmentation score marks it implies (fragmentation_score_wmark())
+        self.kcompactd_order = 0
+        self.compaction_proactiveness = 20
         self.ra_pages = 32  # the block device's read_ahead_kb / 4 (file read-around)
         # Called when a VMA of a file goes away (the machine frees a deleted file's pages
         # once nothing maps or opens it).
         self.on_file_unmapped: Callable[[Inode], None] | None = None
         self.frames.on_free = self._freed
+
+    @property
+    def compaction_wmark_low(self) -> int:
+        """fragmentation_score_wmark(true): max(100 - proactiveness, 5)."""
+        return max(100 - self.compaction_proactiveness, 5)
+
+    @property
+    def compaction_wmark_high(self) -> int:
+        """fragmentation_score_wmark(false): min(low + 10, 100)."""
+        return min(self.compaction_wmark_low + 10, 100)
 
     def _freed(self, pfn: int) -> None:
         """free_pages_prepare(): a freed folio leaves every index that names it."""

@@ -42,7 +42,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import BusError, Segfault, oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
-from vmsim.mm import gup, lru, memory, truncate, vmscan
+from vmsim.mm import gup, hugetlb, lru, memory, truncate, vmscan
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -194,6 +194,16 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
             forbidden |= VM_LOCKED
         if flags & forbidden:
             raise oserror(errno.EINVAL)
+        if flags & VM_HUGETLB:
+            # madvise_dontneed_free_valid_vma(): DONTNEED only, from a huge page boundary,
+            # the end rounded up to the huge page size
+            assert vma.file is not None
+            size = 1 << vma.file.inode.huge_shift
+            if behavior == MADV_FREE or start & (size - 1):
+                raise oserror(errno.EINVAL)
+            end = (end + size - 1) & ~(size - 1)
+            hugetlb.unmap_hugepage_range(mm, vma, start, end, close=False)
+            return vma
         if behavior == MADV_FREE:
             if not vma.is_anonymous or flags & VM_SHARED:
                 raise oserror(errno.EINVAL)

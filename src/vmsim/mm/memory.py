@@ -35,6 +35,7 @@ from vmsim.mm import vmscan
 from vmsim.mm.filemap import eof_pages
 from vmsim.mm.filemap_fault import fault_around, find_or_create_page
 from vmsim.mm.flags import (
+    VM_HUGETLB,
     VM_LOCKED,
     VM_MAYBE_GUARD,
     VM_MIXEDMAP,
@@ -42,6 +43,7 @@ from vmsim.mm.flags import (
     VM_SHARED,
     VM_WRITE,
 )
+from vmsim.mm.hugetlb import hugetlb_fault
 from vmsim.mm.internal import (
     ANON_FLAGS,
     entry_pfn,
@@ -158,6 +160,10 @@ def handle_mm_fault(
     """handle_mm_fault() for a 4 KiB page: the VMA allows the access (the caller checked).
     Returns what was done: "zero-page", "anon", "file", "file-major", "cow", "reuse",
     "shared-write" or "spurious". Raises Segfault (guard marker) or BusError (past EOF)."""
+    if vma.flags & VM_HUGETLB:  # is_vm_hugetlb_page(): hugetlb_fault()
+        result = FaultResult(hugetlb_fault(mm, vma, addr, write))
+        mm.account_fault(result, remote)
+        return result
     fault_addr = addr
     addr &= ~(PAGE_SIZE - 1)
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:

@@ -33,7 +33,7 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.errors import CAUSE_ADDRESS_SPACE, oserror
-from vmsim.mm import vma_ops
+from vmsim.mm import hugetlb, vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align, vm_start_gap
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -247,6 +247,8 @@ def get_unmapped_area(
         if not ret:
             ret = arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags)
         addr = ret
+    elif file is not None and file.inode.huge_shift:
+        addr = _hugetlb_get_unmapped_area(mm, addr, length, flags, vm_flags, file.inode.huge_shift)
     elif file is not None and not file.inode.shmem:
         # f_op->get_unmapped_area of ext4/xfs/btrfs is thp_get_unmapped_area()
         ret = _thp_get_unmapped_area(mm, addr, length, pgoff << PAGE_SHIFT, flags, vm_flags)
@@ -265,6 +267,39 @@ def get_unmapped_area(
     if addr < mm.cfg.mmap_min_addr and not mm.cfg.cap_sys_rawio:
         return -errno.EPERM
     return addr
+
+
+def _hugetlb_get_unmapped_area(
+    mm: AddressSpace, addr: int, length: int, flags: int, vm_flags: int, shift: int
+) -> int:
+    """hugetlb_get_unmapped_area() (fs/hugetlbfs/inode.c): the length must be a multiple
+    of the huge page size and a MAP_FIXED address aligned to it (else EINVAL); a hint is
+    rounded up to it; the search (arch_get_unmapped_area_topdown(), then bottom-up) asks
+    vm_unmapped_area() for huge page alignment (align_mask = huge size - PAGE_SIZE)."""
+    size = 1 << shift
+    if length & (size - 1):
+        return -errno.EINVAL
+    if flags & MAP_FIXED:
+        return -errno.EINVAL if addr & (size - 1) else addr
+    task_size = mm.cfg.task_size
+    if addr:
+        addr = (addr + size - 1) & ~(size - 1) & U64
+        default_window = (1 << 47) - PAGE_SIZE
+        valid = task_size - length >= addr and (addr > default_window) == (
+            addr + length > default_window
+        )
+        if addr and valid and _hint_fits(mm, addr, length):
+            return addr
+    mask = size - PAGE_SIZE
+    if length + mask > task_size:
+        return -errno.ENOMEM
+    found = unmapped_area_topdown(mm, length + mask, PAGE_SIZE, mm.mmap_base)
+    if found >= 0:
+        return (found + mask) & ~(size - 1)  # the highest aligned start in the gap
+    found = unmapped_area(mm, length + mask, mm.mmap_legacy_base, (1 << 47) - PAGE_SIZE)
+    if found >= 0:
+        return (found + mask) & ~(size - 1)  # the lowest aligned start in the gap
+    return found
 
 
 def _thp_get_unmapped_area(
@@ -386,6 +421,8 @@ def do_mmap(
             raise oserror(errno.EINVAL)
     if flags & MAP_NORESERVE and cfg.overcommit_memory != 2:
         vm_flags |= VM_NORESERVE
+    if flags & MAP_NORESERVE and file is not None and file.inode.huge_shift:
+        vm_flags |= VM_NORESERVE  # hugetlb applies strict overcommit unless MAP_NORESERVE
 
     addr = mmap_region(mm, file, addr, length, vm_flags, pgoff, new_shmem)
     populate = 0
@@ -413,8 +450,9 @@ def mmap_region(
         doomed = mm.gather_munmap(addr, end, first)
         nr_accounted = sum(v.pages for v in doomed if v.flags & VM_ACCOUNT)
     mm.may_expand_vm(vm_flags, (length >> PAGE_SHIFT) - sum(v.pages for v in doomed))
-    # accountable_mapping(): private writable, not MAP_NORESERVE
-    if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:
+    huge = file is not None and file.inode.huge_shift
+    # accountable_mapping(): private writable, not MAP_NORESERVE, not hugetlbfs
+    if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE and not huge:
         charged = (length >> PAGE_SHIFT) - nr_accounted
         if charged > 0 and not mm.vm_enough_memory(charged):
             raise mm.commit_error(charged)
@@ -426,6 +464,11 @@ def mmap_region(
             v.flags &= ~VM_ACCOUNT
     if doomed:
         mm.remove_vmas(doomed)
+    if huge:
+        assert file is not None
+        # mmap_file() -> hugetlbfs_file_mmap(): after the old mappings are gone (a refused
+        # reservation leaves the range empty, as the kernel does)
+        vm_flags = hugetlb.hugetlbfs_file_mmap(mm, file, length, vm_flags, pgoff)
 
     if file is None and vm_flags & VM_SHARED:
         file = new_shmem(length)  # type: ignore[operator]

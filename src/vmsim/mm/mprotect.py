@@ -24,7 +24,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_RW, PAGE_SPECIAL, pfn_pte
-from vmsim.mm import vma_ops
+from vmsim.mm import hugetlb, vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -270,6 +270,8 @@ def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
     protection. Write permission is kept only where the fault handler would grant it
     without a copy: an anonymous page nobody else holds in a writable private VMA, or a dirty
     page of a shared one; anything else waits for its write fault. Returns pages changed."""
+    if vma.flags & VM_HUGETLB:
+        return hugetlb.hugetlb_change_protection(mm, vma, start, end)
     if not mm.pt_used or start >= end:
         return 0
     prot = page_prot(vma)

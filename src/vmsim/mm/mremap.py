@@ -103,6 +103,14 @@ def _check_prep_vma(mm: AddressSpace, vrm: _Remap) -> None:
         raise oserror(errno.EFAULT)
     if vma.flags & VM_SEALED:
         raise oserror(errno.EPERM)
+    if vma.file is not None and vma.file.inode.huge_shift:
+        # align_hugetlb(): lengths rounded up to the huge page size, addresses aligned to
+        # it, and no growth (the reservation cannot be split)
+        size = 1 << vma.file.inode.huge_shift
+        vrm.old_len = (vrm.old_len + size - 1) & ~(size - 1)
+        vrm.new_len = (vrm.new_len + size - 1) & ~(size - 1)
+        if (vrm.addr | vrm.new_addr) & (size - 1) or vrm.new_len > vrm.old_len:
+            raise oserror(errno.EINVAL)
     if not vrm.old_len and not (vma.flags & (VM_SHARED | VM_MAYSHARE)):
         raise oserror(errno.EINVAL)
     if vrm.flags & MREMAP_DONTUNMAP and vma.flags & (VM_DONTEXPAND | VM_MIXEDMAP):
@@ -340,7 +348,7 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
     # the new page tables first (the allocation may reclaim, which must find every page
     # where its reverse map says it is)
     for m in list(mm.pt.iter_leaves(old, old + length)):
-        mm.pt.prealloc(m.vaddr + delta)
+        mm.pt.prealloc(m.vaddr + delta, m.level)
     tables = mm.pt.table_pages
     moved = mm.pt.clear_range(old, old + length, free_tables=True)
     if mm.pt.table_pages != tables:
@@ -349,11 +357,12 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
         return
     zero = mm.mem.frames.zero_pfn
     for m in moved:
-        mm.pt.set(m.vaddr + delta, m.entry)
+        mm.pt.set(m.vaddr + delta, m.entry, m.level)  # huge leaves stay huge
         if present(m.entry) and (pfn := entry_pfn(m.entry)) != zero:
             rmap_remove(mm.mem, pfn, mm, m.vaddr)
             rmap_add(mm.mem, pfn, mm, m.vaddr + delta)
-    mm.mem.cpu.flush_range(mm, moved[0].vaddr, moved[-1].vaddr + PAGE_SIZE)
+    last = moved[-1]
+    mm.mem.cpu.flush_range(mm, moved[0].vaddr, last.vaddr + (PAGE_SIZE << 9 * (last.level - 1)))
 
 
 def move_page_tables(mm: AddressSpace, old: int, new: int, length: int) -> None:

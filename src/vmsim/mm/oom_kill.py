@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from vmsim.errors import KernelPanic
 from vmsim.mm.internal import entry_pfn, present
+from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.core import AddressSpace
@@ -44,7 +45,9 @@ def oom_badness(mem: Kernel, task: OomTask) -> int:
     if mm.pt_used:
         for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
             if present(m.entry):
-                if entry_pfn(m.entry) != zero:
+                pfn = entry_pfn(m.entry)
+                # get_mm_rss(): hugetlb pages are not in the RSS counters
+                if pfn != zero and not mem.frames.flags(pfn) & PageFlag.HUGE:
                     rss += 1
             else:
                 swapents += 1

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import MAP_FIXED, MAP_SHARED, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
 from vmsim.errors import oserror
+from vmsim.mm import hugetlb
 from vmsim.mm.vma import Inode
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ SHM_RND = 0o20000
 SHM_REMAP = 0o40000
 SHM_EXEC = 0o100000
 SHM_HUGETLB = 0o4000
+SHM_NORESERVE = 0o10000  # with SHM_HUGETLB: no reservation at shmget
+SHM_HUGE_SHIFT, SHM_HUGE_MASK = 26, 0x3F
 SHMLBA = PAGE_SIZE  # x86
 SHMMIN = 1
 SHMMAX = (1 << 64) - 1 - (1 << 24)  # ULONG_MAX - (1UL << 24), the default kernel.shmmax
@@ -102,21 +105,44 @@ class ShmNamespace:
         if size < SHMMIN or size > SHMMAX:
             raise oserror(errno.EINVAL)
         if shmflg & SHM_HUGETLB:
-            raise oserror(errno.ENOMEM)  # no huge pages reserved in the model
+            inode = self._hugetlb_file(machine, key, size, shmflg)
         if shmid is None:
             shmid = self.next_id
         self.next_id = max(self.next_id, shmid + 1)
-        inode = Inode(
-            f"/SYSV{key:08x}",
-            dev=(0, 1),
-            ino=shmid,
-            size=size,
-            shmem=True,
-            deleted=True,
-        )
+        if not shmflg & SHM_HUGETLB:
+            inode = Inode(
+                f"/SYSV{key:08x}",
+                dev=(0, 1),
+                ino=shmid,
+                size=size,
+                shmem=True,
+                deleted=True,
+            )
         seg = self.segments[shmid] = ShmSegment(shmid, key, size, inode)
         self.files[inode] = seg
         return shmid
+
+    @staticmethod
+    def _hugetlb_file(machine: Machine, key: int, size: int, shmflg: int) -> Inode:
+        """newseg() with SHM_HUGETLB: hstate_sizelog() of the SHM_HUGE_* bits (EINVAL if
+        unknown), the size rounded up to it, hugetlb_file_setup(HUGETLB_SHMFS_INODE): the
+        pages are reserved now unless SHM_NORESERVE (ENOMEM if the pool cannot), and the
+        attaches reserve nothing more (S_PRIVATE)."""
+        mem = machine.memory
+        assert mem.hugetlb is not None
+        h = hugetlb.hstate_sizelog(mem.hugetlb, (shmflg >> SHM_HUGE_SHIFT) & SHM_HUGE_MASK)
+        if h is None:
+            raise oserror(errno.EINVAL)
+        hugesize = (size + h.size - 1) & ~(h.size - 1)
+        f = hugetlb.hugetlb_file_setup(
+            mem, f"/SYSV{key:08x}", hugesize, h, machine._next_ino(), shm=True
+        )
+        if not shmflg & SHM_NORESERVE and not hugetlb.hugetlb_reserve_file(
+            mem, f.inode, hugesize >> h.shift
+        ):
+            hugetlb.release_file(mem, f.inode)
+            raise oserror(errno.ENOMEM)
+        return f.inode
 
     def rmid(self, shmid: int) -> None:
         """shmctl(IPC_RMID) (do_shm_rmid()): destroyed now if nothing is attached, else
@@ -151,7 +177,8 @@ class ShmNamespace:
         seg = self.segments.get(shmid)
         if seg is None:
             raise oserror(errno.EINVAL)  # shm_obtain_object_check(): no such id
-        size = seg.size
+        # do_shmat() maps i_size of the segment's file (a hugetlb one is rounded up)
+        size = seg.inode.size if seg.inode.huge_shift else seg.size
         if (
             addr
             and not shmflg & SHM_REMAP
@@ -189,7 +216,8 @@ class ShmNamespace:
             raise oserror(errno.EINVAL)
         seg = shm_inodes[found.file.inode]
         file = found.file
-        end = addr + ((seg.size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        size = seg.inode.size if seg.inode.huge_shift else seg.size
+        end = addr + ((size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
         pieces = [
             v
             for v in tree.range(found.start, end)
@@ -200,6 +228,8 @@ class ShmNamespace:
         seg.nattch -= 1
         if seg.removed and seg.nattch <= 0:
             self.segments.pop(seg.shmid, None)
+            if seg.inode.huge_shift:  # shm_destroy(): the hugetlb file goes with it
+                proc.machine._release_inode(seg.inode)
 
 
 _NAMESPACES: weakref.WeakKeyDictionary[Machine, ShmNamespace] = weakref.WeakKeyDictionary()

@@ -77,6 +77,9 @@ class Inode:
     shadows: dict[int, tuple[int, bool]] = field(default_factory=dict)
     shmem: bool = False  # tmpfs/memfd/shared-anon: own get_unmapped_area, no THP here
     deleted: bool = False  # name shown with " (deleted)"
+    # hugetlbfs: huge_page_shift() of the file's hstate (21: 2 MiB, 30: 1 GiB), 0 for any
+    # other file; its page cache and reservations are kept by vmsim.mm.hugetlb
+    huge_shift: int = 0
 
 
 @dataclass(eq=False)

@@ -49,6 +49,7 @@ __all__ = [
     "do_vmi_munmap",
     "is_mergeable_anon_vma",
     "is_mergeable_vma",
+    "may_split",
     "split_vma",
     "split_vma_nocheck",
     "split_vma_twice",
@@ -97,8 +98,17 @@ def split_vma_nocheck(tree: VmaTree, vma: Vma, addr: int) -> Vma:
     return hi
 
 
+def may_split(vma: Vma, addr: int) -> None:
+    """vm_ops->may_split() as __split_vma() asks it: hugetlb_vm_op_split() (mm/hugetlb.c)
+    refuses, with EINVAL, a split that is not on a huge page boundary."""
+    f = vma.file
+    if f is not None and f.inode.huge_shift and addr & ((1 << f.inode.huge_shift) - 1):
+        raise oserror(errno.EINVAL)
+
+
 def split_vma(mm: VmaHooks, vma: Vma, addr: int) -> Vma:
-    """split_vma(): refuses with ENOMEM once ``map_count >= max_map_count``."""
+    """split_vma(): refuses with ENOMEM once ``map_count >= max_map_count``, then asks
+    ``may_split``."""
     tree = mm.tree
     n = len(tree) + 1
     cfg = mm.cfg
@@ -107,6 +117,8 @@ def split_vma(mm: VmaHooks, vma: Vma, addr: int) -> Vma:
         cfg.map_count_needed = n
     if n > cfg.max_map_count:
         check_map_count(mm, n, "split_vma()")
+    if vma.file is not None:
+        may_split(vma, addr)
     return split_vma_nocheck(tree, vma, addr)
 
 
@@ -121,22 +133,31 @@ def split_vma_twice(mm: VmaHooks, vma: Vma, start: int, end: int) -> Vma:
     """
     tree = mm.tree
     cfg = mm.cfg
+    file = vma.file
     n = len(tree) + 1
     if n > cfg.map_count_needed:
         cfg.map_count_needed = n
     if n > cfg.max_map_count:
         check_map_count(mm, n, "split_vma()")
+    huge = file is not None and file.inode.huge_shift
+    if huge:
+        may_split(vma, start)
     n += 1
     if n > cfg.map_count_needed:
         cfg.map_count_needed = n
     if n > cfg.max_map_count:
         split_vma_nocheck(tree, vma, start)
         check_map_count(mm, n, "split_vma()")
+    if huge:
+        try:
+            may_split(vma, end)
+        except OSError:
+            split_vma_nocheck(tree, vma, start)  # the first split stays, as in the kernel
+            raise
     vstart = vma.start
     vend = vma.end
     pgoff = vma.pgoff
     flags = vma.flags
-    file = vma.file
     anon_vma = vma.anon_vma
     singular = vma.anon_singular
     name = vma.name
@@ -495,6 +516,8 @@ def vms_gather_munmap_vmas(mm: VmaHooks, start: int, end: int, first: Vma) -> li
             check_map_count(mm, len(tree) + 1, "vms_gather_munmap_vmas()")
         if vma.flags & VM_SEALED:
             raise oserror(errno.EPERM)
+        if vma.file is not None:
+            may_split(vma, start)
         vma = split_vma_nocheck(tree, vma, start)
     out = [vma] if vma.end >= end else tree.range(vma.start, end)
     for v in out:
@@ -502,6 +525,8 @@ def vms_gather_munmap_vmas(mm: VmaHooks, start: int, end: int, first: Vma) -> li
             raise oserror(errno.EPERM)
     last = out[-1]
     if last.end > end:
+        if last.file is not None:
+            may_split(last, end)
         split_vma_nocheck(tree, last, end)
     return out
 

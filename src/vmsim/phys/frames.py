@@ -41,7 +41,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from enum import IntFlag
 
-from vmsim.phys.buddy import MAX_PAGE_ORDER, BuddyAllocator
+from vmsim.phys.buddy import (
+    MAX_PAGE_ORDER,
+    MIGRATE_MOVABLE,
+    MIGRATE_TYPES,
+    MIGRATE_UNMOVABLE,
+    MIGRATETYPE_NAMES,
+    BuddyAllocator,
+)
 
 __all__ = [
     "MAX_PHYS_BYTES",
@@ -75,6 +82,7 @@ class PageFlag(IntFlag):
     SWAPCACHE = 1 << 13  # PG_swapcache
     SWAPBACKED = 1 << 14  # PG_swapbacked: anon or shmem (backed by swap, not a file)
     HEAD = 1 << 15  # PG_head: first page of a folio of order > 0
+    HUGE = 1 << 17  # PG_hugetlb (KPF_HUGE): a hugetlbfs pool folio (vmsim.mm.hugetlb)
     UNEVICTABLE = 1 << 18  # PG_unevictable
     KSM = 1 << 21  # a KSM-merged page
     ZERO = 1 << 24  # the shared zero page
@@ -92,6 +100,7 @@ _MLOCKED = int(PageFlag.MLOCKED)
 _PAGETABLE = int(PageFlag.PAGETABLE)
 _HEAD = int(PageFlag.HEAD)
 _ZERO = int(PageFlag.ZERO)
+_HUGE = int(PageFlag.HUGE)
 _COW_FLAGS = int(PageFlag.ANON | PageFlag.SWAPBACKED)
 _COUNTERS = (
     "nr_file_pages",
@@ -143,6 +152,9 @@ class FrameAllocator:
         self._flags: dict[int, int] = {}
         self._order: dict[int, int] = {}  # only folios of order > 0
         self._data: dict[int, bytearray] = {}  # per 4 KiB frame; absent = zeros
+        # the largest order ever allocated: gigantic (1 GiB) hugetlb folios go past
+        # MAX_PAGE_ORDER (alloc_contig_pages()); _head() looks that far for a head
+        self._max_order = MAX_PAGE_ORDER
         # vmstat counters, in pages.
         self.nr_file_pages = 0
         self.nr_shmem = 0
@@ -176,7 +188,10 @@ class FrameAllocator:
     # -- accounting --------------------------------------------------------------------------
 
     def _account(self, flags: int, mapped: bool, nr: int) -> None:
-        """Add ``nr`` pages (negative to remove) of a folio with ``flags`` to the counters."""
+        """Add ``nr`` pages (negative to remove) of a folio with ``flags`` to the counters.
+        hugetlb folios count in none of them (the pool has its own: HugePages_*)."""
+        if flags & _HUGE:
+            return
         if flags & _FILE:
             self.nr_file_pages += nr
             if flags & _SWAPBACKED:
@@ -200,7 +215,17 @@ class FrameAllocator:
         returns its head pfn. Raises OutOfMemory if no block of that order is free."""
         if flags & (_HEAD | _ZERO):
             raise ValueError("HEAD and ZERO are set by the allocator, not by callers")
-        pfn = self._buddy.alloc(order)
+        if order > MAX_PAGE_ORDER:
+            # alloc_contig_pages(): a gigantic folio is a free, aligned run of max-order
+            # blocks (a 1 GiB hugetlb page), not a buddy order
+            pfn = self._buddy.alloc_contig(order)
+            self._max_order = max(self._max_order, order)
+        else:
+            # gfp_migratetype(): page tables are unmovable (GFP_PGTABLE_USER has no
+            # __GFP_MOVABLE), user pages movable (GFP_HIGHUSER_MOVABLE)
+            pfn = self._buddy.alloc(
+                order, MIGRATE_UNMOVABLE if flags & _PAGETABLE else MIGRATE_MOVABLE
+            )
         if pfn is None:
             raise OutOfMemory(order, self._buddy.nr_free, self.total_pages)
         if order:
@@ -231,7 +256,10 @@ class FrameAllocator:
                 data.pop(p, None)
         else:
             data.pop(pfn, None)
-        self._buddy.free(pfn, order)
+        if order > MAX_PAGE_ORDER:
+            self._buddy.free_contig(pfn, order)
+        else:
+            self._buddy.free(pfn, order)
 
     def get(self, pfn: int) -> None:
         """folio_get(): take a reference."""
@@ -266,6 +294,8 @@ class FrameAllocator:
         self._map[pfn] = m + 1
         if not m:
             flags = self._flags[pfn]
+            if flags & _HUGE:
+                return
             if flags & _ANON:
                 self.nr_anon_mapped += 1 << self._order.get(pfn, 0)
             elif flags & _FILE:
@@ -283,6 +313,8 @@ class FrameAllocator:
         self._map[pfn] = m - 1
         if m == 1:
             flags = self._flags[pfn]
+            if flags & _HUGE:
+                return
             if flags & _ANON:
                 self.nr_anon_mapped -= 1 << self._order.get(pfn, 0)
             elif flags & _FILE:
@@ -294,7 +326,7 @@ class FrameAllocator:
         """The head pfn of the allocated folio holding ``pfn`` (BadPage if free)."""
         if pfn in self._ref:
             return pfn
-        for order in range(1, MAX_PAGE_ORDER + 1):
+        for order in range(1, self._max_order + 1):
             head = pfn & -(1 << order)
             if self._order.get(head, 0) >= order:
                 return head
@@ -383,6 +415,49 @@ class FrameAllocator:
             page = self._data[pfn] = bytearray(PAGE_SIZE)
         page[off : off + n] = data
 
+    def zero_range(self, pfn: int, nr: int) -> None:
+        """Frames ``[pfn, pfn + nr)`` of an allocated folio read as zeros from now on
+        (folio_zero_user() of a reused hugetlb page)."""
+        self._head(pfn)
+        data = self._data
+        if len(data) < nr:
+            for p in [p for p in data if pfn <= p < pfn + nr]:
+                del data[p]
+        else:
+            for p in range(pfn, pfn + nr):
+                data.pop(p, None)
+
+    def copy_frames(self, src_pfn: int, dst_pfn: int, nr: int) -> None:
+        """copy_user_large_folio(): frames ``[dst_pfn, dst_pfn + nr)`` get the contents of
+        ``[src_pfn, src_pfn + nr)`` (only frames holding data are visited)."""
+        self.zero_range(dst_pfn, nr)
+        data = self._data
+        src = [p for p in data if src_pfn <= p < src_pfn + nr]
+        for p in src:
+            data[dst_pfn + (p - src_pfn)] = bytearray(data[p])
+
+    def move_folio(self, old: int, new: int) -> None:
+        """migrate_folio() of an order-0 folio: refcount, mapcount, flags and contents of
+        ``old`` move to frame ``new``, which the caller took off the free lists
+        (compaction's isolated free page); ``old`` goes back to the buddy allocator. The
+        counters do not change: the same folio lives elsewhere. The caller moves every
+        other index that names the frame (PTEs, reverse map, LRU, page cache)."""
+        if old not in self._ref or old in self._order:
+            raise BadPage(f"migration of pfn {old:#x}, which is not an order-0 folio")
+        if self.is_allocated(new):
+            raise BadPage(f"migration to pfn {new:#x}, which is in use")
+        for d in (self._ref, self._map, self._flags):
+            d[new] = d.pop(old)
+        data = self._data.pop(old, None)
+        if data is not None:
+            self._data[new] = data
+        self._buddy.free(old, 0)
+
+    @property
+    def buddy(self) -> BuddyAllocator:
+        """The free lists (compaction scans and isolates from them)."""
+        return self._buddy
+
     def has_data(self, pfn: int) -> bool:
         """Whether the frame's contents are stored (False: it reads as zeros)."""
         return pfn in self._data
@@ -411,6 +486,51 @@ class FrameAllocator:
             self._data[dst_pfn] = bytearray(src)
 
     # -- reporting ---------------------------------------------------------------------------
+
+    def buddyinfo(self, zone: str = "Normal") -> str:
+        """/proc/buddyinfo (frag_show_print()): free blocks of each order 0..10 of the one
+        zone: ``Node %d, zone %8s `` then ``%6lu `` per order."""
+        counts = "".join(f"{self._buddy.nr_free_blocks(o):6d} " for o in range(MAX_PAGE_ORDER + 1))
+        return f"Node 0, zone {zone:>8} {counts}\n"
+
+    def pagetypeinfo(self, zone: str = "Normal") -> str:
+        """/proc/pagetypeinfo (pagetypeinfo_showfree(), pagetypeinfo_showblockcount()):
+        free blocks per order and migrate type, then the pageblocks of each type. HighAtomic
+        and Isolate, which the model never uses, are 0."""
+        b = self._buddy
+        orders = range(MAX_PAGE_ORDER + 1)
+        names = (*MIGRATETYPE_NAMES, "HighAtomic", "Isolate")
+        lines = [
+            "Page block order: 9",
+            "Pages per block:  512",
+            "",
+            f"{'Free pages count per migrate type at order':<43} "
+            + "".join(f"{o:6d} " for o in orders),
+        ]
+        for mt, name in enumerate(names):
+            counts = [b.nr_free_blocks_mt(o, mt) if mt < MIGRATE_TYPES else 0 for o in orders]
+            lines.append(
+                f"Node {0:4d}, zone {zone:>8}, type {name:>12} "
+                + "".join(f"{n:6d} " for n in counts)
+            )
+        per = [0] * len(names)
+        for mt in b.block_mt.values():
+            per[mt] += 1
+        per[MIGRATE_MOVABLE] = ((self.nr_pages + 511) >> 9) - sum(per)
+        lines += [
+            "",
+            f"{'Number of blocks type ':<23}" + "".join(f"{n:>12} " for n in names),
+            f"Node 0, zone {zone:>8} " + "".join(f"{n:12d} " for n in per),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def migratetype(self, pfn: int) -> int:
+        """The migrate type of the pageblock holding ``pfn``."""
+        return self._buddy.migratetype(pfn)
+
+    def free_blocks(self, order: int) -> int:
+        """Free blocks of ``order`` (a /proc/buddyinfo column)."""
+        return self._buddy.nr_free_blocks(order)
 
     def meminfo(self) -> dict[str, int]:
         """/proc/meminfo lines this layer knows, in the kernel's order, in kB."""
@@ -452,3 +572,10 @@ class FrameAllocator:
             assert len(page) == PAGE_SIZE
         assert self.zero_pfn not in self._data, "the zero page holds data"
         self._buddy.check()
+        # the free lists and the folios agree: no allocated frame is free or never handed out
+        buddy = self._buddy
+        free_heads = [{p for d in lists for p in d} for lists in buddy.free_lists]
+        for pfn in [*self._ref, self.zero_pfn]:
+            assert pfn < buddy.frontier, f"pfn {pfn:#x} allocated above the frontier"
+            for o, heads in enumerate(free_heads):
+                assert pfn & -(1 << o) not in heads, f"allocated pfn {pfn:#x} in a free block"
