@@ -262,6 +262,10 @@ class Machine:
             return
         if not inode.deleted or not (inode.pages or inode.swapped):
             return
+        ns = shm_namespace(self)  # a live SysV segment holds its shm file (shm_destroy())
+        seg = ns.files.get(inode)
+        if seg is not None and ns.segments.get(seg.shmid) is seg:
+            return
         for p in self.processes:
             if not p.alive:
                 continue

@@ -467,7 +467,7 @@ class Process:
         ns = shm_namespace(self.machine)
         seg = ns.segments.get(_s32(shmid))
         ns.rmid(_s32(shmid))
-        if seg is not None and seg.inode.huge_shift:  # shm_destroy() of a hugetlb segment
+        if seg is not None:  # shm_destroy() when nothing is attached: the file goes
             self.machine._release_inode(seg.inode)
 
     # ------------------------------------------------------------ processes

@@ -156,3 +156,25 @@ def test_an_attach_inherited_by_fork_outlives_rmid(p: vmsim.Process) -> None:
     p.shmdt(a)
     child.shmdt(a)
     assert child.mm.tree.lookup(a) is None
+
+
+def test_contents_outlive_the_last_detach_until_rmid(p: vmsim.Process) -> None:
+    """A segment's pages belong to its shm file, not to the attaches: after the last shmdt
+    (no IPC_RMID) a new shmat sees what was written (ipc/shm.c: shm_close() destroys only
+    when shm_may_destroy(): SHM_DEST set and nattch 0). After IPC_RMID with nothing
+    attached, the pages go (shm_destroy(): fput of the shmem file)."""
+    s = p.shmget(0x77, 2 * P, IPC_CREAT | 0o600)
+    a = p.shmat(s, 0, 0)
+    p.write(a + P, b"kept across detach")
+    p.shmdt(a)
+    b = p.shmat(s, 0, 0)
+    assert p.read(b + P, 18) == b"kept across detach"
+    p.shmdt(b)
+    before = shmem_kb(p.machine)
+    p.shmctl(s, 0)
+    assert shmem_kb(p.machine) == before - 4  # the one written page, in kB
+
+
+def shmem_kb(m: vmsim.Machine) -> int:
+    line = next(x for x in m.meminfo().splitlines() if x.startswith("Shmem:"))
+    return int(line.split()[1])

@@ -228,8 +228,7 @@ class ShmNamespace:
         seg.nattch -= 1
         if seg.removed and seg.nattch <= 0:
             self.segments.pop(seg.shmid, None)
-            if seg.inode.huge_shift:  # shm_destroy(): the hugetlb file goes with it
-                proc.machine._release_inode(seg.inode)
+            proc.machine._release_inode(seg.inode)  # shm_destroy(): its file goes with it
 
 
 _NAMESPACES: weakref.WeakKeyDictionary[Machine, ShmNamespace] = weakref.WeakKeyDictionary()
