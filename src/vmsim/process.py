@@ -487,6 +487,9 @@ class Process:
         self._check_alive()
         old = self.mm
         self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)
+        ksm = old.mem.ksm
+        if ksm is not None:
+            ksm.execve(self.mm, old)  # MMF_VM_MERGE_ANY survives exec (ksm_execve())
         self._drop_mm(old)
         if path is None:
             snapshot.build(self.mm, snapshot.parse(snapshot.LINUX_LAYOUT))

@@ -12,6 +12,7 @@ prctl return value / errno too.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,52 @@ def test_merge_any_off_clears_madvised_regions_too() -> None:
         text = pair.check((la, sa), "merge-any off")
         assert "ksm_mergeable: no" in text
         assert not _sim_mg(pair.sim, sa)
+
+
+EXEC_PROBE = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(67, 1, 0, 0, 0) != 0:
+    sys.exit(3)
+os.execv("/bin/sh", ["sh", "-c", "cat /proc/$$/ksm_stat; echo ==; cat /proc/$$/smaps"])
+"""
+
+
+def _mg_by_name(smaps: str) -> dict[str, bool]:
+    """VMA name -> whether every VMA of that name has the mg VmFlag."""
+    out: dict[str, bool] = {}
+    name = ""
+    for line in smaps.split("\n"):
+        head = line.split(" ", 1)[0]
+        if "-" in head and ":" not in head:
+            fields = line.split()
+            name = fields[5] if len(fields) > 5 else ""
+        elif line.startswith("VmFlags:"):
+            mg = " mg" in line
+            out[name] = out.get(name, True) and mg
+    return out
+
+
+def test_merge_any_survives_exec() -> None:
+    """ksm_execve(): MMF_VM_MERGE_ANY is kept by exec; the program's and the interpreter's
+    mappings are born VM_MERGEABLE, the stack (set up before) and the vDSO are not."""
+    import subprocess
+    import sys
+
+    _require_ksm()
+    out = subprocess.run(
+        [sys.executable, "-c", EXEC_PROBE], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    live_stat, live_smaps = out.split("==\n")
+    m = vmsim.Machine()
+    p = m.spawn()
+    assert p.prctl(PR_SET_MEMORY_MERGE, 1) == 0
+    p.execve("/bin/sh")
+    assert p.ksm_stat() == live_stat
+    live = _mg_by_name(live_smaps)
+    sim = _mg_by_name(p.smaps())
+    binary = os.path.realpath("/bin/sh")
+    for name in ("[stack]", "[vdso]", "[vvar]"):
+        assert sim[name] == live[name], name
+    assert live[binary] and sim["/bin/sh"]  # the model names it by the path it was given
+    assert not live["[stack]"]

@@ -387,3 +387,21 @@ def test_ksmd_not_running_still_tracks_the_process() -> None:
     m.tick(5)
     assert m.ksm_stats()["run"] == 0 and m.ksm_stats()["full_scans"] == 0
     assert p.ksm_stat().endswith("ksm_merge_any: no\nksm_mergeable: yes\n")
+
+
+def test_mlocked_pages_merge_and_stay_locked() -> None:
+    """try_to_merge_one_page() has no VM_LOCKED case in 6.18: replace_page() maps the KSM
+    page through folio_add_anon_rmap_pte(), which mlocks it in a locked VMA, and the
+    replaced page is munlocked as it is unmapped."""
+    m = ksm_machine()
+    p = m.spawn()
+    fill(p, 0, [page(3)] * 3)
+    p.mlock(at(0), 3 * PAGE)
+    one_pass(m)
+    one_pass(m)
+    assert counters(m, *S) == (1, 2, 0, 0)
+    info = {
+        k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in m.meminfo().splitlines())
+    }
+    assert info["Mlocked"] == 4  # one KSM page, locked; the two replaced pages are freed
+    m.check_memory()

@@ -41,12 +41,13 @@ Where the model is simpler than the kernel (said again in the report and the tes
 * a chain's dup is chosen as stable_node_dup() does when it prunes (the fullest candidate),
   without the 2 s ``stable_node_chains_prune_millisecs`` clock;
 * the checksum is CRC-32, not xxhash (only its changes matter);
-* when the unstable tree's page turns out pinned, the kernel has already made the scanned
-  page a KSM page and breaks it back (break_cow(): a fresh copy); the model leaves the
-  scanned page as it is (same contents, same counters, another frame in the kernel);
-* mlocked pages are not merged (the model's mlock accounting would need the KSM page to be
-  re-mlocked); the scan-time advisor runs on the model's clock (``sleep_millisecs`` per
-  wake-up) with ksmd's CPU time given by ``advisor_cpu_ms_per_page``.
+* break_ksm() / break_cow() fault with FAULT_FLAG_UNSHARE in the kernel (the copy is
+  mapped read-only and exclusive); the model faults as for a write (the copy is mapped
+  writable): the same frames and cow_ksm count, one minor fault less on a later write;
+* transparent huge pages are not scanned (the kernel splits them in
+  try_to_merge_one_page()); the scan-time advisor runs on the model's clock
+  (``sleep_millisecs`` per wake-up) with ksmd's CPU time given by
+  ``advisor_cpu_ms_per_page``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW, PAGE_SPECIAL, pfn_p
 from vmsim.mm.flags import (
     VM_DROPPABLE,
     VM_HUGETLB,
+    VM_LOCKED,
     VM_MAYSHARE,
     VM_MERGEABLE,
     VM_SHARED,
@@ -68,6 +70,7 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.internal import entry_pfn, page_prot, present
 from vmsim.mm.memory import handle_mm_fault
+from vmsim.mm.mlock import mlock_folio, munlock_folio
 from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.swap_state import free_swap_cache
 from vmsim.phys.frames import PageFlag
@@ -310,6 +313,15 @@ class Ksm:
         if pst.merge_any:
             self.mm_state(child).merge_any = True
 
+    def execve(self, new: AddressSpace, old: AddressSpace) -> None:
+        """ksm_execve(): MMF_VM_MERGE_ANY is in MMF_INIT_MASK, so the new mm keeps it and
+        joins the scan list before its first VMA (the stack, not made mergeable) exists;
+        its later mappings are born VM_MERGEABLE (ksm_vma_flags())."""
+        ost = self.per_mm.get(old.serial)
+        if ost is not None and ost.merge_any:
+            self.mm_state(new).merge_any = True
+            self.register(new)
+
     def exit_mm(self, mm: AddressSpace) -> None:
         """__ksm_exit(): an mm with no rmap_items, not under the cursor, leaves at once;
         otherwise its slot moves just after the cursor and ksmd frees it (and its
@@ -515,11 +527,9 @@ class Ksm:
         return self._anon_page(item.mm, item.address)
 
     def _can_write_protect(self, pfn: int) -> bool:
-        """write_protect_page()'s check that nobody else holds the page (a GUP pin raises
-        the refcount over mapcount + swap cache); mlocked pages are left alone (model)."""
+        """write_protect_page()'s check that nobody else holds the page: a GUP pin (or a
+        folio waiting in a per-CPU batch) raises the refcount over mapcount + swap cache."""
         frames = self.mem.frames
-        if frames.flags(pfn) & _MLOCKED:
-            return False
         swapped = 1 if pfn in self.mem.swap.entry_of else 0
         return frames.refcount(pfn) == frames.mapcount(pfn) + swapped
 
@@ -546,10 +556,14 @@ class Ksm:
             frames.get(new)
             frames.map(new)
             rmap_add(self.mem, new, mm, va)
+            if vma.flags & VM_LOCKED:  # folio_add_anon_rmap_pte() -> mlock_vma_folio()
+                mlock_folio(mm, new)
         mm.pt.set(va, entry)
         self.mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
         frames.unmap(old)
         rmap_remove(self.mem, old, mm, va)
+        if vma.flags & VM_LOCKED and frames.flags(old) & _MLOCKED:
+            munlock_folio(mm, old)  # folio_remove_rmap_pte() -> munlock_vma_folio()
         free_swap_cache(self.mem, old)  # replace_page(): folio_free_swap() if unmapped
         frames.put(old)
 
@@ -619,15 +633,22 @@ class Ksm:
     ) -> None:
         """try_to_merge_two_pages(): the scanned page becomes the KSM page, the tree's page
         is replaced by it; then stable_tree_insert() and both rmap_items appended."""
-        if self._mergeable_vma(item.mm, item.address) is None or not self._can_write_protect(pfn):
+        vma = self._mergeable_vma(item.mm, item.address)
+        if vma is None or not self._can_write_protect(pfn):
             return
-        if self._mergeable_vma(tree_item.mm, tree_item.address) is None:
-            return
-        if not self._can_write_protect(tree_pfn):
-            return  # the kernel break_cow()s the just-made KSM page: see the module doc
         frames = self.mem.frames
+        # try_to_merge_with_ksm_page(rmap_item, page, NULL): the page turns KSM
         frames.set_flags(pfn, _KSM)
         self._write_protect(pfn)
+        if (
+            self._mergeable_vma(tree_item.mm, tree_item.address) is None
+            or not self._can_write_protect(tree_pfn)
+            or frames.read(tree_pfn) != data
+        ):
+            # the tree's page cannot be merged: "a ksm page with only one pte pointing to
+            # it", so break_cow(): a private copy replaces it
+            handle_mm_fault(item.mm, vma, item.address, True, remote=True)
+            return
         self._replace(tree_item.mm, tree_item.address, tree_pfn, pfn)
         self._remove_rmap_item_from_tree(tree_item)
         node = self._stable_tree_insert(pfn, data)
@@ -720,6 +741,7 @@ class Ksm:
             return None
         if self.cursor is None:
             self._advisor_start_scan()
+            self.mem.lru_add_drain()  # lru_add_drain_all(): batched folios let go
             self.unstable = {}  # root_unstable_tree = RB_ROOT
             self.cursor = 0
             self.address = 0
