@@ -579,10 +579,12 @@ class Process:
         """/proc/<pid>/maps."""
         return maps_text(self.mm, gate=self.machine.vsyscall)
 
+    @running
     def ksm_stat(self) -> str:
         """/proc/PID/ksm_stat."""
         return ksm_stat_text(self.mm)
 
+    @running
     def ksm_merging_pages(self) -> str:
         """/proc/PID/ksm_merging_pages."""
         return ksm_merging_pages_text(self.mm)

@@ -362,6 +362,15 @@ def test_sysfs_knobs_and_their_errnos() -> None:
     with pytest.raises(OSError) as e:
         m.ksm_set("max_page_sharing", 3)  # ksm_pages_shared != 0
     assert e.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as e:
+        m.ksm_set("merge_across_nodes", 0)  # the same rule as max_page_sharing
+    assert e.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as e:
+        m.ksm_set("pages_shared", 0)  # a read-only file: open(O_WRONLY) fails
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(OSError) as e:
+        m.ksm_set("no_such_file", 0)
+    assert e.value.errno == errno.ENOENT
     m.ksm_set("run", 2)  # unmerge_and_remove_all_rmap_items()
     assert counters(m, *S) == (0, 0, 0, 0)
     assert m.ksm_stats()["full_scans"] == 0
@@ -387,6 +396,9 @@ def test_ksmd_not_running_still_tracks_the_process() -> None:
     m.tick(5)
     assert m.ksm_stats()["run"] == 0 and m.ksm_stats()["full_scans"] == 0
     assert p.ksm_stat().endswith("ksm_merge_any: no\nksm_mergeable: yes\n")
+    p.exit()
+    with pytest.raises(ProcessLookupError):
+        p.ksm_stat()  # /proc/PID is gone
 
 
 def test_mlocked_pages_merge_and_stay_locked() -> None:

@@ -710,28 +710,25 @@ class Ksm:
         mm = slot.mm
         if not mm.alive:
             return None
-        for vma in list(mm.tree):
-            if vma.end <= self.address or not vma.flags & VM_MERGEABLE:
-                continue
-            if self.address < vma.start:
-                self.address = vma.start
-            if vma.anon_vma is None:
+        tree = mm.tree
+        vma = tree.find(self.address)  # vma_iter_init(&vmi, mm, ksm_scan.address)
+        while vma is not None:
+            if vma.flags & VM_MERGEABLE:
+                if self.address < vma.start:
+                    self.address = vma.start
+                if vma.anon_vma is not None and mm.pt_used:
+                    for m in mm.pt.iter_present(self.address, vma.end):
+                        va = m.vaddr
+                        pfn = self._anon_page(mm, va)
+                        if pfn is None:
+                            continue
+                        item = self._get_next_rmap_item(slot, va)
+                        self.address = va + PAGE_SIZE
+                        if self._should_skip(pfn, item):
+                            continue
+                        return item, pfn
                 self.address = vma.end
-                continue
-            if not mm.pt_used:
-                self.address = vma.end
-                continue
-            for m in mm.pt.iter_present(self.address, vma.end):
-                va = m.vaddr
-                pfn = self._anon_page(mm, va)
-                if pfn is None:
-                    continue
-                item = self._get_next_rmap_item(slot, va)
-                self.address = va + PAGE_SIZE
-                if self._should_skip(pfn, item):
-                    continue
-                return item, pfn
-            self.address = vma.end
+            vma = tree.next(vma)
         return None
 
     def _next_rmap_item(self) -> tuple[RmapItem, int] | None:
@@ -855,6 +852,13 @@ class Ksm:
                 self.run = value
                 if value & 2:
                     self._unmerge_all()
+        elif name == "merge_across_nodes":
+            if value > 1:
+                raise einval
+            if value != self.merge_across_nodes:
+                if self.pages_shared:
+                    raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+                self.merge_across_nodes = value
         elif name in ("use_zero_pages", "smart_scan"):
             setattr(self, name, bool(value))
         elif name == "max_page_sharing":
@@ -876,8 +880,10 @@ class Ksm:
             "advisor_max_pages_to_scan",
         ):
             setattr(self, name, value)
+        elif name in self.stats():
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))  # a read-only file
         else:
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES))  # read-only or unknown
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
 
     def _unmerge_all(self) -> None:
         """unmerge_and_remove_all_rmap_items() (run = 2): every KSM page of every mm is
