@@ -111,6 +111,10 @@ MFD_HUGETLB = 0x0004
 MFD_NOEXEC_SEAL = 0x0008
 MFD_EXEC = 0x0010
 
+# prctl(2) options for per-process KSM (include/uapi/linux/prctl.h)
+PR_SET_MEMORY_MERGE = 67
+PR_GET_MEMORY_MERGE = 68
+
 # open(2) access modes, for files handed to Process.open()
 O_RDONLY = 0
 O_WRONLY = 1
@@ -222,6 +226,8 @@ __all__ = [
     "PROT_READ",
     "PROT_SEM",
     "PROT_WRITE",
+    "PR_GET_MEMORY_MERGE",
+    "PR_SET_MEMORY_MERGE",
     "SEGV_ACCERR",
     "SEGV_MAPERR",
     "SIGBUS",

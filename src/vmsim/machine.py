@@ -189,7 +189,8 @@ class Machine:
         swap_space.vma_ra_enabled = vma_ra_enabled
         self.memory.node.swappiness = swappiness
         self.memory.ra_pages = read_ahead_kb // 4
-        self.ksm: Ksm | None = Ksm(self.memory) if ksm else None
+        # KSM is always built in (CONFIG_KSM); ``ksm`` decides whether ksmd runs (run=1)
+        self.ksm: Ksm = Ksm(self.memory, run=1 if ksm else 0)
         self.memory.ksm = self.ksm
         self.ticks = 0
         self.pkeys = pkeys
@@ -543,8 +544,7 @@ class Machine:
             vmscan.flush(mem)  # the flusher threads write dirty file pages back
             if mem.node.kswapd_wanted or mem.frames.free_pages <= mem.node.wmark_low:
                 vmscan.kswapd(mem)
-            if self.ksm is not None:
-                self.ksm.scan()
+            self.ksm.scan()
             compaction.kcompactd(mem)  # woken for an order, or proactive
 
     def zswap_stats(self) -> dict[str, int]:
@@ -555,9 +555,7 @@ class Machine:
         return z.stats()
 
     def ksm_stats(self) -> dict[str, int]:
-        """/sys/kernel/mm/ksm counters."""
-        if self.ksm is None:
-            return Ksm(self.memory).stats()
+        """Every file of /sys/kernel/mm/ksm, as a number (``vmsim.mm.ksm.Ksm.stats``)."""
         return self.ksm.stats()
 
     # The model has one node with one zone (vmsim.mm.mmzone). It is shown as "Normal": on
@@ -574,6 +572,10 @@ class Machine:
     def pagetypeinfo(self) -> str:
         """/proc/pagetypeinfo: free blocks by order and migrate type, pageblocks by type."""
         return self.memory.frames.pagetypeinfo(self.ZONE_NAME)
+
+    def ksm_set(self, name: str, value: int | str) -> None:
+        """Write /sys/kernel/mm/ksm/<name> (the kernel's checks and errnos)."""
+        self.ksm.set_knob(name, value)
 
     def vmstat(self) -> str:
         """/proc/vmstat, for the counters the model keeps (``vmsim.procfs.vmstat_text``)."""

@@ -29,6 +29,8 @@ from vmsim.constants import (
     MLOCK_ONFAULT,
     PAGE_SHIFT,
     PAGE_SIZE,
+    PR_GET_MEMORY_MERGE,
+    PR_SET_MEMORY_MERGE,
 )
 from vmsim.errors import BusError, OomKilled, Segfault, oserror
 from vmsim.hw.pagetable import WalkStep
@@ -51,7 +53,14 @@ from vmsim.mm.shm import IPC_RMID, shm_namespace
 from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
 from vmsim.phys.frames import OutOfMemory, PageFlag
-from vmsim.procfs import maps_text, pagemap_entries, smaps_rollup_text, smaps_text
+from vmsim.procfs import (
+    ksm_merging_pages_text,
+    ksm_stat_text,
+    maps_text,
+    pagemap_entries,
+    smaps_rollup_text,
+    smaps_text,
+)
 
 if TYPE_CHECKING:
     from vmsim.loader import LoadedImage
@@ -229,6 +238,34 @@ class Process:
         madvise.do_madvise(
             self.mm, _reg(addr, "addr"), _reg(length, "length"), _s32(_reg(advice, "advice"))
         )
+
+    @running
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        """prctl(2), the per-process KSM options (kernel/sys.c): PR_SET_MEMORY_MERGE with
+        arg2 != 0 is ksm_enable_merge_any() (every compatible VMA, and every later one,
+        VM_MERGEABLE), with arg2 == 0 ksm_disable_merge_any() (unmerge, clear the flag);
+        PR_GET_MEMORY_MERGE returns 1 or 0. Unused arguments must be 0 (EINVAL); any other
+        option is EINVAL here."""
+        option = _s32(_reg(option, "option"))
+        args = [
+            _reg(a, n) for a, n in ((arg2, "arg2"), (arg3, "arg3"), (arg4, "arg4"), (arg5, "arg5"))
+        ]
+        ksm = self.mm.mem.ksm
+        assert ksm is not None
+        if option == PR_SET_MEMORY_MERGE:
+            if args[1] or args[2] or args[3]:
+                raise oserror(errno.EINVAL)
+            if args[0]:
+                ksm.enable_merge_any(self.mm)
+            else:
+                ksm.disable_merge_any(self.mm)
+            return 0
+        if option == PR_GET_MEMORY_MERGE:
+            if any(args):
+                raise oserror(errno.EINVAL)
+            st = ksm.per_mm.get(self.mm.serial)
+            return int(st is not None and st.merge_any)
+        raise oserror(errno.EINVAL)
 
     @running
     def mlock(self, addr: int, length: int) -> None:
@@ -479,6 +516,9 @@ class Process:
         self._check_alive()
         old = self.mm
         self.mm = AddressSpace(old.cfg, DEFAULT_MMAP_BASE)
+        ksm = old.mem.ksm
+        if ksm is not None:
+            ksm.execve(self.mm, old)  # MMF_VM_MERGE_ANY survives exec (ksm_execve())
         self._drop_mm(old)
         if path is None:
             snapshot.build(self.mm, snapshot.parse(snapshot.LINUX_LAYOUT))
@@ -490,6 +530,8 @@ class Process:
         if any(p.mm is mm for p in self.machine.processes if p is not self and p.alive):
             return
         files = {v.file.inode for v in mm.tree if v.file is not None}
+        if mm.mem.ksm is not None:
+            mm.mem.ksm.exit_mm(mm)  # ksm_exit(), before exit_mmap()
         mm.destroy()
         for inode in files:
             self.machine._release_inode(inode)
@@ -553,8 +595,8 @@ class Process:
             raise oserror(errno.ENOMEM) from None
         parent.mem.cpu.flush_mm(parent)
         ksm = parent.mem.ksm
-        if ksm is not None and any(m is parent for m in ksm.mms):
-            ksm.register(child_mm)  # ksm_fork()
+        if ksm is not None:
+            ksm.fork(child_mm, parent)  # ksm_fork()
         child = self.machine._adopt(child_mm)
         child.files = dict(self.files)
         child.images = [dataclasses.replace(img) for img in self.images]
@@ -568,6 +610,16 @@ class Process:
     def maps(self) -> str:
         """/proc/<pid>/maps."""
         return maps_text(self.mm, gate=self.machine.vsyscall)
+
+    @running
+    def ksm_stat(self) -> str:
+        """/proc/PID/ksm_stat."""
+        return ksm_stat_text(self.mm)
+
+    @running
+    def ksm_merging_pages(self) -> str:
+        """/proc/PID/ksm_merging_pages."""
+        return ksm_merging_pages_text(self.mm)
 
     def smaps(self) -> str:
         """/proc/<pid>/smaps."""

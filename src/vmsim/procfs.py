@@ -465,6 +465,20 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
     return out
 
 
+def ksm_stat_text(mm: AddressSpace) -> str:
+    """/proc/PID/ksm_stat (proc_pid_ksm_stat() in fs/proc/base.c; ``vmsim.mm.ksm``)."""
+    ksm = mm.mem.ksm
+    assert ksm is not None
+    return ksm.ksm_stat(mm)
+
+
+def ksm_merging_pages_text(mm: AddressSpace) -> str:
+    """/proc/PID/ksm_merging_pages (proc_pid_ksm_merging_pages())."""
+    ksm = mm.mem.ksm
+    assert ksm is not None
+    return ksm.merging_pages_text(mm)
+
+
 def meminfo_text(mem: Kernel, cfg: MmConfig) -> str:
     """/proc/meminfo, for the lines the model keeps (kernel order and format)."""
     frames = mem.frames
@@ -567,6 +581,8 @@ __all__ = [
     "SMAPS_KB_FIELDS",
     "MemSizeStats",
     "header",
+    "ksm_merging_pages_text",
+    "ksm_stat_text",
     "maps_text",
     "meminfo_text",
     "pagemap_entries",

@@ -288,6 +288,10 @@ def test_ksm_merges_identical_pages_and_breaks_on_write():
     p.write(at(1), b"mine")
     assert p.read(at(0), 4) == b"same" and p.read(at(1), 8) == b"minesame"
     assert p.stats["cow_ksm"] == 1
+    # 6.18: the counters move when ksmd visits the rmap_item again (cmp_and_merge_page():
+    # no stable node -> remove_rmap_item_from_tree()), not at the COW
+    assert m.ksm_stats()["pages_sharing"] == 3
+    m.tick()
     assert m.ksm_stats()["pages_sharing"] == 2
     # a new identical page joins through the stable tree
     p.write(at(5), b"same" * 1024)
@@ -454,7 +458,9 @@ def test_a_ksm_page_is_swapped_out_and_copied_for_other_families_on_swap_in():
     # one slot, written once, named by three PTEs; the stable node went with the folio
     assert _swap_slot(p, 0) == _swap_slot(p, 1) == _swap_slot(q, 0) == (0, 1)
     assert vmstat(m)["pswpout"] == 1
-    assert m.ksm_stats()["pages_shared"] == 0
+    # the stable node is stale now, but its rmap_items keep their counts until ksmd
+    # visits one of them (remove_rmap_item_from_tree() -> ksm_get_folio())
+    assert m.ksm_stats()["pages_shared"] == 1
     assert smaps_field(p, at(0), "Swap") == 8 and smaps_field(p, at(0), "SwapPss") == 2
     # p's first page reads it back (major fault): that folio is p's page 0 now
     assert p.read(at(0), 4) == b"twin"

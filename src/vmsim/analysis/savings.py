@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vmsim.analysis.ksmd import KsmdEstimate, ksmd_defaults
 from vmsim.mm.zswap import COMPRESSORS, PAGE_SIZE, Compressor, zs_size
 
 ZERO_PAGE = bytes(PAGE_SIZE)
@@ -142,6 +143,7 @@ class PageStats:
     zero_pages: int
     ksm: KsmEstimate
     zswap: tuple[ZswapEstimate, ...]
+    ksmd: KsmdEstimate | None = None  # what 6.18's ksmd with its defaults would reach
 
     @property
     def bytes(self) -> int:
@@ -153,6 +155,7 @@ class PageStats:
             "bytes": self.bytes,
             "zero_pages": self.zero_pages,
             "ksm": self.ksm.as_dict(),
+            "ksmd_defaults": None if self.ksmd is None else self.ksmd.as_dict(),
             "zswap": [z.as_dict() for z in self.zswap],
         }
 
@@ -227,7 +230,8 @@ class PageTally:
             )
             for z in self._zswap
         )
-        return PageStats(self.pages, self.zero_pages, ksm, zswap)
+        ksmd = ksmd_defaults([*self._digests.values(), self.zero_pages])
+        return PageStats(self.pages, self.zero_pages, ksm, zswap, ksmd)
 
 
 def estimate_pages(pages: Iterable[bytes], compressors: Sequence[str] = COMPRESSORS) -> PageStats:

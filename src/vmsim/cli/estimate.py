@@ -160,6 +160,47 @@ def _ksm_table(r: EstimateResult) -> Table:
     return table
 
 
+def _ksmd_table(r: EstimateResult) -> Table:
+    d = r.stats.ksmd
+    k = r.stats.ksm
+    table = _what_table(
+        "KSM as Linux 6.18's ksmd runs it with its defaults, beside the ideal above "
+        "(pages_to_scan 100, sleep 20 ms, max_page_sharing 256, use_zero_pages 0)",
+        ["ksmd defaults", "ideal"],
+    )
+    if d is None:
+        return table
+    ideal_sharing = k.pages_sharing + max(k.zero_pages - 1, 0)
+    ideal_shared = k.pages_shared + (1 if k.zero_pages > 1 else 0)
+    table.add_row("pages_shared", f"{d.pages_shared:,}", f"{ideal_shared:,}", "KSM pages")
+    table.add_row(
+        "pages_sharing",
+        f"{d.pages_sharing:,}",
+        f"{ideal_sharing:,}",
+        "a KSM page takes at most 256 mappings; zero pages merge like any page",
+    )
+    table.add_row("pages_unshared", f"{d.pages_unshared:,}", "", "left alone in the unstable tree")
+    table.add_row(
+        "stable_node_chains / dups",
+        f"{d.stable_node_chains:,} / {d.stable_node_dups:,}",
+        "",
+        "contents needing more than one KSM page",
+    )
+    table.add_row(
+        "[bold]saved[/bold]",
+        f"[bold]{human_size(d.saved_bytes)}[/bold]",
+        human_size(ideal_sharing * 4096),
+        f"general_profit {d.general_profit:,} bytes (less 64 bytes per rmap_item)",
+    )
+    table.add_row(
+        "reached after",
+        f"{d.passes} full scans",
+        "",
+        f"{d.wakeups:,} wake-ups, at least {d.seconds:,.1f} s of ksmd sleeps",
+    )
+    return table
+
+
 def _zswap_table(r: EstimateResult) -> Table:
     zs = r.stats.zswap
     table = _what_table(
@@ -207,6 +248,7 @@ def render(console: Console, r: EstimateResult) -> None:
         )
     console.print(_pages_table(r))
     console.print(_ksm_table(r))
+    console.print(_ksmd_table(r))
     console.print(_zswap_table(r))
 
 

@@ -160,7 +160,9 @@ def compact_zone(mem: Kernel, order: int, *, daemon: bool = False) -> bool:
     allocated = sorted(frames.allocated())
     busy: set[int] = set()
     if mem.ksm is not None:
-        busy = set(mem.ksm.stable_of) | {v[2] for v in mem.ksm.unstable.values()}
+        # KSM pages (stable nodes name their frame) stay; an unstable-tree item names a
+        # page by mm and address, as in Linux, so its page may move
+        busy = set(mem.ksm.node_of)
     targets: list[int] = []  # isolated free frames, the highest last
     free_block = top  # the free scanner's next pageblock (going down)
     migrated = False

@@ -271,11 +271,14 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
             raise oserror(errno.EINVAL)
         new = flags & ~VM_DONTDUMP
     elif behavior == MADV_MERGEABLE:
-        # ksm_madvise(): only VMAs KSM can handle get VM_MERGEABLE; others are left as is
-        if not flags & (VM_SHARED | VM_MAYSHARE | VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
+        # ksm_madvise(): only VMAs KSM can handle get VM_MERGEABLE (the mm joins ksmd's
+        # list, __ksm_enter()); others are left as is
+        ksm = mm.mem.ksm
+        if ksm is not None:
+            if ksm.madvise_mergeable(mm, vma):
+                new = flags | VM_MERGEABLE
+        elif not flags & (VM_SHARED | VM_MAYSHARE | VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
             new = flags | VM_MERGEABLE
-            if mm.mem.ksm is not None:
-                mm.mem.ksm.register(mm)
     elif behavior == MADV_UNMERGEABLE:
         new = flags & ~VM_MERGEABLE
         if flags & VM_MERGEABLE and mm.mem.ksm is not None:

@@ -339,6 +339,8 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResul
     mm.mem.cpu.flush_range(mm, addr, addr + PAGE_SIZE)  # ptep_clear_flush()
     if not zero:
         _release(mm, addr, pfn, entry, bool(vma.flags & VM_LOCKED), zap=False)
+    elif mm.mem.ksm is not None:
+        mm.mem.ksm.unmap_zero(mm, entry)  # wp_page_copy(): ksm_might_unmap_zero_page()
     map_page(mm, vma, addr, new_pfn, new_entry)
     return FaultResult.COW
 
@@ -381,12 +383,15 @@ def zap_range(
     if not cleared:
         return 0
     zero = mm.mem.frames.zero_pfn
+    ksm = mm.mem.ksm
     for m in cleared:
         e = m.entry
         if present(e):
             pfn = entry_pfn(e)
             if pfn != zero:
                 _release(mm, m.vaddr, pfn, e, locked)
+            elif ksm is not None:
+                ksm.unmap_zero(mm, e)  # ksm_might_unmap_zero_page()
         else:  # free_swap_and_cache()
             free_swap_and_cache(mm.mem, pte_to_swp_entry(e))
     mm.mem.cpu.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
@@ -408,11 +413,14 @@ def zap_mapped(
     if not doomed:
         return
     zero = mm.mem.frames.zero_pfn
+    ksm = mm.mem.ksm
     for a in doomed:
         e = mm.pt.clear(a, free_tables=False)
         pfn = entry_pfn(e)
         if pfn != zero:
             _release(mm, a, pfn, e, locked)
+        elif ksm is not None:
+            ksm.unmap_zero(mm, e)  # ksm_might_unmap_zero_page()
     mm.mem.cpu.flush_range(mm, doomed[0], doomed[-1] + PAGE_SIZE)
 
 

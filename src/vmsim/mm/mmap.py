@@ -442,6 +442,8 @@ def mmap_region(
 ) -> int:
     """__mmap_region(): unmap what is in the way, account, merge or insert."""
     end = addr + length
+    if mm.mem.ksm is not None:  # ksm_vma_flags(): MMF_VM_MERGE_ANY makes it VM_MERGEABLE
+        vm_flags = mm.mem.ksm.vma_flags(mm, file, vm_flags)
     tree = mm.tree
     first = tree.find_intersection(addr, end)
     doomed: list[Vma] = []
@@ -552,6 +554,8 @@ def do_brk_flags(mm: AddressSpace, vma: Vma | None, addr: int, length: int, extr
     if not mm.vm_enough_memory(length >> PAGE_SHIFT):
         return False
     flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | extra | mm.def_flags
+    if mm.mem.ksm is not None:  # ksm_vma_flags()
+        flags = mm.mem.ksm.vma_flags(mm, None, flags)
     if vma is not None and vma.end == addr:
         merged = mm.merge_new_range(
             addr, addr + length, flags, None, addr >> PAGE_SHIFT, vma, None, just_expand=True
