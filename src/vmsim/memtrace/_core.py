@@ -48,7 +48,7 @@ KEY_MASK = (1 << 60) - 1
 TOUCHED = 1 << 62
 LOGGED = 1 << 61
 EMPTY = 0
-HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
+HASH_MUL = 0x9E3779B97F4A7C15  # Fibonacci hashing (multiplied as uint64: no signed overflow)
 
 # st[] slots: small scalar state.
 ST_TLB_CLOCK = 0
@@ -101,10 +101,19 @@ S_STLB = 2
 
 
 @njit(cache=True, nogil=True)
+def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
+    """The home slot of key ``k`` in a table of ``2**bits`` slots. Unsigned arithmetic: a
+    signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
+    the hash into a constant."""
+    x = np.uint64(k) * np.uint64(HASH_MUL)
+    return np.int64(x >> np.uint64(64 - bits))
+
+
+@njit(cache=True, nogil=True)
 def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k`` (flags clear), or -1."""
     mask = (1 << bits) - 1
-    h = ((k * HASH_MUL) >> (64 - bits)) & mask
+    h = _home(k, bits)
     while True:
         s = keys[h]
         if s == EMPTY:
@@ -118,7 +127,7 @@ def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
 def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k``, claimed (empty key written) if absent: the caller counts."""
     mask = (1 << bits) - 1
-    h = ((k * HASH_MUL) >> (64 - bits)) & mask
+    h = _home(k, bits)
     while True:
         s = keys[h]
         if s == EMPTY:
