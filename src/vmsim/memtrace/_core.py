@@ -106,7 +106,7 @@ def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
     signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
     the hash into a constant."""
     x = np.uint64(k) * np.uint64(HASH_MUL)
-    return np.int64(x >> np.uint64(64 - bits))
+    return np.int64(x >> np.uint64(64 - bits))  # type: ignore[return-value]
 
 
 @njit(cache=True, nogil=True)
