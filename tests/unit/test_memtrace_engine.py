@@ -56,11 +56,11 @@ def test_cache_twins_agree_on_random_lines() -> None:
         cache_run(tags, desc, np.asarray(lines, dtype=np.int64), out)
         assert out.tolist() == want
         # same contents, set by set, in LRU order (the arrays keep most recent first)
+        contents = py.contents()
         for lv in range(3):
             base, sets, ways = (int(x) for x in desc[lv, :3])
-            for s in range(sets):
-                row = [int(t) for t in tags[base + s * ways : base + (s + 1) * ways] if t >= 0]
-                assert row[::-1] == py.contents()[lv][s]
+            rows = tags[base : base + sets * ways].reshape(sets, ways).tolist()
+            assert [[t for t in row if t >= 0][::-1] for row in rows] == contents[lv]
 
 
 def test_cache_non_power_of_two_sets() -> None:
