@@ -360,10 +360,9 @@ def _walk(
         if hit >= 0:
             st[ST_PWC_CLOCK] += 1
             pstamp[lv, hit] = st[ST_PWC_CLOCK]
-            slot = pt_find(keys, bits, (lv << KEY_LEVEL_SHIFT) | key)
-            cur = vals[slot] if slot >= 0 else 0
-            if not cur & P or (cur & PFN_MASK) >> 12 != pval[lv, hit, 0]:
-                return 2
+            # The model (strict=True) checks the hit against the live upper entry and raises
+            # StalePagingStructure if it changed without a flush. Here it cannot have: page
+            # tables change only in Python, and every return from Python flushes this PWC.
             pwc_hit = 1
             rw = pval[lv, hit, 1]
             us = pval[lv, hit, 2]

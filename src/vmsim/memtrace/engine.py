@@ -420,8 +420,10 @@ class FastEngine:
     # -- the page-table mirror ------------------------------------------------------------
 
     def _alloc_pt(self, bits: int) -> None:
-        self.keys = np.zeros(1 << bits, dtype=np.int64)
-        self.vals = np.zeros(1 << bits, dtype=np.int64)
+        # keys and values interleaved: a lookup touches one host cache line, not two
+        self.kv = np.zeros(2 << bits, dtype=np.int64)
+        self.keys = self.kv[0::2]
+        self.vals = self.kv[1::2]
         self.st[core.ST_PT_BITS] = bits
         self.st[core.ST_PT_COUNT] = 0
         self.st[core.ST_PT_LIMIT] = (7 << bits) // 10  # load factor 0.7
@@ -582,8 +584,7 @@ class FastEngine:
         """Bytes of engine state that grow with the trace (the page-table mirror and the
         touched-page flags in it) plus the fixed arrays (TLBs, PWC, caches, log)."""
         arrays = (
-            self.keys,
-            self.vals,
+            self.kv,
             self.tkey,
             self.tpfn,
             self.tperm,
@@ -598,4 +599,4 @@ class FastEngine:
 
     def mirror_bytes(self) -> int:
         """Bytes of the part that grows with the trace: the page-table mirror."""
-        return int(self.keys.nbytes + self.vals.nbytes)
+        return int(self.kv.nbytes)
