@@ -100,7 +100,7 @@ S_STLB = 2
 # --------------------------------------------------------------------------- page-table mirror
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
     """The home slot of key ``k`` in a table of ``2**bits`` slots. Unsigned arithmetic: a
     signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
@@ -109,7 +109,7 @@ def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
     return np.int64(x >> np.uint64(64 - bits))  # type: ignore[return-value]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k`` (flags clear), or -1."""
     mask = (1 << bits) - 1
@@ -170,7 +170,7 @@ def pt_rehash(
 # --------------------------------------------------------------------------- TLB
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _tlb_probe(
     tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
@@ -189,7 +189,7 @@ def _tlb_probe(
     return -1, -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _tlb_fill(
     tkey: I64,
     tpfn: I64,
@@ -268,7 +268,7 @@ def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
             pkey[lv, i] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _pwc_fill(
     pkey: I64,
     pval: I64,
@@ -312,7 +312,7 @@ def _pwc_fill(
 # --------------------------------------------------------------------------- walk
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover - compiled
     if not keys[slot] & LOGGED:
         keys[slot] |= LOGGED
@@ -320,7 +320,7 @@ def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover -
         st[ST_LOG_N] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _walk(
     m: int,
     write: bool,
