@@ -500,8 +500,15 @@ class FastEngine:
     # -- running ----------------------------------------------------------------------------
 
     def run_chunk(self, chunk: TraceChunk) -> None:
-        addr = np.ascontiguousarray(chunk.addr).view(np.int64)
+        addr = np.ascontiguousarray(chunk.addr, dtype=np.uint64).view(np.int64)
         kind = np.ascontiguousarray(chunk.kind, dtype=np.uint8)
+        if len(kind) != len(addr):
+            raise ValueError(
+                f"record {chunk.first_line}: a chunk of {len(addr)} addresses has {len(kind)} kinds"
+            )
+        if len(kind) and int(kind.max()) > 3:
+            bad = int(np.argmax(kind > 3))
+            raise ValueError(f"record {chunk.first_line + bad}: kind {kind[bad]} is not I/L/S/M")
         i = 0
         retries = 0
         last = -1
