@@ -428,7 +428,7 @@ def _walk(
 
 
 @njit(cache=True, nogil=True)
-def _store(cnt: I64, local: I64) -> None:  # pragma: no cover - compiled
+def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cover - compiled
     """Add the hot loop's local counters to ``cnt``: local = (L1 hits, STLB hits, instruction
     records, 4K, 2M, 1G translations, data lines found in L1D)."""
     cnt[C_L1] += local[0]
@@ -441,6 +441,7 @@ def _store(cnt: I64, local: I64) -> None:  # pragma: no cover - compiled
     cnt[C_BY_SIZE + 1] += local[4]
     cnt[C_BY_SIZE + 2] += local[5]
     cnt[C_DATA_LV] += local[6]
+    st[ST_TLB_CLOCK] = clock
 
 
 @njit(cache=True, nogil=True)
@@ -486,16 +487,17 @@ def run_chunk(
     n = addr.shape[0]
     pt_limit = st[ST_PT_LIMIT]
     log_limit = log.shape[0] - LOG_SLACK
+    clock = st[ST_TLB_CLOCK]
     for i in range(start, n):
         if st[ST_PT_COUNT] >= pt_limit:
-            _store(cnt, local)
+            _store(cnt, local, st, clock)
             return EV_GROW, i
         if st[ST_LOG_N] > log_limit:
-            _store(cnt, local)
+            _store(cnt, local, st, clock)
             return EV_LOG, i
         va = addr[i]
         if va < 0 or va > va_mask >> 1:
-            _store(cnt, local)
+            _store(cnt, local, st, clock)
             return EV_BADADDR, i
         k = kind[i]
         fetch = k == 0
@@ -514,8 +516,8 @@ def run_chunk(
                 slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid)
                 level_hit = 2
             if slot >= 0:
-                st[ST_TLB_CLOCK] += 1
-                now = st[ST_TLB_CLOCK]
+                clock += 1
+                now = clock
                 tstamp[slot] = now
                 if level_hit == 1:
                     memo_key[s] = tkey[slot]
@@ -560,14 +562,14 @@ def run_chunk(
                 if not (write and perms & RW):
                     pwc_flush(pkey)
                     st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
-                    _store(cnt, local)
+                    _store(cnt, local, st, clock)
                     return EV_FAULT, i
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
             r = _walk(m, write, fetch, keys, vals, log, pkey, pval, pstamp, psize, st, wbuf, out)
             if r != 0:
-                _store(cnt, local)
+                _store(cnt, local, st, clock)
                 if r == 2:
                     return EV_STALE, i
                 memo_key[0] = -1
@@ -589,8 +591,8 @@ def run_chunk(
             shift = 12 + 9 * code
             base_pfn = (e & PFN_MASK & ~((1 << shift) - 1)) >> 12
             perms = e & PERMS
-            st[ST_TLB_CLOCK] += 1
-            now = st[ST_TLB_CLOCK]
+            clock += 1
+            now = clock
             pn = va >> shift
             key = (pn << 15) | (code << 13) | pcid
             a1 = probe[s, code]
@@ -628,5 +630,5 @@ def run_chunk(
                 local[6] += 1  # the most recent line of its L1D set: a hit that moves nothing
             else:
                 cnt[C_DATA_LV + cache_access(ctags, cdesc, paddr)] += 1
-    _store(cnt, local)
+    _store(cnt, local, st, clock)
     return EV_DONE, n
