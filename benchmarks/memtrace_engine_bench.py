@@ -96,19 +96,20 @@ def time_dict(pages: int, timed: np.ndarray) -> float:  # type: ignore[type-arg]
 
 def model_bytes_per_page(pages: int) -> float:
     """tracemalloc'd bytes the Python model keeps per resident page it faulted in (page
-    tables, frame metadata, LRU, rmap...), over ``pages`` written anonymous pages."""
+    tables, frame metadata, LRU, rmap...), over ``pages`` anonymous pages each written with
+    a zero byte (a write fault, and no page contents stored)."""
     import vmsim
     from vmsim.constants import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 
     m = vmsim.Machine(ram="64G")
     p = m.spawn()
     addr = p.mmap(0, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
-    p.write(addr, b"x")
+    p.write(addr, b"\0")
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(1, pages):
-        p.write(addr + i * PAGE, b"x")
+        p.write(addr + i * PAGE, b"\0")  # a zero byte: no page contents kept
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

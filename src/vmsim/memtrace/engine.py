@@ -47,6 +47,16 @@ the model's ``do_user_addr_fault()``, then copies every page-table entry the mod
 journal on the model's page-table dicts) into the mirror and applies every TLB/PWC
 invalidation the model issued to the engine's arrays. At the end the A/D bits are written back,
 so the model's page tables are exactly as the reference engine leaves them.
+
+Errors: a record outside the user address space, a kind other than I/L/S/M, or a chunk whose
+arrays differ in length is a ``ValueError`` naming the record (``first_line`` based); an
+access no VMA of the layout allows extends the layout (``Layout.cover``) instead of failing.
+
+Limits (both engines alike): one address space, so one PCID and no context switches; no global
+entries (user accesses never fill one); a record is translated at its first byte (an access
+straddling two pages or lines counts once); instruction fetches are not cache-modelled; a
+trace cannot ask for fork/COW sharing (no trace format says so); the huge-page what-ifs use the
+fault handler of :mod:`vmsim.memtrace.huge` (vmsim's own fault path maps 4 KiB pages only).
 """
 
 from __future__ import annotations
