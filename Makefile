@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pressure_bench.py
 	$(BIN)/python benchmarks/exporter_bench.py
 	$(BIN)/python benchmarks/memtrace_read_bench.py
+	$(BIN)/python benchmarks/memtrace_engine_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
