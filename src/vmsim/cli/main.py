@@ -16,7 +16,18 @@ from collections.abc import Sequence
 from rich.console import Console
 
 import vmsim
-from vmsim.cli import demo_cow, demo_enomem, demo_pressure, demo_walk, estimate, maps, replay, top
+from vmsim.cli import (
+    demo_cow,
+    demo_enomem,
+    demo_pressure,
+    demo_tlb,
+    demo_walk,
+    estimate,
+    maps,
+    replay,
+    tlb,
+    top,
+)
 from vmsim.cli.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -64,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cow.register(demos)
     demo_walk.register(demos)
     demo_pressure.register(demos)
+    demo_tlb.register(demos)
     maps.register(commands)
     estimate.register(commands)
     replay.register(commands)
     top.register(commands)
+    tlb.register(commands)
     return parser
 
 

@@ -1,0 +1,248 @@
+"""``vmsim demo tlb``: the three regimes a program goes through as its working set grows past
+the reach of the L1 dTLB (64 x 4 KiB = 256 KiB on Skylake), of the STLB (1536 x 4 KiB =
+6 MiB) and of the paging-structure caches (32 PDEs x 2 MiB = 64 MiB), with 4 KiB against
+2 MiB pages.
+
+Each point is a generated trace (numpy): ``ACCESSES`` 8-byte loads at uniformly random
+64-byte lines of a working set of the given size, run through the engine
+(:func:`vmsim.cli.tlb.translate`) on the default CPU, then priced by the cycle model. The
+program is taken to execute one instruction per load; its instruction fetches are not in the
+trace (they would all hit the L1 iTLB), so the priced instruction count is the load count.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from vmsim.cli.commands import add_command
+from vmsim.cli.render import add_story_modes, write_json
+from vmsim.cli.tlb import translate
+from vmsim.hw.tlb import PAGE_SIZE_2M, PAGE_SIZE_4K, TlbConfig
+from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model
+from vmsim.memtrace.records import KIND_LOAD, CpuModel, TraceChunk
+from vmsim.memtrace.report import PassResult, summary
+
+KIB = 1 << 10
+MIB = 1 << 20
+SIZES = tuple(s * KIB for s in (64, 128, 256, 512)) + tuple(
+    s * MIB for s in (1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+ACCESSES = 200_000
+BASE = 0x7F00_0000_0000  # 1 GiB aligned: the working set starts a PDPTE's range
+SEED = 12
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How much memory each structure of the CPU covers with 4 KiB and 2 MiB pages."""
+
+    l1_4k: int
+    stlb_4k: int
+    pwc: int  # bytes whose PDEs the PDE cache holds: walks of one reference
+    l1_2m: int
+    stlb_2m: int
+
+
+def reach(cpu: CpuModel) -> Reach:
+    tlb = cpu.tlb
+    assert isinstance(tlb, TlbConfig)
+
+    def total(arrays: Any, size: int) -> int:
+        return sum(a.entries * size for a in arrays if size in a.page_sizes)
+
+    pde_entries = dict(cpu.pwc_sizes).get(2, 0)
+    return Reach(
+        l1_4k=total(tlb.l1d, PAGE_SIZE_4K),
+        stlb_4k=total(tlb.stlb, PAGE_SIZE_4K),
+        pwc=pde_entries * PAGE_SIZE_2M,
+        l1_2m=total(tlb.l1d, PAGE_SIZE_2M),
+        stlb_2m=total(tlb.stlb, PAGE_SIZE_2M),
+    )
+
+
+def working_set_trace(size: int, accesses: int = ACCESSES, seed: int = SEED) -> TraceChunk:
+    """``accesses`` loads of 8 bytes at uniformly random 64-byte lines of ``size`` bytes."""
+    rng = np.random.default_rng(seed)
+    lines = rng.integers(0, size // 64, accesses, dtype=np.uint64)
+    addr = np.uint64(BASE) + lines * np.uint64(64)
+    kind = np.full(accesses, KIND_LOAD, dtype=np.uint8)
+    nbytes = np.full(accesses, 8, dtype=np.uint16)
+    return TraceChunk(addr, kind, nbytes, 1)
+
+
+@dataclass(frozen=True)
+class Point:
+    size: int
+    small: PassResult  # 4 KiB pages
+    huge: PassResult  # 2 MiB pages
+
+
+def measure(size: int, cpu: CpuModel, accesses: int = ACCESSES) -> Point:
+    """Both page sizes at one working-set size, through the engine."""
+    chunk = working_set_trace(size, accesses)
+    passes = []
+    for page_size in ("4K", "2M"):
+        counters = translate(
+            [chunk],
+            cpu,
+            layout=None,
+            page_size=page_size,
+            five_level=False,
+            pwc=True,
+            engine="fast",
+        )
+        counters = replace(counters, instructions=accesses)  # one instruction per load
+        passes.append(PassResult.of(counters, cpu, page_size=page_size))
+    return Point(size, passes[0], passes[1])
+
+
+def regime(size: int, r: Reach) -> str:
+    if size <= r.l1_4k:
+        return "1: L1 dTLB"
+    if size <= r.stlb_4k:
+        return "2: STLB"
+    if size <= r.pwc:
+        return "3: walks, PDE cache hits"
+    return "3+: walks past the PWC"
+
+
+def _size(n: int) -> str:
+    return f"{n // MIB} MiB" if n >= MIB else f"{n // KIB} KiB"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _cycles_per_access(p: PassResult) -> float:
+    return p.cost.translation_cycles / p.counters.accesses if p.counters.accesses else 0.0
+
+
+def table(points: list[Point], r: Reach) -> Table:
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for name in (
+        "working set",
+        "regime (4 KiB)",
+        "hit rate 4K",
+        "L1 hits 4K",
+        "refs/walk",
+        "cycles/access 4K",
+        "share 4K",
+        "hit rate 2M",
+        "share 2M",
+    ):
+        t.add_column(name, justify="left" if name.startswith(("working", "regime")) else "right")
+    for p in points:
+        t.add_row(
+            _size(p.size),
+            regime(p.size, r),
+            _pct(p.small.hit_rate),
+            _pct(p.small.l1_hit_rate),
+            f"{p.small.refs_per_walk:.2f}",
+            f"{_cycles_per_access(p.small):.1f}",
+            _pct(p.small.cost.translation_share),
+            _pct(p.huge.hit_rate),
+            _pct(p.huge.cost.translation_share),
+        )
+    return t
+
+
+def explain(p: Point, r: Reach) -> str:
+    return (
+        f"{_size(p.size)} (regime {regime(p.size, r)}): 4 KiB pages hit the TLB "
+        f"{_pct(p.small.hit_rate)} of the time ({_pct(p.small.l1_hit_rate)} in the L1), "
+        f"{p.small.counters.walks:,} walks of {p.small.refs_per_walk:.2f} references, "
+        f"translation {_pct(p.small.cost.translation_share)} of cycles; 2 MiB pages: hit rate "
+        f"{_pct(p.huge.hit_rate)}, translation {_pct(p.huge.cost.translation_share)}"
+    )
+
+
+def plot(path: Path, points: list[Point], r: Reach, cpu: CpuModel) -> None:
+    from vmsim.cli.plot import figure
+
+    xs = [p.size / MIB for p in points]
+    with figure(path, (9, 5)) as (_fig, ax):
+        ax.plot(xs, [100 * p.small.hit_rate for p in points], "o-", label="hit rate, 4 KiB")
+        ax.plot(xs, [100 * p.small.l1_hit_rate for p in points], "o:", label="L1 hits, 4 KiB")
+        ax.plot(xs, [100 * p.huge.hit_rate for p in points], "s-", label="hit rate, 2 MiB")
+        ax.plot(
+            xs,
+            [100 * p.small.cost.translation_share for p in points],
+            "^--",
+            label="translation share of cycles, 4 KiB",
+        )
+        for where, name in (
+            (r.l1_4k, "L1 dTLB reach"),
+            (r.stlb_4k, "STLB reach"),
+            (r.pwc, "PDE cache reach"),
+        ):
+            ax.axvline(where / MIB, color="grey", ls=":", lw=1)
+            ax.annotate(name, (where / MIB, 50), rotation=90, va="center", ha="right", fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("working set (MiB)")
+        ax.set_ylabel("percent")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"TLB regimes on {cpu.name}: uniform random loads")
+        ax.legend(loc="center left", fontsize=8)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``tlb`` to the ``vmsim demo`` subcommands."""
+    parser = add_command(
+        subparsers, "tlb", "TLB regimes as the working set grows, 4 KiB vs 2 MiB", __doc__, run
+    )
+    add_story_modes(parser, "one JSON object: every point's counters and cycles")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="hit rate against working set")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    cpu = cpu_model(DEFAULT_CPU)
+    r = reach(cpu)
+    points = [measure(size, cpu) for size in SIZES]
+    if args.plot is not None:
+        plot(args.plot, points, r, cpu)
+    if args.json:
+        write_json(
+            {
+                "demo": "tlb",
+                "cpu": cpu.name,
+                "accesses": ACCESSES,
+                "reach": {
+                    "l1_dtlb_4k": r.l1_4k,
+                    "stlb_4k": r.stlb_4k,
+                    "pde_cache": r.pwc,
+                    "l1_dtlb_2m": r.l1_2m,
+                    "stlb_2m": r.stlb_2m,
+                },
+                "points": [
+                    {
+                        "working_set": p.size,
+                        "regime": regime(p.size, r),
+                        "4K": summary(p.small),
+                        "2M": summary(p.huge),
+                    }
+                    for p in points
+                ],
+            }
+        )
+    elif args.explain:
+        for number, p in enumerate(points, 1):
+            console.print(f"{number}. {explain(p, r)}", markup=False, soft_wrap=True)
+    else:
+        console.print(
+            f"[bold]{cpu.name}[/bold]: L1 dTLB reach {_size(r.l1_4k)} (4 KiB) / "
+            f"{_size(r.l1_2m)} (2 MiB); STLB reach {_size(r.stlb_4k)} / {_size(r.stlb_2m)}; "
+            f"PDE cache reach {_size(r.pwc)}. {ACCESSES:,} random loads per working set."
+        )
+        console.print(table(points, r))
+    return 0
+
+
+__all__ = ["Point", "Reach", "measure", "reach", "regime", "register", "run", "working_set_trace"]
