@@ -105,12 +105,12 @@ def measure(size: int, cpu: CpuModel, accesses: int = ACCESSES) -> Point:
 
 def regime(size: int, r: Reach) -> str:
     if size <= r.l1_4k:
-        return "1: L1 dTLB"
+        return "1 L1 dTLB"
     if size <= r.stlb_4k:
-        return "2: STLB"
+        return "2 STLB"
     if size <= r.pwc:
-        return "3: walks, PDE cache hits"
-    return "3+: walks past the PWC"
+        return "3 walks"
+    return "3 walks, PDE misses"
 
 
 def _size(n: int) -> str:
@@ -133,12 +133,13 @@ def table(points: list[Point], r: Reach) -> Table:
         "hit rate 4K",
         "L1 hits 4K",
         "refs/walk",
-        "cycles/access 4K",
+        "cyc/access 4K",
         "share 4K",
         "hit rate 2M",
         "share 2M",
     ):
-        t.add_column(name, justify="left" if name.startswith(("working", "regime")) else "right")
+        left = name.startswith(("working", "regime"))
+        t.add_column(name, justify="left" if left else "right", no_wrap=True)
     for p in points:
         t.add_row(
             _size(p.size),
@@ -168,29 +169,40 @@ def plot(path: Path, points: list[Point], r: Reach, cpu: CpuModel) -> None:
     from vmsim.cli.plot import figure
 
     xs = [p.size / MIB for p in points]
-    with figure(path, (9, 5)) as (_fig, ax):
-        ax.plot(xs, [100 * p.small.hit_rate for p in points], "o-", label="hit rate, 4 KiB")
-        ax.plot(xs, [100 * p.small.l1_hit_rate for p in points], "o:", label="L1 hits, 4 KiB")
-        ax.plot(xs, [100 * p.huge.hit_rate for p in points], "s-", label="hit rate, 2 MiB")
+    with figure(path, (10, 6)) as (_fig, ax):
+        ax.plot(xs, [100 * p.small.hit_rate for p in points], "o-", label="TLB hit rate, 4 KiB")
+        ax.plot(xs, [100 * p.small.l1_hit_rate for p in points], "o:", label="L1 dTLB hits, 4 KiB")
+        ax.plot(xs, [100 * p.huge.hit_rate for p in points], "s-", label="TLB hit rate, 2 MiB")
         ax.plot(
             xs,
             [100 * p.small.cost.translation_share for p in points],
             "^--",
             label="translation share of cycles, 4 KiB",
         )
+        ax.plot(
+            xs,
+            [100 * p.huge.cost.translation_share for p in points],
+            "v--",
+            label="translation share of cycles, 2 MiB",
+        )
         for where, name in (
-            (r.l1_4k, "L1 dTLB reach"),
-            (r.stlb_4k, "STLB reach"),
-            (r.pwc, "PDE cache reach"),
+            (r.l1_4k, "L1 dTLB reach (4 KiB)"),
+            (r.stlb_4k, "STLB reach (4 KiB)"),
+            (r.pwc, "PDE cache reach = L1 dTLB reach (2 MiB)"),
         ):
             ax.axvline(where / MIB, color="grey", ls=":", lw=1)
-            ax.annotate(name, (where / MIB, 50), rotation=90, va="center", ha="right", fontsize=8)
+            ax.annotate(name, (where / MIB, 60), rotation=90, va="center", ha="left", fontsize=8)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("working set (MiB)")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([_size(p.size) for p in points], rotation=45, ha="right")
+        ax.minorticks_off()
+        ax.set_xlabel("working set")
         ax.set_ylabel("percent")
         ax.set_ylim(-2, 102)
-        ax.set_title(f"TLB regimes on {cpu.name}: uniform random loads")
-        ax.legend(loc="center left", fontsize=8)
+        ax.set_title(
+            f"TLB regimes on {cpu.name}: {ACCESSES:,} uniform random loads per working set"
+        )
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8)
 
 
 def register(subparsers: Any) -> None:

@@ -214,25 +214,55 @@ def sweep_table(results: Sequence[PassResult]) -> Table:
     return table
 
 
-def sweep_chart(path: Path, results: Sequence[PassResult], title: str) -> None:
-    """Bar chart of a sweep: translation share and miss rate per configuration."""
-    from vmsim.cli.plot import figure
+def _figure(rows: int, size: tuple[float, float]) -> tuple[Any, Any]:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, 1, figsize=size)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG at 100 dpi and close it; an unwritable path is a CliError."""
+    import matplotlib.pyplot as plt
+
+    from vmsim.cli.errors import CliError
+
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
+    finally:
+        plt.close(fig)
+
+
+def sweep_chart(path: Path, results: Sequence[PassResult], title: str) -> None:
+    """Bar chart of a sweep, one bar per configuration: the translation share of cycles
+    (top) and page walks per 1,000 translations (bottom)."""
     labels = [r.label for r in results]
     share = [100.0 * r.cost.translation_share for r in results]
-    miss = [100.0 * (1.0 - r.hit_rate) for r in results]
-    width = max(8.0, 0.9 * len(results) + 2)
-    with figure(path, (width, 4.5)) as (_fig, ax):
-        xs = range(len(results))
-        ax.bar([x - 0.2 for x in xs], share, width=0.4, label="translation share of cycles (%)")
-        ax.bar([x + 0.2 for x in xs], miss, width=0.4, label="TLB miss rate (%)")
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(labels, rotation=30, ha="right")
-        ax.set_ylabel("percent")
-        ax.set_title(title)
-        ax.legend()
-        for x, s in zip(xs, share, strict=True):
-            ax.annotate(f"{s:.1f}", (x - 0.2, s), ha="center", va="bottom", fontsize=8)
+    walks = [
+        1000.0 * r.counters.walks / r.counters.accesses if r.counters.accesses else 0.0
+        for r in results
+    ]
+    xs = list(range(len(results)))
+    fig, (top, bottom) = _figure(2, (max(8.0, 0.8 * len(results) + 2), 7))
+    for ax, values, ylabel, fmt in (
+        (top, share, "translation share of cycles (%)", "{:.1f}%"),
+        (bottom, walks, "page walks per 1,000 translations", "{:.2f}"),
+    ):
+        ax.bar(xs, values, color=["C0" if r.page_size == "4K" else "C2" for r in results])
+        for x, v in zip(xs, values, strict=True):
+            ax.annotate(fmt.format(v), (x, v), ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([])
+        ax.margins(y=0.15)
+    bottom.set_xticklabels(labels, rotation=30, ha="right")
+    top.set_title(title)
+    _save(fig, path)
 
 
 @dataclass(frozen=True)
@@ -247,13 +277,6 @@ class Window:
 def trace_plot(path: Path, windows: Sequence[Window], title: str) -> None:
     """Two panels: TLB miss rate per window over the trace, and hit rate against the window's
     working-set size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vmsim.cli.errors import CliError
-
     xs = [w.first_record for w in windows]
     rates = [
         (w.counters.l1_hits + w.counters.stlb_hits) / w.counters.accesses
@@ -261,20 +284,13 @@ def trace_plot(path: Path, windows: Sequence[Window], title: str) -> None:
         else 1.0
         for w in windows
     ]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7))
-    try:
-        top.plot(xs, [100.0 * (1 - r) for r in rates], lw=1)
-        top.set_xlabel("record")
-        top.set_ylabel("TLB miss rate (%)")
-        top.set_title(title)
-        bottom.scatter([w.working_set / (1 << 20) for w in windows], [100 * r for r in rates], s=8)
-        bottom.set_xscale("log")
-        bottom.set_xlabel("working set of the window (MiB, distinct 4 KiB pages)")
-        bottom.set_ylabel("TLB hit rate (%)")
-        fig.tight_layout()
-        try:
-            fig.savefig(path, dpi=100)
-        except OSError as e:
-            raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
-    finally:
-        plt.close(fig)
+    fig, (top, bottom) = _figure(2, (9, 7))
+    top.plot(xs, [100.0 * (1 - r) for r in rates], lw=1)
+    top.set_xlabel("record")
+    top.set_ylabel("TLB miss rate (%)")
+    top.set_title(title)
+    bottom.scatter([w.working_set / (1 << 20) for w in windows], [100 * r for r in rates], s=8)
+    bottom.set_xscale("log")
+    bottom.set_xlabel("working set of the window (MiB, distinct 4 KiB pages)")
+    bottom.set_ylabel("TLB hit rate (%)")
+    _save(fig, path)
