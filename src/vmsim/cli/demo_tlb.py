@@ -23,7 +23,7 @@ from rich.table import Table
 
 from vmsim.cli.commands import add_command
 from vmsim.cli.render import add_story_modes, write_json
-from vmsim.cli.tlb import translate
+from vmsim.cli.tlb import region_layout, translate
 from vmsim.hw.tlb import PAGE_SIZE_2M, PAGE_SIZE_4K, TlbConfig
 from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model
 from vmsim.memtrace.records import KIND_LOAD, CpuModel, TraceChunk
@@ -92,7 +92,7 @@ def measure(size: int, cpu: CpuModel, accesses: int = ACCESSES) -> Point:
         counters = translate(
             [chunk],
             cpu,
-            layout=None,
+            layout=region_layout(BASE, BASE + size),
             page_size=page_size,
             five_level=False,
             pwc=True,

@@ -16,10 +16,12 @@ import argparse
 import importlib
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -28,14 +30,21 @@ from vmsim.cli.errors import CliError
 from vmsim.cli.render import write_json
 from vmsim.memtrace.cpus import CPU_NAMES, DEFAULT_CPU, cpu_model
 from vmsim.memtrace.records import Counters, CpuModel, TraceChunk, TraceError
-from vmsim.memtrace.report import PassResult, Window, render, summary, sweep_chart, sweep_table
+from vmsim.memtrace.report import (
+    PassResult,
+    Window,
+    render,
+    summary,
+    sweep_chart,
+    sweep_table,
+)
 from vmsim.memtrace.report import trace_plot as draw_trace_plot
 
 FORMATS = ("auto", "lackey", "pinatrace", "champsim", "npz")
 PAGE_SIZES = ("4K", "2M", "1G", "thp")
 ENGINES = ("fast", "reference")
 IN_MEMORY_RECORDS = 32 << 20  # ~350 MB of chunk arrays at 11 bytes a record
-PLOT_WINDOWS = 200  # windows of records in --plot
+PLOT_WINDOW = 100_000  # records per window of --plot
 
 Chunks = Callable[[], Iterable[TraceChunk]]
 
@@ -50,7 +59,7 @@ class Config:
     pwc: bool = True
 
 
-# --- the two calls into the readers and the engine (the only ones) -------------------------
+# --- the calls into the readers and the engine (the only ones) ------------------------------
 
 
 def open_trace(path: Path, fmt: str) -> Iterator[TraceChunk]:
@@ -58,6 +67,14 @@ def open_trace(path: Path, fmt: str) -> Iterator[TraceChunk]:
     readers = importlib.import_module("vmsim.memtrace.readers")  # until the readers merge
     chunks: Iterable[TraceChunk] = readers.open_memtrace(path, fmt)
     return iter(chunks)
+
+
+def _engine() -> Any:
+    return importlib.import_module("vmsim.memtrace.engine")  # until the engine merges
+
+
+def _layouts() -> Any:
+    return importlib.import_module("vmsim.memtrace.layout")  # until the engine merges
 
 
 def translate(
@@ -69,29 +86,100 @@ def translate(
     five_level: bool,
     pwc: bool,
     engine: str,
+    progress: Callable[[int], None] | None = None,
 ) -> Counters:
-    """One pass of the engine over ``chunks``."""
-    engine_module = importlib.import_module("vmsim.memtrace.engine")  # until the engine merges
-    counters: Counters = engine_module.run(
-        chunks, layout, cpu, page_size=page_size, five_level=five_level, pwc=pwc, engine=engine
+    """One pass of the engine over ``chunks`` in the address space ``layout``."""
+    counters: Counters = _engine().run(
+        chunks,
+        layout,
+        cpu,
+        page_size=page_size,
+        five_level=five_level,
+        pwc=pwc,
+        engine=engine,
+        progress=progress,
     )
     return counters
 
 
-def load_layout(maps: Path | None) -> Any:
-    """The address space the trace runs in: from a /proc/PID/maps snapshot, or None (the
-    engine infers it from the touched regions and says so)."""
-    if maps is None:
-        return None
-    layout_module = importlib.import_module("vmsim.memtrace.layout")  # until the engine merges
+def translate_windows(
+    chunks: Iterable[TraceChunk],
+    cpu: CpuModel,
+    *,
+    layout: Any,
+    page_size: str,
+    five_level: bool,
+    pwc: bool,
+    window: int,
+) -> list[Window]:
+    """One pass of the fast engine, reading its counters after every ``window`` records: the
+    counters of each window (the difference of two readings) and its working set."""
+    eng_mod = _engine()
+    cfg = eng_mod.EngineConfig.of(cpu, page_size=page_size, five_level=five_level, pwc=pwc)
+    eng = eng_mod.FastEngine(eng_mod.Model(layout, cfg))
+    windows: list[Window] = []
+    before = Counters()
+    done = 0
+    for chunk in chunks:
+        for lo in range(0, len(chunk.addr), window):
+            part = TraceChunk(
+                chunk.addr[lo : lo + window],
+                chunk.kind[lo : lo + window],
+                chunk.size[lo : lo + window],
+                chunk.first_line + lo,
+            )
+            eng.run_chunk(part)
+            after = eng.counters()
+            pages = len(np.unique(part.addr >> np.uint64(12)))
+            windows.append(Window(done, _minus(after, before), pages << 12))
+            before = after
+            done += len(part.addr)
+    eng.finish()
+    return windows
+
+
+def _minus(a: Counters, b: Counters) -> Counters:
+    return Counters(
+        records=a.records - b.records,
+        instructions=a.instructions - b.instructions,
+        accesses=a.accesses - b.accesses,
+        l1_hits=a.l1_hits - b.l1_hits,
+        stlb_hits=a.stlb_hits - b.stlb_hits,
+        walks=a.walks - b.walks,
+        walk_refs=a.walk_refs - b.walk_refs,
+        pwc_hits=a.pwc_hits - b.pwc_hits,
+        faults=a.faults - b.faults,
+        tlb_flushes=a.tlb_flushes - b.tlb_flushes,
+        walk_refs_by_level=[
+            x - y for x, y in zip(a.walk_refs_by_level, b.walk_refs_by_level, strict=True)
+        ],
+        data_refs_by_level=[
+            x - y for x, y in zip(a.data_refs_by_level, b.data_refs_by_level, strict=True)
+        ],
+        touched_pages=a.touched_pages - b.touched_pages,
+    )
+
+
+def maps_layout(maps: Path) -> Any:
+    """The address space of a /proc/PID/maps snapshot of the traced run."""
     try:
         text = maps.read_text(errors="replace")
     except OSError as e:
         raise CliError(f"{maps}: {e.strerror or e}") from e
     try:
-        return layout_module.Layout.from_maps(text)
+        return _layouts().Layout.from_maps(text)
     except ValueError as e:
         raise CliError(f"{maps}: not a /proc/PID/maps snapshot: {e}") from e
+
+
+def region_layout(start: int, end: int) -> Any:
+    """One private anonymous region ``[start, end)`` (generated traces)."""
+    return _layouts().Layout.of_regions([(start, end)])
+
+
+def inferred_layout(chunks: Iterable[TraceChunk]) -> Any:
+    """Each touched region mapped as private anonymous memory (the report says so)."""
+    return _layouts().Layout.infer(chunks)
 
 
 # --- running passes ------------------------------------------------------------------------
@@ -105,6 +193,8 @@ class _Source:
         self.fmt = fmt
         self.progress = progress
         self.kept: list[TraceChunk] | None = None
+        self.records = 0  # after the first complete read
+        self.read_once = False
 
     def _read(self, label: str) -> Iterator[TraceChunk]:
         task = None
@@ -124,25 +214,29 @@ class _Source:
         finally:
             if task is not None and self.progress is not None:
                 self.progress.remove_task(task)
+        self.records = records
 
-    def first_pass(self, label: str) -> Iterator[TraceChunk]:
-        """The first pass: reads the file, keeping the chunks while they fit."""
-        kept: list[TraceChunk] = []
+    def chunks(self, label: str) -> Iterator[TraceChunk]:
+        """The trace once more: from memory if the first read kept it, else from the file (the
+        first read keeps the chunks while they fit in ``IN_MEMORY_RECORDS``)."""
+        if self.kept is not None:
+            yield from self.kept
+            return
+        if self.read_once:
+            yield from self._read(label)
+            return
+        kept: list[TraceChunk] | None = []
         records = 0
-        fits = True
         for chunk in self._read(label):
-            if fits:
+            if kept is not None:
                 records += len(chunk.addr)
                 if records <= IN_MEMORY_RECORDS:
                     kept.append(chunk)
                 else:
-                    fits = False
-                    kept = []
+                    kept = None
             yield chunk
-        self.kept = kept if fits else None
-
-    def again(self, label: str) -> Iterable[TraceChunk]:
-        return self.kept if self.kept is not None else self._read(label)
+        self.kept = kept
+        self.read_once = True
 
 
 def run_passes(
@@ -151,25 +245,41 @@ def run_passes(
     configs: Sequence[Config],
     *,
     engine: str,
-    layout: Any,
+    maps: Path | None,
     progress: Progress | None,
-) -> tuple[list[PassResult], bool]:
-    """Run every configuration over the trace; also say whether the trace was kept in memory."""
+    window: int | None = None,
+) -> tuple[list[PassResult], bool, list[Window], bool]:
+    """Run every configuration over the trace. Also returns whether the trace was kept in
+    memory, with ``window`` the first configuration's counters per window, and whether the
+    layout is estimated (inferred, or extended where the snapshot missed a mapping)."""
     source = _Source(path, fmt, progress)
+    layout = maps_layout(maps) if maps is not None else inferred_layout(source.chunks("layout"))
+    estimated = maps is None
     results: list[PassResult] = []
-    for i, config in enumerate(configs):
+    windows: list[Window] = []
+    for config in configs:
         cpu = cpu_model(config.cpu)
         label = f"{config.cpu} {config.page_size}"
-        chunks = source.first_pass(label) if i == 0 else source.again(label)
+        task = None
+        if progress is not None:
+            task = progress.add_task(f"{label}: translating", total=source.records or None)
+
+        def advance(done: int, task: Any = task) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, completed=done)
+
         counters = translate(
-            chunks,
+            source.chunks(label),
             cpu,
             layout=layout,
             page_size=config.page_size,
             five_level=config.five_level,
             pwc=config.pwc,
             engine=engine,
+            progress=advance,
         )
+        if progress is not None and task is not None:
+            progress.remove_task(task)
         results.append(
             PassResult.of(
                 counters,
@@ -180,7 +290,19 @@ def run_passes(
                 engine=engine,
             )
         )
-    return results, source.kept is not None
+    if window is not None:
+        first = configs[0]
+        windows = translate_windows(
+            source.chunks("windows"),
+            cpu_model(first.cpu),
+            layout=layout,
+            page_size=first.page_size,
+            five_level=first.five_level,
+            pwc=first.pwc,
+            window=window,
+        )
+    estimated = estimated or bool(getattr(layout, "estimated", False))
+    return results, source.kept is not None, windows, estimated
 
 
 def sweep_configs(base: Config) -> list[Config]:
@@ -192,10 +314,6 @@ def sweep_configs(base: Config) -> list[Config]:
     configs.append(Config(base.cpu, "4K", pwc=False))
     first = [c for c in configs if c == base]
     return first + [c for c in configs if c != base] if first else [base, *configs]
-
-
-def _windows(results: PassResult) -> list[Window]:  # pragma: no cover - needs the engine API
-    raise CliError("--plot needs the engine's per-window counters (not available yet)")
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -262,7 +380,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise CliError(f"{path}: No such file or directory")
     if path.is_dir():
         raise CliError(f"{path}: is a directory, not a trace")
-    layout = load_layout(args.maps)
     base = Config(args.cpu, args.page_size, args.five_level, not args.no_pwc)
     if args.sweep:
         configs = sweep_configs(base)
@@ -270,29 +387,35 @@ def run(args: argparse.Namespace, console: Console) -> int:
         configs = [base]
     else:
         configs = [base, Config(args.cpu, "2M", args.five_level, not args.no_pwc)]
+    window = None
+    if args.plot is not None and not args.sweep:
+        window = PLOT_WINDOW
     progress = _progress(args)
-    if progress is not None:
-        with progress:
-            results, kept = run_passes(
-                path, args.format, configs, engine=args.engine, layout=layout, progress=progress
-            )
-    else:
-        results, kept = run_passes(
-            path, args.format, configs, engine=args.engine, layout=layout, progress=None
+    with progress if progress is not None else nullcontext():
+        results, kept, windows, estimated = run_passes(
+            path,
+            args.format,
+            configs,
+            engine=args.engine,
+            maps=args.maps,
+            progress=progress,
+            window=window,
         )
     main = results[0]
-    huge = results[1] if len(configs) == 2 else None
+    huge = None
     if args.sweep:
         huge = next((r for r in results if r.page_size == "2M" and r.cpu.name == args.cpu), None)
-    notes = _notes(main, layout, kept)
+    elif len(results) == 2:
+        huge = results[1]
+    notes = _notes(main, estimated, kept, args.maps is not None)
     if args.plot is not None:
         if args.sweep:
             sweep_chart(args.plot, results, f"{path.name}: translation by configuration")
         else:
-            draw_trace_plot(args.plot, _windows(main), path.name)
+            draw_trace_plot(args.plot, windows, f"{path.name}: {main.label}")
     if args.json:
         out: dict[str, Any] = {"trace": str(path), **summary(main)}
-        out["layout_estimated"] = layout is None
+        out["layout_estimated"] = estimated
         out["huge_2M"] = None if huge is None else summary(huge)
         if args.sweep:
             out["sweep"] = [summary(r) for r in results]
@@ -306,12 +429,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _notes(main: PassResult, layout: Any, kept: bool) -> list[str]:
+def _notes(main: PassResult, estimated: bool, kept: bool, maps: bool) -> list[str]:
     notes = []
-    if layout is None:
+    if not maps:
         notes.append(
             "layout estimated: no --maps given, each touched region is mapped as private "
             "anonymous memory"
+        )
+    elif estimated:
+        notes.append(
+            "layout estimated in part: the trace touched memory the --maps snapshot does not "
+            "map (mapped as private anonymous memory)"
         )
     if main.counters.instructions == 0:
         notes.append(
