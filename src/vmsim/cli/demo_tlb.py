@@ -217,7 +217,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     cpu = cpu_model(DEFAULT_CPU)
     r = reach(cpu)
-    points = [measure(size, cpu) for size in SIZES]
+    points = [measure(size, cpu, ACCESSES) for size in SIZES]
     if args.plot is not None:
         plot(args.plot, points, r, cpu)
     if args.json:
