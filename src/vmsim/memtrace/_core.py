@@ -1,0 +1,574 @@
+"""The compiled hot path of the access-trace engine (numba ``@njit(cache=True)``).
+
+Everything here is a faster execution of the Python model, statement for statement:
+
+* ``_tlb_*``: ``vmsim.hw.tlb.TlbHierarchy`` (same geometry, set index ``(va >> shift) %
+  sets``, keys ``pn << 15 | size code << 13 | PCID``, LRU per set, L1-of-its-kind + STLB fill,
+  an STLB hit refills the L1, INVLPG / PCID / full flushes);
+* ``_pwc_*``: ``vmsim.hw.mmu.PagingStructureCache`` (one fully associative LRU per upper level,
+  deepest level tried first, keys ``va >> shift(level)``, entries hold the next table's frame and
+  the rights combined so far);
+* ``_walk``: ``vmsim.hw.mmu.walk`` (P, reserved-bit and user/write/NX checks, A set on every
+  upper entry used, A and D on the leaf, one memory reference per entry read);
+* ``run_chunk``: the loop of ``vmsim.mm.access.user_access`` (TLB, on a permission miss an
+  INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python).
+
+All state is in int64 arrays (see ``vmsim.memtrace.engine.EngineState``). Page-table entries
+are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from vmsim.memtrace.cache import cache_access
+
+I64 = npt.NDArray[np.int64]
+
+# Page-table entry bits (vmsim.hw.pte).
+P = 1
+RW = 2
+US = 4
+A = 1 << 5
+D = 1 << 6
+PS = 1 << 7
+NX = -(1 << 63)  # bit 63 as int64
+PFN_MASK = ((1 << 52) - 1) & ~0xFFF
+PKEY_MASK = 0xF << 59
+PERMS = RW | US | D | NX | PKEY_MASK  # what the TLB keeps of a leaf (vmsim.mm.access._PERMS)
+LARGE_RSVD2 = ((1 << 21) - 1) & ~0x1FFF
+LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
+
+# Page-table mirror keys: level << 57 | (va >> shift(level)); bit 62 = the 4 KiB page was
+# touched by the trace, bit 61 = the entry is in the write-back log.
+KEY_LEVEL_SHIFT = 57
+KEY_MASK = (1 << 60) - 1
+TOUCHED = 1 << 62
+LOGGED = 1 << 61
+EMPTY = 0
+HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
+
+# st[] slots: small scalar state.
+ST_TLB_CLOCK = 0
+ST_PWC_CLOCK = 1
+ST_PCID = 2
+ST_ROOT = 3
+ST_LEVELS = 4
+ST_PT_COUNT = 5
+ST_PT_LIMIT = 6
+ST_PT_BITS = 7
+ST_LOG_N = 8
+ST_LAST_VPN = 9
+ST_VA_MASK = 10
+ST_FAULT_ACCESS = 11  # 0 read, 1 write, 2 exec: the access that faulted
+ST_LEN = 16
+
+# cnt[] slots: the counters (vmsim.memtrace.records.Counters).
+C_RECORDS = 0
+C_INSTR = 1
+C_ACCESSES = 2
+C_L1 = 3
+C_STLB = 4
+C_WALKS = 5
+C_WALK_REFS = 6
+C_PWC_HITS = 7
+C_FLUSHES = 8
+C_TOUCHED = 9
+C_WALK_LV = 10  # 4 slots
+C_DATA_LV = 14  # 4 slots
+C_BY_SIZE = 18  # 3 slots: 4K, 2M, 1G
+C_LEN = 24
+
+# run_chunk() results.
+EV_DONE = 0
+EV_FAULT = 1
+EV_GROW = 2
+EV_LOG = 3
+EV_STALE = 4
+EV_BADADDR = 5
+
+LOG_SLACK = 16  # entries one access can add to the write-back log at most (5 levels + leaf)
+
+# Structures of the TLB: 0 L1 dTLB, 1 L1 iTLB, 2 STLB.
+S_L1D = 0
+S_L1I = 1
+S_STLB = 2
+
+
+# --------------------------------------------------------------------------- page-table mirror
+
+
+@njit(cache=True, nogil=True)
+def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
+    """Slot of mirror key ``k`` (flags clear), or -1."""
+    mask = (1 << bits) - 1
+    h = ((k * HASH_MUL) >> (64 - bits)) & mask
+    while True:
+        s = keys[h]
+        if s == EMPTY:
+            return -1
+        if s & KEY_MASK == k:
+            return h
+        h = (h + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
+    """Slot of mirror key ``k``, claimed (empty key written) if absent: the caller counts."""
+    mask = (1 << bits) - 1
+    h = ((k * HASH_MUL) >> (64 - bits)) & mask
+    while True:
+        s = keys[h]
+        if s == EMPTY:
+            keys[h] = k
+            return h
+        if s & KEY_MASK == k:
+            return h
+        h = (h + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def pt_update(
+    keys: I64, vals: I64, st: I64, levels: I64, vkeys: I64, values: I64
+) -> None:  # pragma: no cover - compiled
+    """Mirror the model's entries: ``entries[levels[i]][vkeys[i]] = values[i]`` (0: none)."""
+    bits = st[ST_PT_BITS]
+    for i in range(levels.shape[0]):
+        k = (levels[i] << KEY_LEVEL_SHIFT) | vkeys[i]
+        slot = pt_find(keys, bits, k)
+        if slot < 0:
+            if values[i] == 0:
+                continue
+            slot = pt_slot(keys, bits, k)
+            st[ST_PT_COUNT] += 1
+        vals[slot] = values[i]
+
+
+@njit(cache=True, nogil=True)
+def pt_rehash(
+    keys: I64, vals: I64, new_keys: I64, new_vals: I64, new_bits: int
+) -> None:  # pragma: no cover - compiled
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        if k != EMPTY:
+            slot = pt_slot(new_keys, new_bits, k & KEY_MASK)
+            new_keys[slot] = k
+            new_vals[slot] = vals[i]
+
+
+# --------------------------------------------------------------------------- TLB
+
+
+@njit(cache=True, nogil=True)
+def _tlb_probe(
+    tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """(slot, size code) of the entry of structure ``s`` for ``vaddr``, smallest page first;
+    (-1, -1) on a miss. No global entries: user accesses never fill one."""
+    for code in range(3):
+        a = probe[s, code]
+        if a < 0:
+            continue
+        pn = vaddr >> (12 + 9 * code)
+        base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
+        key = (pn << 15) | (code << 13) | pcid
+        for w in range(base, base + arr[a, 2]):
+            if tkey[w] == key:
+                return w, code
+    return -1, -1
+
+
+@njit(cache=True, nogil=True)
+def _tlb_fill(
+    tkey: I64,
+    tpfn: I64,
+    tperm: I64,
+    tstamp: I64,
+    arr: I64,
+    a: int,
+    pn: int,
+    key: int,
+    pfn: int,
+    perms: int,
+    now: int,
+) -> None:  # pragma: no cover - compiled
+    """vmsim.hw.tlb._fill(): refresh the key if present, else take an empty way, else evict
+    the least recently used."""
+    base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
+    victim = -1
+    empty = -1
+    oldest = base
+    for w in range(base, base + arr[a, 2]):
+        k = tkey[w]
+        if k == key:
+            victim = w
+            break
+        if k == -1:
+            if empty < 0:
+                empty = w
+        elif tstamp[w] < tstamp[oldest] or tkey[oldest] == -1:
+            oldest = w
+    if victim < 0:
+        victim = empty if empty >= 0 else oldest
+    tkey[victim] = key
+    tpfn[victim] = pfn
+    tperm[victim] = perms
+    tstamp[victim] = now
+
+
+@njit(cache=True, nogil=True)
+def tlb_invlpg(
+    tkey: I64, arr: I64, probe: I64, vaddr: int, pcid: int
+) -> None:  # pragma: no cover - compiled
+    """TlbHierarchy.invlpg(): every structure, every page size, this PCID (and global)."""
+    for s in range(3):
+        for code in range(3):
+            a = probe[s, code]
+            if a < 0:
+                continue
+            pn = vaddr >> (12 + 9 * code)
+            base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
+            key = (pn << 15) | (code << 13)
+            for w in range(base, base + arr[a, 2]):
+                k = tkey[w]
+                if k == (key | pcid) or k == (key | 4096):
+                    tkey[w] = -1
+
+
+@njit(cache=True, nogil=True)
+def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
+    """flush_pcid(pcid) (pcid >= 0) or flush_all (pcid == -1: non-global; -2: everything)."""
+    for w in range(tkey.shape[0]):
+        k = tkey[w]
+        if k == -1:
+            continue
+        tag = k & 8191
+        if pcid == -2 or (pcid == -1 and tag != 4096) or (pcid >= 0 and tag == pcid):
+            tkey[w] = -1
+
+
+# --------------------------------------------------------------------------- PWC
+
+
+@njit(cache=True, nogil=True)
+def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
+    for lv in range(pkey.shape[0]):
+        for i in range(pkey.shape[1]):
+            pkey[lv, i] = -1
+
+
+@njit(cache=True, nogil=True)
+def _pwc_fill(
+    pkey: I64,
+    pval: I64,
+    pstamp: I64,
+    psize: I64,
+    st: I64,
+    level: int,
+    key: int,
+    pfn: int,
+    rw: int,
+    us: int,
+    nx: int,
+) -> None:  # pragma: no cover - compiled
+    n = psize[level]
+    if n == 0:
+        return
+    st[ST_PWC_CLOCK] += 1
+    victim = -1
+    empty = -1
+    oldest = -1
+    for i in range(n):
+        k = pkey[level, i]
+        if k == key:
+            victim = i
+            break
+        if k == -1:
+            if empty < 0:
+                empty = i
+        elif oldest < 0 or pstamp[level, i] < pstamp[level, oldest]:
+            oldest = i
+    if victim < 0:
+        victim = empty if empty >= 0 else oldest
+    pkey[level, victim] = key
+    pval[level, victim, 0] = pfn
+    pval[level, victim, 1] = rw
+    pval[level, victim, 2] = us
+    pval[level, victim, 3] = nx
+    pstamp[level, victim] = st[ST_PWC_CLOCK]
+
+
+# --------------------------------------------------------------------------- walk
+
+
+@njit(cache=True, nogil=True)
+def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover - compiled
+    if not keys[slot] & LOGGED:
+        keys[slot] |= LOGGED
+        log[st[ST_LOG_N]] = slot
+        st[ST_LOG_N] += 1
+
+
+@njit(cache=True, nogil=True)
+def _walk(
+    m: int,
+    write: bool,
+    fetch: bool,
+    keys: I64,
+    vals: I64,
+    log: I64,
+    pkey: I64,
+    pval: I64,
+    pstamp: I64,
+    psize: I64,
+    st: I64,
+    wbuf: I64,
+    out: I64,
+) -> int:  # pragma: no cover - compiled
+    """vmsim.hw.mmu.walk() for a user access (CPL 3, SMEP, WP, no SMAP, PKRU 0, MAXPHYADDR 52).
+    Returns 0 (translated), 1 (page fault) or 2 (stale PWC entry). On success ``out`` holds
+    (leaf level, leaf entry, memory refs, pwc hit, leaf slot) and ``wbuf[:refs]`` the physical
+    address of every entry read."""
+    bits = st[ST_PT_BITS]
+    rw = RW
+    us = US
+    nx = 0
+    level = st[ST_LEVELS]
+    table = st[ST_ROOT]
+    pwc_hit = 0
+    for lv in range(2, 6):
+        n = psize[lv]
+        if n == 0:
+            continue
+        key = m >> (12 + 9 * (lv - 1))
+        hit = -1
+        for i in range(n):
+            if pkey[lv, i] == key:
+                hit = i
+                break
+        if hit >= 0:
+            st[ST_PWC_CLOCK] += 1
+            pstamp[lv, hit] = st[ST_PWC_CLOCK]
+            slot = pt_find(keys, bits, (lv << KEY_LEVEL_SHIFT) | key)
+            cur = vals[slot] if slot >= 0 else 0
+            if not cur & P or (cur & PFN_MASK) >> 12 != pval[lv, hit, 0]:
+                return 2
+            pwc_hit = 1
+            rw = pval[lv, hit, 1]
+            us = pval[lv, hit, 2]
+            nx = pval[lv, hit, 3]
+            table = pval[lv, hit, 0]
+            level = lv - 1
+            break
+    refs = 0
+    while True:
+        key = m >> (12 + 9 * (level - 1))
+        slot = pt_find(keys, bits, (level << KEY_LEVEL_SHIFT) | key)
+        e = vals[slot] if slot >= 0 else 0
+        wbuf[refs] = (table << 12) | ((key & 511) << 3)
+        refs += 1
+        if not e & P:
+            return 1
+        leaf = False
+        if level == 1:
+            leaf = True
+        elif e & PS:
+            if level >= 4:
+                return 1
+            if level == 2 and e & LARGE_RSVD2:
+                return 1
+            if level == 3 and e & LARGE_RSVD3:
+                return 1
+            leaf = True
+        rw &= e
+        us &= e
+        nx |= e & NX
+        if leaf:
+            break
+        if not e & A:
+            e |= A
+            vals[slot] = e
+            _log(keys, log, st, slot)
+        _pwc_fill(pkey, pval, pstamp, psize, st, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
+        table = (e & PFN_MASK) >> 12
+        level -= 1
+    if not us & US:
+        return 1
+    if fetch:
+        if nx != 0:
+            return 1
+    elif write and not rw & RW:
+        return 1
+    new = e | A
+    if write:
+        new |= D
+    if new != e:
+        vals[slot] = new
+        _log(keys, log, st, slot)
+        e = new
+    out[0] = level
+    out[1] = e
+    out[2] = refs
+    out[3] = pwc_hit
+    out[4] = slot
+    return 0
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@njit(cache=True, nogil=True)
+def run_chunk(
+    addr: I64,
+    kind: npt.NDArray[np.uint8],
+    start: int,
+    tkey: I64,
+    tpfn: I64,
+    tperm: I64,
+    tstamp: I64,
+    arr: I64,
+    probe: I64,
+    pkey: I64,
+    pval: I64,
+    pstamp: I64,
+    psize: I64,
+    keys: I64,
+    vals: I64,
+    log: I64,
+    ctags: I64,
+    cstamps: I64,
+    cdesc: I64,
+    st: I64,
+    cnt: I64,
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Translate ``addr[start:]`` (user_access() per record) until the end (EV_DONE) or an
+    event Python must handle; returns (event, index of the record it concerns)."""
+    pcid = st[ST_PCID]
+    va_mask = st[ST_VA_MASK]
+    wbuf = np.zeros(8, dtype=np.int64)
+    out = np.zeros(8, dtype=np.int64)
+    n = addr.shape[0]
+    for i in range(start, n):
+        if st[ST_PT_COUNT] >= st[ST_PT_LIMIT]:
+            return EV_GROW, i
+        if st[ST_LOG_N] > log.shape[0] - LOG_SLACK:
+            return EV_LOG, i
+        va = addr[i]
+        if va < 0 or va > va_mask >> 1:
+            return EV_BADADDR, i
+        k = kind[i]
+        fetch = k == 0
+        write = k >= 2
+        s = S_L1I if fetch else S_L1D
+        # -- TLB (TlbHierarchy.lookup)
+        slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid)
+        level_hit = 1
+        if slot < 0:
+            slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid)
+            level_hit = 2
+        pfn = 0
+        translated = False
+        if slot >= 0:
+            st[ST_TLB_CLOCK] += 1
+            now = st[ST_TLB_CLOCK]
+            tstamp[slot] = now
+            if level_hit == 2:
+                a1 = probe[s, code]
+                if a1 >= 0:
+                    _tlb_fill(
+                        tkey,
+                        tpfn,
+                        tperm,
+                        tstamp,
+                        arr,
+                        a1,
+                        va >> (12 + 9 * code),
+                        tkey[slot],
+                        tpfn[slot],
+                        tperm[slot],
+                        now,
+                    )
+            perms = tperm[slot]
+            if fetch:
+                ok = perms & NX == 0
+            elif write:
+                ok = (perms & RW) != 0 and (perms & D) != 0
+            else:
+                ok = True
+            if ok:
+                translated = True
+                shift = 12 + 9 * code
+                pfn = tpfn[slot] + ((va - ((va >> shift) << shift)) >> 12)
+                if level_hit == 1:
+                    cnt[C_L1] += 1
+                else:
+                    cnt[C_STLB] += 1
+            else:
+                tlb_invlpg(tkey, arr, probe, va, pcid)
+                cnt[C_FLUSHES] += 1
+                if not (write and perms & RW):
+                    pwc_flush(pkey)
+                    st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
+                    return EV_FAULT, i
+        if not translated:
+            m = va & va_mask
+            r = _walk(m, write, fetch, keys, vals, log, pkey, pval, pstamp, psize, st, wbuf, out)
+            if r == 2:
+                return EV_STALE, i
+            if r == 1:
+                tlb_invlpg(tkey, arr, probe, va, pcid)
+                cnt[C_FLUSHES] += 1
+                pwc_flush(pkey)
+                st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
+                return EV_FAULT, i
+            leaf_level = out[0]
+            e = out[1]
+            refs = out[2]
+            cnt[C_WALKS] += 1
+            cnt[C_WALK_REFS] += refs
+            cnt[C_PWC_HITS] += out[3]
+            for j in range(refs):
+                cnt[C_WALK_LV + cache_access(ctags, cstamps, cdesc, wbuf[j])] += 1
+            code = leaf_level - 1
+            shift = 12 + 9 * code
+            base_pfn = (e & PFN_MASK & ~((1 << shift) - 1)) >> 12
+            perms = e & PERMS
+            st[ST_TLB_CLOCK] += 1
+            now = st[ST_TLB_CLOCK]
+            pn = va >> shift
+            key = (pn << 15) | (code << 13) | pcid
+            a1 = probe[s, code]
+            if a1 >= 0:
+                _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a1, pn, key, base_pfn, perms, now)
+            a2 = probe[S_STLB, code]
+            if a2 >= 0:
+                _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a2, pn, key, base_pfn, perms, now)
+            pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
+            if code == 0:
+                ls = out[4]
+                if not keys[ls] & TOUCHED:
+                    keys[ls] |= TOUCHED
+                    cnt[C_TOUCHED] += 1
+        # -- translated: count, touched pages under large pages, the data line
+        cnt[C_RECORDS] += 1
+        cnt[C_ACCESSES] += 1
+        cnt[C_BY_SIZE + code] += 1
+        if fetch:
+            cnt[C_INSTR] += 1
+        if code > 0:
+            vpn = va >> 12
+            if vpn != st[ST_LAST_VPN]:
+                st[ST_LAST_VPN] = vpn
+                tk = (1 << KEY_LEVEL_SHIFT) | vpn
+                ts = pt_find(keys, st[ST_PT_BITS], tk)
+                if ts < 0:
+                    ts = pt_slot(keys, st[ST_PT_BITS], tk)
+                    st[ST_PT_COUNT] += 1
+                if not keys[ts] & TOUCHED:
+                    keys[ts] |= TOUCHED
+                    cnt[C_TOUCHED] += 1
+        if not fetch:
+            cnt[C_DATA_LV + cache_access(ctags, cstamps, cdesc, (pfn << 12) | (va & 4095))] += 1
+    return EV_DONE, n

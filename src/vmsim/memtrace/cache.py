@@ -1,0 +1,152 @@
+"""The data-cache model the access-trace engine charges walks and data against (issue 12).
+
+A small stack of set-associative, LRU caches of 64-byte lines (L1D, L2, LLC: the
+``CacheGeometry`` tuple of a ``CpuModel``), physically indexed. Page-walk references and the
+trace's data references go through the *same* caches, so page-table lines compete with data
+lines: a walk is cheap while its PTE line stays in L1D/L2 and expensive once data evicted it.
+
+Policy (one rule, the same in both twins):
+
+* a line is looked up in L1D, then L2, then LLC; the first level holding it answers
+  (``0``, ``1``, ``2``), or memory (``3``: DRAM);
+* the line becomes the most recently used of its set at the level that answered and is filled,
+  as most recently used, into every level above it (a miss everywhere fills all three);
+* a fill into a full set evicts that set's least recently used line; nothing else happens to
+  the victim (no back-invalidation of upper levels: the stack is neither inclusive nor
+  exclusive, like a modern non-inclusive L2/LLC), and writes cost what reads cost (no
+  write-back traffic is modelled).
+
+Set index = line number mod number of sets (a cache whose set count is not a power of two,
+like an 11-way LLC slice, is fine). Instruction fetches are not cached here (there is no L1I
+model): only data references and walk references are.
+
+Two twins: :class:`CacheModel` (plain Python, per-set ``dict`` in LRU order: the reference
+engine's) and the array form of :func:`cache_arrays` driven by the numba function
+:func:`cache_access` (the fast engine's). Tests run both on the same line streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from vmsim.memtrace.records import CacheGeometry
+
+__all__ = ["LINE_SHIFT", "CacheArrays", "CacheModel", "cache_access", "cache_arrays"]
+
+LINE_SHIFT = 6  # 64-byte lines
+DRAM = 3
+
+
+def _check(geoms: Sequence[CacheGeometry]) -> None:
+    if len(geoms) != 3:
+        raise ValueError(f"the cache model has three levels (L1D, L2, LLC), not {len(geoms)}")
+    for g in geoms:
+        if g.line != 1 << LINE_SHIFT:
+            raise ValueError(f"cache lines are 64 bytes, not {g.line}")
+        if g.ways <= 0 or g.size <= 0 or g.size % (g.ways * g.line):
+            raise ValueError(f"{g.size} bytes do not divide into {g.ways} ways of 64 bytes")
+
+
+class CacheModel:
+    """The plain-Python twin: ``access(paddr)`` returns where the line was found (0 L1D,
+    1 L2, 2 LLC, 3 DRAM) and updates the LRU state as the module docstring says."""
+
+    def __init__(self, geoms: Sequence[CacheGeometry]) -> None:
+        _check(geoms)
+        self.geoms = tuple(geoms)
+        self.sets: list[list[dict[int, None]]] = [[{} for _ in range(g.sets)] for g in geoms]
+        self.ways = [g.ways for g in geoms]
+        self.nsets = [g.sets for g in geoms]
+
+    def access(self, paddr: int) -> int:
+        line = paddr >> LINE_SHIFT
+        found = DRAM
+        for lv in range(3):
+            s = self.sets[lv][line % self.nsets[lv]]
+            if line in s:
+                del s[line]
+                s[line] = None
+                found = lv
+                break
+        for lv in range(found):
+            s = self.sets[lv][line % self.nsets[lv]]
+            if len(s) >= self.ways[lv]:
+                del s[next(iter(s))]
+            s[line] = None
+        return found
+
+    def contents(self) -> list[list[list[int]]]:
+        """Lines per level and set, least recently used first (for tests)."""
+        return [[list(s) for s in level] for level in self.sets]
+
+
+CacheArrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+
+
+def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
+    """The fast twin's state: ``(tags, stamps, desc)``. ``tags[slot]`` is a line number (-1:
+    empty), ``stamps[slot]`` its last use (larger = more recent); ``desc[lv] = (first slot,
+    sets, ways)`` for lv 0..2, and ``desc[3, 0]`` is the clock."""
+    _check(geoms)
+    desc = np.zeros((4, 3), dtype=np.int64)
+    base = 0
+    for lv, g in enumerate(geoms):
+        desc[lv] = (base, g.sets, g.ways)
+        base += g.sets * g.ways
+    tags = np.full(base, -1, dtype=np.int64)
+    stamps = np.zeros(base, dtype=np.int64)
+    return tags, stamps, desc
+
+
+@njit(cache=True, nogil=True)
+def cache_access(
+    tags: npt.NDArray[np.int64],
+    stamps: npt.NDArray[np.int64],
+    desc: npt.NDArray[np.int64],
+    paddr: int,
+) -> int:  # pragma: no cover - compiled (tested through its twin)
+    """The array twin of :meth:`CacheModel.access`."""
+    line = paddr >> LINE_SHIFT
+    desc[3, 0] += 1
+    now = desc[3, 0]
+    found = DRAM
+    for lv in range(3):
+        base = desc[lv, 0] + (line % desc[lv, 1]) * desc[lv, 2]
+        for w in range(base, base + desc[lv, 2]):
+            if tags[w] == line:
+                stamps[w] = now
+                found = lv
+                break
+        if found != DRAM:
+            break
+    for lv in range(found):
+        base = desc[lv, 0] + (line % desc[lv, 1]) * desc[lv, 2]
+        victim = base
+        oldest = stamps[base]
+        for w in range(base, base + desc[lv, 2]):
+            if tags[w] == -1:
+                victim = w
+                break
+            if stamps[w] < oldest:
+                oldest = stamps[w]
+                victim = w
+        tags[victim] = line
+        stamps[victim] = now
+    return found
+
+
+@njit(cache=True, nogil=True)
+def cache_run(
+    tags: npt.NDArray[np.int64],
+    stamps: npt.NDArray[np.int64],
+    desc: npt.NDArray[np.int64],
+    paddrs: npt.NDArray[np.int64],
+    out: npt.NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled
+    """``out[i] = cache_access(..., paddrs[i])`` for every address (tests, benchmarks)."""
+    for i in range(paddrs.shape[0]):
+        out[i] = cache_access(tags, stamps, desc, paddrs[i])

@@ -1,0 +1,603 @@
+"""The access-trace engine (issue 12, item 3): one pass of a trace through vmsim's MMU model.
+
+Public API::
+
+    from vmsim.memtrace.engine import EngineConfig, run
+    from vmsim.memtrace.layout import Layout
+
+    counters = run(chunks, layout, cpu, page_size="4K", five_level=False, pwc=True,
+                   engine="fast", progress=None)
+
+* ``chunks``: an iterable of :class:`~vmsim.memtrace.records.TraceChunk` (read lazily, one at
+  a time: a trace is never held whole);
+* ``layout``: a :class:`~vmsim.memtrace.layout.Layout` (maps snapshot or inferred regions);
+* ``cpu``: a :class:`~vmsim.memtrace.records.CpuModel` (its ``tlb`` geometry, ``pwc_sizes``
+  and ``caches`` are used; latencies are the cost model's business) or an
+  :class:`EngineConfig`;
+* ``page_size``: ``"4K"`` (the model's own fault path: 4 KiB pages), ``"2M"`` / ``"1G"``
+  (anonymous memory backed by huge pages wherever an aligned huge page fits in the VMA;
+  inferred regions are rounded out to the huge page size) or ``"thp"`` (2 MiB pages where an
+  aligned 2 MiB block fits in an anonymous VMA, as THP "always" gives them, without rounding);
+* ``five_level``: 57-bit addresses, 5-level page tables (one more level per cold walk);
+* ``pwc``: False disables the paging-structure caches (every walk starts at the root);
+* ``engine``: ``"fast"`` (compiled, :mod:`vmsim.memtrace._core`) or ``"reference"``
+  (:mod:`vmsim.memtrace.reference`: every access through ``vmsim.mm.access.user_access``);
+  both return identical :class:`~vmsim.memtrace.records.Counters`;
+* ``progress``: called as ``progress(records_done)`` after each chunk.
+
+Returns a :class:`~vmsim.memtrace.records.Counters`. ``run_full`` returns a
+:class:`RunResult` with the counters and the model process (for tests and reports).
+
+Counter definitions (both engines): ``accesses`` = ``records`` (one translation per record: the
+record's first byte); ``l1_hits + stlb_hits + walks == accesses`` (a walk that faults is not
+counted; the access is retried after the fault, as ``user_access`` does, and counts once);
+``walk_refs`` = entries read by the counted walks; ``faults`` = calls of the model's
+``do_user_addr_fault()`` that succeeded; ``tlb_flushes`` = TLB invalidations executed (INVLPG,
+PCID and full flushes: the CPU's own INVLPG on a faulting access and those the kernel's fault
+path issues, e.g. breaking COW); ``walk_refs_by_level`` / ``data_refs_by_level``: the
+:mod:`vmsim.memtrace.cache` level that answered each walk reference / each ``L``, ``S``, ``M``
+record's line (instruction fetches are not cache-modelled); ``touched_pages``: distinct 4 KiB
+pages referenced; ``by_page_size``: translations by page size (sizes never used are absent).
+
+How the fast engine stays the model: it keeps arrays that mirror the model's page tables
+(``pt.entries``: an open-addressing hash of ``level << 57 | va >> shift`` -> entry). Everything
+the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to Python,
+which first writes the A/D bits the engine set back into the model's page tables, then calls
+the model's ``do_user_addr_fault()``, then copies every page-table entry the model changed (a
+journal on the model's page-table dicts) into the mirror and applies every TLB/PWC
+invalidation the model issued to the engine's arrays. At the end the A/D bits are written back,
+so the model's page tables are exactly as the reference engine leaves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from vmsim.hw.mmu import PagingStructureCache, StalePagingStructure
+from vmsim.hw.tlb import (
+    DEFAULT_TLB_CONFIG,
+    PAGE_SIZE_1G,
+    PAGE_SIZE_2M,
+    PAGE_SIZE_4K,
+    TlbConfig,
+    TlbHierarchy,
+)
+from vmsim.memtrace import _core as core
+from vmsim.memtrace.cache import cache_arrays
+from vmsim.memtrace.layout import USER_LIMIT_4LEVEL, USER_LIMIT_5LEVEL, Layout
+from vmsim.memtrace.records import CacheGeometry, Counters, CpuModel, TraceChunk
+
+__all__ = [
+    "PAGE_SIZES",
+    "SKYLAKE_CACHES",
+    "SKYLAKE_PWC",
+    "EngineConfig",
+    "RunResult",
+    "run",
+    "run_full",
+]
+
+PageSizeName = Literal["4K", "2M", "1G", "thp"]
+PAGE_SIZES: dict[str, int] = {"4K": PAGE_SIZE_4K, "2M": PAGE_SIZE_2M, "1G": PAGE_SIZE_1G}
+SIZE_NAMES = ("4K", "2M", "1G")
+ACCESS_OF_KIND = ("exec", "read", "write", "write")  # KIND_INSTR, LOAD, STORE, MODIFY
+
+# Used when no CpuModel is given: vmsim.hw.mmu.PagingStructureCache's defaults and a Skylake
+# client's caches (32 KiB 8-way L1D 4 cycles, 256 KiB 4-way L2 12, 8 MiB 16-way LLC 42).
+SKYLAKE_PWC: tuple[tuple[int, int], ...] = ((2, 32), (3, 4), (4, 2))
+SKYLAKE_CACHES: tuple[CacheGeometry, ...] = (
+    CacheGeometry(32 << 10, 8, 4),
+    CacheGeometry(256 << 10, 4, 12),
+    CacheGeometry(8 << 20, 16, 42),
+)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What one engine pass models: TLB geometry, PWC sizes (level -> entries), caches, and
+    the what-ifs. ``EngineConfig.of(cpu, ...)`` builds one from a ``CpuModel``."""
+
+    tlb: TlbConfig = DEFAULT_TLB_CONFIG
+    pwc_sizes: tuple[tuple[int, int], ...] = SKYLAKE_PWC
+    caches: tuple[CacheGeometry, ...] = SKYLAKE_CACHES
+    page_size: str = "4K"
+    five_level: bool = False
+    pwc: bool = True
+
+    def __post_init__(self) -> None:
+        if self.page_size not in ("4K", "2M", "1G", "thp"):
+            raise ValueError(f"page size {self.page_size!r} is not 4K, 2M, 1G or thp")
+        for lv, n in self.pwc_sizes:
+            if lv not in (2, 3, 4, 5) or n < 0:
+                raise ValueError(f"bad paging-structure cache size {lv}: {n}")
+
+    @classmethod
+    def of(
+        cls,
+        cpu: CpuModel | EngineConfig | None,
+        *,
+        page_size: str = "4K",
+        five_level: bool = False,
+        pwc: bool = True,
+    ) -> EngineConfig:
+        if cpu is None:
+            return cls(page_size=page_size, five_level=five_level, pwc=pwc)
+        if isinstance(cpu, EngineConfig):
+            return cpu
+        assert isinstance(cpu.tlb, TlbConfig), "CpuModel.tlb must be a vmsim.hw.tlb.TlbConfig"
+        return cls(
+            tlb=cpu.tlb,
+            pwc_sizes=tuple(cpu.pwc_sizes),
+            caches=tuple(cpu.caches),
+            page_size=page_size,
+            five_level=five_level,
+            pwc=pwc,
+        )
+
+    def pwc_dict(self) -> dict[int, int]:
+        """The ``PagingStructureCache`` sizes: every level 2..5, 0 where absent or PWC off."""
+        sizes = dict.fromkeys((2, 3, 4, 5), 0)
+        if self.pwc:
+            sizes.update(dict(self.pwc_sizes))
+        return sizes
+
+    @property
+    def huge_size(self) -> int:
+        """The huge page size of the what-if (0 for 4K)."""
+        return {"4K": 0, "2M": PAGE_SIZE_2M, "1G": PAGE_SIZE_1G, "thp": PAGE_SIZE_2M}[
+            self.page_size
+        ]
+
+    @property
+    def user_limit(self) -> int:
+        return USER_LIMIT_5LEVEL if self.five_level else USER_LIMIT_4LEVEL
+
+
+@dataclass
+class RunResult:
+    """``counters`` plus the model state after the run (``process``: the vmsim Process)."""
+
+    counters: Counters
+    process: Any
+    engine_bytes: int = 0  # the fast engine's state (arrays), bytes; 0 for the reference
+
+
+def run(
+    chunks: Iterable[TraceChunk],
+    layout: Layout,
+    cpu: CpuModel | EngineConfig | None = None,
+    *,
+    page_size: str = "4K",
+    five_level: bool = False,
+    pwc: bool = True,
+    engine: str = "fast",
+    progress: Callable[[int], None] | None = None,
+) -> Counters:
+    """One pass of the trace through the model (module docstring). ``cpu`` None: the
+    defaults of ``EngineConfig`` (today's ``DEFAULT_TLB_CONFIG``, Skylake caches). When
+    ``cpu`` is an ``EngineConfig`` its own page size / five-level / PWC settings are used."""
+    return run_full(
+        chunks,
+        layout,
+        cpu,
+        page_size=page_size,
+        five_level=five_level,
+        pwc=pwc,
+        engine=engine,
+        progress=progress,
+    ).counters
+
+
+def run_full(
+    chunks: Iterable[TraceChunk],
+    layout: Layout,
+    cpu: CpuModel | EngineConfig | None = None,
+    *,
+    page_size: str = "4K",
+    five_level: bool = False,
+    pwc: bool = True,
+    engine: str = "fast",
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """:func:`run`, returning the model process and the engine's state size too."""
+    cfg = EngineConfig.of(cpu, page_size=page_size, five_level=five_level, pwc=pwc)
+    if engine == "reference":
+        from vmsim.memtrace.reference import run_reference
+
+        return run_reference(chunks, layout, cfg, progress)
+    if engine != "fast":
+        raise ValueError(f"engine must be fast or reference, not {engine!r}")
+    model = Model(layout, cfg)
+    eng = FastEngine(model)
+    done = 0
+    for chunk in chunks:
+        eng.run_chunk(chunk)
+        done += len(chunk.addr)
+        if progress is not None:
+            progress(done)
+    eng.finish()
+    return RunResult(eng.counters(), model.proc, eng.state_bytes())
+
+
+# --------------------------------------------------------------------------- the model side
+
+
+class _RecordingTlb(TlbHierarchy):
+    """The model CPU's TLBs, recording every invalidation the kernel code issues so that the
+    fast engine can apply it to its own arrays (``ops``: ("invlpg", va, pcid) | ("pcid",
+    pcid) | ("all", include_global))."""
+
+    def __init__(self, config: TlbConfig) -> None:
+        super().__init__(config)
+        self.ops: list[tuple[str, int, int]] = []
+
+    def invlpg(self, vaddr: int, pcid: int) -> None:
+        super().invlpg(vaddr, pcid)
+        self.ops.append(("invlpg", vaddr, pcid))
+
+    def flush_pcid(self, pcid: int) -> None:
+        super().flush_pcid(pcid)
+        self.ops.append(("pcid", pcid, 0))
+
+    def flush_all(self, include_global: bool = False) -> None:
+        super().flush_all(include_global)
+        self.ops.append(("all", int(include_global), 0))
+
+
+class _RecordingPwc(PagingStructureCache):
+    """The model CPU's paging-structure caches, counting the flushes the kernel issues."""
+
+    def __init__(self, sizes: dict[int, int]) -> None:
+        super().__init__(sizes, strict=True)
+        self.flushes = 0
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushes += 1
+
+
+class _JournalDict(dict[int, int]):
+    """One level of the model's page tables (``PageTables.entries[level]``), noting the key
+    of every entry the model writes or removes in ``journal`` (shared by all levels)."""
+
+    def __init__(self, level: int, data: dict[int, int], journal: list[tuple[int, int]]) -> None:
+        super().__init__(data)
+        self.level = level
+        self.journal = journal
+
+    def __setitem__(self, key: int, value: int) -> None:
+        super().__setitem__(key, value)
+        self.journal.append((self.level, key))
+
+    def __delitem__(self, key: int) -> None:
+        super().__delitem__(key)
+        self.journal.append((self.level, key))
+
+    def pop(self, key: int, *default: Any) -> Any:
+        self.journal.append((self.level, key))
+        return super().pop(key, *default)
+
+    def setdefault(self, key: int, default: int = 0) -> int:
+        self.journal.append((self.level, key))
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        other = dict(*args, **kwargs)
+        for k, v in other.items():
+            self[k] = v
+
+    def popitem(self) -> tuple[int, int]:
+        k, v = super().popitem()
+        self.journal.append((self.level, k))
+        return k, v
+
+    def clear(self) -> None:
+        for k in list(self):
+            self.journal.append((self.level, k))
+        super().clear()
+
+
+class Model:
+    """The vmsim side of a run: a Machine with the configured TLB geometry and PWC, one
+    process with the layout, its PCID loaded (so no first-access context switch is counted),
+    and the huge-page what-if fault hook. Shared by both engines."""
+
+    def __init__(self, layout: Layout, cfg: EngineConfig, *, journal: bool = True) -> None:
+        from vmsim.machine import Machine
+        from vmsim.process import Process
+
+        self.layout = layout
+        self.cfg = cfg
+        self.machine = Machine(
+            five_level=cfg.five_level,
+            tlb=cfg.tlb,
+            ram="1T",
+            overcommit_memory=1,
+            thp="always" if cfg.page_size == "thp" else "madvise",
+        )
+        cpu = self.machine.memory.cpu
+        self.tlb = cpu.tlb = _RecordingTlb(cfg.tlb)
+        self.pwc = cpu.pwc = _RecordingPwc(cfg.pwc_dict())
+        align = cfg.huge_size if cfg.page_size in ("2M", "1G") else PAGE_SIZE_4K
+        proc = layout.build(self.machine, align)
+        assert isinstance(proc, Process)
+        self.proc = proc
+        self.mm = proc.mm
+        self.stack_limit = self.machine.stack_limit
+        self.pcid = cpu.switch_to(self.mm)
+        self.tlb.ops.clear()
+        self.journal: list[tuple[int, int]] = []
+        if journal:
+            ents = self.mm.pt.entries
+            for lv in range(1, len(ents)):
+                ents[lv] = _JournalDict(lv, ents[lv], self.journal)
+        from vmsim.memtrace.huge import HugeFaults
+
+        self.huge = HugeFaults(self.mm, cfg) if cfg.huge_size else None
+
+    def fault(self, addr: int, access: str) -> bool:
+        """The kernel side of a faulting user access (do_user_addr_fault(), or the huge-page
+        what-if's fault handler); an access outside the layout is covered (Layout.cover).
+        True if a fault was handled, False if the layout had to be extended instead."""
+        from vmsim.errors import Segfault
+        from vmsim.mm.access import do_user_addr_fault
+
+        try:
+            do_user_addr_fault(self.mm, addr, access, self.stack_limit)
+            return True
+        except Segfault:
+            self.layout.cover(self.proc, addr, access, self.cfg.user_limit)
+            return False
+
+
+# --------------------------------------------------------------------------- the fast engine
+
+
+def _i64(v: int) -> int:
+    return v - (1 << 64) if v >> 63 else v
+
+
+class FastEngine:
+    """The compiled engine's arrays and the Python side of its events (module docstring)."""
+
+    LOG_CAP = 1 << 14
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        cfg = model.cfg
+        tc = cfg.tlb
+        structs = (tc.l1d, tc.l1i, tc.stlb)
+        n_arrays = sum(len(s) for s in structs)
+        self.arr = np.zeros((n_arrays, 3), dtype=np.int64)  # (first slot, sets, ways)
+        self.probe = np.full((3, 3), -1, dtype=np.int64)  # (structure, size code) -> array
+        slots = 0
+        a = 0
+        for s, arrays in enumerate(structs):
+            for ac in arrays:
+                self.arr[a] = (slots, ac.sets, ac.ways)
+                for size in ac.page_sizes:
+                    self.probe[s, (PAGE_SIZE_4K, PAGE_SIZE_2M, PAGE_SIZE_1G).index(size)] = a
+                slots += ac.entries
+                a += 1
+        self.tkey = np.full(slots, -1, dtype=np.int64)
+        self.tpfn = np.zeros(slots, dtype=np.int64)
+        self.tperm = np.zeros(slots, dtype=np.int64)
+        self.tstamp = np.zeros(slots, dtype=np.int64)
+        sizes = cfg.pwc_dict()
+        self.psize = np.zeros(6, dtype=np.int64)
+        for lv, n in sizes.items():
+            self.psize[lv] = n
+        width = max(1, max(sizes.values()))
+        self.pkey = np.full((6, width), -1, dtype=np.int64)
+        self.pval = np.zeros((6, width, 4), dtype=np.int64)
+        self.pstamp = np.zeros((6, width), dtype=np.int64)
+        self.ctags, self.cstamps, self.cdesc = cache_arrays(cfg.caches)
+        self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
+        self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
+        self.st = np.zeros(core.ST_LEN, dtype=np.int64)
+        pt = model.mm.pt
+        self.st[core.ST_PCID] = model.pcid
+        self.st[core.ST_ROOT] = pt.root_pfn
+        self.st[core.ST_LEVELS] = pt.levels
+        self.st[core.ST_VA_MASK] = pt.va_mask
+        self.st[core.ST_LAST_VPN] = -1
+        self.faults = 0
+        self._alloc_pt(10)
+        # Mirror what the layout already mapped (a snapshot maps nothing; be general).
+        levels, vkeys, values = [], [], []
+        for lv in range(1, pt.levels + 1):
+            for k, v in pt.entries[lv].items():
+                levels.append(lv)
+                vkeys.append(k)
+                values.append(_i64(v))
+        self._mirror(levels, vkeys, values)
+        model.journal.clear()
+
+    # -- the page-table mirror ------------------------------------------------------------
+
+    def _alloc_pt(self, bits: int) -> None:
+        self.keys = np.zeros(1 << bits, dtype=np.int64)
+        self.vals = np.zeros(1 << bits, dtype=np.int64)
+        self.st[core.ST_PT_BITS] = bits
+        self.st[core.ST_PT_COUNT] = 0
+        self.st[core.ST_PT_LIMIT] = (7 << bits) // 10  # load factor 0.7
+
+    def _grow(self) -> None:
+        old_k, old_v = self.keys, self.vals
+        count = int(self.st[core.ST_PT_COUNT])
+        bits = int(self.st[core.ST_PT_BITS]) + 1
+        self._alloc_pt(bits)
+        core.pt_rehash(old_k, old_v, self.keys, self.vals, bits)
+        self.st[core.ST_PT_COUNT] = count
+        # the log holds slot numbers: rebuild it from the LOGGED flags
+        n = 0
+        for slot in np.nonzero(self.keys & core.LOGGED)[0]:
+            self.log[n] = slot
+            n += 1
+        self.st[core.ST_LOG_N] = n
+
+    def _mirror(self, levels: list[int], vkeys: list[int], values: list[int]) -> None:
+        if not levels:
+            return
+        while self.st[core.ST_PT_COUNT] + len(levels) >= self.st[core.ST_PT_LIMIT]:
+            self._grow()
+        core.pt_update(
+            self.keys,
+            self.vals,
+            self.st,
+            np.asarray(levels, dtype=np.int64),
+            np.asarray(vkeys, dtype=np.int64),
+            np.asarray(values, dtype=np.int64),
+        )
+
+    def _writeback(self) -> None:
+        """The A/D bits the engine set, into the model's page tables (not journalled)."""
+        n = int(self.st[core.ST_LOG_N])
+        if not n:
+            return
+        ents = self.model.mm.pt.entries
+        for slot in self.log[:n].tolist():
+            k = int(self.keys[slot])
+            self.keys[slot] = k & ~core.LOGGED
+            level = (k & core.KEY_MASK) >> core.KEY_LEVEL_SHIFT
+            key = k & ((1 << core.KEY_LEVEL_SHIFT) - 1)
+            v = int(self.vals[slot]) & ((1 << 64) - 1)
+            d = ents[level]
+            if v and key in d:
+                dict.__setitem__(d, key, v)
+        self.st[core.ST_LOG_N] = 0
+
+    def _sync_from_model(self) -> None:
+        """Entries the model changed -> mirror; the model's invalidations -> engine TLB/PWC."""
+        model = self.model
+        if model.journal:
+            ents = model.mm.pt.entries
+            seen = dict.fromkeys(model.journal)
+            model.journal.clear()
+            levels = [lv for lv, _ in seen]
+            vkeys = [k for _, k in seen]
+            values = [_i64(ents[lv].get(k, 0)) for lv, k in seen]
+            self._mirror(levels, vkeys, values)
+        for op, x, y in model.tlb.ops:
+            if op == "invlpg":
+                core.tlb_invlpg(self.tkey, self.arr, self.probe, x, y)
+            elif op == "pcid":
+                core.tlb_flush(self.tkey, x)
+            else:
+                core.tlb_flush(self.tkey, -2 if x else -1)
+            self.cnt[core.C_FLUSHES] += 1
+        model.tlb.ops.clear()
+        if model.pwc.flushes:
+            core.pwc_flush(self.pkey)
+            model.pwc.flushes = 0
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run_chunk(self, chunk: TraceChunk) -> None:
+        addr = np.ascontiguousarray(chunk.addr).view(np.int64)
+        kind = np.ascontiguousarray(chunk.kind, dtype=np.uint8)
+        i = 0
+        retries = 0
+        last = -1
+        while True:
+            ev, i = core.run_chunk(
+                addr,
+                kind,
+                i,
+                self.tkey,
+                self.tpfn,
+                self.tperm,
+                self.tstamp,
+                self.arr,
+                self.probe,
+                self.pkey,
+                self.pval,
+                self.pstamp,
+                self.psize,
+                self.keys,
+                self.vals,
+                self.log,
+                self.ctags,
+                self.cstamps,
+                self.cdesc,
+                self.st,
+                self.cnt,
+            )
+            if ev == core.EV_DONE:
+                return
+            if ev == core.EV_GROW:
+                self._grow()
+            elif ev == core.EV_LOG:
+                self._writeback()
+            elif ev == core.EV_FAULT:
+                retries = retries + 1 if i == last else 0
+                last = i
+                va = int(addr[i])
+                if retries >= 4:
+                    raise RuntimeError(f"{va:#x}: the fault handler made no progress")
+                access = ("read", "write", "exec")[int(self.st[core.ST_FAULT_ACCESS])]
+                self._writeback()
+                if self.model.fault(va, access):
+                    self.faults += 1
+                else:
+                    core.pwc_flush(self.pkey)
+                self._sync_from_model()
+            elif ev == core.EV_STALE:
+                raise StalePagingStructure(int(addr[i]), 0)
+            else:
+                va = int(addr[i]) & ((1 << 64) - 1)
+                raise ValueError(
+                    f"record {chunk.first_line + i}: address {va:#x} is outside the user "
+                    "address space"
+                )
+
+    def finish(self) -> None:
+        self._writeback()
+
+    def counters(self) -> Counters:
+        c = self.cnt.tolist()
+        return Counters(
+            records=c[core.C_RECORDS],
+            instructions=c[core.C_INSTR],
+            accesses=c[core.C_ACCESSES],
+            l1_hits=c[core.C_L1],
+            stlb_hits=c[core.C_STLB],
+            walks=c[core.C_WALKS],
+            walk_refs=c[core.C_WALK_REFS],
+            pwc_hits=c[core.C_PWC_HITS],
+            faults=self.faults,
+            tlb_flushes=c[core.C_FLUSHES],
+            walk_refs_by_level=c[core.C_WALK_LV : core.C_WALK_LV + 4],
+            data_refs_by_level=c[core.C_DATA_LV : core.C_DATA_LV + 4],
+            touched_pages=c[core.C_TOUCHED],
+            by_page_size={
+                SIZE_NAMES[i]: c[core.C_BY_SIZE + i] for i in range(3) if c[core.C_BY_SIZE + i]
+            },
+        )
+
+    def state_bytes(self) -> int:
+        """Bytes of engine state that grow with the trace (the page-table mirror and the
+        touched-page flags in it) plus the fixed arrays (TLBs, PWC, caches, log)."""
+        arrays = (
+            self.keys,
+            self.vals,
+            self.tkey,
+            self.tpfn,
+            self.tperm,
+            self.tstamp,
+            self.pkey,
+            self.pval,
+            self.pstamp,
+            self.ctags,
+            self.cstamps,
+            self.log,
+        )
+        return sum(int(a.nbytes) for a in arrays)
+
+    def mirror_bytes(self) -> int:
+        """Bytes of the part that grows with the trace: the page-table mirror."""
+        return int(self.keys.nbytes + self.vals.nbytes)

@@ -1,0 +1,169 @@
+"""The address space a trace runs in (issue 12, item 2).
+
+A memory trace lists addresses, not mappings. The engines need the mappings because faults are
+real: the first touch of a page goes through vmsim's fault path (demand zero, the zero page on
+a read, COW on a later write), in the VMA the address lies in. A :class:`Layout` gives them:
+
+* ``Layout.from_maps(text)``: a ``/proc/PID/maps`` (or smaps) snapshot of the traced program,
+  rebuilt by ``vmsim.snapshot`` (file mappings stay file mappings: their faults read the page
+  cache, with fault-around, as the kernel would);
+* ``Layout.infer(chunks)``: when no snapshot exists, each touched region is mapped as private
+  anonymous memory, readable, writable and executable (so every record kind is allowed). The
+  regions are the 64 KiB granules the trace touches, merged across gaps below ``gap`` bytes.
+  ``estimated`` is then True and reports must say so.
+
+Whatever the source, an access outside every VMA (a mapping the snapshot missed: the program
+mapped it later, or unmapped it before the snapshot) does not end the run: the engines map the
+64 KiB granule around it (clipped to the hole it lies in) as private anonymous memory, record
+it in ``added`` and set ``estimated``. Both engines do this identically, so their counters
+still agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vmsim import snapshot
+from vmsim.constants import (
+    MAP_ANONYMOUS,
+    MAP_FIXED_NOREPLACE,
+    MAP_NORESERVE,
+    MAP_PRIVATE,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+)
+from vmsim.memtrace.records import TraceChunk
+
+__all__ = ["GRANULE", "USER_LIMIT_4LEVEL", "USER_LIMIT_5LEVEL", "Layout", "Region"]
+
+GRANULE_SHIFT = 16
+GRANULE = 1 << GRANULE_SHIFT  # 64 KiB: the unit of an inferred or added region
+USER_LIMIT_4LEVEL = 0x7FFFFFFFF000  # TASK_SIZE_MAX with 4-level paging
+USER_LIMIT_5LEVEL = 0xFFFFFFFFFFF000  # ... with 5-level paging
+RWX = PROT_READ | PROT_WRITE | PROT_EXEC
+ANON_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+
+
+@dataclass(frozen=True)
+class Region:
+    """A private anonymous region ``[start, end)`` mapped with ``prot``."""
+
+    start: int
+    end: int
+    prot: int = RWX
+
+
+@dataclass
+class Layout:
+    """Where a trace's addresses live: a maps snapshot or inferred regions (module doc)."""
+
+    regions: tuple[Region, ...] = ()
+    maps: str | None = None
+    estimated: bool = False
+    source: str = "inferred"  # "maps" | "inferred"
+    added: set[tuple[int, int]] = field(default_factory=set)  # granules mapped on the fly
+
+    @classmethod
+    def from_maps(cls, text: str) -> Layout:
+        """A ``/proc/PID/maps`` or smaps snapshot. Raises ``vmsim.snapshot.SnapshotError``
+        (a ValueError naming the line) on text that is not maps."""
+        snapshot.parse(text)  # fail early, with the line number
+        return cls(maps=text, estimated=False, source="maps")
+
+    @classmethod
+    def infer(cls, chunks: Iterable[TraceChunk], gap: int = 1 << 20) -> Layout:
+        """Private anonymous RWX regions over the 64 KiB granules the trace touches, merged
+        where they are less than ``gap`` bytes apart. Consumes ``chunks``."""
+        seen = np.zeros(0, dtype=np.uint64)
+        for c in chunks:
+            a = c.addr[c.addr < np.uint64(USER_LIMIT_5LEVEL)]
+            if len(a):
+                seen = np.union1d(seen, np.unique(a >> np.uint64(GRANULE_SHIFT)))
+        return cls(regions=tuple(merge_granules(seen, gap)), estimated=True, source="inferred")
+
+    @classmethod
+    def of_regions(cls, regions: Iterable[tuple[int, int]], *, estimated: bool = False) -> Layout:
+        """Explicit private anonymous RWX regions (tests, generated traces)."""
+        return cls(regions=tuple(Region(s, e) for s, e in regions), estimated=estimated)
+
+    def build(self, machine: object, align: int = 4096) -> object:
+        """A new ``vmsim.Process`` on ``machine`` with this layout. Inferred regions are
+        rounded out to ``align`` (the huge page size of a what-if) and merged."""
+        from vmsim.machine import Machine
+
+        assert isinstance(machine, Machine)
+        if self.maps is not None:
+            return machine.spawn(maps=self.maps)
+        proc = machine.spawn()
+        spans: list[list[int]] = []
+        for r in sorted(self.regions, key=lambda r: r.start):
+            s, e = r.start & -align, (r.end + align - 1) & -align
+            if spans and s <= spans[-1][1] and spans[-1][2] == r.prot:
+                spans[-1][1] = max(spans[-1][1], e)
+            else:
+                spans.append([s, e, r.prot])
+        for s, e, prot in spans:
+            proc.mmap(s, e - s, prot, ANON_FLAGS | MAP_FIXED_NOREPLACE)
+        return proc
+
+    def cover(self, proc: object, addr: int, access: str, user_limit: int) -> None:
+        """Make an access the layout did not foresee possible, as the program's own history
+        must have: an address in no VMA gets the 64 KiB granule around it (clipped to its
+        hole) as private anonymous RWX memory; an access a VMA does not permit (a snapshot
+        taken after an mprotect, like RELRO after ld.so wrote it) gets the permission back
+        on that page with mprotect. Recorded in ``added``; sets ``estimated``."""
+        from vmsim.process import Process
+
+        assert isinstance(proc, Process)
+        if not 4096 <= addr < user_limit:
+            raise ValueError(f"address {addr:#x} is outside the user address space")
+        tree = proc.mm.tree
+        vma = tree.lookup(addr)
+        if vma is not None:
+            need = {"read": PROT_READ, "write": PROT_WRITE, "exec": PROT_EXEC}[access]
+            prot = (vma.flags & RWX) | need
+            page = addr & -4096
+            try:
+                proc.mprotect(page, 4096, prot)
+            except OSError as exc:
+                raise ValueError(
+                    f"{access} at {addr:#x}: the mapping does not allow it and cannot be "
+                    f"made to ({exc})"
+                ) from None
+            self.added.add((page, page + 4096))
+            self.estimated = True
+            return
+        start = addr & -GRANULE
+        end = start + GRANULE
+        nxt = tree.find(addr)
+        if nxt is not None:
+            end = min(end, nxt.start)
+        prv = tree.prev_of(addr)
+        if prv is not None:
+            start = max(start, prv.end)
+        start = max(start, 4096)
+        end = min(end, user_limit)
+        proc.mmap(start, end - start, RWX, ANON_FLAGS | MAP_FIXED_NOREPLACE)
+        self.added.add((start, end))
+        self.estimated = True
+
+
+def merge_granules(granules: np.ndarray, gap: int) -> list[Region]:
+    """Regions over sorted granule numbers, merged where less than ``gap`` bytes apart."""
+    out: list[Region] = []
+    if not len(granules):
+        return out
+    g = granules.astype(np.int64)
+    starts = g << GRANULE_SHIFT
+    breaks = np.nonzero(np.diff(starts) - GRANULE >= gap)[0]
+    first = 0
+    for b in [*breaks.tolist(), len(g) - 1]:
+        lo = int(starts[first])
+        hi = int(starts[b]) + GRANULE
+        out.append(Region(max(lo, 4096), hi))
+        first = b + 1
+    return out
