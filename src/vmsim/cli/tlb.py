@@ -13,7 +13,6 @@ pass; a longer one is read again for each pass (bounded memory, as the readers s
 from __future__ import annotations
 
 import argparse
-import importlib
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -29,6 +28,10 @@ from vmsim.cli.commands import add_command
 from vmsim.cli.errors import CliError
 from vmsim.cli.render import write_json
 from vmsim.memtrace.cpus import CPU_NAMES, DEFAULT_CPU, cpu_model
+from vmsim.memtrace.engine import EngineConfig, FastEngine, Model
+from vmsim.memtrace.engine import run as engine_run
+from vmsim.memtrace.layout import Layout
+from vmsim.memtrace.readers import open_memtrace
 from vmsim.memtrace.records import Counters, CpuModel, TraceChunk, TraceError
 from vmsim.memtrace.report import (
     PassResult,
@@ -64,24 +67,14 @@ class Config:
 
 def open_trace(path: Path, fmt: str) -> Iterator[TraceChunk]:
     """The trace's chunks, streamed by the readers."""
-    readers = importlib.import_module("vmsim.memtrace.readers")  # until the readers merge
-    chunks: Iterable[TraceChunk] = readers.open_memtrace(path, fmt)
-    return iter(chunks)
-
-
-def _engine() -> Any:
-    return importlib.import_module("vmsim.memtrace.engine")  # until the engine merges
-
-
-def _layouts() -> Any:
-    return importlib.import_module("vmsim.memtrace.layout")  # until the engine merges
+    return iter(open_memtrace(path, fmt))
 
 
 def translate(
     chunks: Iterable[TraceChunk],
     cpu: CpuModel,
     *,
-    layout: Any,
+    layout: Layout,
     page_size: str,
     five_level: bool,
     pwc: bool,
@@ -89,7 +82,7 @@ def translate(
     progress: Callable[[int], None] | None = None,
 ) -> Counters:
     """One pass of the engine over ``chunks`` in the address space ``layout``."""
-    counters: Counters = _engine().run(
+    return engine_run(
         chunks,
         layout,
         cpu,
@@ -99,42 +92,64 @@ def translate(
         engine=engine,
         progress=progress,
     )
-    return counters
+
+
+def translate_steps(
+    chunks: Iterable[TraceChunk],
+    cpu: CpuModel,
+    *,
+    layout: Layout,
+    page_size: str,
+    five_level: bool = False,
+    pwc: bool = True,
+) -> list[Counters]:
+    """One pass of the fast engine over ``chunks``, reading its counters after each chunk:
+    the counters of each chunk (the difference of two readings; the engine's state carries
+    over from one chunk to the next, as in one :func:`translate` pass)."""
+    cfg = EngineConfig.of(cpu, page_size=page_size, five_level=five_level, pwc=pwc)
+    eng = FastEngine(Model(layout, cfg))
+    steps: list[Counters] = []
+    before = Counters()
+    for chunk in chunks:
+        eng.run_chunk(chunk)
+        after = eng.counters()
+        steps.append(_minus(after, before))
+        before = after
+    eng.finish()
+    return steps
+
+
+def _slices(chunks: Iterable[TraceChunk], window: int) -> Iterator[TraceChunk]:
+    for chunk in chunks:
+        for lo in range(0, len(chunk.addr), window):
+            hi = lo + window
+            yield TraceChunk(
+                chunk.addr[lo:hi], chunk.kind[lo:hi], chunk.size[lo:hi], chunk.first_line + lo
+            )
 
 
 def translate_windows(
     chunks: Iterable[TraceChunk],
     cpu: CpuModel,
     *,
-    layout: Any,
+    layout: Layout,
     page_size: str,
     five_level: bool,
     pwc: bool,
     window: int,
 ) -> list[Window]:
-    """One pass of the fast engine, reading its counters after every ``window`` records: the
-    counters of each window (the difference of two readings) and its working set."""
-    eng_mod = _engine()
-    cfg = eng_mod.EngineConfig.of(cpu, page_size=page_size, five_level=five_level, pwc=pwc)
-    eng = eng_mod.FastEngine(eng_mod.Model(layout, cfg))
-    windows: list[Window] = []
-    before = Counters()
-    done = 0
-    for chunk in chunks:
-        for lo in range(0, len(chunk.addr), window):
-            part = TraceChunk(
-                chunk.addr[lo : lo + window],
-                chunk.kind[lo : lo + window],
-                chunk.size[lo : lo + window],
-                chunk.first_line + lo,
-            )
-            eng.run_chunk(part)
-            after = eng.counters()
-            pages = len(np.unique(part.addr >> np.uint64(12)))
-            windows.append(Window(done, _minus(after, before), pages << 12))
-            before = after
-            done += len(part.addr)
-    eng.finish()
+    """The counters of every ``window`` consecutive records of one engine pass, each with the
+    window's working set (distinct 4 KiB pages it touches)."""
+    parts = list(_slices(chunks, window))
+    steps = translate_steps(
+        parts, cpu, layout=layout, page_size=page_size, five_level=five_level, pwc=pwc
+    )
+    windows = []
+    first = 0
+    for part, counters in zip(parts, steps, strict=True):
+        pages = len(np.unique(part.addr >> np.uint64(12)))
+        windows.append(Window(first, counters, pages << 12))
+        first += len(part.addr)
     return windows
 
 
@@ -160,26 +175,26 @@ def _minus(a: Counters, b: Counters) -> Counters:
     )
 
 
-def maps_layout(maps: Path) -> Any:
+def maps_layout(maps: Path) -> Layout:
     """The address space of a /proc/PID/maps snapshot of the traced run."""
     try:
         text = maps.read_text(errors="replace")
     except OSError as e:
         raise CliError(f"{maps}: {e.strerror or e}") from e
     try:
-        return _layouts().Layout.from_maps(text)
+        return Layout.from_maps(text)
     except ValueError as e:
         raise CliError(f"{maps}: not a /proc/PID/maps snapshot: {e}") from e
 
 
-def region_layout(start: int, end: int) -> Any:
+def region_layout(start: int, end: int) -> Layout:
     """One private anonymous region ``[start, end)`` (generated traces)."""
-    return _layouts().Layout.of_regions([(start, end)])
+    return Layout.of_regions([(start, end)])
 
 
-def inferred_layout(chunks: Iterable[TraceChunk]) -> Any:
+def inferred_layout(chunks: Iterable[TraceChunk]) -> Layout:
     """Each touched region mapped as private anonymous memory (the report says so)."""
-    return _layouts().Layout.infer(chunks)
+    return Layout.infer(chunks)
 
 
 # --- running passes ------------------------------------------------------------------------
@@ -301,7 +316,7 @@ def run_passes(
             pwc=first.pwc,
             window=window,
         )
-    estimated = estimated or bool(getattr(layout, "estimated", False))
+    estimated = estimated or layout.estimated
     return results, source.kept is not None, windows, estimated
 
 
@@ -451,4 +466,14 @@ def _notes(main: PassResult, estimated: bool, kept: bool, maps: bool) -> list[st
     return notes
 
 
-__all__ = ["Config", "open_trace", "register", "run", "run_passes", "sweep_configs", "translate"]
+__all__ = [
+    "Config",
+    "open_trace",
+    "register",
+    "run",
+    "run_passes",
+    "sweep_configs",
+    "translate",
+    "translate_steps",
+    "translate_windows",
+]
