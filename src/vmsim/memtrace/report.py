@@ -139,20 +139,26 @@ def render(
     c = main.counters
     console.print(
         f"[bold]{escape(trace)}[/bold]: {c.records:,} records, {c.instructions:,} instructions, "
-        f"{c.accesses:,} translations ({escape(main.label)}, {main.engine} engine)"
+        f"{c.accesses:,} translations ({escape(main.label)}, {main.engine} engine)",
+        soft_wrap=True,
     )
     console.print(
         f"  TLB hit rate [bold]{_pct(main.hit_rate)}[/bold] "
         f"(L1 {_pct(main.l1_hit_rate)}, STLB {_pct(c.stlb_hits / c.accesses if c.accesses else 0)})"
         f"; translation takes [bold]{_pct(main.cost.translation_share)}[/bold] of the modelled "
-        "cycles"
+        "cycles",
+        soft_wrap=True,
     )
     if huge is not None:
         h = huge.counters
         console.print(
             f"  with {huge.page_size} pages: hit rate {_pct(huge.hit_rate)}, translation "
             f"{_pct(huge.cost.translation_share)} of cycles; walks {c.walks:,} -> {h.walks:,}, "
-            f"total cycles {_n(main.cost.total_cycles)} -> {_n(huge.cost.total_cycles)}"
+            f"translation cycles {_n(main.cost.translation_cycles)} -> "
+            f"{_n(huge.cost.translation_cycles)}, total {_n(main.cost.total_cycles)} -> "
+            f"{_n(huge.cost.total_cycles)} (data misses differ too: the caches are physically "
+            "indexed and the pages sit in other frames)",
+            soft_wrap=True,
         )
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("counter")
