@@ -47,7 +47,8 @@ FORMATS = ("auto", "lackey", "pinatrace", "champsim", "npz")
 PAGE_SIZES = ("4K", "2M", "1G", "thp")
 ENGINES = ("fast", "reference")
 IN_MEMORY_RECORDS = 32 << 20  # ~350 MB of chunk arrays at 11 bytes a record
-PLOT_WINDOW = 100_000  # records per window of --plot
+PLOT_WINDOWS = 200  # windows of --plot over the trace
+MIN_WINDOW = 5_000  # records
 
 Chunks = Callable[[], Iterable[TraceChunk]]
 
@@ -106,17 +107,26 @@ def translate_steps(
     """One pass of the fast engine over ``chunks``, reading its counters after each chunk:
     the counters of each chunk (the difference of two readings; the engine's state carries
     over from one chunk to the next, as in one :func:`translate` pass)."""
+    return [counters for _, counters in _steps(chunks, cpu, layout, page_size, five_level, pwc)]
+
+
+def _steps(
+    chunks: Iterable[TraceChunk],
+    cpu: CpuModel,
+    layout: Layout,
+    page_size: str,
+    five_level: bool,
+    pwc: bool,
+) -> Iterator[tuple[TraceChunk, Counters]]:
     cfg = EngineConfig.of(cpu, page_size=page_size, five_level=five_level, pwc=pwc)
     eng = FastEngine(Model(layout, cfg))
-    steps: list[Counters] = []
     before = Counters()
     for chunk in chunks:
         eng.run_chunk(chunk)
         after = eng.counters()
-        steps.append(_minus(after, before))
+        yield chunk, _minus(after, before)
         before = after
     eng.finish()
-    return steps
 
 
 def _slices(chunks: Iterable[TraceChunk], window: int) -> Iterator[TraceChunk]:
@@ -138,15 +148,11 @@ def translate_windows(
     pwc: bool,
     window: int,
 ) -> list[Window]:
-    """The counters of every ``window`` consecutive records of one engine pass, each with the
-    window's working set (distinct 4 KiB pages it touches)."""
-    parts = list(_slices(chunks, window))
-    steps = translate_steps(
-        parts, cpu, layout=layout, page_size=page_size, five_level=five_level, pwc=pwc
-    )
+    """The counters of every ``window`` consecutive records of one engine pass (streamed),
+    each with the window's working set (distinct 4 KiB pages it touches)."""
     windows = []
     first = 0
-    for part, counters in zip(parts, steps, strict=True):
+    for part, counters in _steps(_slices(chunks, window), cpu, layout, page_size, five_level, pwc):
         pages = len(np.unique(part.addr >> np.uint64(12)))
         windows.append(Window(first, counters, pages << 12))
         first += len(part.addr)
@@ -262,16 +268,17 @@ def run_passes(
     engine: str,
     maps: Path | None,
     progress: Progress | None,
-    window: int | None = None,
+    windows: bool = False,
 ) -> tuple[list[PassResult], bool, list[Window], bool]:
     """Run every configuration over the trace. Also returns whether the trace was kept in
-    memory, with ``window`` the first configuration's counters per window, and whether the
+    memory, with ``windows`` the first configuration's counters per window of records (about
+    ``PLOT_WINDOWS`` of them), and whether the
     layout is estimated (inferred, or extended where the snapshot missed a mapping)."""
     source = _Source(path, fmt, progress)
     layout = maps_layout(maps) if maps is not None else inferred_layout(source.chunks("layout"))
     estimated = maps is None
     results: list[PassResult] = []
-    windows: list[Window] = []
+    per_window: list[Window] = []
     for config in configs:
         cpu = cpu_model(config.cpu)
         label = f"{config.cpu} {config.page_size}"
@@ -305,19 +312,19 @@ def run_passes(
                 engine=engine,
             )
         )
-    if window is not None:
+    if windows:
         first = configs[0]
-        windows = translate_windows(
+        per_window = translate_windows(
             source.chunks("windows"),
             cpu_model(first.cpu),
             layout=layout,
             page_size=first.page_size,
             five_level=first.five_level,
             pwc=first.pwc,
-            window=window,
+            window=max(MIN_WINDOW, source.records // PLOT_WINDOWS),
         )
     estimated = estimated or layout.estimated
-    return results, source.kept is not None, windows, estimated
+    return results, source.kept is not None, per_window, estimated
 
 
 def sweep_configs(base: Config) -> list[Config]:
@@ -402,9 +409,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
         configs = [base]
     else:
         configs = [base, Config(args.cpu, "2M", args.five_level, not args.no_pwc)]
-    window = None
-    if args.plot is not None and not args.sweep:
-        window = PLOT_WINDOW
     progress = _progress(args)
     with progress if progress is not None else nullcontext():
         results, kept, windows, estimated = run_passes(
@@ -414,7 +418,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             engine=args.engine,
             maps=args.maps,
             progress=progress,
-            window=window,
+            windows=args.plot is not None and not args.sweep,
         )
     main = results[0]
     huge = None

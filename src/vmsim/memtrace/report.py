@@ -291,7 +291,7 @@ def trace_plot(path: Path, windows: Sequence[Window], title: str) -> None:
         for w in windows
     ]
     fig, (top, bottom) = _figure(2, (9, 7))
-    top.plot(xs, [100.0 * (1 - r) for r in rates], lw=1)
+    top.plot(xs, [100.0 * (1 - r) for r in rates], lw=1, marker=".", ms=3)
     top.set_xlabel("record")
     top.set_ylabel("TLB miss rate (%)")
     top.set_title(title)
