@@ -46,7 +46,7 @@ from vmsim.memtrace.report import trace_plot as draw_trace_plot
 FORMATS = ("auto", "lackey", "pinatrace", "champsim", "npz")
 PAGE_SIZES = ("4K", "2M", "1G", "thp")
 ENGINES = ("fast", "reference")
-IN_MEMORY_RECORDS = 32 << 20  # ~350 MB of chunk arrays at 11 bytes a record
+IN_MEMORY_RECORDS = 64 << 20  # ~700 MB of chunk arrays at 11 bytes a record
 PLOT_WINDOWS = 200  # windows of --plot over the trace
 MIN_WINDOW = 5_000  # records
 
