@@ -48,7 +48,7 @@ KEY_MASK = (1 << 60) - 1
 TOUCHED = 1 << 62
 LOGGED = 1 << 61
 EMPTY = 0
-HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
+HASH_MUL = 0x9E3779B97F4A7C15  # Fibonacci hashing (multiplied as uint64: no signed overflow)
 
 # st[] slots: small scalar state.
 ST_TLB_CLOCK = 0
@@ -101,10 +101,19 @@ S_STLB = 2
 
 
 @njit(cache=True, nogil=True)
+def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
+    """The home slot of key ``k`` in a table of ``2**bits`` slots. Unsigned arithmetic: a
+    signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
+    the hash into a constant."""
+    x = np.uint64(k) * np.uint64(HASH_MUL)
+    return np.int64(x >> np.uint64(64 - bits))  # type: ignore[return-value]
+
+
+@njit(cache=True, nogil=True)
 def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k`` (flags clear), or -1."""
     mask = (1 << bits) - 1
-    h = ((k * HASH_MUL) >> (64 - bits)) & mask
+    h = _home(k, bits)
     while True:
         s = keys[h]
         if s == EMPTY:
@@ -118,7 +127,7 @@ def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
 def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k``, claimed (empty key written) if absent: the caller counts."""
     mask = (1 << bits) - 1
-    h = ((k * HASH_MUL) >> (64 - bits)) & mask
+    h = _home(k, bits)
     while True:
         s = keys[h]
         if s == EMPTY:
@@ -420,6 +429,22 @@ def _walk(
 
 
 @njit(cache=True, nogil=True)
+def _store(cnt: I64, local: I64) -> None:  # pragma: no cover - compiled
+    """Add the hot loop's local counters to ``cnt``: local = (L1 hits, STLB hits, instruction
+    records, 4K, 2M, 1G translations, data lines found in L1D)."""
+    cnt[C_L1] += local[0]
+    cnt[C_STLB] += local[1]
+    cnt[C_INSTR] += local[2]
+    done = local[3] + local[4] + local[5]
+    cnt[C_RECORDS] += done
+    cnt[C_ACCESSES] += done
+    cnt[C_BY_SIZE] += local[3]
+    cnt[C_BY_SIZE + 1] += local[4]
+    cnt[C_BY_SIZE + 2] += local[5]
+    cnt[C_DATA_LV] += local[6]
+
+
+@njit(cache=True, nogil=True)
 def run_chunk(
     addr: I64,
     kind: npt.NDArray[np.uint8],
@@ -438,58 +463,84 @@ def run_chunk(
     vals: I64,
     log: I64,
     ctags: I64,
-    cstamps: I64,
     cdesc: I64,
     st: I64,
     cnt: I64,
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """Translate ``addr[start:]`` (user_access() per record) until the end (EV_DONE) or an
-    event Python must handle; returns (event, index of the record it concerns)."""
+    event Python must handle; returns (event, index of the record it concerns).
+
+    ``memo_*[s]`` remembers the entry of L1 structure ``s`` (dTLB, iTLB) that answered last:
+    it is that structure's most recently used entry, so a repeated hit on it changes no LRU
+    order and needs no probe. Any L1 miss of ``s``, any INVLPG and every return forget it."""
     pcid = st[ST_PCID]
     va_mask = st[ST_VA_MASK]
     wbuf = np.zeros(8, dtype=np.int64)
     out = np.zeros(8, dtype=np.int64)
+    local = np.zeros(8, dtype=np.int64)
+    memo_key = np.full(2, -1, dtype=np.int64)
+    memo_slot = np.zeros(2, dtype=np.int64)
+    memo_code = np.zeros(2, dtype=np.int64)
+    l1d_mask = cdesc[0, 3]
+    l1d_base = cdesc[0, 0]
+    l1d_ways = cdesc[0, 2]
     n = addr.shape[0]
+    pt_limit = st[ST_PT_LIMIT]
+    log_limit = log.shape[0] - LOG_SLACK
     for i in range(start, n):
-        if st[ST_PT_COUNT] >= st[ST_PT_LIMIT]:
+        if st[ST_PT_COUNT] >= pt_limit:
+            _store(cnt, local)
             return EV_GROW, i
-        if st[ST_LOG_N] > log.shape[0] - LOG_SLACK:
+        if st[ST_LOG_N] > log_limit:
+            _store(cnt, local)
             return EV_LOG, i
         va = addr[i]
         if va < 0 or va > va_mask >> 1:
+            _store(cnt, local)
             return EV_BADADDR, i
         k = kind[i]
         fetch = k == 0
         write = k >= 2
         s = S_L1I if fetch else S_L1D
         # -- TLB (TlbHierarchy.lookup)
-        slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid)
+        code = memo_code[s]
+        slot = -1
         level_hit = 1
-        if slot < 0:
-            slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid)
-            level_hit = 2
+        if memo_key[s] == (((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid):
+            slot = memo_slot[s]
+        else:
+            slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid)
+            if slot < 0:
+                memo_key[s] = -1
+                slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid)
+                level_hit = 2
+            if slot >= 0:
+                st[ST_TLB_CLOCK] += 1
+                now = st[ST_TLB_CLOCK]
+                tstamp[slot] = now
+                if level_hit == 1:
+                    memo_key[s] = tkey[slot]
+                    memo_slot[s] = slot
+                    memo_code[s] = code
+                else:
+                    a1 = probe[s, code]
+                    if a1 >= 0:
+                        _tlb_fill(
+                            tkey,
+                            tpfn,
+                            tperm,
+                            tstamp,
+                            arr,
+                            a1,
+                            va >> (12 + 9 * code),
+                            tkey[slot],
+                            tpfn[slot],
+                            tperm[slot],
+                            now,
+                        )
         pfn = 0
         translated = False
         if slot >= 0:
-            st[ST_TLB_CLOCK] += 1
-            now = st[ST_TLB_CLOCK]
-            tstamp[slot] = now
-            if level_hit == 2:
-                a1 = probe[s, code]
-                if a1 >= 0:
-                    _tlb_fill(
-                        tkey,
-                        tpfn,
-                        tperm,
-                        tstamp,
-                        arr,
-                        a1,
-                        va >> (12 + 9 * code),
-                        tkey[slot],
-                        tpfn[slot],
-                        tperm[slot],
-                        now,
-                    )
             perms = tperm[slot]
             if fetch:
                 ok = perms & NX == 0
@@ -500,24 +551,28 @@ def run_chunk(
             if ok:
                 translated = True
                 shift = 12 + 9 * code
-                pfn = tpfn[slot] + ((va - ((va >> shift) << shift)) >> 12)
-                if level_hit == 1:
-                    cnt[C_L1] += 1
-                else:
-                    cnt[C_STLB] += 1
+                pfn = tpfn[slot] + ((va & ((1 << shift) - 1)) >> 12)
+                local[level_hit - 1] += 1
             else:
+                memo_key[0] = -1
+                memo_key[1] = -1
                 tlb_invlpg(tkey, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
                 if not (write and perms & RW):
                     pwc_flush(pkey)
                     st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
+                    _store(cnt, local)
                     return EV_FAULT, i
         if not translated:
+            memo_key[s] = -1
             m = va & va_mask
             r = _walk(m, write, fetch, keys, vals, log, pkey, pval, pstamp, psize, st, wbuf, out)
-            if r == 2:
-                return EV_STALE, i
-            if r == 1:
+            if r != 0:
+                _store(cnt, local)
+                if r == 2:
+                    return EV_STALE, i
+                memo_key[0] = -1
+                memo_key[1] = -1
                 tlb_invlpg(tkey, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
                 pwc_flush(pkey)
@@ -530,7 +585,7 @@ def run_chunk(
             cnt[C_WALK_REFS] += refs
             cnt[C_PWC_HITS] += out[3]
             for j in range(refs):
-                cnt[C_WALK_LV + cache_access(ctags, cstamps, cdesc, wbuf[j])] += 1
+                cnt[C_WALK_LV + cache_access(ctags, cdesc, wbuf[j])] += 1
             code = leaf_level - 1
             shift = 12 + 9 * code
             base_pfn = (e & PFN_MASK & ~((1 << shift) - 1)) >> 12
@@ -552,11 +607,9 @@ def run_chunk(
                     keys[ls] |= TOUCHED
                     cnt[C_TOUCHED] += 1
         # -- translated: count, touched pages under large pages, the data line
-        cnt[C_RECORDS] += 1
-        cnt[C_ACCESSES] += 1
-        cnt[C_BY_SIZE + code] += 1
+        local[3 + code] += 1
         if fetch:
-            cnt[C_INSTR] += 1
+            local[2] += 1
         if code > 0:
             vpn = va >> 12
             if vpn != st[ST_LAST_VPN]:
@@ -570,5 +623,11 @@ def run_chunk(
                     keys[ts] |= TOUCHED
                     cnt[C_TOUCHED] += 1
         if not fetch:
-            cnt[C_DATA_LV + cache_access(ctags, cstamps, cdesc, (pfn << 12) | (va & 4095))] += 1
+            paddr = (pfn << 12) | (va & 4095)
+            line = paddr >> 6
+            if l1d_mask >= 0 and ctags[l1d_base + (line & l1d_mask) * l1d_ways] == line:
+                local[6] += 1  # the most recent line of its L1D set: a hit that moves nothing
+            else:
+                cnt[C_DATA_LV + cache_access(ctags, cdesc, paddr)] += 1
+    _store(cnt, local)
     return EV_DONE, n

@@ -35,7 +35,7 @@ from numba import njit
 
 from vmsim.memtrace.records import CacheGeometry
 
-__all__ = ["LINE_SHIFT", "CacheArrays", "CacheModel", "cache_access", "cache_arrays"]
+__all__ = ["LINE_SHIFT", "CacheArrays", "CacheModel", "cache_access", "cache_arrays", "cache_run"]
 
 LINE_SHIFT = 6  # 64-byte lines
 DRAM = 3
@@ -84,69 +84,69 @@ class CacheModel:
         return [[list(s) for s in level] for level in self.sets]
 
 
-CacheArrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+CacheArrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 
 def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
-    """The fast twin's state: ``(tags, stamps, desc)``. ``tags[slot]`` is a line number (-1:
-    empty), ``stamps[slot]`` its last use (larger = more recent); ``desc[lv] = (first slot,
-    sets, ways)`` for lv 0..2, and ``desc[3, 0]`` is the clock."""
+    """The fast twin's state: ``(tags, desc)``. Each set is ``ways`` consecutive slots of
+    ``tags`` in recency order, most recent first, empty slots (-1) last: a hit on the most
+    recent line (the common case) costs one comparison and no write. ``desc[lv] = (first slot,
+    sets, ways, sets - 1 if sets is a power of two else -1)`` for lv 0..2."""
     _check(geoms)
-    desc = np.zeros((4, 3), dtype=np.int64)
+    desc = np.zeros((3, 4), dtype=np.int64)
     base = 0
     for lv, g in enumerate(geoms):
-        desc[lv] = (base, g.sets, g.ways)
+        pow2 = g.sets & (g.sets - 1) == 0
+        desc[lv] = (base, g.sets, g.ways, g.sets - 1 if pow2 else -1)
         base += g.sets * g.ways
     tags = np.full(base, -1, dtype=np.int64)
-    stamps = np.zeros(base, dtype=np.int64)
-    return tags, stamps, desc
+    return tags, desc
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma: no cover
+    mask = desc[lv, 3]
+    index = line & mask if mask >= 0 else line % desc[lv, 1]
+    return desc[lv, 0] + index * desc[lv, 2]
 
 
 @njit(cache=True, nogil=True)
 def cache_access(
-    tags: npt.NDArray[np.int64],
-    stamps: npt.NDArray[np.int64],
-    desc: npt.NDArray[np.int64],
-    paddr: int,
+    tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
     """The array twin of :meth:`CacheModel.access`."""
     line = paddr >> LINE_SHIFT
-    desc[3, 0] += 1
-    now = desc[3, 0]
     found = DRAM
     for lv in range(3):
-        base = desc[lv, 0] + (line % desc[lv, 1]) * desc[lv, 2]
-        for w in range(base, base + desc[lv, 2]):
+        base = _set_base(desc, lv, line)
+        ways = desc[lv, 2]
+        if tags[base] == line:
+            found = lv
+            break
+        for w in range(base + 1, base + ways):
             if tags[w] == line:
-                stamps[w] = now
+                for j in range(w, base, -1):  # move to the front
+                    tags[j] = tags[j - 1]
+                tags[base] = line
                 found = lv
                 break
         if found != DRAM:
             break
     for lv in range(found):
-        base = desc[lv, 0] + (line % desc[lv, 1]) * desc[lv, 2]
-        victim = base
-        oldest = stamps[base]
-        for w in range(base, base + desc[lv, 2]):
-            if tags[w] == -1:
-                victim = w
-                break
-            if stamps[w] < oldest:
-                oldest = stamps[w]
-                victim = w
-        tags[victim] = line
-        stamps[victim] = now
+        base = _set_base(desc, lv, line)
+        for j in range(base + desc[lv, 2] - 1, base, -1):  # the LRU (or an empty) slot drops
+            tags[j] = tags[j - 1]
+        tags[base] = line
     return found
 
 
 @njit(cache=True, nogil=True)
 def cache_run(
     tags: npt.NDArray[np.int64],
-    stamps: npt.NDArray[np.int64],
     desc: npt.NDArray[np.int64],
     paddrs: npt.NDArray[np.int64],
     out: npt.NDArray[np.int64],
 ) -> None:  # pragma: no cover - compiled
     """``out[i] = cache_access(..., paddrs[i])`` for every address (tests, benchmarks)."""
     for i in range(paddrs.shape[0]):
-        out[i] = cache_access(tags, stamps, desc, paddrs[i])
+        out[i] = cache_access(tags, desc, paddrs[i])

@@ -395,7 +395,7 @@ class FastEngine:
         self.pkey = np.full((6, width), -1, dtype=np.int64)
         self.pval = np.zeros((6, width, 4), dtype=np.int64)
         self.pstamp = np.zeros((6, width), dtype=np.int64)
-        self.ctags, self.cstamps, self.cdesc = cache_arrays(cfg.caches)
+        self.ctags, self.cdesc = cache_arrays(cfg.caches)
         self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
         self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
         self.st = np.zeros(core.ST_LEN, dtype=np.int64)
@@ -522,7 +522,6 @@ class FastEngine:
                 self.vals,
                 self.log,
                 self.ctags,
-                self.cstamps,
                 self.cdesc,
                 self.st,
                 self.cnt,
@@ -593,7 +592,6 @@ class FastEngine:
             self.pval,
             self.pstamp,
             self.ctags,
-            self.cstamps,
             self.log,
         )
         return sum(int(a.nbytes) for a in arrays)
