@@ -24,6 +24,7 @@ from vmsim.cli import (
     demo_walk,
     estimate,
     maps,
+    record,
     replay,
     tlb,
     top,
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.register(commands)
     replay.register(commands)
     top.register(commands)
+    record.register(commands)
     tlb.register(commands)
     return parser
 

@@ -50,6 +50,7 @@ __all__ = [
     "STATUS_OUTPUT_FULL",
     "STATUS_SIZE_RANGE",
     "STATUS_TRAILING",
+    "decode_champsim",
     "last_newline",
     "parse_lackey",
     "parse_pinatrace",
@@ -87,6 +88,14 @@ for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_c] = _i
 for _i, _c in enumerate(b"ABCDEF"):
     _HEX_VALUE[_c] = 10 + _i
+
+
+_KIND_OF_SECOND = np.full(256, 255, np.uint8)
+_KIND_OF_SECOND[ord(" ")] = 0  # "I  "
+_KIND_OF_SECOND[ord("L")] = 1
+_KIND_OF_SECOND[ord("S")] = 2
+_KIND_OF_SECOND[ord("M")] = 3
+_FIRST_OF_KIND = np.array([ord("I"), ord(" "), ord(" "), ord(" ")], np.uint8)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -133,17 +142,14 @@ def parse_lackey(
     while pos < end:
         c0 = buf[pos]
         k = -1
-        if c0 == 73:  # "I  "
-            if pos + 2 < end and buf[pos + 1] == _SP and buf[pos + 2] == _SP:
-                k = 0
-        elif c0 == _SP and pos + 2 < end and buf[pos + 2] == _SP:  # " L ", " S ", " M "
-            c1 = buf[pos + 1]
-            if c1 == 76:
-                k = 1
-            elif c1 == 83:
-                k = 2
-            elif c1 == 77:
-                k = 3
+        if pos + 2 < end and buf[pos + 2] == _SP:
+            # "I  ", " L ", " S ", " M ": the second byte names the kind (a table, not
+            # branches: kinds come in no predictable order), the first must match it
+            k = _KIND_OF_SECOND[buf[pos + 1]]
+            if k != 255 and c0 != _FIRST_OF_KIND[k]:
+                k = 255
+            if k == 255:
+                k = -1
         if k >= 0:
             if n == cap:
                 return pos, n, n_ev, lines, STATUS_OUTPUT_FULL
@@ -305,3 +311,33 @@ def parse_pinatrace(
         lines += 1
         pos = p + 1
     return pos, n, n_ev, lines, STATUS_DONE
+
+
+@njit(cache=True, nogil=True)
+def decode_champsim(words: Any, first: int, addr: Any, kind: Any, rec: Any) -> int:
+    """ChampSim ``input_instr`` records, seen as rows of 8 little-endian u64 words (word 0 the
+    ip, word 1 the branch and register bytes, words 2-3 ``destination_memory``, 4-7
+    ``source_memory``), into accesses: the fetch of the ip, then each nonzero source (a load),
+    then each nonzero destination (a store). ``rec`` gets the 1-based record number of each
+    access (``first`` is that of row 0). Returns the number of accesses (at most 7 a row)."""
+    n = 0
+    for r in range(words.shape[0]):
+        addr[n] = words[r, 0]
+        kind[n] = 0
+        rec[n] = first + r
+        n += 1
+        for j in range(4, 8):
+            a = words[r, j]
+            if a != 0:
+                addr[n] = a
+                kind[n] = 1
+                rec[n] = first + r
+                n += 1
+        for j in range(2, 4):
+            a = words[r, j]
+            if a != 0:
+                addr[n] = a
+                kind[n] = 2
+                rec[n] = first + r
+                n += 1
+    return n

@@ -34,7 +34,7 @@ import numpy.typing as npt
 import zstandard
 
 from vmsim.memtrace import reader_parse as rp
-from vmsim.memtrace.records import KIND_INSTR, KIND_LOAD, KIND_STORE, TraceChunk, TraceError
+from vmsim.memtrace.records import TraceChunk, TraceError
 
 __all__ = [
     "BLOCK_BYTES",
@@ -472,7 +472,6 @@ class MemTrace:
     def _champsim(self) -> Iterator[TraceChunk]:
         per_block = max(1, self.block_bytes // CHAMPSIM_RECORD)
         buf = np.empty(per_block * CHAMPSIM_RECORD, np.uint8)
-        kinds_row = np.array([KIND_INSTR] + [KIND_LOAD] * 4 + [KIND_STORE] * 2, np.uint8)
         index = 0  # records read before this block
         stream = _Stream(self.path)
         pending: list[TraceChunk] = []
@@ -493,25 +492,18 @@ class MemTrace:
                         offset=(index + i) * CHAMPSIM_RECORD,
                     )
                 if whole:
-                    table = np.empty((whole, 7), np.uint64)
-                    table[:, 0] = recs["ip"]
-                    table[:, 1:5] = recs["source_memory"]
-                    table[:, 5:7] = recs["destination_memory"]
-                    keep = table != 0
-                    keep[:, 0] = True
-                    addr = table[keep]
-                    kind = np.broadcast_to(kinds_row, (whole, 7))[keep]
-                    rec_no = np.repeat(
-                        np.arange(index + 1, index + whole + 1, dtype=np.int64),
-                        keep.sum(axis=1),
-                    )
-                    for lo in range(0, len(addr), self.chunk_records):
-                        hi = lo + self.chunk_records
+                    words = buf[: whole * CHAMPSIM_RECORD].view("<u8").reshape(whole, 8)
+                    addr = np.empty(whole * 7, np.uint64)
+                    kind = np.empty(whole * 7, np.uint8)
+                    rec_no = np.empty(whole * 7, np.int64)
+                    m = rp.decode_champsim(words, index + 1, addr, kind, rec_no)
+                    for lo in range(0, m, self.chunk_records):
+                        hi = min(m, lo + self.chunk_records)
                         pending.append(
                             TraceChunk(
                                 addr[lo:hi].copy(),
                                 kind[lo:hi].copy(),
-                                np.zeros(len(addr[lo:hi]), np.uint16),
+                                np.zeros(hi - lo, np.uint16),
                                 int(rec_no[lo]),
                             )
                         )
