@@ -199,6 +199,21 @@ def test_truncated_gzip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "cut.lackey.gz" in err
 
 
+def test_wrong_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails(capsys, str(cyclic(tmp_path)), "--format", "npz")
+    assert "cyclic.lackey" in err
+
+
+def test_kernel_address_names_its_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 0xffffffff81000000 is the kernel's text: no user access reaches it
+    trace = write_lackey(tmp_path / "kernel.lackey", [" L 7f0000000008,8", " L ffffffff81000000,8"])
+    err = _fails(capsys, str(trace), "--no-huge")
+    assert "kernel.lackey" in err
+    assert "0xffffffff81000000" in err
+
+
 def test_bad_option_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tlb", str(cyclic(tmp_path)), "--cpu", "pentium"]) == EXIT_USAGE
     assert "pentium" in capsys.readouterr().err

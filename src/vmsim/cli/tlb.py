@@ -50,8 +50,6 @@ IN_MEMORY_RECORDS = 64 << 20  # ~700 MB of chunk arrays at 11 bytes a record
 PLOT_WINDOWS = 200  # windows of --plot over the trace
 MIN_WINDOW = 5_000  # records
 
-Chunks = Callable[[], Iterable[TraceChunk]]
-
 
 @dataclass(frozen=True)
 class Config:
@@ -290,16 +288,19 @@ def run_passes(
             if progress is not None and task is not None:
                 progress.update(task, completed=done)
 
-        counters = translate(
-            source.chunks(label),
-            cpu,
-            layout=layout,
-            page_size=config.page_size,
-            five_level=config.five_level,
-            pwc=config.pwc,
-            engine=engine,
-            progress=advance,
-        )
+        try:
+            counters = translate(
+                source.chunks(label),
+                cpu,
+                layout=layout,
+                page_size=config.page_size,
+                five_level=config.five_level,
+                pwc=config.pwc,
+                engine=engine,
+                progress=advance,
+            )
+        except ValueError as e:  # the engine's word for a record it cannot translate
+            raise CliError(f"{path}: {e}") from e
         if progress is not None and task is not None:
             progress.remove_task(task)
         results.append(
@@ -314,15 +315,18 @@ def run_passes(
         )
     if windows:
         first = configs[0]
-        per_window = translate_windows(
-            source.chunks("windows"),
-            cpu_model(first.cpu),
-            layout=layout,
-            page_size=first.page_size,
-            five_level=first.five_level,
-            pwc=first.pwc,
-            window=max(MIN_WINDOW, source.records // PLOT_WINDOWS),
-        )
+        try:
+            per_window = translate_windows(
+                source.chunks("windows"),
+                cpu_model(first.cpu),
+                layout=layout,
+                page_size=first.page_size,
+                five_level=first.five_level,
+                pwc=first.pwc,
+                window=max(MIN_WINDOW, source.records // PLOT_WINDOWS),
+            )
+        except ValueError as e:
+            raise CliError(f"{path}: {e}") from e
     estimated = estimated or layout.estimated
     return results, source.kept is not None, per_window, estimated
 
