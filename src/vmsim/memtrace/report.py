@@ -256,8 +256,8 @@ def sweep_chart(path: Path, results: Sequence[PassResult], title: str) -> None:
     xs = list(range(len(results)))
     fig, (top, bottom) = _figure(2, (max(8.0, 0.8 * len(results) + 2), 7))
     for ax, values, ylabel, fmt in (
-        (top, share, "translation share of cycles (%)", "{:.1f}%"),
-        (bottom, walks, "page walks per 1,000 translations", "{:.2f}"),
+        (top, share, "translation share of cycles (%)", "{:.2f}%"),
+        (bottom, walks, "page walks per 1,000 translations", "{:.3g}"),
     ):
         ax.bar(xs, values, color=["C0" if r.page_size == "4K" else "C2" for r in results])
         for x, v in zip(xs, values, strict=True):
