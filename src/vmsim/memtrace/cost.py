@@ -20,8 +20,9 @@ full latency, one after the other. A data reference that hits the L1D costs noth
 costs its full L1 latency (walk references are dependent loads, each needing the one before).
 An L1 TLB hit costs nothing. Real out-of-order cores overlap data misses with each other and
 with walks (Skylake has two page walkers), so this model overstates the cost of both data
-misses and walks; the *share* is closer to measured shares than either absolute figure, as
-both numerator and denominator are overstated. Basu et al. (ISCA 2013) and Bhattacharjee's
+misses and walks; the *share* can err either way (it understates translation where data
+misses dominate the cycles, overstates it where a core would hide STLB hits). Basu et al.
+(ISCA 2013) and Bhattacharjee's
 measurements count walk cycles with hardware counters (cycles a walker was busy), which is
 the ``walks * walk_overhead + walk references`` term here. ``docs/translation.md`` puts the
 figures side by side.
