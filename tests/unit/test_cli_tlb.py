@@ -162,6 +162,21 @@ def test_plot_over_the_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_pinatrace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Pin's pinatrace: "IP: R|W ADDR", data accesses only; the same cyclic pages as above
+    lines = [
+        f"0x400000: {'R' if i % 2 else 'W'} {BASE + (i % PAGES) * 4096 + 8:#x}"
+        for i in range(PAGES * ROUNDS)
+    ]
+    trace = tmp_path / "cyclic.pinatrace"
+    trace.write_text("\n".join([*lines, "#eof"]) + "\n")
+    data = run_json(capsys, str(trace), "--no-huge")
+    assert data["records"] == PAGES * ROUNDS
+    assert data["instructions"] == 0
+    assert data["walks"] == PAGES
+    assert data["stlb_hits"] == PAGES * (ROUNDS - 1)
+
+
 def _fails(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     code = main(["tlb", *args])
     err = capsys.readouterr().err
@@ -212,6 +227,13 @@ def test_kernel_address_names_its_record(
     err = _fails(capsys, str(trace), "--no-huge")
     assert "kernel.lackey" in err
     assert "0xffffffff81000000" in err
+
+
+def test_null_access_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # the recorded fixture ends with a read of (nil): no user access reaches page 0
+    fixture = Path(__file__).parents[1] / "fixtures" / "memtraces" / "hello.pinatrace"
+    err = _fails(capsys, str(fixture), "--no-huge")
+    assert "0x0" in err
 
 
 def test_bad_option_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
