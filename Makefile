@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/translate_bench.py
 	$(BIN)/python benchmarks/pressure_bench.py
 	$(BIN)/python benchmarks/memtrace_read_bench.py
+	$(BIN)/python benchmarks/memtrace_engine_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

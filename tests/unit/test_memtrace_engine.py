@@ -18,7 +18,14 @@ from memtrace_helpers import SKYLAKE, anon, both, chunk, diff, page_tables, spli
 from vmsim.memtrace.cache import CacheModel, cache_arrays, cache_run
 from vmsim.memtrace.engine import EngineConfig, run, run_full
 from vmsim.memtrace.layout import GRANULE, Layout
-from vmsim.memtrace.records import KIND_INSTR, KIND_LOAD, KIND_MODIFY, KIND_STORE, CacheGeometry
+from vmsim.memtrace.records import (
+    KIND_INSTR,
+    KIND_LOAD,
+    KIND_MODIFY,
+    KIND_STORE,
+    CacheGeometry,
+    TraceChunk,
+)
 from vmsim.snapshot import LINUX_LAYOUT
 
 PAGE = 4096
@@ -56,11 +63,11 @@ def test_cache_twins_agree_on_random_lines() -> None:
         cache_run(tags, desc, np.asarray(lines, dtype=np.int64), out)
         assert out.tolist() == want
         # same contents, set by set, in LRU order (the arrays keep most recent first)
+        contents = py.contents()
         for lv in range(3):
             base, sets, ways = (int(x) for x in desc[lv, :3])
-            for s in range(sets):
-                row = [int(t) for t in tags[base + s * ways : base + (s + 1) * ways] if t >= 0]
-                assert row[::-1] == py.contents()[lv][s]
+            rows = tags[base : base + sets * ways].reshape(sets, ways).tolist()
+            assert [[t for t in row if t >= 0][::-1] for row in rows] == contents[lv]
 
 
 def test_cache_non_power_of_two_sets() -> None:
@@ -215,6 +222,17 @@ def test_address_outside_user_space_is_a_one_line_error() -> None:
     for engine in ("fast", "reference"):
         with pytest.raises(ValueError, match=r"record 2: address 0xffffffffff600000 is outside"):
             run(trace, Layout.of_regions([(BASE, BASE + PAGE)]), SKYLAKE, engine=engine)
+
+
+def test_malformed_chunks_are_one_line_errors() -> None:
+    lay = Layout.of_regions([(BASE, BASE + PAGE)])
+    for engine in ("fast", "reference"):
+        bad_kind = chunk([BASE, BASE + 8], [KIND_LOAD, 7])
+        with pytest.raises(ValueError, match=r"record 2: kind 7 is not I/L/S/M"):
+            run([bad_kind], Layout.of_regions([(BASE, BASE + PAGE)]), SKYLAKE, engine=engine)
+        short = TraceChunk(bad_kind.addr, bad_kind.kind[:1], bad_kind.size, 1)
+        with pytest.raises(ValueError, match=r"record 1: a chunk of 2 addresses has 1 kinds"):
+            run([short], lay, SKYLAKE, engine=engine)
 
 
 def test_bad_arguments() -> None:

@@ -107,7 +107,7 @@ def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
 def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma: no cover
     mask = desc[lv, 3]
     index = line & mask if mask >= 0 else line % desc[lv, 1]
-    return desc[lv, 0] + index * desc[lv, 2]
+    return desc[lv, 0] + index * desc[lv, 2]  # type: ignore[no-any-return]
 
 
 @njit(cache=True, nogil=True)

@@ -47,6 +47,16 @@ the model's ``do_user_addr_fault()``, then copies every page-table entry the mod
 journal on the model's page-table dicts) into the mirror and applies every TLB/PWC
 invalidation the model issued to the engine's arrays. At the end the A/D bits are written back,
 so the model's page tables are exactly as the reference engine leaves them.
+
+Errors: a record outside the user address space, a kind other than I/L/S/M, or a chunk whose
+arrays differ in length is a ``ValueError`` naming the record (``first_line`` based); an
+access no VMA of the layout allows extends the layout (``Layout.cover``) instead of failing.
+
+Limits (both engines alike): one address space, so one PCID and no context switches; no global
+entries (user accesses never fill one); a record is translated at its first byte (an access
+straddling two pages or lines counts once); instruction fetches are not cache-modelled; a
+trace cannot ask for fork/COW sharing (no trace format says so); the huge-page what-ifs use the
+fault handler of :mod:`vmsim.memtrace.huge` (vmsim's own fault path maps 4 KiB pages only).
 """
 
 from __future__ import annotations
@@ -420,8 +430,10 @@ class FastEngine:
     # -- the page-table mirror ------------------------------------------------------------
 
     def _alloc_pt(self, bits: int) -> None:
-        self.keys = np.zeros(1 << bits, dtype=np.int64)
-        self.vals = np.zeros(1 << bits, dtype=np.int64)
+        # keys and values interleaved: a lookup touches one host cache line, not two
+        self.kv = np.zeros(2 << bits, dtype=np.int64)
+        self.keys = self.kv[0::2]
+        self.vals = self.kv[1::2]
         self.st[core.ST_PT_BITS] = bits
         self.st[core.ST_PT_COUNT] = 0
         self.st[core.ST_PT_LIMIT] = (7 << bits) // 10  # load factor 0.7
@@ -498,8 +510,15 @@ class FastEngine:
     # -- running ----------------------------------------------------------------------------
 
     def run_chunk(self, chunk: TraceChunk) -> None:
-        addr = np.ascontiguousarray(chunk.addr).view(np.int64)
+        addr = np.ascontiguousarray(chunk.addr, dtype=np.uint64).view(np.int64)
         kind = np.ascontiguousarray(chunk.kind, dtype=np.uint8)
+        if len(kind) != len(addr):
+            raise ValueError(
+                f"record {chunk.first_line}: a chunk of {len(addr)} addresses has {len(kind)} kinds"
+            )
+        if len(kind) and int(kind.max()) > 3:
+            bad = int(np.argmax(kind > 3))
+            raise ValueError(f"record {chunk.first_line + bad}: kind {kind[bad]} is not I/L/S/M")
         i = 0
         retries = 0
         last = -1
@@ -582,8 +601,7 @@ class FastEngine:
         """Bytes of engine state that grow with the trace (the page-table mirror and the
         touched-page flags in it) plus the fixed arrays (TLBs, PWC, caches, log)."""
         arrays = (
-            self.keys,
-            self.vals,
+            self.kv,
             self.tkey,
             self.tpfn,
             self.tperm,
@@ -598,4 +616,4 @@ class FastEngine:
 
     def mirror_bytes(self) -> int:
         """Bytes of the part that grows with the trace: the page-table mirror."""
-        return int(self.keys.nbytes + self.vals.nbytes)
+        return int(self.kv.nbytes)

@@ -23,6 +23,7 @@ the process is not torn down afterwards.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_PRESENT, PAGE_PSE, PAGE_RW, pfn_pte
@@ -42,7 +43,9 @@ class HugeFaults:
     """The what-if fault handler of one address space (module docstring)."""
 
     def __init__(self, mm: Any, cfg: Any) -> None:
-        self.mm = mm
+        # weak: the hook lives in a WeakKeyDictionary keyed by ``mm``; a strong reference
+        # from the value would keep every run's address space alive
+        self._mm = weakref.ref(mm)
         self.size: int = cfg.huge_size
         self.level = 2 if self.size == 1 << 21 else 3
         self.next_pfn = HUGE_PFN_BASE
@@ -65,7 +68,8 @@ class HugeFaults:
         haddr = addr & -size
         if haddr < vma.start or haddr + size > vma.end:
             return None
-        mm = self.mm
+        mm = self._mm()
+        assert mm is not None
         pt = mm.pt
         m = haddr & pt.va_mask
         level = self.level

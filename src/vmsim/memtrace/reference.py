@@ -60,7 +60,14 @@ def run_reference(
     for chunk in chunks:
         addrs = chunk.addr.tolist()
         kinds = chunk.kind.tolist()
+        if len(kinds) != len(addrs):
+            raise ValueError(
+                f"record {chunk.first_line}: a chunk of {len(addrs)} addresses has "
+                f"{len(kinds)} kinds"
+            )
         for i, (addr, kind) in enumerate(zip(addrs, kinds, strict=True)):
+            if not 0 <= kind <= 3:
+                raise ValueError(f"record {chunk.first_line + i}: kind {kind} is not I/L/S/M")
             access = _ACCESS[kind]
             if addr > pt.va_mask >> 1:
                 raise ValueError(
