@@ -36,7 +36,9 @@ from vmsim.constants import (
     PROT_READ,
     PROT_WRITE,
 )
+from vmsim.machine import Machine
 from vmsim.memtrace.records import TraceChunk
+from vmsim.process import Process
 
 __all__ = ["GRANULE", "USER_LIMIT_4LEVEL", "USER_LIMIT_5LEVEL", "Layout", "Region"]
 
@@ -90,12 +92,9 @@ class Layout:
         """Explicit private anonymous RWX regions (tests, generated traces)."""
         return cls(regions=tuple(Region(s, e) for s, e in regions), estimated=estimated)
 
-    def build(self, machine: object, align: int = 4096) -> object:
+    def build(self, machine: Machine, align: int = 4096) -> Process:
         """A new ``vmsim.Process`` on ``machine`` with this layout. Inferred regions are
         rounded out to ``align`` (the huge page size of a what-if) and merged."""
-        from vmsim.machine import Machine
-
-        assert isinstance(machine, Machine)
         if self.maps is not None:
             return machine.spawn(maps=self.maps)
         proc = machine.spawn()
@@ -110,15 +109,12 @@ class Layout:
             proc.mmap(s, e - s, prot, ANON_FLAGS | MAP_FIXED_NOREPLACE)
         return proc
 
-    def cover(self, proc: object, addr: int, access: str, user_limit: int) -> None:
+    def cover(self, proc: Process, addr: int, access: str, user_limit: int) -> None:
         """Make an access the layout did not foresee possible, as the program's own history
         must have: an address in no VMA gets the 64 KiB granule around it (clipped to its
         hole) as private anonymous RWX memory; an access a VMA does not permit (a snapshot
         taken after an mprotect, like RELRO after ld.so wrote it) gets the permission back
         on that page with mprotect. Recorded in ``added``; sets ``estimated``."""
-        from vmsim.process import Process
-
-        assert isinstance(proc, Process)
         if not 4096 <= addr < user_limit:
             raise ValueError(f"address {addr:#x} is outside the user address space")
         tree = proc.mm.tree

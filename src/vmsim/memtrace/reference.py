@@ -15,17 +15,14 @@ counters on every trace.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from vmsim.errors import Segfault
 from vmsim.hw.pte import PTE_PFN_MASK
 from vmsim.memtrace.cache import CacheModel
+from vmsim.memtrace.layout import Layout
+from vmsim.memtrace.model import EngineConfig, Model, RunResult
 from vmsim.memtrace.records import Counters, TraceChunk
 from vmsim.mm.access import Translation, user_access
-
-if TYPE_CHECKING:
-    from vmsim.memtrace.engine import EngineConfig, RunResult
-    from vmsim.memtrace.layout import Layout
 
 __all__ = ["run_reference"]
 
@@ -42,8 +39,6 @@ def run_reference(
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
     """The reference engine's pass (module docstring); same result shape as the fast one."""
-    from vmsim.memtrace.engine import Model, RunResult
-
     model = Model(layout, cfg, journal=False)
     mm = model.mm
     pt = mm.pt
