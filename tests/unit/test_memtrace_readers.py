@@ -599,3 +599,44 @@ def test_fuzz_binary_inputs_raise_only_trace_error(tmp_path: Path, data: bytes, 
         read_all(path, fmt)
     except TraceError as err:
         assert "\n" not in str(err)
+
+
+def ref_champsim(data: bytes) -> list[tuple[int, int, int]]:
+    """ChampSim records unpacked one by one with ``struct`` (the C layout, by hand)."""
+    out: list[tuple[int, int, int]] = []
+    for off in range(0, len(data) - len(data) % 64, 64):
+        fields = struct.unpack_from("<QBB2B4B2Q4Q", data, off)
+        ip, dst, src = fields[0], fields[9:11], fields[11:15]
+        out.append((ip, KIND_INSTR, 0))
+        out.extend((a, KIND_LOAD, 0) for a in src if a)
+        out.extend((a, KIND_STORE, 0) for a in dst if a)
+    return out
+
+
+_u64_or_zero = st.one_of(st.just(0), st.integers(1, 2**64 - 1))
+
+
+@_settings
+@given(
+    records=st.lists(
+        st.tuples(
+            st.integers(1, 2**64 - 1),
+            st.tuples(_u64_or_zero, _u64_or_zero),
+            st.tuples(_u64_or_zero, _u64_or_zero, _u64_or_zero, _u64_or_zero),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    chunk=st.integers(1, 30),
+    block=st.integers(64, 1024),
+)
+def test_fuzz_champsim_agrees_with_struct_unpack(
+    tmp_path: Path,
+    records: list[tuple[int, tuple[int, int], tuple[int, int, int, int]]],
+    chunk: int,
+    block: int,
+) -> None:
+    data = b"".join(champsim_record(ip, dst, src) for ip, dst, src in records)
+    path = tmp_path / "fuzz.champsim"
+    path.write_bytes(data)
+    assert read_all(path, "champsim", chunk_records=chunk, block_bytes=block) == ref_champsim(data)

@@ -298,7 +298,10 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
     )
     parser.add_argument(
-        "-o", "--output", metavar="OUT", help="trace file (default: CMD.lackey.zst)"
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="trace file, zstd-compressed whatever its name (default: CMD.lackey.zst)",
     )
     parser.add_argument(
         "--format", choices=["lackey"], default="lackey", help="trace format (lackey only)"
