@@ -22,7 +22,7 @@ import pytest
 
 from vmsim.cli import demo_tlb
 from vmsim.cli.main import EXIT_OK, main
-from vmsim.memtrace.cpus import skylake
+from vmsim.memtrace.cpus import reach, skylake
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -75,7 +75,7 @@ def test_hit_rate_falls_past_each_reach(points: dict[int, demo_tlb.Point]) -> No
 
 
 def test_reach_from_the_geometry() -> None:
-    r = demo_tlb.reach(skylake())
+    r = reach(skylake())
     assert (r.l1_4k, r.stlb_4k, r.pwc) == (256 * KIB, 6 * MIB, 64 * MIB)
     assert (r.l1_2m, r.stlb_2m) == (64 * MIB, 3072 * MIB)
 

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vmsim.cli.commands import add_command
+from vmsim.cli.plot import figure
 from vmsim.cli.render import add_story_modes, write_json
 from vmsim.cli.tlb import region_layout, translate_steps
-from vmsim.hw.tlb import PAGE_SIZE_2M, PAGE_SIZE_4K, TlbConfig
-from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model
+from vmsim.memtrace.cpus import DEFAULT_CPU, Reach, cpu_model, reach
 from vmsim.memtrace.records import KIND_LOAD, KIND_STORE, CpuModel, TraceChunk
 from vmsim.memtrace.report import PassResult, summary
 
@@ -39,34 +39,6 @@ SIZES = tuple(s * KIB for s in (64, 128, 256, 512)) + tuple(
 ACCESSES = 200_000
 BASE = 0x7F00_0000_0000  # 1 GiB aligned: the working set starts a PDPTE's range
 SEED = 12
-
-
-@dataclass(frozen=True)
-class Reach:
-    """How much memory each structure of the CPU covers with 4 KiB and 2 MiB pages."""
-
-    l1_4k: int
-    stlb_4k: int
-    pwc: int  # bytes whose PDEs the PDE cache holds: walks of one reference
-    l1_2m: int
-    stlb_2m: int
-
-
-def reach(cpu: CpuModel) -> Reach:
-    tlb = cpu.tlb
-    assert isinstance(tlb, TlbConfig)
-
-    def total(arrays: Any, size: int) -> int:
-        return sum(a.entries * size for a in arrays if size in a.page_sizes)
-
-    pde_entries = dict(cpu.pwc_sizes).get(2, 0)
-    return Reach(
-        l1_4k=total(tlb.l1d, PAGE_SIZE_4K),
-        stlb_4k=total(tlb.stlb, PAGE_SIZE_4K),
-        pwc=pde_entries * PAGE_SIZE_2M,
-        l1_2m=total(tlb.l1d, PAGE_SIZE_2M),
-        stlb_2m=total(tlb.stlb, PAGE_SIZE_2M),
-    )
 
 
 def working_set_trace(size: int, accesses: int = ACCESSES, seed: int = SEED) -> TraceChunk:
@@ -173,8 +145,6 @@ def explain(p: Point, r: Reach) -> str:
 
 
 def plot(path: Path, points: list[Point], r: Reach, cpu: CpuModel) -> None:
-    from vmsim.cli.plot import figure
-
     xs = [p.size / MIB for p in points]
     with figure(path, (10, 6)) as (_fig, ax):
         ax.plot(xs, [100 * p.small.hit_rate for p in points], "o-", label="TLB hit rate, 4 KiB")

@@ -58,6 +58,8 @@ core's STLB lookup that found the miss; no published figure isolates the walker'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vmsim.hw.tlb import (
     DEFAULT_TLB_CONFIG,
     PAGE_SIZE_1G,
@@ -68,7 +70,17 @@ from vmsim.hw.tlb import (
 )
 from vmsim.memtrace.records import CacheGeometry, CpuModel
 
-__all__ = ["CPU_NAMES", "DEFAULT_CPU", "PWC_DEFAULT", "cpu_model", "icelake", "skylake", "zen4"]
+__all__ = [
+    "CPU_NAMES",
+    "DEFAULT_CPU",
+    "PWC_DEFAULT",
+    "Reach",
+    "cpu_model",
+    "icelake",
+    "reach",
+    "skylake",
+    "zen4",
+]
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -167,3 +179,34 @@ def cpu_model(name: str) -> CpuModel:
         return _PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown CPU {name!r}: one of {', '.join(CPU_NAMES)}") from None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How much memory each structure of a CPU covers, in bytes: the L1 dTLB and the STLB
+    with 4 KiB and with 2 MiB pages, and the PDE cache (each entry maps a 2 MiB range whose
+    walks then read one entry, the PTE)."""
+
+    l1_4k: int
+    stlb_4k: int
+    pwc: int
+    l1_2m: int
+    stlb_2m: int
+
+
+def reach(cpu: CpuModel) -> Reach:
+    """The reach of ``cpu``'s TLB arrays and PDE cache (entries x page size)."""
+    tlb = cpu.tlb
+    if not isinstance(tlb, TlbConfig):
+        raise TypeError(f"{cpu.name}: tlb is not a vmsim.hw.tlb.TlbConfig")
+
+    def total(arrays: tuple[TlbArrayConfig, ...], size: int) -> int:
+        return sum(a.entries * size for a in arrays if size in a.page_sizes)
+
+    return Reach(
+        l1_4k=total(tlb.l1d, PAGE_SIZE_4K),
+        stlb_4k=total(tlb.stlb, PAGE_SIZE_4K),
+        pwc=dict(cpu.pwc_sizes).get(2, 0) * PAGE_SIZE_2M,
+        l1_2m=total(tlb.l1d, PAGE_SIZE_2M),
+        stlb_2m=total(tlb.stlb, PAGE_SIZE_2M),
+    )

@@ -230,16 +230,13 @@ def _figure(rows: int, size: tuple[float, float]) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Write ``fig`` as a PNG at 100 dpi and close it; an unwritable path is a CliError."""
+    """Write ``fig`` as a PNG at 100 dpi and close it; an unwritable path raises the OSError
+    (the CLI prints it as one line)."""
     import matplotlib.pyplot as plt
-
-    from vmsim.cli.errors import CliError
 
     try:
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-    except OSError as e:
-        raise CliError(f"{path}: cannot write the plot: {e.strerror}") from e
     finally:
         plt.close(fig)
 
