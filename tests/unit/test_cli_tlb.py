@@ -236,6 +236,12 @@ def test_null_access_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0x0" in err
 
 
+def test_unwritable_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "no" / "such" / "dir.png"
+    err = _fails(capsys, str(cyclic(tmp_path)), "--no-huge", "--plot", str(png))
+    assert "dir.png" in err
+
+
 def test_bad_option_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tlb", str(cyclic(tmp_path)), "--cpu", "pentium"]) == EXIT_USAGE
     assert "pentium" in capsys.readouterr().err
