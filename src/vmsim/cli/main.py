@@ -20,12 +20,14 @@ from vmsim.cli import (
     demo_cow,
     demo_enomem,
     demo_pressure,
+    demo_tlb,
     demo_walk,
     estimate,
     exporter,
     maps,
     record,
     replay,
+    tlb,
     top,
 )
 from vmsim.cli.errors import (
@@ -75,12 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cow.register(demos)
     demo_walk.register(demos)
     demo_pressure.register(demos)
+    demo_tlb.register(demos)
     maps.register(commands)
     estimate.register(commands)
     replay.register(commands)
     top.register(commands)
     exporter.register(commands)
     record.register(commands)
+    tlb.register(commands)
     return parser
 
 
