@@ -26,6 +26,7 @@ from vmsim.constants import (
     LSM_MMAP_MIN_ADDR,
     PAGE_SHIFT,
     PAGE_SIZE,
+    PMD_SIZE,
     STACK_GUARD_GAP,
     TASK_SIZE_4LEVEL,
     TASK_SIZE_5LEVEL,
@@ -39,7 +40,8 @@ from vmsim.errors import (
     oserror,
 )
 from vmsim.hw.pagetable import PageTables
-from vmsim.mm import memory, vma_ops
+from vmsim.hw.pte import pfn_of
+from vmsim.mm import huge_memory, memory, vma_ops
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -291,9 +293,14 @@ class AddressSpace:
         return vma_ops.vma_merge_new_range(self.tree, vmg)
 
     def vma_modify(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+        # __split_vma() / vma_merge_existing_range() -> vma_adjust_trans_huge(): a PMD leaf
+        # across a new VMA boundary is split first
+        if newflags != vma.flags and (start > vma.start or end < vma.end):
+            huge_memory.vma_adjust_trans_huge(self, start, end)
         return vma_ops.vma_modify(self, vma, start, end, newflags)
 
     def gather_munmap(self, start: int, end: int, first: Vma) -> list[Vma]:
+        huge_memory.vma_adjust_trans_huge(self, start, end)
         return vma_ops.vms_gather_munmap_vmas(self, start, end, first)
 
     def remove_vmas(self, vmas: list[Vma]) -> None:
@@ -459,6 +466,11 @@ class AddressSpace:
             return None
         e = leaf.entry
         pfn = entry_pfn(e)
+        if leaf.level > 1:  # follow_huge_pmd(): the page inside the THP
+            pfn = pfn_of(e, leaf.level) + ((addr & (PMD_SIZE - 1)) >> PAGE_SHIFT)
+            if write and not e & PAGE_RW_BIT:
+                return None
+            return pfn
         if write and not e & PAGE_RW_BIT:
             frames = self.mem.frames
             if not (

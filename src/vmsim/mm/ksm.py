@@ -45,6 +45,7 @@ PAGE_SIZE = 4096
 ZERO = bytes(PAGE_SIZE)
 _ANON = int(PageFlag.ANON)
 _KSM = int(PageFlag.KSM)
+_HEAD = int(PageFlag.HEAD)
 _MLOCKED = int(PageFlag.MLOCKED)
 
 
@@ -89,7 +90,8 @@ class Ksm:
                 if not vma.flags & VM_MERGEABLE or vma.file is not None:
                     continue
                 for m in mm.pt.iter_present(vma.start, vma.end):
-                    self.queue.append((mm, m.vaddr))
+                    if m.level == 1:  # the model's KSM leaves THPs alone
+                        self.queue.append((mm, m.vaddr))
         self.queue.reverse()  # pop() from the end: address order
 
     # ------------------------------------------------------------------------ scan
@@ -124,7 +126,7 @@ class Ksm:
         if pfn == frames.zero_pfn:
             return None
         flags = frames.flags(pfn)
-        if not flags & _ANON or flags & _MLOCKED:
+        if not flags & _ANON or flags & _MLOCKED or flags & _HEAD or frames.order(pfn):
             return None
         if frames.refcount(pfn) != frames.mapcount(pfn) + (
             1 if pfn in self.mem.swap.entry_of else 0

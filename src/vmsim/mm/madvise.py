@@ -42,7 +42,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import BusError, Segfault, oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
-from vmsim.mm import gup, lru, memory, truncate, vmscan
+from vmsim.mm import gup, huge_memory, lru, memory, truncate, vmscan
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -333,6 +333,8 @@ def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
     again."""
     if not mm.pt_used or start >= end:
         return
+    # madvise_free_huge_pmd() keeps a wholly covered THP whole; the model splits it
+    huge_memory.split_huge_pmd_range(mm, start, end)
     frames = mm.mem.frames
     zero = frames.zero_pfn
     touched = []
@@ -367,6 +369,8 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
         return
     mem = mm.mem
     lru.lru_add_drain(mem)  # madvise_cold() / madvise_pageout() start with it
+    # a THP wholly covered is aged or paged out whole by the kernel; the model splits it
+    huge_memory.split_huge_pmd_range(mm, start, end)
     frames = mem.frames
     zero = frames.zero_pfn
     picked: list[int] = []

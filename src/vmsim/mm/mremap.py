@@ -15,6 +15,7 @@ from vmsim.constants import (
     PAGE_SIZE,
 )
 from vmsim.errors import oserror
+from vmsim.mm import huge_memory
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -337,6 +338,8 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
     if not length or not mm.pt_used:
         return
     delta = new - old
+    # move_huge_pmd() moves an aligned PMD leaf whole; the model splits it
+    huge_memory.split_huge_pmd_range(mm, old, old + length)
     # the new page tables first (the allocation may reclaim, which must find every page
     # where its reverse map says it is)
     for m in list(mm.pt.iter_leaves(old, old + length)):

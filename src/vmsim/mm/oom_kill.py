@@ -44,7 +44,10 @@ def oom_badness(mem: Kernel, task: OomTask) -> int:
     if mm.pt_used:
         for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
             if present(m.entry):
-                if entry_pfn(m.entry) != zero:
+                if m.level > 1:  # a PMD-mapped THP (the huge zero page is not RSS)
+                    if entry_pfn(m.entry) != mem.thp.huge_zero_pfn:
+                        rss += 1 << (9 * (m.level - 1))
+                elif entry_pfn(m.entry) != zero:
                     rss += 1
             else:
                 swapents += 1

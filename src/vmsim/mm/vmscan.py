@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
-from vmsim.mm import workingset
+from vmsim.mm import huge_memory, workingset
 from vmsim.mm.filemap import cache_del
 from vmsim.mm.flags import VM_EXEC
 from vmsim.mm.internal import wants_writenotify
@@ -86,7 +86,7 @@ def folio_referenced(mem: Kernel, pfn: int) -> tuple[int, bool]:
         e = leaf.entry
         if e & PAGE_ACCESSED:
             young += 1
-            mm.pt.set(va, e & ~PAGE_ACCESSED)
+            mm.pt.set(va, e & ~PAGE_ACCESSED, leaf.level)  # pmdp_clear_young_notify() too
         vma = mm.tree.lookup(va)
         if vma is not None and vma.flags & VM_EXEC:
             exec_ = True
@@ -112,6 +112,14 @@ def _reclaim_one(mem: Kernel, pfn: int) -> str:
     """shrink_folio_list() for one folio after the reference check said "reclaim".
     Returns "freed", "kept" (rotate), "activate" or "written" (write-back started)."""
     frames = mem.frames
+    if frames.order(pfn):
+        # a large folio: the model splits it first (split_folio_to_list() of
+        # shrink_folio_list(); the kernel may swap a whole THP out: thp_swpout), and the
+        # pages are reclaimed one by one on later scans
+        if frames.flags(pfn) & _ANON and mem.swap.total:
+            mem.vmstat["thp_swpout_fallback"] += 1
+        huge_memory.split_folio_everywhere(mem, pfn)
+        return "kept"
     flags = frames.flags(pfn)
     if flags & _ANON:
         if not flags & _SWAPBACKED:  # MADV_FREE'd: drop it if still clean
@@ -320,6 +328,8 @@ def shrink_node(
         return 0, 0
     mem.node.reclaiming = True
     try:
+        # shrink_slab(): the deferred split shrinker splits the partly mapped THPs
+        huge_memory.deferred_split_scan(mem)
         # prepare_scan_control(): refaults since the last reclaim (a new workingset forming)
         # or a small inactive list make the active list give up folios
         vm = mem.vmstat
