@@ -15,6 +15,7 @@ from vmsim.mm.flags import VM_LOCKED
 from vmsim.mm.huge_memory import ThpSettings, thp_settings
 from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.kernel import Kernel
+from vmsim.mm.khugepaged import khugepaged_scan
 from vmsim.mm.ksm import Ksm
 from vmsim.mm.oom_kill import oom_badness, out_of_memory
 from vmsim.mm.swapfile import DEVICE_KINDS, SwapDevice
@@ -479,7 +480,8 @@ class Machine:
     def tick(self, n: int = 1) -> None:
         """Let the memory daemons run ``n`` times: the flusher writes dirty file pages back,
         kswapd reclaims to the high watermark when it was woken (or free memory is below
-        low), ksmd scans pages_to_scan pages."""
+        low), ksmd scans pages_to_scan pages, khugepaged scans its pages_to_scan pages'
+        worth of THP-eligible ranges and collapses those that qualify."""
         if n < 0:
             raise ValueError("tick(n) needs n >= 0")
         mem = self.memory
@@ -490,6 +492,7 @@ class Machine:
                 vmscan.kswapd(mem)
             if self.ksm is not None:
                 self.ksm.scan()
+            khugepaged_scan(mem)  # khugepaged: collapse eligible ranges into THPs
 
     def zswap_stats(self) -> dict[str, int]:
         """/sys/kernel/debug/zswap (all 0 without zswap)."""

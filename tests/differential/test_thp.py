@@ -1,6 +1,7 @@
 """Transparent huge pages, kernel against vmsim (issue 13): the THP settings' defaults equal
-this machine's sysfs, and scripted sequences of MADV_HUGEPAGE / NOHUGEPAGE, loads, stores,
-DONTNEED, partial munmap / mprotect, fork and copy-on-write compare after every step on:
+this machine's sysfs, and scripted sequences of MADV_HUGEPAGE / NOHUGEPAGE / COLLAPSE, loads,
+stores, DONTNEED, partial munmap / mprotect, fork and copy-on-write compare after every step
+on:
 
 * the VMAs of the 4 MiB window and their smaps counters (Rss, Anonymous, AnonHugePages,
   THPeligible, Private/Shared Clean/Dirty, Pss);
@@ -8,8 +9,7 @@ DONTNEED, partial munmap / mprotect, fork and copy-on-write compare after every 
   "these pages are one THP's consecutive frames" is compared, not the numbers), and whether
   the frames of a THP are contiguous and 2 MiB aligned;
 * every page's /proc/kpageflags word, with KPF_OWNER_2 (bit 34, PG_anon_exclusive) and
-  KPF_IDLE (bit 25, page idle tracking: stale marks from whoever tracks idle pages here) masked:
-  the model keeps neither;
+  KPF_IDLE (bit 25: kdamond, DAMON, samples pages here) masked: the model keeps neither;
 * the deltas of the thp_* lines of /proc/vmstat over the script. The kernel's are global: a
   THP allocation elsewhere on the machine would show, so each script is run until two runs
   agree (at most 3); thp_zero_page_alloc is left out (the kernel allocates the huge zero
@@ -30,13 +30,18 @@ import pytest
 import vmsim
 from vmsim.constants import (
     MADV_COLD,
+    MADV_COLLAPSE,
     MADV_DONTNEED,
+    MADV_FREE,
     MADV_HUGEPAGE,
     MADV_NOHUGEPAGE,
+    MADV_PAGEOUT,
     MADV_POPULATE_WRITE,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_PRIVATE,
+    MREMAP_FIXED,
+    MREMAP_MAYMOVE,
     PROT_READ,
     PROT_WRITE,
 )
@@ -57,8 +62,8 @@ RW = PROT_READ | PROT_WRITE
 PFN = (1 << 55) - 1
 PM_BITS = (1 << 63) | (1 << 62) | (1 << 61) | (1 << 56)
 KPF_OWNER_2 = 1 << 34
-# PG_idle (page idle tracking, /sys/kernel/mm/page_idle): set on frames by whoever tracks idle
-# pages on this machine, not by the mm; the model has no idle tracking
+# PG_idle: set on frames by kdamond (DAMON runs on this machine), not by the mm; the model
+# has no idle tracking
 KPF_IDLE = 1 << 25
 KPF_UNMODELLED = KPF_OWNER_2 | KPF_IDLE
 # the shared 4 KiB zero page is one frame for the whole machine: whoever touches it through
@@ -75,7 +80,10 @@ SMAPS_KEYS = (
     "Shared_Dirty",
     "Shared_Clean",
     "THPeligible",
+    "LazyFree",
 )
+# Referenced is not compared: kdamond (DAMON) runs on this machine and samples physical
+# pages, clearing their accessed bits and setting PG_young/PG_idle on its own schedule
 SYSFS = Path("/sys/kernel/mm/transparent_hugepage")
 
 
@@ -213,6 +221,14 @@ class ThpScript:
             f"munmap({addr:#x}, {length:#x})",
             pr.k.munmap(addr, length),
             lambda: pr.s.munmap(addr, length),
+        )
+
+    def mremap(self, pr: Side, old: int, length: int, new: int) -> None:
+        flags = MREMAP_MAYMOVE | MREMAP_FIXED
+        self._both(
+            f"mremap({old:#x}, {length:#x} -> {new:#x})",
+            pr.k.mremap(old, length, length, flags, new),
+            lambda: pr.s.mremap(old, length, length, flags, new),
         )
 
     def store(self, pr: Side, addr: int, byte: int) -> None:
@@ -416,6 +432,90 @@ def populate_write_fills_with_thps(t: ThpScript) -> None:
     t.madvise(pr, A + P, P, MADV_DONTNEED)
 
 
+def _plain(t: ThpScript) -> Side:
+    pr = t.procs[0]
+    t.mmap(pr, BASE, SPAN)
+    return pr
+
+
+def collapse_one_touched_page_gives_2mib_of_rss(t: ThpScript) -> None:
+    pr = _plain(t)
+    t.store(pr, A + 9 * P, 0xA1)
+    t.madvise(pr, A, M2, MADV_COLLAPSE)
+    t.load(pr, A + 9 * P)
+    t.madvise(pr, A + M2 - P, 2 * P, MADV_COLLAPSE)  # straddles: nothing to do
+    t.madvise(pr, B, M2, MADV_COLLAPSE)  # no page table there: EINVAL
+
+
+def collapse_without_anon_vma_fails(t: ThpScript) -> None:
+    pr = _plain(t)
+    t.load(pr, A)  # the zero page: still no anon_vma
+    t.madvise(pr, A + M2 - P, 2 * P, MADV_COLLAPSE)
+    t.madvise(pr, A, M2, MADV_COLLAPSE)
+
+
+def collapse_of_read_only_and_zero_pages(t: ThpScript) -> None:
+    pr = _plain(t)
+    t.store(pr, A + 3 * P, 0xB1)
+    t.load(pr, A + 5 * P)
+    t.mprotect(pr, A, SPAN, PROT_READ)
+    t.madvise(pr, A, SPAN, MADV_COLLAPSE)
+    t.mprotect(pr, A, SPAN, RW)
+    t.store(pr, A + 6 * P, 0xB2)
+
+
+def collapse_in_the_parent_after_fork(t: ThpScript) -> None:
+    pr = _plain(t)
+    for i in range(4):
+        t.store(pr, A + i * P, 0xC0 + i)
+    child = t.fork(pr)
+    t.madvise(pr, A, M2, MADV_COLLAPSE)
+    t.store(pr, A, 0xCF)
+    t.load(child, A)
+    t.load(pr, A + P)
+
+
+def collapse_after_a_partial_dontneed_of_a_thp(t: ThpScript) -> None:
+    pr = _huge(t)
+    t.store(pr, A, 0xD1)
+    t.madvise(pr, A + 8 * P, 8 * P, MADV_DONTNEED)
+    t.madvise(pr, A, M2, MADV_COLLAPSE)
+    t.load(pr, A + 8 * P)
+
+
+def mremap_moves_an_aligned_thp_whole_and_splits_otherwise(t: ThpScript) -> None:
+    pr = _huge(t)
+    t.store(pr, A + P, 0xE1)
+    t.mremap(pr, A, M2, B)  # both ends 2 MiB aligned: move_huge_pmd()
+    t.load(pr, B + P)
+    t.mremap(pr, B, M2 // 2, A + 16 * P)  # a part, landing unaligned: split, PTEs move
+    t.load(pr, A + 17 * P)
+    t.load(pr, B + M2 // 2)
+
+
+def _advise_whole_and_part(t: ThpScript, advice: int) -> None:
+    pr = _huge(t)
+    t.store(pr, A, 0xF1)
+    t.store(pr, B + 5 * P, 0xF2)
+    t.madvise(pr, A, M2, advice)  # covers the THP: handled whole
+    t.madvise(pr, B, 16 * P, advice)  # a part: the folio is split (zero pages remapped)
+    t.load(pr, A)
+    t.load(pr, B + 5 * P)
+    t.load(pr, B + 7 * P)
+
+
+def madv_free_of_a_thp(t: ThpScript) -> None:
+    _advise_whole_and_part(t, MADV_FREE)
+
+
+def madv_cold_of_a_thp(t: ThpScript) -> None:
+    _advise_whole_and_part(t, MADV_COLD)
+
+
+def madv_pageout_of_a_thp(t: ThpScript) -> None:
+    _advise_whole_and_part(t, MADV_PAGEOUT)
+
+
 SCRIPTS = [
     read_fault_maps_the_huge_zero_page_then_a_write_allocates,
     write_fault_allocates_a_thp,
@@ -427,6 +527,15 @@ SCRIPTS = [
     fork_shares_the_thp_and_a_write_splits_it,
     nohugepage_gets_small_pages,
     populate_write_fills_with_thps,
+    collapse_one_touched_page_gives_2mib_of_rss,
+    collapse_without_anon_vma_fails,
+    collapse_of_read_only_and_zero_pages,
+    collapse_in_the_parent_after_fork,
+    collapse_after_a_partial_dontneed_of_a_thp,
+    mremap_moves_an_aligned_thp_whole_and_splits_otherwise,
+    madv_free_of_a_thp,
+    madv_cold_of_a_thp,
+    madv_pageout_of_a_thp,
 ]
 
 

@@ -113,6 +113,10 @@ def test_write_fault_in_a_madvised_vma_maps_a_pmd_thp() -> None:
     assert "AnonHugePages:      2048 kB" in m.meminfo()
     assert _vmstat(m)["nr_anon_transparent_hugepages"] == 1
     assert p.read(a + 5 * P, 1) == b"x" and p.read(a + 6 * P, 1) == b"\0"
+    # one 2 MiB TLB entry covers the THP: another page of it translates without a walk
+    t = p.translate(a + 300 * P + 5)
+    assert (t.page_size, t.pfn, t.tlb, t.memory_refs) == (M2, head + 300, "L1", 0)
+    assert [s.level for s in t.entries] == [4, 3, 2]  # the walk ended at the PMD leaf
     m.check_memory()
     m.check_tlb()
 
@@ -194,11 +198,17 @@ def test_partial_dontneed_splits_the_pmd_and_the_memory_stays_used() -> None:
     assert e[3] == 0 and e[4] == 0 and e[5] & PFN == head + 5
     assert m.kpageflags(head + 3) & KPF_TAIL  # still a tail page of the large folio
     m.check_memory()
-    # memory pressure: the deferred split shrinker splits it and frees the two pages
+    # memory pressure: the deferred split shrinker splits it; the two unmapped pages are
+    # freed, and so are the 509 that hold only zeros (remapped to the shared zero page:
+    # RMP_USE_SHARED_ZEROPAGE), only page 0 (written) stays
     assert deferred_split_scan(m.memory) == 1
     assert _vmstat(m)["thp_split_page"] == 1
-    assert m.memory.frames.free_pages == free + 2
-    assert not m.kpageflags(head + 5) & (KPF_THP | KPF_TAIL)
+    assert m.memory.frames.free_pages == free + 511
+    assert _smaps(p, a)["Rss"] == 4
+    e = p.pagemap(a, 6)
+    assert e[0] & PFN == head and e[5] & PFN == m.zero_pfn and e[5] >> 56 == 0x80
+    assert not m.kpageflags(head) & (KPF_THP | KPF_HEAD)
+    assert p.read(a, 1) == b"x" and p.read(a + 5 * P, 1) == b"\0"
     m.check_memory()
 
 
@@ -247,3 +257,88 @@ def test_fork_shares_the_thp_and_a_write_splits_then_copies_one_page() -> None:
     p.write(a + 2 * P, b"q")  # alone again: the PMD is reused, made writable
     assert p.mm.pt.get(a).level == PMD_LEVEL
     m.check_memory()
+
+
+# --- khugepaged and MADV_COLLAPSE ----------------------------------------------------------
+def test_khugepaged_rss_bloat_one_touched_page_becomes_2mib() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a + 9 * P, b"x")  # a 4 KiB page: the VMA was not advised yet
+    p.madvise(a, 2 * M2, MADV_HUGEPAGE)
+    assert _smaps(p, a)["Rss"] == 4
+    m.tick()  # khugepaged: 1 present PTE, 511 empty <= max_ptes_none (511), and it is young
+    st = _smaps(p, a)
+    assert (st["Rss"], st["AnonHugePages"]) == (2048, 2048)
+    assert p.read(a + 9 * P, 1) == b"x" and p.read(a + 10 * P, 1) == b"\0"
+    assert _vmstat(m)["thp_collapse_alloc"] == 1
+    assert m.memory.thp.pages_collapsed == 1 and m.memory.thp.full_scans == 1
+    m.check_memory()
+
+
+def test_khugepaged_limits() -> None:
+    m = vmsim.Machine(thp={"max_ptes_none": 510})
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a, b"x")
+    p.madvise(a, 2 * M2, MADV_HUGEPAGE)
+    m.tick()  # 511 empty PTEs > 510: thp_scan_exceed_none_pte, no collapse
+    assert p.mm.pt.get(a).level == PTE_LEVEL
+    assert _vmstat(m)["thp_scan_exceed_none_pte"] == 1
+    p.write(a + P, b"y")
+    m.tick()
+    assert p.mm.pt.get(a).level == PMD_LEVEL
+    # a shared folio counts against max_ptes_shared
+    m2 = vmsim.Machine(thp={"max_ptes_shared": 1})
+    q = m2.spawn()
+    b = q.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    for i in range(3):
+        q.write(b + i * P, b"s")
+    q.fork()
+    q.madvise(b, 2 * M2, MADV_HUGEPAGE)
+    m2.tick()
+    assert _vmstat(m2)["thp_scan_exceed_share_pte"] == 1
+    assert q.mm.pt.get(b).level == PTE_LEVEL
+    m2.check_memory()
+
+
+def test_khugepaged_needs_a_young_or_referenced_page() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a, b"x")
+    p.madvise(a, 2 * M2, MADV_HUGEPAGE)
+    leaf = p.mm.pt.get(a)
+    p.mm.pt.set(a, leaf.entry & ~(1 << 5))  # old, as after reclaim cleared the A bit
+    m.tick()
+    assert p.mm.pt.get(a).level == PTE_LEVEL  # SCAN_LACK_REFERENCED_PAGE
+    with pytest.raises(OSError) as e:
+        p.madvise(a, 2 * M2, 25)  # the second 2 MiB has no page table: SCAN_PMD_NULL
+    assert e.value.errno == 22
+    # but the first one was collapsed: MADV_COLLAPSE does not ask for a young page
+    assert p.mm.pt.get(a).level == PMD_LEVEL
+    assert m.memory.thp.pages_collapsed == 0  # only khugepaged's collapses count there
+    m.check_memory()
+
+
+def test_madvise_collapse_errors() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    with pytest.raises(OSError) as e:
+        p.madvise(a + M2 - P, 2 * P, 25)  # no anon_vma: no THP orders at all
+    assert e.value.errno == 22
+    p.write(a + M2, b"x")
+    p.madvise(a + M2 - P, 2 * P, 25)  # straddles a boundary: nothing to do, success
+    with pytest.raises(OSError) as e:
+        p.madvise(a + P, P, 25)  # inside one PMD (hstart > hend): fails
+    assert e.value.errno == 22
+    tiny = vmsim.Machine(ram="3M")  # no free block of order 9: ENOMEM
+    q = tiny.spawn()
+    b = q.mmap(0, M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    q.write(b, b"x")
+    if b % M2 == 0:
+        with pytest.raises(OSError) as e:
+            q.madvise(b, M2, 25)
+        assert e.value.errno == 12
+        assert _vmstat(tiny)["thp_collapse_alloc_failed"] == 1

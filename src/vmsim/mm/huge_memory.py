@@ -40,6 +40,7 @@ from vmsim.mm.flags import (
     VM_HUGEPAGE,
     VM_HUGETLB,
     VM_IO,
+    VM_LOCKED,
     VM_MIXEDMAP,
     VM_NOHUGEPAGE,
     VM_PFNMAP,
@@ -64,6 +65,7 @@ __all__ = [
     "THP_VMSTAT_EVENTS",
     "ThpSettings",
     "ThpState",
+    "alloc_thp",
     "change_huge_pmd",
     "copy_huge_pmd",
     "deferred_split_folio",
@@ -72,9 +74,13 @@ __all__ = [
     "do_huge_pmd_wp_page",
     "forget_folio",
     "huge_pmd_set_accessed",
+    "install_collapsed",
+    "madvise_thp",
+    "move_deposits",
     "note_pte_unmapped",
     "pmd_entry",
     "pmd_leaves",
+    "prepare_move",
     "split_folio",
     "split_folio_everywhere",
     "split_huge_pmd",
@@ -92,6 +98,11 @@ _VM_SPECIAL = VM_IO | VM_PFNMAP | VM_MIXEDMAP | VM_HUGETLB
 _ANON = int(PageFlag.ANON)
 _DIRTY = int(PageFlag.DIRTY)
 _PAGETABLE = int(PageFlag.PAGETABLE)
+_MLOCKED = int(PageFlag.MLOCKED)
+_SWAPBACKED = int(PageFlag.SWAPBACKED)
+_REFERENCED = int(PageFlag.REFERENCED)
+_ACTIVE = int(PageFlag.ACTIVE)
+_HEAD = int(PageFlag.HEAD)
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
 
 # The multi-size THP sizes of anonymous memory on x86-64 (hugepages-<size>kB/enabled): orders
@@ -209,6 +220,11 @@ class ThpState:
     # deferred_split_queue: large folios (head pfn) to split under memory pressure, in the
     # order queued; the value says whether it is partly mapped (folio_test_partially_mapped)
     deferred: dict[int, bool] = field(default_factory=dict)
+    # khugepaged (vmsim.mm.khugepaged): where the last wake-up stopped (mm serial, address),
+    # khugepaged/full_scans, khugepaged/pages_collapsed
+    cursor: tuple[int, int] = (0, 0)
+    full_scans: int = 0
+    pages_collapsed: int = 0
 
 
 # ------------------------------------------------------------------------ helpers
@@ -278,7 +294,7 @@ def _huge_zero_pfn(mem: Kernel) -> int | None:
     return thp.huge_zero_pfn
 
 
-def _alloc_thp(mm: AddressSpace) -> int | None:
+def alloc_thp(mm: AddressSpace) -> int | None:
     """vma_alloc_anon_folio_pmd(): an order-9 anonymous folio, or None when the buddy
     allocator has no free block of that order above the low watermark. (The defrag setting
     decides whether the kernel would compact or reclaim first; the model's allocator has no
@@ -307,6 +323,14 @@ def _map_anon_folio_pmd(mm: AddressSpace, vma: Vma, haddr: int, head: int) -> No
     mm.pt.set(haddr, entry, PMD_LEVEL)
 
 
+def install_collapsed(mm: AddressSpace, vma: Vma, haddr: int, head: int) -> None:
+    """The end of collapse_huge_page(): the new THP mapped by a dirty PMD (writable in a
+    VM_WRITE VMA), its page table deposited."""
+    mm.pt.prealloc(haddr, PMD_LEVEL)
+    _deposit(mm, haddr)
+    _map_anon_folio_pmd(mm, vma, haddr, head)
+
+
 # ---------------------------------------------------------------------- the fault
 def do_huge_pmd_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> str | None:
     """do_huge_pmd_anonymous_page() for an empty PMD slot in an eligible VMA: the huge
@@ -324,7 +348,7 @@ def do_huge_pmd_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: boo
         entry = pfn_pte(zero, page_prot(vma) | PAGE_PSE) & ~PAGE_RW
         mm.pt.set(haddr, entry | PAGE_SPECIAL, PMD_LEVEL)
         return "huge-zero-page"
-    head = _alloc_thp(mm)
+    head = alloc_thp(mm)
     if head is None:
         _count(mem, "thp_fault_fallback")
         return None
@@ -359,7 +383,7 @@ def do_huge_pmd_wp_page(mm: AddressSpace, vma: Vma, addr: int) -> str | None:
     e = pmd_entry(mm, haddr)
     pfn = pfn_of(e, PMD_LEVEL)
     if pfn == mem.thp.huge_zero_pfn:
-        head = _alloc_thp(mm)
+        head = alloc_thp(mm)
         if head is not None:
             mm.pt.set(haddr, 0, PMD_LEVEL)
             mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)
@@ -428,6 +452,31 @@ def split_huge_pmd_range(mm: AddressSpace, start: int, end: int) -> None:
             split_huge_pmd(mm, None, a)
 
 
+def prepare_move(mm: AddressSpace, start: int, end: int, delta: int) -> list[int]:
+    """move_page_tables() before the move of ``[start, end)`` by ``delta``: the PMD leaves
+    that move whole (inside the range, landing aligned: move_huge_pmd()); the others are
+    split now."""
+    whole = []
+    for haddr in pmd_leaves(mm, start, end):
+        if (
+            start <= haddr
+            and haddr + PMD_SIZE <= end
+            and not (haddr + delta) % PMD_SIZE
+            and not pmd_entry(mm, haddr + delta)
+        ):
+            whole.append(haddr)
+        else:
+            split_huge_pmd(mm, None, haddr)
+    return whole
+
+
+def move_deposits(mm: AddressSpace, haddrs: list[int], delta: int) -> None:
+    """The deposited tables move with their PMDs (pgtable_trans_huge_withdraw/deposit)."""
+    d = mm.mem.thp.deposit[mm.serial]
+    moved = {h + delta: d.pop(h) for h in haddrs}
+    d.update(moved)
+
+
 def vma_adjust_trans_huge(mm: AddressSpace, start: int, end: int) -> None:
     """vma_adjust_trans_huge(): a VMA boundary is about to appear at ``start`` and/or
     ``end``; a PMD leaf straddling one is split first (split_huge_pmd_if_needed())."""
@@ -491,19 +540,43 @@ def forget_folio(mem: Kernel, head: int) -> None:
     mem.thp.deferred.pop(head, None)
 
 
+def _remap_zero_pages(mem: Kernel, head: int) -> None:
+    """remap_page() with RMP_USE_SHARED_ZEROPAGE (try_to_map_unused_to_zeropage()): a
+    split anonymous folio's pages that hold only zeros are mapped by the shared zero page
+    instead (special, read-only), except in VM_LOCKED VMAs; they are freed with the split."""
+    frames = mem.frames
+    if frames.flags(head) & _MLOCKED or not frames.flags(head) & _ANON:
+        return
+    zero = frames.zero_pfn
+    for p in range(head, head + frames.folio_nr_pages(head)):
+        if frames.has_data(p):
+            continue
+        for mm, va in list(mem.rmap.get(p, ())):
+            vma = mm.tree.lookup(va)
+            if vma is None or vma.flags & VM_LOCKED:
+                continue
+            mm.pt.set(va, (pfn_pte(zero, page_prot(vma)) & ~PAGE_RW) | PAGE_SPECIAL)
+            mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
+            frames.unmap(p)
+            rmap_remove(mem, p, mm, va)
+            frames.put(p)
+
+
 def split_folio(mem: Kernel, head: int) -> bool:
     """split_folio() to order 0 of a folio no PMD maps and nobody else holds (False,
     thp_split_page_failed, otherwise): every page becomes its own folio on the LRU list of
-    the folio; pages no PTE maps are freed."""
+    the folio; pages holding only zeros are mapped by the shared zero page instead, and
+    pages no PTE maps are freed."""
     frames = mem.frames
     if frames.entire_mapcount(head) or frames.refcount(head) != frames.mapcount(head):
         _count(mem, "thp_split_page_failed")
         return False
     mem.thp.deferred.pop(head, None)
+    frames.get(head)  # the splitter's reference, dropped by frames.split()
+    _remap_zero_pages(mem, head)
     lru = mem.node.lru
     on_lru = head in lru.where
     lru.remove(head)
-    frames.get(head)  # the splitter's reference, dropped by frames.split()
     pages = frames.split(head)
     if on_lru:
         for p in pages:
@@ -519,6 +592,70 @@ def split_folio_everywhere(mem: Kernel, head: int) -> bool:
         if _is_huge(pmd_entry(mm, va)) and not va & (PMD_SIZE - 1):
             split_huge_pmd(mm, None, va)
     return split_folio(mem, head)
+
+
+def _shared(mem: Kernel, head: int, mm: AddressSpace) -> bool:
+    """folio_maybe_mapped_shared(): another mm maps some page of the folio."""
+    frames = mem.frames
+    for p in range(head, head + frames.folio_nr_pages(head)):
+        for owner, _va in mem.rmap.get(p, ()):
+            if owner is not mm:
+                return True
+    return False
+
+
+def madvise_thp(mm: AddressSpace, start: int, end: int, op: str) -> list[int]:
+    """The THP part of MADV_FREE / COLD / PAGEOUT over ``[start, end)`` (op "free", "cold"
+    or "pageout"), before the PTE walk. A PMD-mapped THP only this mm maps is handled whole
+    when the range covers it (madvise_free_huge_pmd(): clean, old, lazily freed; COLD: old,
+    unreferenced, deactivated; PAGEOUT: handed to reclaim, whose folios are returned) and
+    split otherwise (split_folio(), PMD and folio); so is a PTE-mapped large folio in the
+    range. Folios other mms map are left alone."""
+    mem = mm.mem
+    frames = mem.frames
+    picked: list[int] = []
+    for haddr in pmd_leaves(mm, start, end):
+        e = pmd_entry(mm, haddr)
+        head = pfn_of(e, PMD_LEVEL)
+        if not _is_huge(e) or head == mem.thp.huge_zero_pfn or _shared(mem, head, mm):
+            continue
+        if haddr < start or haddr + PMD_SIZE > end:
+            split_folio_everywhere(mem, head)
+            continue
+        if op == "free":
+            frames.clear_flags(head, _DIRTY)
+            if e & (PAGE_ACCESSED | PAGE_DIRTY):
+                mm.pt.set(haddr, e & ~(PAGE_ACCESSED | PAGE_DIRTY), PMD_LEVEL)
+                mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)
+            flags = frames.flags(head)
+            if flags & _SWAPBACKED and not flags & _MLOCKED:  # folio_mark_lazyfree()
+                frames.clear_flags(head, _SWAPBACKED | _REFERENCED | _ACTIVE)
+                mem.node.lru.update(head)
+            continue
+        if op == "cold" and e & PAGE_ACCESSED:
+            mm.pt.set(haddr, e & ~PAGE_ACCESSED, PMD_LEVEL)
+            mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)
+        frames.clear_flags(head, _REFERENCED)
+        if op == "pageout":
+            picked.append(head)
+        elif frames.flags(head) & _ACTIVE:  # folio_deactivate()
+            frames.clear_flags(head, _ACTIVE)
+            mem.node.lru.update(head)
+            _count(mem, "pgdeactivate")
+    if not mm.pt_used:
+        return picked
+    heads = []
+    for m in mm.pt.iter_present(start, end):
+        if m.level == 1:
+            pfn = pfn_of(m.entry, 1)
+            if pfn != frames.zero_pfn and frames.flags(pfn) & _HEAD:
+                head = frames.head(pfn)
+                if head not in heads:
+                    heads.append(head)
+    for head in heads:
+        if frames.is_allocated(head) and frames.order(head) and not _shared(mem, head, mm):
+            split_folio_everywhere(mem, head)
+    return picked
 
 
 def deferred_split_scan(mem: Kernel, nr_to_scan: int | None = None) -> int:

@@ -42,7 +42,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import BusError, Segfault, oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
-from vmsim.mm import gup, huge_memory, lru, memory, truncate, vmscan
+from vmsim.mm import gup, huge_memory, khugepaged, lru, memory, truncate, vmscan
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -210,15 +210,12 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         haddr = (vma.end - PMD_SIZE) & ~(PMD_SIZE - 1)
         if haddr < vma.start or flags & VM_NOHUGEPAGE:
             raise oserror(errno.EINVAL)
-        hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-        hend = end & ~(PMD_SIZE - 1)
-        # madvise_collapse() compares thps (0) with (hend - hstart) >> PMD_SHIFT in unsigned
-        # arithmetic: a range inside one PMD (hstart > hend) fails, one that only straddles
-        # a boundary (hstart == hend) succeeds with nothing to do.
-        if hstart == hend:
-            return vma
-        # otherwise the collapse scan finds no populated page table in this model
-        raise oserror(errno.EINVAL)
+        # madvise_collapse(): a VMA without an anon_vma has no THP orders (EINVAL); then it
+        # compares the THPs made with (hend - hstart) >> PMD_SHIFT in unsigned arithmetic:
+        # a range inside one PMD fails, one that only straddles a boundary succeeds with
+        # nothing to do (kernel-checked)
+        khugepaged.madvise_collapse(mm, vma, start, end)
+        return vma
     if behavior == MADV_GUARD_INSTALL:
         if flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED):
             raise oserror(errno.EINVAL)
@@ -318,6 +315,7 @@ def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> No
 
 # folio flags of the PTE walks below
 _ANON = int(PageFlag.ANON)
+_HEAD = int(PageFlag.HEAD)
 _DIRTY = int(PageFlag.DIRTY)
 _MLOCKED = int(PageFlag.MLOCKED)
 _SWAPBACKED = int(PageFlag.SWAPBACKED)
@@ -333,17 +331,16 @@ def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
     again."""
     if not mm.pt_used or start >= end:
         return
-    # madvise_free_huge_pmd() keeps a wholly covered THP whole; the model splits it
-    huge_memory.split_huge_pmd_range(mm, start, end)
+    huge_memory.madvise_thp(mm, start, end, "free")
     frames = mm.mem.frames
     zero = frames.zero_pfn
     touched = []
     for m in mm.pt.iter_leaves(start, end):
         e = m.entry
-        if not present(e):
+        if not present(e) or m.level > 1:
             continue
         pfn = entry_pfn(e)
-        if pfn == zero or not frames.flags(pfn) & _ANON:
+        if pfn == zero or not frames.flags(pfn) & _ANON or frames.flags(pfn) & _HEAD:
             continue
         flags = frames.flags(pfn)
         if flags & _DIRTY:
@@ -369,15 +366,13 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
         return
     mem = mm.mem
     lru.lru_add_drain(mem)  # madvise_cold() / madvise_pageout() start with it
-    # a THP wholly covered is aged or paged out whole by the kernel; the model splits it
-    huge_memory.split_huge_pmd_range(mm, start, end)
     frames = mem.frames
     zero = frames.zero_pfn
-    picked: list[int] = []
+    picked = huge_memory.madvise_thp(mm, start, end, "pageout" if pageout else "cold")
     aged: list[int] = []
     for m in list(mm.pt.iter_leaves(start, end)):
         e = m.entry
-        if not present(e):
+        if not present(e) or m.level > 1:  # a PMD: madvise_thp() above
             continue
         pfn = entry_pfn(e)
         if pfn == zero or pfn not in mem.node.lru.where or frames.mapcount(pfn) != 1:

@@ -113,13 +113,7 @@ def _reclaim_one(mem: Kernel, pfn: int) -> str:
     Returns "freed", "kept" (rotate), "activate" or "written" (write-back started)."""
     frames = mem.frames
     if frames.order(pfn):
-        # a large folio: the model splits it first (split_folio_to_list() of
-        # shrink_folio_list(); the kernel may swap a whole THP out: thp_swpout), and the
-        # pages are reclaimed one by one on later scans
-        if frames.flags(pfn) & _ANON and mem.swap.total:
-            mem.vmstat["thp_swpout_fallback"] += 1
-        huge_memory.split_folio_everywhere(mem, pfn)
-        return "kept"
+        return _reclaim_large(mem, pfn)
     flags = frames.flags(pfn)
     if flags & _ANON:
         if not flags & _SWAPBACKED:  # MADV_FREE'd: drop it if still clean
@@ -189,6 +183,33 @@ def _reclaim_one(mem: Kernel, pfn: int) -> str:
     inode.shadows[pg] = workingset.eviction(mem, pfn)
     cache_del(mem, inode, pg)
     return "freed"
+
+
+def _reclaim_large(mem: Kernel, head: int) -> str:
+    """shrink_folio_list() for a large folio: the model never swaps a THP out whole
+    (folio_alloc_swap() of 512 slots), it splits it (split_folio_to_list(), counted as
+    thp_swpout_fallback for an anonymous one) and reclaims the pages one by one; what the
+    head page came to is returned, the other pages are freed or activated as they come."""
+    frames = mem.frames
+    flags = frames.flags(head)
+    if flags & _ANON and flags & _SWAPBACKED and head not in mem.swap.entry_of:
+        mem.vmstat["thp_swpout_fallback"] += 1
+    nr = frames.folio_nr_pages(head)
+    if not huge_memory.split_folio_everywhere(mem, head):
+        return "activate"
+    lru = mem.node.lru
+    outcome = "freed"
+    for p in range(head, head + nr):
+        if p not in lru.where or not _isolatable(mem, p):
+            continue
+        got = _reclaim_one(mem, p)
+        if p == head:
+            outcome = got
+        elif got == "activate" and frames.is_allocated(p):
+            frames.set_flags(p, _ACTIVE)
+            lru.update(p)
+            mem.vmstat["pgactivate"] += 1
+    return outcome if frames.is_allocated(head) else "freed"
 
 
 def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
