@@ -10,10 +10,12 @@ on:
   the frames of a THP are contiguous and 2 MiB aligned;
 * every page's /proc/kpageflags word, with KPF_OWNER_2 (bit 34, PG_anon_exclusive) and
   KPF_IDLE (bit 25: kdamond, DAMON, samples pages here) masked: the model keeps neither;
-* the deltas of the thp_* lines of /proc/vmstat over the script. The kernel's are global: a
-  THP allocation elsewhere on the machine would show, so each script is run until two runs
-  agree (at most 3); thp_zero_page_alloc is left out (the kernel allocates the huge zero
-  page once until its shrinker frees it; the model keeps it).
+* the deltas of the thp_* lines of /proc/vmstat over the script. The kernel's are global:
+  other processes' THP faults and the live khugepaged's collapses show too, so those two
+  counters need only be at least the model's, every other one equal; a script whose deltas
+  differ is run again (3 runs at most; a kernel delta below the model's fails at once, only
+  above on every run is skipped as noise). thp_zero_page_alloc is left out (the kernel
+  allocates the huge zero page once until its shrinker frees it; the model keeps it).
 
 A script whose live THP fault fell back (thp_fault_fallback moved: the machine has no free
 2 MiB block) is skipped with that reason: the model's RAM is not fragmented the same way.
@@ -22,6 +24,8 @@ A script whose live THP fault fell back (thp_fault_fallback moved: the machine h
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +49,7 @@ from vmsim.constants import (
     PROT_READ,
     PROT_WRITE,
 )
+from vmsim.mm.flags import VM_READ, VM_WRITE
 from vmsim.mm.huge_memory import DEFAULT_THP, MTHP_SIZES_KB
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
 
@@ -181,6 +186,9 @@ class ThpScript:
         self.root.close()
 
     # -- steps ---------------------------------------------------------------------------
+    def _who(self, pr: Side) -> str:
+        return f"[p{self.procs.index(pr)}] "
+
     def _both(self, text: str, kout: object, sfn: Callable[[], object]) -> None:
         self.steps.append(text)
         try:
@@ -197,28 +205,28 @@ class ThpScript:
     def mmap(self, pr: Side, addr: int, length: int, prot: int = RW) -> None:
         flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
         self._both(
-            f"mmap({addr:#x}, {length:#x})",
+            self._who(pr) + f"mmap({addr:#x}, {length:#x})",
             pr.k.mmap(addr, length, prot, flags),
             lambda: pr.s.mmap(addr, length, prot, flags),
         )
 
     def madvise(self, pr: Side, addr: int, length: int, advice: int) -> None:
         self._both(
-            f"madvise({addr:#x}, {length:#x}, {advice})",
+            self._who(pr) + f"madvise({addr:#x}, {length:#x}, {advice})",
             pr.k.madvise(addr, length, advice),
             lambda: pr.s.madvise(addr, length, advice),
         )
 
     def mprotect(self, pr: Side, addr: int, length: int, prot: int) -> None:
         self._both(
-            f"mprotect({addr:#x}, {length:#x}, {prot})",
+            self._who(pr) + f"mprotect({addr:#x}, {length:#x}, {prot})",
             pr.k.mprotect(addr, length, prot),
             lambda: pr.s.mprotect(addr, length, prot),
         )
 
     def munmap(self, pr: Side, addr: int, length: int) -> None:
         self._both(
-            f"munmap({addr:#x}, {length:#x})",
+            self._who(pr) + f"munmap({addr:#x}, {length:#x})",
             pr.k.munmap(addr, length),
             lambda: pr.s.munmap(addr, length),
         )
@@ -226,19 +234,19 @@ class ThpScript:
     def mremap(self, pr: Side, old: int, length: int, new: int) -> None:
         flags = MREMAP_MAYMOVE | MREMAP_FIXED
         self._both(
-            f"mremap({old:#x}, {length:#x} -> {new:#x})",
+            self._who(pr) + f"mremap({old:#x}, {length:#x} -> {new:#x})",
             pr.k.mremap(old, length, length, flags, new),
             lambda: pr.s.mremap(old, length, length, flags, new),
         )
 
     def store(self, pr: Side, addr: int, byte: int) -> None:
-        self.steps.append(f"store {addr:#x} {byte:#x}")
+        self.steps.append(self._who(pr) + f"store {addr:#x} {byte:#x}")
         pr.k.store(addr, bytes([byte]) * 8)
         pr.s.write(addr, bytes([byte]) * 8)
         self.compare()
 
     def load(self, pr: Side, addr: int) -> bytes:
-        self.steps.append(f"load {addr:#x}")
+        self.steps.append(self._who(pr) + f"load {addr:#x}")
         k = pr.k.load(addr, 8)
         s = pr.s.read(addr, 8)
         if k != s:
@@ -247,7 +255,7 @@ class ThpScript:
         return k
 
     def fork(self, pr: Side) -> Side:
-        self.steps.append("fork")
+        self.steps.append(self._who(pr) + "fork")
         child = Side(pr.k.fork(), pr.s.fork())
         os.sched_setaffinity(child.k.pid, {_cpu()})
         self.procs.append(child)
@@ -256,8 +264,18 @@ class ThpScript:
 
     # -- comparison ----------------------------------------------------------------------
     def compare(self) -> None:
+        """Compare every process; a difference must still be there 50 ms later to count
+        (kcompactd or kdamond may be moving a page between the pagemap and kpageflags
+        reads, as in pages.py)."""
         if self.diff:
             return
+        self._compare()
+        if self.diff:
+            time.sleep(0.05)
+            self.diff.clear()
+            self._compare()
+
+    def _compare(self) -> None:
         self.root.madvise(SCRATCH, P, MADV_COLD)  # lru_add_drain() on the pinned CPU
         self.m.memory.lru_add_drain()
         kseen: dict[int, int] = {}
@@ -316,6 +334,12 @@ def _errno(out: object) -> int:
     return int(getattr(errno, name, 0))
 
 
+# Counters the rest of this machine moves all the time (observed: 4 to 74 THP faults, and the
+# live khugepaged's collapses of other processes' memory, during one script): a script passes
+# when these are at least the model's and every other thp_* delta is equal.
+BUSY_COUNTERS = {"thp_fault_alloc", "thp_collapse_alloc"}
+
+
 def _run(script: Callable[[ThpScript], None]) -> None:
     last = None
     for _attempt in range(3):
@@ -331,13 +355,28 @@ def _run(script: Callable[[ThpScript], None]) -> None:
             pytest.skip(f"the live THP fault fell back (no free 2 MiB block): {kd}")
         if kd == sd:
             return
+        exact = set(kd) | set(sd)
+        exact -= BUSY_COUNTERS
+        if all(kd.get(e, 0) == sd.get(e, 0) for e in exact) and all(
+            kd.get(e, 0) >= sd.get(e, 0) for e in BUSY_COUNTERS
+        ):
+            return
         # other processes can only add to the kernel's global counters: a kernel delta
         # smaller than the model's, or a counter the model moved that the kernel did not,
         # is a real difference
         short = {e: (kd.get(e, 0), n) for e, n in sd.items() if kd.get(e, 0) < n}
         if short:
-            pytest.fail(f"thp_* vmstat: kernel counted less than vmsim: {short} ({kd} / {sd})")
+            pytest.fail(
+                "\n".join(
+                    [
+                        *t.steps,
+                        f"thp_* vmstat: kernel counted less than vmsim: {short} ({kd} / {sd})",
+                    ]
+                )
+            )
         last = (kd, sd)
+        if os.environ.get("VMSIM_THP_DEBUG"):
+            print("\n".join([*t.steps, f"deltas: kernel {kd}, vmsim {sd}"]))
     assert last is not None
     pytest.skip(
         "thp_* vmstat deltas moved by other processes on 3 runs (kernel >= vmsim on every "
@@ -542,3 +581,64 @@ SCRIPTS = [
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.__name__ for s in SCRIPTS])
 def test_thp_script(script: Callable[[ThpScript], None]) -> None:
     _run(script)
+
+
+def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
+    """A random sequence over the 4 MiB window: maps (advised or not), loads, stores,
+    MADV_HUGEPAGE / NOHUGEPAGE / COLLAPSE / POPULATE_WRITE / DONTNEED / FREE / COLD,
+    partial or whole mprotect and munmap, fork (at most 3 processes)."""
+
+    def script(t: ThpScript) -> None:
+        rng = random.Random(seed)
+        pr = t.procs[0]
+        t.mmap(pr, BASE, SPAN)
+        if rng.random() < 0.7:
+            t.madvise(pr, BASE, SPAN, MADV_HUGEPAGE)
+        for _ in range(nsteps):
+            pr = rng.choice(t.procs)
+            r = rng.random()
+            page = rng.randrange(SPAN // P)
+            n = rng.choice([1, 2, 16, 256, 512, 1024])
+            n = min(n, SPAN // P - page)
+            if rng.random() < 0.4:  # whole or 2 MiB aligned ranges are common in real use
+                page, n = rng.choice([(0, 512), (512, 512), (0, 1024)])
+            addr, length = BASE + page * P, n * P
+            vma = pr.s.mm.tree.lookup(addr)
+            if r < 0.25:
+                if vma is not None and vma.flags & VM_WRITE:
+                    t.store(pr, addr, rng.randrange(1, 256))
+            elif r < 0.40:
+                if vma is not None and vma.flags & VM_READ:
+                    t.load(pr, addr)
+            elif r < 0.70:
+                advice = rng.choice(
+                    [
+                        MADV_HUGEPAGE,
+                        MADV_NOHUGEPAGE,
+                        MADV_COLLAPSE,
+                        MADV_POPULATE_WRITE,
+                        MADV_DONTNEED,
+                        MADV_FREE,
+                        MADV_COLD,
+                    ]
+                )
+                t.madvise(pr, addr, length, advice)
+            elif r < 0.80:
+                t.mprotect(pr, addr, length, rng.choice([RW, PROT_READ]))
+            elif r < 0.86:
+                t.munmap(pr, addr, length)
+            elif r < 0.92:
+                t.mmap(pr, addr, length)
+            elif len(t.procs) < 3:
+                t.fork(pr)
+            if t.diff:
+                return
+
+    script.__name__ = f"random_{seed}"
+    return script
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("VMSIM_THP_SEEDS", "12"))))
+def test_thp_random(seed: int) -> None:
+    """Seeded random sequences (``VMSIM_THP_SEEDS=N`` runs N of them)."""
+    _run(random_steps(seed, 25))

@@ -301,6 +301,18 @@ class PageTables:
             self._free_empty_upwards(leaf.level, key >> 9)
         return leaf.entry
 
+    def free_table_if_empty(self, vaddr: int, level: int) -> bool:
+        """Free the level-``level`` table covering ``vaddr`` if none of its entries is set,
+        clearing the entry above that points to it (try_get_and_clear_pmd() + free_pte():
+        the tables above stay). Returns whether it was freed."""
+        m = self._masked(vaddr)
+        key = m >> self.shifts[level + 1]
+        e = self.entries[level + 1].get(key)
+        if e is None or not _is_table(e, level + 1) or self.occupancy[level].get(key, 0):
+            return False
+        self._free_table(level + 1, key)
+        return True
+
     def _free_empty_upwards(self, level: int, table: int) -> None:
         """Free table ``table`` at ``level`` if it is empty, then its parent, and so on."""
         while level < self.levels and self.occupancy[level].get(table, 0) == 0:

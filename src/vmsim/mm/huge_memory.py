@@ -505,7 +505,13 @@ def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
     frames = mem.frames
     rmap_remove(mem, head, mm, haddr)
     frames.unmap_pmd(head)
-    if frames.mapcount(head) and frames.flags(head) & _ANON:
+    # __folio_remove_rmap(RMAP_LEVEL_PMD): the last PMD gone while only some pages are
+    # mapped by PTEs (another process split its own PMD) leaves the folio partly mapped
+    if (
+        not frames.entire_mapcount(head)
+        and frames.flags(head) & _ANON
+        and 0 < frames.mapped_pages(head) < frames.folio_nr_pages(head)
+    ):
         deferred_split_folio(mem, head, partially_mapped=True)
     frames.put(head)
     return True
@@ -586,8 +592,19 @@ def split_folio(mem: Kernel, head: int) -> bool:
 
 
 def split_folio_everywhere(mem: Kernel, head: int) -> bool:
-    """Split every PMD mapping the folio ``head`` (try_to_unmap() with TTU_SPLIT_HUGE_PMD),
-    then the folio itself."""
+    """split_folio(): unmap_folio() splits every PMD mapping the folio (straight to
+    migration entries: no partial mapping is seen) and takes its PTEs down one at a time
+    (try_to_migrate_one()): a folio only PTEs map, on two pages or more, is seen partly
+    mapped on the way, queued and counted as a deferred split (unless it was already); then
+    the folio itself is split."""
+    frames = mem.frames
+    if (
+        not frames.entire_mapcount(head)
+        and not mem.thp.deferred.get(head)
+        and frames.mapped_pages(head) >= 2
+        and frames.refcount(head) == frames.mapcount(head)
+    ):
+        deferred_split_folio(mem, head, partially_mapped=True)
     for mm, va in list(mem.rmap.get(head, ())):
         if _is_huge(pmd_entry(mm, va)) and not va & (PMD_SIZE - 1):
             split_huge_pmd(mm, None, va)

@@ -201,6 +201,9 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
             lazyfree(mm, start, end)
             return vma
         mm.zap(start, end)
+        # CONFIG_PT_RECLAIM: a zap of at least 2 MiB frees the PTE tables it left empty
+        # (zap_pte_range() with details->reclaim_pt)
+        memory.reclaim_empty_pte_tables(mm, start, end)
         return vma
     if behavior == MADV_COLLAPSE:
         # thp_vma_allowable_order(TVA_FORCED_COLLAPSE): anonymous and spanning an aligned

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, SEGV_MAPERR
 from vmsim.errors import BusError, Segfault
-from vmsim.hw.pagetable import PMD_LEVEL
+from vmsim.hw.pagetable import PMD_LEVEL, PTE_LEVEL
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
     PAGE_DIRTY,
@@ -79,6 +79,7 @@ __all__ = [
     "copy_page_range",
     "do_swap_page",
     "handle_mm_fault",
+    "reclaim_empty_pte_tables",
     "unmap_mapping_pages",
     "vma_needs_copy",
     "zap_mapped",
@@ -378,10 +379,18 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResul
 
 
 def _release(
-    mm: AddressSpace, addr: int, pfn: int, entry: int, locked: bool = False, zap: bool = True
+    mm: AddressSpace,
+    addr: int,
+    pfn: int,
+    entry: int,
+    locked: bool = False,
+    zap: bool = True,
+    batched: bool = False,
 ) -> None:
     """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
-    dirty PTE dirties a file page first; the last unmap clears mlock."""
+    dirty PTE dirties a file page first; the last unmap clears mlock. A page of a large
+    folio may leave it partly mapped (the deferred split queue), unless the caller zaps a
+    batch of its PTEs and looks once the batch is done (``batched``)."""
     frames = mm.mem.frames
     flags = frames.flags(pfn)
     if zap and not flags & _ANON:  # zap_present_folio_ptes(); a COW replacement does not
@@ -391,7 +400,7 @@ def _release(
             mark_accessed(mm.mem, pfn)
     frames.unmap(pfn)
     rmap_remove(mm.mem, pfn, mm, addr)
-    if flags & _HEAD:
+    if flags & _HEAD and not batched:
         huge_memory.note_pte_unmapped(mm.mem, pfn)
     if locked and flags & _MLOCKED:
         munlock_folio(mm, pfn)
@@ -424,17 +433,59 @@ def zap_range(
         mm.mem.cpu.pwc.flush()
     if not cleared:
         return huge
-    zero = mm.mem.frames.zero_pfn
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
+    # zap_present_ptes() removes the rmap of a run of PTEs mapping consecutive pages of one
+    # large folio (folio_pte_batch(): same PTE table, same write bit) at once: whether the
+    # folio is left partly mapped is seen after each run, not after each page
+    run: tuple[int, int, int, int] | None = None  # head, last pfn, last address, RW bit
     for m in cleared:
         e = m.entry
         if present(e):
             pfn = entry_pfn(e)
-            if pfn != zero:
-                _release(mm, m.vaddr, pfn, e, locked)
+            if pfn == zero:
+                continue
+            large = bool(frames.flags(pfn) & _HEAD)
+            if run is not None and not (
+                large
+                and frames.head(pfn) == run[0]
+                and pfn == run[1] + 1
+                and m.vaddr == run[2] + PAGE_SIZE
+                and m.vaddr & (PMD_SIZE - 1)
+                and e & PAGE_RW == run[3]
+            ):
+                _end_zap_run(mm, run[0])
+                run = None
+            if large:
+                run = (frames.head(pfn), pfn, m.vaddr, e & PAGE_RW)
+            _release(mm, m.vaddr, pfn, e, locked, batched=large)
         else:  # free_swap_and_cache()
             free_swap_and_cache(mm.mem, pte_to_swp_entry(e))
+    if run is not None:
+        _end_zap_run(mm, run[0])
     mm.mem.cpu.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
     return len(cleared) + huge
+
+
+def _end_zap_run(mm: AddressSpace, head: int) -> None:
+    if mm.mem.frames.is_allocated(head):
+        huge_memory.note_pte_unmapped(mm.mem, head)
+
+
+def reclaim_empty_pte_tables(mm: AddressSpace, start: int, end: int) -> None:
+    """madvise_dontneed_single_vma() with reclaim_pt (CONFIG_PT_RECLAIM, on in the reference
+    kernel): when the zapped range spans at least 2 MiB, every PTE table it covers whole that
+    is now empty (no page, no swap entry, no guard marker) is freed and its PMD cleared; the
+    tables above stay. A later fault there may then get a THP."""
+    if end - start < PMD_SIZE or not mm.pt_used:
+        return
+    freed = False
+    for a in range((start + PMD_SIZE - 1) & -PMD_SIZE, end & -PMD_SIZE, PMD_SIZE):
+        if mm.guards and any(mm.guards.irange(a >> PAGE_SHIFT, ((a + PMD_SIZE) >> PAGE_SHIFT) - 1)):
+            continue  # guard markers are PTEs in the kernel: the table is not empty
+        freed |= mm.pt.free_table_if_empty(a, PTE_LEVEL)
+    if freed:
+        mm.mem.cpu.pwc.flush()
 
 
 def zap_mapped(
