@@ -555,6 +555,29 @@ def madv_pageout_of_a_thp(t: ThpScript) -> None:
     _advise_whole_and_part(t, MADV_PAGEOUT)
 
 
+def munmap_of_a_split_thp_in_one_vma_or_three(t: ThpScript) -> None:
+    pr = _huge(t)
+    t.store(pr, A, 0x11)
+    t.store(pr, B, 0x12)
+    t.mprotect(pr, A + 100 * P, P, PROT_READ)
+    t.mprotect(pr, A + 100 * P, P, RW)  # merged again: one zap run, never partly mapped
+    t.munmap(pr, A, M2)
+    t.madvise(pr, B + 100 * P, P, MADV_NOHUGEPAGE)  # three VMAs: partly mapped on the way
+    t.munmap(pr, B, M2)
+
+
+def dontneed_frees_empty_page_tables_then_the_huge_zero_page(t: ThpScript) -> None:
+    pr = _plain(t)
+    t.store(pr, A, 0x21)
+    t.store(pr, B + 100 * P, 0x22)
+    t.madvise(pr, A, M2, MADV_DONTNEED)
+    t.munmap(pr, B, M2 // 2)  # the table is shared with [B + 1M, B + 2M): it stays
+    t.madvise(pr, A, M2, MADV_HUGEPAGE)
+    t.madvise(pr, B + M2 // 2, M2 // 2, MADV_HUGEPAGE)
+    t.load(pr, A + 3 * P)
+    t.load(pr, B + M2 // 2 + P)
+
+
 SCRIPTS = [
     read_fault_maps_the_huge_zero_page_then_a_write_allocates,
     write_fault_allocates_a_thp,
@@ -575,6 +598,8 @@ SCRIPTS = [
     madv_free_of_a_thp,
     madv_cold_of_a_thp,
     madv_pageout_of_a_thp,
+    munmap_of_a_split_thp_in_one_vma_or_three,
+    dontneed_frees_empty_page_tables_then_the_huge_zero_page,
 ]
 
 
@@ -642,3 +667,38 @@ def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
 def test_thp_random(seed: int) -> None:
     """Seeded random sequences (``VMSIM_THP_SEEDS=N`` runs N of them)."""
     _run(random_steps(seed, 25))
+
+
+@pytest.mark.slow
+def test_khugepaged_collapses_one_touched_page_into_2mib() -> None:
+    """The RSS-bloat story on the live khugepaged: one page written in each 2 MiB of a
+    region advised MADV_HUGEPAGE afterwards (4 KiB pages until then) becomes a THP when
+    khugepaged gets to it (max_ptes_none 511). The live khugepaged wakes every
+    scan_sleep_millisecs (10 s here) and scans every process in turn: the test waits up to
+    90 s, then compares the region with the model's after its ticks."""
+    t = ThpScript()
+    try:
+        pr = _plain(t)
+        t.store(pr, A + 7 * P, 0x5A)
+        t.store(pr, B + 9 * P, 0x5B)
+        t.madvise(pr, A, SPAN, MADV_HUGEPAGE)
+        assert not t.diff, t.diff
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            kv = _window_smaps(pr.k.smaps())
+            if sum(v.get("AnonHugePages", 0) for v in kv.values()) == 2 * 2048:
+                break
+            time.sleep(1)
+        else:
+            pytest.skip(f"the live khugepaged did not collapse the region in 90 s: {kv}")
+        ticks = 0
+        while ticks < 10 and pr.s.mm.pt.get(B + 9 * P).level != 2:
+            t.m.tick()
+            ticks += 1
+        t.steps.append(f"khugepaged (the model: {ticks} tick(s))")
+        t.compare()
+        assert not t.diff, "\n".join([*t.steps, *t.diff])
+        assert _window_smaps(pr.s.smaps())[(A, A + SPAN)]["Rss"] == 4096
+        assert t.m.memory.thp.pages_collapsed == 2
+    finally:
+        t.close()

@@ -342,3 +342,65 @@ def test_madvise_collapse_errors() -> None:
             q.madvise(b, M2, 25)
         assert e.value.errno == 12
         assert _vmstat(tiny)["thp_collapse_alloc_failed"] == 1
+
+
+# --- page tables and the deferred split count (found by the random differential runs) ------
+def test_dontneed_of_2mib_frees_the_empty_pte_table_then_a_read_gets_the_huge_zero_page() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a, b"x")  # a 4 KiB page (not advised yet): a PTE table for [a, a + 2 MiB)
+    tables = p.mm.pt.table_pages
+    p.madvise(a, P, MADV_DONTNEED)  # under 2 MiB: the empty table stays
+    assert p.mm.pt.table_pages == tables
+    p.madvise(a, M2, MADV_DONTNEED)  # CONFIG_PT_RECLAIM: the table it emptied goes
+    assert p.mm.pt.table_pages == tables - 1
+    p.madvise(a, 2 * M2, MADV_HUGEPAGE)
+    p.read(a + P, 1)
+    assert p.mm.pt.get(a).level == PMD_LEVEL  # the huge zero page
+
+
+def test_munmap_keeps_a_page_table_a_neighbour_shares() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a + M2 + 100 * P, b"x")
+    tables = p.mm.pt.table_pages
+    # the PTE table of [a + 2M, a + 4M) is shared with what is left of the VMA above a + 3M
+    # (free_pgtables()'s ceiling): it stays, empty
+    p.munmap(a + M2, M2 // 2)
+    assert p.mm.pt.table_pages == tables
+    p.madvise(a + M2 + M2 // 2, M2 // 2, MADV_HUGEPAGE)
+    p.munmap(a + M2 + M2 // 2, M2 // 2)  # now nothing shares it: freed
+    assert p.mm.pt.table_pages == tables - 1
+    m.check_memory()
+
+
+def test_madvise_collapse_stops_at_an_empty_pmd_slot() -> None:
+    m = vmsim.Machine()
+    p = m.spawn()
+    a = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a + M2 + 5 * P, b"x")  # the PMD table exists, the first slot is empty
+    with pytest.raises(OSError) as e:
+        p.madvise(a, 2 * M2, 25)  # SCAN_PMD_NONE ends the walk: the second half stays
+    assert e.value.errno == 22
+    assert p.mm.pt.get(a + M2 + 5 * P).level == PTE_LEVEL
+    p.madvise(a + M2, M2, 25)
+    assert p.mm.pt.get(a + M2 + 5 * P).level == PMD_LEVEL
+
+
+def test_a_thp_unmapped_in_one_zap_is_never_partly_mapped() -> None:
+    m = vmsim.Machine()
+    p, a = _huge(m)
+    p.write(a, b"x")
+    p.mprotect(a + 100 * P, P, PROT_READ)  # a VMA boundary: the PMD is split
+    p.mprotect(a + 100 * P, P, RW)  # one VMA again, the PTEs writable again
+    assert _vmstat(m)["thp_split_pmd"] == 1 and p.map_count == 1
+    p.munmap(a, 2 * M2)  # one run of 512 PTEs of one folio: never partly mapped
+    assert _vmstat(m)["thp_deferred_split_page"] == 0
+    q, b = _huge(m)
+    q.write(b, b"x")
+    q.madvise(b + 100 * P, P, MADV_NOHUGEPAGE)  # three VMAs: zapped one after the other
+    q.munmap(b, 2 * M2)
+    assert _vmstat(m)["thp_deferred_split_page"] == 1
+    m.check_memory()

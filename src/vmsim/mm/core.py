@@ -318,9 +318,21 @@ class AddressSpace:
             return
         for v in vmas:
             memory.zap_range(
-                self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
+                self, v.start, v.end, free_tables=False, locked=bool(v.flags & VM_LOCKED)
             )
             self.drop_guards(v.start, v.end)
+        # free_pgtables(): only tables no remaining VMA's range shares go (floor: the end of
+        # the VMA before, ceiling: the start of the one after), empty or not in the kernel;
+        # a table shared with a neighbour stays even when empty (a later fault there finds
+        # it: no THP)
+        if self.pt_used and vmas:
+            start, end = vmas[0].start, vmas[-1].end
+            prev = self.tree.prev_of(start)
+            nxt = self.tree.find(end)
+            floor = prev.end if prev is not None else 0
+            ceiling = nxt.start if nxt is not None else 0
+            if self.pt.free_pgd_range(start, end, floor, ceiling):
+                self.mem.cpu.pwc.flush()
 
     def remove_vma(self, vma: Vma) -> None:
         """remove_vma() -> fput(): a deleted file's page cache may now be freed."""

@@ -72,7 +72,6 @@ __all__ = [
     "deferred_split_scan",
     "do_huge_pmd_anonymous_page",
     "do_huge_pmd_wp_page",
-    "forget_folio",
     "huge_pmd_set_accessed",
     "install_collapsed",
     "madvise_thp",
@@ -271,6 +270,8 @@ def _withdraw(mm: AddressSpace, haddr: int) -> None:
     pfn = None if d is None else d.pop(haddr, None)
     if pfn is not None:
         mm.mem.frames.put(pfn)
+    if d is not None and not d:
+        del mm.mem.thp.deposit[mm.serial]
 
 
 def pmd_leaves(mm: AddressSpace, start: int, end: int) -> list[int]:
@@ -539,11 +540,6 @@ def note_pte_unmapped(mem: Kernel, pfn: int) -> None:
         and frames.mapped_pages(head) < (1 << frames.order(head))
     ):
         deferred_split_folio(mem, head, partially_mapped=True)
-
-
-def forget_folio(mem: Kernel, head: int) -> None:
-    """A freed folio leaves the deferred split queue (free_pages_prepare())."""
-    mem.thp.deferred.pop(head, None)
 
 
 def _remap_zero_pages(mem: Kernel, head: int) -> None:

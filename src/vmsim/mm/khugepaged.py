@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE, PMD_SIZE
 from vmsim.errors import oserror
+from vmsim.hw.pagetable import PUD_LEVEL
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_PSE
 from vmsim.mm import huge_memory
-from vmsim.mm.flags import VM_HUGEPAGE, VM_NOHUGEPAGE, VM_SHARED
+from vmsim.mm.flags import VM_HUGEPAGE, VM_LOCKED, VM_NOHUGEPAGE, VM_SHARED
 from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.memory import do_swap_page, zap_range
 from vmsim.phys.frames import PageFlag
@@ -52,6 +53,7 @@ class Scan(Enum):
 
     SUCCEED = "succeed"
     PMD_NULL = "pmd_null"
+    PMD_NONE = "pmd_none"
     PMD_MAPPED = "pmd_mapped"
     EXCEED_NONE_PTE = "exceed_none_pte"
     EXCEED_SWAP_PTE = "exceed_swap_pte"
@@ -96,7 +98,10 @@ def hpage_collapse_scan_pmd(
     """hpage_collapse_scan_pmd() up to the collapse: (result, referenced, unmapped)."""
     e = huge_memory.pmd_entry(mm, haddr)
     if not e:
-        return Scan.PMD_NULL, 0, 0
+        # find_pmd_or_thp_or_none(): no PMD table at all is SCAN_PMD_NULL, an empty slot in
+        # one SCAN_PMD_NONE (which stops MADV_COLLAPSE; kernel-checked)
+        pud = mm.pt.entries[PUD_LEVEL].get((haddr & mm.pt.va_mask) >> 30, 0)
+        return (Scan.PMD_NONE if pud else Scan.PMD_NULL), 0, 0
     if e & PAGE_PSE:
         return Scan.PMD_MAPPED, 0, 0
     mem = mm.mem
@@ -170,7 +175,7 @@ def collapse_huge_page(mm: AddressSpace, vma: Vma, haddr: int, unmapped: int) ->
             frames.copy_into(pfn, head + i)
     # pmdp_collapse_flush() and __collapse_huge_page_copy_succeeded(): the PTEs go with their
     # pages and the PTE table (the deposit below stands for it), then the PMD maps the THP
-    zap_range(mm, haddr, haddr + PMD_SIZE, free_tables=True)
+    zap_range(mm, haddr, haddr + PMD_SIZE, free_tables=True, locked=bool(vma.flags & VM_LOCKED))
     huge_memory.install_collapsed(mm, vma, haddr, head)
     return Scan.SUCCEED
 
