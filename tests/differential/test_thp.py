@@ -51,6 +51,7 @@ from vmsim.constants import (
 )
 from vmsim.mm.flags import VM_READ, VM_WRITE
 from vmsim.mm.huge_memory import DEFAULT_THP, MTHP_SIZES_KB
+from vmsim.mm.khugepaged import khugepaged_scan
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
 
 from .live import LiveChild
@@ -274,6 +275,21 @@ class ThpScript:
             time.sleep(0.05)
             self.diff.clear()
             self._compare()
+        if self.diff and self._kernel_collapsed_more():
+            # the live khugepaged (every 10 s) collapsed a range between two steps: let the
+            # model's khugepaged have its wake-up too, and look again
+            self.steps.append("(the live khugepaged collapsed a range: one khugepaged scan)")
+            khugepaged_scan(self.m.memory)
+            self.diff.clear()
+            self._compare()
+
+    def _kernel_collapsed_more(self) -> bool:
+        for pr in self.procs:
+            kv, sv = _window_smaps(pr.k.smaps()), _window_smaps(pr.s.smaps())
+            k = sum(v.get("AnonHugePages", 0) for v in kv.values())
+            if k > sum(v.get("AnonHugePages", 0) for v in sv.values()):
+                return True
+        return False
 
     def _compare(self) -> None:
         self.root.madvise(SCRATCH, P, MADV_COLD)  # lru_add_drain() on the pinned CPU

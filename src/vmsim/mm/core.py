@@ -307,6 +307,7 @@ class AddressSpace:
         vma_ops.vms_complete_munmap_vmas(self, vmas)
 
     def do_munmap(self, start: int, end: int) -> None:
+        huge_memory.vma_adjust_trans_huge(self, start, end)  # __split_vma() of the edges
         vma_ops.do_vmi_munmap(self, start, end)
 
     # VmaHooks: what unmapping does to pages (vm_unacct() is above)

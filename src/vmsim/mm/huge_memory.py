@@ -420,7 +420,9 @@ def split_huge_pmd(mm: AddressSpace, vma: Vma | None, haddr: int) -> None:
     _withdraw(mm, haddr)
     mm.pt.prealloc(haddr)  # pmd_populate() with the (re-allocated) deposited table
     if vma is None:
-        vma = mm.tree.lookup(haddr)
+        # the VMA still holding part of the 2 MiB (the part being unmapped may have left
+        # the tree already: its PTEs are zapped right after)
+        vma = mm.tree.lookup(haddr) or mm.tree.find_intersection(haddr, haddr + PMD_SIZE)
     assert vma is not None, f"PMD at {haddr:#x} outside every VMA"
     prot = page_prot(vma)
     bits = e & (PAGE_ACCESSED | PAGE_DIRTY | PAGE_RW)
