@@ -11,7 +11,7 @@ from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW, pfn_of
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import compaction, hugetlb, vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
-from vmsim.mm.flags import VM_LOCKED
+from vmsim.mm.flags import VM_HUGETLB, VM_LOCKED
 from vmsim.mm.huge_memory import ThpSettings, thp_settings
 from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.kernel import Kernel
@@ -384,10 +384,11 @@ class Machine:
                     swaprefs[key] = swaprefs.get(key, 0) + 1
                     continue
                 pfn = entry_pfn(m.entry)
-                if m.level > 1:
+                if m.level > 1 and not vma.flags & VM_HUGETLB:  # a THP: a table deposited
                     assert m.vaddr in mem.thp.deposit.get(mm.serial, {}), "PMD without deposit"
                     if pfn == mem.thp.huge_zero_pfn:
                         continue
+                if m.level > 1:
                     assert frames.entire_mapcount(pfn), f"PMD maps {pfn:#x}, no entire map"
                 if pfn != zero:
                     head = frames.head(pfn) if frames.is_allocated(pfn) else pfn

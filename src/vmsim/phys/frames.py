@@ -741,12 +741,15 @@ class FrameAllocator:
             else:
                 assert self._map[pfn] == self._entire[pfn] + sum(counts), f"mapcount {pfn:#x}"
                 recount._account(flags, False, nr)
-                recount._map_mapped_counter_flags(flags, self.mapped_pages(pfn))
+                if not flags & _HUGE:  # hugetlb folios are in neither NR_*_MAPPED
+                    recount._map_mapped_counter_flags(flags, self.mapped_pages(pfn))
             assert bool(flags & _HEAD) == (nr > 1), f"HEAD flag wrong at {pfn:#x}"
         for name in _COUNTERS:
             assert getattr(recount, name) == getattr(self, name), f"{name} drifted"
         thps = sum(
-            1 << self._order[p] for p, n in self._entire.items() if n and self._flags[p] & _ANON
+            1 << self._order[p]
+            for p, n in self._entire.items()
+            if n and self._flags[p] & _ANON and not self._flags[p] & _HUGE
         )
         assert thps == self.nr_anon_thps, "nr_anon_thps drifted"
         assert used == self.used_pages, f"{used} pages in folios, {self.used_pages} used"
