@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from vmsim.analysis import analyze, read_snapshot
-from vmsim.cli import maps_plot
+from vmsim.cli import maps_plot, walk_plot
 from vmsim.cli.main import EXIT_OK, main
+from vmsim.scenarios.walk import story as walk_story
 
 SMALL = """\
 55e31b43e000-55e31b43f000 r-xp 00000000 fe:00 27525354   /usr/local/bin/server
@@ -110,3 +111,48 @@ def test_maps_plot_unwritable(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code != EXIT_OK
     assert "cannot write the plot" in err
     assert "Traceback" not in err
+
+
+def walk_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    assert main(["demo", "walk", *argv, "--json"]) == EXIT_OK
+    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return data
+
+
+@pytest.mark.parametrize("five", [False, True])
+def test_walk_plot_levels_are_the_scenarios(five: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--five-level"] if five else []
+    reported = walk_json(capsys, *argv)
+    tree = walk_plot.walk_tree(walk_story(None, "read", five))
+    levels = reported["levels"]
+    assert len(tree["levels"]) == (5 if five else 4) == len(levels)
+    assert [n["table"] for n in tree["levels"]] == (
+        ["PML5", "PML4", "PDPT", "PD", "PT"] if five else ["PML4", "PDPT", "PD", "PT"]
+    )
+    for node, lv in zip(tree["levels"], levels, strict=True):
+        assert node["index"] == lv["index"]
+        assert node["entry"] == lv["entry_hex"]
+        assert node["next_pfn"] == lv["pfn"]
+        assert node["va_bits"] == lv["bits"]
+        # the entry's bits, straight from the raw x86 PTE (SDM table 4-19): P=0, RW=1, US=2,
+        # A=5, D=6, PS=7, G=8, NX=63
+        entry = int(lv["entry_hex"], 16)
+        for name, bit in (("P", 0), ("RW", 1), ("US", 2), ("A", 5), ("D", 6), ("NX", 63)):
+            assert node["bits"][name] == bool(entry >> bit & 1), name
+    # the chain: CR3 names the top table, each entry the next table
+    assert tree["cr3_pfn"] == reported["cr3_pfn"]
+    table_pfns = [reported["cr3_pfn"]] + [lv["pfn"] for lv in levels[:-1]]
+    assert [n["table_pfn"] for n in tree["levels"]] == table_pfns
+    assert tree["frame"]["pfn"] == levels[-1]["pfn"]
+    assert tree["frame"]["paddr"] == reported["paddr"]
+
+
+def test_walk_plot_cli_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "walk.png"
+    assert main(["demo", "walk", "--plot", str(out), "--json"]) == EXIT_OK
+    capsys.readouterr()
+    assert out.stat().st_size > 10_000
+    assert png_size(out) == (1100, 900)  # 6 rows of 150 pixels: CR3, 4 tables, the frame
+    out5 = tmp_path / "walk5.png"
+    assert main(["demo", "walk", "--five-level", "--plot", str(out5), "--json"]) == EXIT_OK
+    assert png_size(out5) == (1100, 1050)
