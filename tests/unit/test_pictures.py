@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from vmsim.analysis import analyze, read_snapshot
-from vmsim.cli import maps_plot, walk_plot
+from vmsim.cli import cow_plot, maps_plot, walk_plot
 from vmsim.cli.main import EXIT_OK, main
+from vmsim.scenarios.cow import story as cow_story
 from vmsim.scenarios.walk import story as walk_story
 
 SMALL = """\
@@ -156,3 +157,52 @@ def test_walk_plot_cli_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[
     out5 = tmp_path / "walk5.png"
     assert main(["demo", "walk", "--five-level", "--plot", str(out5), "--json"]) == EXIT_OK
     assert png_size(out5) == (1100, 1050)
+
+
+def cow_json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert main(["demo", "cow", "--json"]) == EXIT_OK
+    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return data
+
+
+def test_cow_plot_frames_are_the_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    reported = {s["id"]: s for s in cow_json(capsys)["steps"]}
+    panels = cow_plot.cow_panels(list(cow_story(4)))
+    assert [p["step"] for p in panels] == ["parent-writes", "fork", "read-back"]
+    for panel in panels:
+        step = reported[panel["step"]]
+        want = sorted(
+            (who, row["label"], row[who]["pfn"], row[who]["writable"])
+            for row in step["pages"]
+            for who in ("parent", "child")
+            if row[who] is not None
+        )
+        got = sorted((p["process"], p["page"], p["pfn"], p["writable"]) for p in panel["ptes"])
+        assert got == want
+        counts = {
+            row[who]["pfn"]: (row[who]["refcount"], row[who]["mapcount"])
+            for row in step["pages"]
+            for who in ("parent", "child")
+            if row[who] is not None
+        }
+        assert {f["pfn"]: (f["refcount"], f["mapcount"]) for f in panel["frames"]} == counts
+    before, fork, after = panels
+    # Linux's rules (copy_present_pte, do_wp_page): no child before the fork; after it both
+    # map every private frame read-only; at the end two frames are new: the child's copy of
+    # page 0 and the parent's copy of page 1 (the parent reused page 0's frame).
+    assert not [p for p in before["ptes"] if p["process"] == "child"]
+    assert before["new"] == []
+    private = [p for p in fork["ptes"] if p["mapping"] == "private"]
+    assert len(private) == 8 and not any(p["writable"] for p in private)
+    assert fork["new"] == []
+    pfn = {(p["process"], p["page"]): p["pfn"] for p in after["ptes"]}
+    assert sorted(after["new"]) == sorted([pfn["child", "0"], pfn["parent", "1"]])
+
+
+def test_cow_plot_cli_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cow.png"
+    assert main(["demo", "cow", "--plot", str(out), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["matches_linux"] is True
+    assert out.stat().st_size > 10_000
+    # 7 rows (5 pages, 7 frames at the end): 15 x (1 + 0.6 * 7) inches at 100 dpi
+    assert png_size(out) == (1500, 520)
