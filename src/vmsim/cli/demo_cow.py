@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from vmsim.cli import cow_plot
 from vmsim.cli.commands import (
     add_command,
     disagreement,
@@ -111,6 +113,12 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=f"private pages the parent maps (2..{MAX_PAGES}, default {DEFAULT_PAGES})",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw the PTEs and frames before the fork, after it and after the copies (PNG)",
+    )
     add_story_modes(parser, "machine-readable list of steps")
 
 
@@ -134,6 +142,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 console.print(explain_line(len(steps), step), markup=False, soft_wrap=True)
             elif not args.json:
                 render_step(console, len(steps), step)
+    if args.plot is not None:
+        cow_plot.draw(cow_plot.cow_panels(steps), args.plot)
     if args.json:
         write_json(
             {

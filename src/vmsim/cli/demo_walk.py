@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from vmsim.cli import walk_plot
 from vmsim.cli.commands import add_command, scenario_errors
 from vmsim.cli.errors import ModelDeviation, UsageError
 from vmsim.cli.render import add_story_modes, write_json
@@ -152,6 +154,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--five-level", action="store_true", help="5-level paging (57-bit addresses)"
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw the walk (PNG): CR3, each table and entry with its bits, the frame",
+    )
     add_story_modes(parser, "machine-readable result")
 
 
@@ -160,6 +168,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     address = None if args.address is None else parse_address(args.address)
     with scenario_errors(OPTIONS):
         walk = story(address, args.access, args.five_level)
+    if args.plot is not None:
+        walk_plot.draw(walk_plot.walk_tree(walk), args.plot)
     if args.json:
         write_json({"demo": "walk", **asdict(walk)})
     elif args.explain:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from vmsim.analysis import Level, MapsReport, SnapshotInputError, analyze, read_snapshot
 from vmsim.analysis.classify import ClassifiedVma, human_size
-from vmsim.cli import options
+from vmsim.cli import maps_plot, options
 from vmsim.cli.commands import add_command
 from vmsim.cli.errors import EXIT_LIMIT, EXIT_STATUS_HELP, CliError, ResultStatus, UsageError
 from vmsim.cli.render import write_json
@@ -227,6 +228,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--all", action="store_true", help="also list every VMA with its kind")
     parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw the address space (PNG): VMAs by kind, gaps, landmarks, 4- vs 5-level",
+    )
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -237,6 +244,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except SnapshotInputError as exc:
         raise CliError(str(exc)) from exc
     report = analyze(snapshot, args.max_map_count)
+    if args.plot is not None:
+        maps_plot.draw(maps_plot.space_data(report.vmas), report.source, args.plot)
     if args.json:
         write_json(report_json(report, args.all))
     else:

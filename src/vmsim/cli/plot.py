@@ -16,15 +16,20 @@ from vmsim.cli.errors import CliError
 
 
 @contextmanager
-def figure(path: Path, size: tuple[float, float]) -> Iterator[tuple[Any, Any]]:
-    """``with figure(path, (9, 4)) as (fig, ax):`` draw on ``ax``; on leaving the block the
-    layout is tightened and the PNG written to ``path``, and the figure closed either way."""
+def figure(
+    path: Path, size: tuple[float, float], ncols: int = 1, width_ratios: list[float] | None = None
+) -> Iterator[tuple[Any, Any]]:
+    """``with figure(path, (9, 4)) as (fig, ax):`` draw on ``ax`` (with ``ncols`` > 1, ``ax`` is
+    the row of axes, ``width_ratios`` their relative widths); on leaving the block the layout is
+    tightened and the PNG written to ``path``, and the figure closed either way."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(
+        1, ncols, figsize=size, gridspec_kw={"width_ratios": width_ratios} if width_ratios else None
+    )
     try:
         yield fig, ax
         fig.tight_layout()

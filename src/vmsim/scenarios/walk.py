@@ -119,6 +119,7 @@ class Walk:
     steps: tuple[Step, ...]
     expected: str
     matches_linux: bool
+    cr3_pfn: int  # the frame of the top table (what CR3 holds), where every walk starts
 
 
 def _fmt(n: int) -> str:
@@ -376,6 +377,7 @@ def story(address: int | None = None, access: str = "read", five_level: bool = F
             "offset; the first access walks, the second hits the TLB"
         ),
         matches_linux=_follows_hardware(addr, levels_n, levels, first, second),
+        cr3_pfn=proc.mm.pt.root_pfn,
     )
 
 
