@@ -29,7 +29,7 @@ _WHAT = {
     "none": "one address space, one PCID, no flush (threads; TLBleed's shared TLB)",
     "pcid": "two processes, PCIDs, no flush (Cpu.switch_to): tagged, same sets",
     "flush": "full TLB flush on every switch (no PCID)",
-    "kpti": "PCIDs + kernel/user PCID pair, kernel pages walked on every switch",
+    "kpti": "PCIDs + KPTI: every switch enters the kernel on its own PCID",
     "partition": "STLB sets partitioned by PCID (half the sets each)",
     "random": "STLB set index hashed with a per-PCID key",
 }
