@@ -181,14 +181,13 @@ def _attacker_pages(sets: int, nsets: int, ways: int) -> list[list[int]]:
     ]
 
 
-def _victim(core: _Core, secret: list[int], nsets: int, rng: random.Random) -> None:
+def _victim(core: _Core, secret: list[int], rng: random.Random) -> None:
     """The victim's run: table[2i + bit] for every key bit (each table page is in its own
     STLB set), then a few other pages of its own."""
     for i, bit in enumerate(secret):
         core.access(VICTIM_TABLE + (2 * i + bit) * PAGE_SIZE_4K)
     for _ in range(NOISE_PAGES):
         core.access(VICTIM_OTHER + rng.randrange(1 << 18) * PAGE_SIZE_4K)
-    del nsets
 
 
 def guess_bits(probe: list[list[int]], rng: random.Random) -> list[int]:
@@ -214,7 +213,7 @@ def _trial(
         for va in row:
             core.access(va)
     core.switch(core.victim)
-    _victim(core, secret, nsets, victim_rng)
+    _victim(core, secret, victim_rng)
     core.switch(core.attacker)
     probe = [[core.access(va) for va in row] for row in pages]
     return guess_bits(probe, attacker_rng), sum(map(sum, probe))
