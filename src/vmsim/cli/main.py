@@ -20,6 +20,7 @@ from vmsim.cli import (
     demo_cow,
     demo_enomem,
     demo_pressure,
+    demo_sidechannel,
     demo_tlb,
     demo_walk,
     estimate,
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_walk.register(demos)
     demo_pressure.register(demos)
     demo_tlb.register(demos)
+    demo_sidechannel.register(demos)
     maps.register(commands)
     estimate.register(commands)
     replay.register(commands)

@@ -22,7 +22,7 @@ import weakref
 from typing import Any, Protocol
 
 from vmsim.hw.mmu import PagingStructureCache
-from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig, TlbHierarchy, flush_tlb_range
+from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, SetIndex, TlbConfig, TlbHierarchy, flush_tlb_range
 
 __all__ = ["TLB_NR_DYN_ASIDS", "Cpu", "MmContext"]
 
@@ -41,8 +41,12 @@ class MmContext(Protocol):
 class Cpu:
     """The TLB hierarchy, the paging-structure caches and the PCID slots of the one CPU."""
 
-    def __init__(self, tlb_config: TlbConfig = DEFAULT_TLB_CONFIG) -> None:
-        self.tlb = TlbHierarchy(tlb_config)  # the TLBs; filled by vmsim.mm.access, flushed here
+    def __init__(
+        self, tlb_config: TlbConfig = DEFAULT_TLB_CONFIG, stlb_set_index: SetIndex | None = None
+    ) -> None:
+        self.tlb = TlbHierarchy(
+            tlb_config, stlb_set_index
+        )  # the TLBs; filled by vmsim.mm.access, flushed here
         self.pwc = PagingStructureCache(strict=True)  # flushed here and by page-table frees
         self.current: MmContext | None = None  # cpu_tlbstate.loaded_mm; kept by switch_to()
         # cpu_tlbstate.ctxs[]: the address space owning each ASID slot (weak: an exited one

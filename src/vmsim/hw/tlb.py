@@ -29,13 +29,22 @@ one int: ``page_number << 15 | size_code << 13 | tag`` where ``tag`` is the 12-b
 ``GLOBAL_TAG`` (bit 12). An entry is a ``TlbEntry`` named tuple built once at fill time, so a hit
 allocates nothing but the returned pair. The plain-Python twin is ``vmsim.hw.tlb_reference``.
 
+Set-index hook (a mitigation model, off by default): ``TlbHierarchy(config, stlb_set_index=f)``
+places an STLB entry of page number ``pn`` and tag ``tag`` (its PCID, or ``GLOBAL_TAG``) in set
+``f(pn, tag) % sets`` instead of ``pn % sets``: the randomized or partitioned set mappings
+proposed against TLB side channels (TLBleed, Gras et al., USENIX Security 2018, section 9).
+``partition_by_pcid`` and ``keyed_set_hash`` build the two this project measures; the L1 TLBs
+keep the plain index. No shipping x86 core does either; the hook exists so ``vmsim demo
+sidechannel`` can measure them with this same TLB model.
+
 Invariants (checked by ``check()``): every set holds at most ``ways`` entries; every key in a set
 maps to the set it is in; every key agrees with its entry (page number, size, tag).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -48,6 +57,7 @@ __all__ = [
     "PCID_MAX",
     "TLB_FLUSH_ALL",
     "TLB_SINGLE_PAGE_FLUSH_CEILING",
+    "SetIndex",
     "TlbArrayConfig",
     "TlbConfig",
     "TlbEntry",
@@ -56,6 +66,8 @@ __all__ = [
     "TlbLevel",
     "TlbStats",
     "flush_tlb_range",
+    "keyed_set_hash",
+    "partition_by_pcid",
 ]
 
 PAGE_SIZE_4K = 1 << 12
@@ -199,12 +211,46 @@ def _build_level(configs: tuple[TlbArrayConfig, ...]) -> _Level:
     return level
 
 
-def _fill(target: _Fill, vaddr: int, tag: int, entry: TlbEntry) -> None:
+SetIndex = Callable[[int, int], int]  # (page number, tag) -> set (taken modulo the set count)
+
+
+def partition_by_pcid(domains: int) -> SetIndex:
+    """Split the sets into ``domains`` equal slices (a power of two): PCID ``p`` gets the sets
+    whose index is ``p % domains`` modulo ``domains`` (global entries: those of slice 0), and
+    within its slice the set is the page number's low bits. With two domains, processes whose
+    PCIDs differ in parity never share a set; each has half the STLB."""
+    if domains < 1 or domains & (domains - 1):
+        raise ValueError(f"{domains} domains: must be a power of two")
+    shift = domains.bit_length() - 1
+
+    def index(pn: int, tag: int) -> int:
+        return (pn << shift) | ((tag & ~GLOBAL_TAG) % domains if tag != GLOBAL_TAG else 0)
+
+    return index
+
+
+def keyed_set_hash(key: bytes) -> SetIndex:
+    """A set index hashed from the page number and the tag with a secret ``key`` (blake2b):
+    an attacker who does not know the key cannot pick pages sharing a set with the victim's,
+    and the same page of two PCIDs lands in unrelated sets."""
+
+    def index(pn: int, tag: int) -> int:
+        digest = hashlib.blake2b(
+            pn.to_bytes(8, "little") + tag.to_bytes(2, "little"), key=key, digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "little")
+
+    return index
+
+
+def _fill(
+    target: _Fill, vaddr: int, tag: int, entry: TlbEntry, index: SetIndex | None = None
+) -> None:
     """Install ``entry`` as the most recently used of its set, evicting the LRU entry if the
     set is full (a refill of a key already present only refreshes it)."""
     shift, code, sets, mask, ways = target
     pn = vaddr >> shift
-    s = sets[pn & mask]
+    s = sets[(pn if index is None else index(pn, tag)) & mask]
     key = (pn << _KEY_SHIFT) | code | tag
     if key in s:
         del s[key]
@@ -221,8 +267,11 @@ class TlbHierarchy:
     function) is the kernel's policy choosing between them.
     """
 
-    def __init__(self, config: TlbConfig = DEFAULT_TLB_CONFIG) -> None:
+    def __init__(
+        self, config: TlbConfig = DEFAULT_TLB_CONFIG, stlb_set_index: SetIndex | None = None
+    ) -> None:
         self.config = config
+        self.stlb_set_index = stlb_set_index  # None: set = page number % sets (the hardware)
         self._l1d = _build_level(config.l1d)
         self._l1i = _build_level(config.l1i)
         self._stlb = _build_level(config.stlb)
@@ -307,14 +356,17 @@ class TlbHierarchy:
             self.dtlb_misses += 1
         else:
             self.itlb_misses += 1
+        index = self.stlb_set_index
         for shift, code, sets, mask in self._stlb.probes:
             pn = vaddr >> shift
-            s = sets[pn & mask]
+            s = sets[(pn if index is None else index(pn, pcid)) & mask]
             key = (pn << _KEY_SHIFT) | code | pcid
             e = s.get(key)
             if e is None:
                 if not self._has_global:
                     continue
+                if index is not None:
+                    s = sets[index(pn, GLOBAL_TAG) & mask]
                 key = (pn << _KEY_SHIFT) | code | GLOBAL_TAG
                 e = s.get(key)
                 if e is None:
@@ -361,7 +413,9 @@ class TlbHierarchy:
         for level in (l1, self._stlb):
             target = level.fills.get(page_size)
             if target is not None:
-                _fill(target, vbase, tag, entry)
+                _fill(
+                    target, vbase, tag, entry, self.stlb_set_index if level is self._stlb else None
+                )
         return entry
 
     # -- invalidation ------------------------------------------------------------------------
@@ -374,13 +428,17 @@ class TlbHierarchy:
             raise ValueError(f"PCID {pcid} is not 12 bits")
         self.invlpg_count += 1
         for level in self._levels:
+            index = self.stlb_set_index if level is self._stlb else None
             for shift, code, sets, mask in level.probes:
                 pn = vaddr >> shift
-                s = sets[pn & mask]
-                if s:
-                    base = (pn << _KEY_SHIFT) | code
+                base = (pn << _KEY_SHIFT) | code
+                if index is None:
+                    s = sets[pn & mask]
                     s.pop(base | pcid, None)
                     s.pop(base | GLOBAL_TAG, None)
+                else:
+                    sets[index(pn, pcid) & mask].pop(base | pcid, None)
+                    sets[index(pn, GLOBAL_TAG) & mask].pop(base | GLOBAL_TAG, None)
 
     def flush_pcid(self, pcid: int) -> None:
         """Drop every non-global entry tagged ``pcid`` (INVPCID single-context, or a CR3 write
@@ -437,17 +495,19 @@ class TlbHierarchy:
     def check(self) -> None:
         """Assert the invariants of the module docstring (for tests; costs a full scan)."""
         for level in self._levels:
+            index = self.stlb_set_index if level is self._stlb else None
             for sets, ways in zip(level.arrays, level.ways, strict=True):
                 mask = len(sets) - 1
-                for index, s in enumerate(sets):
-                    assert len(s) <= ways, f"set {index} holds {len(s)} > {ways} entries"
+                for i, s in enumerate(sets):
+                    assert len(s) <= ways, f"set {i} holds {len(s)} > {ways} entries"
                     for key, e in s.items():
                         shift = e.page_size.bit_length() - 1
                         pn = e.vbase >> shift
                         tag = GLOBAL_TAG if e.global_ else e.pcid
                         want = (pn << _KEY_SHIFT) | (_SIZE_CODE[e.page_size] << 13) | tag
                         assert key == want, f"key {key:#x} does not match {e}"
-                        assert pn & mask == index, f"{e} is in set {index}"
+                        want_set = (pn if index is None else index(pn, tag)) & mask
+                        assert want_set == i, f"{e} is in set {i}"
                         assert (level.fills[e.page_size][2]) is sets, f"{e} in the wrong array"
 
 
