@@ -110,7 +110,7 @@ def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma
     return desc[lv, 0] + index * desc[lv, 2]  # type: ignore[no-any-return]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
