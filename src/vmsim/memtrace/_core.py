@@ -23,9 +23,64 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from vmsim.memtrace.cache import cache_access
-
 I64 = npt.NDArray[np.int64]
+
+# The data-cache model's compiled twin (vmsim.memtrace.cache has the rules and the Python
+# twin). It lives here, in the file of the loop that inlines it: numba keys its on-disk cache
+# by the compiled function's own source file, so an inlined function from another file would
+# go stale in run_chunk's cache after an edit of that file alone.
+LINE_SHIFT = 6  # 64-byte lines
+DRAM = 3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma: no cover
+    mask = desc[lv, 3]
+    index = line & mask if mask >= 0 else line % desc[lv, 1]
+    return desc[lv, 0] + index * desc[lv, 2]  # type: ignore[no-any-return]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def cache_access(
+    tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
+) -> int:  # pragma: no cover - compiled (tested through its twin)
+    """The array twin of :meth:`CacheModel.access`."""
+    line = paddr >> LINE_SHIFT
+    found = DRAM
+    for lv in range(3):
+        base = _set_base(desc, lv, line)
+        ways = desc[lv, 2]
+        if tags[base] == line:
+            found = lv
+            break
+        for w in range(base + 1, base + ways):
+            if tags[w] == line:
+                for j in range(w, base, -1):  # move to the front
+                    tags[j] = tags[j - 1]
+                tags[base] = line
+                found = lv
+                break
+        if found != DRAM:
+            break
+    for lv in range(found):
+        base = _set_base(desc, lv, line)
+        for j in range(base + desc[lv, 2] - 1, base, -1):  # the LRU (or an empty) slot drops
+            tags[j] = tags[j - 1]
+        tags[base] = line
+    return found
+
+
+@njit(cache=True, nogil=True)
+def cache_run(
+    tags: npt.NDArray[np.int64],
+    desc: npt.NDArray[np.int64],
+    paddrs: npt.NDArray[np.int64],
+    out: npt.NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled
+    """``out[i] = cache_access(..., paddrs[i])`` for every address (tests, benchmarks)."""
+    for i in range(paddrs.shape[0]):
+        out[i] = cache_access(tags, desc, paddrs[i])
+
 
 # Page-table entry bits (vmsim.hw.pte).
 P = 1

@@ -23,6 +23,11 @@ model): only data references and walk references are.
 Two twins: :class:`CacheModel` (plain Python, per-set ``dict`` in LRU order: the reference
 engine's) and the array form of :func:`cache_arrays` driven by the numba function
 :func:`cache_access` (the fast engine's). Tests run both on the same line streams.
+
+The compiled twin lives in ``vmsim.memtrace._core`` beside the engine loop that inlines it:
+numba's on-disk cache (``cache=True``) is keyed by the source file of the function compiled,
+so a compiled function inlined from another file would keep running stale code after an edit
+of that file alone.
 """
 
 from __future__ import annotations
@@ -31,14 +36,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
+from vmsim.memtrace._core import DRAM, LINE_SHIFT, cache_access, cache_run
 from vmsim.memtrace.records import CacheGeometry
 
 __all__ = ["LINE_SHIFT", "CacheArrays", "CacheModel", "cache_access", "cache_arrays", "cache_run"]
-
-LINE_SHIFT = 6  # 64-byte lines
-DRAM = 3
 
 
 def _check(geoms: Sequence[CacheGeometry]) -> None:
@@ -101,52 +103,3 @@ def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
         base += g.sets * g.ways
     tags = np.full(base, -1, dtype=np.int64)
     return tags, desc
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma: no cover
-    mask = desc[lv, 3]
-    index = line & mask if mask >= 0 else line % desc[lv, 1]
-    return desc[lv, 0] + index * desc[lv, 2]  # type: ignore[no-any-return]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def cache_access(
-    tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
-) -> int:  # pragma: no cover - compiled (tested through its twin)
-    """The array twin of :meth:`CacheModel.access`."""
-    line = paddr >> LINE_SHIFT
-    found = DRAM
-    for lv in range(3):
-        base = _set_base(desc, lv, line)
-        ways = desc[lv, 2]
-        if tags[base] == line:
-            found = lv
-            break
-        for w in range(base + 1, base + ways):
-            if tags[w] == line:
-                for j in range(w, base, -1):  # move to the front
-                    tags[j] = tags[j - 1]
-                tags[base] = line
-                found = lv
-                break
-        if found != DRAM:
-            break
-    for lv in range(found):
-        base = _set_base(desc, lv, line)
-        for j in range(base + desc[lv, 2] - 1, base, -1):  # the LRU (or an empty) slot drops
-            tags[j] = tags[j - 1]
-        tags[base] = line
-    return found
-
-
-@njit(cache=True, nogil=True)
-def cache_run(
-    tags: npt.NDArray[np.int64],
-    desc: npt.NDArray[np.int64],
-    paddrs: npt.NDArray[np.int64],
-    out: npt.NDArray[np.int64],
-) -> None:  # pragma: no cover - compiled
-    """``out[i] = cache_access(..., paddrs[i])`` for every address (tests, benchmarks)."""
-    for i in range(paddrs.shape[0]):
-        out[i] = cache_access(tags, desc, paddrs[i])
