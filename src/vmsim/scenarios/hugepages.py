@@ -42,7 +42,7 @@ from vmsim.constants import (
     PROT_READ,
     PROT_WRITE,
 )
-from vmsim.errors import BusError
+from vmsim.errors import BusError, OomKilled
 from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model, reach
 from vmsim.memtrace.engine import run as run_trace
 from vmsim.memtrace.layout import Layout
@@ -62,6 +62,7 @@ TLB_SEED = 13
 KHUGEPAGED_TICKS = 16  # khugepaged wake-ups to wait for a collapse
 FRAG_RAM = "32M"
 FRAG_LEFT_KB = 1024  # memory left unwritten: less than one 2 MiB block
+PRESSURE = 96 * MB  # what step 3's second process may write (RAM 64 MiB)
 POOL = 4  # 2 MiB pages in step 5's pool
 POOL_RESERVED = 2  # pages mapped with a reservation
 POOL_NORESERVE = 4  # pages mapped with MAP_NORESERVE
@@ -223,16 +224,26 @@ def khugepaged_bloat(ticks: int = KHUGEPAGED_TICKS) -> Step:
     return Step("khugepaged", "khugepaged's RSS bloat", explain, False, missing, figures)
 
 
-def _pressure(m: vmsim.Machine, free_kb: int) -> None:
-    """Write a second process's anonymous memory until reclaim has run: kswapd (on tick)
-    and the shrinkers it calls, the deferred split one among them."""
+def _pressure(m: vmsim.Machine, size: int) -> tuple[int, bool]:
+    """Memory pressure: a second process writes up to ``size`` bytes, 1 MiB at a time, until
+    reclaim has run the deferred split shrinker (thp_split_page grew) or the OOM killer ends
+    it; then it exits. Returns (kB it wrote, whether it was OOM-killed)."""
     q = m.spawn()
-    size = free_kb * KB
     b = q.mmap(0, size, RW, ANON)
-    for off in range(0, size, PAGE_SIZE):
-        q.write(b + off, b"p")
-    m.tick()
-    q.exit()
+    splits = _vmstat(m).get("thp_split_page", 0)
+    written = 0
+    killed = False
+    try:
+        while written < size and _vmstat(m).get("thp_split_page", 0) == splits:
+            for off in range(written, written + MB, PAGE_SIZE):
+                q.write(b + off, b"p")
+            written += MB
+            m.tick()
+    except OomKilled:
+        killed = True
+    if q.alive:
+        q.exit()
+    return written // KB, killed
 
 
 def dontneed_split() -> Step:
@@ -269,15 +280,20 @@ def dontneed_split() -> Step:
         )
         explain = f"MADV_DONTNEED of a THP: cannot show yet: {missing}"
         return Step("dontneed", "MADV_DONTNEED frees nothing", explain, False, missing, figures)
-    _pressure(m, free2)
+    written, killed = _pressure(m, PRESSURE)
+    figures["pressure_written_kb"] = written
+    figures["pressure_oom_killed"] = int(killed)
     figures["thp_split_page_after_pressure"] = _vmstat(m).get("thp_split_page", 0)
+    figures["free_kb_after_pressure_exit_minus_before"] = _free_kb(m) - free2
     explain = (
         f"MADV_DONTNEED of {HPAGE_NR - 1} of a THP's {HPAGE_NR} pages: one write made a "
         f"{huge} kB THP ({free0 - free1} kB of memory); DONTNEED split the PMD "
         f"(thp_split_pmd {figures['thp_split_pmd']}), RSS {rss2} kB, but freed "
         f"{free2 - free1} kB: the folio waits on the deferred split queue "
         f"(thp_deferred_split_page {figures['thp_deferred_split_page']}) until memory "
-        f"pressure splits it (thp_split_page {figures['thp_split_page_after_pressure']})"
+        f"pressure splits it (thp_split_page {figures['thp_split_page_after_pressure']}, "
+        f"after {written} kB written by another process"
+        + (", which the OOM killer ended)" if killed else ")")
     )
     return Step("dontneed", "MADV_DONTNEED frees nothing", explain, True, "", figures)
 
@@ -312,10 +328,11 @@ def fragmentation() -> Step:
         p.madvise(b, HPAGE, MADV_HUGEPAGE)
         p.write(b, b"t")
         after = _vmstat(m)
-        for name in ("thp_fault_alloc", "thp_fault_fallback", "compact_stall"):
-            figures[f"thp_fault_{name}" if name == "compact_stall" else name] = after.get(
-                name, 0
-            ) - before.get(name, 0)
+        figures["thp_fault_alloc"] = after["thp_fault_alloc"] - before["thp_fault_alloc"]
+        figures["thp_fault_fallback"] = after.get("thp_fault_fallback", 0) - before.get(
+            "thp_fault_fallback", 0
+        )
+        figures["thp_fault_compact_stall"] = after["compact_stall"] - before["compact_stall"]
         figures["thp_fault_anon_huge_kb"] = _anon_huge_kb(p)
     before = _vmstat(m)
     got = m.set_nr_hugepages("2M", 1)
