@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, MAX_MAP_COUNT_LIMIT, PAGE_SHIFT, PAGE_SIZE
-from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW
+from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW, pfn_of
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import compaction, hugetlb, vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
-from vmsim.mm.flags import VM_LOCKED
+from vmsim.mm.flags import VM_HUGETLB, VM_LOCKED
+from vmsim.mm.huge_memory import ThpSettings, thp_settings
 from vmsim.mm.internal import entry_pfn, present
 from vmsim.mm.kernel import Kernel
+from vmsim.mm.khugepaged import khugepaged_scan
 from vmsim.mm.ksm import Ksm
 from vmsim.mm.oom_kill import oom_badness, out_of_memory
 from vmsim.mm.shm import shm_namespace
@@ -25,7 +27,7 @@ from vmsim.mm.zswap import COMPRESSORS, PoolMemory, Zswap
 from vmsim.mm.zswap import STAT_NAMES as ZSWAP_STAT_NAMES
 from vmsim.phys.frames import MAX_PHYS_BYTES, PageFlag
 from vmsim.process import Process
-from vmsim.procfs import meminfo_text, vmstat_text
+from vmsim.procfs import kpageflags, meminfo_text, vmstat_text
 
 # mmap_base of a process without ASLR: TASK_SIZE - 128 MiB (the minimum stack gap).
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
@@ -85,7 +87,10 @@ class Machine:
 
     ``max_map_count`` (vm.max_map_count), ``ram`` and ``swap`` (sizes; they bound the
     overcommit heuristic), ``overcommit_memory``/``overcommit_ratio``, ``mmap_min_addr``,
-    ``thp`` ("always" | "madvise" | "never"), ``five_level`` (57-bit addresses),
+    ``thp`` (/sys/kernel/mm/transparent_hugepage: "always" | "madvise" | "never" for
+    ``enabled``, or a dict of ``vmsim.mm.huge_memory.ThpSettings`` fields such as
+    ``{"enabled": "always", "defrag": "never", "max_ptes_none": 0, "mthp": {64: "always"}}``;
+    the defaults are this reference machine's), ``five_level`` (57-bit addresses),
     ``tlb`` (a ``vmsim.hw.tlb.TlbConfig``: the TLB geometry; default a recent Intel core),
     ``swap_device`` ("disk": rotational, swap readahead by cluster; "ssd": readahead by
     VMA; "zram": a compressed swap device in RAM, compressed with ``zram_compressor``),
@@ -115,7 +120,7 @@ class Machine:
         overcommit_memory: int = 0,
         overcommit_ratio: int = 50,
         mmap_min_addr: int = 4096,
-        thp: str = "madvise",
+        thp: str | ThpSettings | dict[str, Any] | None = None,
         five_level: bool = False,
         tlb: TlbConfig | None = None,
         swap_device: str = "disk",
@@ -137,8 +142,7 @@ class Machine:
         hugepages: dict[str, int] | None = None,
         hugepages_overcommit: dict[str, int] | None = None,
     ) -> None:
-        if thp not in ("always", "madvise", "never"):
-            raise ValueError(f"thp must be always, madvise or never, not {thp!r}")
+        thp_cfg = thp_settings(thp)
         if overcommit_memory not in (0, 1, 2):
             raise ValueError("overcommit_memory must be 0, 1 or 2")
         _check_max_map_count(max_map_count)
@@ -158,13 +162,14 @@ class Machine:
             overcommit_ratio=overcommit_ratio,
             ram_pages=ram_bytes >> PAGE_SHIFT,
             swap_pages=swap_bytes >> PAGE_SHIFT,
-            thp=thp,
+            thp=thp_cfg.enabled,
             rlimit_as=None if rlimit_as is None else parse_size(rlimit_as),
             rlimit_data=None if rlimit_data is None else parse_size(rlimit_data),
             memory=Kernel(ram_bytes, tlb if tlb is not None else DEFAULT_TLB_CONFIG),
         )
         assert self.cfg.memory is not None
         self.memory: Kernel = self.cfg.memory
+        self.memory.thp.settings = thp_cfg
         self.memory.on_file_unmapped = self._release_inode
         self.memory.oom_handler = self._oom_kill
         for size, n in (hugepages_overcommit or {}).items():
@@ -379,11 +384,19 @@ class Machine:
                     swaprefs[key] = swaprefs.get(key, 0) + 1
                     continue
                 pfn = entry_pfn(m.entry)
+                if m.level > 1 and not vma.flags & VM_HUGETLB:  # a THP: a table deposited
+                    assert m.vaddr in mem.thp.deposit.get(mm.serial, {}), "PMD without deposit"
+                    if pfn == mem.thp.huge_zero_pfn:
+                        continue
+                if m.level > 1:
+                    assert frames.entire_mapcount(pfn), f"PMD maps {pfn:#x}, no entire map"
                 if pfn != zero:
-                    maps[pfn] = maps.get(pfn, 0) + 1
+                    head = frames.head(pfn) if frames.is_allocated(pfn) else pfn
+                    maps[head] = maps.get(head, 0) + 1
                     rmap.setdefault(pfn, set()).add((mm, m.vaddr))
-                    if vma.flags & VM_LOCKED:
+                    if vma.flags & VM_LOCKED and head == pfn and not frames.order(pfn):
                         locks[pfn] = locks.get(pfn, 0) + 1
+        tables += sum(len(d) for d in mem.thp.deposit.values())
         for p in self.processes:
             for f in p.files.values():
                 inodes[id(f.inode)] = f.inode
@@ -415,7 +428,7 @@ class Machine:
             if frames.flags(pfn) & PageFlag.PAGETABLE:
                 table_frames += 1
                 continue
-            if pfn in pool:
+            if pfn in pool or pfn == mem.thp.huge_zero_pfn:
                 continue
             want_map = maps.get(pfn, 0)
             want_ref = want_map + cache.get(pfn, 0)
@@ -439,6 +452,8 @@ class Machine:
         )
         for pfn in set(maps) | set(cache):
             assert frames.is_allocated(pfn), f"pfn {pfn:#x} in use but free"
+        for head in mem.thp.deferred:
+            assert frames.order(head), f"pfn {head:#x} on the deferred split queue, not large"
         for d in mem.swap.devices:
             # slots with a count or a reference (the others are 0 on both sides)
             named = {off for (t, off) in swaprefs if t == d.type}
@@ -459,7 +474,7 @@ class Machine:
             leaf = mm.pt.get(e.vbase)
             assert leaf is not None and leaf.entry & PAGE_PRESENT, f"{where} {e}: no PTE"
             pte = leaf.entry
-            assert entry_pfn(pte) == e.pfn, f"{where} {e}: PTE maps another frame"
+            assert pfn_of(pte, leaf.level) == e.pfn, f"{where} {e}: PTE maps another frame"
             assert not (e.perms & PAGE_RW and not pte & PAGE_RW), f"{where} {e}: stale write"
             assert not (not e.perms & PAGE_NX and pte & PAGE_NX), f"{where} {e}: stale exec"
             assert not (e.perms & PAGE_DIRTY and not pte & PAGE_DIRTY), f"{where} {e}: stale D"
@@ -515,6 +530,12 @@ class Machine:
         (/proc/kpagecount; 0 for the zero page)."""
         return self.memory.frames.mapcount(pfn)
 
+    def kpageflags(self, pfn: int) -> int:
+        """The 64-bit word /proc/kpageflags gives for frame ``pfn`` (``vmsim.procfs.kpageflags``:
+        KPF_THP, KPF_COMPOUND_HEAD/TAIL, KPF_ZERO_PAGE, KPF_ANON, KPF_LRU, KPF_ACTIVE,
+        KPF_REFERENCED, KPF_DIRTY, KPF_MMAP, ...)."""
+        return kpageflags(self.memory, pfn)
+
     def read_frame(self, pfn: int, offset: int = 0, n: int = PAGE_SIZE) -> bytes:
         """``n`` bytes at ``offset`` in the 4 KiB frame ``pfn``, read physically (like
         /dev/mem or a crash dump): no page tables, no fault."""
@@ -535,7 +556,9 @@ class Machine:
     def tick(self, n: int = 1) -> None:
         """Let the memory daemons run ``n`` times: the flusher writes dirty file pages back,
         kswapd reclaims to the high watermark when it was woken (or free memory is below
-        low), ksmd scans pages_to_scan pages, kcompactd compacts (``vmsim.mm.compaction``)."""
+        low), ksmd scans pages_to_scan pages, kcompactd compacts (``vmsim.mm.compaction``),
+        khugepaged scans its pages_to_scan pages' worth of THP-eligible ranges and collapses
+        those that qualify."""
         if n < 0:
             raise ValueError("tick(n) needs n >= 0")
         mem = self.memory
@@ -546,6 +569,7 @@ class Machine:
                 vmscan.kswapd(mem)
             self.ksm.scan()
             compaction.kcompactd(mem)  # woken for an order, or proactive
+            khugepaged_scan(mem)  # khugepaged: collapse eligible ranges into THPs
 
     def zswap_stats(self) -> dict[str, int]:
         """/sys/kernel/debug/zswap (all 0 without zswap)."""

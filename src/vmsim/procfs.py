@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+from vmsim.hw.pagetable import PMD_LEVEL
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
     PAGE_DIRTY,
@@ -49,6 +50,8 @@ _SWAPBACKED = int(PageFlag.SWAPBACKED)
 _DIRTY = int(PageFlag.DIRTY)
 _KSM = int(PageFlag.KSM)
 _REFERENCED = int(PageFlag.REFERENCED)
+_LRU_FLAG = int(PageFlag.LRU)
+_HUGE_FLAG = int(PageFlag.HUGE)
 
 GATE_START = 0xFFFFFFFFFF600000
 GATE_END = 0xFFFFFFFFFF601000
@@ -173,7 +176,7 @@ def _kb(label: str, value: int) -> str:
 
 def thp_eligible(mm: AddressSpace, vma: Vma) -> int:
     """thp_vma_allowable_order(..., TVA_SMAPS, PMD_ORDER) for anonymous memory."""
-    thp = mm.cfg.thp
+    thp = mm.mem.thp.settings.pmd_mode()
     if thp == "never" or vma.flags & VM_NOHUGEPAGE:
         return 0
     if thp == "madvise" and not vma.flags & VM_HUGEPAGE:
@@ -192,6 +195,7 @@ class MemSizeStats:
     """struct mem_size_stats: byte counters (pss_* in bytes << PSS_SHIFT)."""
 
     anonymous: int = 0
+    anonymous_thp: int = 0
     ksm: int = 0
     lazyfree: int = 0
     private_clean: int = 0
@@ -234,7 +238,7 @@ class MemSizeStats:
             ("Anonymous", self.anonymous >> 10),
             ("KSM", self.ksm >> 10),
             ("LazyFree", self.lazyfree >> 10),
-            ("AnonHugePages", 0),
+            ("AnonHugePages", self.anonymous_thp >> 10),
             ("ShmemPmdMapped", 0),
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", self.shared_hugetlb >> 10),
@@ -270,6 +274,9 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
     swap = mm.mem.swap
     for m in mm.pt.iter_leaves(vma.start, vma.end):
         e = m.entry
+        if m.level == PMD_LEVEL:
+            _smaps_pmd_entry(mm, vma, e, mss)
+            continue
         if not e & _PRESENT:  # a swap entry: Swap, and SwapPss divided by its swap count
             mss.swap += size
             count = swap.count(pte_to_swp_entry(e))
@@ -294,7 +301,7 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
             private = True
             pss = size << PSS_SHIFT
         else:
-            mapcount = frames.mapcount(pfn)
+            mapcount = frames.page_mapcount(pfn)  # folio_precise_page_mapcount()
             private = mapcount < 2
             pss = size << PSS_SHIFT
             if mapcount >= 2:
@@ -348,6 +355,52 @@ def _page_size_kb(vma: Vma) -> int:
     if f is not None and f.inode.huge_shift:
         return 1 << (f.inode.huge_shift - 10)
     return 4
+
+
+def _smaps_pmd_entry(mm: AddressSpace, vma: Vma, e: int, mss: MemSizeStats) -> None:
+    """smaps_pmd_entry() -> smaps_account(compound): a PMD-mapped THP counts 2 MiB resident
+    (and in AnonHugePages), its Pss page by page from each page's mapcount; the huge zero
+    page counts nothing (vm_normal_page_pmd() is NULL)."""
+    frames = mm.mem.frames
+    head = pfn_of(e, PMD_LEVEL)
+    if head == mm.mem.thp.huge_zero_pfn or not e & _PRESENT:
+        return
+    flags = frames.flags(head)
+    size = PMD_SIZE
+    dirty = bool(e & PAGE_DIRTY)
+    if flags & _ANON:
+        mss.anonymous += size
+        mss.anonymous_thp += size
+        if not flags & _SWAPBACKED and not dirty and not flags & _DIRTY:
+            mss.lazyfree += size
+    mss.resident += size
+    if e & PAGE_ACCESSED or flags & _REFERENCED:
+        mss.referenced += size
+    locked = bool(vma.flags & VM_LOCKED)
+    one = frames.refcount(head) == 1
+    for i in range(PMD_SIZE // PAGE_SIZE):
+        mapcount = 1 if one else frames.page_mapcount(head + i)
+        pss = PAGE_SIZE << PSS_SHIFT
+        if mapcount >= 2:
+            pss //= mapcount
+        private = mapcount < 2
+        mss.pss += pss
+        if flags & _ANON:
+            mss.pss_anon += pss
+        else:
+            mss.pss_file += pss
+        if locked:
+            mss.pss_locked += pss
+        if dirty or flags & _DIRTY:
+            mss.pss_dirty += pss
+            if private:
+                mss.private_dirty += PAGE_SIZE
+            else:
+                mss.shared_dirty += PAGE_SIZE
+        elif private:
+            mss.private_clean += PAGE_SIZE
+        else:
+            mss.shared_clean += PAGE_SIZE
 
 
 def _smaps_block(
@@ -451,7 +504,10 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
             if pfn != zero:
                 if not frames.flags(pfn) & _ANON:
                     flags |= PM_FILE
-                if frames.mapcount(pfn) == 1:
+                # pagemap_pmd_range_thp() asks about the PMD's page (the head) for every
+                # subpage; pagemap_pte_range() about the page itself
+                page = pfn_of(e, leaf.level) if leaf.level > 1 else pfn
+                if frames.page_mapcount(page) == 1:
                     flags |= PM_MMAP_EXCLUSIVE
         elif e:  # a swap entry: type and offset in the frame bits
             flags |= PM_SWAP
@@ -477,6 +533,64 @@ def ksm_merging_pages_text(mm: AddressSpace) -> str:
     ksm = mm.mem.ksm
     assert ksm is not None
     return ksm.merging_pages_text(mm)
+
+
+# /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h, and the kernel-internal
+# KPF_MLOCKED); PageFlag already uses these bit numbers for the flags it copies
+KPF_MMAP = 1 << 11
+KPF_COMPOUND_HEAD = 1 << 15
+KPF_COMPOUND_TAIL = 1 << 16
+KPF_HUGE = 1 << 17
+KPF_NOPAGE = 1 << 20
+KPF_THP = 1 << 22
+KPF_ZERO_PAGE = 1 << 24
+KPF_BUDDY = 1 << 10
+KPF_RESERVED = 1 << 32
+_KPF_COPIED = int(
+    PageFlag.LOCKED
+    | PageFlag.REFERENCED
+    | PageFlag.UPTODATE
+    | PageFlag.DIRTY
+    | PageFlag.LRU
+    | PageFlag.ACTIVE
+    | PageFlag.WRITEBACK
+    | PageFlag.RECLAIM
+    | PageFlag.ANON
+    | PageFlag.SWAPCACHE
+    | PageFlag.SWAPBACKED
+    | PageFlag.UNEVICTABLE
+    | PageFlag.KSM
+    | PageFlag.PAGETABLE
+    | PageFlag.MLOCKED
+    | PageFlag.HUGE
+)
+
+
+def kpageflags(mem: Kernel, pfn: int) -> int:
+    """/proc/kpageflags: stable_page_flags() of frame ``pfn`` (fs/proc/page.c). The folio's
+    flags for every page of it; KPF_MMAP while the folio is mapped (folio_mapped());
+    COMPOUND_HEAD / COMPOUND_TAIL, and THP for a large anonymous folio or the huge zero
+    page (with ZERO_PAGE), HUGE for a hugetlb folio; BUDDY for a free frame; NOPAGE past the end of RAM. PG_anon_exclusive
+    (KPF_OWNER_2, bit 34) is not modelled."""
+    frames = mem.frames
+    if not 0 <= pfn < frames.nr_pages:
+        return KPF_NOPAGE
+    if pfn == frames.zero_pfn:
+        return KPF_ZERO_PAGE | KPF_RESERVED
+    if not frames.is_allocated(pfn):
+        return KPF_BUDDY
+    head = frames.head(pfn)
+    flags = int(frames.flags(head))
+    u = flags & _KPF_COPIED
+    if frames.mapcount(head):
+        u |= KPF_MMAP
+    if frames.order(head):
+        u |= KPF_COMPOUND_HEAD if pfn == head else KPF_COMPOUND_TAIL
+        if head == mem.thp.huge_zero_pfn:
+            u |= KPF_THP | KPF_ZERO_PAGE
+        elif flags & (_ANON | _LRU_FLAG) and not flags & _HUGE_FLAG:  # hugetlb: KPF_HUGE
+            u |= KPF_THP
+    return u
 
 
 def meminfo_text(mem: Kernel, cfg: MmConfig) -> str:
@@ -521,6 +635,7 @@ def meminfo_text(mem: Kernel, cfg: MmConfig) -> str:
         ("PageTables", info["PageTables"]),
         ("CommitLimit", commit_limit * kb),
         ("Committed_AS", cfg.committed_pages * kb),
+        ("AnonHugePages", frames.nr_anon_thps * kb),
     ]
     text = "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
     if mem.hugetlb is not None:  # hugetlb_report_meminfo(): its own formats
@@ -548,6 +663,7 @@ def vmstat_text(mem: Kernel) -> str:
         "nr_file_pages": f.nr_file_pages,
         "nr_dirty": f.nr_file_dirty,
         "nr_shmem": f.nr_shmem,
+        "nr_anon_transparent_hugepages": f.nr_anon_thps >> 9,
         "nr_page_table_pages": f.nr_pagetable,
         "nr_swapcached": len(mem.swap.cache),
         "pswpin": mem.swap.pswpin,
@@ -581,6 +697,7 @@ __all__ = [
     "SMAPS_KB_FIELDS",
     "MemSizeStats",
     "header",
+    "kpageflags",
     "ksm_merging_pages_text",
     "ksm_stat_text",
     "maps_text",

@@ -162,13 +162,39 @@ def test_large_folio_metadata_lives_at_the_head(ram):
     ram.write(head + 300, 0, b"tail")
     assert ram.read(head + 300, 0, 4) == b"tail"
     assert ram.refcount(head + 300) == 1 and ram.order(head + 511) == 9
-    with pytest.raises(BadPage):
-        ram.get(head + 1)  # refcounts are taken on the folio (head)
-    ram.map(head)
+    ram.get(head + 1)  # get_page(tail) takes the reference on the folio (page_folio())
+    assert ram.refcount(head) == 2
+    ram.put(head + 1)
+    ram.map_pmd(head)  # folio_add_anon_rmap_pmd(): every page mapped at once
     assert ram.meminfo()["AnonPages"] == 2048  # 512 pages x 4 kB
-    ram.unmap(head)
+    ram.map(head + 7)  # a PTE of page 7 as well: already counted through the PMD
+    assert ram.meminfo()["AnonPages"] == 2048 and ram.mapcount(head) == 2
+    ram.unmap_pmd(head)  # only page 7 is mapped now (NR_ANON_MAPPED counts pages)
+    assert ram.meminfo()["AnonPages"] == 4 and ram.page_mapcount(head + 7) == 1
+    ram.check()
+    ram.unmap(head + 7)
+    assert ram.meminfo()["AnonPages"] == 0
+    with pytest.raises(BadPage):
+        ram.unmap(head + 7)  # not mapped any more
     assert ram.put(head)
     assert ram.used_pages == 0 and not ram.has_data(head + 300)
+    ram.check()
+
+
+def test_split_of_a_pte_mapped_large_folio_frees_the_unmapped_pages(ram):
+    head = ram.alloc(ANON, order=2)
+    for i in (0, 2):
+        ram.get(head + i)
+        ram.map(head + i)
+    ram.write(head + 2, 0, b"kept")
+    assert ram.refcount(head) == 3 and ram.mapcount(head) == 2
+    assert ram.meminfo()["AnonPages"] == 8
+    kept = ram.split(head)  # refcount = mapcount + the caller's (the allocation's) one
+    assert kept == [head, head + 2]
+    assert ram.used_pages == 2 and ram.order(head + 2) == 0
+    assert ram.refcount(head + 2) == 1 and ram.mapcount(head + 2) == 1
+    assert ram.flags(head) == ANON and ram.read(head + 2, 0, 4) == b"kept"
+    assert ram.meminfo()["AnonPages"] == 8
     ram.check()
 
 

@@ -301,6 +301,47 @@ class PageTables:
             self._free_empty_upwards(leaf.level, key >> 9)
         return leaf.entry
 
+    def free_pgd_range(self, start: int, end: int, floor: int, ceiling: int) -> int:
+        """free_pgd_range() after a munmap of ``[start, end)``: free the tables (bottom up)
+        whose whole span lies inside ``[floor, ceiling)`` (``ceiling`` 0: no limit), the
+        neighbouring VMAs' ends; a table a neighbour's range shares stays, even empty.
+        Only empty tables are freed (the caller zapped the range). Returns tables freed."""
+        top = ceiling if ceiling else self.va_mask + 1
+        freed = 0
+        for level in range(PTE_LEVEL, self.levels):
+            sh = self.shifts[level + 1]
+            span = 1 << sh
+            parents = self.entries[level + 1]
+            lo = max(start & ~(span - 1), (floor + span - 1) & ~(span - 1))
+            hi = min(end, top & ~(span - 1))
+            if lo >= hi:
+                continue
+            nkeys = (hi - lo + span - 1) >> sh
+            if nkeys <= len(parents):
+                keys = [k for k in range(lo >> sh, (lo >> sh) + nkeys) if k in parents]
+            else:
+                keys = sorted(k for k in parents if lo >> sh <= k < (hi + span - 1) >> sh)
+            for key in keys:
+                if (key << sh) + span > top:
+                    continue
+                e = parents.get(key)
+                if e is not None and _is_table(e, level + 1) and not self.occupancy[level].get(key):
+                    self._free_table(level + 1, key)
+                    freed += 1
+        return freed
+
+    def free_table_if_empty(self, vaddr: int, level: int) -> bool:
+        """Free the level-``level`` table covering ``vaddr`` if none of its entries is set,
+        clearing the entry above that points to it (try_get_and_clear_pmd() + free_pte():
+        the tables above stay). Returns whether it was freed."""
+        m = self._masked(vaddr)
+        key = m >> self.shifts[level + 1]
+        e = self.entries[level + 1].get(key)
+        if e is None or not _is_table(e, level + 1) or self.occupancy[level].get(key, 0):
+            return False
+        self._free_table(level + 1, key)
+        return True
+
     def _free_empty_upwards(self, level: int, table: int) -> None:
         """Free table ``table`` at ``level`` if it is empty, then its parent, and so on."""
         while level < self.levels and self.occupancy[level].get(table, 0) == 0:

@@ -26,6 +26,7 @@ from vmsim.constants import (
     LSM_MMAP_MIN_ADDR,
     PAGE_SHIFT,
     PAGE_SIZE,
+    PMD_SIZE,
     STACK_GUARD_GAP,
     TASK_SIZE_4LEVEL,
     TASK_SIZE_5LEVEL,
@@ -39,7 +40,8 @@ from vmsim.errors import (
     oserror,
 )
 from vmsim.hw.pagetable import PageTables
-from vmsim.mm import hugetlb, memory, vma_ops
+from vmsim.hw.pte import pfn_of
+from vmsim.mm import huge_memory, hugetlb, memory, vma_ops
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -298,15 +300,21 @@ class AddressSpace:
         return vma_ops.vma_merge_new_range(self.tree, vmg)
 
     def vma_modify(self, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+        # __split_vma() / vma_merge_existing_range() -> vma_adjust_trans_huge(): a PMD leaf
+        # across a new VMA boundary is split first
+        if newflags != vma.flags and (start > vma.start or end < vma.end):
+            huge_memory.vma_adjust_trans_huge(self, start, end)
         return vma_ops.vma_modify(self, vma, start, end, newflags)
 
     def gather_munmap(self, start: int, end: int, first: Vma) -> list[Vma]:
+        huge_memory.vma_adjust_trans_huge(self, start, end)
         return vma_ops.vms_gather_munmap_vmas(self, start, end, first)
 
     def remove_vmas(self, vmas: list[Vma]) -> None:
         vma_ops.vms_complete_munmap_vmas(self, vmas)
 
     def do_munmap(self, start: int, end: int) -> None:
+        huge_memory.vma_adjust_trans_huge(self, start, end)  # __split_vma() of the edges
         vma_ops.do_vmi_munmap(self, start, end)
 
     # VmaHooks: what unmapping does to pages (vm_unacct() is above)
@@ -322,9 +330,21 @@ class AddressSpace:
                 memory.zap_range(self, v.start, v.end, free_tables=True)  # the empty tables
                 continue
             memory.zap_range(
-                self, v.start, v.end, free_tables=True, locked=bool(v.flags & VM_LOCKED)
+                self, v.start, v.end, free_tables=False, locked=bool(v.flags & VM_LOCKED)
             )
             self.drop_guards(v.start, v.end)
+        # free_pgtables(): only tables no remaining VMA's range shares go (floor: the end of
+        # the VMA before, ceiling: the start of the one after), empty or not in the kernel;
+        # a table shared with a neighbour stays even when empty (a later fault there finds
+        # it: no THP)
+        if self.pt_used and vmas:
+            start, end = vmas[0].start, vmas[-1].end
+            prev = self.tree.prev_of(start)
+            nxt = self.tree.find(end)
+            floor = prev.end if prev is not None else 0
+            ceiling = nxt.start if nxt is not None else 0
+            if self.pt.free_pgd_range(start, end, floor, ceiling):
+                self.mem.cpu.pwc.flush()
 
     def remove_vma(self, vma: Vma) -> None:
         """remove_vma() -> fput(): a deleted file's page cache may now be freed."""
@@ -473,6 +493,11 @@ class AddressSpace:
             return None
         e = leaf.entry
         pfn = entry_pfn(e)
+        if leaf.level > 1:  # follow_huge_pmd(): the page inside the THP
+            pfn = pfn_of(e, leaf.level) + ((addr & (PMD_SIZE - 1)) >> PAGE_SHIFT)
+            if write and not e & PAGE_RW_BIT:
+                return None
+            return pfn
         if write and not e & PAGE_RW_BIT:
             frames = self.mem.frames
             if not (

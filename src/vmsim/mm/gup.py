@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vmsim.hw.pte import PAGE_DIRTY
+from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
 from vmsim.mm.lru import mark_accessed
 from vmsim.phys.frames import PageFlag
 
@@ -21,6 +21,14 @@ def gup_touch(mm: AddressSpace, addr: int, pfn: int, write: bool) -> None:
     folio is dirty already, and the folio is marked accessed."""
     frames = mm.mem.frames
     if pfn == frames.zero_pfn:
+        return
+    leaf = mm.pt.get(addr)
+    if leaf is not None and leaf.level > 1:
+        # follow_huge_pmd() with FOLL_TOUCH: touch_pmd() makes the PMD young (and dirty on a
+        # write); the folio is not marked accessed
+        e = leaf.entry | PAGE_ACCESSED | (PAGE_DIRTY if write else 0)
+        if e != leaf.entry:
+            mm.pt.set(addr & -(1 << 21), e, leaf.level)
         return
     if write and not frames.flags(pfn) & _DIRTY:
         leaf = mm.pt.get(addr)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from vmsim.hw.cpu import Cpu
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
 from vmsim.mm import page_alloc, vmscan
+from vmsim.mm.huge_memory import ThpState
 from vmsim.mm.hugetlb import Hugetlb
 from vmsim.mm.lru import Lru, lru_add_drain
 from vmsim.mm.mmzone import PglistData
@@ -83,6 +84,9 @@ class Kernel:
         # Called when a VMA of a file goes away (the machine frees a deleted file's pages
         # once nothing maps or opens it).
         self.on_file_unmapped: Callable[[Inode], None] | None = None
+        # transparent huge pages: settings, huge zero folio, deposited tables, deferred split
+        # queue; kept by vmsim.mm.huge_memory
+        self.thp = ThpState()
         self.frames.on_free = self._freed
 
     @property
@@ -105,6 +109,7 @@ class Kernel:
         if self.ksm is not None:
             self.ksm.forget(pfn)
         self.mlock_count.pop(pfn, None)
+        self.thp.deferred.pop(pfn, None)
 
     def alloc_folio(self, flags: int, noretry: bool = False) -> int:
         """A user page from the page allocator (``page_alloc.alloc_folio()``), which

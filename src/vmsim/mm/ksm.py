@@ -84,6 +84,7 @@ PAGE_SIZE = 4096
 ZERO = bytes(PAGE_SIZE)
 _ANON = int(PageFlag.ANON)
 _KSM = int(PageFlag.KSM)
+_HEAD = int(PageFlag.HEAD)
 _MLOCKED = int(PageFlag.MLOCKED)
 
 #: sizeof(struct ksm_rmap_item) on x86-64: general_profit and ksm_process_profit charge it
@@ -507,7 +508,8 @@ class Ksm:
         frames = self.mem.frames
         if pfn == frames.zero_pfn or not frames.is_allocated(pfn):
             return None
-        if not frames.flags(pfn) & _ANON:
+        flags = frames.flags(pfn)
+        if not flags & _ANON or flags & _HEAD or frames.order(pfn):  # THPs are left alone
             return None
         return pfn
 

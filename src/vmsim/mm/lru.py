@@ -62,6 +62,8 @@ class Lru:
         # lruvec->lists[]: each list oldest first; kept by the methods below
         self.lists: dict[str, dict[int, None]] = {name: {} for name in LISTS}
         self.where: dict[int, str] = {}  # the list of each folio on the LRU (folio_lru_list())
+        # lruvec's NR_LRU_BASE + list counters, in pages (a large folio counts its pages)
+        self.nr_pages: dict[str, int] = dict.fromkeys(LISTS, 0)
 
     def list_for(self, pfn: int) -> str:
         flags = self.frames.flags(pfn)
@@ -76,9 +78,12 @@ class Lru:
         """folio_add_lru(): the newest folio of its list."""
         name = self.list_for(pfn)
         old = self.where.get(pfn)
+        nr = self.frames.folio_nr_pages(pfn)
         if old is not None:
             del self.lists[old][pfn]
+            self.nr_pages[old] -= nr
         self.lists[name][pfn] = None
+        self.nr_pages[name] += nr
         self.where[pfn] = name
         if not self.frames.flags(pfn) & _LRU:
             self.frames.set_flags(pfn, _LRU)
@@ -94,6 +99,9 @@ class Lru:
             del self.lists[old][pfn]
             self.lists[name][pfn] = None
             self.where[pfn] = name
+            nr = self.frames.folio_nr_pages(pfn)
+            self.nr_pages[old] -= nr
+            self.nr_pages[name] += nr
 
     def rotate(self, pfn: int) -> None:
         """Put it back as the newest of its list (a second chance)."""
@@ -119,6 +127,7 @@ class Lru:
         name = self.where.pop(pfn, None)
         if name is not None:
             del self.lists[name][pfn]
+            self.nr_pages[name] -= self.frames.folio_nr_pages(pfn)
 
     def oldest(self, name: str, n: int) -> list[int]:
         """Up to ``n`` folios of a list, oldest first."""
@@ -130,7 +139,8 @@ class Lru:
         return out
 
     def sizes(self) -> dict[str, int]:
-        return {name: len(lst) for name, lst in self.lists.items()}
+        """The lists' sizes in pages (lruvec_page_state(NR_LRU_BASE + lru))."""
+        return dict(self.nr_pages)
 
     def check(self) -> None:
         """Every folio on exactly the list its flags say (tests)."""
@@ -139,6 +149,9 @@ class Lru:
                 assert self.where[pfn] == name, f"pfn {pfn:#x} on {name}, recorded elsewhere"
                 assert self.list_for(pfn) == name, f"pfn {pfn:#x} on {name}, flags disagree"
         assert sum(len(lst) for lst in self.lists.values()) == len(self.where)
+        for name, lst in self.lists.items():
+            nr = sum(self.frames.folio_nr_pages(p) for p in lst)
+            assert nr == self.nr_pages[name], f"{name}: {self.nr_pages[name]} pages, {nr} listed"
 
 
 def mark_accessed(mem: Kernel, pfn: int) -> None:
@@ -152,6 +165,7 @@ def mark_accessed(mem: Kernel, pfn: int) -> None:
     frames = mem.frames
     if pfn == frames.zero_pfn:
         return
+    pfn = frames.head(pfn)  # page_folio()
     flags = frames.flags(pfn)
     if not flags & _REFERENCED:
         frames.set_flags(pfn, _REFERENCED)

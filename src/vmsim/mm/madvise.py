@@ -42,7 +42,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import BusError, Segfault, oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY
-from vmsim.mm import gup, hugetlb, lru, memory, truncate, vmscan
+from vmsim.mm import gup, huge_memory, hugetlb, khugepaged, lru, memory, truncate, vmscan
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_DONTCOPY,
@@ -211,6 +211,9 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
             lazyfree(mm, start, end)
             return vma
         mm.zap(start, end)
+        # CONFIG_PT_RECLAIM: a zap of at least 2 MiB frees the PTE tables it left empty
+        # (zap_pte_range() with details->reclaim_pt)
+        memory.reclaim_empty_pte_tables(mm, start, end)
         return vma
     if behavior == MADV_COLLAPSE:
         # thp_vma_allowable_order(TVA_FORCED_COLLAPSE): anonymous and spanning an aligned
@@ -220,15 +223,12 @@ def _madvise_vma(mm: AddressSpace, vma: Vma, start: int, end: int, behavior: int
         haddr = (vma.end - PMD_SIZE) & ~(PMD_SIZE - 1)
         if haddr < vma.start or flags & VM_NOHUGEPAGE:
             raise oserror(errno.EINVAL)
-        hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-        hend = end & ~(PMD_SIZE - 1)
-        # madvise_collapse() compares thps (0) with (hend - hstart) >> PMD_SHIFT in unsigned
-        # arithmetic: a range inside one PMD (hstart > hend) fails, one that only straddles
-        # a boundary (hstart == hend) succeeds with nothing to do.
-        if hstart == hend:
-            return vma
-        # otherwise the collapse scan finds no populated page table in this model
-        raise oserror(errno.EINVAL)
+        # madvise_collapse(): a VMA without an anon_vma has no THP orders (EINVAL); then it
+        # compares the THPs made with (hend - hstart) >> PMD_SHIFT in unsigned arithmetic:
+        # a range inside one PMD fails, one that only straddles a boundary succeeds with
+        # nothing to do (kernel-checked)
+        khugepaged.madvise_collapse(mm, vma, start, end)
+        return vma
     if behavior == MADV_GUARD_INSTALL:
         if flags & (VM_SPECIAL | VM_HUGETLB | VM_LOCKED):
             raise oserror(errno.EINVAL)
@@ -331,6 +331,7 @@ def _madvise_populate(mm: AddressSpace, start: int, end: int, write: bool) -> No
 
 # folio flags of the PTE walks below
 _ANON = int(PageFlag.ANON)
+_HEAD = int(PageFlag.HEAD)
 _DIRTY = int(PageFlag.DIRTY)
 _MLOCKED = int(PageFlag.MLOCKED)
 _SWAPBACKED = int(PageFlag.SWAPBACKED)
@@ -346,15 +347,16 @@ def lazyfree(mm: AddressSpace, start: int, end: int) -> None:
     again."""
     if not mm.pt_used or start >= end:
         return
+    huge_memory.madvise_thp(mm, start, end, "free")
     frames = mm.mem.frames
     zero = frames.zero_pfn
     touched = []
     for m in mm.pt.iter_leaves(start, end):
         e = m.entry
-        if not present(e):
+        if not present(e) or m.level > 1:
             continue
         pfn = entry_pfn(e)
-        if pfn == zero or not frames.flags(pfn) & _ANON:
+        if pfn == zero or not frames.flags(pfn) & _ANON or frames.flags(pfn) & _HEAD:
             continue
         flags = frames.flags(pfn)
         if flags & _DIRTY:
@@ -382,11 +384,11 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
     lru.lru_add_drain(mem)  # madvise_cold() / madvise_pageout() start with it
     frames = mem.frames
     zero = frames.zero_pfn
-    picked: list[int] = []
+    picked = huge_memory.madvise_thp(mm, start, end, "pageout" if pageout else "cold")
     aged: list[int] = []
     for m in list(mm.pt.iter_leaves(start, end)):
         e = m.entry
-        if not present(e):
+        if not present(e) or m.level > 1:  # a PMD: madvise_thp() above
             continue
         pfn = entry_pfn(e)
         if pfn == zero or pfn not in mem.node.lru.where or frames.mapcount(pfn) != 1:

@@ -21,17 +21,19 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, SEGV_MAPERR
+from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, SEGV_MAPERR
 from vmsim.errors import BusError, Segfault
+from vmsim.hw.pagetable import PMD_LEVEL, PTE_LEVEL
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
     PAGE_DIRTY,
+    PAGE_PSE,
     PAGE_RW,
     PAGE_SPECIAL,
     PAGE_SWP_EXCLUSIVE,
     pfn_pte,
 )
-from vmsim.mm import vmscan
+from vmsim.mm import huge_memory, vmscan
 from vmsim.mm.filemap import eof_pages
 from vmsim.mm.filemap_fault import fault_around, find_or_create_page
 from vmsim.mm.flags import (
@@ -53,7 +55,7 @@ from vmsim.mm.internal import (
 )
 from vmsim.mm.lru import mark_accessed
 from vmsim.mm.mlock import munlock_folio
-from vmsim.mm.rmap import anon_owner, map_page, rmap_add, rmap_remove
+from vmsim.mm.rmap import anon_exclusive, anon_owner, map_page, rmap_add, rmap_remove
 from vmsim.mm.swap_state import (
     SWAP_RA_HITS_MAX,
     SWAP_RA_INITIAL,
@@ -79,6 +81,7 @@ __all__ = [
     "copy_page_range",
     "do_swap_page",
     "handle_mm_fault",
+    "reclaim_empty_pte_tables",
     "unmap_mapping_pages",
     "vma_needs_copy",
     "zap_mapped",
@@ -89,6 +92,7 @@ _ANON = int(PageFlag.ANON)
 _DIRTY = int(PageFlag.DIRTY)
 _MLOCKED = int(PageFlag.MLOCKED)
 _KSM = int(PageFlag.KSM)
+_HEAD = int(PageFlag.HEAD)
 _READAHEAD = int(PageFlag.RECLAIM)  # PG_readahead is PG_reclaim's bit (page-flags.h)
 
 
@@ -108,6 +112,9 @@ class FaultResult(StrEnum):
     SPURIOUS = "spurious"  # the PTE allowed the access already
     SWAP = "swap"  # do_swap_page(): the page was in the swap cache
     SWAP_MAJOR = "swap-major"  # do_swap_page(): read from swap
+    THP = "thp"  # do_huge_pmd_anonymous_page() / do_huge_zero_wp_pmd(): a new PMD-mapped THP
+    HUGE_ZERO_PAGE = "huge-zero-page"  # do_huge_pmd_anonymous_page(): the huge zero page
+    THP_REUSE = "thp-reuse"  # do_huge_pmd_wp_page(): the THP is ours alone, made writable
 
 
 class FaultKind(StrEnum):
@@ -135,7 +142,11 @@ FAULT_KINDS: dict[FaultResult, tuple[bool, FaultKind | None]] = {
     FaultResult.SPURIOUS: (False, None),
     FaultResult.SWAP: (False, None),
     FaultResult.SWAP_MAJOR: (True, None),
+    FaultResult.THP: (False, FaultKind.ANON),
+    FaultResult.HUGE_ZERO_PAGE: (False, FaultKind.ZERO_PAGE),
+    FaultResult.THP_REUSE: (False, FaultKind.REUSE),
 }
+_THP_RESULTS = {"thp": FaultResult.THP, "huge-zero-page": FaultResult.HUGE_ZERO_PAGE}
 
 
 # ---------------------------------------------------------------- mapping pages
@@ -169,7 +180,12 @@ def handle_mm_fault(
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         raise Segfault(fault_addr, SEGV_MAPERR)
     # __handle_mm_fault(): the page tables down to the PTE table exist before any page is
-    # allocated or referenced (their allocation may reclaim)
+    # allocated or referenced (their allocation may reclaim); a THP-eligible VMA first gets
+    # a chance at a PMD-sized page (create_huge_pmd()) or a fault on its PMD leaf
+    huge = _handle_pmd_fault(mm, vma, addr, write)
+    if huge is not None:
+        mm.account_fault(huge, remote)
+        return huge
     mm.pt.prealloc(addr)
     try:
         what = _handle_pte_fault(mm, vma, addr, write)
@@ -177,6 +193,31 @@ def handle_mm_fault(
         raise BusError(fault_addr) from None
     mm.account_fault(what, remote)
     return what
+
+
+def _handle_pmd_fault(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> FaultResult | None:
+    """The PMD step of __handle_mm_fault(): an empty PMD in a THP-eligible VMA gets a THP
+    or the huge zero page (create_huge_pmd()); a PMD leaf takes the write fault
+    (do_huge_pmd_wp_page()) or is a spurious fault (huge_pmd_set_accessed()). None: go on
+    to the PTEs (VM_FAULT_FALLBACK, or no PMD leaf)."""
+    e = huge_memory.pmd_entry(mm, addr)
+    if not e:
+        if not huge_memory.thp_vma_allowable(mm, vma, addr):
+            return None
+        mm.pt.prealloc(addr, PMD_LEVEL)
+        if huge_memory.pmd_entry(mm, addr):  # the table allocation reclaimed: look again
+            return None
+        done = huge_memory.do_huge_pmd_anonymous_page(mm, vma, addr, write)
+        return None if done is None else _THP_RESULTS[done]
+    if not e & PAGE_PSE or not present(e):
+        return None
+    if write and not e & PAGE_RW:
+        done = huge_memory.do_huge_pmd_wp_page(mm, vma, addr)
+        if done is None:
+            return None
+        return FaultResult.THP_REUSE if done == "reuse" else _THP_RESULTS[done]
+    huge_memory.huge_pmd_set_accessed(mm, addr, write)
+    return FaultResult.SPURIOUS
 
 
 def _handle_pte_fault(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> FaultResult:
@@ -312,7 +353,7 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResul
     if ksm:
         mm.stats.cow_ksm += 1
         mm.mem.stats.cow_ksm += 1
-    if not zero and not ksm and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
+    if not zero and not ksm and frames.flags(pfn) & _ANON and anon_exclusive(mm.mem, pfn, mm):
         # wp_can_reuse_anon_folio(): nobody else holds the page
         new = entry | PAGE_DIRTY | PAGE_ACCESSED
         if vma.flags & VM_WRITE:
@@ -346,10 +387,18 @@ def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResul
 
 
 def _release(
-    mm: AddressSpace, addr: int, pfn: int, entry: int, locked: bool = False, zap: bool = True
+    mm: AddressSpace,
+    addr: int,
+    pfn: int,
+    entry: int,
+    locked: bool = False,
+    zap: bool = True,
+    batched: bool = False,
 ) -> None:
     """Drop one mapping of ``pfn`` (folio_remove_rmap_pte() + the mapping's reference): a
-    dirty PTE dirties a file page first; the last unmap clears mlock."""
+    dirty PTE dirties a file page first; the last unmap clears mlock. A page of a large
+    folio may leave it partly mapped (the deferred split queue), unless the caller zaps a
+    batch of its PTEs and looks once the batch is done (``batched``)."""
     frames = mm.mem.frames
     flags = frames.flags(pfn)
     if zap and not flags & _ANON:  # zap_present_folio_ptes(); a COW replacement does not
@@ -359,6 +408,8 @@ def _release(
             mark_accessed(mm.mem, pfn)
     frames.unmap(pfn)
     rmap_remove(mm.mem, pfn, mm, addr)
+    if flags & _HEAD and not batched:
+        huge_memory.note_pte_unmapped(mm.mem, pfn)
     if locked and flags & _MLOCKED:
         munlock_folio(mm, pfn)
     free_swap_cache(mm.mem, pfn)
@@ -374,6 +425,14 @@ def zap_range(
     page tables go too (free_pgtables() after munmap). Returns the entries cleared."""
     if start >= end or not mm.pt_used:
         return 0
+    huge = 0
+    for haddr in huge_memory.pmd_leaves(mm, start, end):
+        # zap_pmd_range(): a PMD leaf wholly inside goes whole, one straddling an edge is
+        # split and its PTEs zapped below
+        if start <= haddr and haddr + PMD_SIZE <= end:
+            huge += huge_memory.zap_huge_pmd(mm, haddr, locked)
+        else:
+            huge_memory.split_huge_pmd(mm, None, haddr)
     tables = mm.pt.table_pages
     cleared = mm.pt.clear_range(start, end, free_tables=free_tables)
     if mm.pt.table_pages != tables:
@@ -381,21 +440,63 @@ def zap_range(
         # them even when no leaf entry was cleared
         mm.mem.cpu.pwc.flush()
     if not cleared:
-        return 0
-    zero = mm.mem.frames.zero_pfn
+        return huge
+    frames = mm.mem.frames
+    zero = frames.zero_pfn
     ksm = mm.mem.ksm
+    # zap_present_ptes() removes the rmap of a run of PTEs mapping consecutive pages of one
+    # large folio (folio_pte_batch(): same PTE table, same write bit) at once: whether the
+    # folio is left partly mapped is seen after each run, not after each page
+    run: tuple[int, int, int, int] | None = None  # head, last pfn, last address, RW bit
     for m in cleared:
         e = m.entry
         if present(e):
             pfn = entry_pfn(e)
-            if pfn != zero:
-                _release(mm, m.vaddr, pfn, e, locked)
-            elif ksm is not None:
-                ksm.unmap_zero(mm, e)  # ksm_might_unmap_zero_page()
+            if pfn == zero:
+                if ksm is not None:
+                    ksm.unmap_zero(mm, e)  # ksm_might_unmap_zero_page()
+                continue
+            large = bool(frames.flags(pfn) & _HEAD)
+            if run is not None and not (
+                large
+                and frames.head(pfn) == run[0]
+                and pfn == run[1] + 1
+                and m.vaddr == run[2] + PAGE_SIZE
+                and m.vaddr & (PMD_SIZE - 1)
+                and e & PAGE_RW == run[3]
+            ):
+                _end_zap_run(mm, run[0])
+                run = None
+            if large:
+                run = (frames.head(pfn), pfn, m.vaddr, e & PAGE_RW)
+            _release(mm, m.vaddr, pfn, e, locked, batched=large)
         else:  # free_swap_and_cache()
             free_swap_and_cache(mm.mem, pte_to_swp_entry(e))
+    if run is not None:
+        _end_zap_run(mm, run[0])
     mm.mem.cpu.flush_range(mm, cleared[0].vaddr, cleared[-1].vaddr + PAGE_SIZE)
-    return len(cleared)
+    return len(cleared) + huge
+
+
+def _end_zap_run(mm: AddressSpace, head: int) -> None:
+    if mm.mem.frames.is_allocated(head):
+        huge_memory.note_pte_unmapped(mm.mem, head)
+
+
+def reclaim_empty_pte_tables(mm: AddressSpace, start: int, end: int) -> None:
+    """madvise_dontneed_single_vma() with reclaim_pt (CONFIG_PT_RECLAIM, on in the reference
+    kernel): when the zapped range spans at least 2 MiB, every PTE table it covers whole that
+    is now empty (no page, no swap entry, no guard marker) is freed and its PMD cleared; the
+    tables above stay. A later fault there may then get a THP."""
+    if end - start < PMD_SIZE or not mm.pt_used:
+        return
+    freed = False
+    for a in range((start + PMD_SIZE - 1) & -PMD_SIZE, end & -PMD_SIZE, PMD_SIZE):
+        if mm.guards and any(mm.guards.irange(a >> PAGE_SHIFT, ((a + PMD_SIZE) >> PAGE_SHIFT) - 1)):
+            continue  # guard markers are PTEs in the kernel: the table is not empty
+        freed |= mm.pt.free_table_if_empty(a, PTE_LEVEL)
+    if freed:
+        mm.mem.cpu.pwc.flush()
 
 
 def zap_mapped(
@@ -405,6 +506,7 @@ def zap_mapped(
     one if None), releasing their pages and flushing the TLB."""
     if start >= end or not mm.pt_used:
         return
+    huge_memory.split_huge_pmd_range(mm, start, end)
     doomed = [
         m.vaddr
         for m in mm.pt.iter_leaves(start, end)
@@ -461,6 +563,9 @@ def copy_page_range(dst: AddressSpace, src: AddressSpace, vma: Vma) -> None:
     shared = vma.flags & VM_SHARED
     mem = src.mem
     for m in list(src.pt.iter_leaves(vma.start, vma.end)):
+        if m.level == PMD_LEVEL:  # copy_huge_pmd()
+            huge_memory.copy_huge_pmd(dst, src, vma, m.vaddr, m.entry)
+            continue
         # pte_alloc() first: the allocation may reclaim, which may change the source entry
         dst.pt.prealloc(m.vaddr)
         leaf = src.pt.get(m.vaddr)

@@ -34,6 +34,8 @@ def mlock_folio(mm: AddressSpace, pfn: int) -> None:
     """mlock_folio() / mlock_new_folio(): one more locked VMA maps the folio (the kernel's
     folio->mlock_count); PG_mlocked while the count is above 0."""
     mem = mm.mem
+    if mem.frames.order(pfn):
+        return  # the model does not mlock large folios (THPs): see vmsim.mm.huge_memory
     counts = mem.mlock_count
     n = counts.get(pfn, 0)
     counts[pfn] = n + 1
@@ -46,6 +48,8 @@ def mlock_folio(mm: AddressSpace, pfn: int) -> None:
 def munlock_folio(mm: AddressSpace, pfn: int) -> None:
     """munlock_folio(): one locked VMA less maps it; the last one clears PG_mlocked."""
     mem = mm.mem
+    if mem.frames.order(pfn):
+        return
     mlock_batch_add(mem, pfn, False)
     counts = mem.mlock_count
     n = counts.get(pfn, 0)

@@ -33,7 +33,7 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.errors import CAUSE_ADDRESS_SPACE, oserror
-from vmsim.mm import hugetlb, vma_ops
+from vmsim.mm import huge_memory, hugetlb, vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align, vm_start_gap
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -500,6 +500,7 @@ def do_munmap_syscall(mm: AddressSpace, start: int, length: int) -> None:
     end = start + page_align(length)
     if end == start:
         raise oserror(errno.EINVAL)
+    huge_memory.vma_adjust_trans_huge(mm, start, end)  # __split_vma() of the edges
     vma_ops.do_vmi_munmap(mm, start, end)
 
 

@@ -15,6 +15,7 @@ from vmsim.constants import (
     MCL_ONFAULT,
     PAGE_SHIFT,
     PAGE_SIZE,
+    PMD_SIZE,
     PROT_EXEC,
     PROT_GROWSDOWN,
     PROT_GROWSUP,
@@ -24,7 +25,7 @@ from vmsim.constants import (
 )
 from vmsim.errors import oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_RW, PAGE_SPECIAL, pfn_pte
-from vmsim.mm import hugetlb, vma_ops
+from vmsim.mm import huge_memory, hugetlb, vma_ops
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -44,10 +45,12 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.internal import entry_pfn, page_prot, present
 from vmsim.mm.mlock import mlock_pages
+from vmsim.mm.rmap import anon_exclusive
 from vmsim.mm.vma import Vma
 from vmsim.phys.frames import PageFlag
 
 _ANON = int(PageFlag.ANON)
+_HEAD = int(PageFlag.HEAD)
 # Bits pte_modify() keeps from the old entry when the protection changes (_PAGE_CHG_MASK):
 # accessed and dirty come from the entry, never from the new protection.
 _CHG_MASK = PAGE_ACCESSED | PAGE_DIRTY | PAGE_SPECIAL
@@ -281,8 +284,17 @@ def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
     shared = vma.flags & VM_SHARED
     changed = []
     narrowed = False
-    for m in mm.pt.iter_leaves(start, end):
+    exclusive: dict[int, bool] = {}  # per folio: one rmap walk for a large one
+    for haddr in huge_memory.pmd_leaves(mm, start, end):
+        if haddr < start or haddr + PMD_SIZE > end:  # change_pmd_range(): a partial one
+            huge_memory.split_huge_pmd(mm, vma, haddr)
+    for m in list(mm.pt.iter_leaves(start, end)):
         e = m.entry
+        if m.level > 1:  # change_huge_pmd()
+            _new, narrow = huge_memory.change_huge_pmd(mm, vma, m.vaddr, e)
+            if narrow:
+                mm.mem.cpu.flush_range(mm, m.vaddr, m.vaddr + PMD_SIZE)
+            continue
         if not present(e):
             continue
         pfn = entry_pfn(e)
@@ -291,8 +303,13 @@ def change_protection(mm: AddressSpace, vma: Vma, start: int, end: int) -> int:
             if shared:
                 if e & PAGE_DIRTY:
                     new |= PAGE_RW
-            elif pfn != zero and frames.flags(pfn) & _ANON and frames.refcount(pfn) == 1:
-                new |= PAGE_RW
+            elif pfn != zero and frames.flags(pfn) & _ANON:
+                head = frames.head(pfn) if frames.flags(pfn) & _HEAD else pfn
+                ok = exclusive.get(head)
+                if ok is None:
+                    ok = exclusive[head] = anon_exclusive(mm.mem, pfn, mm)
+                if ok:
+                    new |= PAGE_RW
         if new != e:
             # anything the old entry allowed that the new does not needs a flush
             if (e & PAGE_PRESENT and not new & PAGE_PRESENT) or (e & ~new & PAGE_RW):

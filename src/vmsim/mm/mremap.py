@@ -15,6 +15,8 @@ from vmsim.constants import (
     PAGE_SIZE,
 )
 from vmsim.errors import oserror
+from vmsim.hw.pagetable import level_size
+from vmsim.mm import huge_memory
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCOUNT,
@@ -345,6 +347,9 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
     if not length or not mm.pt_used:
         return
     delta = new - old
+    # move_page_tables(): a PMD leaf moves whole (move_huge_pmd()) when it lies inside the
+    # range and lands 2 MiB aligned; otherwise it is split and its PTEs move
+    whole = huge_memory.prepare_move(mm, old, old + length, delta)
     # the new page tables first (the allocation may reclaim, which must find every page
     # where its reverse map says it is)
     for m in list(mm.pt.iter_leaves(old, old + length)):
@@ -356,13 +361,16 @@ def move_ptes(mm: AddressSpace, old: int, new: int, length: int) -> None:
     if not moved:
         return
     zero = mm.mem.frames.zero_pfn
+    if whole:
+        huge_memory.move_deposits(mm, whole, delta)
+    huge_zero = mm.mem.thp.huge_zero_pfn
     for m in moved:
         mm.pt.set(m.vaddr + delta, m.entry, m.level)  # huge leaves stay huge
-        if present(m.entry) and (pfn := entry_pfn(m.entry)) != zero:
+        if present(m.entry) and (pfn := entry_pfn(m.entry)) not in (zero, huge_zero):
             rmap_remove(mm.mem, pfn, mm, m.vaddr)
             rmap_add(mm.mem, pfn, mm, m.vaddr + delta)
     last = moved[-1]
-    mm.mem.cpu.flush_range(mm, moved[0].vaddr, last.vaddr + (PAGE_SIZE << 9 * (last.level - 1)))
+    mm.mem.cpu.flush_range(mm, moved[0].vaddr, last.vaddr + level_size(last.level))
 
 
 def move_page_tables(mm: AddressSpace, old: int, new: int, length: int) -> None:

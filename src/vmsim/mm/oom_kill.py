@@ -46,8 +46,12 @@ def oom_badness(mem: Kernel, task: OomTask) -> int:
         for m in mm.pt.iter_leaves(0, mm.cfg.task_size):
             if present(m.entry):
                 pfn = entry_pfn(m.entry)
-                # get_mm_rss(): hugetlb pages are not in the RSS counters
-                if pfn != zero and not mem.frames.flags(pfn) & PageFlag.HUGE:
+                if m.level > 1:  # a PMD-mapped THP or a hugetlb page
+                    # get_mm_rss(): hugetlb pages are not in the RSS counters, nor is the
+                    # huge zero page
+                    if pfn != mem.thp.huge_zero_pfn and not mem.frames.flags(pfn) & PageFlag.HUGE:
+                        rss += 1 << (9 * (m.level - 1))
+                elif pfn != zero:
                     rss += 1
             else:
                 swapents += 1

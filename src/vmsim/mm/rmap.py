@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from vmsim.mm.kernel import Kernel
     from vmsim.mm.vma import Vma
 
-__all__ = ["anon_owner", "map_page", "rmap_add", "rmap_remove", "try_to_unmap"]
+__all__ = ["anon_exclusive", "anon_owner", "map_page", "rmap_add", "rmap_remove", "try_to_unmap"]
 
 _ANON = int(PageFlag.ANON)
 _DIRTY = int(PageFlag.DIRTY)
@@ -61,6 +61,27 @@ def rmap_remove(mem: Kernel, pfn: int, mm: AddressSpace, addr: int) -> None:
         s.pop((mm, addr), None)
         if not s:
             del mem.rmap[pfn]
+
+
+def anon_exclusive(mem: Kernel, pfn: int, mm: AddressSpace) -> bool:
+    """Whether the anonymous page ``pfn`` may be written through ``mm`` without a copy:
+    nobody else holds its folio (refcount 1: the one mapping), or, in a large folio, every
+    reference is a mapping and every mapping is in ``mm`` (PageAnonExclusive after a PMD
+    split, or wp_can_reuse_anon_folio()'s large-folio test: folio_large_mapcount() ==
+    folio_ref_count() and not folio_maybe_mapped_shared())."""
+    frames = mem.frames
+    if frames.refcount(pfn) == 1:
+        return True
+    head = frames.head(pfn)
+    order = frames.order(head)
+    if not order or frames.flags(head) & _KSM or frames.refcount(head) != frames.mapcount(head):
+        return False
+    rmap = mem.rmap
+    for p in range(head, head + (1 << order)):
+        for owner, _va in rmap.get(p, ()):
+            if owner is not mm:
+                return False
+    return True
 
 
 def anon_owner(vma: Vma, addr: int) -> tuple[int, int]:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
-from vmsim.mm import workingset
+from vmsim.mm import huge_memory, workingset
 from vmsim.mm.filemap import cache_del
 from vmsim.mm.flags import VM_EXEC
 from vmsim.mm.internal import wants_writenotify
@@ -86,7 +86,7 @@ def folio_referenced(mem: Kernel, pfn: int) -> tuple[int, bool]:
         e = leaf.entry
         if e & PAGE_ACCESSED:
             young += 1
-            mm.pt.set(va, e & ~PAGE_ACCESSED)
+            mm.pt.set(va, e & ~PAGE_ACCESSED, leaf.level)  # pmdp_clear_young_notify() too
         vma = mm.tree.lookup(va)
         if vma is not None and vma.flags & VM_EXEC:
             exec_ = True
@@ -112,6 +112,8 @@ def _reclaim_one(mem: Kernel, pfn: int) -> str:
     """shrink_folio_list() for one folio after the reference check said "reclaim".
     Returns "freed", "kept" (rotate), "activate" or "written" (write-back started)."""
     frames = mem.frames
+    if frames.order(pfn):
+        return _reclaim_large(mem, pfn)
     flags = frames.flags(pfn)
     if flags & _ANON:
         if not flags & _SWAPBACKED:  # MADV_FREE'd: drop it if still clean
@@ -181,6 +183,33 @@ def _reclaim_one(mem: Kernel, pfn: int) -> str:
     inode.shadows[pg] = workingset.eviction(mem, pfn)
     cache_del(mem, inode, pg)
     return "freed"
+
+
+def _reclaim_large(mem: Kernel, head: int) -> str:
+    """shrink_folio_list() for a large folio: the model never swaps a THP out whole
+    (folio_alloc_swap() of 512 slots), it splits it (split_folio_to_list(), counted as
+    thp_swpout_fallback for an anonymous one) and reclaims the pages one by one; what the
+    head page came to is returned, the other pages are freed or activated as they come."""
+    frames = mem.frames
+    flags = frames.flags(head)
+    if flags & _ANON and flags & _SWAPBACKED and head not in mem.swap.entry_of:
+        mem.vmstat["thp_swpout_fallback"] += 1
+    nr = frames.folio_nr_pages(head)
+    if not huge_memory.split_folio_everywhere(mem, head):
+        return "activate"
+    lru = mem.node.lru
+    outcome = "freed"
+    for p in range(head, head + nr):
+        if p not in lru.where or not _isolatable(mem, p):
+            continue
+        got = _reclaim_one(mem, p)
+        if p == head:
+            outcome = got
+        elif got == "activate" and frames.is_allocated(p):
+            frames.set_flags(p, _ACTIVE)
+            lru.update(p)
+            mem.vmstat["pgactivate"] += 1
+    return outcome if frames.is_allocated(head) else "freed"
 
 
 def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
@@ -320,6 +349,8 @@ def shrink_node(
         return 0, 0
     mem.node.reclaiming = True
     try:
+        # shrink_slab(): the deferred split shrinker splits the partly mapped THPs
+        huge_memory.deferred_split_scan(mem)
         # prepare_scan_control(): refaults since the last reclaim (a new workingset forming)
         # or a small inactive list make the active list give up folios
         vm = mem.vmstat

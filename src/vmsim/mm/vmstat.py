@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-__all__ = ["VMSTAT_EVENTS", "VMSTAT_ORDER", "FaultStats"]
+__all__ = ["THP_VMSTAT_EVENTS", "VMSTAT_EVENTS", "VMSTAT_ORDER", "FaultStats"]
 
 
 @dataclass(slots=True)
@@ -44,6 +44,36 @@ class FaultStats:
         return d
 
 
+# The thp_* lines of /proc/vmstat, in the kernel's order (vmstat_text[] of 6.18); kept by
+# vmsim.mm.huge_memory and vmsim.mm.khugepaged.
+THP_VMSTAT_EVENTS = (
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+    "thp_fault_alloc",
+    "thp_fault_fallback",
+    "thp_fault_fallback_charge",
+    "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
+    "thp_file_alloc",
+    "thp_file_fallback",
+    "thp_file_fallback_charge",
+    "thp_file_mapped",
+    "thp_split_page",
+    "thp_split_page_failed",
+    "thp_deferred_split_page",
+    "thp_underused_split_page",
+    "thp_split_pmd",
+    "thp_scan_exceed_none_pte",
+    "thp_scan_exceed_swap_pte",
+    "thp_scan_exceed_share_pte",
+    "thp_split_pud",
+    "thp_zero_page_alloc",
+    "thp_zero_page_alloc_failed",
+    "thp_swpout",
+    "thp_swpout_fallback",
+)
+
 VMSTAT_EVENTS = (
     "pgscan_kswapd",
     "pgscan_direct",
@@ -58,6 +88,7 @@ VMSTAT_EVENTS = (
     "pageoutrun",
     "oom_kill",
     "pgmigrate_success",
+    *THP_VMSTAT_EVENTS[:3],  # thp_migration_*: between pgmigrate_* and compact_*
     "compact_migrate_scanned",
     "compact_free_scanned",
     "compact_isolated",
@@ -69,7 +100,7 @@ VMSTAT_EVENTS = (
     "compact_daemon_free_scanned",
     "htlb_buddy_alloc_success",
     "htlb_buddy_alloc_fail",
-    "thp_fault_alloc",
+    *THP_VMSTAT_EVENTS[3:],
     "swap_ra",
     "swap_ra_hit",
     "swpin_zero",
@@ -110,6 +141,7 @@ VMSTAT_ORDER = (
     "nr_file_pages",
     "nr_dirty",
     "nr_shmem",
+    "nr_anon_transparent_hugepages",
     "nr_written",
     "nr_page_table_pages",
     "nr_swapcached",
@@ -133,6 +165,7 @@ VMSTAT_ORDER = (
     "pgrotated",
     "oom_kill",
     "pgmigrate_success",
+    *THP_VMSTAT_EVENTS[:3],  # thp_migration_*: between pgmigrate_* and compact_*
     "compact_migrate_scanned",
     "compact_free_scanned",
     "compact_isolated",
@@ -144,6 +177,7 @@ VMSTAT_ORDER = (
     "compact_daemon_free_scanned",
     "htlb_buddy_alloc_success",
     "htlb_buddy_alloc_fail",
+    *THP_VMSTAT_EVENTS[3:],
     "swap_ra",
     "swap_ra_hit",
     "swpin_zero",

@@ -151,6 +151,13 @@ class FrameAllocator:
         self._map: dict[int, int] = {}
         self._flags: dict[int, int] = {}
         self._order: dict[int, int] = {}  # only folios of order > 0
+        # Large folios only (order > 0): the entire mapcount (PMD mappings: the kernel's
+        # folio->_entire_mapcount + 1) and the per-page PTE mapcounts (page->_mapcount + 1).
+        # ``_map`` stays the folio's total (folio_large_mapcount()); a page is mapped while
+        # the folio is mapped entirely or its own count is above 0, which is what the
+        # NR_ANON_MAPPED / NR_FILE_MAPPED counters count for a large folio, page by page.
+        self._entire: dict[int, int] = {}
+        self._ptemaps: dict[int, list[int]] = {}
         self._data: dict[int, bytearray] = {}  # per 4 KiB frame; absent = zeros
         # the largest order ever allocated: gigantic (1 GiB) hugetlb folios go past
         # MAX_PAGE_ORDER (alloc_contig_pages()); _head() looks that far for a head
@@ -163,6 +170,7 @@ class FrameAllocator:
         self.nr_file_mapped = 0
         self.nr_mlock = 0
         self.nr_pagetable = 0
+        self.nr_anon_thps = 0  # NR_ANON_THPS: pages of PMD-mapped anonymous THPs
         # Called with the head pfn when a folio is freed (the LRU and rmap let go of it).
         self.on_free: Callable[[int], None] | None = None
 
@@ -230,6 +238,8 @@ class FrameAllocator:
             raise OutOfMemory(order, self._buddy.nr_free, self.total_pages)
         if order:
             self._order[pfn] = order
+            self._entire[pfn] = 0
+            self._ptemaps[pfn] = [0] * (1 << order)
             flags |= _HEAD
         self._ref[pfn] = 1
         self._map[pfn] = 0
@@ -248,6 +258,9 @@ class FrameAllocator:
         del self._ref[pfn]
         del self._map[pfn]
         order = self._order.pop(pfn, 0)
+        if order:
+            del self._entire[pfn]
+            del self._ptemaps[pfn]
         if flags:
             self._account(flags, False, -(1 << order))
         data = self._data
@@ -261,22 +274,36 @@ class FrameAllocator:
         else:
             self._buddy.free(pfn, order)
 
+    def _tail_head(self, pfn: int, what: str) -> int | None:
+        """The head of the large folio ``pfn`` is a tail page of (page_folio()), or None for
+        the zero page; BadPage if ``pfn`` is in no allocated folio."""
+        if pfn == self.zero_pfn:
+            return None
+        for order in range(1, MAX_PAGE_ORDER + 1):
+            head = pfn & -(1 << order)
+            if self._order.get(head, 0) >= order:
+                return head
+        raise BadPage(f"{what} of pfn {pfn:#x}, which is not in an allocated folio")
+
     def get(self, pfn: int) -> None:
-        """folio_get(): take a reference."""
+        """folio_get() on the folio holding ``pfn``: take a reference."""
         r = self._ref.get(pfn)
         if r is None:
-            if pfn == self.zero_pfn:
+            head = self._tail_head(pfn, "get")
+            if head is None:
                 return
-            raise BadPage(f"get of pfn {pfn:#x}, which is not an allocated folio head")
+            pfn, r = head, self._ref[head]
         self._ref[pfn] = r + 1
 
     def put(self, pfn: int) -> bool:
-        """folio_put(): drop a reference; the last one frees the folio (returns True)."""
+        """folio_put() on the folio holding ``pfn``: drop a reference; the last one frees
+        the folio (returns True)."""
         r = self._ref.get(pfn)
         if r is None:
-            if pfn == self.zero_pfn:
+            head = self._tail_head(pfn, "put")
+            if head is None:
                 return False
-            raise BadPage(f"put of pfn {pfn:#x}, which is not an allocated folio head")
+            pfn, r = head, self._ref[head]
         if r > 1:
             self._ref[pfn] = r - 1
             return False
@@ -284,13 +311,18 @@ class FrameAllocator:
         return True
 
     def map(self, pfn: int) -> None:
-        """One more page-table entry maps the folio (folio_add_{anon,file}_rmap_*); the first
-        mapping counts it in AnonPages or Mapped."""
-        m = self._map.get(pfn)
-        if m is None:
-            if pfn == self.zero_pfn:
-                return
-            raise BadPage(f"map of pfn {pfn:#x}, which is not an allocated folio head")
+        """One more page-table entry maps the folio (folio_add_{anon,file}_rmap_pte); the
+        first mapping counts it in AnonPages or Mapped (page by page in a large folio). A
+        hugetlb folio is mapped whole (hugetlb_add_*_rmap(): its entire mapcount) and counts
+        in neither."""
+        if self._flags.get(pfn, 0) & _HUGE:
+            self._map[pfn] += 1
+            self._entire[pfn] += 1
+            return
+        if pfn in self._ptemaps or pfn not in self._map:
+            self._map_large(pfn, 1)
+            return
+        m = self._map[pfn]
         self._map[pfn] = m + 1
         if not m:
             flags = self._flags[pfn]
@@ -302,12 +334,18 @@ class FrameAllocator:
                 self.nr_file_mapped += 1 << self._order.get(pfn, 0)
 
     def unmap(self, pfn: int) -> None:
-        """One page-table entry less maps the folio (folio_remove_rmap_*)."""
-        m = self._map.get(pfn)
-        if m is None:
-            if pfn == self.zero_pfn:
-                return
-            raise BadPage(f"unmap of pfn {pfn:#x}, which is not an allocated folio head")
+        """One page-table entry less maps the folio (folio_remove_rmap_pte; for a hugetlb
+        folio hugetlb_remove_rmap(): the entire mapcount)."""
+        if self._flags.get(pfn, 0) & _HUGE:
+            if not self._map[pfn]:
+                raise BadPage(f"unmap of pfn {pfn:#x}, which is not mapped")
+            self._map[pfn] -= 1
+            self._entire[pfn] -= 1
+            return
+        if pfn in self._ptemaps or pfn not in self._map:
+            self._map_large(pfn, -1)
+            return
+        m = self._map[pfn]
         if not m:
             raise BadPage(f"unmap of pfn {pfn:#x}, which is not mapped")
         self._map[pfn] = m - 1
@@ -319,6 +357,133 @@ class FrameAllocator:
                 self.nr_anon_mapped -= 1 << self._order.get(pfn, 0)
             elif flags & _FILE:
                 self.nr_file_mapped -= 1 << self._order.get(pfn, 0)
+
+    def _map_mapped_counter(self, head: int, nr: int) -> None:
+        """NR_ANON_MAPPED / NR_FILE_MAPPED move by ``nr`` pages of folio ``head``."""
+        flags = self._flags[head]
+        if flags & _ANON:
+            self.nr_anon_mapped += nr
+        elif flags & _FILE:
+            self.nr_file_mapped += nr
+
+    def _map_large(self, pfn: int, delta: int) -> None:
+        """A PTE mapping of page ``pfn`` of a large folio comes (+1) or goes (-1)."""
+        head = pfn if pfn in self._ptemaps else self._tail_head(pfn, "map")
+        if head is None:
+            return
+        counts = self._ptemaps[head]
+        i = pfn - head
+        c = counts[i] + delta
+        if c < 0:
+            raise BadPage(f"unmap of pfn {pfn:#x}, which is not mapped by a PTE")
+        counts[i] = c
+        self._map[head] += delta
+        if not self._entire[head] and c == (delta > 0):
+            self._map_mapped_counter(head, delta)
+
+    def map_pmd(self, head: int) -> None:
+        """folio_add_{anon,file}_rmap_pmd(): a PMD maps the whole large folio ``head``."""
+        counts = self._ptemaps.get(head)
+        if counts is None:
+            raise BadPage(f"PMD map of pfn {head:#x}, which is not a large folio head")
+        self._map[head] += 1
+        self._entire[head] += 1
+        if self._entire[head] == 1:
+            self._map_mapped_counter(head, sum(1 for c in counts if not c))
+            if self._flags[head] & _ANON:
+                self.nr_anon_thps += len(counts)
+
+    def unmap_pmd(self, head: int) -> None:
+        """folio_remove_rmap_pmd()."""
+        counts = self._ptemaps.get(head)
+        if counts is None or not self._entire[head]:
+            raise BadPage(f"PMD unmap of pfn {head:#x}, which no PMD maps")
+        self._map[head] -= 1
+        self._entire[head] -= 1
+        if not self._entire[head]:
+            self._map_mapped_counter(head, -sum(1 for c in counts if not c))
+            if self._flags[head] & _ANON:
+                self.nr_anon_thps -= len(counts)
+
+    def entire_mapcount(self, pfn: int) -> int:
+        """folio_entire_mapcount(): how many PMDs map the folio holding ``pfn``."""
+        if pfn == self.zero_pfn:
+            return 0
+        return self._entire.get(self._head(pfn), 0)
+
+    def page_mapcount(self, pfn: int) -> int:
+        """folio_precise_page_mapcount(): the page-table entries mapping page ``pfn`` (PMDs
+        of its folio included)."""
+        if pfn == self.zero_pfn:
+            return 0
+        head = self._head(pfn)
+        counts = self._ptemaps.get(head)
+        if counts is None:
+            return self._map[head]
+        return self._entire[head] + counts[pfn - head]
+
+    def mapped_pages(self, pfn: int) -> int:
+        """Pages of the folio holding ``pfn`` that some entry maps (NR_*_MAPPED's share)."""
+        head = self._head(pfn)
+        counts = self._ptemaps.get(head)
+        if counts is None:
+            return 1 if self._map[head] else 0
+        if self._entire[head]:
+            return len(counts)
+        return sum(1 for c in counts if c)
+
+    def folio_nr_pages(self, head: int) -> int:
+        """folio_nr_pages() of the folio whose head is ``head`` (1 if it is not a head)."""
+        return 1 << self._order.get(head, 0)
+
+    def head(self, pfn: int) -> int:
+        """page_folio(): the head pfn of the allocated folio holding ``pfn``."""
+        return self._head(pfn)
+
+    def split(self, head: int) -> list[int]:
+        """__folio_split() to order 0 of an unmapped-by-PMD large folio: every page becomes
+        a folio of its own with the folio's flags (less HEAD), and one reference per PTE
+        mapping it; a page no PTE maps is freed (the put after remap_page()). Extra
+        references (the swap cache, pins) must have been dropped by the caller: the split
+        needs refcount == mapcount + 1 (the caller's). Returns the pages still in use."""
+        counts = self._ptemaps.get(head)
+        if counts is None:
+            raise BadPage(f"split of pfn {head:#x}, which is not a large folio head")
+        if self._entire[head]:
+            raise BadPage(f"split of pfn {head:#x} while a PMD maps it")
+        if self._ref[head] != self._map[head] + 1:
+            raise BadPage(
+                f"split of pfn {head:#x}: refcount {self._ref[head]}, mapcount {self._map[head]}"
+            )
+        order = self._order.pop(head)
+        del self._entire[head]
+        del self._ptemaps[head]
+        flags = self._flags[head] & ~_HEAD
+        old = self._flags[head]
+        nr = 1 << order
+        # take the folio out of the counters as one and put its pages back one by one
+        self._account(old, False, -nr)
+        self._map_mapped_counter_flags(old, -sum(1 for c in counts if c))
+        # the buddy allocator keeps no record of allocated blocks: the pages are freed one
+        # by one from now on, and coalesce again there
+        kept = []
+        for i, c in enumerate(counts):
+            p = head + i
+            self._ref[p] = c + 1
+            self._map[p] = c
+            self._flags[p] = flags
+            if flags:
+                self._account(flags, c > 0, 1)
+            kept.append(p)
+        for p in kept:
+            self.put(p)
+        return [p for p in kept if p in self._ref]
+
+    def _map_mapped_counter_flags(self, flags: int, nr: int) -> None:
+        if flags & _ANON:
+            self.nr_anon_mapped += nr
+        elif flags & _FILE:
+            self.nr_file_mapped += nr
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -376,10 +541,17 @@ class FrameAllocator:
         new = (old | int(set_)) & ~int(clear)
         if new == old:
             return
-        mapped = self._map[head] > 0
         nr = 1 << self._order.get(head, 0)
-        self._account(old, mapped, -nr)
-        self._account(new, mapped, nr)
+        if head in self._ptemaps:
+            mp = self.mapped_pages(head)
+            self._account(old, False, -nr)
+            self._map_mapped_counter_flags(old, -mp)
+            self._account(new, False, nr)
+            self._map_mapped_counter_flags(new, mp)
+        else:
+            mapped = self._map[head] > 0
+            self._account(old, mapped, -nr)
+            self._account(new, mapped, nr)
         self._flags[head] = new
 
     def allocated(self) -> Iterator[int]:
@@ -553,6 +725,7 @@ class FrameAllocator:
         keys = set(self._ref)
         assert keys == set(self._map) == set(self._flags), "metadata dicts disagree"
         assert set(self._order) <= keys, "order recorded for a free pfn"
+        assert set(self._order) == set(self._entire) == set(self._ptemaps), "large folio maps"
         assert all(r > 0 for r in self._ref.values()), "allocated folio with refcount 0"
         assert all(m >= 0 for m in self._map.values()), "negative mapcount"
         recount = FrameAllocator.__new__(FrameAllocator)
@@ -562,10 +735,23 @@ class FrameAllocator:
         for pfn, flags in self._flags.items():
             nr = 1 << self._order.get(pfn, 0)
             used += nr
-            recount._account(flags, self._map[pfn] > 0, nr)
+            counts = self._ptemaps.get(pfn)
+            if counts is None:
+                recount._account(flags, self._map[pfn] > 0, nr)
+            else:
+                assert self._map[pfn] == self._entire[pfn] + sum(counts), f"mapcount {pfn:#x}"
+                recount._account(flags, False, nr)
+                if not flags & _HUGE:  # hugetlb folios are in neither NR_*_MAPPED
+                    recount._map_mapped_counter_flags(flags, self.mapped_pages(pfn))
             assert bool(flags & _HEAD) == (nr > 1), f"HEAD flag wrong at {pfn:#x}"
         for name in _COUNTERS:
             assert getattr(recount, name) == getattr(self, name), f"{name} drifted"
+        thps = sum(
+            1 << self._order[p]
+            for p, n in self._entire.items()
+            if n and self._flags[p] & _ANON and not self._flags[p] & _HUGE
+        )
+        assert thps == self.nr_anon_thps, "nr_anon_thps drifted"
         assert used == self.used_pages, f"{used} pages in folios, {self.used_pages} used"
         for pfn, page in self._data.items():
             assert self.is_allocated(pfn), f"contents kept for free pfn {pfn:#x}"
