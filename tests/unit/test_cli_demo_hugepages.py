@@ -133,7 +133,11 @@ def test_fragmentation_and_compaction(doc: dict[str, Any]) -> None:
     assert f["compact_stall"] >= 1
     assert f["compact_success"] >= 1
     assert f["compact_fail"] == 0
-    if not s["shown"]:
+    if s["shown"]:
+        # one THP fault: a THP (after direct compaction) or a fallback, never both or none
+        assert f["thp_fault_alloc"] + f["thp_fault_fallback"] == 1
+        assert f["thp_fault_anon_huge_kb"] == 2048 * f["thp_fault_alloc"]
+    else:
         assert "thp_fault_fallback" in s["missing"]
 
 
