@@ -19,6 +19,7 @@ import vmsim
 from vmsim.cli import (
     demo_cow,
     demo_enomem,
+    demo_hugepages,
     demo_pressure,
     demo_sidechannel,
     demo_tlb,
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_pressure.register(demos)
     demo_tlb.register(demos)
     demo_sidechannel.register(demos)
+    demo_hugepages.register(demos)
     maps.register(commands)
     estimate.register(commands)
     replay.register(commands)

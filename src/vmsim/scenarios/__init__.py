@@ -7,6 +7,7 @@ engines directly.
 - :mod:`vmsim.scenarios.enomem`: munmap() failing with ENOMEM at vm.max_map_count.
 - :mod:`vmsim.scenarios.walk`: one page-table walk, level by level.
 - :mod:`vmsim.scenarios.pressure`: a workload bigger than RAM (reclaim, swap, zswap, KSM, OOM).
+- :mod:`vmsim.scenarios.hugepages`: huge pages (TLB reach, THP, compaction, hugetlbfs).
 
 Errors: a scenario raises :class:`ScenarioParameterError` for parameters it cannot run with,
 :class:`ScenarioDeviation` when the model strays from Linux's rules mid-story (the story
