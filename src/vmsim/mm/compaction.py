@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.hw.pte import PTE_PFN_MASK
 from vmsim.mm.internal import present
+from vmsim.mm.vmstat import COMPACT_VMSTAT_EVENTS
 from vmsim.phys.buddy import MAX_PAGE_ORDER, MIGRATE_MOVABLE, PAGEBLOCK_ORDER
 from vmsim.phys.frames import PageFlag
 
@@ -51,18 +52,7 @@ __all__ = [
 ]
 
 COMPACTION_HPAGE_ORDER = PAGEBLOCK_ORDER  # HPAGE_PMD_ORDER
-# The compact_* lines of /proc/vmstat, in vmstat_text[] order
-COMPACT_EVENTS = (
-    "compact_migrate_scanned",
-    "compact_free_scanned",
-    "compact_isolated",
-    "compact_stall",
-    "compact_fail",
-    "compact_success",
-    "compact_daemon_wake",
-    "compact_daemon_migrate_scanned",
-    "compact_daemon_free_scanned",
-)
+COMPACT_EVENTS = COMPACT_VMSTAT_EVENTS  # the compact_* lines of /proc/vmstat
 _PAGEBLOCK = 1 << PAGEBLOCK_ORDER
 _NOT_MOVABLE = int(
     PageFlag.KSM

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-__all__ = ["THP_VMSTAT_EVENTS", "VMSTAT_EVENTS", "VMSTAT_ORDER", "FaultStats"]
+__all__ = [
+    "COMPACT_VMSTAT_EVENTS",
+    "THP_VMSTAT_EVENTS",
+    "VMSTAT_EVENTS",
+    "VMSTAT_ORDER",
+    "FaultStats",
+]
 
 
 @dataclass(slots=True)
@@ -74,6 +80,29 @@ THP_VMSTAT_EVENTS = (
     "thp_swpout_fallback",
 )
 
+# The compact_* lines of /proc/vmstat, in vmstat_text[] order (vmsim.mm.compaction)
+COMPACT_VMSTAT_EVENTS = (
+    "compact_migrate_scanned",
+    "compact_free_scanned",
+    "compact_isolated",
+    "compact_stall",
+    "compact_fail",
+    "compact_success",
+    "compact_daemon_wake",
+    "compact_daemon_migrate_scanned",
+    "compact_daemon_free_scanned",
+)
+# vmstat_text[] from pgmigrate_success to the last thp_* line: thp_migration_* sit between
+# pgmigrate_* and compact_*, the other thp_* lines after htlb_buddy_alloc_*
+_MIGRATION_TO_THP = (
+    "pgmigrate_success",
+    *THP_VMSTAT_EVENTS[:3],
+    *COMPACT_VMSTAT_EVENTS,
+    "htlb_buddy_alloc_success",
+    "htlb_buddy_alloc_fail",
+    *THP_VMSTAT_EVENTS[3:],
+)
+
 VMSTAT_EVENTS = (
     "pgscan_kswapd",
     "pgscan_direct",
@@ -87,20 +116,7 @@ VMSTAT_EVENTS = (
     "kswapd_wake",
     "pageoutrun",
     "oom_kill",
-    "pgmigrate_success",
-    *THP_VMSTAT_EVENTS[:3],  # thp_migration_*: between pgmigrate_* and compact_*
-    "compact_migrate_scanned",
-    "compact_free_scanned",
-    "compact_isolated",
-    "compact_stall",
-    "compact_fail",
-    "compact_success",
-    "compact_daemon_wake",
-    "compact_daemon_migrate_scanned",
-    "compact_daemon_free_scanned",
-    "htlb_buddy_alloc_success",
-    "htlb_buddy_alloc_fail",
-    *THP_VMSTAT_EVENTS[3:],
+    *_MIGRATION_TO_THP,
     "swap_ra",
     "swap_ra_hit",
     "swpin_zero",
@@ -164,20 +180,7 @@ VMSTAT_ORDER = (
     "pageoutrun",
     "pgrotated",
     "oom_kill",
-    "pgmigrate_success",
-    *THP_VMSTAT_EVENTS[:3],  # thp_migration_*: between pgmigrate_* and compact_*
-    "compact_migrate_scanned",
-    "compact_free_scanned",
-    "compact_isolated",
-    "compact_stall",
-    "compact_fail",
-    "compact_success",
-    "compact_daemon_wake",
-    "compact_daemon_migrate_scanned",
-    "compact_daemon_free_scanned",
-    "htlb_buddy_alloc_success",
-    "htlb_buddy_alloc_fail",
-    *THP_VMSTAT_EVENTS[3:],
+    *_MIGRATION_TO_THP,
     "swap_ra",
     "swap_ra_hit",
     "swpin_zero",
