@@ -297,34 +297,39 @@ def smaps_account(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
         mss.resident += size
         if young or flags & _REFERENCED:
             mss.referenced += size
-        if frames.refcount(pfn) == 1:
-            private = True
-            pss = size << PSS_SHIFT
+        # folio_precise_page_mapcount(), skipped when only this mapping holds the folio
+        mapcount = 1 if frames.refcount(pfn) == 1 else frames.page_mapcount(pfn)
+        _smaps_page_accumulate(mss, size, mapcount, flags, dirty or bool(flags & _DIRTY), locked)
+
+
+def _smaps_page_accumulate(
+    mss: MemSizeStats, size: int, mapcount: int, flags: int, dirty: bool, locked: bool
+) -> None:
+    """smaps_page_accumulate(): one page's share of Pss (its size over its mapcount), and
+    whether it counts as private or shared, clean or dirty."""
+    private = mapcount < 2
+    pss = size << PSS_SHIFT
+    if not private:
+        pss //= mapcount
+    mss.pss += pss
+    if flags & _ANON:
+        mss.pss_anon += pss
+    elif flags & _SWAPBACKED:
+        mss.pss_shmem += pss
+    else:
+        mss.pss_file += pss
+    if locked:
+        mss.pss_locked += pss
+    if dirty:
+        mss.pss_dirty += pss
+        if private:
+            mss.private_dirty += size
         else:
-            mapcount = frames.page_mapcount(pfn)  # folio_precise_page_mapcount()
-            private = mapcount < 2
-            pss = size << PSS_SHIFT
-            if mapcount >= 2:
-                pss //= mapcount
-        mss.pss += pss
-        if flags & _ANON:
-            mss.pss_anon += pss
-        elif flags & _SWAPBACKED:
-            mss.pss_shmem += pss
-        else:
-            mss.pss_file += pss
-        if locked:
-            mss.pss_locked += pss
-        if dirty or flags & _DIRTY:
-            mss.pss_dirty += pss
-            if private:
-                mss.private_dirty += size
-            else:
-                mss.shared_dirty += size
-        elif private:
-            mss.private_clean += size
-        else:
-            mss.shared_clean += size
+            mss.shared_dirty += size
+    elif private:
+        mss.private_clean += size
+    else:
+        mss.shared_clean += size
 
 
 def _smaps_hugetlb(mm: AddressSpace, vma: Vma, mss: MemSizeStats) -> None:
@@ -380,27 +385,9 @@ def _smaps_pmd_entry(mm: AddressSpace, vma: Vma, e: int, mss: MemSizeStats) -> N
     one = frames.refcount(head) == 1
     for i in range(PMD_SIZE // PAGE_SIZE):
         mapcount = 1 if one else frames.page_mapcount(head + i)
-        pss = PAGE_SIZE << PSS_SHIFT
-        if mapcount >= 2:
-            pss //= mapcount
-        private = mapcount < 2
-        mss.pss += pss
-        if flags & _ANON:
-            mss.pss_anon += pss
-        else:
-            mss.pss_file += pss
-        if locked:
-            mss.pss_locked += pss
-        if dirty or flags & _DIRTY:
-            mss.pss_dirty += pss
-            if private:
-                mss.private_dirty += PAGE_SIZE
-            else:
-                mss.shared_dirty += PAGE_SIZE
-        elif private:
-            mss.private_clean += PAGE_SIZE
-        else:
-            mss.shared_clean += PAGE_SIZE
+        _smaps_page_accumulate(
+            mss, PAGE_SIZE, mapcount, flags, dirty or bool(flags & _DIRTY), locked
+        )
 
 
 def _smaps_block(

@@ -1,5 +1,8 @@
 """The compiled hot path of the access-trace engine (numba ``@njit(cache=True)``).
 
+One file on purpose: numba keys its on-disk cache by the source file of each compiled
+function, so everything ``run_chunk`` inlines must live beside it or go stale after an edit.
+
 Everything here is a faster execution of the Python model, statement for statement:
 
 * ``_tlb_*``: ``vmsim.hw.tlb.TlbHierarchy`` (same geometry, set index ``(va >> shift) %

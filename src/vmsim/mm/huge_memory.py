@@ -2,6 +2,9 @@
 the huge zero page, fork, copy-on-write, zap, mprotect and splits of PMD-mapped THPs, and the
 deferred split queue.
 
+One module, as mm/huge_memory.c is one file (khugepaged is apart, in vmsim.mm.khugepaged, as
+in Linux): every PMD-level operation here keeps the same folio and deposit state in step.
+
 A PMD-mapped THP is a folio of order 9 (512 pages) mapped by one PMD leaf with PS set. As in
 the kernel, that mapping holds one reference and one entire mapcount on the folio
 (``FrameAllocator.map_pmd``), and the reverse map names it once, at the head pfn with the

@@ -1,5 +1,8 @@
 """hugetlbfs: pools of huge pages reserved up front (mm/hugetlb.c, fs/hugetlbfs/inode.c).
 
+One module, as mm/hugetlb.c is one file: pools, reservations, faults and the /proc counters
+all move the same per-size counters (free, reserved, surplus).
+
 One ``HState`` per huge page size of x86-64 (struct hstate): 2 MiB (order 9, mapped by PMD
 leaves) and 1 GiB (order 18, PUD leaves; allocated as a gigantic contiguous run,
 alloc_contig_pages()). Its counters are the kernel's:

@@ -1,6 +1,10 @@
 """Kernel samepage merging as Linux 6.18 runs it (mm/ksm.c): ksmd, rmap_items, the stable
 and unstable trees, smart scan, per-process KSM, and every counter of /sys/kernel/mm/ksm.
 
+One module, as mm/ksm.c is one file: the scan, the trees and the counters share state and
+lifecycles (a counter drops only when the scan revisits an item), so splitting them would
+spread one state machine over several files.
+
 Address spaces join the scan list (``ksm_mm_head``) with MADV_MERGEABLE or
 prctl(PR_SET_MEMORY_MERGE) (__ksm_enter()). ``scan()`` is one ksmd wake-up (ksm_do_scan()):
 up to ``pages_to_scan`` pages, each found by scan_get_next_rmap_item() and handed to
