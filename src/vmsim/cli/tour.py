@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
+from rich.text import Text
 
 from vmsim.cli.commands import add_command, disagreement, raise_deviations, scenario_errors
 from vmsim.cli.render import add_story_modes, write_json
@@ -28,14 +29,20 @@ OPTIONS = {"step": "--step"}  # the tour's parameters, as options
 STOP = "q"  # typed at the pause: end the tour
 
 
-def _bullets(lines: tuple[str, ...], mark: str, style: str = "") -> Table:
-    """Lines as a list with a hanging indent (wrapped lines stay under their text)."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(style=style, no_wrap=True)
-    grid.add_column()
+def _bullets(console: Console, lines: tuple[str, ...], mark: str, style: str = "") -> None:
+    """Lines as a list with a hanging indent (wrapped lines stay under their text), wrapped
+    here so that no line carries trailing blanks into a pipe."""
+    width = max(console.width, 40)
     for line in lines:
-        grid.add_row(f"  {mark}", line)
-    return grid
+        text = textwrap.fill(
+            line,
+            width=width,
+            initial_indent=f"  {mark} " if mark else "",
+            subsequent_indent="    " if mark else "",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        console.print(Text(text, style=style), soft_wrap=True)
 
 
 def render_chapter(console: Console, chapter: Chapter, explain: bool) -> None:
@@ -44,11 +51,11 @@ def render_chapter(console: Console, chapter: Chapter, explain: bool) -> None:
     console.rule(
         f"[bold]{chapter.number}/{len(CHAPTERS)}. {escape(chapter.title)}[/bold]", align="left"
     )
-    console.print(f"[italic]{escape(chapter.essay)}[/italic]", soft_wrap=False)
-    console.print(_bullets(chapter.lines, "•"))
+    _bullets(console, (chapter.essay,), "", style="italic")
+    _bullets(console, chapter.lines, "•")
     if explain:
         console.print("[bold]how the kernel does it[/bold]")
-        console.print(_bullets(chapter.explain, "-", style="dim"))
+        _bullets(console, chapter.explain, "-", style="dim")
     if chapter.missing:
         console.print(f"[bold yellow]cannot show yet:[/bold yellow] {escape(chapter.missing)}")
     if chapter.demo:

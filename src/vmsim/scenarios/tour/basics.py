@@ -104,7 +104,8 @@ def address_spaces(number: int) -> Chapter:
         "switch_mm_irqs_off()): the same virtual address translates to a different frame.",
         "TASK_SIZE_MAX is (1 << 47) - PAGE_SIZE with 4 levels and (1 << 56) - PAGE_SIZE with "
         "5 (arch/x86/include/asm/page_64_types.h): the top page of the user half stays unmapped "
-        "so that no instruction can end next to the non-canonical hole.",
+        "so that a SYSCALL at the highest canonical address cannot have SYSRET return to a "
+        "non-canonical one.",
         "With 5 levels the kernel still places mappings below 47 bits unless the hint asks "
         "for more (arch_get_unmapped_area_topdown(), mmap_address_hint_valid()): programs that "
         "keep tags in the high pointer bits keep working.",

@@ -39,6 +39,38 @@ def _frames(step: cow_story.Step) -> Figures:
     }
 
 
+# who writes which page at each step (the cow story's order)
+COW_WRITES = {
+    "child-write-0": ("child", 0),
+    "parent-write-0": ("parent", 0),
+    "parent-write-1": ("parent", 1),
+}
+
+
+def _cow_line(f: Figures, before: Figures | None) -> str:
+    """One step of the cow chapter in words, from the frames before and after it."""
+    counts = f"{f['frames']} frames for {len(f['parent_pfns'])} pages, {f['shared_pages']} shared"
+    if f["step"] == "parent-writes":
+        return f"the parent writes its {len(f['parent_pfns'])} private pages: {counts}"
+    if f["step"] == "fork":
+        refs = ", ".join(str(r) for r in f["refcounts"])
+        writable = any(f["parent_writable"]) or any(f["child_writable"])
+        return f"fork(): {counts} (refcounts {refs}), " + (
+            "a PTE still writable" if writable else "read-only in both"
+        )
+    who, page = COW_WRITES[f["step"]]
+    old = before[f"{who}_pfns"][page] if before else None
+    new = f[f"{who}_pfns"][page]
+    did = (
+        f"reused in place (pfn {new:#x}: nobody else held it)"
+        if new == old
+        else f"copied: pfn {old:#x} -> {new:#x}"
+        if old is not None
+        else f"pfn {new:#x}"
+    )
+    return f"the {who} writes page {page}: {did}; {counts}"
+
+
 def cow(number: int) -> Chapter:
     """Chapter 7: the cow demo's story, frame counts after each step."""
     steps = list(cow_story.story(COW_PAGES))
@@ -47,11 +79,7 @@ def cow(number: int) -> Chapter:
     counters = by_id["counters"].counters if "counters" in by_id else {}
     ok, expected = checked(steps)
     figures: Figures = {"private_pages": COW_PAGES, "steps": frames, "counters": counters}
-    lines = [
-        f"{f['step']}: {f['frames']} frame(s) for the {COW_PAGES} private pages, "
-        f"{f['shared_pages']} shared by parent and child"
-        for f in frames
-    ]
+    lines = [_cow_line(f, frames[k - 1] if k else None) for k, f in enumerate(frames)]
     if counters:
         lines.append(
             "faults: "
@@ -73,6 +101,18 @@ def cow(number: int) -> Chapter:
         matches_linux=ok,
         expected=expected,
     )
+
+
+ENOMEM_EXPLAIN = (
+    "mprotect() of part of a VMA calls split_vma() for each end it cuts (mm/vma.c), and "
+    "split_vma() refuses with ENOMEM once map_count >= vm.max_map_count: a page in the middle "
+    "needs two splits, so map_count <= max_map_count - 2.",
+    "munmap() goes through vms_gather_munmap_vmas(): only a range strictly inside one VMA "
+    "is checked (map_count >= max_map_count: ENOMEM), because only then does unmapping add a "
+    "VMA; unmapping whole VMAs is never refused.",
+    "The postmortem (RavenDB, 'ENOMEM when trying to free memory'): a process that had split "
+    "its mappings up to the limit could not release memory any more.",
+)
 
 
 def enomem(number: int, max_map_count: int = DEFAULT_MAX_MAP_COUNT) -> Chapter:
@@ -118,7 +158,7 @@ def enomem(number: int, max_map_count: int = DEFAULT_MAX_MAP_COUNT) -> Chapter:
         "A process's memory is a set of VMAs, and the kernel caps how many: at "
         "vm.max_map_count even munmap, which would free memory, fails with ENOMEM.",
         lines,
-        tuple(s.explain for s in steps),
+        ENOMEM_EXPLAIN + tuple(s.explain for s in steps),
         figures,
         "vmsim demo enomem [--max-map-count N]; vmsim replay TRACE; vmsim maps PID",
         matches_linux=ok,

@@ -231,6 +231,25 @@ def tlb_sidechannel(number: int) -> Chapter:
     )
 
 
+HUGEPAGES_EXPLAIN = (
+    "A 2 MiB page is one PMD entry (a leaf one level up): one TLB entry covers 512 times "
+    "more, and a walk stops a level early.",
+    "An anonymous fault in a THP-enabled VMA allocates a whole huge page "
+    "(do_huge_pmd_anonymous_page()); khugepaged later collapses ranges that have up to "
+    "max_ptes_none empty PTEs (collapse_huge_page()): memory the program never touched "
+    "becomes RSS.",
+    "Unmapping part of a THP splits the PMD (__split_huge_pmd()) but the folio is only "
+    "queued (deferred_split_folio()); the shrinker frees its unused pages under pressure "
+    "(deferred_split_scan()).",
+    "A huge page needs 512 free contiguous frames (an order-9 buddy block): on fragmented "
+    "memory the fault falls back to 4 KiB pages until compaction (compact_zone()) moves "
+    "movable pages out of the way.",
+    "hugetlbfs pages come from a pool reserved up front: mmap reserves them "
+    "(hugetlb_reserve_pages()), and a MAP_NORESERVE fault that finds the pool empty gets "
+    "SIGBUS (hugetlb_no_page()).",
+)
+
+
 def hugepages(number: int) -> Chapter:
     """Chapter 12: the hugepages demo's five steps."""
     steps = list(hugepages_story.story())
@@ -238,7 +257,8 @@ def hugepages(number: int) -> Chapter:
         s.key: {"title": s.title, "shown": s.shown, "figures": s.figures} for s in steps
     }
     missing = "; ".join(f"{s.title}: {s.missing}" for s in steps if not s.shown)
-    lines = tuple(f"{s.title}: " + ("shown" if s.shown else "cannot show yet") for s in steps)
+    # the demo's own one-line account of each step, built from its figures
+    lines = tuple(s.explain if s.shown else f"{s.title}: cannot show yet" for s in steps)
     return Chapter(
         number,
         "hugepages",
@@ -246,7 +266,7 @@ def hugepages(number: int) -> Chapter:
         "Huge pages fix the TLB's reach, but bring their own trouble: bloat, memory that does "
         "not come back, allocations that fail on fragmented memory, pools reserved up front.",
         lines,
-        tuple(s.explain for s in steps),
+        HUGEPAGES_EXPLAIN,
         figures,
         "vmsim demo hugepages [--plot FILE]",
         missing=missing,
