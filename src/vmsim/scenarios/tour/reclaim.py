@@ -27,15 +27,23 @@ ANON = MAP_PRIVATE | MAP_ANONYMOUS
 SWAP = "Swap"
 ZSWAP = "Compression (zswap)"
 KSM = "De-duplication (KSM)"
-RAM = 16 << 20
-SWAP_SIZE = 64 << 20
-WORKLOAD = 24 << 20  # written by the process: half as much again as RAM
+RAM = 8 << 20
+SWAP_SIZE = 32 << 20
+WORKLOAD = 12 << 20  # written by the process: half as much again as RAM
 RANDOM_BYTES = 1024  # of each page; the rest is text
 SEED = 1
 KSM_PAGES = 256
 KSM_CONTENTS = 8
 KSM_MAX_TICKS = 64  # ksmd wake-ups to wait for the merge (pages_to_scan 100 each)
-COUNTERS = ("pswpout", "pswpin", "zswpout", "zswpin", "pgmajfault", "pgsteal_kswapd")
+COUNTERS = (
+    "pswpout",
+    "pswpin",
+    "zswpout",
+    "zswpin",
+    "pgmajfault",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+)
 
 
 def _page(rng: random.Random, i: int) -> bytes:
@@ -93,15 +101,18 @@ def swap(number: int) -> Chapter:
     w, r = f["after_writes"], f["after_reads"]
     lines = (
         f"{size(f['workload'])} written on a machine with {size(f['ram'])} of RAM and "
-        f"{size(f['swap'])} of swap: kswapd reclaimed {w['pgsteal_kswapd']:,} pages, "
+        f"{size(f['swap'])} of swap: reclaim took {w['pgsteal_kswapd'] + w['pgsteal_direct']:,} "
+        f"pages (kswapd {w['pgsteal_kswapd']:,}, direct reclaim {w['pgsteal_direct']:,}), "
         f"{w['pswpout']:,} written to swap (swap used {f['swap_used_kb']:,} kB)",
         f"reading all {f['pages_read_back']:,} pages back: {r['pgmajfault']:,} major faults, "
         f"{r['pswpin']:,} pages read from swap (readahead brings neighbours), "
         f"{f['pages_wrong']} page(s) wrong",
     )
     explain = (
-        "When free memory falls below the low watermark kswapd wakes (wakeup_kswapd()) and "
-        "reclaims from the inactive LRU lists (shrink_folio_list()): an anonymous page gets a "
+        "When free memory falls below the low watermark kswapd wakes (wakeup_kswapd()); an "
+        "allocation that finds it below the min watermark reclaims itself (direct reclaim, "
+        "__alloc_pages_direct_reclaim()). Both take pages from the inactive LRU lists "
+        "(shrink_folio_list()): an anonymous page gets a "
         "swap slot (folio_alloc_swap()), is written out (swap_writeout()), and its PTE becomes "
         "a swap entry (try_to_unmap_one()).",
         "A later access finds the swap entry: do_swap_page() reads the page back (a major "
@@ -116,7 +127,7 @@ def swap(number: int) -> Chapter:
         lines,
         explain,
         f,
-        "vmsim demo pressure --ram 16M --swap 64M",
+        "vmsim demo pressure --ram 8M --swap 32M",
     )
 
 
@@ -126,8 +137,8 @@ def zswap(number: int) -> Chapter:
     w, r = f["after_writes"], f["after_reads"]
     lines = (
         f"the same {size(f['workload'])} with zswap (zstd): {w['zswpout']:,} pages compressed "
-        f"into the pool; {w['pswpout']:,} reached the swap device ({f['written_back_pages']:,} "
-        f"written back when the pool hit its limit {f['pool_limit_hit']} time(s))",
+        f"into the pool; {w['pswpout']:,} reached the swap device, {f['written_back_pages']:,} "
+        f"of them written back when the pool hit its limit ({f['pool_limit_hit']} time(s))",
         f"the pool holds {f['stored_pages']:,} pages in {f['pool_total_size']:,} bytes: "
         f"{f['compression_ratio']}x",
         f"reading everything back: {r['zswpin']:,} pages decompressed, {r['pswpin']:,} read "
@@ -149,7 +160,7 @@ def zswap(number: int) -> Chapter:
         lines,
         explain,
         f,
-        "vmsim demo pressure --ram 16M --swap 64M --zswap zstd",
+        "vmsim demo pressure --ram 8M --swap 32M --zswap zstd",
     )
 
 
