@@ -35,7 +35,9 @@ DEMAND_WRITTEN = 256  # pages chapter 3 writes
 def first_refused(p: vmsim.Process) -> int:
     """The lowest page address at which ``mmap(addr, 4096, MAP_FIXED)`` fails: the top of
     the user address space (TASK_SIZE_MAX; do_mmap() -> get_unmapped_area() refuses
-    ``addr + len > TASK_SIZE``). A binary search over page numbers from 4 GiB up."""
+    ``addr + len > TASK_SIZE``). A binary search over page numbers from 4 GiB up. Give it an
+    empty process: each probe that succeeds maps with MAP_FIXED (replacing whatever was
+    there) and unmaps again."""
     lo, hi = 1 << (32 - PAGE_SHIFT), 1 << (64 - PAGE_SHIFT)  # lo maps, hi is refused
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -66,8 +66,8 @@ def _page_tables_kb(m: vmsim.Machine) -> int:
 def sparse(number: int) -> Chapter:
     """Chapter 9: how little of 256 TiB a process uses, and what sparseness costs."""
     m = vmsim.Machine()
+    top = first_refused(m.spawn())  # an empty process: the probe's MAP_FIXED replaces nothing
     p = m.spawn(layout="linux")
-    top = first_refused(p)
     vmas = [v for v in parse_maps(p.maps()) if v.end <= top]  # [vsyscall] is above
     mapped = sum(v.end - v.start for v in vmas)
     gaps = [b.start - a.end for a, b in itertools.pairwise(vmas)]
@@ -105,7 +105,7 @@ def sparse(number: int) -> Chapter:
     explain = (
         "Page tables are allocated on demand, one 4 KiB table per level as a fault needs it "
         "(__pud_alloc(), __pmd_alloc(), __pte_alloc()): an empty 256 TiB space costs nothing.",
-        "A page far from every other one needs a PDPT, a PD and a PT of its own (12 kB); the "
+        "A page far from every other one needs a PDPT, a PD and a PT of its own; the "
         "next page beside it reuses them. Sparse layouts (ASLR, guard gaps, per-thread "
         "arenas) pay in page tables and in walks that the paging-structure caches miss.",
     )
