@@ -22,7 +22,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from vmsim.cli.commands import add_command, disagreement, raise_deviations, scenario_errors
-from vmsim.cli.render import add_story_modes, write_json
+from vmsim.cli.render import write_json
 from vmsim.scenarios.tour import CHAPTERS, Chapter, find, run_chapter
 
 OPTIONS = {"step": "--step"}  # the tour's parameters, as options
@@ -118,11 +118,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-pause", action="store_true", help="do not wait for Enter between chapters"
     )
-    add_story_modes(parser, "one JSON object: every chapter with its figures")
-    # the demos' --explain is one line per step; the tour's adds detail to the rich form
-    for action in parser._actions:
-        if action.dest == "explain":
-            action.help = "add the kernel functions and the why to each chapter"
+    # the demos' --explain (add_story_modes) is one line per step; the tour's adds detail
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--explain", action="store_true", help="add the kernel functions and the why")
+    mode.add_argument(
+        "--json", action="store_true", help="one JSON object: every chapter with its figures"
+    )
+    parser.add_argument("--no-color", action="store_true", help="plain text, no colours")
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 "tour": "vmsim",
                 "chapters_total": len(CHAPTERS),
                 "matches_linux": all(c.matches_linux for c in chapters),
-                "chapters": [{**asdict(c)} for c in chapters],
+                "chapters": [asdict(c) for c in chapters],
             }
         )
     raise_deviations(chapters)
