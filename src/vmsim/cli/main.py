@@ -31,6 +31,7 @@ from vmsim.cli import (
     replay,
     tlb,
     top,
+    tour,
 )
 from vmsim.cli.errors import (
     EXIT_FAILURE,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.register(commands)
     record.register(commands)
     tlb.register(commands)
+    tour.register(commands)
     return parser
 
 
