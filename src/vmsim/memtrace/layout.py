@@ -37,7 +37,9 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.machine import Machine
+from vmsim.memtrace.huge import HUGE_SIZES, HugeRegion, map_hugetlb, plan
 from vmsim.memtrace.records import TraceChunk
+from vmsim.mm.flags import VM_HUGETLB
 from vmsim.process import Process
 
 __all__ = ["GRANULE", "USER_LIMIT_4LEVEL", "USER_LIMIT_5LEVEL", "Layout", "Region"]
@@ -92,19 +94,32 @@ class Layout:
         """Explicit private anonymous RWX regions (tests, generated traces)."""
         return cls(regions=tuple(Region(s, e) for s, e in regions), estimated=estimated)
 
-    def build(self, machine: Machine, align: int = 4096) -> Process:
-        """A new ``vmsim.Process`` on ``machine`` with this layout. Inferred regions are
-        rounded out to ``align`` (the huge page size of a what-if) and merged."""
+    def build(self, machine: Machine, page_size: str = "4K") -> Process:
+        """A new ``vmsim.Process`` on ``machine`` with this layout. For the hugetlb what-ifs
+        (``page_size`` "2M" / "1G") the anonymous mappings become MAP_HUGETLB mappings from
+        a pool sized to fit (:mod:`vmsim.memtrace.huge`); inferred regions are then rounded
+        out to the huge page size and merged."""
+        size = HUGE_SIZES.get(page_size, 0)
         if self.maps is not None:
-            return machine.spawn(maps=self.maps)
+            if not size:
+                return machine.spawn(maps=self.maps)
+            kept, huge = plan(snapshot.parse(self.maps), size)
+            proc = machine.spawn()
+            snapshot.build(proc.mm, kept)
+            map_hugetlb(machine, proc, huge, size)
+            return proc
+        align = size or 4096
         proc = machine.spawn()
         spans: list[list[int]] = []
         for r in sorted(self.regions, key=lambda r: r.start):
             s, e = r.start & -align, (r.end + align - 1) & -align
             if spans and s <= spans[-1][1] and spans[-1][2] == r.prot:
                 spans[-1][1] = max(spans[-1][1], e)
-            else:
-                spans.append([s, e, r.prot])
+            elif not spans or e > spans[-1][1]:
+                spans.append([max(s, spans[-1][1]) if spans else s, e, r.prot])
+        if size:
+            map_hugetlb(machine, proc, [HugeRegion(s, e, prot) for s, e, prot in spans], size)
+            return proc
         for s, e, prot in spans:
             proc.mmap(s, e - s, prot, ANON_FLAGS | MAP_FIXED_NOREPLACE)
         return proc
@@ -122,15 +137,16 @@ class Layout:
         if vma is not None:
             need = {"read": PROT_READ, "write": PROT_WRITE, "exec": PROT_EXEC}[access]
             prot = (vma.flags & RWX) | need
-            page = addr & -4096
+            size = 1 << vma.file.inode.huge_shift if vma.flags & VM_HUGETLB and vma.file else 4096
+            page = addr & -size
             try:
-                proc.mprotect(page, 4096, prot)
+                proc.mprotect(page, size, prot)
             except OSError as exc:
                 raise ValueError(
                     f"{access} at {addr:#x}: the mapping does not allow it and cannot be "
                     f"made to ({exc})"
                 ) from None
-            self.added.add((page, page + 4096))
+            self.added.add((page, page + size))
             self.estimated = True
             return
         start = addr & -GRANULE
