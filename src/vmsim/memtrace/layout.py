@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from vmsim.constants import (
 )
 from vmsim.machine import Machine
 from vmsim.memtrace.huge import HUGE_SIZES, HugeRegion, map_hugetlb, plan
+from vmsim.memtrace.layout_strace import merge, replay_log
 from vmsim.memtrace.records import TraceChunk
 from vmsim.mm.flags import VM_HUGETLB
 from vmsim.process import Process
@@ -66,17 +68,39 @@ class Layout:
     """Where a trace's addresses live: a maps snapshot or inferred regions (module doc)."""
 
     regions: tuple[Region, ...] = ()
-    maps: str | None = None
+    entries: tuple[snapshot.MapsEntry, ...] | None = None  # a snapshot's, or strace + maps
     estimated: bool = False
-    source: str = "inferred"  # "maps" | "inferred"
+    source: str = "inferred"  # "maps" | "strace" | "maps+strace" | "inferred"
     added: set[tuple[int, int]] = field(default_factory=set)  # granules mapped on the fly
+    notes: list[str] = field(default_factory=list)  # what the strace replay had to say
+    strace_calls: int = 0  # memory calls of the strace log replayed
+    mprotected: tuple[tuple[int, int], ...] = ()  # ranges the log shows an mprotect of
+    restored: set[tuple[int, int]] = field(default_factory=set)  # permissions the log explains
 
     @classmethod
     def from_maps(cls, text: str) -> Layout:
         """A ``/proc/PID/maps`` or smaps snapshot. Raises ``vmsim.snapshot.SnapshotError``
         (a ValueError naming the line) on text that is not maps."""
-        snapshot.parse(text)  # fail early, with the line number
-        return cls(maps=text, estimated=False, source="maps")
+        entries = snapshot.parse(text)  # fails with the line number
+        return cls(entries=tuple(entries), estimated=False, source="maps")
+
+    @classmethod
+    def from_strace(cls, events: Iterable[Any], maps: str | None = None) -> Layout:
+        """The mappings of an strace log of the traced run (``events``: as
+        ``vmsim.trace.read_strace`` yields them), replayed, with a maps snapshot of the same
+        run where given (:mod:`vmsim.memtrace.layout_strace` says which VMA wins where).
+        Without a snapshot the layout misses what the program did not map itself (program,
+        libraries ld.so got from the kernel, stack): accesses there are covered on the fly."""
+        base = snapshot.parse(maps) if maps is not None else []
+        log = replay_log(events)
+        return cls(
+            entries=tuple(merge(base, log)),
+            estimated=maps is None,
+            source="maps+strace" if maps is not None else "strace",
+            notes=log.notes,
+            strace_calls=log.calls,
+            mprotected=tuple(log.mprotected),
+        )
 
     @classmethod
     def infer(cls, chunks: Iterable[TraceChunk], gap: int = 1 << 20) -> Layout:
@@ -100,12 +124,10 @@ class Layout:
         a pool sized to fit (:mod:`vmsim.memtrace.huge`); inferred regions are then rounded
         out to the huge page size and merged."""
         size = HUGE_SIZES.get(page_size, 0)
-        if self.maps is not None:
-            if not size:
-                return machine.spawn(maps=self.maps)
-            kept, huge = plan(snapshot.parse(self.maps), size)
+        if self.entries is not None:
+            entries, huge = plan(list(self.entries), size) if size else (list(self.entries), [])
             proc = machine.spawn()
-            snapshot.build(proc.mm, kept)
+            snapshot.build(proc.mm, entries)
             map_hugetlb(machine, proc, huge, size)
             return proc
         align = size or 4096
@@ -146,6 +168,11 @@ class Layout:
                     f"{access} at {addr:#x}: the mapping does not allow it and cannot be "
                     f"made to ({exc})"
                 ) from None
+            if any(s <= page and page + size <= e for s, e in self.mprotected):
+                # the log shows the program changing this page's permissions: the access
+                # came before that mprotect (the layout is the run's last state)
+                self.restored.add((page, page + size))
+                return
             self.added.add((page, page + size))
             self.estimated = True
             return
