@@ -7,6 +7,11 @@ a read, COW on a later write), in the VMA the address lies in. A :class:`Layout`
 * ``Layout.from_maps(text)``: a ``/proc/PID/maps`` (or smaps) snapshot of the traced program,
   rebuilt by ``vmsim.snapshot`` (file mappings stay file mappings: their faults read the page
   cache, with fault-around, as the kernel would);
+* ``Layout.from_strace(events, maps)``: an strace log of the same run (``vmsim record``'s
+  ``OUT.strace``), its memory calls replayed by vmsim's strace replay, over the maps snapshot
+  when given (:mod:`vmsim.memtrace.layout_strace`: which VMA wins where); an access the log
+  shows to have come before an mprotect of its page is allowed without marking the layout
+  estimated (``restored``);
 * ``Layout.infer(chunks)``: when no snapshot exists, each touched region is mapped as private
   anonymous memory, readable, writable and executable (so every record kind is allowed). The
   regions are the 64 KiB granules the trace touches, merged across gaps below ``gap`` bytes.
