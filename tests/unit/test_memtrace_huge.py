@@ -159,3 +159,24 @@ def test_four_k_pass_never_maps_a_thp_even_where_the_snapshot_says_madvise() -> 
     assert diff(f, r) == {} and f.by_page_size == {"4K": 2}
     g, _, _, _ = both(trace, lambda: Layout.from_maps(smaps), SKYLAKE, page_size="thp")
     assert g.by_page_size == {"2M": 2}
+
+
+def test_a_write_to_a_read_only_hugetlb_page_mprotects_the_whole_huge_page() -> None:
+    # a read-only anonymous mapping, converted to hugetlb: a store there is given write
+    # permission on its whole 2 MiB page (hugetlb mprotect works in huge pages), mid-trace
+    maps = "40000000-40400000 r--p 00000000 00:00 0\n"
+    layouts: list[Layout] = []
+
+    def layout() -> Layout:
+        layouts.append(Layout.from_maps(maps))
+        return layouts[-1]
+
+    trace = [chunk([B + 0x10, B + 0x10, B + 2 * MIB + 8], [KIND_LOAD, KIND_STORE, KIND_LOAD])]
+    f, r, fp, rp = both(trace, layout, SKYLAKE, page_size="2M")
+    assert diff(f, r) == {} and page_tables(fp) == page_tables(rp)
+    assert f.by_page_size == {"2M": 3}
+    assert [lay.added for lay in layouts] == [{(B, B + 2 * MIB)}] * 2
+    assert fp.mm.tree.lookup(B).flags & VM_HUGETLB
+    lines = fp.maps().splitlines()
+    assert lines[0].startswith("40000000-40200000 rw-p") and "/anon_hugepage" in lines[0]
+    assert lines[1].startswith("40200000-40400000 r--p")
