@@ -23,7 +23,9 @@ The outputs are (OUT is ``-o``, default ``CMD.lackey.zst``):
 - ``OUT.json``: the command, pid, valgrind version, exit status, record counts, files.
 
 Pair the trace with ``OUT.maps`` (initial layout, ``--maps``) and ``OUT.strace`` (the calls),
-both in the guest's addresses. See docs/memtrace.md.
+both in the guest's addresses: ``vmsim tlb OUT`` does so by default when both lie next to the
+trace (the strace log replayed over the snapshot: ``vmsim.memtrace.layout_strace``). See
+docs/memtrace.md.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def _finish(
         "maps_samples": sampler.samples,
         "maps_lines": sampler.best.count("\n"),
         "layout": "guest addresses: pair the trace with the .maps snapshot (initial layout) "
-        "and the .strace calls, never with a native run's",
+        "and the .strace calls (vmsim tlb does so by default), never with a native run's",
     }
     Path(str(out) + ".json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -267,8 +269,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
     )
     console.print(
-        "addresses are the guest's under valgrind: pair the trace with these two, not with "
-        "a native run",
+        f"vmsim tlb {out} uses both by default (the calls replayed over the snapshot); the "
+        "addresses are the guest's under valgrind: never pair the trace with a native run's",
         markup=False,
         soft_wrap=True,
     )

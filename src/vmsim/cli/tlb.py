@@ -42,6 +42,8 @@ from vmsim.memtrace.report import (
     sweep_table,
 )
 from vmsim.memtrace.report import trace_plot as draw_trace_plot
+from vmsim.trace import read_strace
+from vmsim.trace.strace import open_trace as open_strace
 
 FORMATS = ("auto", "lackey", "pinatrace", "champsim", "npz")
 PAGE_SIZES = ("4K", "2M", "1G", "thp")
@@ -191,6 +193,28 @@ def maps_layout(maps: Path) -> Layout:
         raise CliError(f"{maps}: not a /proc/PID/maps snapshot: {e}") from e
 
 
+def strace_layout(strace: Path, maps: Path | None) -> Layout:
+    """The mappings of an strace log of the traced run (``vmsim record``'s OUT.strace),
+    replayed by vmsim's strace replay, with the maps snapshot where given."""
+    text = None
+    if maps is not None:
+        maps_layout(maps)  # the same one-line errors as --maps alone
+        text = maps.read_text(errors="replace")
+    try:
+        with open_strace(strace) as f:
+            return Layout.from_strace(read_strace(f), text)
+    except OSError as e:
+        raise CliError(f"{strace}: {e.strerror or e}") from e
+    except (EOFError, zlib.error) as e:
+        raise CliError(f"{strace}: corrupt or truncated compressed data ({e})") from e
+
+
+def beside(trace: Path, suffix: str) -> Path | None:
+    """``TRACE.strace`` / ``TRACE.maps`` as ``vmsim record`` writes them, if present."""
+    p = trace.with_name(trace.name + suffix)
+    return p if p.is_file() else None
+
+
 def region_layout(start: int, end: int) -> Layout:
     """One private anonymous region ``[start, end)`` (generated traces)."""
     return Layout.of_regions([(start, end)])
@@ -267,14 +291,19 @@ def run_passes(
     maps: Path | None,
     progress: Progress | None,
     windows: bool = False,
-) -> tuple[list[PassResult], bool, list[Window], bool]:
+    strace: Path | None = None,
+) -> tuple[list[PassResult], bool, list[Window], Layout]:
     """Run every configuration over the trace. Also returns whether the trace was kept in
     memory, with ``windows`` the first configuration's counters per window of records (about
-    ``PLOT_WINDOWS`` of them), and whether the
-    layout is estimated (inferred, or extended where the snapshot missed a mapping)."""
+    ``PLOT_WINDOWS`` of them), and the layout (``estimated``: inferred, or extended where
+    the snapshot and the log missed a mapping)."""
     source = _Source(path, fmt, progress)
-    layout = maps_layout(maps) if maps is not None else inferred_layout(source.chunks("layout"))
-    estimated = maps is None
+    if strace is not None:
+        layout = strace_layout(strace, maps)
+    elif maps is not None:
+        layout = maps_layout(maps)
+    else:
+        layout = inferred_layout(source.chunks("layout"))
     results: list[PassResult] = []
     per_window: list[Window] = []
     for config in configs:
@@ -327,8 +356,7 @@ def run_passes(
             )
         except ValueError as e:
             raise CliError(f"{path}: {e}") from e
-    estimated = estimated or layout.estimated
-    return results, source.kept is not None, per_window, estimated
+    return results, source.kept is not None, per_window, layout
 
 
 def sweep_configs(base: Config) -> list[Config]:
@@ -359,7 +387,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("trace", type=Path, metavar="TRACE", help="the trace file")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="trace format")
     parser.add_argument(
-        "--maps", type=Path, metavar="SNAPSHOT", help="/proc/PID/maps snapshot of the run"
+        "--maps",
+        type=Path,
+        metavar="SNAPSHOT",
+        help="/proc/PID/maps snapshot of the run (default: TRACE.maps with TRACE.strace)",
+    )
+    parser.add_argument(
+        "--strace",
+        type=Path,
+        metavar="LOG",
+        help="strace log of the same run: its mmap/munmap/mprotect/mremap/brk calls are "
+        "replayed for the layout (default: TRACE.strace if it exists, as vmsim record writes)",
+    )
+    parser.add_argument(
+        "--no-strace",
+        action="store_true",
+        help="do not use TRACE.strace / TRACE.maps found next to the trace",
     )
     parser.add_argument(
         "--page-size", choices=PAGE_SIZES, default="4K", help="page size of the mappings"
@@ -413,24 +456,35 @@ def run(args: argparse.Namespace, console: Console) -> int:
         configs = [base]
     else:
         configs = [base, Config(args.cpu, "2M", args.five_level, not args.no_pwc)]
+    maps: Path | None = args.maps
+    strace: Path | None = args.strace
+    auto = False
+    if strace is None and not args.no_strace:
+        strace = beside(path, ".strace")
+        auto = strace is not None
+        if auto and maps is None:
+            maps = beside(path, ".maps")
     progress = _progress(args)
     with progress if progress is not None else nullcontext():
-        results, kept, windows, estimated = run_passes(
+        results, kept, windows, layout = run_passes(
             path,
             args.format,
             configs,
             engine=args.engine,
-            maps=args.maps,
+            maps=maps,
             progress=progress,
             windows=args.plot is not None and not args.sweep,
+            strace=strace,
         )
+    estimated = layout.estimated
     main = results[0]
     huge = None
     if args.sweep:
         huge = next((r for r in results if r.page_size == "2M" and r.cpu.name == args.cpu), None)
     elif len(results) == 2:
         huge = results[1]
-    notes = _notes(main, estimated, kept, args.maps is not None)
+    notes = [layout_line(layout, maps, strace, auto), *layout.notes]
+    notes += _notes(main, estimated, kept, maps is not None or strace is not None)
     if args.plot is not None:
         if args.sweep:
             sweep_chart(args.plot, results, f"{path.name}: translation by configuration")
@@ -439,6 +493,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         out: dict[str, Any] = {"trace": str(path), **summary(main)}
         out["layout_estimated"] = estimated
+        out["layout"] = {
+            "source": layout.source,
+            "maps": None if maps is None else str(maps),
+            "strace": None if strace is None else str(strace),
+            "strace_calls": layout.strace_calls,
+            "found_next_to_trace": auto,
+        }
         out["huge_2M"] = None if huge is None else summary(huge)
         if args.sweep:
             out["sweep"] = [summary(r) for r in results]
@@ -452,17 +513,30 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _notes(main: PassResult, estimated: bool, kept: bool, maps: bool) -> list[str]:
+def layout_line(layout: Layout, maps: Path | None, strace: Path | None, auto: bool) -> str:
+    """Where the mappings came from (the report's layout line)."""
+    found = " (found next to the trace: vmsim record's output)" if auto else ""
+    if strace is not None:
+        what = f"{strace} replayed ({layout.strace_calls:,} memory calls)"
+        if maps is not None:
+            return f"layout: {what} over the snapshot {maps}{found}"
+        return f"layout: {what}{found}; no maps snapshot"
+    if maps is not None:
+        return f"layout: the maps snapshot {maps}"
+    return "layout: inferred from the trace"
+
+
+def _notes(main: PassResult, estimated: bool, kept: bool, given: bool) -> list[str]:
     notes = []
-    if not maps:
+    if not given:
         notes.append(
-            "layout estimated: no --maps given, each touched region is mapped as private "
-            "anonymous memory"
+            "layout estimated: no --maps or --strace given, each touched region is mapped as "
+            "private anonymous memory"
         )
     elif estimated:
         notes.append(
-            "layout estimated in part: the trace touched memory the --maps snapshot does not "
-            "map (mapped as private anonymous memory)"
+            "layout estimated in part: the trace touched memory the snapshot and the log do "
+            "not map (mapped as private anonymous memory)"
         )
     if main.counters.instructions == 0:
         notes.append(

@@ -51,6 +51,32 @@ data and instructions, set-indexed with a power-of-two set count):
 * AMD's page-walk caches (a page directory cache and PDEs held in the L2 TLB) are modelled as
   Intel's paging-structure caches with Skylake's sizes; AMD publishes no sizes.
 
+Checked against sources found (2026-12, with the project's search tool), and what is not:
+
+* Ice Lake caches, verified: L1D 48 KB 12-way, L1I 32 KB 8-way, L2 512 KB 8-way, L3 2 MB per
+  core 16-way -- AnandTech, "The Ice Lake Benchmark Preview: Inside Intel's 10nm", page
+  "Cache and TLB Updates" (I. Cutress, 2019-08-01),
+  https://www.anandtech.com/show/14664/testing-intel-ice-lake-10nm/2 . The preset's LLC is
+  the 4-core part's 8 MiB.
+* Skylake cache latencies, checked against the Optimization Reference Manual's Skylake client
+  cache table as reproduced in https://blog.51cto.com/u_14850/6626242 (L1D 4 cycles, L2 12,
+  L3 44 "fastest latency"); the preset keeps 7-cpu.com's measured 42 for L3.
+* Zen 4's second-level TLB organisation, partly verified by its predecessors: WikiChip,
+  "Zen 2 - Microarchitectures - AMD" (https://en.wikichip.org/wiki/amd/microarchitectures/zen_2):
+  the L2 dTLB is 12-way set associative (2048 entries on Zen 2), holds 4 KiB and 2 MiB
+  entries, and 1 GiB pages are smashed into 2 MiB entries; 7-cpu.com, "AMD Zen2"
+  (https://7-cpu.com/cpu/Zen2.html): L1 iTLB 64 entries fully associative for all page sizes,
+  L2 iTLB 512 entries 8-way. That supports the 12-way mapping of the 3072-entry Zen 4 array
+  and the smashing noted above. Chips and Cheese, "AMD's Zen 4, Part 2: Memory Subsystem and
+  Conclusion" (https://chipsandcheese.com/p/amds-zen-4-part-2-memory-subsystem-and-conclusion)
+  is the source for the Zen 4 sizes and latencies; the excerpt reachable here does not show
+  its TLB figures.
+* **Not verified** here (from the vendors' manuals and reviews as recalled, unchecked against
+  a text): the Ice Lake TLB geometry (64/32/8 L1 dTLB entries, 128/16 L1 iTLB, 2048-entry
+  16-way STLB, 1024 x 1 GiB 8-way), its latencies (L1 5, L2 13, LLC 40, DRAM 300 cycles) and
+  STLB hit latency (assumed 9); the Zen 4 L1 dTLB 72 entries, L2 dTLB 3072 entries, L1D 32 KiB
+  4 cycles, L2 1 MiB 14, L3 32 MiB 50, DRAM 400 cycles, and the 7-cycle L2 TLB hit.
+
 The walk overhead (the fixed cost of a walk beyond its memory references) is charged as the
 core's STLB lookup that found the miss; no published figure isolates the walker's own time.
 ``base_cpi`` is 1.0 for every core: the cycle model is in-order (see :mod:`vmsim.memtrace.cost`).

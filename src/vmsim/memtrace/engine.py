@@ -14,10 +14,12 @@ Public API::
 * ``cpu``: a :class:`~vmsim.memtrace.records.CpuModel` (its ``tlb`` geometry, ``pwc_sizes``
   and ``caches`` are used; latencies are the cost model's business) or an
   :class:`EngineConfig`;
-* ``page_size``: ``"4K"`` (the model's own fault path: 4 KiB pages), ``"2M"`` / ``"1G"``
-  (anonymous memory backed by huge pages wherever an aligned huge page fits in the VMA;
-  inferred regions are rounded out to the huge page size) or ``"thp"`` (2 MiB pages where an
-  aligned 2 MiB block fits in an anonymous VMA, as THP "always" gives them, without rounding);
+* ``page_size``: ``"4K"`` (the model's fault path with THP off: 4 KiB pages), ``"thp"`` (the
+  same layout on a Machine with THP enabled=always: the model's own THP fault path maps PMD
+  leaves, the huge zero page on a read, and falls back to 4 KiB pages where no aligned 2 MiB
+  block fits), ``"2M"`` / ``"1G"`` (the layout's anonymous mappings made MAP_HUGETLB mappings
+  of that size from a pool sized to fit; file mappings stay 4 KiB):
+  :mod:`vmsim.memtrace.huge` says which parts of which mappings;
 * ``five_level``: 57-bit addresses, 5-level page tables (one more level per cold walk);
 * ``pwc``: False disables the paging-structure caches (every walk starts at the root);
 * ``engine``: ``"fast"`` (compiled, :mod:`vmsim.memtrace._core`) or ``"reference"``
@@ -55,8 +57,10 @@ access no VMA of the layout allows extends the layout (``Layout.cover``) instead
 Limits (both engines alike): one address space, so one PCID and no context switches; no global
 entries (user accesses never fill one); a record is translated at its first byte (an access
 straddling two pages or lines counts once); instruction fetches are not cache-modelled; a
-trace cannot ask for fork/COW sharing (no trace format says so); the huge-page what-ifs use the
-fault handler of :mod:`vmsim.memtrace.huge` (vmsim's own fault path maps 4 KiB pages only).
+trace cannot ask for fork/COW sharing (no trace format says so). Every fault of every
+what-if is the model's own (``do_user_addr_fault()``): PMD leaves from THP, PMD or PUD leaves
+from hugetlb, and a PMD the model splits mid-trace (an mprotect by ``Layout.cover`` inside a
+THP) reach the mirror through the same journal as 4 KiB entries.
 """
 
 from __future__ import annotations

@@ -1,108 +1,170 @@
-"""The huge-page what-ifs of the access-trace engine (``page_size`` "2M", "1G", "thp").
+"""The layouts of the hugetlb what-ifs of the access-trace engine (``page_size`` "2M", "1G").
 
-vmsim's fault path maps 4 KiB pages only (it has no THP fault handler and no hugetlb pool), so
-the what-if adds one, installed for the run's address space through
-``vmsim.mm.access.what_if_faults`` and therefore taken by both engines alike. It mirrors
-do_huge_pmd_anonymous_page() (mm/huge_memory.c) for an anonymous private VMA:
+Nothing here decides a fault. A what-if only changes how the trace's address space is built;
+every fault then goes through the model's own fault path (``do_user_addr_fault()`` ->
+``handle_mm_fault()``), in both engines alike:
 
-* only where the aligned huge page lies wholly inside the VMA and no page table of the smaller
-  size exists there yet (once 4 KiB pages are mapped in a block the what-if leaves the block
-  to the 4 KiB path, as the kernel does until khugepaged collapses it);
-* a read fault on a 2 MiB block maps the huge zero page read-only (use_zero_page, the
-  default); a write fault, or a write to the huge zero page, maps a fresh huge page, writable
-  and dirty if the VMA is writable (do_huge_zero_wp_pmd(): the zero mapping is flushed with
-  one INVLPG of the 2 MiB page, flush_tlb_range() with the PMD stride). 1 GiB pages have no
-  zero page: every first fault allocates;
-* the leaf is the VMA's page protection with PSE (and ``_PAGE_SPECIAL`` for the zero page),
-  like mk_huge_pmd().
+* ``"thp"``: the layout as it is, on a Machine with transparent huge pages ``enabled=always``
+  (``vmsim.mm.huge_memory``: do_huge_pmd_anonymous_page(), the huge zero page on a read,
+  do_huge_pmd_wp_page() on a write to it, the 4 KiB fallback where no aligned 2 MiB block
+  fits in the VMA). ``always`` rather than ``madvise`` + MADV_HUGEPAGE on every anonymous
+  VMA: it gives the same PMD faults without changing the program's VMAs (VM_HUGEPAGE, which
+  the program never asked for, would show in smaps and change khugepaged's choices), and it
+  keeps a VMA the program marked MADV_NOHUGEPAGE (smaps ``nh``) at 4 KiB, as Linux does.
+* ``"2M"`` / ``"1G"``: the anonymous private mappings become MAP_HUGETLB mappings of that size
+  (``vmsim.mm.hugetlb``: hugetlb_fault(), PMD or PUD leaves), taken from a pool
+  (nr_hugepages) sized to the pages the mappings reserve. ``plan`` decides which part of each
+  mapping: hugetlb needs the start and the length aligned to the huge page size, and a trace's
+  addresses cannot move, so a mapping is rounded out to the huge page size where the space
+  around it is free, and otherwise rounded in (the part left over stays 4 KiB anonymous
+  memory, as it would be if the program had mapped only the aligned part with MAP_HUGETLB).
+  What is converted: private anonymous mappings with some permission, ``[heap]`` included
+  (as libhugetlbfs' HUGETLB_MORECORE backs malloc with hugetlbfs); not the stack (a hugetlb
+  VMA cannot grow down), not PROT_NONE reservations (they are never touched; their pool pages
+  would only be reserved), not file-backed mappings (program text, libraries, the page cache:
+  4 KiB, as on Linux), not shared memory.
 
-Huge frames are numbered from ``HUGE_PFN_BASE`` (above any RAM the machine has) and are not
-known to the model's frame allocator: a run never unmaps them (the trace has no munmap), and
-the process is not torn down afterwards.
+With 4 KiB pages (``"4K"``) THP is ``never``: every fault maps 4 KiB pages.
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
+from dataclasses import dataclass, replace
 
-from vmsim.hw.pte import PAGE_DIRTY, PAGE_PRESENT, PAGE_PSE, PAGE_RW, pfn_pte
-from vmsim.hw.tlb import flush_tlb_range
-from vmsim.mm.access import what_if_faults
-from vmsim.mm.flags import VM_SHARED, VM_WRITE
-from vmsim.mm.internal import page_prot
-from vmsim.mm.vma import Vma
+from vmsim.constants import (
+    MAP_ANONYMOUS,
+    MAP_FIXED_NOREPLACE,
+    MAP_HUGE_SHIFT,
+    MAP_HUGETLB,
+    MAP_PRIVATE,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+)
+from vmsim.hw.tlb import PAGE_SIZE_1G, PAGE_SIZE_2M
+from vmsim.machine import Machine
+from vmsim.process import Process
+from vmsim.snapshot import MapsEntry
 
-__all__ = ["HUGE_PFN_BASE", "HugeFaults"]
+__all__ = ["HUGE_SIZES", "HugeRegion", "map_hugetlb", "plan", "thp_mode"]
 
-HUGE_PFN_BASE = 1 << 34  # 64 TiB: above any modelled RAM (ram="1T")
-PAGE_SPECIAL = 1 << 9
+HUGE_SIZES = {"2M": PAGE_SIZE_2M, "1G": PAGE_SIZE_1G}
 
 
-class HugeFaults:
-    """The what-if fault handler of one address space (module docstring)."""
+def thp_mode(page_size: str) -> str:
+    """The THP ``enabled`` setting of a what-if's Machine (module docstring)."""
+    return "always" if page_size == "thp" else "never"
 
-    def __init__(self, mm: Any, cfg: Any) -> None:
-        # weak: the hook lives in a WeakKeyDictionary keyed by ``mm``; a strong reference
-        # from the value would keep every run's address space alive
-        self._mm = weakref.ref(mm)
-        self.size: int = cfg.huge_size
-        self.level = 2 if self.size == 1 << 21 else 3
-        self.next_pfn = HUGE_PFN_BASE
-        self.zero_pfn = self._alloc() if self.level == 2 else -1
-        self.faults = 0
-        what_if_faults[mm] = self.fault
 
-    def _alloc(self) -> int:
-        pages = self.size >> 12
-        pfn = (self.next_pfn + pages - 1) & -pages
-        self.next_pfn = pfn + pages
-        return pfn
+@dataclass(frozen=True)
+class HugeRegion:
+    """``[start, end)``, both aligned to the huge page size, to map with MAP_HUGETLB."""
 
-    def fault(self, vma: Vma, addr: int, access: str) -> str | None:
-        """do_huge_pmd_anonymous_page() / do_huge_pmd_wp_page() for the what-if, or None
-        when the block is not eligible (the 4 KiB path handles the fault)."""
-        if vma.file is not None or vma.flags & VM_SHARED or vma.name is not None:
-            return None
-        size = self.size
-        haddr = addr & -size
-        if haddr < vma.start or haddr + size > vma.end:
-            return None
-        mm = self._mm()
-        assert mm is not None
-        pt = mm.pt
-        m = haddr & pt.va_mask
-        level = self.level
-        for lv in range(pt.levels, level, -1):  # a larger leaf above: not ours to change
-            up = pt.entries[lv].get(m >> pt.shifts[lv], 0)
-            if up & PAGE_PRESENT and up & PAGE_PSE:
-                return None
-        e = pt.entries[level].get(m >> pt.shifts[level], 0)
-        if e and not e & PAGE_PSE:
-            return None  # a table of smaller pages is there already
-        write = access == "write"
-        prot = page_prot(vma)
-        writable = bool(vma.flags & VM_WRITE)
-        if e & PAGE_PRESENT:
-            if write and not e & PAGE_RW and writable:
-                # the huge zero page (or a read-only huge page): a fresh page replaces it
-                pt.set(haddr, self._fresh(prot, writable), level)
-                mm.mem.cpu.pwc.flush()
-                if mm.pcid >= 0:
-                    flush_tlb_range(mm.mem.cpu.tlb, haddr, haddr + size, mm.pcid, stride=size)
-                self.faults += 1
-                return "thp-cow"
-            return None  # spurious or a permission the VMA lacks: the 4 KiB path decides
-        if not write and self.zero_pfn >= 0:
-            pt.set(haddr, pfn_pte(self.zero_pfn, prot & ~PAGE_RW) | PAGE_PSE | PAGE_SPECIAL, level)
-            self.faults += 1
-            return "thp-zero"
-        pt.set(haddr, self._fresh(prot, writable), level)
-        self.faults += 1
-        return "thp"
+    start: int
+    end: int
+    prot: int
 
-    def _fresh(self, prot: int, writable: bool) -> int:
-        entry = pfn_pte(self._alloc(), prot) | PAGE_PSE
-        if writable:
-            entry |= PAGE_RW | PAGE_DIRTY
-        return entry
+
+def prot_of(perms: str) -> int:
+    return (
+        (PROT_READ if perms[0] == "r" else 0)
+        | (PROT_WRITE if perms[1] == "w" else 0)
+        | (PROT_EXEC if perms[2] == "x" else 0)
+    )
+
+
+def convertible(e: MapsEntry) -> bool:
+    """A private anonymous mapping with some permission, not the stack (module docstring)."""
+    if e.perms[3] != "p" or e.perms[:3] == "---" or e.ino:
+        return False
+    name = e.name
+    return name is None or name == "[heap]" or name.startswith("[anon:")
+
+
+def _round_out(spans: list[tuple[int, int, int, bool]], size: int) -> list[tuple[int, int, int]]:
+    """The hugetlb part ``(hs, he, i)`` of each convertible span ``i`` of ``spans`` (sorted,
+    ``(start, end, prot, convertible)``): rounded out where the space is free (no other span
+    and no other span's rounded-out part), else rounded in; spans too small are left out."""
+    out: list[tuple[int, int, int]] = []
+    floor = 0  # the end of what lies below (a span, or the hugetlb part of one)
+    for i, (s, e, _prot, conv) in enumerate(spans):
+        if not conv:
+            floor = max(floor, e)
+            continue
+        hs = s & -size
+        if hs < floor:
+            hs = (s + size - 1) & -size
+        ceiling = spans[i + 1][0] if i + 1 < len(spans) else 1 << 64
+        he = (e + size - 1) & -size
+        if he > ceiling:
+            he = e & -size
+        if hs < he:
+            out.append((hs, he, i))
+            floor = max(e, he)
+        else:
+            floor = e
+    return out
+
+
+def plan(entries: list[MapsEntry], size: int) -> tuple[list[MapsEntry], list[HugeRegion]]:
+    """Split a maps snapshot for a hugetlb what-if: the entries to build as they are (with the
+    4 KiB remainders of converted mappings) and the hugetlb regions (module docstring).
+    Adjacent convertible mappings with the same permissions are taken as one."""
+    groups: list[list[MapsEntry]] = []
+    for e in entries:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None
+            and convertible(e)
+            and convertible(last)
+            and last.end == e.start
+            and last.perms == e.perms
+        ):
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    spans = [(g[0].start, g[-1].end, prot_of(g[0].perms), convertible(g[0])) for g in groups]
+    huge = _round_out(spans, size)
+    converted = {i: (hs, he) for hs, he, i in huge}
+    kept: list[MapsEntry] = []
+    regions: list[HugeRegion] = []
+    for i, g in enumerate(groups):
+        if i not in converted:
+            kept.extend(g)
+            continue
+        hs, he = converted[i]
+        regions.append(HugeRegion(hs, he, spans[i][2]))
+        for e in g:  # the 4 KiB remainders below and above the hugetlb part
+            if e.start < hs:
+                kept.append(replace(e, end=min(e.end, hs)))
+            if e.end > he:
+                kept.append(replace(e, start=max(e.start, he)))
+    kept.sort(key=lambda e: e.start)
+    return kept, regions
+
+
+def map_hugetlb(machine: Machine, proc: Process, regions: list[HugeRegion], size: int) -> None:
+    """Size the pool of ``size`` pages to the regions (nr_hugepages) and map each one
+    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB / MAP_HUGE_1GB at its address
+    (the mapping reserves its pages from the pool: hugetlb_reserve_pages())."""
+    if not regions:
+        return
+    name = "2M" if size == PAGE_SIZE_2M else "1G"
+    need = sum((r.end - r.start) // size for r in regions)
+    have = machine.hugepage_stats(name)["nr_hugepages"]
+    machine.set_nr_hugepages(name, have + need)
+    got = machine.hugepage_stats(name)["nr_hugepages"] - have
+    if got < need:
+        raise ValueError(
+            f"--page-size {name}: the layout needs {need} huge pages of {name} and the "
+            f"modelled machine could give only {got}"
+        )
+    flags = (
+        MAP_PRIVATE
+        | MAP_ANONYMOUS
+        | MAP_HUGETLB
+        | ((size.bit_length() - 1) << MAP_HUGE_SHIFT)
+        | MAP_FIXED_NOREPLACE
+    )
+    for r in regions:
+        proc.mmap(r.start, r.end - r.start, r.prot, flags)

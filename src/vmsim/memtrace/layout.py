@@ -7,6 +7,11 @@ a read, COW on a later write), in the VMA the address lies in. A :class:`Layout`
 * ``Layout.from_maps(text)``: a ``/proc/PID/maps`` (or smaps) snapshot of the traced program,
   rebuilt by ``vmsim.snapshot`` (file mappings stay file mappings: their faults read the page
   cache, with fault-around, as the kernel would);
+* ``Layout.from_strace(events, maps)``: an strace log of the same run (``vmsim record``'s
+  ``OUT.strace``), its memory calls replayed by vmsim's strace replay, over the maps snapshot
+  when given (:mod:`vmsim.memtrace.layout_strace`: which VMA wins where); an access the log
+  shows to have come before an mprotect of its page is allowed without marking the layout
+  estimated (``restored``);
 * ``Layout.infer(chunks)``: when no snapshot exists, each touched region is mapped as private
   anonymous memory, readable, writable and executable (so every record kind is allowed). The
   regions are the 64 KiB granules the trace touches, merged across gaps below ``gap`` bytes.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +43,10 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.machine import Machine
+from vmsim.memtrace.huge import HUGE_SIZES, HugeRegion, map_hugetlb, plan
+from vmsim.memtrace.layout_strace import merge, replay_log
 from vmsim.memtrace.records import TraceChunk
+from vmsim.mm.flags import VM_HUGETLB
 from vmsim.process import Process
 
 __all__ = ["GRANULE", "USER_LIMIT_4LEVEL", "USER_LIMIT_5LEVEL", "Layout", "Region"]
@@ -64,17 +73,39 @@ class Layout:
     """Where a trace's addresses live: a maps snapshot or inferred regions (module doc)."""
 
     regions: tuple[Region, ...] = ()
-    maps: str | None = None
+    entries: tuple[snapshot.MapsEntry, ...] | None = None  # a snapshot's, or strace + maps
     estimated: bool = False
-    source: str = "inferred"  # "maps" | "inferred"
+    source: str = "inferred"  # "maps" | "strace" | "maps+strace" | "inferred"
     added: set[tuple[int, int]] = field(default_factory=set)  # granules mapped on the fly
+    notes: list[str] = field(default_factory=list)  # what the strace replay had to say
+    strace_calls: int = 0  # memory calls of the strace log replayed
+    mprotected: tuple[tuple[int, int], ...] = ()  # ranges the log shows an mprotect of
+    restored: set[tuple[int, int]] = field(default_factory=set)  # permissions the log explains
 
     @classmethod
     def from_maps(cls, text: str) -> Layout:
         """A ``/proc/PID/maps`` or smaps snapshot. Raises ``vmsim.snapshot.SnapshotError``
         (a ValueError naming the line) on text that is not maps."""
-        snapshot.parse(text)  # fail early, with the line number
-        return cls(maps=text, estimated=False, source="maps")
+        entries = snapshot.parse(text)  # fails with the line number
+        return cls(entries=tuple(entries), estimated=False, source="maps")
+
+    @classmethod
+    def from_strace(cls, events: Iterable[Any], maps: str | None = None) -> Layout:
+        """The mappings of an strace log of the traced run (``events``: as
+        ``vmsim.trace.read_strace`` yields them), replayed, with a maps snapshot of the same
+        run where given (:mod:`vmsim.memtrace.layout_strace` says which VMA wins where).
+        Without a snapshot the layout misses what the program did not map itself (program,
+        libraries ld.so got from the kernel, stack): accesses there are covered on the fly."""
+        base = snapshot.parse(maps) if maps is not None else []
+        log = replay_log(events)
+        return cls(
+            entries=tuple(merge(base, log)),
+            estimated=maps is None,
+            source="maps+strace" if maps is not None else "strace",
+            notes=log.notes,
+            strace_calls=log.calls,
+            mprotected=tuple(log.mprotected),
+        )
 
     @classmethod
     def infer(cls, chunks: Iterable[TraceChunk], gap: int = 1 << 20) -> Layout:
@@ -92,19 +123,30 @@ class Layout:
         """Explicit private anonymous RWX regions (tests, generated traces)."""
         return cls(regions=tuple(Region(s, e) for s, e in regions), estimated=estimated)
 
-    def build(self, machine: Machine, align: int = 4096) -> Process:
-        """A new ``vmsim.Process`` on ``machine`` with this layout. Inferred regions are
-        rounded out to ``align`` (the huge page size of a what-if) and merged."""
-        if self.maps is not None:
-            return machine.spawn(maps=self.maps)
+    def build(self, machine: Machine, page_size: str = "4K") -> Process:
+        """A new ``vmsim.Process`` on ``machine`` with this layout. For the hugetlb what-ifs
+        (``page_size`` "2M" / "1G") the anonymous mappings become MAP_HUGETLB mappings from
+        a pool sized to fit (:mod:`vmsim.memtrace.huge`); inferred regions are then rounded
+        out to the huge page size and merged."""
+        size = HUGE_SIZES.get(page_size, 0)
+        if self.entries is not None:
+            entries, huge = plan(list(self.entries), size) if size else (list(self.entries), [])
+            proc = machine.spawn()
+            snapshot.build(proc.mm, entries)
+            map_hugetlb(machine, proc, huge, size)
+            return proc
+        align = size or 4096
         proc = machine.spawn()
         spans: list[list[int]] = []
         for r in sorted(self.regions, key=lambda r: r.start):
             s, e = r.start & -align, (r.end + align - 1) & -align
             if spans and s <= spans[-1][1] and spans[-1][2] == r.prot:
                 spans[-1][1] = max(spans[-1][1], e)
-            else:
-                spans.append([s, e, r.prot])
+            elif not spans or e > spans[-1][1]:
+                spans.append([max(s, spans[-1][1]) if spans else s, e, r.prot])
+        if size:
+            map_hugetlb(machine, proc, [HugeRegion(s, e, prot) for s, e, prot in spans], size)
+            return proc
         for s, e, prot in spans:
             proc.mmap(s, e - s, prot, ANON_FLAGS | MAP_FIXED_NOREPLACE)
         return proc
@@ -122,15 +164,21 @@ class Layout:
         if vma is not None:
             need = {"read": PROT_READ, "write": PROT_WRITE, "exec": PROT_EXEC}[access]
             prot = (vma.flags & RWX) | need
-            page = addr & -4096
+            size = 1 << vma.file.inode.huge_shift if vma.flags & VM_HUGETLB and vma.file else 4096
+            page = addr & -size
             try:
-                proc.mprotect(page, 4096, prot)
+                proc.mprotect(page, size, prot)
             except OSError as exc:
                 raise ValueError(
                     f"{access} at {addr:#x}: the mapping does not allow it and cannot be "
                     f"made to ({exc})"
                 ) from None
-            self.added.add((page, page + 4096))
+            if any(s <= page and page + size <= e for s, e in self.mprotected):
+                # the log shows the program changing this page's permissions: the access
+                # came before that mprotect (the layout is the run's last state)
+                self.restored.add((page, page + size))
+                return
+            self.added.add((page, page + size))
             self.estimated = True
             return
         start = addr & -GRANULE

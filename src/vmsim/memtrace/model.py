@@ -19,7 +19,7 @@ from vmsim.hw.tlb import (
     TlbHierarchy,
 )
 from vmsim.machine import Machine
-from vmsim.memtrace.huge import HugeFaults
+from vmsim.memtrace.huge import thp_mode
 from vmsim.memtrace.layout import USER_LIMIT_4LEVEL, USER_LIMIT_5LEVEL, Layout
 from vmsim.memtrace.records import CacheGeometry, Counters, CpuModel
 from vmsim.mm.access import do_user_addr_fault
@@ -195,8 +195,9 @@ class _JournalDict(dict[int, int]):
 
 class Model:
     """The vmsim side of a run: a Machine with the configured TLB geometry and PWC, one
-    process with the layout, its PCID loaded (so no first-access context switch is counted),
-    and the huge-page what-if fault hook. Shared by both engines."""
+    process with the layout, its PCID loaded (so no first-access context switch is counted).
+    The huge-page what-ifs are the Machine's THP setting and the layout's hugetlb mappings
+    (:mod:`vmsim.memtrace.huge`); every fault is the model's own. Shared by both engines."""
 
     def __init__(self, layout: Layout, cfg: EngineConfig, *, journal: bool = True) -> None:
         self.layout = layout
@@ -206,13 +207,12 @@ class Model:
             tlb=cfg.tlb,
             ram="1T",
             overcommit_memory=1,
-            thp="always" if cfg.page_size == "thp" else "madvise",
+            thp=thp_mode(cfg.page_size),
         )
         cpu = self.machine.memory.cpu
         self.tlb = cpu.tlb = _RecordingTlb(cfg.tlb)
         self.pwc = cpu.pwc = _RecordingPwc(cfg.pwc_dict())
-        align = cfg.huge_size if cfg.page_size in ("2M", "1G") else PAGE_SIZE_4K
-        self.proc = proc = layout.build(self.machine, align)
+        self.proc = proc = layout.build(self.machine, cfg.page_size)
         self.mm = proc.mm
         self.stack_limit = self.machine.stack_limit
         self.pcid = cpu.switch_to(self.mm)
@@ -222,11 +222,10 @@ class Model:
             ents = self.mm.pt.entries
             for lv in range(1, len(ents)):
                 ents[lv] = _JournalDict(lv, ents[lv], self.journal)
-        self.huge = HugeFaults(self.mm, cfg) if cfg.huge_size else None
 
     def fault(self, addr: int, access: str) -> bool:
-        """The kernel side of a faulting user access (do_user_addr_fault(), or the huge-page
-        what-if's fault handler); an access outside the layout is covered (Layout.cover).
+        """The kernel side of a faulting user access (do_user_addr_fault(): the model's fault
+        path, THP and hugetlb included); an access outside the layout is covered (Layout.cover).
         True if a fault was handled, False if the layout had to be extended instead."""
         try:
             do_user_addr_fault(self.mm, addr, access, self.stack_limit)

@@ -17,8 +17,6 @@ read-only private mapping breaks COW into a private copy, never touching the fil
 from __future__ import annotations
 
 import errno
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,23 +117,9 @@ def access_error(vma: Vma, addr: int, access: str) -> None:
         raise Segfault(addr, SEGV_ACCERR)
 
 
-# What-if fault handlers (vmsim.memtrace.huge: huge pages the model's fault path does not
-# give): called once the VMA allows the access; a handler returns what it did, or None to let
-# handle_mm_fault() handle the fault. Empty unless an access-trace engine run installs one.
-what_if_faults: weakref.WeakKeyDictionary[AddressSpace, Callable[[Vma, int, str], str | None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def do_user_addr_fault(mm: AddressSpace, addr: int, access: str, stack_limit: int) -> str:
     vma = find_vma_for_access(mm, addr, stack_limit)
     access_error(vma, addr, access)
-    if what_if_faults:
-        hook = what_if_faults.get(mm)
-        if hook is not None:
-            done = hook(vma, addr, access)
-            if done is not None:
-                return done
     return handle_mm_fault(mm, vma, addr, access == "write")
 
 
@@ -355,5 +339,4 @@ __all__ = [
     "user_access",
     "user_read",
     "user_write",
-    "what_if_faults",
 ]
