@@ -14,82 +14,25 @@ trace (they would all hit the L1 iTLB), so the priced instruction count is the l
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
 from vmsim.cli.commands import add_command
 from vmsim.cli.plot import figure
 from vmsim.cli.render import add_story_modes, write_json
-from vmsim.cli.tlb import region_layout, translate_steps
 from vmsim.memtrace.cpus import DEFAULT_CPU, Reach, cpu_model, reach
-from vmsim.memtrace.records import KIND_LOAD, KIND_STORE, CpuModel, TraceChunk
+from vmsim.memtrace.records import CpuModel
 from vmsim.memtrace.report import PassResult, summary
+from vmsim.scenarios.tlb import ACCESSES, Point, measure, regime, working_set_trace
 
 KIB = 1 << 10
 MIB = 1 << 20
 SIZES = tuple(s * KIB for s in (64, 128, 256, 512)) + tuple(
     s * MIB for s in (1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
-ACCESSES = 200_000
-BASE = 0x7F00_0000_0000  # 1 GiB aligned: the working set starts a PDPTE's range
-SEED = 12
-
-
-def working_set_trace(size: int, accesses: int = ACCESSES, seed: int = SEED) -> TraceChunk:
-    """``accesses`` loads of 8 bytes at uniformly random 64-byte lines of ``size`` bytes."""
-    rng = np.random.default_rng(seed)
-    lines = rng.integers(0, size // 64, accesses, dtype=np.uint64)
-    return _records(np.uint64(BASE) + lines * np.uint64(64))
-
-
-def warm_up_trace(size: int) -> TraceChunk:
-    """One store per 4 KiB page of the working set, in address order: every first-touch fault
-    and cold walk happens here, before the measured loads. Stores, not loads: a read of
-    never-written anonymous memory maps the shared zero page (do_anonymous_page()), and every
-    load would then hit the same physical lines in the data caches."""
-    return _records(np.uint64(BASE) + np.arange(0, size, 4096, dtype=np.uint64), KIND_STORE)
-
-
-def _records(addr: npt.NDArray[np.uint64], kind: int = KIND_LOAD) -> TraceChunk:
-    n = len(addr)
-    return TraceChunk(addr, np.full(n, kind, dtype=np.uint8), np.full(n, 8, dtype=np.uint16), 1)
-
-
-@dataclass(frozen=True)
-class Point:
-    size: int
-    small: PassResult  # 4 KiB pages
-    huge: PassResult  # 2 MiB pages
-
-
-def measure(size: int, cpu: CpuModel, accesses: int = ACCESSES) -> Point:
-    """Both page sizes at one working-set size, through the engine: the warm-up, then the
-    measured random loads; the point's counters are those of the random loads alone."""
-    chunks = [warm_up_trace(size), working_set_trace(size, accesses)]
-    passes = []
-    for page_size in ("4K", "2M"):
-        _, counters = translate_steps(
-            chunks, cpu, layout=region_layout(BASE, BASE + size), page_size=page_size
-        )
-        counters = replace(counters, instructions=accesses)  # one instruction per load
-        passes.append(PassResult.of(counters, cpu, page_size=page_size))
-    return Point(size, passes[0], passes[1])
-
-
-def regime(size: int, r: Reach) -> str:
-    if size <= r.l1_4k:
-        return "1 L1"
-    if size <= r.stlb_4k:
-        return "2 STLB"
-    if size <= r.pwc:
-        return "3 walk"
-    return "3 walk+PDE"
 
 
 def _size(n: int) -> str:

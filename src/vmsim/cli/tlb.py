@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -28,11 +27,10 @@ from vmsim.cli.commands import add_command
 from vmsim.cli.errors import CliError
 from vmsim.cli.render import write_json
 from vmsim.memtrace.cpus import CPU_NAMES, DEFAULT_CPU, cpu_model
-from vmsim.memtrace.engine import EngineConfig, FastEngine, Model
-from vmsim.memtrace.engine import run as engine_run
 from vmsim.memtrace.layout import Layout
+from vmsim.memtrace.passes import inferred_layout, translate, translate_windows
 from vmsim.memtrace.readers import open_memtrace
-from vmsim.memtrace.records import Counters, CpuModel, TraceChunk, TraceError
+from vmsim.memtrace.records import TraceChunk, TraceError
 from vmsim.memtrace.report import (
     PassResult,
     Window,
@@ -71,116 +69,6 @@ def open_trace(path: Path, fmt: str) -> Iterator[TraceChunk]:
     return iter(open_memtrace(path, fmt))
 
 
-def translate(
-    chunks: Iterable[TraceChunk],
-    cpu: CpuModel,
-    *,
-    layout: Layout,
-    page_size: str,
-    five_level: bool,
-    pwc: bool,
-    engine: str,
-    progress: Callable[[int], None] | None = None,
-) -> Counters:
-    """One pass of the engine over ``chunks`` in the address space ``layout``."""
-    return engine_run(
-        chunks,
-        layout,
-        cpu,
-        page_size=page_size,
-        five_level=five_level,
-        pwc=pwc,
-        engine=engine,
-        progress=progress,
-    )
-
-
-def translate_steps(
-    chunks: Iterable[TraceChunk],
-    cpu: CpuModel,
-    *,
-    layout: Layout,
-    page_size: str,
-    five_level: bool = False,
-    pwc: bool = True,
-) -> list[Counters]:
-    """One pass of the fast engine over ``chunks``, reading its counters after each chunk:
-    the counters of each chunk (the difference of two readings; the engine's state carries
-    over from one chunk to the next, as in one :func:`translate` pass)."""
-    return [counters for _, counters in _steps(chunks, cpu, layout, page_size, five_level, pwc)]
-
-
-def _steps(
-    chunks: Iterable[TraceChunk],
-    cpu: CpuModel,
-    layout: Layout,
-    page_size: str,
-    five_level: bool,
-    pwc: bool,
-) -> Iterator[tuple[TraceChunk, Counters]]:
-    cfg = EngineConfig.of(cpu, page_size=page_size, five_level=five_level, pwc=pwc)
-    eng = FastEngine(Model(layout, cfg))
-    before = Counters()
-    for chunk in chunks:
-        eng.run_chunk(chunk)
-        after = eng.counters()
-        yield chunk, _minus(after, before)
-        before = after
-    eng.finish()
-
-
-def _slices(chunks: Iterable[TraceChunk], window: int) -> Iterator[TraceChunk]:
-    for chunk in chunks:
-        for lo in range(0, len(chunk.addr), window):
-            hi = lo + window
-            yield TraceChunk(
-                chunk.addr[lo:hi], chunk.kind[lo:hi], chunk.size[lo:hi], chunk.first_line + lo
-            )
-
-
-def translate_windows(
-    chunks: Iterable[TraceChunk],
-    cpu: CpuModel,
-    *,
-    layout: Layout,
-    page_size: str,
-    five_level: bool,
-    pwc: bool,
-    window: int,
-) -> list[Window]:
-    """The counters of every ``window`` consecutive records of one engine pass (streamed),
-    each with the window's working set (distinct 4 KiB pages it touches)."""
-    windows = []
-    first = 0
-    for part, counters in _steps(_slices(chunks, window), cpu, layout, page_size, five_level, pwc):
-        pages = len(np.unique(part.addr >> np.uint64(12)))
-        windows.append(Window(first, counters, pages << 12))
-        first += len(part.addr)
-    return windows
-
-
-def _minus(a: Counters, b: Counters) -> Counters:
-    return Counters(
-        records=a.records - b.records,
-        instructions=a.instructions - b.instructions,
-        accesses=a.accesses - b.accesses,
-        l1_hits=a.l1_hits - b.l1_hits,
-        stlb_hits=a.stlb_hits - b.stlb_hits,
-        walks=a.walks - b.walks,
-        walk_refs=a.walk_refs - b.walk_refs,
-        pwc_hits=a.pwc_hits - b.pwc_hits,
-        faults=a.faults - b.faults,
-        tlb_flushes=a.tlb_flushes - b.tlb_flushes,
-        walk_refs_by_level=[
-            x - y for x, y in zip(a.walk_refs_by_level, b.walk_refs_by_level, strict=True)
-        ],
-        data_refs_by_level=[
-            x - y for x, y in zip(a.data_refs_by_level, b.data_refs_by_level, strict=True)
-        ],
-        touched_pages=a.touched_pages - b.touched_pages,
-    )
-
-
 def maps_layout(maps: Path) -> Layout:
     """The address space of a /proc/PID/maps snapshot of the traced run."""
     try:
@@ -213,16 +101,6 @@ def beside(trace: Path, suffix: str) -> Path | None:
     """``TRACE.strace`` / ``TRACE.maps`` as ``vmsim record`` writes them, if present."""
     p = trace.with_name(trace.name + suffix)
     return p if p.is_file() else None
-
-
-def region_layout(start: int, end: int) -> Layout:
-    """One private anonymous region ``[start, end)`` (generated traces)."""
-    return Layout.of_regions([(start, end)])
-
-
-def inferred_layout(chunks: Iterable[TraceChunk]) -> Layout:
-    """Each touched region mapped as private anonymous memory (the report says so)."""
-    return Layout.infer(chunks)
 
 
 # --- running passes ------------------------------------------------------------------------
@@ -555,7 +433,4 @@ __all__ = [
     "run",
     "run_passes",
     "sweep_configs",
-    "translate",
-    "translate_steps",
-    "translate_windows",
 ]

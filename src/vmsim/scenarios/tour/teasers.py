@@ -2,7 +2,7 @@
 
 9. 256 TiB address spaces: a process as the loader lays it out holds a few MiB of its
    128 TiB user half; touching pages far apart costs page tables, pages side by side do not.
-10. Translation cost: the tlb demo's measurement (:func:`vmsim.cli.demo_tlb.measure`: random
+10. Translation cost: the tlb demo's measurement (:func:`vmsim.scenarios.tlb.measure`: random
     loads through the access-trace engine, priced by its cycle model) at working sets past
     the STLB's reach, 4 KiB against 2 MiB pages.
 11. TLB hit rates inside and past the STLB's reach (the same measurement), and the timing
@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 
 import vmsim
-from vmsim.cli.demo_tlb import measure, regime
 from vmsim.constants import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -28,6 +27,7 @@ from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model, reach
 from vmsim.scenarios import hugepages as hugepages_story
 from vmsim.scenarios import sidechannel
 from vmsim.scenarios.maps_text import parse_maps
+from vmsim.scenarios.tlb import measure, regime
 from vmsim.scenarios.tour.basics import first_refused
 from vmsim.scenarios.tour.chapter import Chapter, Figures, kv, pct, size
 
