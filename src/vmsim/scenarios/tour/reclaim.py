@@ -137,8 +137,10 @@ def zswap(number: int) -> Chapter:
     w, r = f["after_writes"], f["after_reads"]
     lines = (
         f"the same {size(f['workload'])} with zswap (zstd): {w['zswpout']:,} pages compressed "
-        f"into the pool; {w['pswpout']:,} reached the swap device, {f['written_back_pages']:,} "
-        f"of them written back when the pool hit its limit ({f['pool_limit_hit']} time(s))",
+        f"into the pool; {w['pswpout']:,} reached the swap device: "
+        f"{f['written_back_pages']:,} written back from the pool to make room, and "
+        f"{w['pswpout'] - f['written_back_pages']:,} that zswap_store() refused while the pool "
+        f"was at its limit (hit {f['pool_limit_hit']} time(s))",
         f"the pool holds {f['stored_pages']:,} pages in {f['pool_total_size']:,} bytes: "
         f"{f['compression_ratio']}x",
         f"reading everything back: {r['zswpin']:,} pages decompressed, {r['pswpin']:,} read "
