@@ -276,3 +276,12 @@ def test_lackey_victim_replays_the_loop_and_leaks() -> None:
     assert r.victim == "lackey"
     assert _above_chance(r.mitigations["none"].correct, 320)
     assert _at_chance(r.mitigations["flush"].correct, 320)
+
+
+@needs_tools
+def test_lackey_victim_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["demo", "sidechannel", "--victim", "lackey", "--trials", "3", "--bits", "4"]
+    assert main([*args, "--json"]) == EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    assert out["victim"] == "lackey" and out["bits"] == 4
+    assert set(out["cycles"]) == set(out["accuracy"])
