@@ -135,6 +135,8 @@ def _iterations(run: LackeyRun, bits: int) -> list[list[tuple[int, int]]]:
         raise VictimUnavailable(
             f"the trace of key {run.key} has {len(idx)} table lookups, not {len(run.key)}"
         )
+    if len(idx) < 2:
+        raise ValueError(f"key {run.key}: the loop's body needs two lookups to measure")
     body = idx[1] - idx[0]
     if any(b - a != body for a, b in itertools.pairwise(idx)):
         raise VictimUnavailable(f"the lookup loop of key {run.key} has iterations of unequal size")
