@@ -33,7 +33,7 @@ from vmsim.hw.pte import PTE_PFN_MASK
 from vmsim.hw.tlb import TlbHierarchy, keyed_set_hash, partition_by_pcid
 from vmsim.memtrace.cache import CacheModel
 from vmsim.memtrace.cpus import skylake
-from vmsim.scenarios import sidechannel, sidechannel_lackey
+from vmsim.scenarios import sidechannel, sidechannel_victim
 
 TRIALS = 100
 BITS = 16
@@ -247,14 +247,14 @@ needs_tools = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def victim_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sidechannel_lackey.compile_victim(tmp_path_factory.mktemp("victim"))
+    return sidechannel_victim.compile_victim(tmp_path_factory.mktemp("victim"))
 
 
 @needs_tools
 def test_lackey_trace_touches_the_pages_the_source_says(victim_binary: Path) -> None:
     """sidechannel_victim.c: key bit i reads the first byte of table page 2 * i + bit."""
     key = "1101000111010010011"
-    run = sidechannel_lackey.record_run(victim_binary, key, victim_binary.parent)
+    run = sidechannel_victim.record_run(victim_binary, key, victim_binary.parent)
     assert run.table % 4096 == 0
     assert run.table_pages() == [2 * i + int(c) for i, c in enumerate(key)]
     assert all(run.records[i][0] % 4096 == 0 for i in run.table_loads)
@@ -265,7 +265,7 @@ def test_lackey_victim_replays_the_loop_and_leaks() -> None:
     """The recorded loop, replayed for a secret, reads exactly its table pages (plus the
     loop's own code and stack); the attack reads it well above chance without a mitigation
     and at chance with the flush."""
-    program = sidechannel_lackey.lackey_victim(8)
+    program = sidechannel_victim.lackey_victim(8)
     table = program.table[0][0]
     secret = [1, 0, 0, 1, 1, 1, 0, 1]
     acc = program.accesses(secret, random.Random(0))

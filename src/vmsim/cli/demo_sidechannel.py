@@ -27,7 +27,7 @@ from vmsim.cli.errors import CliError, UsageError
 from vmsim.cli.render import add_story_modes, write_json
 from vmsim.scenarios import sidechannel
 from vmsim.scenarios.sidechannel import VICTIMS, Result
-from vmsim.scenarios.sidechannel_lackey import VictimUnavailable
+from vmsim.scenarios.sidechannel_victim import VictimUnavailable
 
 _WHAT = {
     "none": "one address space, one PCID, no flush (threads; TLBleed's shared TLB)",

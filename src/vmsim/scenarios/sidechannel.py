@@ -13,7 +13,7 @@ The model, stated plainly (``docs/sidechannel.md`` has the discussion):
   a program (the table at a 512 KiB-aligned address, so pages ``2i`` and ``2i + 1`` fall in
   STLB sets ``2i`` and ``2i + 1``, plus ``NOISE_PAGES`` random other pages of its own a run);
   ``"lackey"``, the C program ``data/sidechannel_victim.c`` compiled and traced by Valgrind
-  lackey (``vmsim.scenarios.sidechannel_lackey``): its lookup loop replayed access by access
+  lackey (``vmsim.scenarios.sidechannel_victim``): its lookup loop replayed access by access
   (instruction fetches, stack, key string, table) at the addresses the trace has.
 * **Attacker**: owns ``ways`` pages in the STLB set of each of the victim's two candidate
   table pages per bit (the table's address is public: it is in the victim's binary; the
@@ -76,16 +76,28 @@ from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model
 from vmsim.memtrace.records import CpuModel
 from vmsim.mm.access import Access, Translation, user_access
 from vmsim.process import Process
+from vmsim.scenarios.sidechannel_victim import (
+    MAX_BITS,
+    VICTIM_OTHER,
+    VICTIM_TABLE,
+    VictimProgram,
+    VictimUnavailable,
+    lackey_victim,
+    model_victim,
+)
 
 __all__ = [
     "KERNEL_PAGES",
     "MAX_BITS",
     "MITIGATIONS",
     "VICTIMS",
+    "VICTIM_OTHER",
+    "VICTIM_TABLE",
     "MitigationResult",
     "ProbeRecord",
     "Result",
     "VictimProgram",
+    "VictimUnavailable",
     "guess_bits",
     "model_victim",
     "run",
@@ -93,56 +105,13 @@ __all__ = [
 
 MITIGATIONS = ("none", "pcid", "flush", "kpti", "partition", "random")
 VICTIMS = ("model", "lackey")
-MAX_BITS = 64  # two STLB sets a bit: the default CPU's 128 sets
 KERNEL_PAGES = 8  # kernel pages the switch path touches under KPTI (entry, stacks, mm, task)
 WORKING_SET = 512  # pages each process of the cost schedule touches per turn (2 MiB)
-NOISE_PAGES = 2  # other pages of the model victim touched per run
-NOISE_SPAN = 1 << 18  # pages of the model victim's other data (1 GiB)
 ATTACKER_BASE = 0x5555_0000_0000  # 128 * 4 KiB aligned: page number % 128 == 0
-VICTIM_TABLE = 0x7F00_0000_0000
-VICTIM_OTHER = 0x7E00_0000_0000
 KERNEL_BASE = 0xFFFF_8880_0000_0000
 KPTI_KERNEL_BIT = 1 << 11  # X86_CR3_PTI_PCID_USER_BIT: the other half of the PCID pair
 _LEVEL_OF_SIZE = {1 << 12: 1, 1 << 21: 2, 1 << 30: 3}
 _ANON = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE
-
-
-@dataclass(frozen=True)
-class VictimProgram:
-    """What the victim process is: ``mappings`` (address, length, prot) it mmaps at start,
-    ``init`` the pages it writes then (its table: faulted in before the first trial),
-    ``table`` the public addresses of its two candidate table pages per bit (what the attacker
-    aims at), and ``accesses(secret, rng)`` the (address, access) list of one run."""
-
-    name: str
-    mappings: tuple[tuple[int, int, int], ...]
-    init: tuple[int, ...]
-    table: tuple[tuple[int, int], ...]
-    accesses: Callable[[Sequence[int], random.Random], list[tuple[int, Access]]]
-
-
-def model_victim(bits: int) -> VictimProgram:
-    """The documented model of the table lookup (module text): page ``2i + bit`` of a table
-    at ``VICTIM_TABLE``, then ``NOISE_PAGES`` random pages of its other 1 GiB of data."""
-    pages = [VICTIM_TABLE + p * PAGE_SIZE_4K for p in range(2 * bits)]
-
-    def accesses(secret: Sequence[int], rng: random.Random) -> list[tuple[int, Access]]:
-        out: list[tuple[int, Access]] = [(pages[2 * i + b], "read") for i, b in enumerate(secret)]
-        for _ in range(NOISE_PAGES):
-            out.append((VICTIM_OTHER + rng.randrange(NOISE_SPAN) * PAGE_SIZE_4K, "read"))
-        return out
-
-    rw = PROT_READ | PROT_WRITE
-    return VictimProgram(
-        name="model",
-        mappings=(
-            (VICTIM_TABLE, 2 * bits * PAGE_SIZE_4K, rw),
-            (VICTIM_OTHER, NOISE_SPAN * PAGE_SIZE_4K, rw),
-        ),
-        init=tuple(pages),
-        table=tuple((pages[2 * i], pages[2 * i + 1]) for i in range(bits)),
-        accesses=accesses,
-    )
 
 
 @dataclass
@@ -429,8 +398,6 @@ def run(
         if victim == "model":
             program = model_victim(bits)
         elif victim == "lackey":
-            from vmsim.scenarios.sidechannel_lackey import lackey_victim
-
             program = lackey_victim(bits)
         else:
             raise ValueError(f"victim {victim!r} is not one of {', '.join(VICTIMS)}")

@@ -1,4 +1,6 @@
-"""The real victim of ``vmsim demo sidechannel --victim lackey``: a C table lookup, compiled
+"""The victims of ``vmsim demo sidechannel``: what a victim process is (:class:`VictimProgram`),
+the documented model of a table lookup (:func:`model_victim`, ``--victim model``), and the
+real one (:func:`lackey_victim`, ``--victim lackey``): a C table lookup, compiled
 with gcc and traced by Valgrind lackey (``--tool=lackey --trace-mem=yes``, ASLR off, as
 ``vmsim record`` runs programs), its trace read by ``vmsim.memtrace.readers``.
 
@@ -10,7 +12,7 @@ records up to and including one table load; the two recordings must agree on eve
 but the table load (checked). A victim run for any secret then replays iteration ``i`` of the
 recording whose key bit equals ``secret[i]``: every access of the loop (instruction fetches,
 the key string on the stack, the table) at the address the trace has, in the victim process
-(``vmsim.scenarios.sidechannel.VictimProgram``).
+(:class:`VictimProgram`).
 
 What is not replayed: the program's start-up, ``printf`` and exit (only the loop is the
 victim's run); the program's own mappings are not rebuilt from the recording: the victim
@@ -27,7 +29,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +41,65 @@ from vmsim.hw.tlb import PAGE_SIZE_4K
 from vmsim.memtrace.readers import open_memtrace
 from vmsim.memtrace.records import KIND_INSTR, KIND_LOAD, TraceError
 from vmsim.mm.access import Access
-from vmsim.scenarios.sidechannel import MAX_BITS, VictimProgram
 
-__all__ = ["SOURCE", "LackeyRun", "VictimUnavailable", "lackey_victim", "record_run"]
+__all__ = [
+    "MAX_BITS",
+    "SOURCE",
+    "LackeyRun",
+    "VictimProgram",
+    "VictimUnavailable",
+    "lackey_victim",
+    "model_victim",
+    "record_run",
+]
 
+MAX_BITS = 64  # two STLB sets a bit: the default CPU's 128 sets
+NOISE_PAGES = 2  # other pages of the model victim touched per run
+NOISE_SPAN = 1 << 18  # pages of the model victim's other data (1 GiB)
+VICTIM_TABLE = 0x7F00_0000_0000
+VICTIM_OTHER = 0x7E00_0000_0000
 SOURCE = Path(__file__).parent / "data" / "sidechannel_victim.c"
 TABLE_PAGES = 2 * MAX_BITS  # the C program's table: 2 * MAX_BITS pages
 _ACCESS: tuple[Access, ...] = ("exec", "read", "write", "write")  # I, L, S, M
 _TABLE_LINE = re.compile(rb"^table (0x[0-9a-f]+)$", re.M)
+
+
+@dataclass(frozen=True)
+class VictimProgram:
+    """What the victim process is: ``mappings`` (address, length, prot) it mmaps at start,
+    ``init`` the pages it writes then (its table: faulted in before the first trial),
+    ``table`` the public addresses of its two candidate table pages per bit (what the attacker
+    aims at), and ``accesses(secret, rng)`` the (address, access) list of one run."""
+
+    name: str
+    mappings: tuple[tuple[int, int, int], ...]
+    init: tuple[int, ...]
+    table: tuple[tuple[int, int], ...]
+    accesses: Callable[[Sequence[int], random.Random], list[tuple[int, Access]]]
+
+
+def model_victim(bits: int) -> VictimProgram:
+    """The documented model of the table lookup (module text): page ``2i + bit`` of a table
+    at ``VICTIM_TABLE``, then ``NOISE_PAGES`` random pages of its other 1 GiB of data."""
+    pages = [VICTIM_TABLE + p * PAGE_SIZE_4K for p in range(2 * bits)]
+
+    def accesses(secret: Sequence[int], rng: random.Random) -> list[tuple[int, Access]]:
+        out: list[tuple[int, Access]] = [(pages[2 * i + b], "read") for i, b in enumerate(secret)]
+        for _ in range(NOISE_PAGES):
+            out.append((VICTIM_OTHER + rng.randrange(NOISE_SPAN) * PAGE_SIZE_4K, "read"))
+        return out
+
+    rw = PROT_READ | PROT_WRITE
+    return VictimProgram(
+        name="model",
+        mappings=(
+            (VICTIM_TABLE, 2 * bits * PAGE_SIZE_4K, rw),
+            (VICTIM_OTHER, NOISE_SPAN * PAGE_SIZE_4K, rw),
+        ),
+        init=tuple(pages),
+        table=tuple((pages[2 * i], pages[2 * i + 1]) for i in range(bits)),
+        accesses=accesses,
+    )
 
 
 class VictimUnavailable(RuntimeError):
