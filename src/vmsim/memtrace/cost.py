@@ -30,11 +30,12 @@ figures side by side.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vmsim.memtrace.records import Counters, CpuModel
 
-__all__ = ["Cost", "cost", "level_latencies"]
+__all__ = ["Cost", "access_cycles", "cost", "level_latencies"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,26 @@ def cost(counters: Counters, cpu: CpuModel) -> Cost:
         total_cycles=total,
         translation_share=translation / total if total else 0.0,
     )
+
+
+def access_cycles(
+    cpu: CpuModel, tlb: str | None, walk_levels: Sequence[int] = (), data_level: int | None = None
+) -> int:
+    """The stall cycles :func:`cost` charges one access: ``tlb`` is where its translation came
+    from ("L1", "STLB", or None for a walk whose paging-structure references were found at
+    ``walk_levels``: 0 L1D .. 3 DRAM), ``data_level`` where its data line was found (None for
+    an instruction fetch). The same terms as the module formula, for a single access: an L1
+    TLB hit 0, an STLB hit ``stlb_hit_latency``, a walk ``walk_overhead`` plus each
+    reference's latency, and the data line's latency unless it hit the L1D."""
+    lat = level_latencies(cpu)
+    if tlb == "L1":
+        cycles = 0
+    elif tlb == "STLB":
+        cycles = cpu.stlb_hit_latency
+    elif tlb is None:
+        cycles = cpu.walk_overhead + sum(lat[lv] for lv in walk_levels)
+    else:
+        raise ValueError(f"translation source {tlb!r} is not L1, STLB or None (a walk)")
+    if data_level:
+        cycles += lat[data_level]
+    return cycles
