@@ -31,7 +31,6 @@ docs/memtrace.md.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -50,23 +49,14 @@ from rich.console import Console
 
 from vmsim.cli.commands import add_command
 from vmsim.cli.errors import CliError, UsageError
+from vmsim.memtrace.aslr import no_aslr
 from vmsim.memtrace.reader_valgrind import strace_lines
 from vmsim.memtrace.readers import TraceEvent, open_memtrace
 from vmsim.memtrace.records import KIND_NAMES, TraceError
 
 __all__ = ["record", "register", "run"]
 
-ADDR_NO_RANDOMIZE = 0x0040000  # include/uapi/linux/personality.h
 PIPE_READ = 1 << 20
-
-
-def _no_aslr() -> None:
-    """In the child before exec: personality(ADDR_NO_RANDOMIZE), as ``setarch -R`` does
-    (inherited by valgrind: its own mappings and the kernel's stack and vdso stay put)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    current = libc.personality(0xFFFFFFFF)
-    if current == -1 or libc.personality(current | ADDR_NO_RANDOMIZE) == -1:
-        raise OSError(ctypes.get_errno(), "personality(ADDR_NO_RANDOMIZE) failed")
 
 
 class _MapsSampler(threading.Thread):
@@ -129,7 +119,7 @@ def record(
     ]
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, pass_fds=(write_fd,), preexec_fn=_no_aslr)
+        proc = subprocess.Popen(argv, pass_fds=(write_fd,), preexec_fn=no_aslr)
     except BaseException:
         os.close(read_fd)
         os.close(write_fd)

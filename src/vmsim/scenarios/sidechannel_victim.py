@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vmsim.cli.record import _no_aslr
 from vmsim.constants import PROT_EXEC, PROT_READ, PROT_WRITE
 from vmsim.hw.tlb import PAGE_SIZE_4K
+from vmsim.memtrace.aslr import no_aslr
 from vmsim.memtrace.readers import open_memtrace
 from vmsim.memtrace.records import KIND_INSTR, KIND_LOAD, TraceError
 from vmsim.mm.access import Access
@@ -158,7 +158,7 @@ def record_run(binary: Path, key: str, workdir: Path) -> LackeyRun:
             key,
         ],
         capture_output=True,
-        preexec_fn=_no_aslr,
+        preexec_fn=no_aslr,
         check=False,
     )
     m = _TABLE_LINE.search(p.stdout)

@@ -51,11 +51,10 @@ SIDECHANNEL_TRIALS = 50
 SIDECHANNEL_BITS = 16
 SIDECHANNEL_SEED = 1
 SIDECHANNEL_MISSING = (
-    "the side channel is a model: attacker and victim take turns on one core (TLBleed's "
-    "attacker runs on the sibling hyperthread, where flushing at a switch would not help), the "
-    "STLB set index is page number mod 128 (not Skylake's hash), LRU is exact and timing has "
-    "no noise, the victim is a model of a table lookup, walks cost a constant "
-    "(docs/sidechannel.md)"
+    "attacker and victim take turns on one core (TLBleed's attacker runs on the sibling "
+    "hyperthread, where flushing at a switch would not help), the STLB set index is page number "
+    "mod 128 (not Skylake's hash), the cycle model is in-order with no timer noise, and the "
+    "kernel's pages under kpti bypass the MMU (docs/sidechannel.md, 'What the model simplifies')"
 )
 
 
