@@ -51,6 +51,7 @@ from vmsim.mm.flags import (
     VM_WRITE,
 )
 from vmsim.mm.internal import ANON_FLAGS, is_cow_mapping, page_prot
+from vmsim.mm.page_alloc import GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM, GFP_NORETRY
 from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
 from vmsim.phys.frames import OutOfMemory, PageFlag
@@ -90,6 +91,7 @@ __all__ = [
     "thp_settings",
     "thp_vma_allowable",
     "vma_adjust_trans_huge",
+    "vma_thp_gfp_mask",
     "zap_huge_pmd",
 ]
 
@@ -298,12 +300,35 @@ def _huge_zero_pfn(mem: Kernel) -> int | None:
     return thp.huge_zero_pfn
 
 
-def alloc_thp(mm: AddressSpace) -> int | None:
-    """vma_alloc_anon_folio_pmd(): an order-9 anonymous folio, or None when the buddy
-    allocator has no free block of that order above the low watermark. (The defrag setting
-    decides whether the kernel would compact or reclaim first; the model's allocator has no
-    compaction here: a fragmented machine falls back.)"""
+def vma_thp_gfp_mask(settings: ThpSettings, vma: Vma | None) -> int:
+    """vma_thp_gfp_mask(): what a THP fault in ``vma`` may do to get its folio, by the
+    defrag setting: always: compact and reclaim directly (GFP_TRANSHUGE), __GFP_NORETRY
+    unless the VMA is madvised (VM_HUGEPAGE); defer: only wake kswapd (and through it
+    kcompactd); defer+madvise: direct for a madvised VMA, wake kswapd otherwise; madvise:
+    direct for a madvised VMA, nothing otherwise; never: nothing (GFP_TRANSHUGE_LIGHT)."""
+    madvised = vma is not None and bool(vma.flags & VM_HUGEPAGE)
+    defrag = settings.defrag
+    if defrag == "always":
+        return GFP_DIRECT_RECLAIM | (0 if madvised else GFP_NORETRY)
+    if defrag == "defer":
+        return GFP_KSWAPD_RECLAIM
+    if defrag == "defer+madvise":
+        return GFP_DIRECT_RECLAIM if madvised else GFP_KSWAPD_RECLAIM
+    if defrag == "madvise":
+        return GFP_DIRECT_RECLAIM if madvised else 0
+    return 0
+
+
+def alloc_thp(mm: AddressSpace, vma: Vma | None = None) -> int | None:
+    """vma_alloc_anon_folio_pmd(): an order-9 anonymous folio, or None. A fault (``vma``
+    given) allocates with vma_thp_gfp_mask(): the page allocator's slow path may wake
+    kswapd/kcompactd or compact and reclaim directly (``Kernel.alloc_costly``). Without a
+    VMA (khugepaged's collapse) only a free block above the low watermark will do."""
     mem = mm.mem
+    if vma is not None:
+        return mem.alloc_costly(
+            ANON_FLAGS, HPAGE_PMD_ORDER, vma_thp_gfp_mask(mem.thp.settings, vma)
+        )
     frames = mem.frames
     if frames.free_pages - HPAGE_PMD_NR < mem.node.wmark_low:
         return None
@@ -352,7 +377,7 @@ def do_huge_pmd_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: boo
         entry = pfn_pte(zero, page_prot(vma) | PAGE_PSE) & ~PAGE_RW
         mm.pt.set(haddr, entry | PAGE_SPECIAL, PMD_LEVEL)
         return "huge-zero-page"
-    head = alloc_thp(mm)
+    head = alloc_thp(mm, vma)
     if head is None:
         _count(mem, "thp_fault_fallback")
         return None
@@ -387,7 +412,7 @@ def do_huge_pmd_wp_page(mm: AddressSpace, vma: Vma, addr: int) -> str | None:
     e = pmd_entry(mm, haddr)
     pfn = pfn_of(e, PMD_LEVEL)
     if pfn == mem.thp.huge_zero_pfn:
-        head = alloc_thp(mm)
+        head = alloc_thp(mm, vma)
         if head is not None:
             mm.pt.set(haddr, 0, PMD_LEVEL)
             mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
-from vmsim.mm import huge_memory, workingset
+from vmsim.mm import compaction, huge_memory, workingset
 from vmsim.mm.filemap import cache_del
 from vmsim.mm.flags import VM_EXEC
 from vmsim.mm.internal import wants_writenotify
@@ -440,6 +440,10 @@ def kswapd(mem: Kernel) -> int:
         freed += got
         failures = 0 if got else failures + 1
     mem.node.kswapd_wanted = False
+    # kswapd_try_to_sleep(): kcompactd is woken for the order kswapd was woken for
+    order, mem.node.kswapd_order = mem.node.kswapd_order, 0
+    if order:
+        compaction.wakeup_kcompactd(mem, order)
     return freed
 
 
