@@ -51,6 +51,7 @@ from vmsim.mm.flags import (
     VM_WRITE,
 )
 from vmsim.mm.internal import ANON_FLAGS, is_cow_mapping, page_prot
+from vmsim.mm.mlock import mlock_vma_folio, munlock_vma_folio, split_mlock_counts
 from vmsim.mm.page_alloc import GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM, GFP_NORETRY
 from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
@@ -340,7 +341,8 @@ def alloc_thp(mm: AddressSpace, vma: Vma | None = None) -> int | None:
 
 def _map_anon_folio_pmd(mm: AddressSpace, vma: Vma, haddr: int, head: int) -> None:
     """map_anon_folio_pmd(): a young, dirty PMD (writable in a VM_WRITE VMA), the folio
-    on the LRU and queued for the underused shrinker (deferred_split_folio(folio, false))."""
+    on the LRU (mlocked whole in a VM_LOCKED VMA) and queued for the underused shrinker
+    (deferred_split_folio(folio, false))."""
     mem = mm.mem
     entry = pfn_pte(head, page_prot(vma) | PAGE_PSE) | PAGE_DIRTY
     if vma.flags & VM_WRITE:
@@ -348,6 +350,8 @@ def _map_anon_folio_pmd(mm: AddressSpace, vma: Vma, haddr: int, head: int) -> No
     mem.frames.map_pmd(head)
     rmap_add(mem, head, mm, haddr)
     mem.node.lru.add(head)
+    if not vma.flags & _VM_SPECIAL:  # folio_add_lru_vma(): mlock_new_folio() if VM_LOCKED
+        mlock_vma_folio(mm, vma.flags, head)
     mem.thp.deferred[head] = False
     mm.pt.set(haddr, entry, PMD_LEVEL)
 
@@ -472,6 +476,7 @@ def split_huge_pmd(mm: AddressSpace, vma: Vma | None, haddr: int) -> None:
         pte = (pfn_pte(pfn, prot) & ~(PAGE_RW | PAGE_ACCESSED | PAGE_DIRTY)) | bits
         mm.pt.set(a, pte)
     frames.unmap_pmd(head)
+    munlock_vma_folio(mm, vma.flags, head)  # folio_remove_rmap_pmd()
     frames.put(head)
 
 
@@ -520,9 +525,9 @@ def vma_adjust_trans_huge(mm: AddressSpace, start: int, end: int) -> None:
 
 def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
     """zap_huge_pmd(): clear a PMD leaf wholly inside a zapped range, dropping the folio's
-    PMD mapping (the huge zero page's only loses its PMD); its deposited table goes too.
-    Returns whether there was a leaf."""
-    del locked  # THPs are not mlocked in the model (see vmsim.mm.mlock)
+    PMD mapping (the huge zero page's only loses its PMD; ``locked``: the VMA is VM_LOCKED,
+    the folio is munlocked); its deposited table goes too. Returns whether there was a
+    leaf."""
     mem = mm.mem
     e = pmd_entry(mm, haddr)
     if not e or not e & PAGE_PSE:
@@ -536,6 +541,8 @@ def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
     frames = mem.frames
     rmap_remove(mem, head, mm, haddr)
     frames.unmap_pmd(head)
+    if locked:  # munlock_vma_folio() of a VM_LOCKED VMA's PMD
+        munlock_vma_folio(mm, VM_LOCKED, head)
     # __folio_remove_rmap(RMAP_LEVEL_PMD): the last PMD gone while only some pages are
     # mapped by PTEs (another process split its own PMD) leaves the folio partly mapped
     if (
@@ -610,6 +617,7 @@ def split_folio(mem: Kernel, head: int) -> bool:
     on_lru = head in lru.where
     lru.remove(head)
     pages = frames.split(head)
+    split_mlock_counts(mem, head, pages)
     if on_lru:
         for p in pages:
             lru.add(p)
@@ -652,8 +660,9 @@ def madvise_thp(mm: AddressSpace, start: int, end: int, op: str) -> list[int]:
     or "pageout"), before the PTE walk. A PMD-mapped THP only this mm maps is handled whole
     when the range covers it (madvise_free_huge_pmd(): clean, old, lazily freed; COLD: old,
     unreferenced, deactivated; PAGEOUT: handed to reclaim, whose folios are returned) and
-    split otherwise (split_folio(), PMD and folio); so is a PTE-mapped large folio in the
-    range. Folios other mms map are left alone."""
+    split otherwise (split_folio(), PMD and folio); a PTE-mapped large folio is handled
+    whole when the range maps all of it and split otherwise (``_madvise_pte_mapped``).
+    Folios other mms map are left alone."""
     mem = mm.mem
     frames = mem.frames
     picked: list[int] = []
@@ -681,24 +690,118 @@ def madvise_thp(mm: AddressSpace, start: int, end: int, op: str) -> list[int]:
         frames.clear_flags(head, _REFERENCED)
         if op == "pageout":
             picked.append(head)
-        elif frames.flags(head) & _ACTIVE:  # folio_deactivate()
-            frames.clear_flags(head, _ACTIVE)
-            mem.node.lru.update(head)
-            _count(mem, "pgdeactivate")
-    if not mm.pt_used:
-        return picked
-    heads = []
-    for m in mm.pt.iter_present(start, end):
-        if m.level == 1:
-            pfn = pfn_of(m.entry, 1)
-            if pfn != frames.zero_pfn and frames.flags(pfn) & _HEAD:
-                head = frames.head(pfn)
-                if head not in heads:
-                    heads.append(head)
-    for head in heads:
-        if frames.is_allocated(head) and frames.order(head) and not _shared(mem, head, mm):
-            split_folio_everywhere(mem, head)
+        else:
+            _deactivate(mem, head)
+    if mm.pt_used:
+        _madvise_pte_mapped(mm, start, end, op, picked)
     return picked
+
+
+def _madvise_pte_mapped(mm: AddressSpace, start: int, end: int, op: str, picked: list[int]) -> None:
+    """The large-folio branch of madvise_free_pte_range() / madvise_cold_or_pageout_pte_range()
+    for PTE-mapped folios: where one run of PTEs in the range maps a whole folio in order
+    (madvise_folio_pte_batch() from the first PTE met), the folio is handled whole; else it
+    is split (split_folio()) unless another mm maps it (folio_maybe_mapped_shared()), and
+    its pages are left to the PTE walk that follows."""
+    mem = mm.mem
+    frames = mem.frames
+    seen: set[int] = set()
+    whole: list[tuple[int, int]] = []
+    for m in list(mm.pt.iter_present(start, end)):
+        if m.level != 1:
+            continue
+        leaf = mm.pt.get(m.vaddr)  # a split before may have remapped or freed it
+        if leaf is None or leaf.level != 1 or not leaf.entry & _PRESENT:
+            continue
+        pfn = pfn_of(leaf.entry, 1)
+        if pfn == frames.zero_pfn or not frames.flags(pfn) & _HEAD:
+            continue
+        head = frames.head(pfn)
+        if head in seen:
+            continue
+        seen.add(head)
+        nr = frames.folio_nr_pages(head)
+        seg_end = min(end, (m.vaddr & _PMD_MASK) + PMD_SIZE)
+        if pfn == head and _pte_run(mm, m.vaddr, head, seg_end) == nr:
+            whole.append((m.vaddr, head))
+        elif not _shared(mem, head, mm):
+            split_folio_everywhere(mem, head)
+    for addr, head in whole:
+        if frames.is_allocated(head) and frames.order(head):
+            _madvise_whole_folio(mm, addr, head, op, picked)
+
+
+def _pte_run(mm: AddressSpace, addr: int, head: int, end: int) -> int:
+    """folio_pte_batch(): how many PTEs from ``addr`` (before ``end``) map the folio's pages
+    head, head + 1, ... in order."""
+    n = 1
+    nr = mm.mem.frames.folio_nr_pages(head)
+    while n < nr and addr + n * PAGE_SIZE < end:
+        leaf = mm.pt.get(addr + n * PAGE_SIZE)
+        if leaf is None or leaf.level != 1 or not leaf.entry & _PRESENT:
+            break
+        if pfn_of(leaf.entry, 1) != head + n:
+            break
+        n += 1
+    return n
+
+
+def _madvise_whole_folio(
+    mm: AddressSpace, addr: int, head: int, op: str, picked: list[int]
+) -> None:
+    """A large folio whose PTEs at ``addr`` map all of it, as the PTE walks treat a folio:
+    FREE: a dirty one mapped elsewhere too is left (folio_mapcount() != nr pages), else it
+    is cleaned, its PTEs made clean and old and the folio lazily freed
+    (folio_mark_lazyfree()); COLD / PAGEOUT: only a folio on the LRU and mapped just here;
+    COLD ages the PTEs and deactivates it, both drop PG_referenced, PAGEOUT hands it to
+    reclaim."""
+    mem = mm.mem
+    frames = mem.frames
+    nr = frames.folio_nr_pages(head)
+    end = addr + nr * PAGE_SIZE
+    flags = frames.flags(head)
+    if op == "free":
+        if flags & _DIRTY:
+            if frames.mapcount(head) != nr:
+                return
+            frames.clear_flags(head, _DIRTY)
+        _clear_pte_bits(mm, addr, end, PAGE_ACCESSED | PAGE_DIRTY)
+        if flags & _SWAPBACKED and not flags & _MLOCKED:
+            frames.clear_flags(head, _SWAPBACKED | _REFERENCED | _ACTIVE)
+            mem.node.lru.update(head)
+        return
+    if head not in mem.node.lru.where or frames.mapcount(head) != nr:
+        return
+    if op == "cold":
+        _clear_pte_bits(mm, addr, end, PAGE_ACCESSED)
+    frames.clear_flags(head, _REFERENCED)
+    if op == "pageout":
+        picked.append(head)
+    else:
+        _deactivate(mem, head)
+
+
+def _clear_pte_bits(mm: AddressSpace, start: int, end: int, bits: int) -> None:
+    """clear_young_dirty_ptes() over ``[start, end)``, then one TLB flush."""
+    changed = False
+    for a in range(start, end, PAGE_SIZE):
+        leaf = mm.pt.get(a)
+        if leaf is not None and leaf.entry & bits:
+            mm.pt.set(a, leaf.entry & ~bits)
+            changed = True
+    if changed:
+        mm.mem.cpu.flush_range(mm, start, end)
+
+
+def _deactivate(mem: Kernel, head: int) -> None:
+    """folio_deactivate() -> lru_deactivate(): an active evictable folio goes to the
+    inactive list; pgdeactivate counts its pages."""
+    frames = mem.frames
+    flags = frames.flags(head)
+    if flags & _ACTIVE and not flags & _MLOCKED:
+        frames.clear_flags(head, _ACTIVE | _REFERENCED)
+        mem.node.lru.update(head)
+        _count(mem, "pgdeactivate", frames.folio_nr_pages(head))
 
 
 def deferred_split_scan(mem: Kernel, nr_to_scan: int | None = None) -> int:
