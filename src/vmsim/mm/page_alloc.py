@@ -68,7 +68,14 @@ def alloc_folio(mem: Kernel, flags: int, noretry: bool, reclaim: Callable[[Kerne
         if frames.free_pages > node.wmark_min:
             return frames.alloc(flags)
         mem.vmstat["allocstall_normal"] += 1
-        if reclaim(mem) and not noretry:
+        progress = reclaim(mem)
+        # get_page_from_freelist() again, whatever reclaim counted as progress: a shrinker
+        # frees pages nr_reclaimed does not count (the deferred split shrinker's split of a
+        # partly mapped THP gives back its unmapped pages), and should_reclaim_retry() goes
+        # round once they are free, before any OOM kill
+        if frames.free_pages > node.wmark_min:
+            continue
+        if progress and not noretry:
             continue
         if noretry or mem.oom_handler is None or not mem.oom_handler():
             break
