@@ -20,6 +20,7 @@ import pytest
 
 import vmsim
 from vmsim.constants import (
+    MADV_COLLAPSE,
     MADV_HUGEPAGE,
     MADV_NOHUGEPAGE,
     MAP_ANONYMOUS,
@@ -46,9 +47,15 @@ def vmstat(m: vmsim.Machine) -> dict[str, int]:
 
 
 def fragmented(
-    defrag: str = "madvise", enabled: str = "madvise", lock: bool = False
+    defrag: str = "madvise",
+    enabled: str = "madvise",
+    lock: bool = False,
+    khugepaged_defrag: bool = True,
 ) -> tuple[vmsim.Machine, vmsim.Process]:
-    m = vmsim.Machine(ram="16M", thp={"enabled": enabled, "defrag": defrag})
+    m = vmsim.Machine(
+        ram="16M",
+        thp={"enabled": enabled, "defrag": defrag, "khugepaged_defrag": khugepaged_defrag},
+    )
     p = m.spawn()
     a = p.mmap(0, N * P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
     p.madvise(a, N * P, MADV_NOHUGEPAGE)  # small pages, whatever ``enabled`` says
@@ -266,3 +273,46 @@ def test_fragmentation_index() -> None:
     assert compaction.compaction_suitable(m.memory, 9, m.memory.node.wmark_min)
     assert compaction.try_to_compact_pages(m.memory, 9)
     assert compaction.fragmentation_index(m.memory, 9) == -1000
+
+
+def test_madv_collapse_on_fragmented_memory_compacts() -> None:
+    """MADV_COLLAPSE allocates with GFP_TRANSHUGE (alloc_charge_folio() when not
+    khugepaged): direct compaction makes the block; one stall, one success, one collapse."""
+    m, p = fragmented()
+    b = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    h = (b + M2 - 1) & -M2
+    p.write(h + 3 * P, b"c")
+    before = vmstat(m)
+    p.madvise(h, M2, MADV_COLLAPSE)
+    now = vmstat(m)
+    assert p.mm.pt.get(h).level == PMD_LEVEL
+    assert (now["compact_stall"] - before["compact_stall"]) == 1
+    assert (now["compact_success"] - before["compact_success"]) == 1
+    assert (now["thp_collapse_alloc"] - before["thp_collapse_alloc"]) == 1
+    assert p.read(h + 3 * P, 1) == b"c"
+    m.check_memory()
+
+
+@pytest.mark.parametrize("khugepaged_defrag", [True, False])
+def test_khugepaged_compacts_only_with_its_defrag_setting(khugepaged_defrag: bool) -> None:
+    """alloc_hugepage_khugepaged_gfpmask(): khugepaged/defrag 1 gives GFP_TRANSHUGE (direct
+    compaction: the collapse succeeds), 0 GFP_TRANSHUGE_LIGHT (thp_collapse_alloc_failed).
+    defrag=never keeps the fault itself from compacting; proactive compaction is off so
+    that kcompactd does not make the block first."""
+    m, p = fragmented(defrag="never", khugepaged_defrag=khugepaged_defrag)
+    m.memory.compaction_proactiveness = 0
+    b = p.mmap(0, 2 * M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    h = (b + M2 - 1) & -M2
+    p.madvise(h, M2, MADV_HUGEPAGE)
+    p.write(h + 3 * P, b"k")
+    assert p.mm.pt.get(h + 3 * P).level == PTE_LEVEL  # the fault fell back, no compaction
+    assert vmstat(m)["compact_stall"] == 0
+    m.tick()
+    v = vmstat(m)
+    if khugepaged_defrag:
+        assert p.mm.pt.get(h + 3 * P).level == PMD_LEVEL
+        assert (v["compact_stall"], v["compact_success"], v["thp_collapse_alloc"]) == (1, 1, 1)
+    else:
+        assert p.mm.pt.get(h + 3 * P).level == PTE_LEVEL
+        assert (v["compact_stall"], v["thp_collapse_alloc_failed"]) == (0, 1)
+    m.check_memory()

@@ -72,6 +72,7 @@ __all__ = [
     "ThpState",
     "alloc_thp",
     "change_huge_pmd",
+    "collapse_gfp_mask",
     "copy_huge_pmd",
     "deferred_split_folio",
     "deferred_split_scan",
@@ -320,16 +321,26 @@ def vma_thp_gfp_mask(settings: ThpSettings, vma: Vma | None) -> int:
     return 0
 
 
-def alloc_thp(mm: AddressSpace, vma: Vma | None = None) -> int | None:
+def collapse_gfp_mask(settings: ThpSettings, khugepaged: bool) -> int:
+    """alloc_charge_folio()'s mask: khugepaged's alloc_hugepage_khugepaged_gfpmask()
+    (GFP_TRANSHUGE if khugepaged/defrag, else GFP_TRANSHUGE_LIGHT); MADV_COLLAPSE always
+    GFP_TRANSHUGE (direct compaction and reclaim)."""
+    if khugepaged and not settings.khugepaged_defrag:
+        return 0
+    return GFP_DIRECT_RECLAIM
+
+
+def alloc_thp(mm: AddressSpace, vma: Vma | None = None, gfp: int | None = None) -> int | None:
     """vma_alloc_anon_folio_pmd(): an order-9 anonymous folio, or None. A fault (``vma``
-    given) allocates with vma_thp_gfp_mask(): the page allocator's slow path may wake
-    kswapd/kcompactd or compact and reclaim directly (``Kernel.alloc_costly``). Without a
-    VMA (khugepaged's collapse) only a free block above the low watermark will do."""
+    given) allocates with vma_thp_gfp_mask(), a collapse with the ``gfp`` it gives: the
+    page allocator's slow path may wake kswapd/kcompactd or compact and reclaim directly
+    (``Kernel.alloc_costly``). With neither, only a free block above the low watermark
+    will do."""
     mem = mm.mem
     if vma is not None:
-        return mem.alloc_costly(
-            ANON_FLAGS, HPAGE_PMD_ORDER, vma_thp_gfp_mask(mem.thp.settings, vma)
-        )
+        gfp = vma_thp_gfp_mask(mem.thp.settings, vma)
+    if gfp is not None:
+        return mem.alloc_costly(ANON_FLAGS, HPAGE_PMD_ORDER, gfp)
     frames = mem.frames
     if frames.free_pages - HPAGE_PMD_NR < mem.node.wmark_low:
         return None
