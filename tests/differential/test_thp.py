@@ -715,13 +715,26 @@ def mlock_of_a_pte_mapped_thp_needs_all_of_it(t: ThpScript) -> None:
 
 def mlock_populates_thps_and_munmap_munlocks_them(t: ThpScript) -> None:
     """mlock() of an empty madvised range populates it with THPs, each mlocked as it is
-    mapped (mlock_new_folio()); munmap of a locked PMD munlocks it (zap_huge_pmd()), a
-    partial munmap splits the PMD of a locked VMA, which munlocks it too."""
+    mapped (mlock_new_folio()); munmap of a locked PMD munlocks it (zap_huge_pmd()), as
+    does the zap of one PTE after a partial munmap split the PMD."""
     pr = _huge(t)
     t.mlock(pr, A, SPAN)
     t.munmap(pr, B, M2)
     t.munmap(pr, A + 100 * P, P)
     t.load(pr, A + 99 * P)
+
+
+def split_of_a_locked_thp_keeps_the_lock(t: ThpScript) -> None:
+    """mprotect or mlock2(MLOCK_ONFAULT) of a part of a locked THP splits its PMD in a
+    VM_LOCKED VMA: the folio stays mlocked; a munlock of one page then munlocks it."""
+    pr = _huge(t)
+    t.store(pr, A, 0x1A)
+    t.store(pr, B, 0x1B)
+    t.mlock(pr, A, SPAN)
+    t.mprotect(pr, A + 10 * P, P, PROT_READ)
+    t.mlock(pr, B + 10 * P, P, MLOCK_ONFAULT)
+    t.munlock(pr, A + 20 * P, P)
+    t.load(pr, B + 11 * P)
 
 
 def mlock_onfault_locks_a_thp_at_fault(t: ThpScript) -> None:
@@ -770,6 +783,7 @@ SCRIPTS = [
     partial_mlock_splits_the_pmd_not_the_folio,
     mlock_of_a_pte_mapped_thp_needs_all_of_it,
     mlock_populates_thps_and_munmap_munlocks_them,
+    split_of_a_locked_thp_keeps_the_lock,
     mlock_onfault_locks_a_thp_at_fault,
     fork_of_a_locked_thp_and_cow_in_the_child,
     madv_free_of_a_pte_mapped_thp_whole_then_a_write,
@@ -786,10 +800,11 @@ def test_thp_script(script: Callable[[ThpScript], None]) -> None:
     _run(script)
 
 
-def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
+def random_steps(seed: int, nsteps: int, mlock: bool = False) -> Callable[[ThpScript], None]:
     """A random sequence over the 4 MiB window: maps (advised or not), loads, stores,
     MADV_HUGEPAGE / NOHUGEPAGE / COLLAPSE / POPULATE_WRITE / DONTNEED / FREE / COLD,
-    partial or whole mprotect and munmap, fork (at most 3 processes)."""
+    partial or whole mprotect and munmap, fork (at most 3 processes); with ``mlock``, a
+    fifth of the steps are mlock / mlock2(MLOCK_ONFAULT) / munlock instead."""
 
     def script(t: ThpScript) -> None:
         rng = random.Random(seed)
@@ -807,6 +822,17 @@ def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
                 page, n = rng.choice([(0, 512), (512, 512), (0, 1024)])
             addr, length = BASE + page * P, n * P
             vma = pr.s.mm.tree.lookup(addr)
+            if mlock and rng.random() < 0.2:
+                kind = rng.randrange(3)
+                if kind == 0:
+                    t.mlock(pr, addr, length)
+                elif kind == 1:
+                    t.mlock(pr, addr, length, MLOCK_ONFAULT)
+                else:
+                    t.munlock(pr, addr, length)
+                if t.diff:
+                    return
+                continue
             if r < 0.25:
                 if vma is not None and vma.flags & VM_WRITE:
                     t.store(pr, addr, rng.randrange(1, 256))
@@ -845,6 +871,13 @@ def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
 def test_thp_random(seed: int) -> None:
     """Seeded random sequences (``VMSIM_THP_SEEDS=N`` runs N of them)."""
     _run(random_steps(seed, 25))
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("VMSIM_THP_MLOCK_SEEDS", "8"))))
+def test_thp_random_mlock(seed: int) -> None:
+    """Seeded random sequences with mlock, mlock2(MLOCK_ONFAULT) and munlock among the
+    steps (``VMSIM_THP_MLOCK_SEEDS=N`` runs N of them)."""
+    _run(random_steps(1000 + seed, 25, mlock=True))
 
 
 @pytest.mark.slow

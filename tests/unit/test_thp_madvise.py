@@ -68,7 +68,7 @@ def test_free_of_a_whole_pte_mapped_thp_marks_it_lazyfree_without_splitting() ->
 def test_free_of_part_or_from_the_middle_splits_the_folio() -> None:
     for start, length in ((4 * P, 8 * P), (P, M2)):
         m = vmsim.Machine()
-        p, a, head = pte_mapped_thp(m)
+        p, a, _head = pte_mapped_thp(m)
         p.madvise(a + start, length, MADV_FREE)
         assert m.memory.vmstat["thp_split_page"] == 1
         assert m.memory.frames.order(p.pagemap(a, 1)[0] & PFN) == 0

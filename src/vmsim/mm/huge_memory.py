@@ -19,6 +19,12 @@ The huge zero page (a read fault with use_zero_page) is one order-9 folio alloca
 use and kept for the machine's life (the kernel frees it from a shrinker once no PMD maps it;
 with nothing else running that changes only ``thp_zero_page_alloc``). Its PMDs are special:
 no reference, no mapcount, no rmap (vm_normal_page_pmd() is NULL).
+
+A THP is allocated with the gfp mask the kernel would use (``vma_thp_gfp_mask`` at fault by
+the defrag setting, ``collapse_gfp_mask`` for a collapse); the page allocator's costly-order
+slow path (``vmsim.mm.page_alloc.alloc_costly``) then compacts, reclaims or wakes kswapd as
+the mask allows. mlock of THPs is vmsim.mm.mlock's; the hooks here are where the kernel's
+rmap calls it (a new PMD mapping in a VM_LOCKED VMA, a PMD zap there).
 """
 
 from __future__ import annotations
@@ -486,8 +492,10 @@ def split_huge_pmd(mm: AddressSpace, vma: Vma | None, haddr: int) -> None:
         rmap_add(mem, pfn, mm, a)
         pte = (pfn_pte(pfn, prot) & ~(PAGE_RW | PAGE_ACCESSED | PAGE_DIRTY)) | bits
         mm.pt.set(a, pte)
+    # an mlocked THP stays mlocked: the kernel's split of a PMD in a VM_LOCKED VMA leaves
+    # the folio's lock (kernel-checked: no unevictable_pgs_munlocked, KPF_MLOCKED stays),
+    # unlike a zap of its PMD or of one of its PTEs there
     frames.unmap_pmd(head)
-    munlock_vma_folio(mm, vma.flags, head)  # folio_remove_rmap_pmd()
     frames.put(head)
 
 

@@ -9,8 +9,9 @@ Large folios (THPs), as 6.18 treats them: a PMD-mapped THP in a locked VMA is ml
 (mlock_pte_range()'s PMD branch, mlock_new_folio() at fault); a PTE-mapped one only when one
 run of PTEs maps all of it in order inside the locked range (folio_mlock_step(),
 allow_mlock_munlock(), folio_within_range()); mapping a large folio's pages by PTEs never
-mlocks it (__folio_add_anon_rmap()); unmapping any of them from a locked VMA, or splitting
-its PMD there, munlocks it once (munlock_vma_folio()). Every count is in pages:
+mlocks it (__folio_add_anon_rmap()); unmapping its PMD or any of its PTEs from a locked
+VMA munlocks it once (munlock_vma_folio()); splitting its PMD there leaves the lock (as this
+machine's kernel shows). Every count is in pages:
 unevictable_pgs_mlocked when PG_mlocked is set, unevictable_pgs_culled when the batch moves
 the folio to the unevictable list, unevictable_pgs_munlocked when PG_mlocked is cleared and
 unevictable_pgs_rescued when it leaves the unevictable list (__mlock_folio(),
