@@ -47,6 +47,9 @@ SYS = {
     "ftruncate": 77,
     "mlock": 149,
     "munlock": 150,
+    "mlockall": 151,
+    "munlockall": 152,
+    "mlock2": 325,
     "memfd_create": 319,
     "mseal": 462,
 }
@@ -325,6 +328,9 @@ class LiveChild:
 
     def mlock(self, addr: int, length: int) -> Outcome:
         return self._sc("mlock", addr, length)
+
+    def mlock2(self, addr: int, length: int, flags: int = 0) -> Outcome:
+        return self._sc("mlock2", addr, length, flags)
 
     def msync(self, addr: int, length: int, flags: int) -> Outcome:
         return self._sc("msync", addr, length, flags)

@@ -10,12 +10,15 @@ on:
   the frames of a THP are contiguous and 2 MiB aligned;
 * every page's /proc/kpageflags word, with KPF_OWNER_2 (bit 34, PG_anon_exclusive) and
   KPF_IDLE (bit 25: kdamond, DAMON, samples pages here) masked: the model keeps neither;
-* the deltas of the thp_* lines of /proc/vmstat over the script. The kernel's are global:
+* the deltas of the thp_* and unevictable_pgs_* lines of /proc/vmstat over the script. The kernel's are global:
   other processes' THP faults and the live khugepaged's collapses show too, so those two
   counters need only be at least the model's, every other one equal; a script whose deltas
   differ is run again (3 runs at most; a kernel delta below the model's fails at once, only
   above on every run is skipped as noise). thp_zero_page_alloc is left out (the kernel
   allocates the huge zero page once until its shrinker frees it; the model keeps it).
+  The unevictable_pgs_* counters move with every mlock on the machine: they need only be
+  at least the model's (the mlock scripts' own state is compared exactly through smaps
+  Locked and the KPF_MLOCKED / KPF_UNEVICTABLE bits of every page).
 
 A script whose live THP fault fell back (thp_fault_fallback moved: the machine has no free
 2 MiB block) is skipped with that reason: the model's RAM is not fragmented the same way.
@@ -52,7 +55,7 @@ from vmsim.constants import (
 from vmsim.mm.flags import VM_READ, VM_WRITE
 from vmsim.mm.huge_memory import DEFAULT_THP, MTHP_SIZES_KB
 from vmsim.mm.khugepaged import khugepaged_scan
-from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
+from vmsim.mm.vmstat import THP_VMSTAT_EVENTS, UNEVICTABLE_VMSTAT_EVENTS
 
 from .live import LiveChild
 from .pages import _cpu
@@ -87,6 +90,7 @@ SMAPS_KEYS = (
     "Shared_Clean",
     "THPeligible",
     "LazyFree",
+    "Locked",
 )
 # Referenced is not compared: kdamond (DAMON) runs on this machine and samples physical
 # pages, clearing their accessed bits and setting PG_young/PG_idle on its own schedule
@@ -123,11 +127,14 @@ def test_defaults_are_this_machines_sysfs() -> None:
     assert int((SYSFS / "hpage_pmd_size").read_text()) == M2
 
 
+_COUNTED = (*THP_VMSTAT_EVENTS, *UNEVICTABLE_VMSTAT_EVENTS)
+
+
 def _vmstat_thp() -> dict[str, int]:
     out = {}
     for line in Path("/proc/vmstat").read_text().splitlines():
         k, v = line.split()
-        if k.startswith("thp_"):
+        if k in _COUNTED:
             out[k] = int(v)
     return out
 
@@ -136,7 +143,7 @@ def _sim_vmstat_thp(m: vmsim.Machine) -> dict[str, int]:
     out = {}
     for line in m.vmstat().splitlines():
         k, v = line.split()
-        if k.startswith("thp_"):
+        if k in _COUNTED:
             out[k] = int(v)
     return out
 
@@ -240,6 +247,21 @@ class ThpScript:
             lambda: pr.s.mremap(old, length, length, flags, new),
         )
 
+    def mlock(self, pr: Side, addr: int, length: int, flags: int = 0) -> None:
+        """mlock2(addr, length, flags) (flags 0: mlock())."""
+        self._both(
+            self._who(pr) + f"mlock2({addr:#x}, {length:#x}, {flags})",
+            pr.k.mlock2(addr, length, flags),
+            lambda: pr.s.mlock2(addr, length, flags),
+        )
+
+    def munlock(self, pr: Side, addr: int, length: int) -> None:
+        self._both(
+            self._who(pr) + f"munlock({addr:#x}, {length:#x})",
+            pr.k.munlock(addr, length),
+            lambda: pr.s.munlock(addr, length),
+        )
+
     def store(self, pr: Side, addr: int, byte: int) -> None:
         self.steps.append(self._who(pr) + f"store {addr:#x} {byte:#x}")
         pr.k.store(addr, bytes([byte]) * 8)
@@ -338,8 +360,8 @@ class ThpScript:
     def vmstat_delta(self) -> tuple[dict[str, int], dict[str, int]]:
         k1, s1 = _vmstat_thp(), _sim_vmstat_thp(self.m)
         skip = {"thp_zero_page_alloc"}
-        kd = {e: k1[e] - self.k0[e] for e in THP_VMSTAT_EVENTS if e not in skip}
-        sd = {e: s1[e] - self.s0[e] for e in THP_VMSTAT_EVENTS if e not in skip}
+        kd = {e: k1[e] - self.k0[e] for e in _COUNTED if e not in skip}
+        sd = {e: s1[e] - self.s0[e] for e in _COUNTED if e not in skip}
         return {k: v for k, v in kd.items() if v}, {k: v for k, v in sd.items() if v}
 
 
@@ -353,7 +375,7 @@ def _errno(out: object) -> int:
 # Counters the rest of this machine moves all the time (observed: 4 to 74 THP faults, and the
 # live khugepaged's collapses of other processes' memory, during one script): a script passes
 # when these are at least the model's and every other thp_* delta is equal.
-BUSY_COUNTERS = {"thp_fault_alloc", "thp_collapse_alloc"}
+BUSY_COUNTERS = {"thp_fault_alloc", "thp_collapse_alloc", *UNEVICTABLE_VMSTAT_EVENTS}
 
 
 def _run(script: Callable[[ThpScript], None]) -> None:
@@ -594,6 +616,147 @@ def dontneed_frees_empty_page_tables_then_the_huge_zero_page(t: ThpScript) -> No
     t.load(pr, B + M2 // 2 + P)
 
 
+def _pte_mapped_thp(t: ThpScript) -> Side:
+    """A THP at A whose PMD is split (mprotect of one page and back: the VMAs merge again),
+    so one large folio is mapped by 512 PTEs."""
+    pr = _huge(t)
+    t.store(pr, A, 0x21)
+    t.store(pr, A + 300 * P, 0x22)
+    t.mprotect(pr, A + 10 * P, P, PROT_READ)
+    t.mprotect(pr, A + 10 * P, P, RW)
+    return pr
+
+
+def madv_free_of_a_pte_mapped_thp_whole_then_a_write(t: ThpScript) -> None:
+    """madvise_free_pte_range(): the range maps the whole folio: it is lazily freed whole
+    (LazyFree 2048 kB, PG_swapbacked gone, not split); a write dirties one PTE again."""
+    pr = _pte_mapped_thp(t)
+    t.madvise(pr, A, M2, MADV_FREE)
+    t.store(pr, A + 7 * P, 0x23)
+    t.load(pr, A + 300 * P)
+
+
+def madv_free_of_part_of_a_pte_mapped_thp_splits_it(t: ThpScript) -> None:
+    pr = _pte_mapped_thp(t)
+    t.madvise(pr, A + 4 * P, 8 * P, MADV_FREE)
+    t.load(pr, A + 5 * P)
+
+
+def madv_free_from_the_middle_of_a_pte_mapped_thp_splits_it(t: ThpScript) -> None:
+    """The batch starts at the first PTE met: from page 1 on it cannot cover the folio."""
+    pr = _pte_mapped_thp(t)
+    t.madvise(pr, A + P, M2, MADV_FREE)
+    t.load(pr, A + 300 * P)
+
+
+def madv_cold_of_a_pte_mapped_thp_whole_and_part(t: ThpScript) -> None:
+    pr = _pte_mapped_thp(t)
+    t.madvise(pr, A, SPAN, MADV_COLD)  # covers it: deactivated whole
+    t.store(pr, B + 9 * P, 0x24)
+    t.mprotect(pr, B + 10 * P, P, PROT_READ)
+    t.mprotect(pr, B + 10 * P, P, RW)
+    t.madvise(pr, B + 16 * P, 32 * P, MADV_COLD)  # a part: split
+
+
+def madv_pageout_of_a_pte_mapped_thp(t: ThpScript) -> None:
+    """No swap here: reclaim cannot swap the anonymous folio out (thp_swpout_fallback, the
+    folio split, its pages activated)."""
+    pr = _pte_mapped_thp(t)
+    t.madvise(pr, A, M2, MADV_PAGEOUT)
+    t.load(pr, A + 300 * P)
+
+
+def madv_free_of_a_shared_pte_mapped_thp(t: ThpScript) -> None:
+    """After fork the folio is mapped by two mms: a dirty one is left alone, and a partial
+    range does not split it (folio_maybe_mapped_shared())."""
+    pr = _pte_mapped_thp(t)
+    child = t.fork(pr)
+    t.madvise(pr, A, M2, MADV_FREE)
+    t.madvise(child, A + 4 * P, 8 * P, MADV_COLD)
+    t.load(child, A + 300 * P)
+
+
+MLOCK_ONFAULT = 1
+
+
+def mlock_of_a_whole_thp_locks_the_folio(t: ThpScript) -> None:
+    """mlock_pte_range()'s PMD branch: the THP is mlocked whole (PG_mlocked, unevictable,
+    512 pages mlocked and culled), munlock takes it back (munlocked, rescued)."""
+    pr = _huge(t)
+    t.store(pr, A, 0x13)
+    t.mlock(pr, A, M2)
+    t.load(pr, A + 9 * P)
+    t.munlock(pr, A, M2)
+    t.store(pr, A + P, 0x14)
+
+
+def partial_mlock_splits_the_pmd_not_the_folio(t: ThpScript) -> None:
+    """A part of a THP locked: the VMA split splits the PMD (thp_split_pmd), the large folio
+    is not within the locked range and stays unlocked (allow_mlock_munlock())."""
+    pr = _huge(t)
+    t.store(pr, A, 0x15)
+    t.mlock(pr, A + 4 * P, 8 * P)
+    t.munlock(pr, A + 4 * P, 8 * P)
+    t.mlock(pr, B - 8 * P, 16 * P)  # across the end of the THP, into the empty 2 MiB
+
+
+def mlock_of_a_pte_mapped_thp_needs_all_of_it(t: ThpScript) -> None:
+    """A PTE-mapped large folio is mlocked only when one run of PTEs maps all of it inside
+    the locked range (folio_mlock_step(), folio_within_range())."""
+    pr = _huge(t)
+    t.store(pr, A, 0x16)
+    t.mprotect(pr, A + 10 * P, P, PROT_READ)
+    t.mprotect(pr, A + 10 * P, P, RW)  # merged again: the PMD is split, the folio whole
+    t.mlock(pr, A, M2 - P)  # all but the last page: not mlocked
+    t.munlock(pr, A, M2)
+    t.mlock(pr, A, M2)  # all of it: mlocked whole
+    t.munlock(pr, A + M2 // 2, M2 // 2)  # half unlocked: munlocked
+
+
+def mlock_populates_thps_and_munmap_munlocks_them(t: ThpScript) -> None:
+    """mlock() of an empty madvised range populates it with THPs, each mlocked as it is
+    mapped (mlock_new_folio()); munmap of a locked PMD munlocks it (zap_huge_pmd()), as
+    does the zap of one PTE after a partial munmap split the PMD."""
+    pr = _huge(t)
+    t.mlock(pr, A, SPAN)
+    t.munmap(pr, B, M2)
+    t.munmap(pr, A + 100 * P, P)
+    t.load(pr, A + 99 * P)
+
+
+def split_of_a_locked_thp_keeps_the_lock(t: ThpScript) -> None:
+    """mprotect or mlock2(MLOCK_ONFAULT) of a part of a locked THP splits its PMD in a
+    VM_LOCKED VMA: the folio stays mlocked; a munlock of one page then munlocks it."""
+    pr = _huge(t)
+    t.store(pr, A, 0x1A)
+    t.store(pr, B, 0x1B)
+    t.mlock(pr, A, SPAN)
+    t.mprotect(pr, A + 10 * P, P, PROT_READ)
+    t.mlock(pr, B + 10 * P, P, MLOCK_ONFAULT)
+    t.munlock(pr, A + 20 * P, P)
+    t.load(pr, B + 11 * P)
+
+
+def mlock_onfault_locks_a_thp_at_fault(t: ThpScript) -> None:
+    """MLOCK_ONFAULT: nothing populated; a THP fault in the locked VMA maps it mlocked."""
+    pr = _huge(t)
+    t.mlock(pr, A, SPAN, MLOCK_ONFAULT)
+    t.store(pr, A + P, 0x17)
+    t.load(pr, B + 3 * P)  # the huge zero page: never mlocked
+
+
+def fork_of_a_locked_thp_and_cow_in_the_child(t: ThpScript) -> None:
+    """The child's VMA is not locked: its copy of the PMD and its COW split leave the
+    folio mlocked by the parent."""
+    pr = _huge(t)
+    t.store(pr, A, 0x18)
+    t.mlock(pr, A, M2)
+    child = t.fork(pr)
+    t.store(child, A + P, 0x19)
+    t.load(pr, A + P)
+    t.munlock(pr, A, M2)
+
+
 SCRIPTS = [
     read_fault_maps_the_huge_zero_page_then_a_write_allocates,
     write_fault_allocates_a_thp,
@@ -616,6 +779,19 @@ SCRIPTS = [
     madv_pageout_of_a_thp,
     munmap_of_a_split_thp_in_one_vma_or_three,
     dontneed_frees_empty_page_tables_then_the_huge_zero_page,
+    mlock_of_a_whole_thp_locks_the_folio,
+    partial_mlock_splits_the_pmd_not_the_folio,
+    mlock_of_a_pte_mapped_thp_needs_all_of_it,
+    mlock_populates_thps_and_munmap_munlocks_them,
+    split_of_a_locked_thp_keeps_the_lock,
+    mlock_onfault_locks_a_thp_at_fault,
+    fork_of_a_locked_thp_and_cow_in_the_child,
+    madv_free_of_a_pte_mapped_thp_whole_then_a_write,
+    madv_free_of_part_of_a_pte_mapped_thp_splits_it,
+    madv_free_from_the_middle_of_a_pte_mapped_thp_splits_it,
+    madv_cold_of_a_pte_mapped_thp_whole_and_part,
+    madv_pageout_of_a_pte_mapped_thp,
+    madv_free_of_a_shared_pte_mapped_thp,
 ]
 
 
@@ -624,10 +800,11 @@ def test_thp_script(script: Callable[[ThpScript], None]) -> None:
     _run(script)
 
 
-def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
+def random_steps(seed: int, nsteps: int, mlock: bool = False) -> Callable[[ThpScript], None]:
     """A random sequence over the 4 MiB window: maps (advised or not), loads, stores,
     MADV_HUGEPAGE / NOHUGEPAGE / COLLAPSE / POPULATE_WRITE / DONTNEED / FREE / COLD,
-    partial or whole mprotect and munmap, fork (at most 3 processes)."""
+    partial or whole mprotect and munmap, fork (at most 3 processes); with ``mlock``, a
+    fifth of the steps are mlock / mlock2(MLOCK_ONFAULT) / munlock instead."""
 
     def script(t: ThpScript) -> None:
         rng = random.Random(seed)
@@ -645,6 +822,17 @@ def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
                 page, n = rng.choice([(0, 512), (512, 512), (0, 1024)])
             addr, length = BASE + page * P, n * P
             vma = pr.s.mm.tree.lookup(addr)
+            if mlock and rng.random() < 0.2:
+                kind = rng.randrange(3)
+                if kind == 0:
+                    t.mlock(pr, addr, length)
+                elif kind == 1:
+                    t.mlock(pr, addr, length, MLOCK_ONFAULT)
+                else:
+                    t.munlock(pr, addr, length)
+                if t.diff:
+                    return
+                continue
             if r < 0.25:
                 if vma is not None and vma.flags & VM_WRITE:
                     t.store(pr, addr, rng.randrange(1, 256))
@@ -683,6 +871,13 @@ def random_steps(seed: int, nsteps: int) -> Callable[[ThpScript], None]:
 def test_thp_random(seed: int) -> None:
     """Seeded random sequences (``VMSIM_THP_SEEDS=N`` runs N of them)."""
     _run(random_steps(seed, 25))
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("VMSIM_THP_MLOCK_SEEDS", "8"))))
+def test_thp_random_mlock(seed: int) -> None:
+    """Seeded random sequences with mlock, mlock2(MLOCK_ONFAULT) and munlock among the
+    steps (``VMSIM_THP_MLOCK_SEEDS=N`` runs N of them)."""
+    _run(random_steps(1000 + seed, 25, mlock=True))
 
 
 @pytest.mark.slow

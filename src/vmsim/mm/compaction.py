@@ -44,7 +44,13 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPACTION_HPAGE_ORDER",
     "COMPACT_EVENTS",
+    "COMPACT_SKIPPED",
+    "compact_gap",
     "compact_zone",
+    "compaction_suitable",
+    "count_direct_compact",
+    "direct_compact",
+    "fragmentation_index",
     "fragmentation_score",
     "kcompactd",
     "try_to_compact_pages",
@@ -193,6 +199,70 @@ def compact_zone(mem: Kernel, order: int, *, daemon: bool = False) -> bool:
     for pfn in targets:  # release_free_list(): what was not used goes back
         buddy.free(pfn, 0)
     return finished()
+
+
+COMPACT_SKIPPED = "skipped"  # compaction did not run: too little free memory to work with
+COMPACT_SUCCESS = "success"  # a free block of the order exists
+COMPACT_COMPLETE = "complete"  # the scanners met without making one
+EXTFRAG_THRESHOLD = 500  # vm.extfrag_threshold
+
+
+def compact_gap(order: int) -> int:
+    """compact_gap(): the free pages compaction wants beyond the watermark (twice the
+    request: migration needs targets while the block is emptied)."""
+    return 2 << order
+
+
+def fragmentation_index(mem: Kernel, order: int) -> int:
+    """fragmentation_index() of the zone for ``order`` (__fragmentation_index()): 0 when
+    there are no free blocks, -1000 when a block of the order is free, else
+    1000 - (1000 + free pages * 1000 / 2**order) / free blocks, in thousandths: towards 0
+    an allocation fails for lack of memory, towards 1000 for fragmentation."""
+    frames = mem.frames
+    blocks = sum(frames.free_blocks(o) for o in range(MAX_PAGE_ORDER + 1))
+    if not blocks:
+        return 0
+    if _suitable(mem, order):
+        return -1000
+    return 1000 - (1000 + frames.free_pages * 1000 // (1 << order)) // blocks
+
+
+def compaction_suitable(mem: Kernel, order: int, mark: int) -> bool:
+    """compaction_suitable(): enough order-0 free memory above ``mark`` plus compact_gap()
+    for the scanners to work (__compaction_suitable()), and, for a costly order, a failure
+    that is due to fragmentation rather than lack of memory (fragmentation_index() above
+    vm.extfrag_threshold, or negative)."""
+    if mem.frames.free_pages <= mark + compact_gap(order):
+        return False
+    if order > 3:  # PAGE_ALLOC_COSTLY_ORDER
+        index = fragmentation_index(mem, order)
+        if 0 <= index <= EXTFRAG_THRESHOLD:
+            return False
+    return True
+
+
+def direct_compact(mem: Kernel, order: int, mark: int) -> str:
+    """try_to_compact_pages() in async mode (a THP fault's priority, which never defers
+    compaction) for an allocation of ``order`` at watermark ``mark``:
+    compaction_suit_allocation_order() skips it when compaction is not suitable, else
+    compact_zone() runs. Counted by the caller (``count_direct_compact``) once it has tried
+    the free lists again."""
+    if _suitable(mem, order) and mem.frames.free_pages - ((1 << order) - 1) > mark:
+        return COMPACT_SUCCESS
+    if not compaction_suitable(mem, order, mark):
+        return COMPACT_SKIPPED
+    return COMPACT_SUCCESS if compact_zone(mem, order) else COMPACT_COMPLETE
+
+
+def count_direct_compact(mem: Kernel, result: str, got: bool) -> None:
+    """The counting of __alloc_pages_direct_compact(): nothing when compaction was skipped;
+    else compact_stall, then compact_success if the allocation now succeeded, else
+    compact_fail."""
+    if result == COMPACT_SKIPPED:
+        return
+    ev = mem.vmstat
+    ev["compact_stall"] += 1
+    ev["compact_success" if got else "compact_fail"] += 1
 
 
 def try_to_compact_pages(mem: Kernel, order: int) -> bool:

@@ -19,6 +19,12 @@ The huge zero page (a read fault with use_zero_page) is one order-9 folio alloca
 use and kept for the machine's life (the kernel frees it from a shrinker once no PMD maps it;
 with nothing else running that changes only ``thp_zero_page_alloc``). Its PMDs are special:
 no reference, no mapcount, no rmap (vm_normal_page_pmd() is NULL).
+
+A THP is allocated with the gfp mask the kernel would use (``vma_thp_gfp_mask`` at fault by
+the defrag setting, ``collapse_gfp_mask`` for a collapse); the page allocator's costly-order
+slow path (``vmsim.mm.page_alloc.alloc_costly``) then compacts, reclaims or wakes kswapd as
+the mask allows. mlock of THPs is vmsim.mm.mlock's; the hooks here are where the kernel's
+rmap calls it (a new PMD mapping in a VM_LOCKED VMA, a PMD zap there).
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from vmsim.mm.flags import (
     VM_WRITE,
 )
 from vmsim.mm.internal import ANON_FLAGS, is_cow_mapping, page_prot
+from vmsim.mm.mlock import mlock_vma_folio, munlock_vma_folio, split_mlock_counts
+from vmsim.mm.page_alloc import GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM, GFP_NORETRY
 from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
 from vmsim.phys.frames import OutOfMemory, PageFlag
@@ -70,6 +78,7 @@ __all__ = [
     "ThpState",
     "alloc_thp",
     "change_huge_pmd",
+    "collapse_gfp_mask",
     "copy_huge_pmd",
     "deferred_split_folio",
     "deferred_split_scan",
@@ -90,6 +99,7 @@ __all__ = [
     "thp_settings",
     "thp_vma_allowable",
     "vma_adjust_trans_huge",
+    "vma_thp_gfp_mask",
     "zap_huge_pmd",
 ]
 
@@ -298,12 +308,45 @@ def _huge_zero_pfn(mem: Kernel) -> int | None:
     return thp.huge_zero_pfn
 
 
-def alloc_thp(mm: AddressSpace) -> int | None:
-    """vma_alloc_anon_folio_pmd(): an order-9 anonymous folio, or None when the buddy
-    allocator has no free block of that order above the low watermark. (The defrag setting
-    decides whether the kernel would compact or reclaim first; the model's allocator has no
-    compaction here: a fragmented machine falls back.)"""
+def vma_thp_gfp_mask(settings: ThpSettings, vma: Vma | None) -> int:
+    """vma_thp_gfp_mask(): what a THP fault in ``vma`` may do to get its folio, by the
+    defrag setting: always: compact and reclaim directly (GFP_TRANSHUGE), __GFP_NORETRY
+    unless the VMA is madvised (VM_HUGEPAGE); defer: only wake kswapd (and through it
+    kcompactd); defer+madvise: direct for a madvised VMA, wake kswapd otherwise; madvise:
+    direct for a madvised VMA, nothing otherwise; never: nothing (GFP_TRANSHUGE_LIGHT)."""
+    madvised = vma is not None and bool(vma.flags & VM_HUGEPAGE)
+    defrag = settings.defrag
+    if defrag == "always":
+        return GFP_DIRECT_RECLAIM | (0 if madvised else GFP_NORETRY)
+    if defrag == "defer":
+        return GFP_KSWAPD_RECLAIM
+    if defrag == "defer+madvise":
+        return GFP_DIRECT_RECLAIM if madvised else GFP_KSWAPD_RECLAIM
+    if defrag == "madvise":
+        return GFP_DIRECT_RECLAIM if madvised else 0
+    return 0
+
+
+def collapse_gfp_mask(settings: ThpSettings, khugepaged: bool) -> int:
+    """alloc_charge_folio()'s mask: khugepaged's alloc_hugepage_khugepaged_gfpmask()
+    (GFP_TRANSHUGE if khugepaged/defrag, else GFP_TRANSHUGE_LIGHT); MADV_COLLAPSE always
+    GFP_TRANSHUGE (direct compaction and reclaim)."""
+    if khugepaged and not settings.khugepaged_defrag:
+        return 0
+    return GFP_DIRECT_RECLAIM
+
+
+def alloc_thp(mm: AddressSpace, vma: Vma | None = None, gfp: int | None = None) -> int | None:
+    """vma_alloc_anon_folio_pmd(): an order-9 anonymous folio, or None. A fault (``vma``
+    given) allocates with vma_thp_gfp_mask(), a collapse with the ``gfp`` it gives: the
+    page allocator's slow path may wake kswapd/kcompactd or compact and reclaim directly
+    (``Kernel.alloc_costly``). With neither, only a free block above the low watermark
+    will do."""
     mem = mm.mem
+    if vma is not None:
+        gfp = vma_thp_gfp_mask(mem.thp.settings, vma)
+    if gfp is not None:
+        return mem.alloc_costly(ANON_FLAGS, HPAGE_PMD_ORDER, gfp)
     frames = mem.frames
     if frames.free_pages - HPAGE_PMD_NR < mem.node.wmark_low:
         return None
@@ -315,7 +358,8 @@ def alloc_thp(mm: AddressSpace) -> int | None:
 
 def _map_anon_folio_pmd(mm: AddressSpace, vma: Vma, haddr: int, head: int) -> None:
     """map_anon_folio_pmd(): a young, dirty PMD (writable in a VM_WRITE VMA), the folio
-    on the LRU and queued for the underused shrinker (deferred_split_folio(folio, false))."""
+    on the LRU (mlocked whole in a VM_LOCKED VMA) and queued for the underused shrinker
+    (deferred_split_folio(folio, false))."""
     mem = mm.mem
     entry = pfn_pte(head, page_prot(vma) | PAGE_PSE) | PAGE_DIRTY
     if vma.flags & VM_WRITE:
@@ -323,6 +367,8 @@ def _map_anon_folio_pmd(mm: AddressSpace, vma: Vma, haddr: int, head: int) -> No
     mem.frames.map_pmd(head)
     rmap_add(mem, head, mm, haddr)
     mem.node.lru.add(head)
+    if not vma.flags & _VM_SPECIAL:  # folio_add_lru_vma(): mlock_new_folio() if VM_LOCKED
+        mlock_vma_folio(mm, vma.flags, head)
     mem.thp.deferred[head] = False
     mm.pt.set(haddr, entry, PMD_LEVEL)
 
@@ -352,7 +398,7 @@ def do_huge_pmd_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: boo
         entry = pfn_pte(zero, page_prot(vma) | PAGE_PSE) & ~PAGE_RW
         mm.pt.set(haddr, entry | PAGE_SPECIAL, PMD_LEVEL)
         return "huge-zero-page"
-    head = alloc_thp(mm)
+    head = alloc_thp(mm, vma)
     if head is None:
         _count(mem, "thp_fault_fallback")
         return None
@@ -387,7 +433,7 @@ def do_huge_pmd_wp_page(mm: AddressSpace, vma: Vma, addr: int) -> str | None:
     e = pmd_entry(mm, haddr)
     pfn = pfn_of(e, PMD_LEVEL)
     if pfn == mem.thp.huge_zero_pfn:
-        head = alloc_thp(mm)
+        head = alloc_thp(mm, vma)
         if head is not None:
             mm.pt.set(haddr, 0, PMD_LEVEL)
             mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)
@@ -446,6 +492,9 @@ def split_huge_pmd(mm: AddressSpace, vma: Vma | None, haddr: int) -> None:
         rmap_add(mem, pfn, mm, a)
         pte = (pfn_pte(pfn, prot) & ~(PAGE_RW | PAGE_ACCESSED | PAGE_DIRTY)) | bits
         mm.pt.set(a, pte)
+    # an mlocked THP stays mlocked: the kernel's split of a PMD in a VM_LOCKED VMA leaves
+    # the folio's lock (kernel-checked: no unevictable_pgs_munlocked, KPF_MLOCKED stays),
+    # unlike a zap of its PMD or of one of its PTEs there
     frames.unmap_pmd(head)
     frames.put(head)
 
@@ -495,9 +544,9 @@ def vma_adjust_trans_huge(mm: AddressSpace, start: int, end: int) -> None:
 
 def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
     """zap_huge_pmd(): clear a PMD leaf wholly inside a zapped range, dropping the folio's
-    PMD mapping (the huge zero page's only loses its PMD); its deposited table goes too.
-    Returns whether there was a leaf."""
-    del locked  # THPs are not mlocked in the model (see vmsim.mm.mlock)
+    PMD mapping (the huge zero page's only loses its PMD; ``locked``: the VMA is VM_LOCKED,
+    the folio is munlocked); its deposited table goes too. Returns whether there was a
+    leaf."""
     mem = mm.mem
     e = pmd_entry(mm, haddr)
     if not e or not e & PAGE_PSE:
@@ -511,6 +560,8 @@ def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
     frames = mem.frames
     rmap_remove(mem, head, mm, haddr)
     frames.unmap_pmd(head)
+    if locked:  # munlock_vma_folio() of a VM_LOCKED VMA's PMD
+        munlock_vma_folio(mm, VM_LOCKED, head)
     # __folio_remove_rmap(RMAP_LEVEL_PMD): the last PMD gone while only some pages are
     # mapped by PTEs (another process split its own PMD) leaves the folio partly mapped
     if (
@@ -585,6 +636,7 @@ def split_folio(mem: Kernel, head: int) -> bool:
     on_lru = head in lru.where
     lru.remove(head)
     pages = frames.split(head)
+    split_mlock_counts(mem, head, pages)
     if on_lru:
         for p in pages:
             lru.add(p)
@@ -627,8 +679,9 @@ def madvise_thp(mm: AddressSpace, start: int, end: int, op: str) -> list[int]:
     or "pageout"), before the PTE walk. A PMD-mapped THP only this mm maps is handled whole
     when the range covers it (madvise_free_huge_pmd(): clean, old, lazily freed; COLD: old,
     unreferenced, deactivated; PAGEOUT: handed to reclaim, whose folios are returned) and
-    split otherwise (split_folio(), PMD and folio); so is a PTE-mapped large folio in the
-    range. Folios other mms map are left alone."""
+    split otherwise (split_folio(), PMD and folio); a PTE-mapped large folio is handled
+    whole when the range maps all of it and split otherwise (``_madvise_pte_mapped``).
+    Folios other mms map are left alone."""
     mem = mm.mem
     frames = mem.frames
     picked: list[int] = []
@@ -656,24 +709,118 @@ def madvise_thp(mm: AddressSpace, start: int, end: int, op: str) -> list[int]:
         frames.clear_flags(head, _REFERENCED)
         if op == "pageout":
             picked.append(head)
-        elif frames.flags(head) & _ACTIVE:  # folio_deactivate()
-            frames.clear_flags(head, _ACTIVE)
-            mem.node.lru.update(head)
-            _count(mem, "pgdeactivate")
-    if not mm.pt_used:
-        return picked
-    heads = []
-    for m in mm.pt.iter_present(start, end):
-        if m.level == 1:
-            pfn = pfn_of(m.entry, 1)
-            if pfn != frames.zero_pfn and frames.flags(pfn) & _HEAD:
-                head = frames.head(pfn)
-                if head not in heads:
-                    heads.append(head)
-    for head in heads:
-        if frames.is_allocated(head) and frames.order(head) and not _shared(mem, head, mm):
-            split_folio_everywhere(mem, head)
+        else:
+            _deactivate(mem, head)
+    if mm.pt_used:
+        _madvise_pte_mapped(mm, start, end, op, picked)
     return picked
+
+
+def _madvise_pte_mapped(mm: AddressSpace, start: int, end: int, op: str, picked: list[int]) -> None:
+    """The large-folio branch of madvise_free_pte_range() / madvise_cold_or_pageout_pte_range()
+    for PTE-mapped folios: where one run of PTEs in the range maps a whole folio in order
+    (madvise_folio_pte_batch() from the first PTE met), the folio is handled whole; else it
+    is split (split_folio()) unless another mm maps it (folio_maybe_mapped_shared()), and
+    its pages are left to the PTE walk that follows."""
+    mem = mm.mem
+    frames = mem.frames
+    seen: set[int] = set()
+    whole: list[tuple[int, int]] = []
+    for m in list(mm.pt.iter_present(start, end)):
+        if m.level != 1:
+            continue
+        leaf = mm.pt.get(m.vaddr)  # a split before may have remapped or freed it
+        if leaf is None or leaf.level != 1 or not leaf.entry & _PRESENT:
+            continue
+        pfn = pfn_of(leaf.entry, 1)
+        if pfn == frames.zero_pfn or not frames.flags(pfn) & _HEAD:
+            continue
+        head = frames.head(pfn)
+        if head in seen:
+            continue
+        seen.add(head)
+        nr = frames.folio_nr_pages(head)
+        seg_end = min(end, (m.vaddr & _PMD_MASK) + PMD_SIZE)
+        if pfn == head and _pte_run(mm, m.vaddr, head, seg_end) == nr:
+            whole.append((m.vaddr, head))
+        elif not _shared(mem, head, mm):
+            split_folio_everywhere(mem, head)
+    for addr, head in whole:
+        if frames.is_allocated(head) and frames.order(head):
+            _madvise_whole_folio(mm, addr, head, op, picked)
+
+
+def _pte_run(mm: AddressSpace, addr: int, head: int, end: int) -> int:
+    """folio_pte_batch(): how many PTEs from ``addr`` (before ``end``) map the folio's pages
+    head, head + 1, ... in order."""
+    n = 1
+    nr = mm.mem.frames.folio_nr_pages(head)
+    while n < nr and addr + n * PAGE_SIZE < end:
+        leaf = mm.pt.get(addr + n * PAGE_SIZE)
+        if leaf is None or leaf.level != 1 or not leaf.entry & _PRESENT:
+            break
+        if pfn_of(leaf.entry, 1) != head + n:
+            break
+        n += 1
+    return n
+
+
+def _madvise_whole_folio(
+    mm: AddressSpace, addr: int, head: int, op: str, picked: list[int]
+) -> None:
+    """A large folio whose PTEs at ``addr`` map all of it, as the PTE walks treat a folio:
+    FREE: a dirty one mapped elsewhere too is left (folio_mapcount() != nr pages), else it
+    is cleaned, its PTEs made clean and old and the folio lazily freed
+    (folio_mark_lazyfree()); COLD / PAGEOUT: only a folio on the LRU and mapped just here;
+    COLD ages the PTEs and deactivates it, both drop PG_referenced, PAGEOUT hands it to
+    reclaim."""
+    mem = mm.mem
+    frames = mem.frames
+    nr = frames.folio_nr_pages(head)
+    end = addr + nr * PAGE_SIZE
+    flags = frames.flags(head)
+    if op == "free":
+        if flags & _DIRTY:
+            if frames.mapcount(head) != nr:
+                return
+            frames.clear_flags(head, _DIRTY)
+        _clear_pte_bits(mm, addr, end, PAGE_ACCESSED | PAGE_DIRTY)
+        if flags & _SWAPBACKED and not flags & _MLOCKED:
+            frames.clear_flags(head, _SWAPBACKED | _REFERENCED | _ACTIVE)
+            mem.node.lru.update(head)
+        return
+    if head not in mem.node.lru.where or frames.mapcount(head) != nr:
+        return
+    if op == "cold":
+        _clear_pte_bits(mm, addr, end, PAGE_ACCESSED)
+    frames.clear_flags(head, _REFERENCED)
+    if op == "pageout":
+        picked.append(head)
+    else:
+        _deactivate(mem, head)
+
+
+def _clear_pte_bits(mm: AddressSpace, start: int, end: int, bits: int) -> None:
+    """clear_young_dirty_ptes() over ``[start, end)``, then one TLB flush."""
+    changed = False
+    for a in range(start, end, PAGE_SIZE):
+        leaf = mm.pt.get(a)
+        if leaf is not None and leaf.entry & bits:
+            mm.pt.set(a, leaf.entry & ~bits)
+            changed = True
+    if changed:
+        mm.mem.cpu.flush_range(mm, start, end)
+
+
+def _deactivate(mem: Kernel, head: int) -> None:
+    """folio_deactivate() -> lru_deactivate(): an active evictable folio goes to the
+    inactive list; pgdeactivate counts its pages."""
+    frames = mem.frames
+    flags = frames.flags(head)
+    if flags & _ACTIVE and not flags & _MLOCKED:
+        frames.clear_flags(head, _ACTIVE | _REFERENCED)
+        mem.node.lru.update(head)
+        _count(mem, "pgdeactivate", frames.folio_nr_pages(head))
 
 
 def deferred_split_scan(mem: Kernel, nr_to_scan: int | None = None) -> int:

@@ -116,6 +116,12 @@ class Kernel:
         reclaims with vmscan's direct reclaim when it must."""
         return page_alloc.alloc_folio(self, flags, noretry, vmscan.direct_reclaim)
 
+    def alloc_costly(self, flags: int, order: int, gfp: int) -> int | None:
+        """A folio of a costly order (a THP) from the page allocator's slow path
+        (``page_alloc.alloc_costly()``: kswapd, direct compaction and reclaim as ``gfp``
+        allows), or None."""
+        return page_alloc.alloc_costly(self, flags, order, gfp, vmscan.direct_reclaim)
+
     def lru_add_drain(self) -> None:
         """lru_add_drain() on this machine's one CPU (``vmsim.mm.lru``)."""
         lru_add_drain(self)

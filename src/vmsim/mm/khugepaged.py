@@ -152,11 +152,17 @@ def hpage_collapse_scan_pmd(
     return Scan.SUCCEED, referenced, unmapped
 
 
-def collapse_huge_page(mm: AddressSpace, vma: Vma, haddr: int, unmapped: int) -> Scan:
-    """collapse_huge_page(): allocate, swap in, copy, free the old pages, map by a PMD."""
+def collapse_huge_page(
+    mm: AddressSpace, vma: Vma, haddr: int, unmapped: int, khugepaged: bool = True
+) -> Scan:
+    """collapse_huge_page(): allocate (alloc_charge_folio(), with khugepaged's gfp mask or
+    MADV_COLLAPSE's GFP_TRANSHUGE: huge_memory.collapse_gfp_mask()), swap in, copy, free
+    the old pages, map by a PMD."""
     mem = mm.mem
     frames = mem.frames
-    head = huge_memory.alloc_thp(mm)
+    head = huge_memory.alloc_thp(
+        mm, gfp=huge_memory.collapse_gfp_mask(mem.thp.settings, khugepaged)
+    )
     if head is None:
         _count(mem, "thp_collapse_alloc_failed")
         return Scan.ALLOC_HUGE_PAGE_FAIL
@@ -183,7 +189,7 @@ def collapse_huge_page(mm: AddressSpace, vma: Vma, haddr: int, unmapped: int) ->
 def collapse_range(mm: AddressSpace, vma: Vma, haddr: int, khugepaged: bool) -> Scan:
     result, _referenced, unmapped = hpage_collapse_scan_pmd(mm, vma, haddr, khugepaged)
     if result is Scan.SUCCEED:
-        result = collapse_huge_page(mm, vma, haddr, unmapped)
+        result = collapse_huge_page(mm, vma, haddr, unmapped, khugepaged)
     return result
 
 

@@ -391,7 +391,9 @@ def cold_or_pageout(mm: AddressSpace, start: int, end: int, pageout: bool) -> No
         if not present(e) or m.level > 1:  # a PMD: madvise_thp() above
             continue
         pfn = entry_pfn(e)
-        if pfn == zero or pfn not in mem.node.lru.where or frames.mapcount(pfn) != 1:
+        if pfn == zero or frames.flags(pfn) & _HEAD:  # a large folio: madvise_thp() above
+            continue
+        if pfn not in mem.node.lru.where or frames.mapcount(pfn) != 1:
             continue
         if e & PAGE_ACCESSED and not pageout:  # PAGEOUT leaves the PTE young (kernel-verified)
             mm.pt.set(m.vaddr, e & ~PAGE_ACCESSED)

@@ -30,6 +30,11 @@ class PglistData:
         self.kswapd_wanted = (
             False  # kswapd woken and not yet run; set by page_alloc, cleared by kswapd
         )
+        # pgdat->kswapd_order: the highest order kswapd was woken for (page_alloc's
+        # wakeup_kswapd()); kswapd hands it to kcompactd when it goes back to sleep
+        self.kswapd_order = 0
+        # sc->skipped_deactivate of the running direct reclaim; kept by vmscan
+        self.skipped_deactivate = False
         self.reclaiming = False  # PF_MEMALLOC: reclaim is running (it allocates from the reserve)
         self.nonresident_age = 0  # lruvec->nonresident_age; kept by vmsim.mm.workingset
         self.refaults_seen = (0, 0)  # lruvec->refaults[]: activations at the last reclaim

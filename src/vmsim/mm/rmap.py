@@ -45,11 +45,13 @@ def rmap_add(mem: Kernel, pfn: int, mm: AddressSpace, addr: int) -> None:
 def map_page(mm: AddressSpace, vma: Vma, addr: int, pfn: int, entry: int) -> None:
     """set_pte_range() for one page: install ``entry`` for frame ``pfn`` at ``addr``, taking
     a mapping reference and adding it to the reverse map (folio_add_*_rmap_pte(), which
-    mlocks the folio in a VM_LOCKED VMA: mlock_vma_folio())."""
+    mlocks a small folio in a VM_LOCKED VMA: mlock_vma_folio())."""
     mem = mm.mem
     mem.frames.map(pfn)
     rmap_add(mem, pfn, mm, addr)
-    if vma.flags & VM_LOCKED:
+    # __folio_add_anon_rmap(): a large folio is not mlocked by mapping some of its pages
+    # (mlock_pte_range() does it once every page is mapped in the locked range)
+    if vma.flags & VM_LOCKED and not mem.frames.order(mem.frames.head(pfn)):
         mlock_folio(mm, pfn)
     mm.pt.set(addr, entry)
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
-from vmsim.mm import huge_memory, workingset
+from vmsim.mm import compaction, huge_memory, workingset
 from vmsim.mm.filemap import cache_del
 from vmsim.mm.flags import VM_EXEC
 from vmsim.mm.internal import wants_writenotify
@@ -341,10 +341,16 @@ def get_scan_count(mem: Kernel, priority: int, may_deactivate: int) -> tuple[str
 
 
 def shrink_node(
-    mem: Kernel, nr_to_reclaim: int, kswapd: bool, priority: int = DEF_PRIORITY
+    mem: Kernel,
+    nr_to_reclaim: int,
+    kswapd: bool,
+    priority: int = DEF_PRIORITY,
+    force_deactivate: bool = False,
 ) -> tuple[int, int]:
     """One reclaim pass at ``priority`` (shrink_node() -> shrink_lruvec()): returns (folios
-    scanned on the inactive lists, pages freed)."""
+    scanned on the inactive lists, pages freed). An active list it was told to scan but
+    may not deactivate sets ``node.skipped_deactivate`` (sc->skipped_deactivate);
+    ``force_deactivate`` allows both (sc->force_deactivate)."""
     if mem.node.reclaiming:
         return 0, 0
     mem.node.reclaiming = True
@@ -356,6 +362,8 @@ def shrink_node(
         vm = mem.vmstat
         seen_anon, seen_file = mem.node.refaults_seen
         may = 0
+        if force_deactivate:
+            may = DEACTIVATE_ANON | DEACTIVATE_FILE
         if vm["workingset_activate_anon"] != seen_anon or inactive_is_low(
             mem, INACTIVE_ANON, ACTIVE_ANON
         ):
@@ -378,6 +386,8 @@ def shrink_node(
                 if name in (ACTIVE_ANON, ACTIVE_FILE):  # shrink_list()
                     if may & (DEACTIVATE_FILE if name == ACTIVE_FILE else DEACTIVATE_ANON):
                         shrink_active(mem, name, n)
+                    else:
+                        mem.node.skipped_deactivate = True
                     continue
                 scanned += min(n, len(mem.node.lru.lists[name]))
                 freed += shrink_inactive(mem, name, n, kswapd)
@@ -410,12 +420,24 @@ def shrink_node(
 
 def direct_reclaim(mem: Kernel) -> int:
     """try_to_free_pages() -> do_try_to_free_pages(): passes of falling priority until one
-    has freed 32 pages in all."""
+    has freed 32 pages in all. When they freed nothing and some pass skipped deactivating
+    an active list, the passes run once more with forced deactivation (the retry of
+    do_try_to_free_pages(): sc->skipped_deactivate -> sc->force_deactivate): a list of
+    young folios that the last pass all activated is aged instead of ending in an OOM
+    kill."""
     freed = 0
-    for priority in range(DEF_PRIORITY, -1, -1):
-        freed += shrink_node(mem, SWAP_CLUSTER_MAX, kswapd=False, priority=priority)[1]
-        if freed >= SWAP_CLUSTER_MAX:
+    force = False
+    while True:
+        mem.node.skipped_deactivate = False
+        for priority in range(DEF_PRIORITY, -1, -1):
+            freed += shrink_node(
+                mem, SWAP_CLUSTER_MAX, kswapd=False, priority=priority, force_deactivate=force
+            )[1]
+            if freed >= SWAP_CLUSTER_MAX:
+                break
+        if freed or force or not mem.node.skipped_deactivate:
             break
+        force = True
     snapshot_refaults(mem)
     return freed
 
@@ -440,6 +462,10 @@ def kswapd(mem: Kernel) -> int:
         freed += got
         failures = 0 if got else failures + 1
     mem.node.kswapd_wanted = False
+    # kswapd_try_to_sleep(): kcompactd is woken for the order kswapd was woken for
+    order, mem.node.kswapd_order = mem.node.kswapd_order, 0
+    if order:
+        compaction.wakeup_kcompactd(mem, order)
     return freed
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 __all__ = [
     "COMPACT_VMSTAT_EVENTS",
     "THP_VMSTAT_EVENTS",
+    "UNEVICTABLE_VMSTAT_EVENTS",
     "VMSTAT_EVENTS",
     "VMSTAT_ORDER",
     "FaultStats",
@@ -80,6 +81,18 @@ THP_VMSTAT_EVENTS = (
     "thp_swpout_fallback",
 )
 
+# The unevictable_pgs_* lines of /proc/vmstat, in vmstat_text[] order (vmsim.mm.mlock;
+# scanned, cleared and stranded are never moved by the model)
+UNEVICTABLE_VMSTAT_EVENTS = (
+    "unevictable_pgs_culled",
+    "unevictable_pgs_scanned",
+    "unevictable_pgs_rescued",
+    "unevictable_pgs_mlocked",
+    "unevictable_pgs_munlocked",
+    "unevictable_pgs_cleared",
+    "unevictable_pgs_stranded",
+)
+
 # The compact_* lines of /proc/vmstat, in vmstat_text[] order (vmsim.mm.compaction)
 COMPACT_VMSTAT_EVENTS = (
     "compact_migrate_scanned",
@@ -100,6 +113,7 @@ _MIGRATION_TO_THP = (
     *COMPACT_VMSTAT_EVENTS,
     "htlb_buddy_alloc_success",
     "htlb_buddy_alloc_fail",
+    *UNEVICTABLE_VMSTAT_EVENTS,
     *THP_VMSTAT_EVENTS[3:],
 )
 
