@@ -999,7 +999,7 @@ class Replayer:
     def _shmctl(self, ev: Syscall) -> None:
         shmid, cmd = self._ints(ev, 2)
         if cmd & 0xFF == IPC_RMID and shmid in self.shm.segments:
-            self.shm.rmid(shmid)
+            self.shm.rmid(self.machine, shmid)
 
     def _shmat(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         shmid, addr, flags = self._ints(ev, 3)
