@@ -245,3 +245,18 @@ def test_ipc_stat_of_an_unknown_id_is_einval(p: vmsim.Process) -> None:
         with pytest.raises(OSError) as e:
             p.shmctl(shmid, IPC_STAT)
         assert e.value.errno == errno.EINVAL
+
+
+def test_execve_closes_the_attaches_of_the_old_address_space(p: vmsim.Process) -> None:
+    shmid = p.shmget(IPC_PRIVATE, 2 * P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid)
+    p.mprotect(a, P, 1)
+    c = p.fork()
+    assert nattch(p, shmid) == 4
+    c.execve(None)  # exec_mmap() -> mmput() of the old mm: shm_close() for each VMA
+    assert nattch(p, shmid) == 2
+    p.shmctl(shmid, IPC_RMID)
+    p.execve(None)
+    with pytest.raises(OSError) as e:
+        c.shmctl(shmid, IPC_STAT)
+    assert e.value.errno == errno.EINVAL

@@ -413,6 +413,7 @@ class Replayer:
                     self._tgid[pid] = leaders[p]
                 elif len(leaders) > 1:
                     why += f" (pid {leaders[p]}: its first call names no address)"
+                    self._tgid[pid] = leaders[p]
                 self.report.estimates.append(
                     f"task {pid}: existed before the trace began (no clone() returns it); "
                     f"replayed as a thread of {why}"
