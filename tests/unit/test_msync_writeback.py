@@ -120,3 +120,24 @@ def test_ms_sync_of_a_private_mapping_or_a_memfd_writes_nothing() -> None:
     p.msync(A + 4 * P, 2 * P, MS_SYNC)
     # noop_fsync(): the page stays dirty and writable
     assert p.pte(A + 4 * P) & PAGE_DIRTY and p.pte(A + 4 * P) & PAGE_RW
+
+
+def test_ms_sync_of_a_page_reclaim_flagged_rotates_it_like_the_flusher() -> None:
+    """Reclaim leaves a dirty file page to writeback (PG_reclaim, activated); MS_SYNC's
+    writeback ends as the flusher's does: folio_rotate_reclaimable() puts it at the reclaim
+    end of the inactive list (pgrotated)."""
+    from vmsim.constants import MADV_PAGEOUT
+    from vmsim.phys.frames import PageFlag
+
+    p, m, inode = _setup()
+    p.write(A, b"page0")
+    pfn = inode.pages[0]
+    p.madvise(A, 4 * P, MADV_PAGEOUT)
+    mem = m.memory
+    assert mem.frames.flags(pfn) & PageFlag.RECLAIM
+    p.msync(A, P, MS_SYNC)
+    assert not mem.frames.flags(pfn) & (PageFlag.DIRTY | PageFlag.RECLAIM | PageFlag.ACTIVE)
+    assert mem.node.lru.oldest("inactive_file", 1) == [pfn]
+    vmstat = dict(line.split() for line in m.vmstat().splitlines())
+    assert int(vmstat["pgrotated"]) == 1 and int(vmstat["nr_written"]) == 1
+    assert inode.backing[0][:5] == b"page0"

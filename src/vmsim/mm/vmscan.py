@@ -491,7 +491,7 @@ def write_page(mem: Kernel, pfn: int, inode: Inode, pg: int) -> None:
     folio_clear_dirty_for_io() then the filesystem's writepages do: folio_mkclean() cleans
     and write-protects every PTE mapping it (in VMAs that want write notification), so that
     the next write faults and dirties the folio again; then its bytes go to the disk and
-    PG_dirty is cleared."""
+    PG_dirty is cleared (and a folio reclaim flagged is rotated, see :func:`flush`)."""
     frames = mem.frames
     for mm, va in list(mem.rmap.get(pfn, ())):
         leaf = mm.pt.get(va)
@@ -503,7 +503,15 @@ def write_page(mem: Kernel, pfn: int, inode: Inode, pg: int) -> None:
             mm.pt.set(va, e & ~(PAGE_DIRTY | PAGE_RW))
             mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
     inode.backing[pg] = frames.read(pfn)
+    flags = frames.flags(pfn)
     frames.clear_flags(pfn, _DIRTY)
+    if flags & _RECLAIM:
+        # folio_end_writeback() -> folio_rotate_reclaimable(): a folio reclaim had flagged
+        # goes to the reclaim end of the inactive list
+        frames.clear_flags(pfn, _RECLAIM | _ACTIVE)
+        mem.node.lru.update(pfn)
+        mem.node.lru.make_oldest(pfn)
+        mem.vmstat["pgrotated"] += 1
 
 
 def write_range(mem: Kernel, inode: Inode, first: int, last: int) -> int:
@@ -538,11 +546,6 @@ def flush(mem: Kernel, skip: int = -1) -> int:
             continue
         write_page(mem, pfn, inode, pg)
         written += 1
-        if flags & _RECLAIM:
-            frames.clear_flags(pfn, _RECLAIM | _ACTIVE)
-            mem.node.lru.update(pfn)
-            mem.node.lru.make_oldest(pfn)
-            mem.vmstat["pgrotated"] += 1
     mem.vmstat["nr_written"] += written
     return written
 
