@@ -118,3 +118,11 @@ def test_cli_from_maps_several_need_pids(
     assert main([*argv, "--from-maps", bad]) != 0
     err = capsys.readouterr().err
     assert "--from-maps" in err and "PID=FILE" in err
+
+
+def test_without_a_snapshot_each_older_tasks_join_the_first_and_the_report_says_how_to_fix() -> (
+    None
+):
+    rep = replay(lambda: read_strace(TRACE[:2]), from_maps=A_MAPS)
+    notes = [e for e in rep.estimates if "existed before the trace began" in e]
+    assert len(notes) == 2 and all("--from-maps PID=SNAPSHOT" in e for e in notes)

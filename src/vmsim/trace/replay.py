@@ -406,6 +406,8 @@ class Replayer:
                 p = self._first
                 why = "the first traced process"
                 leaders = self._attached
+                if not leaders:  # no per-process snapshots: nothing says which group
+                    why += " (several attached together? --from-maps PID=SNAPSHOT for each)"
                 found = owner_of(ev, list(leaders)) if len(leaders) > 1 and ev else None
                 if found is not None:
                     p, reason = found
