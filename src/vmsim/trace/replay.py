@@ -414,7 +414,7 @@ class Replayer:
                     why = f"pid {leaders[p]}: {reason}"
                     self._tgid[pid] = leaders[p]
                 elif len(leaders) > 1:
-                    why += f" (pid {leaders[p]}: its first call names no address)"
+                    why += f" (pid {leaders[p]}: no address in its first call fits one)"
                     self._tgid[pid] = leaders[p]
                 self.report.estimates.append(
                     f"task {pid}: existed before the trace began (no clone() returns it); "
