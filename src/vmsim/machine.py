@@ -266,11 +266,9 @@ class Machine:
         if inode.huge_shift:
             self._release_hugetlb_inode(inode)
             return
+        if inode.deleted and shm_namespace(self).holds(self, inode):
+            return  # a live SysV segment holds its shm file (until shm_destroy())
         if not inode.deleted or not (inode.pages or inode.swapped):
-            return
-        ns = shm_namespace(self)  # a live SysV segment holds its shm file (shm_destroy())
-        seg = ns.files.get(inode)
-        if seg is not None and ns.segments.get(seg.shmid) is seg:
             return
         for p in self.processes:
             if not p.alive:
@@ -286,9 +284,7 @@ class Machine:
     def _release_hugetlb_inode(self, inode: Inode) -> None:
         """hugetlbfs_evict_inode() once no process opens or maps the unlinked file and no
         live SysV segment (SHM_HUGETLB) holds it."""
-        ns = shm_namespace(self)
-        seg = ns.files.get(inode)
-        if seg is not None and ns.segments.get(seg.shmid) is seg:
+        if shm_namespace(self).holds(self, inode):
             return
         for p in self.processes:
             if p.alive and any(f.inode is inode for f in p.files.values()):

@@ -49,7 +49,7 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.memory import copy_page_range, unmap_mapping_pages, vma_needs_copy
 from vmsim.mm.mincore import mincore
-from vmsim.mm.shm import IPC_RMID, shm_namespace
+from vmsim.mm.shm import IPC_RMID, IPC_STAT, ShmidDs, shm_namespace
 from vmsim.mm.truncate import drop_cache_pages
 from vmsim.mm.vma import AnonVma, Inode, OpenFile
 from vmsim.phys.frames import OutOfMemory, PageFlag
@@ -497,15 +497,16 @@ class Process:
         self._check_alive()
         shm_namespace(self.machine).shmdt(self, shmaddr)
 
-    def shmctl(self, shmid: int, cmd: int) -> None:
-        """shmctl(2), IPC_RMID only (other commands: EINVAL here)."""
-        if cmd != IPC_RMID:
-            raise oserror(errno.EINVAL, detail="only IPC_RMID is modelled")
+    def shmctl(self, shmid: int, cmd: int) -> ShmidDs | None:
+        """shmctl(2): IPC_RMID, and IPC_STAT (returns the :class:`ShmidDs` fields the model
+        knows: key, mode, size, nattch); other commands: EINVAL here."""
         ns = shm_namespace(self.machine)
-        seg = ns.segments.get(_s32(shmid))
-        ns.rmid(_s32(shmid))
-        if seg is not None:  # shm_destroy() when nothing is attached: the file goes
-            self.machine._release_inode(seg.inode)
+        if cmd == IPC_STAT:
+            return ns.stat(self.machine, _s32(shmid))
+        if cmd != IPC_RMID:
+            raise oserror(errno.EINVAL, detail="only IPC_RMID and IPC_STAT are modelled")
+        ns.rmid(self.machine, _s32(shmid))
+        return None
 
     # ------------------------------------------------------------ processes
     @running

@@ -27,12 +27,15 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from vmsim.process import Process
 from vmsim.trace import read_strace
-from vmsim.trace.replay import replay
+from vmsim.trace.replay import Replayer, _clone_children, replay
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CORPUS = FIXTURES / "traces" / "corpus"
@@ -42,6 +45,8 @@ NAMES = sorted(p.name.removesuffix(".strace.gz") for p in CORPUS.glob("*.strace.
 HELD = (
     "attach",
     "attach.k",
+    "attach2",
+    "attach2.k",
     "java-g1",
     "java-g1.k",
     "java-zgc",
@@ -57,8 +62,32 @@ def _lines(name: str) -> list[str]:
         return f.read().splitlines()
 
 
+def _snapshots(name: str) -> str | dict[int, str]:
+    """The smaps taken before strace -p attached: NAME.smaps.gz, or NAME.PID.smaps.gz for
+    each of several processes attached together."""
+    one = CORPUS / f"{name}.smaps.gz"
+    if one.exists():
+        with gzip.open(one, "rt") as f:
+            return f.read()
+    out: dict[int, str] = {}
+    for path in CORPUS.glob(f"{name}.[0-9]*.smaps.gz"):
+        with gzip.open(path, "rt") as f:
+            out[int(path.name.split(".")[-3])] = f.read()
+    assert out, f"no snapshot for {name}"
+    return out
+
+
 def test_the_corpus_is_there() -> None:
-    expected = {"java-g1", "java-zgc", "node-workers", "initdb", "gcc", "shebang", "attach"}
+    expected = {
+        "java-g1",
+        "java-zgc",
+        "node-workers",
+        "initdb",
+        "gcc",
+        "shebang",
+        "attach",
+        "attach2",
+    }
     assert expected <= set(NAMES)
     for name in NAMES:
         assert (CORPUS / f"{name}.strace.gz").stat().st_size < 200_000
@@ -72,8 +101,7 @@ def test_corpus_trace_replays_exactly(name: str, tmp_path: Path) -> None:
     if name.startswith("shebang"):
         options["cwd"] = PROGRAMS
     if name.startswith("attach"):
-        with gzip.open(CORPUS / f"{name}.smaps.gz", "rt") as f:
-            options["from_maps"] = f.read()
+        options["from_maps"] = _snapshots(name)
     for line in lines:
         m = _EXECVE.search(line)
         if m is not None:
@@ -99,3 +127,40 @@ def test_corpus_trace_replays_exactly(name: str, tmp_path: Path) -> None:
 
 def test_held_traces_are_in_the_corpus() -> None:
     assert set(HELD) <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", ["attach2", "attach2.k"])
+def test_processes_attached_together_keep_their_own_threads(name: str) -> None:
+    """strace -f -p A -p B of two attach_threads (4 threads each, all older than the attach):
+    every task is replayed in the address space of the process it belonged to (the truth,
+    /proc/PID/task at the attach, is NAME.tasks.json; the trace does not show it), and each
+    process's peak map_count is its own live sample (held 200 ms: see the module docstring)."""
+    lines = _lines(name)
+    snapshots = _snapshots(name)
+    assert isinstance(snapshots, dict) and len(snapshots) == 2
+    truth = {
+        int(k): set(v) for k, v in json.loads((CORPUS / f"{name}.tasks.json").read_text()).items()
+    }
+    assert set(truth) == set(snapshots)
+    r = Replayer(from_maps=snapshots, known_children=_clone_children(read_strace(lines)))
+    owner: dict[int, Process] = {}
+    peaks = dict.fromkeys(snapshots, 0)
+
+    def events() -> Iterator[Any]:
+        for ev in read_strace(lines):
+            yield ev  # resumed once the replay has run it
+            for tid, p in r.tasks.items():
+                if tid is not None:
+                    owner.setdefault(tid, p)
+            for pid in peaks:
+                if pid in owner:
+                    peaks[pid] = max(peaks[pid], owner[pid].map_count)
+
+    rep = r.feed(events())
+    assert rep.divergences == [] and rep.dropped_count == 0
+    assert set(owner) == set().union(*truth.values())  # every task of both is in the trace
+    for pid, tids in truth.items():
+        assert {t for t, p in owner.items() if p is owner[pid]} == tids
+    sample = json.loads((CORPUS / f"{name}.maps.json").read_text())
+    live = {p["pid"]: p["max_map_count"] for p in sample["processes"]}
+    assert peaks == live

@@ -13,7 +13,17 @@ import errno
 import pytest
 
 import vmsim
-from vmsim.mm.shm import IPC_CREAT, IPC_EXCL, IPC_PRIVATE, SHM_RDONLY, SHM_REMAP, SHM_RND
+from vmsim.mm.shm import (
+    IPC_CREAT,
+    IPC_EXCL,
+    IPC_PRIVATE,
+    IPC_RMID,
+    IPC_STAT,
+    SHM_DEST,
+    SHM_RDONLY,
+    SHM_REMAP,
+    SHM_RND,
+)
 
 P = 4096
 
@@ -178,3 +188,75 @@ def test_contents_outlive_the_last_detach_until_rmid(p: vmsim.Process) -> None:
 def shmem_kb(m: vmsim.Machine) -> int:
     line = next(x for x in m.meminfo().splitlines() if x.startswith("Shmem:"))
     return int(line.split()[1])
+
+
+# --- shm_nattch: one count per VMA (shm_open()/shm_close()); checked live by
+# tests/differential/test_shm_nattch.py ---------------------------------------------------
+def nattch(p: vmsim.Process, shmid: int) -> int:
+    ds = p.shmctl(shmid, IPC_STAT)
+    assert ds is not None
+    return ds.nattch
+
+
+def test_nattch_counts_fork_split_munmap_and_exit(p: vmsim.Process) -> None:
+    shmid = p.shmget(IPC_PRIVATE, 4 * P, IPC_CREAT | 0o600)
+    assert nattch(p, shmid) == 0
+    a = p.shmat(shmid)
+    assert nattch(p, shmid) == 1
+    # __split_vma(): vm_ops->open on the new VMA, twice for a middle page
+    p.mprotect(a + P, P, 1)
+    assert nattch(p, shmid) == 3
+    # and the pieces never merge back (can_merge_remove_vma(): shm VMAs have a close)
+    p.mprotect(a + P, P, 3)
+    assert nattch(p, shmid) == 3 and len(maps_lines(p)) == 3
+    c = p.fork()  # dup_mmap(): shm_open() for each copied VMA
+    assert nattch(p, shmid) == 6
+    c.munmap(a, 2 * P)
+    assert nattch(p, shmid) == 4
+    c.exit()  # exit_mmap(): shm_close() for each
+    assert nattch(p, shmid) == 3
+    p.munmap(a + 3 * P, P)  # a partial munmap of the last piece: split, then close
+    assert nattch(p, shmid) == 3
+    p.munmap(a + 2 * P, 2 * P)
+    assert nattch(p, shmid) == 2
+
+
+def test_a_removed_segment_goes_at_the_last_munmap_or_exit(p: vmsim.Process) -> None:
+    m = p.machine
+    shmid = p.shmget(IPC_PRIVATE, 2 * P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid)
+    p.write(a, b"kept")
+    c = p.fork()
+    p.shmctl(shmid, IPC_RMID)
+    ds = p.shmctl(shmid, IPC_STAT)  # still there, marked SHM_DEST, key private
+    assert ds is not None and (ds.nattch, ds.key, ds.mode & SHM_DEST) == (2, 0, SHM_DEST)
+    p.munmap(a, 2 * P)  # not shmdt: shm_close() all the same
+    assert nattch(p, shmid) == 1
+    assert c.read(a, 4) == b"kept" and shmem_kb(m) == 4
+    c.exit()
+    with pytest.raises(OSError) as e:
+        p.shmctl(shmid, IPC_STAT)
+    assert e.value.errno == errno.EINVAL
+    assert "Shmem:" in m.meminfo() and shmem_kb(m) == 0  # its file went with it
+
+
+def test_ipc_stat_of_an_unknown_id_is_einval(p: vmsim.Process) -> None:
+    for shmid in (-1, 12345):
+        with pytest.raises(OSError) as e:
+            p.shmctl(shmid, IPC_STAT)
+        assert e.value.errno == errno.EINVAL
+
+
+def test_execve_closes_the_attaches_of_the_old_address_space(p: vmsim.Process) -> None:
+    shmid = p.shmget(IPC_PRIVATE, 2 * P, IPC_CREAT | 0o600)
+    a = p.shmat(shmid)
+    p.mprotect(a, P, 1)
+    c = p.fork()
+    assert nattch(p, shmid) == 4
+    c.execve(None)  # exec_mmap() -> mmput() of the old mm: shm_close() for each VMA
+    assert nattch(p, shmid) == 2
+    p.shmctl(shmid, IPC_RMID)
+    p.execve(None)
+    with pytest.raises(OSError) as e:
+        c.shmctl(shmid, IPC_STAT)
+    assert e.value.errno == errno.EINVAL

@@ -80,7 +80,11 @@ def register(subparsers: Any) -> None:
         help=f"vm.max_map_count to replay at, 0..2**31-1 (default {DEFAULT_MAX_MAP_COUNT})",
     )
     parser.add_argument(
-        "--from-maps", type=Path, metavar="SNAPSHOT", help="start from this maps/smaps snapshot"
+        "--from-maps",
+        action="append",
+        metavar="[PID=]SNAPSHOT",
+        help="start from this maps/smaps snapshot; for a trace of several processes attached "
+        "together (strace -f -p A -p B), one PID=SNAPSHOT per process",
     )
     parser.add_argument(
         "--cwd",
@@ -273,10 +277,29 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return _run(args, console, name)
 
 
+def _from_maps(values: list[str]) -> str | dict[int, str]:
+    """--from-maps: one SNAPSHOT (the trace's first process), or PID=SNAPSHOT for each of
+    several attached processes."""
+    if len(values) == 1 and (Path(values[0]).exists() or "=" not in values[0]):
+        return _read_maps(Path(values[0]))
+    out: dict[int, str] = {}
+    for value in values:
+        pid, sep, path = value.partition("=")
+        if not sep or not pid.isdigit() or not path:
+            raise UsageError(
+                f"--from-maps {value}: with several snapshots each must be PID=FILE "
+                "(the pid of the process it was taken from)"
+            )
+        if int(pid) in out:
+            raise UsageError(f"--from-maps {value}: pid {pid} given twice")
+        out[int(pid)] = _read_maps(Path(path))
+    return out
+
+
 def _run(args: argparse.Namespace, console: Console, name: str) -> int:
     from_maps = None
-    if args.from_maps is not None:
-        from_maps = _read_maps(args.from_maps)
+    if args.from_maps:
+        from_maps = _from_maps(args.from_maps)
     files = _task_files(args.trace)
     options: dict[str, Any] = {
         "files": files,

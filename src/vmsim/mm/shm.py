@@ -6,9 +6,18 @@ attach as ``/SYSV0020c491 (deleted)`` (dev 00:01, offset 0) from the first shmat
 or not IPC_RMID has been called (checked on Linux 6.18). Each shmat maps the segment through
 a file of its own (shm_file_operations wraps one per attach), so two attaches never merge.
 
-Not modelled: permissions (ipcperms(): the model runs as root), SHM_LOCK, the nattch
-bookkeeping of munmap/fork/exit on an attach (shm_open()/shm_close(): here only shmat and
-shmdt count attaches), and the shmmax/shmall/shmmni sysctls beyond their defaults.
+``shm_nattch`` is one count per VMA that maps the segment, in every process: the kernel's
+vm_ops->open (shm_open()) counts each new one (an attach, each VMA fork copies, the new half
+of a split, mremap's copy) and vm_ops->close (shm_close()) each one unmapped (shmdt, munmap,
+exit, exec, the old VMA of a move); shm VMAs never merge away (can_merge_remove_vma(): they
+have a close), so the model counts the VMAs mapping the segment's file
+(:meth:`ShmNamespace.nattch`) rather than following each open and close. A segment marked
+IPC_RMID is destroyed when that count reaches 0 (shm_may_destroy() -> shm_destroy()): the
+machine asks :meth:`ShmNamespace.holds` each time a VMA of a deleted file goes.
+
+Not modelled: permissions (ipcperms(): the model runs as root), SHM_LOCK, the pids and times
+of ``struct shmid_ds``, kernel.shm_rmid_forced (0: orphaned segments stay), and the
+shmmax/shmall/shmmni sysctls beyond their defaults.
 """
 
 from __future__ import annotations
@@ -32,13 +41,16 @@ __all__ = [
     "IPC_EXCL",
     "IPC_PRIVATE",
     "IPC_RMID",
+    "IPC_STAT",
     "SHMLBA",
+    "SHM_DEST",
     "SHM_EXEC",
     "SHM_RDONLY",
     "SHM_REMAP",
     "SHM_RND",
     "ShmNamespace",
     "ShmSegment",
+    "ShmidDs",
     "shm_namespace",
 ]
 
@@ -47,6 +59,8 @@ IPC_PRIVATE = 0
 IPC_CREAT = 0o1000
 IPC_EXCL = 0o2000
 IPC_RMID = 0
+IPC_STAT = 2
+SHM_DEST = 0o1000  # in shm_perm.mode: IPC_RMID was called, destroyed at the last detach
 SHM_RDONLY = 0o10000
 SHM_RND = 0o20000
 SHM_REMAP = 0o40000
@@ -68,9 +82,20 @@ class ShmSegment:
     key: int
     size: int
     inode: Inode
-    nattch: int = 0
     removed: bool = False
     """IPC_RMID was called (SHM_DEST): destroyed at the last detach; its key is private."""
+
+
+@dataclass(frozen=True)
+class ShmidDs:
+    """What shmctl(IPC_STAT) fills in (``struct shmid64_ds``), the fields the model knows:
+    the key (IPC_PRIVATE once removed), the mode bits (SHM_DEST once removed), the size
+    asked for and the number of attached VMAs."""
+
+    key: int
+    mode: int
+    segsz: int
+    nattch: int
 
 
 @dataclass
@@ -144,15 +169,53 @@ class ShmNamespace:
             raise oserror(errno.ENOMEM)
         return f.inode
 
-    def rmid(self, shmid: int) -> None:
-        """shmctl(IPC_RMID) (do_shm_rmid()): destroyed now if nothing is attached, else
-        marked SHM_DEST (its key becomes private) and destroyed at the last detach."""
+    def rmid(self, machine: Machine, shmid: int) -> None:
+        """shmctl(IPC_RMID) (do_shm_rmid()): destroyed now if nothing is attached (its file
+        goes too), else marked SHM_DEST (its key becomes private) and destroyed at the last
+        detach."""
         seg = self.segments.get(shmid) if shmid >= 0 else None
         if seg is None:
             raise oserror(errno.EINVAL)
         seg.removed = True
-        if seg.nattch <= 0:
-            del self.segments[shmid]
+        machine._release_inode(seg.inode)  # shm_may_destroy(), then iput() of the file
+
+    def stat(self, machine: Machine, shmid: int) -> ShmidDs:
+        """shmctl(IPC_STAT) (shmctl_stat()): EINVAL for an id that does not exist (a
+        destroyed one included); a segment marked SHM_DEST still answers."""
+        seg = self.segments.get(shmid) if shmid >= 0 else None
+        if seg is None:
+            raise oserror(errno.EINVAL)
+        return ShmidDs(
+            key=IPC_PRIVATE if seg.removed else seg.key,
+            mode=0o600 | (SHM_DEST if seg.removed else 0),
+            segsz=seg.size,
+            nattch=self.nattch(machine, seg),
+        )
+
+    @staticmethod
+    def nattch(machine: Machine, seg: ShmSegment) -> int:
+        """shm_nattch: the VMAs of every live address space that map the segment's file
+        (each was counted by shm_open() and is uncounted by shm_close())."""
+        inode = seg.inode
+        return sum(
+            1
+            for mm in machine.memory.mms.values()
+            for v in mm.tree
+            if v.file is not None and v.file.inode is inode
+        )
+
+    def holds(self, machine: Machine, inode: Inode) -> bool:
+        """Whether a live segment holds ``inode`` (its shm file): asked when a VMA of a
+        deleted file has gone (shm_close()) and at IPC_RMID. A segment marked SHM_DEST with
+        no VMA left is destroyed here (shm_may_destroy() -> shm_destroy(): its id goes;
+        the caller then frees the file as for any deleted file nobody maps)."""
+        seg = self.files.get(inode)
+        if seg is None or self.segments.get(seg.shmid) is not seg:
+            return False
+        if seg.removed and not self.nattch(machine, seg):
+            del self.segments[seg.shmid]
+            return False
+        return True
 
     def shmat(self, proc: Process, shmid: int, shmaddr: int, shmflg: int) -> int:
         """do_shmat(): checks in the kernel's order, then do_mmap() of the segment's file
@@ -187,11 +250,12 @@ class ShmNamespace:
             raise oserror(errno.EINVAL)
         fd = proc.open_inode(seg.inode, writable=not shmflg & SHM_RDONLY)
         try:
-            result = proc.mmap(addr, size, prot, flags, fd, 0)
+            return proc.mmap(addr, size, prot, flags, fd, 0)
         finally:
             del proc.files[fd]  # the attach holds its own file; no fd stays open
-        seg.nattch += 1
-        return result
+            # a failed attach of a segment marked SHM_DEST with nothing else attached:
+            # do_shmat()'s own count drops to 0 and shm_destroy() runs
+            proc.machine._release_inode(seg.inode)
 
     def shmdt(self, proc: Process, shmaddr: int) -> None:
         """ksys_shmdt(): the first shm VMA at or after ``shmaddr`` whose offset matches its
@@ -223,12 +287,8 @@ class ShmNamespace:
             for v in tree.range(found.start, end)
             if v.file is file and v.end <= end and (v.start - addr) // PAGE_SIZE == v.pgoff
         ]
-        for v in pieces:
+        for v in pieces:  # each shm_close(): the last one may destroy a removed segment
             proc.munmap(v.start, v.end - v.start)
-        seg.nattch -= 1
-        if seg.removed and seg.nattch <= 0:
-            self.segments.pop(seg.shmid, None)
-            proc.machine._release_inode(seg.inode)  # shm_destroy(): its file goes with it
 
 
 _NAMESPACES: weakref.WeakKeyDictionary[Machine, ShmNamespace] = weakref.WeakKeyDictionary()

@@ -28,6 +28,7 @@ from vmsim.constants import PAGE_SHIFT
 from vmsim.errors import CAUSE_MAP_COUNT, oserror
 from vmsim.mm.flags import (
     VM_ACCOUNT,
+    VM_HUGETLB,
     VM_IGNORE_MERGE,
     VM_LOCKED,
     VM_MAYBE_GUARD,
@@ -317,6 +318,14 @@ def can_vma_merge_right(vmg: VmaMergeStruct, can_merge_left: bool) -> bool:
     return are_anon_vmas_compatible(prev, nxt)
 
 
+def can_merge_remove_vma(vma: Vma) -> bool:
+    """can_merge_remove_vma(): a merge may delete ``vma`` only if it has no vm_ops->close
+    (a merge frees the VMA without closing it): SysV shm attaches (shm_close() keeps
+    shm_nattch, one count per VMA) and hugetlb VMAs have one."""
+    f = vma.file
+    return not (vma.flags & VM_HUGETLB or (f is not None and f.inode.path.startswith("/SYSV")))
+
+
 def _dup_anon_vma(dst: Vma, *srcs: Vma | None) -> None:
     """dup_anon_vma(): the VMA that grows over another's range inherits its anon_vma, if
     it lacked one ("easily overlooked: when mprotect shifts the boundary")."""
@@ -351,6 +360,8 @@ def vma_merge_new_range(tree: VmaTree, vmg: VmaMergeStruct) -> Vma | None:
     can_right = can_vma_merge_right(vmg, can_left)
     if not (can_left or can_right):
         return None
+    if can_left and can_right and vmg.next is not None and not can_merge_remove_vma(vmg.next):
+        can_right = False  # only prev takes the range
     start = vmg.start
     end = vmg.end
     src_anon = vmg.anon_vma
@@ -422,6 +433,10 @@ def vma_merge_existing_range(tree: VmaTree, vmg: VmaMergeStruct) -> Vma | None:
     merge_right = right_side and can_vma_merge_right(vmg, merge_left)
     if not (merge_left or merge_right):
         return None
+    if left_side and right_side and not can_merge_remove_vma(vma):
+        return None  # the merge would delete vma, which it may not
+    if merge_left and merge_right and vmg.next is not None and not can_merge_remove_vma(vmg.next):
+        merge_right = False  # nor next: prev takes vma alone
     sticky = (vmg.flags | vma.flags) & VM_MAYBE_GUARD
     if merge_left:
         prev = vmg.prev

@@ -59,6 +59,7 @@ from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
     from vmsim.mm.kernel import Kernel
+    from vmsim.mm.vma import Inode
 DEF_PRIORITY = 12
 
 _ANON = int(PageFlag.ANON)
@@ -511,6 +512,51 @@ def pageout(mem: Kernel, pfns: list[int]) -> int:
     return freed
 
 
+def write_page(mem: Kernel, pfn: int, inode: Inode, pg: int) -> None:
+    """Write dirty page-cache page ``pfn`` (page ``pg`` of ``inode``) back, as
+    folio_clear_dirty_for_io() then the filesystem's writepages do: folio_mkclean() cleans
+    and write-protects every PTE mapping it (in VMAs that want write notification), so that
+    the next write faults and dirties the folio again; then its bytes go to the disk and
+    PG_dirty is cleared (and a folio reclaim flagged is rotated, see :func:`flush`)."""
+    frames = mem.frames
+    for mm, va in list(mem.rmap.get(pfn, ())):
+        leaf = mm.pt.get(va)
+        vma = mm.tree.lookup(va)
+        if leaf is None or vma is None or not wants_writenotify(vma):
+            continue
+        e = leaf.entry
+        if e & (PAGE_DIRTY | PAGE_RW):
+            mm.pt.set(va, e & ~(PAGE_DIRTY | PAGE_RW))
+            mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
+    inode.backing[pg] = frames.read(pfn)
+    flags = frames.flags(pfn)
+    frames.clear_flags(pfn, _DIRTY)
+    if flags & _RECLAIM:
+        # folio_end_writeback() -> folio_rotate_reclaimable(): a folio reclaim had flagged
+        # goes to the reclaim end of the inactive list
+        frames.clear_flags(pfn, _RECLAIM | _ACTIVE)
+        mem.node.lru.update(pfn)
+        mem.node.lru.make_oldest(pfn)
+        mem.vmstat["pgrotated"] += 1
+
+
+def write_range(mem: Kernel, inode: Inode, first: int, last: int) -> int:
+    """__filemap_fdatawrite_range(WB_SYNC_ALL) of pages ``first``..``last`` of a file that
+    writes back (file_write_and_wait_range(), as ext4's fsync calls it): each dirty page of
+    its page cache in the range is written (:func:`write_page`). tmpfs (noop_fsync) and
+    hugetlbfs write nothing. Returns the pages written (counted in nr_written)."""
+    if inode.shmem or inode.huge_shift:
+        return 0
+    frames = mem.frames
+    written = 0
+    for pg, pfn in sorted(inode.pages.items()):
+        if first <= pg <= last and frames.flags(pfn) & _DIRTY:
+            write_page(mem, pfn, inode, pg)
+            written += 1
+    mem.vmstat["nr_written"] += written
+    return written
+
+
 def flush(mem: Kernel, skip: int = -1) -> int:
     """The flusher threads (wb_workfn()): write back every dirty page of regular files (as
     if each tick were a writeback period in which they all expired); a written folio that
@@ -524,25 +570,8 @@ def flush(mem: Kernel, skip: int = -1) -> int:
         flags = frames.flags(pfn)
         if not flags & _DIRTY or flags & _SWAPBACKED or pfn == skip:
             continue
-        # folio_mkclean(): every PTE mapping it is cleaned and write-protected, so that the
-        # next write faults and dirties the folio again
-        for mm, va in list(mem.rmap.get(pfn, ())):
-            leaf = mm.pt.get(va)
-            vma = mm.tree.lookup(va)
-            if leaf is None or vma is None or not wants_writenotify(vma):
-                continue
-            e = leaf.entry
-            if e & (PAGE_DIRTY | PAGE_RW):
-                mm.pt.set(va, e & ~(PAGE_DIRTY | PAGE_RW))
-                mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
-        inode.backing[pg] = frames.read(pfn)
-        frames.clear_flags(pfn, _DIRTY)
+        write_page(mem, pfn, inode, pg)
         written += 1
-        if flags & _RECLAIM:
-            frames.clear_flags(pfn, _RECLAIM | _ACTIVE)
-            mem.node.lru.update(pfn)
-            mem.node.lru.make_oldest(pfn)
-            mem.vmstat["pgrotated"] += 1
     mem.vmstat["nr_written"] += written
     return written
 
@@ -583,4 +612,6 @@ __all__ = [
     "shrink_inactive",
     "shrink_node",
     "snapshot_refaults",
+    "write_page",
+    "write_range",
 ]

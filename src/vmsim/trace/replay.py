@@ -60,6 +60,7 @@ from vmsim.mm.mmap import get_unmapped_area
 from vmsim.mm.shm import shm_namespace
 from vmsim.mm.vma import OpenFile
 from vmsim.process import Process
+from vmsim.trace.attach import owner_of
 from vmsim.trace.events import Exit, Problem, Signal, Syscall
 from vmsim.trace.format import format_args
 from vmsim.trace.replay_report import Divergence, Dropped, Failure, ReplayError, ReplayReport
@@ -138,7 +139,7 @@ class Replayer:
         self,
         *,
         max_map_count: int = 65530,
-        from_maps: str | None = None,
+        from_maps: str | dict[int, str] | None = None,
         cwd: Path = Path("."),
         use_recorded_addresses: bool = True,
         strict: bool = False,
@@ -188,6 +189,8 @@ class Replayer:
         self.files = files or {}
         self._file_lines: dict[str | None, int] = {}
         self._first: Process | None = None
+        # the processes given a snapshot each (strace -p A -p B), and their trace pids
+        self._attached: dict[Process, int] = {}
         self.shm = shm_namespace(self.machine)
         # processes whose heap is a placeholder until their first brk(NULL) shows it
         self._heap_estimated: set[int] = set()
@@ -281,9 +284,23 @@ class Replayer:
             self.resume = snap
 
     # ------------------------------------------------------------- processes
+    def _spawn_attached(self) -> None:
+        """``from_maps`` as {pid: snapshot}: the processes strace attached to, each a thread
+        group led by its pid, spawned from its snapshot (in pid order) before the first call."""
+        assert isinstance(self.from_maps, dict)
+        for pid, text in sorted(self.from_maps.items()):
+            p = self.machine.spawn(maps=text)
+            self.report.processes += 1
+            self.report.estimates.append(f"initial layout of pid {pid}: from its maps snapshot")
+            self.tasks[pid] = p
+            self._tgid[pid] = pid
+            self._attached[p] = pid
+            if self._first is None:
+                self._first = p
+
     def _initial(self, ev: Syscall | None) -> Process:
         m = self.machine
-        if self.from_maps is not None:
+        if isinstance(self.from_maps, str):
             self.report.estimates.append("initial layout: from the given maps snapshot")
             self.report.processes += 1
             return m.spawn(maps=self.from_maps)
@@ -368,6 +385,11 @@ class Replayer:
     def process_for(self, pid: int | None, ev: Syscall | None) -> Process:
         p = self.tasks.get(pid)
         if p is None:
+            if not self.tasks and isinstance(self.from_maps, dict):
+                self._spawn_attached()  # strace -p A -p B: one snapshot per process
+                p = self.tasks.get(pid)
+                if p is not None:
+                    return p
             if not self.tasks:
                 p = self._initial(ev)
                 self._first = p
@@ -380,11 +402,23 @@ class Replayer:
             ):
                 # no clone() in the whole trace returns this task: it existed before the
                 # trace began (strace -p of a multi-threaded process): a thread of the
-                # attached process
+                # attached process (of several: see vmsim.trace.attach)
                 p = self._first
+                why = "the first traced process"
+                leaders = self._attached
+                if not leaders:  # no per-process snapshots: nothing says which group
+                    why += " (several attached together? --from-maps PID=SNAPSHOT for each)"
+                found = owner_of(ev, list(leaders)) if len(leaders) > 1 and ev else None
+                if found is not None:
+                    p, reason = found
+                    why = f"pid {leaders[p]}: {reason}"
+                    self._tgid[pid] = leaders[p]
+                elif len(leaders) > 1:
+                    why += f" (pid {leaders[p]}: no address in its first call fits one)"
+                    self._tgid[pid] = leaders[p]
                 self.report.estimates.append(
                     f"task {pid}: existed before the trace began (no clone() returns it); "
-                    f"replayed as a thread of the first traced process"
+                    f"replayed as a thread of {why}"
                 )
             elif self._last is not None:
                 # a task whose creating clone() never showed up: assume a thread of the
@@ -999,7 +1033,7 @@ class Replayer:
     def _shmctl(self, ev: Syscall) -> None:
         shmid, cmd = self._ints(ev, 2)
         if cmd & 0xFF == IPC_RMID and shmid in self.shm.segments:
-            self.shm.rmid(shmid)
+            self.shm.rmid(self.machine, shmid)
 
     def _shmat(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         shmid, addr, flags = self._ints(ev, 3)
