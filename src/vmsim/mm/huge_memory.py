@@ -51,6 +51,7 @@ from vmsim.mm.flags import (
     VM_WRITE,
 )
 from vmsim.mm.internal import ANON_FLAGS, is_cow_mapping, page_prot
+from vmsim.mm.mthp import count_mthp_stat
 from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
 from vmsim.phys.frames import OutOfMemory, PageFlag
@@ -227,6 +228,8 @@ class ThpState:
     cursor: tuple[int, int] = (0, 0)
     full_scans: int = 0
     pages_collapsed: int = 0
+    # hugepages-<size>kB/stats counters: (order, item) -> count (vmsim.mm.mthp)
+    mthp_stats: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -355,10 +358,12 @@ def do_huge_pmd_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: boo
     head = alloc_thp(mm)
     if head is None:
         _count(mem, "thp_fault_fallback")
+        count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_fallback")
         return None
     _deposit(mm, haddr)
     _map_anon_folio_pmd(mm, vma, haddr, head)
     _count(mem, "thp_fault_alloc")
+    count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_alloc")
     return "thp"
 
 
@@ -393,8 +398,10 @@ def do_huge_pmd_wp_page(mm: AddressSpace, vma: Vma, addr: int) -> str | None:
             mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)
             _map_anon_folio_pmd(mm, vma, haddr, head)
             _count(mem, "thp_fault_alloc")
+            count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_alloc")
             return "thp"
         _count(mem, "thp_fault_fallback")
+        count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_fallback")
     elif _folio_exclusive(mm, pfn):
         new = e | PAGE_ACCESSED | PAGE_DIRTY
         if vma.flags & VM_WRITE:
@@ -524,13 +531,17 @@ def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
 
 
 def deferred_split_folio(mem: Kernel, head: int, partially_mapped: bool) -> None:
-    """deferred_split_folio(): queue a large anonymous folio; the first time it is found
-    partly mapped counts thp_deferred_split_page."""
-    if mem.frames.order(head) < HPAGE_PMD_ORDER:
+    """deferred_split_folio(): queue a large anonymous folio (order 2 and up); the first
+    time it is found partly mapped counts split_deferred of its size, and
+    thp_deferred_split_page if it is PMD-sized (folio_test_pmd_mappable())."""
+    order = mem.frames.order(head)
+    if order <= 1:
         return
     was = mem.thp.deferred.get(head)
     if partially_mapped and not was:
-        _count(mem, "thp_deferred_split_page")
+        if order >= HPAGE_PMD_ORDER:
+            _count(mem, "thp_deferred_split_page")
+        count_mthp_stat(mem, order, "split_deferred")
     mem.thp.deferred[head] = bool(was) or partially_mapped
 
 
@@ -575,8 +586,11 @@ def split_folio(mem: Kernel, head: int) -> bool:
     the folio; pages holding only zeros are mapped by the shared zero page instead, and
     pages no PTE maps are freed."""
     frames = mem.frames
+    order = frames.order(head)
     if frames.entire_mapcount(head) or frames.refcount(head) != frames.mapcount(head):
-        _count(mem, "thp_split_page_failed")
+        if order == HPAGE_PMD_ORDER:
+            _count(mem, "thp_split_page_failed")
+        count_mthp_stat(mem, order, "split_failed")
         return False
     mem.thp.deferred.pop(head, None)
     frames.get(head)  # the splitter's reference, dropped by frames.split()
@@ -588,7 +602,9 @@ def split_folio(mem: Kernel, head: int) -> bool:
     if on_lru:
         for p in pages:
             lru.add(p)
-    _count(mem, "thp_split_page")
+    if order == HPAGE_PMD_ORDER:  # __folio_split(): THP_SPLIT_PAGE for PMD-sized folios
+        _count(mem, "thp_split_page")
+    count_mthp_stat(mem, order, "split")
     return True
 
 
