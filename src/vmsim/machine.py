@@ -412,8 +412,9 @@ class Machine:
                     cache[pfn] = cache.get(pfn, 0) + 1
             for h in mem.hugetlb.hstates.values():
                 huge_pool.update(h.free, h.in_use)
-        for pfn in mem.swap.entry_of:
-            cache[pfn] = cache.get(pfn, 0) + 1
+        for pfn in mem.swap.entry_of:  # a large folio holds a reference per cached page
+            head = frames.head(pfn) if frames.is_allocated(pfn) else pfn
+            cache[head] = cache.get(head, 0) + 1
         for inode in inodes.values():
             for key in inode.swapped.values():
                 swaprefs[key] = swaprefs.get(key, 0) + 1

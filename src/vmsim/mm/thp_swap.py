@@ -1,0 +1,126 @@
+"""Swapping a large anonymous folio out whole (Linux 6.18, CONFIG_THP_SWAP): the part of
+shrink_folio_list() (mm/vmscan.c) from folio_alloc_swap() to the folio being freed.
+
+* folio_alloc_swap() asks for 2**order slots of one swap cluster (``SwapSpace.alloc_folio``);
+  when there are none the caller splits the folio and swaps its pages one by one, counting
+  thp_swpout_fallback (PMD-sized folios) and the size's swpout_fallback;
+* add_to_swap_cache(): the folio enters the swap cache whole, one slot and one reference per
+  page (meminfo SwapCached counts its pages), PG_swapcache and dirty;
+* try_to_unmap(TTU_SPLIT_HUGE_PMD | TTU_SYNC): a PMD mapping is split into PTEs first
+  (thp_split_pmd), then every PTE becomes the swap entry of its page's slot, one PTE at a
+  time (try_to_unmap_one() does not batch swap-backed folios): after the first one the folio
+  is partly mapped and goes on the deferred split queue (thp_deferred_split_page for a
+  PMD-sized folio, split_deferred of its size), as __folio_remove_rmap() does;
+* pageout() -> swap_writeout(): all zeros -> the zeromap (swpout_zero by pages); else
+  zswap_store() of every page (zswpout, and the size's zswpout); else __swap_writepage()
+  (count_swpout_vm_event(): thp_swpout for a PMD-sized folio, the size's swpout, pswpout by
+  pages);
+* __remove_mapping(): the clean folio leaves the swap cache (a workingset shadow per slot)
+  and is freed.
+
+Swap-in stays per page (do_swap_page() reads the faulting page and its readahead window into
+order-0 folios): 6.18 swaps a large folio in only on SWP_SYNCHRONOUS_IO devices with mTHP
+sizes enabled below PMD size (alloc_swap_folio()), which the model does not do yet.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vmsim.constants import PAGE_SIZE, PMD_SIZE
+from vmsim.hw.pte import PAGE_DIRTY, PAGE_PSE
+from vmsim.mm import huge_memory, workingset
+from vmsim.mm.mthp import count_mthp_stat
+from vmsim.mm.rmap import anon_owner, rmap_remove
+from vmsim.mm.swapops import swp_entry_to_pte
+from vmsim.phys.frames import PageFlag
+
+if TYPE_CHECKING:
+    from vmsim.mm.kernel import Kernel
+
+__all__ = ["swap_out_folio"]
+
+_DIRTY = int(PageFlag.DIRTY)
+_SWAPCACHE = int(PageFlag.SWAPCACHE)
+_HPAGE_PMD_ORDER = 9
+
+
+def _owner(mem: Kernel, head: int) -> tuple[int, int] | None:
+    """folio->mapping and folio->index of the head page (anon_vma root, page index)."""
+    for mm, va in mem.rmap.get(head, ()):
+        vma = mm.tree.lookup(va)
+        if vma is not None and vma.anon_vma is not None:
+            return anon_owner(vma, va)
+    return None
+
+
+def swap_out_folio(mem: Kernel, head: int) -> str | None:
+    """Swap the large anonymous folio ``head`` out whole. Returns "freed", "activate" (the
+    write failed: the folio stays in the swap cache, unmapped) or None when
+    folio_alloc_swap() found no cluster (the caller falls back to a split)."""
+    frames = mem.frames
+    swap = mem.swap
+    order = frames.order(head)
+    nr = 1 << order
+    if head in swap.entry_of:
+        # already in the swap cache (an earlier write failed): unmap what was faulted back
+        # in and write again, if the folio still holds all its slots
+        cached = [swap.entry_of.get(head + i) for i in range(nr)]
+        if any(k is None for k in cached):
+            return "activate"
+        keys = [k for k in cached if k is not None]
+    else:
+        got = swap.alloc_folio(order)
+        if got is None:
+            return None
+        keys = got
+        owner = _owner(mem, head)
+        for i, key in enumerate(keys):
+            swap.add_to_cache(key, head + i)
+            frames.get(head)  # the swap cache's reference for this page
+            if owner is not None:
+                mem.swap_owner[head + i] = (owner[0], owner[1] + i)
+        frames.set_flags(head, _SWAPCACHE | _DIRTY)
+    # try_to_unmap(): TTU_SPLIT_HUGE_PMD first
+    for mm, va in list(mem.rmap.get(head, ())):
+        e = huge_memory.pmd_entry(mm, va)
+        if not va & (PMD_SIZE - 1) and e & PAGE_PSE:
+            huge_memory.split_huge_pmd(mm, None, va)
+    for i, key in enumerate(keys):
+        pfn = head + i
+        # PageAnonExclusive, kept in the swap PTE: the page mapped once
+        exclusive = frames.page_mapcount(pfn) == 1 and not swap.count(key)
+        for mm, va in list(mem.rmap.get(pfn, ())):
+            leaf = mm.pt.get(va)
+            assert leaf is not None, "rmap out of step"
+            if leaf.entry & PAGE_DIRTY:
+                frames.set_flags(head, _DIRTY)
+            swap.dup(key)
+            mm.pt.set(va, swp_entry_to_pte(key, exclusive))
+            frames.unmap(pfn)
+            rmap_remove(mem, pfn, mm, va)
+            frames.put(pfn)
+            mem.cpu.flush_range(mm, va, va + PAGE_SIZE)
+            huge_memory.note_pte_unmapped(mem, pfn)
+    where = swap.write_folio(keys, [frames.read(head + i) for i in range(nr)])
+    if where == "failed":
+        return "activate"
+    if where == "device":  # count_swpout_vm_event()
+        if order >= _HPAGE_PMD_ORDER:
+            mem.vmstat["thp_swpout"] += 1
+        count_mthp_stat(mem, order, "swpout")
+    elif where == "zswap":
+        count_mthp_stat(mem, order, "zswpout")
+    mem.node.nr_pageout += nr
+    frames.clear_flags(head, _DIRTY)
+    shadow = workingset.eviction(mem, head)
+    for key in keys:
+        swap.shadows[key] = shadow
+    # __remove_mapping() -> __delete_from_swap_cache(): the cache lets go, the folio is freed
+    for i in range(nr):
+        swap.remove_from_cache(head + i)
+        mem.swap_owner.pop(head + i, None)
+    frames.clear_flags(head, _SWAPCACHE)
+    for _ in range(nr):
+        frames.put(head)
+    return "freed"
