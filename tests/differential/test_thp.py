@@ -15,7 +15,9 @@ on:
   counters need only be at least the model's, every other one equal; a script whose deltas
   differ is run again (3 runs at most; a kernel delta below the model's fails at once, only
   above on every run is skipped as noise). thp_zero_page_alloc is left out (the kernel
-  allocates the huge zero page once until its shrinker frees it; the model keeps it).
+  allocates the huge zero page once until its shrinker frees it; the model keeps it). The
+  event counters of /sys/kernel/mm/transparent_hugepage/hugepages-2048kB/stats are compared
+  the same way (anon_fault_alloc is busy like thp_fault_alloc).
 
 A script whose live THP fault fell back (thp_fault_fallback moved: the machine has no free
 2 MiB block) is skipped with that reason: the model's RAM is not fragmented the same way.
@@ -123,12 +125,32 @@ def test_defaults_are_this_machines_sysfs() -> None:
     assert int((SYSFS / "hpage_pmd_size").read_text()) == M2
 
 
+# the event counters of hugepages-2048kB/stats compared like the thp_* lines (as "2048kB/"
+# + name): the PMD fault path, splits and swap-out count there too (nr_anon and
+# nr_anon_partially_mapped are levels of the whole machine, not events: left out)
+MTHP_EVENTS = (
+    "anon_fault_alloc",
+    "anon_fault_fallback",
+    "anon_fault_fallback_charge",
+    "split",
+    "split_failed",
+    "split_deferred",
+    "swpout",
+    "swpout_fallback",
+    "zswpout",
+)
+COMPARED = (*THP_VMSTAT_EVENTS, *(f"2048kB/{e}" for e in MTHP_EVENTS))
+
+
 def _vmstat_thp() -> dict[str, int]:
     out = {}
     for line in Path("/proc/vmstat").read_text().splitlines():
         k, v = line.split()
         if k.startswith("thp_"):
             out[k] = int(v)
+    stats = SYSFS / "hugepages-2048kB" / "stats"
+    for e in MTHP_EVENTS:
+        out[f"2048kB/{e}"] = int((stats / e).read_text())
     return out
 
 
@@ -138,6 +160,8 @@ def _sim_vmstat_thp(m: vmsim.Machine) -> dict[str, int]:
         k, v = line.split()
         if k.startswith("thp_"):
             out[k] = int(v)
+    for e, v in m.thp_size_stats("2048kB").items():
+        out[f"2048kB/{e}"] = v
     return out
 
 
@@ -338,8 +362,8 @@ class ThpScript:
     def vmstat_delta(self) -> tuple[dict[str, int], dict[str, int]]:
         k1, s1 = _vmstat_thp(), _sim_vmstat_thp(self.m)
         skip = {"thp_zero_page_alloc"}
-        kd = {e: k1[e] - self.k0[e] for e in THP_VMSTAT_EVENTS if e not in skip}
-        sd = {e: s1[e] - self.s0[e] for e in THP_VMSTAT_EVENTS if e not in skip}
+        kd = {e: k1[e] - self.k0[e] for e in COMPARED if e not in skip}
+        sd = {e: s1[e] - self.s0[e] for e in COMPARED if e not in skip}
         return {k: v for k, v in kd.items() if v}, {k: v for k, v in sd.items() if v}
 
 
@@ -353,7 +377,7 @@ def _errno(out: object) -> int:
 # Counters the rest of this machine moves all the time (observed: 4 to 74 THP faults, and the
 # live khugepaged's collapses of other processes' memory, during one script): a script passes
 # when these are at least the model's and every other thp_* delta is equal.
-BUSY_COUNTERS = {"thp_fault_alloc", "thp_collapse_alloc"}
+BUSY_COUNTERS = {"thp_fault_alloc", "thp_collapse_alloc", "2048kB/anon_fault_alloc"}
 
 
 def _run(script: Callable[[ThpScript], None]) -> None:
