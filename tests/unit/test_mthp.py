@@ -29,6 +29,7 @@ from vmsim.constants import (
     MADV_COLLAPSE,
     MADV_DONTNEED,
     MADV_HUGEPAGE,
+    MADV_NOHUGEPAGE,
     MAP_ANONYMOUS,
     MAP_PRIVATE,
     PROT_READ,
@@ -337,4 +338,49 @@ def test_madvise_collapse_turns_mthps_into_a_pmd_thp() -> None:
     assert m.thp_size_stats("2048kB")["nr_anon"] == 1
     assert _smaps(p, a)["AnonHugePages"] == 2048
     assert [p.read(a + i * P, 1)[0] for i in range(0, 512, 64)] == list(range(1, 9))
+    m.check_memory()
+
+
+def test_nohugepage_turns_every_size_off() -> None:
+    # vma_thp_disabled(): VM_NOHUGEPAGE, whatever the per-size settings say
+    m = _machine(k64="always", k16="always")
+    p, a = _anon(m)
+    p.madvise(a, M2, MADV_NOHUGEPAGE)
+    p.write(a, b"x")
+    assert _smaps(p, a)["Rss"] == 4
+    assert _smaps(p, a)["THPeligible"] == 0
+    assert m.thp_size_stats("64kB")["anon_fault_alloc"] == 0
+
+
+def test_a_pmd_fallback_goes_on_to_the_mthp_sizes() -> None:
+    # 768 pages of RAM: no free order-9 block (the zero page sits in the only aligned one),
+    # so do_huge_pmd_anonymous_page() falls back and do_anonymous_page() tries 64 KiB
+    m = vmsim.Machine(ram="3M", thp={"mthp": {64: "madvise"}})
+    p, a = _anon(m)
+    p.madvise(a, M2, MADV_HUGEPAGE)
+    p.write(a, b"x")
+    assert p.mm.pt.get(a).level == PTE_LEVEL
+    assert _smaps(p, a)["Rss"] == 64
+    assert _vmstat(m)["thp_fault_fallback"] == 1
+    st2m, st64 = m.thp_size_stats("2048kB"), m.thp_size_stats("64kB")
+    assert (st2m["anon_fault_alloc"], st2m["anon_fault_fallback"]) == (0, 1)
+    assert (st64["anon_fault_alloc"], st64["anon_fault_fallback"]) == (1, 0)
+    m.check_memory()
+
+
+def test_mprotect_and_mremap_of_part_of_an_mthp_keep_it_consistent() -> None:
+    m = _machine(k64="always")
+    p, a = _anon(m)
+    p.write(a, b"x")
+    head = _pfns(p, a, 1)[0]
+    p.mprotect(a + 4 * P, 4 * P, PROT_READ)
+    assert p.read(a + 5 * P, 1) == b"\0"
+    b = p.mremap(a + 8 * P, 8 * P, 8 * P, 3, a + M2 // 2)  # MREMAP_MAYMOVE | MREMAP_FIXED
+    assert _pfns(p, b, 8) == list(range(head + 8, head + 16))
+    assert m.kpageflags(head + 8) & KPF_TAIL
+    m.check_memory()
+    p.munmap(a, 16 * P)
+    assert m.thp_size_stats("64kB")["split_deferred"] == 1  # still mapped at b: partly
+    m.check_memory()
+    p.exit()
     m.check_memory()

@@ -531,11 +531,12 @@ def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
 
 
 def deferred_split_folio(mem: Kernel, head: int, partially_mapped: bool) -> None:
-    """deferred_split_folio(): queue a large anonymous folio (order 2 and up); the first
-    time it is found partly mapped counts split_deferred of its size, and
-    thp_deferred_split_page if it is PMD-sized (folio_test_pmd_mappable())."""
+    """deferred_split_folio(): queue a large anonymous folio (order 2 and up, not in the
+    swap cache: reclaim swapping it out unmaps it page by page); the first time it is found
+    partly mapped counts split_deferred of its size, and thp_deferred_split_page if it is
+    PMD-sized (folio_test_pmd_mappable())."""
     order = mem.frames.order(head)
-    if order <= 1:
+    if order <= 1 or head in mem.swap.entry_of:  # folio_test_swapcache(): reclaim has it
         return
     was = mem.thp.deferred.get(head)
     if partially_mapped and not was:

@@ -8,9 +8,9 @@ shrink_folio_list() (mm/vmscan.c) from folio_alloc_swap() to the folio being fre
   page (meminfo SwapCached counts its pages), PG_swapcache and dirty;
 * try_to_unmap(TTU_SPLIT_HUGE_PMD | TTU_SYNC): a PMD mapping is split into PTEs first
   (thp_split_pmd), then every PTE becomes the swap entry of its page's slot, one PTE at a
-  time (try_to_unmap_one() does not batch swap-backed folios): after the first one the folio
-  is partly mapped and goes on the deferred split queue (thp_deferred_split_page for a
-  PMD-sized folio, split_deferred of its size), as __folio_remove_rmap() does;
+  time (try_to_unmap_one() does not batch swap-backed folios): the folio is partly mapped
+  on the way, but deferred_split_folio() leaves a swap-cache folio alone (no
+  thp_deferred_split_page, no split_deferred);
 * pageout() -> swap_writeout(): all zeros -> the zeromap (swpout_zero by pages); else
   zswap_store() of every page (zswpout, and the size's zswpout); else __swap_writepage()
   (count_swpout_vm_event(): thp_swpout for a PMD-sized folio, the size's swpout, pswpout by
