@@ -21,8 +21,11 @@ not change, so the expected values are derived by hand from Linux 6.18:
 
 from __future__ import annotations
 
+from typing import Any
+
 import vmsim
 from vmsim.constants import (
+    MADV_DONTNEED,
     MADV_HUGEPAGE,
     MADV_PAGEOUT,
     MAP_ANONYMOUS,
@@ -32,6 +35,7 @@ from vmsim.constants import (
 )
 from vmsim.hw.pagetable import PMD_LEVEL, PTE_LEVEL
 from vmsim.mm import vmscan
+from vmsim.mm.huge_memory import thp_settings
 from vmsim.mm.swapops import pte_to_swp_entry
 
 M2 = 2 << 20
@@ -240,4 +244,64 @@ def test_memory_pressure_swaps_thps_out_whole() -> None:
     assert v["pgsteal_direct"] >= 512 * v["thp_swpout"]
     for off in range(0, 96 << 20, M2):
         assert p.read(a + off, 9) == off.to_bytes(8, "little") + b"\1"
+    m.check_memory()
+
+
+def _zram_mthp(**kw: Any) -> tuple[vmsim.Machine, vmsim.Process, int, int]:
+    m = vmsim.Machine(ram="256M", swap="64M", swap_device="zram", **kw)
+    p = m.spawn()
+    a = p.mmap(0, M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.write(a + 16 * P, b"A" * 100)
+    p.write(a + 20 * P, b"B")
+    head = p.pagemap(a + 16 * P, 1)[0] & PFN
+    assert vmscan.pageout(m.memory, [head]) == 16
+    return m, p, a, head
+
+
+def test_zram_swaps_an_mthp_back_in_whole() -> None:
+    # alloc_swap_folio(): SWP_SYNCHRONOUS_IO, one user of the slot, 64kB enabled, the 16
+    # PTEs name 16 consecutive slots aligned like the address, none cached, zswap never on
+    m, p, a, _ = _zram_mthp(thp={"mthp": {64: "always"}})
+    before = _vmstat(m)
+    assert p.read(a + 20 * P, 1) == b"B"  # a read fault in the middle of the folio
+    after = _vmstat(m)
+    pf = [e & PFN for e in p.pagemap(a + 16 * P, 16)]
+    assert pf[0] % 16 == 0 and pf == list(range(pf[0], pf[0] + 16))
+    assert m.kpageflags(pf[0]) & KPF_THP
+    assert all(e >> 63 for e in p.pagemap(a + 16 * P, 16))
+    st = m.thp_size_stats("64kB")
+    assert (st["swpin"], st["swpin_fallback"]) == (1, 0)
+    assert _delta(before, after, "pswpin", "pgmajfault") == (16, 1)
+    assert p.read(a + 16 * P, 100) == b"A" * 100
+    mi = _meminfo(m)
+    assert (mi["SwapCached"], mi["SwapTotal"] - mi["SwapFree"]) == (0, 0)
+    p.write(a + 17 * P, b"w")  # writable already: no copy
+    assert p.pagemap(a + 17 * P, 1)[0] & PFN == pf[1]
+    m.check_memory()
+
+
+def test_zram_swapin_is_per_page_when_a_slot_is_gone() -> None:
+    # one PTE of the range no longer names its slot: can_swapin_thp() fails for 64 KiB, and
+    # with only that size on, the fault reads one page
+    m, p, a, _ = _zram_mthp(thp={"mthp": {64: "always"}})
+    p.madvise(a + 18 * P, P, MADV_DONTNEED)  # the swap PTE goes, its slot is freed
+    assert p.read(a + 20 * P, 1) == b"B"
+    assert m.thp_size_stats("64kB")["swpin"] == 0
+    assert m.kpageflags(p.pagemap(a + 20 * P, 1)[0] & PFN) & KPF_THP == 0
+    assert p.pagemap(a + 21 * P, 1)[0] & PM_SWAP  # the others stay swapped out
+    m.check_memory()
+
+
+def test_zram_swapin_is_per_page_once_zswap_is_on_or_the_size_is_off() -> None:
+    # zswap_never_enabled() is false: alloc_swap_folio() falls back to order 0
+    m, p, a, _ = _zram_mthp(thp={"mthp": {64: "always"}}, zswap="lz4")
+    assert p.read(a + 20 * P, 1) == b"B"
+    assert m.kpageflags(p.pagemap(a + 20 * P, 1)[0] & PFN) & KPF_THP == 0
+    m.check_memory()
+    # the size turned off after the swap-out (echo never > hugepages-64kB/enabled)
+    m, p, a, _ = _zram_mthp(thp={"mthp": {64: "always"}})
+    m.memory.thp.settings = thp_settings({"mthp": {64: "never"}})
+    assert p.read(a + 20 * P, 1) == b"B"
+    assert m.kpageflags(p.pagemap(a + 20 * P, 1)[0] & PFN) & KPF_THP == 0
+    assert m.thp_size_stats("64kB")["swpin"] == 0
     m.check_memory()

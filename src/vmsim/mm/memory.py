@@ -33,7 +33,7 @@ from vmsim.hw.pte import (
     PAGE_SWP_EXCLUSIVE,
     pfn_pte,
 )
-from vmsim.mm import huge_memory, mthp, vmscan
+from vmsim.mm import huge_memory, mthp, thp_swap, vmscan
 from vmsim.mm.filemap import eof_pages
 from vmsim.mm.filemap_fault import fault_around, find_or_create_page
 from vmsim.mm.flags import (
@@ -620,9 +620,11 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
     pfn = swap.cache.get(key)
     if pfn is None and swap.device(key).synchronous and swap.count(key) == 1:
         # SWP_SYNCHRONOUS_IO (zram) and nobody else names the slot: read it straight into a
-        # new page of our own, no swap cache, no readahead
+        # new page of our own, no swap cache, no readahead; or a new mTHP (alloc_swap_folio())
         if vma.anon_vma is None:
             mm.anon_vma_prepare(vma)
+        if thp_swap.swapin_mthp(mm, vma, addr, entry, write):
+            return FaultResult.SWAP_MAJOR
         pfn = read_swap_page(mem, key, cache=False)
         swap.put(key)
         pte = pfn_pte(pfn, page_prot(vma))

@@ -55,6 +55,7 @@ __all__ = [
     "MTHP_STAT_ITEMS",
     "PMD_ORDER",
     "alloc_anon_folio",
+    "alloc_order",
     "allowable_orders",
     "count_mthp_stat",
     "do_anonymous_mthp",
@@ -199,7 +200,7 @@ def _pte_range_none(mm: AddressSpace, start: int, nr: int) -> bool:
     return not any(m.entry for m in mm.pt.iter_leaves(start, start + nr * PAGE_SIZE))
 
 
-def _alloc_order(mm: AddressSpace, order: int) -> int | None:
+def alloc_order(mm: AddressSpace, order: int) -> int | None:
     """vma_alloc_folio(vma_thp_gfp_mask(vma), order): a block of the order from the buddy
     allocator above the low watermark, else None (as ``huge_memory.alloc_thp()``: no
     reclaim or compaction for a THP-sized allocation in the model)."""
@@ -231,7 +232,7 @@ def alloc_anon_folio(mm: AddressSpace, vma: Vma, addr: int) -> tuple[int, int] |
     mem = mm.mem
     while orders:
         order = orders.bit_length() - 1
-        head = _alloc_order(mm, order)
+        head = alloc_order(mm, order)
         if head is not None:
             return head, order
         count_mthp_stat(mem, order, "anon_fault_fallback")
