@@ -384,3 +384,32 @@ def test_mprotect_and_mremap_of_part_of_an_mthp_keep_it_consistent() -> None:
     m.check_memory()
     p.exit()
     m.check_memory()
+
+
+def test_reclaim_sees_a_young_tail_page_of_the_folio() -> None:
+    # folio_referenced() walks the rmap of the whole folio: a young PTE of any page counts
+    from vmsim.hw.pte import PAGE_ACCESSED
+    from vmsim.mm.vmscan import folio_referenced
+
+    m = _machine(k64="always")
+    p, a = _anon(m)
+    p.write(a, b"x")
+    head = _pfns(p, a, 1)[0]
+    assert folio_referenced(m.memory, head)[0] == 16  # every PTE was young: all cleared
+    assert folio_referenced(m.memory, head)[0] == 0
+    leaf = p.mm.pt.get(a + 9 * P)
+    assert leaf is not None
+    p.mm.pt.set(a + 9 * P, leaf.entry | PAGE_ACCESSED)
+    assert folio_referenced(m.memory, head)[0] == 1
+
+
+def test_mlock_populates_with_an_mthp() -> None:
+    # populate_vma_page_range() faults a writable private VMA with FOLL_WRITE: the first
+    # fault gets the 64 KiB folio, the other 15 pages are then present. (Whether the folio
+    # is mlocked, mlock_new_folio(), is for vmsim.mm.mlock, which leaves large folios alone.)
+    m = _machine(k64="always")
+    p, a = _anon(m)
+    p.mlock(a, 16 * P)
+    assert _smaps(p, a)["Rss"] == 64
+    assert m.thp_size_stats("64kB")["anon_fault_alloc"] == 1
+    m.check_memory()

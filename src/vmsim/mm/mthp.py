@@ -35,6 +35,7 @@ from vmsim.mm.flags import (
     VM_HUGEPAGE,
     VM_HUGETLB,
     VM_IO,
+    VM_LOCKED,
     VM_MIXEDMAP,
     VM_NOHUGEPAGE,
     VM_PFNMAP,
@@ -42,6 +43,7 @@ from vmsim.mm.flags import (
     VM_WRITE,
 )
 from vmsim.mm.internal import ANON_FLAGS, page_prot
+from vmsim.mm.mlock import mlock_folio
 from vmsim.mm.rmap import rmap_add
 from vmsim.phys.frames import OutOfMemory, PageFlag
 
@@ -267,5 +269,7 @@ def do_anonymous_mthp(mm: AddressSpace, vma: Vma, addr: int) -> bool:
         frames.map(pfn)
         rmap_add(mem, pfn, mm, a)
         mm.pt.set(a, entry)
+    if vma.flags & VM_LOCKED:  # folio_add_lru_vma() -> mlock_new_folio()
+        mlock_folio(mm, head)
     count_mthp_stat(mem, order, "anon_fault_alloc")
     return True

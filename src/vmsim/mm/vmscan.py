@@ -77,10 +77,18 @@ _RECLAIM = int(PageFlag.RECLAIM)
 
 def folio_referenced(mem: Kernel, pfn: int) -> tuple[int, bool]:
     """How many PTEs map ``pfn`` with the accessed bit set (clearing it: x86 does not flush
-    the TLB for that), and whether any mapping is executable."""
+    the TLB for that), and whether any mapping is executable. A large folio's every page
+    is looked at (the rmap walk covers the whole folio: a PTE-mapped THP or mTHP is young
+    when any of its pages is)."""
     young = 0
     exec_ = False
-    for mm, va in list(mem.rmap.get(pfn, ())):
+    nr = mem.frames.folio_nr_pages(pfn)
+    mappings = (
+        list(mem.rmap.get(pfn, ()))
+        if nr == 1
+        else [m for p in range(pfn, pfn + nr) for m in mem.rmap.get(p, ())]
+    )
+    for mm, va in mappings:
         leaf = mm.pt.get(va)
         if leaf is None:
             continue
