@@ -245,7 +245,15 @@ def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
     lru = mem.node.lru
     lru_add_drain(mem)
     freed = 0
-    scanned = lru.oldest(name, nr)
+    # isolate_lru_folios(): folios from the tail until ``nr`` pages were taken (a large
+    # folio counts all its pages)
+    scanned = []
+    pages = 0
+    for pfn in lru.oldest(name, nr):
+        if pages >= nr:
+            break
+        scanned.append(pfn)
+        pages += frames.folio_nr_pages(pfn)
     pageout_before = mem.node.nr_pageout
     for pfn in scanned:
         if lru.where.get(pfn) != name:
@@ -280,7 +288,7 @@ def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
             if outcome == "written":
                 mem.vmstat["pgrotated"] += 1
             lru.rotate(pfn)
-    done = len(scanned)
+    done = pages
     file = name == INACTIVE_FILE
     vm = mem.vmstat
     vm["pgscan_kswapd" if kswapd else "pgscan_direct"] += done
