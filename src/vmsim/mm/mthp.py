@@ -27,6 +27,7 @@ folios themselves.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SHIFT, PAGE_SIZE
@@ -137,21 +138,31 @@ def size_stats(mem: Kernel, size: str | int) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------- order selection
-def _mode_orders(settings: ThpSettings, vm_flags: int) -> int:
-    """thp_vma_allowable_orders()'s sysfs mask for an anonymous VMA: huge_anon_orders_always,
-    _madvise with VM_HUGEPAGE, _inherit when the top-level mode says yes for this VMA."""
+@functools.cache
+def _mode_masks(settings: ThpSettings) -> tuple[int, int]:
+    """The order masks thp_vma_allowable_orders() builds from sysfs for an anonymous VMA
+    without and with VM_HUGEPAGE: huge_anon_orders_always, plus _madvise with VM_HUGEPAGE,
+    plus _inherit when the top-level mode says yes for the VMA (always; madvise with
+    VM_HUGEPAGE). Settings are frozen: computed once per settings value."""
     glob = settings.enabled
-    inherit = glob == "always" or (vm_flags & VM_HUGEPAGE and glob == "madvise")
-    mask = 0
-    for kb, mode in settings.mthp:
-        order = (kb // 4).bit_length() - 1
-        if (
-            mode == "always"
-            or (mode == "madvise" and vm_flags & VM_HUGEPAGE)
-            or (mode == "inherit" and inherit)
-        ):
-            mask |= 1 << order
-    return mask
+    masks = []
+    for hugepage in (False, True):
+        inherit = glob == "always" or (hugepage and glob == "madvise")
+        mask = 0
+        for kb, mode in settings.mthp:
+            order = (kb // 4).bit_length() - 1
+            if (
+                mode == "always"
+                or (mode == "madvise" and hugepage)
+                or (mode == "inherit" and inherit)
+            ):
+                mask |= 1 << order
+        masks.append(mask)
+    return masks[0], masks[1]
+
+
+def _mode_orders(settings: ThpSettings, vm_flags: int) -> int:
+    return _mode_masks(settings)[1 if vm_flags & VM_HUGEPAGE else 0]
 
 
 def allowable_orders(mm: AddressSpace, vma: Vma, orders: int) -> int:
@@ -159,9 +170,10 @@ def allowable_orders(mm: AddressSpace, vma: Vma, orders: int) -> int:
     memory: the sysfs mask, then __thp_vma_allowable_orders()'s VMA tests
     (vma_thp_disabled(): VM_NOHUGEPAGE; anonymous VMAs only)."""
     flags = vma.flags
-    if vma.file is not None or flags & (VM_SHARED | _VM_SPECIAL | VM_NOHUGEPAGE):
+    orders &= _mode_orders(mm.mem.thp.settings, flags)
+    if not orders or vma.file is not None or flags & (VM_SHARED | _VM_SPECIAL | VM_NOHUGEPAGE):
         return 0
-    return orders & _mode_orders(mm.mem.thp.settings, flags)
+    return orders
 
 
 def _suitable(vma: Vma, addr: int, order: int) -> bool:
