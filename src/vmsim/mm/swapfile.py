@@ -357,6 +357,11 @@ class SwapSpace:
             }
             used = len(slots)
             assert used == d.inuse, f"swap device {d.type}: {used} slots used, {d.inuse} counted"
+            per_cluster: dict[int, int] = {}
+            for off in slots:
+                per_cluster[off >> _CLUSTER_SHIFT] = per_cluster.get(off >> _CLUSTER_SHIFT, 0) + 1
+            assert per_cluster == dict(d.cluster_used), f"swap device {d.type}: cluster counts"
+            assert set(d.cluster_order) <= set(per_cluster), "an empty cluster keeps its order"
         for key, pfn in self.cache.items():
             assert self.entry_of[pfn] == key
             assert self.device(key).cached[key[1]]
