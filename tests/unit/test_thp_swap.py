@@ -21,7 +21,10 @@ not change, so the expected values are derived by hand from Linux 6.18:
 
 from __future__ import annotations
 
+import random
 from typing import Any
+
+import pytest
 
 import vmsim
 from vmsim.constants import (
@@ -304,4 +307,63 @@ def test_zram_swapin_is_per_page_once_zswap_is_on_or_the_size_is_off() -> None:
     assert p.read(a + 20 * P, 1) == b"B"
     assert m.kpageflags(p.pagemap(a + 20 * P, 1)[0] & PFN) & KPF_THP == 0
     assert m.thp_size_stats("64kB")["swpin"] == 0
+    m.check_memory()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_mthp_and_swap_sequences_keep_every_count_right(seed: int) -> None:
+    # invariants only (check_memory(): refcounts, mapcounts, rmap, swap counts, swap
+    # clusters, the LRU) over random faults, zaps, forks, page-outs and swap-ins of
+    # PMD-sized and smaller large folios; and every byte written reads back
+    rng = random.Random(seed)
+    device = ("disk", "zram")[seed % 2]
+    m = vmsim.Machine(
+        ram="64M",
+        swap="32M",
+        swap_device=device,
+        thp={"mthp": {16: "always", 64: "always", 256: "madvise"}},
+    )
+    procs = [m.spawn()]
+    size = 2 * M2
+    base = procs[0].mmap(0, size, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    if seed % 3 == 0:
+        procs[0].madvise(base, size, MADV_HUGEPAGE)
+    want: list[dict[int, int]] = [{}]
+    for _step in range(50):
+        i = rng.randrange(len(procs))
+        p, w = procs[i], want[i]
+        op = rng.choice(
+            ("write", "write", "read", "dontneed", "pageout", "fork", "exit", "reclaim")
+        )
+        page = rng.randrange(size // P)
+        addr = base + page * P
+        if op == "write":
+            v = rng.randrange(1, 256)
+            p.write(addr, bytes([v]))
+            w[page] = v
+        elif op == "read":
+            assert p.read(addr, 1)[0] == w.get(page, 0)
+        elif op == "dontneed":
+            n = rng.choice((1, 3, 16, 64))
+            n = min(n, size // P - page)
+            p.madvise(addr, n * P, MADV_DONTNEED)
+            for q in range(page, page + n):
+                w.pop(q, None)
+        elif op == "pageout":
+            n = min(rng.choice((16, 64, 512)), size // P - page)
+            p.madvise(addr, n * P, MADV_PAGEOUT)
+        elif op == "fork" and len(procs) < 3:
+            procs.append(p.fork())
+            want.append(dict(w))
+        elif op == "exit" and len(procs) > 1 and i:
+            p.exit()
+            del procs[i], want[i]
+        elif op == "reclaim":
+            heads = [h for h in m.memory.node.lru.where if m.memory.frames.order(h)]
+            if heads:
+                vmscan.pageout(m.memory, rng.sample(heads, min(2, len(heads))))
+        m.check_memory()
+    for p, w in zip(procs, want, strict=True):
+        for page, v in w.items():
+            assert p.read(base + page * P, 1)[0] == v
     m.check_memory()
