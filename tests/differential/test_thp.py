@@ -572,6 +572,20 @@ def mremap_moves_an_aligned_thp_whole_and_splits_otherwise(t: ThpScript) -> None
     t.load(pr, B + M2 // 2)
 
 
+def a_moved_vma_keeps_its_pgoff_and_still_gets_thps(t: ThpScript) -> None:
+    # an anonymous VMA that has an anon_vma keeps its vm_pgoff when mremap moves it, so its
+    # pgoff is no longer congruent with its start modulo 512: thp_vma_suitable_order() does
+    # not look at pgoff for anonymous memory, the fault still gets a THP
+    pr = t.procs[0]
+    far = BASE + 4 * M2 + P
+    t.mmap(pr, far, SPAN)
+    t.store(pr, far, 0x31)  # the anon_vma
+    t.mremap(pr, far, SPAN, A)
+    t.madvise(pr, A, SPAN, MADV_HUGEPAGE)
+    t.store(pr, B + 3 * P, 0x32)
+    t.load(pr, A)
+
+
 def _advise_whole_and_part(t: ThpScript, advice: int) -> None:
     pr = _huge(t)
     t.store(pr, A, 0xF1)
@@ -635,6 +649,7 @@ SCRIPTS = [
     collapse_in_the_parent_after_fork,
     collapse_after_a_partial_dontneed_of_a_thp,
     mremap_moves_an_aligned_thp_whole_and_splits_otherwise,
+    a_moved_vma_keeps_its_pgoff_and_still_gets_thps,
     madv_free_of_a_thp,
     madv_cold_of_a_thp,
     madv_pageout_of_a_thp,

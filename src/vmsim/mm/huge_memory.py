@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+from vmsim.constants import PAGE_SIZE, PMD_SIZE
 from vmsim.hw.pagetable import PMD_LEVEL
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
@@ -250,7 +250,8 @@ def thp_vma_allowable(mm: AddressSpace, vma: Vma, addr: int) -> bool:
     """thp_vma_allowable_order(vma, TVA_PAGEFAULT, PMD_ORDER) and thp_vma_suitable_order()
     for an anonymous fault at ``addr``: the mode (hugepages-2048kB, else the global one),
     VM_HUGEPAGE for madvise, never VM_NOHUGEPAGE; private anonymous memory; the aligned 2 MiB
-    around ``addr`` inside the VMA, with the VMA's pgoff congruent to its start."""
+    around ``addr`` inside the VMA (no pgoff test for anonymous memory: a VMA mremap moved
+    after its first fault keeps a pgoff incongruent with its start, and still gets THPs)."""
     flags = vma.flags
     if vma.file is not None or flags & (VM_SHARED | _VM_SPECIAL | VM_NOHUGEPAGE):
         return False
@@ -258,9 +259,7 @@ def thp_vma_allowable(mm: AddressSpace, vma: Vma, addr: int) -> bool:
     if mode == "never" or (mode == "madvise" and not flags & VM_HUGEPAGE):
         return False
     haddr = addr & _PMD_MASK
-    if haddr < vma.start or haddr + PMD_SIZE > vma.end:
-        return False
-    return not ((vma.start >> PAGE_SHIFT) - vma.pgoff) % HPAGE_PMD_NR
+    return vma.start <= haddr and haddr + PMD_SIZE <= vma.end
 
 
 def _deposit(mm: AddressSpace, haddr: int) -> None:
