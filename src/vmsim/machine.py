@@ -9,7 +9,7 @@ from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, MAX_MAP_COUNT_LIMIT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW, pfn_of
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
-from vmsim.mm import compaction, hugetlb, vmscan
+from vmsim.mm import compaction, hugetlb, mthp, vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_HUGETLB, VM_LOCKED
 from vmsim.mm.huge_memory import ThpSettings, thp_settings
@@ -408,8 +408,9 @@ class Machine:
                     cache[pfn] = cache.get(pfn, 0) + 1
             for h in mem.hugetlb.hstates.values():
                 huge_pool.update(h.free, h.in_use)
-        for pfn in mem.swap.entry_of:
-            cache[pfn] = cache.get(pfn, 0) + 1
+        for pfn in mem.swap.entry_of:  # a large folio holds a reference per cached page
+            head = frames.head(pfn) if frames.is_allocated(pfn) else pfn
+            cache[head] = cache.get(head, 0) + 1
         for inode in inodes.values():
             for key in inode.swapped.values():
                 swaprefs[key] = swaprefs.get(key, 0) + 1
@@ -536,6 +537,12 @@ class Machine:
         KPF_THP, KPF_COMPOUND_HEAD/TAIL, KPF_ZERO_PAGE, KPF_ANON, KPF_LRU, KPF_ACTIVE,
         KPF_REFERENCED, KPF_DIRTY, KPF_MMAP, ...)."""
         return kpageflags(self.memory, pfn)
+
+    def thp_size_stats(self, size: str | int) -> dict[str, int]:
+        """/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats: each file's value
+        by its name, for ``size`` "16kB" .. "2048kB" (or the number of kB); see
+        ``vmsim.mm.mthp``."""
+        return mthp.size_stats(self.memory, size)
 
     def read_frame(self, pfn: int, offset: int = 0, n: int = PAGE_SIZE) -> bytes:
         """``n`` bytes at ``offset`` in the 4 KiB frame ``pfn``, read physically (like

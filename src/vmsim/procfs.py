@@ -22,6 +22,7 @@ from vmsim.hw.pte import (
     swp_offset,
     swp_type,
 )
+from vmsim.mm import mthp
 from vmsim.mm.flags import (
     VM_EXEC,
     VM_HUGEPAGE,
@@ -175,7 +176,10 @@ def _kb(label: str, value: int) -> str:
 
 
 def thp_eligible(mm: AddressSpace, vma: Vma) -> int:
-    """thp_vma_allowable_order(..., TVA_SMAPS, PMD_ORDER) for anonymous memory."""
+    """thp_vma_allowable_orders(..., TVA_SMAPS, THP_ORDERS_ALL) for anonymous memory: the
+    PMD size as below, or an mTHP size (``vmsim.mm.mthp.smaps_eligible()``)."""
+    if vma.is_anonymous and mthp.smaps_eligible(mm, vma):
+        return 1
     thp = mm.mem.thp.settings.pmd_mode()
     if thp == "never" or vma.flags & VM_NOHUGEPAGE:
         return 0

@@ -10,15 +10,17 @@ on:
   the frames of a THP are contiguous and 2 MiB aligned;
 * every page's /proc/kpageflags word, with KPF_OWNER_2 (bit 34, PG_anon_exclusive) and
   KPF_IDLE (bit 25: kdamond, DAMON, samples pages here) masked: the model keeps neither;
-* the deltas of the thp_* and unevictable_pgs_* lines of /proc/vmstat over the script. The kernel's are global:
-  other processes' THP faults and the live khugepaged's collapses show too, so those two
+* the deltas of the thp_* and unevictable_pgs_* lines of /proc/vmstat over the script. The
+  kernel's are global: other processes' THP faults and the live khugepaged's collapses show too, so those two
   counters need only be at least the model's, every other one equal; a script whose deltas
   differ is run again (3 runs at most; a kernel delta below the model's fails at once, only
   above on every run is skipped as noise). thp_zero_page_alloc is left out (the kernel
   allocates the huge zero page once until its shrinker frees it; the model keeps it).
   The unevictable_pgs_* counters move with every mlock on the machine: they need only be
   at least the model's (the mlock scripts' own state is compared exactly through smaps
-  Locked and the KPF_MLOCKED / KPF_UNEVICTABLE bits of every page).
+  Locked and the KPF_MLOCKED / KPF_UNEVICTABLE bits of every page). The event counters of
+  /sys/kernel/mm/transparent_hugepage/hugepages-2048kB/stats are compared the same way
+  (anon_fault_alloc is busy like thp_fault_alloc).
 
 A script whose live THP fault fell back (thp_fault_fallback moved: the machine has no free
 2 MiB block) is skipped with that reason: the model's RAM is not fragmented the same way.
@@ -128,6 +130,21 @@ def test_defaults_are_this_machines_sysfs() -> None:
 
 
 _COUNTED = (*THP_VMSTAT_EVENTS, *UNEVICTABLE_VMSTAT_EVENTS)
+# the event counters of hugepages-2048kB/stats compared like the thp_* lines (as "2048kB/"
+# + name): the PMD fault path, splits and swap-out count there too (nr_anon and
+# nr_anon_partially_mapped are levels of the whole machine, not events: left out)
+MTHP_EVENTS = (
+    "anon_fault_alloc",
+    "anon_fault_fallback",
+    "anon_fault_fallback_charge",
+    "split",
+    "split_failed",
+    "split_deferred",
+    "swpout",
+    "swpout_fallback",
+    "zswpout",
+)
+COMPARED = (*_COUNTED, *(f"2048kB/{e}" for e in MTHP_EVENTS))
 
 
 def _vmstat_thp() -> dict[str, int]:
@@ -136,6 +153,9 @@ def _vmstat_thp() -> dict[str, int]:
         k, v = line.split()
         if k in _COUNTED:
             out[k] = int(v)
+    stats = SYSFS / "hugepages-2048kB" / "stats"
+    for e in MTHP_EVENTS:
+        out[f"2048kB/{e}"] = int((stats / e).read_text())
     return out
 
 
@@ -145,6 +165,8 @@ def _sim_vmstat_thp(m: vmsim.Machine) -> dict[str, int]:
         k, v = line.split()
         if k in _COUNTED:
             out[k] = int(v)
+    for e, v in m.thp_size_stats("2048kB").items():
+        out[f"2048kB/{e}"] = v
     return out
 
 
@@ -360,8 +382,8 @@ class ThpScript:
     def vmstat_delta(self) -> tuple[dict[str, int], dict[str, int]]:
         k1, s1 = _vmstat_thp(), _sim_vmstat_thp(self.m)
         skip = {"thp_zero_page_alloc"}
-        kd = {e: k1[e] - self.k0[e] for e in _COUNTED if e not in skip}
-        sd = {e: s1[e] - self.s0[e] for e in _COUNTED if e not in skip}
+        kd = {e: k1[e] - self.k0[e] for e in COMPARED if e not in skip}
+        sd = {e: s1[e] - self.s0[e] for e in COMPARED if e not in skip}
         return {k: v for k, v in kd.items() if v}, {k: v for k, v in sd.items() if v}
 
 
@@ -375,7 +397,12 @@ def _errno(out: object) -> int:
 # Counters the rest of this machine moves all the time (observed: 4 to 74 THP faults, and the
 # live khugepaged's collapses of other processes' memory, during one script): a script passes
 # when these are at least the model's and every other thp_* delta is equal.
-BUSY_COUNTERS = {"thp_fault_alloc", "thp_collapse_alloc", *UNEVICTABLE_VMSTAT_EVENTS}
+BUSY_COUNTERS = {
+    "thp_fault_alloc",
+    "thp_collapse_alloc",
+    "2048kB/anon_fault_alloc",
+    *UNEVICTABLE_VMSTAT_EVENTS,
+}
 
 
 def _run(script: Callable[[ThpScript], None]) -> None:
@@ -568,6 +595,20 @@ def mremap_moves_an_aligned_thp_whole_and_splits_otherwise(t: ThpScript) -> None
     t.mremap(pr, B, M2 // 2, A + 16 * P)  # a part, landing unaligned: split, PTEs move
     t.load(pr, A + 17 * P)
     t.load(pr, B + M2 // 2)
+
+
+def a_moved_vma_keeps_its_pgoff_and_still_gets_thps(t: ThpScript) -> None:
+    # an anonymous VMA that has an anon_vma keeps its vm_pgoff when mremap moves it, so its
+    # pgoff is no longer congruent with its start modulo 512: thp_vma_suitable_order() does
+    # not look at pgoff for anonymous memory, the fault still gets a THP
+    pr = t.procs[0]
+    far = BASE + 4 * M2 + P
+    t.mmap(pr, far, SPAN)
+    t.store(pr, far, 0x31)  # the anon_vma
+    t.mremap(pr, far, SPAN, A)
+    t.madvise(pr, A, SPAN, MADV_HUGEPAGE)
+    t.store(pr, B + 3 * P, 0x32)
+    t.load(pr, A)
 
 
 def _advise_whole_and_part(t: ThpScript, advice: int) -> None:
@@ -774,6 +815,7 @@ SCRIPTS = [
     collapse_in_the_parent_after_fork,
     collapse_after_a_partial_dontneed_of_a_thp,
     mremap_moves_an_aligned_thp_whole_and_splits_otherwise,
+    a_moved_vma_keeps_its_pgoff_and_still_gets_thps,
     madv_free_of_a_thp,
     madv_cold_of_a_thp,
     madv_pageout_of_a_thp,

@@ -115,7 +115,8 @@ def test_dontneed_frees_nothing_until_the_split(doc: dict[str, Any]) -> None:
         assert f["freed_kb_by_dontneed"] == 0
         assert f["thp_split_pmd"] == 1
         assert f["thp_deferred_split_page"] == 1
-        assert f["thp_split_page_after_pressure"] == 1
+        # split, or (6.18 THP swap) swapped out whole: either way it left memory
+        assert f["thp_split_page_after_pressure"] + f["thp_swpout_after_pressure"] == 1
         assert f["free_kb_after_pressure_exit_minus_before"] >= 511 * 4
     else:
         assert f["anon_huge_kb_after_write"] == 0

@@ -316,3 +316,36 @@ def test_khugepaged_compacts_only_with_its_defrag_setting(khugepaged_defrag: boo
         assert p.mm.pt.get(h + 3 * P).level == PTE_LEVEL
         assert (v["compact_stall"], v["thp_collapse_alloc_failed"]) == (0, 1)
     m.check_memory()
+
+
+@pytest.mark.parametrize(
+    ("defrag", "madvise", "mask"),
+    [
+        ("madvise", True, GFP_DIRECT_RECLAIM),
+        ("madvise", False, 0),
+        ("defer", True, GFP_KSWAPD_RECLAIM),
+        ("always", False, GFP_DIRECT_RECLAIM | GFP_NORETRY),
+    ],
+)
+def test_mthp_fault_allocates_with_the_vmas_thp_gfp_mask(
+    defrag: str, madvise: bool, mask: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alloc_anon_folio() (mm/memory.c) allocates every mTHP order with
+    vma_thp_gfp_mask(vma), the mask of the PMD fault: so an mTHP fault compacts, wakes
+    kswapd or does neither exactly as a THP fault in the same VMA would."""
+    m = vmsim.Machine(ram="16M", thp={"enabled": "never", "defrag": defrag, "mthp": {64: "always"}})
+    asked: list[tuple[int, int]] = []
+    real = m.memory.alloc_costly
+
+    def spy(flags: int, order: int, gfp: int) -> int | None:
+        asked.append((order, gfp))
+        return real(flags, order, gfp)
+
+    monkeypatch.setattr(m.memory, "alloc_costly", spy)
+    p = m.spawn()
+    b = p.mmap(0, M2, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    if madvise:
+        p.madvise(b, M2, MADV_HUGEPAGE)
+    p.write((b + 0xFFFF) & -0x10000, b"x")  # a 64 kB block inside the VMA
+    assert asked == [(4, mask)]
+    assert m.thp_size_stats("64kB")["anon_fault_alloc"] == 1

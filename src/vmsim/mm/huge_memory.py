@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from vmsim.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+from vmsim.constants import PAGE_SIZE, PMD_SIZE
 from vmsim.hw.pagetable import PMD_LEVEL
 from vmsim.hw.pte import (
     PAGE_ACCESSED,
@@ -58,6 +58,7 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.internal import ANON_FLAGS, is_cow_mapping, page_prot
 from vmsim.mm.mlock import mlock_vma_folio, munlock_vma_folio, split_mlock_counts
+from vmsim.mm.mthp import count_mthp_stat
 from vmsim.mm.page_alloc import GFP_DIRECT_RECLAIM, GFP_KSWAPD_RECLAIM, GFP_NORETRY
 from vmsim.mm.rmap import rmap_add, rmap_remove
 from vmsim.mm.vmstat import THP_VMSTAT_EVENTS
@@ -237,6 +238,8 @@ class ThpState:
     cursor: tuple[int, int] = (0, 0)
     full_scans: int = 0
     pages_collapsed: int = 0
+    # hugepages-<size>kB/stats counters: (order, item) -> count (vmsim.mm.mthp)
+    mthp_stats: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -257,7 +260,8 @@ def thp_vma_allowable(mm: AddressSpace, vma: Vma, addr: int) -> bool:
     """thp_vma_allowable_order(vma, TVA_PAGEFAULT, PMD_ORDER) and thp_vma_suitable_order()
     for an anonymous fault at ``addr``: the mode (hugepages-2048kB, else the global one),
     VM_HUGEPAGE for madvise, never VM_NOHUGEPAGE; private anonymous memory; the aligned 2 MiB
-    around ``addr`` inside the VMA, with the VMA's pgoff congruent to its start."""
+    around ``addr`` inside the VMA (no pgoff test for anonymous memory: a VMA mremap moved
+    after its first fault keeps a pgoff incongruent with its start, and still gets THPs)."""
     flags = vma.flags
     if vma.file is not None or flags & (VM_SHARED | _VM_SPECIAL | VM_NOHUGEPAGE):
         return False
@@ -265,9 +269,7 @@ def thp_vma_allowable(mm: AddressSpace, vma: Vma, addr: int) -> bool:
     if mode == "never" or (mode == "madvise" and not flags & VM_HUGEPAGE):
         return False
     haddr = addr & _PMD_MASK
-    if haddr < vma.start or haddr + PMD_SIZE > vma.end:
-        return False
-    return not ((vma.start >> PAGE_SHIFT) - vma.pgoff) % HPAGE_PMD_NR
+    return vma.start <= haddr and haddr + PMD_SIZE <= vma.end
 
 
 def _deposit(mm: AddressSpace, haddr: int) -> None:
@@ -401,10 +403,12 @@ def do_huge_pmd_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: boo
     head = alloc_thp(mm, vma)
     if head is None:
         _count(mem, "thp_fault_fallback")
+        count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_fallback")
         return None
     _deposit(mm, haddr)
     _map_anon_folio_pmd(mm, vma, haddr, head)
     _count(mem, "thp_fault_alloc")
+    count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_alloc")
     return "thp"
 
 
@@ -439,8 +443,10 @@ def do_huge_pmd_wp_page(mm: AddressSpace, vma: Vma, addr: int) -> str | None:
             mem.cpu.flush_range(mm, haddr, haddr + PMD_SIZE)
             _map_anon_folio_pmd(mm, vma, haddr, head)
             _count(mem, "thp_fault_alloc")
+            count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_alloc")
             return "thp"
         _count(mem, "thp_fault_fallback")
+        count_mthp_stat(mem, HPAGE_PMD_ORDER, "anon_fault_fallback")
     elif _folio_exclusive(mm, pfn):
         new = e | PAGE_ACCESSED | PAGE_DIRTY
         if vma.flags & VM_WRITE:
@@ -575,13 +581,18 @@ def zap_huge_pmd(mm: AddressSpace, haddr: int, locked: bool = False) -> bool:
 
 
 def deferred_split_folio(mem: Kernel, head: int, partially_mapped: bool) -> None:
-    """deferred_split_folio(): queue a large anonymous folio; the first time it is found
-    partly mapped counts thp_deferred_split_page."""
-    if mem.frames.order(head) < HPAGE_PMD_ORDER:
+    """deferred_split_folio(): queue a large anonymous folio (order 2 and up, not in the
+    swap cache: reclaim swapping it out unmaps it page by page); the first time it is found
+    partly mapped counts split_deferred of its size, and thp_deferred_split_page if it is
+    PMD-sized (folio_test_pmd_mappable())."""
+    order = mem.frames.order(head)
+    if order <= 1 or head in mem.swap.entry_of:  # folio_test_swapcache(): reclaim has it
         return
     was = mem.thp.deferred.get(head)
     if partially_mapped and not was:
-        _count(mem, "thp_deferred_split_page")
+        if order >= HPAGE_PMD_ORDER:
+            _count(mem, "thp_deferred_split_page")
+        count_mthp_stat(mem, order, "split_deferred")
     mem.thp.deferred[head] = bool(was) or partially_mapped
 
 
@@ -626,8 +637,11 @@ def split_folio(mem: Kernel, head: int) -> bool:
     the folio; pages holding only zeros are mapped by the shared zero page instead, and
     pages no PTE maps are freed."""
     frames = mem.frames
+    order = frames.order(head)
     if frames.entire_mapcount(head) or frames.refcount(head) != frames.mapcount(head):
-        _count(mem, "thp_split_page_failed")
+        if order == HPAGE_PMD_ORDER:
+            _count(mem, "thp_split_page_failed")
+        count_mthp_stat(mem, order, "split_failed")
         return False
     mem.thp.deferred.pop(head, None)
     frames.get(head)  # the splitter's reference, dropped by frames.split()
@@ -640,7 +654,9 @@ def split_folio(mem: Kernel, head: int) -> bool:
     if on_lru:
         for p in pages:
             lru.add(p)
-    _count(mem, "thp_split_page")
+    if order == HPAGE_PMD_ORDER:  # __folio_split(): THP_SPLIT_PAGE for PMD-sized folios
+        _count(mem, "thp_split_page")
+    count_mthp_stat(mem, order, "split")
     return True
 
 

@@ -33,7 +33,7 @@ from vmsim.hw.pte import (
     PAGE_SWP_EXCLUSIVE,
     pfn_pte,
 )
-from vmsim.mm import huge_memory, vmscan
+from vmsim.mm import huge_memory, mthp, thp_swap, vmscan
 from vmsim.mm.filemap import eof_pages
 from vmsim.mm.filemap_fault import fault_around, find_or_create_page
 from vmsim.mm.flags import (
@@ -115,6 +115,7 @@ class FaultResult(StrEnum):
     THP = "thp"  # do_huge_pmd_anonymous_page() / do_huge_zero_wp_pmd(): a new PMD-mapped THP
     HUGE_ZERO_PAGE = "huge-zero-page"  # do_huge_pmd_anonymous_page(): the huge zero page
     THP_REUSE = "thp-reuse"  # do_huge_pmd_wp_page(): the THP is ours alone, made writable
+    MTHP = "mthp"  # do_anonymous_page() -> alloc_anon_folio(): a new PTE-mapped large folio
 
 
 class FaultKind(StrEnum):
@@ -145,6 +146,7 @@ FAULT_KINDS: dict[FaultResult, tuple[bool, FaultKind | None]] = {
     FaultResult.THP: (False, FaultKind.ANON),
     FaultResult.HUGE_ZERO_PAGE: (False, FaultKind.ZERO_PAGE),
     FaultResult.THP_REUSE: (False, FaultKind.REUSE),
+    FaultResult.MTHP: (False, FaultKind.ANON),
 }
 _THP_RESULTS = {"thp": FaultResult.THP, "huge-zero-page": FaultResult.HUGE_ZERO_PAGE}
 
@@ -251,6 +253,9 @@ def _do_anonymous_page(mm: AddressSpace, vma: Vma, addr: int, write: bool) -> Fa
         _set_pte(mm, addr, pfn_pte(zero, prot & ~PAGE_RW) | PAGE_SPECIAL)
         return FaultResult.ZERO_PAGE
     mm.anon_vma_prepare(vma)
+    gfp = huge_memory.vma_thp_gfp_mask(mm.mem.thp.settings, vma)
+    if mthp.do_anonymous_mthp(mm, vma, addr, gfp):  # alloc_anon_folio() got a large folio
+        return FaultResult.MTHP
     pfn = _new_anon_page(mm)
     entry = pfn_pte(pfn, prot)
     if vma.flags & VM_WRITE:
@@ -616,9 +621,11 @@ def do_swap_page(mm: AddressSpace, vma: Vma, addr: int, entry: int, write: bool)
     pfn = swap.cache.get(key)
     if pfn is None and swap.device(key).synchronous and swap.count(key) == 1:
         # SWP_SYNCHRONOUS_IO (zram) and nobody else names the slot: read it straight into a
-        # new page of our own, no swap cache, no readahead
+        # new page of our own, no swap cache, no readahead; or a new mTHP (alloc_swap_folio())
         if vma.anon_vma is None:
             mm.anon_vma_prepare(vma)
+        if thp_swap.swapin_mthp(mm, vma, addr, entry, write):
+            return FaultResult.SWAP_MAJOR
         pfn = read_swap_page(mem, key, cache=False)
         swap.put(key)
         pte = pfn_pte(pfn, page_prot(vma))

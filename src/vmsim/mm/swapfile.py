@@ -11,6 +11,14 @@ are gone. Slots are handed out in order from a cursor that wraps (the kernel's p
 clusters have the same effect for one CPU: consecutive swap-outs get consecutive slots, which
 is what makes cluster readahead useful).
 
+A large folio swapped out whole (folio_alloc_swap() of order > 0, 6.18's cluster allocator)
+takes a naturally aligned run of its size inside one cluster of SWAPFILE_CLUSTER (512) slots:
+a cluster already serving that order, else a free one (``alloc_cluster()``); the cluster
+then serves that order only until it is empty again (ci->order). Cluster 0 holds the header
+and a partial last cluster is short: both serve order 0 only, as at swapon. Order-0 slots
+keep out of clusters serving a larger order while any other slot is free (order-0
+allocations steal from them only as a last resort).
+
 Where the bytes are: a page of zeros is only a bit in the swap zeromap (swap_writeout() since
 6.12: no I/O, counted as swpout_zero / swpin_zero, never offered to zswap); otherwise zswap's
 pool is tried first, and the device gets what the pool refuses or writes back: a disk or SSD
@@ -31,6 +39,8 @@ from vmsim.mm.zswap import PAGE_SIZE, Compressor, PoolMemory, Zswap, zs_size
 Key = SwpEntry
 
 PAGE_CLUSTER = 3  # /proc/sys/vm/page-cluster: readahead of 2**3 = 8 slots
+SWAPFILE_CLUSTER = 512  # slots per swap cluster (HPAGE_PMD_NR with CONFIG_THP_SWAP)
+_CLUSTER_SHIFT = 9
 DEVICE_KINDS = ("disk", "ssd", "zram")
 
 
@@ -64,6 +74,9 @@ class SwapDevice:
         self.data: dict[int, bytes] = {}  # the device's blocks (page_io.c writes them)
         self.cursor = 1  # the per-CPU cluster's next offset: slots are handed out in order
         self.inuse = 0  # ->inuse_pages; kept by alloc() / _forget()
+        # swap_cluster_info: the order a cluster serves (absent: 0) and its used slots
+        self.cluster_order: dict[int, int] = {}
+        self.cluster_used: dict[int, int] = _Zeros()
         if kind not in DEVICE_KINDS:
             raise ValueError(f"swap device kind must be one of {', '.join(DEVICE_KINDS)}")
         self.rotational = kind == "disk"  # !SWP_SOLIDSTATE: swapin reads by cluster
@@ -82,20 +95,55 @@ class SwapDevice:
         if not self.free:
             return None
         n = self.pages
-        off = self.cursor
-        for _ in range(n):
-            if off >= n:
-                off = 1
-            if not self.count[off] and not self.cached[off]:
-                self.cursor = off + 1
-                self.inuse += 1
-                return off
-            off += 1
+        orders = self.cluster_order
+        for steal in (False, True) if orders else (True,):
+            off = self.cursor
+            for _ in range(n):
+                if off >= n:
+                    off = 1
+                if (
+                    not self.count[off]
+                    and not self.cached[off]
+                    and (steal or (off >> _CLUSTER_SHIFT) not in orders)
+                ):
+                    self.cursor = off + 1
+                    self._take(off, 1)
+                    return off
+                off += 1
         return None  # pragma: no cover
 
+    def _take(self, off: int, nr: int) -> None:
+        self.inuse += nr
+        self.cluster_used[off >> _CLUSTER_SHIFT] += nr
+
+    def alloc_cluster(self, order: int) -> int | None:
+        """cluster_alloc_swap_entry() for ``order`` > 0: the first offset of a free, aligned
+        run of 2**order slots in a cluster serving that order, else in a free cluster; None
+        when there is none (the folio is split and swapped page by page)."""
+        nr = 1 << order
+        if nr > SWAPFILE_CLUSTER or self.free < nr:
+            return None
+        whole = self.pages // SWAPFILE_CLUSTER  # clusters lying wholly inside the device
+        serving = sorted(c for c, o in self.cluster_order.items() if o == order)
+        free = (c for c in range(1, whole) if not self.cluster_used[c])
+        for c in (*serving, *free):
+            base = c << _CLUSTER_SHIFT
+            for off in range(base, base + SWAPFILE_CLUSTER, nr):
+                if not any(self.count[o] or self.cached[o] for o in range(off, off + nr)):
+                    self.cluster_order[c] = order
+                    self._take(off, nr)
+                    return off
+        return None
+
     def release(self, off: int) -> None:
-        """swap_entry_range_free(): the slot's data goes too."""
+        """swap_entry_range_free(): the slot's data goes too; an emptied cluster is free
+        for any order again."""
         self.inuse -= 1
+        c = off >> _CLUSTER_SHIFT
+        self.cluster_used[c] -= 1
+        if not self.cluster_used[c]:
+            del self.cluster_used[c]
+            self.cluster_order.pop(c, None)
         self._forget(off)
 
     def _forget(self, off: int) -> None:
@@ -180,6 +228,15 @@ class SwapSpace:
                 return SwpEntry(d.type, off)
         return None
 
+    def alloc_folio(self, order: int) -> list[Key] | None:
+        """folio_alloc_swap() of a large folio: 2**order consecutive slots of one cluster
+        of the first device that has them (swap_alloc_slow()), or None."""
+        for d in self.devices:
+            off = d.alloc_cluster(order)
+            if off is not None:
+                return [SwpEntry(d.type, o) for o in range(off, off + (1 << order))]
+        return None
+
     def device(self, key: Key) -> SwapDevice:
         return self.devices[key[0]]
 
@@ -241,6 +298,40 @@ class SwapSpace:
         self.pswpout += 1
         return "device"
 
+    def write_folio(self, keys: list[Key], data: list[bytes]) -> str:
+        """swap_writeout() of a large folio: a folio of zeros only sets its zeromap bits
+        (is_folio_zero_filled(): swpout_zero by pages, no I/O); otherwise zswap_store()
+        takes it page by page, all or nothing (a page it refuses drops the pages already
+        stored, and ZSWPOUT counts only a whole success); else the device writes every
+        page (pswpout by pages). Returns "zero", "zswap", "device" or "failed"."""
+        if self.use_zeromap:
+            if not any(any(d) for d in data):
+                for key in keys:
+                    self.zeromap.add(key)
+                    self.device(key)._forget(key[1])
+                    if self.zswap is not None:
+                        self.zswap.invalidate(key)
+                self.swpout_zero += len(keys)
+                return "zero"
+            self.zeromap.difference_update(keys)
+        z = self.zswap
+        if z is not None:
+            stored = 0
+            for key, d in zip(keys, data, strict=True):
+                if not z.store(key, d):
+                    break
+                stored += 1
+            else:
+                return "zswap"
+            z.zswpout -= stored
+            for key in keys:
+                z.invalidate(key)
+        for key, d in zip(keys, data, strict=True):
+            if not self.device(key).write(key[1], d):
+                return "failed"
+        self.pswpout += len(keys)
+        return "device"
+
     def writeback(self, key: Key, data: bytes) -> None:
         """zswap writeback: the pool gives an entry to the device."""
         self.device(key).write(key[1], data)
@@ -266,6 +357,11 @@ class SwapSpace:
             }
             used = len(slots)
             assert used == d.inuse, f"swap device {d.type}: {used} slots used, {d.inuse} counted"
+            per_cluster: dict[int, int] = {}
+            for off in slots:
+                per_cluster[off >> _CLUSTER_SHIFT] = per_cluster.get(off >> _CLUSTER_SHIFT, 0) + 1
+            assert per_cluster == dict(d.cluster_used), f"swap device {d.type}: cluster counts"
+            assert set(d.cluster_order) <= set(per_cluster), "an empty cluster keeps its order"
         for key, pfn in self.cache.items():
             assert self.entry_of[pfn] == key
             assert self.device(key).cached[key[1]]
@@ -274,6 +370,7 @@ class SwapSpace:
 __all__ = [
     "DEVICE_KINDS",
     "PAGE_CLUSTER",
+    "SWAPFILE_CLUSTER",
     "Key",
     "SwapDevice",
     "SwapSpace",

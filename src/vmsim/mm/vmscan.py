@@ -47,12 +47,13 @@ from typing import TYPE_CHECKING
 
 from vmsim.constants import PAGE_SIZE
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_RW
-from vmsim.mm import compaction, huge_memory, workingset
+from vmsim.mm import compaction, huge_memory, thp_swap, workingset
 from vmsim.mm.filemap import cache_del
 from vmsim.mm.flags import VM_EXEC
 from vmsim.mm.internal import wants_writenotify
 from vmsim.mm.lru import ACTIVE_ANON, ACTIVE_FILE, INACTIVE_ANON, INACTIVE_FILE, lru_add_drain
 from vmsim.mm.mmzone import SWAP_CLUSTER_MAX, lru_note_cost
+from vmsim.mm.mthp import count_mthp_stat
 from vmsim.mm.rmap import anon_owner, try_to_unmap
 from vmsim.mm.swap_state import delete_from_swap_cache
 from vmsim.phys.frames import PageFlag
@@ -77,10 +78,18 @@ _RECLAIM = int(PageFlag.RECLAIM)
 
 def folio_referenced(mem: Kernel, pfn: int) -> tuple[int, bool]:
     """How many PTEs map ``pfn`` with the accessed bit set (clearing it: x86 does not flush
-    the TLB for that), and whether any mapping is executable."""
+    the TLB for that), and whether any mapping is executable. A large folio's every page
+    is looked at (the rmap walk covers the whole folio: a PTE-mapped THP or mTHP is young
+    when any of its pages is)."""
     young = 0
     exec_ = False
-    for mm, va in list(mem.rmap.get(pfn, ())):
+    nr = mem.frames.folio_nr_pages(pfn)
+    mappings = (
+        list(mem.rmap.get(pfn, ()))
+        if nr == 1
+        else [m for p in range(pfn, pfn + nr) for m in mem.rmap.get(p, ())]
+    )
+    for mm, va in mappings:
         leaf = mm.pt.get(va)
         if leaf is None:
             continue
@@ -96,9 +105,14 @@ def folio_referenced(mem: Kernel, pfn: int) -> tuple[int, bool]:
 
 def _expected_refs(mem: Kernel, pfn: int) -> int:
     """References a reclaimable folio has: one per PTE, one for the page or swap cache."""
-    flags = mem.frames.flags(pfn)
-    cache = 1 if flags & _FILE or pfn in mem.swap.entry_of else 0
-    return mem.frames.mapcount(pfn) + cache
+    frames = mem.frames
+    flags = frames.flags(pfn)
+    entry_of = mem.swap.entry_of
+    if frames.order(pfn) and pfn in entry_of:  # a large folio: a reference per cached page
+        cache = sum(1 for p in range(pfn, pfn + frames.folio_nr_pages(pfn)) if p in entry_of)
+    else:
+        cache = 1 if flags & _FILE or pfn in entry_of else 0
+    return frames.mapcount(pfn) + cache
 
 
 def _isolatable(mem: Kernel, pfn: int) -> bool:
@@ -187,14 +201,26 @@ def _reclaim_one(mem: Kernel, pfn: int) -> str:
 
 
 def _reclaim_large(mem: Kernel, head: int) -> str:
-    """shrink_folio_list() for a large folio: the model never swaps a THP out whole
-    (folio_alloc_swap() of 512 slots), it splits it (split_folio_to_list(), counted as
-    thp_swpout_fallback for an anonymous one) and reclaims the pages one by one; what the
-    head page came to is returned, the other pages are freed or activated as they come."""
+    """shrink_folio_list() for a large folio. An anonymous one is swapped out whole when
+    the swap space has a cluster for it (``vmsim.mm.thp_swap``), unless it is partly mapped
+    (split right away: the unmapped pages go without I/O). Otherwise it is split
+    (split_folio_to_list(); for an anonymous folio that found no slots, counted as
+    thp_swpout_fallback if PMD-sized and as the size's swpout_fallback) and its pages are
+    reclaimed one by one; what the head page came to is returned, the other pages are freed
+    or activated as they come."""
     frames = mem.frames
     flags = frames.flags(head)
-    if flags & _ANON and flags & _SWAPBACKED and head not in mem.swap.entry_of:
-        mem.vmstat["thp_swpout_fallback"] += 1
+    order = frames.order(head)
+    if flags & _ANON and flags & _SWAPBACKED:
+        if head in mem.swap.entry_of:
+            return thp_swap.swap_out_folio(mem, head) or "activate"
+        if not mem.thp.deferred.get(head):
+            got = thp_swap.swap_out_folio(mem, head)
+            if got is not None:
+                return got
+            if order >= huge_memory.HPAGE_PMD_ORDER:
+                mem.vmstat["thp_swpout_fallback"] += 1
+            count_mthp_stat(mem, order, "swpout_fallback")
     nr = frames.folio_nr_pages(head)
     if not huge_memory.split_folio_everywhere(mem, head):
         return "activate"
@@ -220,7 +246,15 @@ def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
     lru = mem.node.lru
     lru_add_drain(mem)
     freed = 0
-    scanned = lru.oldest(name, nr)
+    # isolate_lru_folios(): folios from the tail until ``nr`` pages were taken (a large
+    # folio counts all its pages)
+    scanned = []
+    pages = 0
+    for pfn in lru.oldest(name, nr):
+        if pages >= nr:
+            break
+        scanned.append(pfn)
+        pages += frames.folio_nr_pages(pfn)
     pageout_before = mem.node.nr_pageout
     for pfn in scanned:
         if lru.where.get(pfn) != name:
@@ -242,9 +276,10 @@ def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
             frames.set_flags(pfn, _REFERENCED)
             lru.rotate(pfn)
             continue
+        nr = frames.folio_nr_pages(pfn)
         outcome = _reclaim_one(mem, pfn)
         if outcome == "freed":
-            freed += 1
+            freed += nr  # nr_reclaimed counts pages: a large folio all of its own
         elif outcome == "activate":
             if frames.is_allocated(pfn):
                 frames.set_flags(pfn, _ACTIVE)
@@ -254,7 +289,7 @@ def shrink_inactive(mem: Kernel, name: str, nr: int, kswapd: bool) -> int:
             if outcome == "written":
                 mem.vmstat["pgrotated"] += 1
             lru.rotate(pfn)
-    done = len(scanned)
+    done = pages
     file = name == INACTIVE_FILE
     vm = mem.vmstat
     vm["pgscan_kswapd" if kswapd else "pgscan_direct"] += done
@@ -489,7 +524,8 @@ def balance_pgdat(mem: Kernel) -> int:
 
 def pageout(mem: Kernel, pfns: list[int]) -> int:
     """reclaim_pages() for MADV_PAGEOUT: reclaim these folios now, references ignored; what
-    cannot go (an anonymous folio with no swap slot to get) is activated."""
+    cannot go (an anonymous folio with no swap slot to get) is activated. Returns the pages
+    freed."""
     if mem.node.reclaiming:
         return 0
     mem.node.reclaiming = True
@@ -501,9 +537,10 @@ def pageout(mem: Kernel, pfns: list[int]) -> int:
                 continue
             if not _isolatable(mem, pfn):
                 continue
+            nr = frames.folio_nr_pages(pfn)
             outcome = _reclaim_one(mem, pfn)
             if outcome == "freed":
-                freed += 1
+                freed += nr
             elif outcome == "activate" and frames.is_allocated(pfn):
                 frames.set_flags(pfn, _ACTIVE)
                 mem.node.lru.update(pfn)

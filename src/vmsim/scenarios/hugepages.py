@@ -226,15 +226,21 @@ def khugepaged_bloat(ticks: int = KHUGEPAGED_TICKS) -> Step:
 
 def _pressure(m: vmsim.Machine, size: int) -> tuple[int, bool]:
     """Memory pressure: a second process writes up to ``size`` bytes, 1 MiB at a time, until
-    reclaim has run the deferred split shrinker (thp_split_page grew) or the OOM killer ends
+    reclaim has split a THP (the deferred split shrinker, or reclaim finding no swap cluster:
+    thp_split_page grew) or swapped one out whole (thp_swpout grew), or the OOM killer ends
     it; then it exits. Returns (kB it wrote, whether it was OOM-killed)."""
     q = m.spawn()
     b = q.mmap(0, size, RW, ANON)
-    splits = _vmstat(m).get("thp_split_page", 0)
+
+    def gone() -> int:
+        vm = _vmstat(m)
+        return vm.get("thp_split_page", 0) + vm.get("thp_swpout", 0)
+
+    before = gone()
     written = 0
     killed = False
     try:
-        while written < size and _vmstat(m).get("thp_split_page", 0) == splits:
+        while written < size and gone() == before:
             for off in range(written, written + MB, PAGE_SIZE):
                 q.write(b + off, b"p")
             written += MB
@@ -284,6 +290,7 @@ def dontneed_split() -> Step:
     figures["pressure_written_kb"] = written
     figures["pressure_oom_killed"] = int(killed)
     figures["thp_split_page_after_pressure"] = _vmstat(m).get("thp_split_page", 0)
+    figures["thp_swpout_after_pressure"] = _vmstat(m).get("thp_swpout", 0)
     figures["free_kb_after_pressure_exit_minus_before"] = _free_kb(m) - free2
     explain = (
         f"MADV_DONTNEED of {HPAGE_NR - 1} of a THP's {HPAGE_NR} pages: one write made a "
@@ -291,7 +298,9 @@ def dontneed_split() -> Step:
         f"(thp_split_pmd {figures['thp_split_pmd']}), RSS {rss2} kB, but freed "
         f"{free2 - free1} kB: the folio waits on the deferred split queue "
         f"(thp_deferred_split_page {figures['thp_deferred_split_page']}) until memory "
-        f"pressure splits it (thp_split_page {figures['thp_split_page_after_pressure']}, "
+        f"pressure splits it or swaps it out (thp_split_page "
+        f"{figures['thp_split_page_after_pressure']}, thp_swpout "
+        f"{figures['thp_swpout_after_pressure']}, "
         f"after {written} kB written by another process"
         + (", which the OOM killer ended)" if killed else ")")
     )
