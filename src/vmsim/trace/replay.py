@@ -200,6 +200,7 @@ class Replayer:
         self._crossed = False
         self.resume: tuple[Replayer, Syscall] | None = None
         self._handlers = self._make_handlers()
+        self._sites: dict[tuple[str, ...], str] = {}
 
     def _make_handlers(
         self,
@@ -413,6 +414,7 @@ class Replayer:
         # (``open_``), and near the limit copy the replay before each call (``snap``)
         open_ = not self._crossed
         snap = open_ and self._snaps_left > 0
+        near = limit - max(self.SNAPSHOT_SLACK, self.SNAPSHOT_SLACK_MREMAP)  # below: not near
         for ev in events:
             if open_ and cfg.map_count_needed > limit:
                 self._crossing(None)  # crossed by a call held back or replayed out of line
@@ -427,7 +429,7 @@ class Replayer:
                 # the common case, which _must_wait() always lets through
                 if ev.lineno > rep.lines:
                     rep.lines = ev.lineno
-                if snap and self._near_limit(ev, limit):
+                if snap and len(tasks[ev.pid].mm.tree._vmas) > near and self._near_limit(ev, limit):
                     self._snapshot_before(ev)
                     snap = self._snaps_left > 0
                 syscall(ev)
@@ -546,41 +548,24 @@ class Replayer:
 
     def syscall(self, ev: Syscall) -> None:
         name = ev.name
-        if name == "execve" or name == "execveat":
-            if ev.ret == 0:
-                if not self.tasks:
-                    self.process_for(ev.pid, ev)
-                else:
-                    self._execve(ev)
-            return
-        if name in ("clone", "clone3", "fork", "vfork"):
-            self._clone(ev)
-            return
-        handler = self._handlers.get(name)
+        handler = self._handlers.get(name)  # no execve, clone or shm bookkeeping call
         if handler is None:
-            if name in UNMODELLED and ev.ret is not None and ev.errno is None:
-                self._unmodelled[name] = self._unmodelled.get(name, 0) + 1
-                self.report.drop(
-                    Dropped(ev.lineno, _fmt_call(ev), UNMODELLED[name], self._file_of(ev))
-                )
-            elif name == "shmget" and ev.errno is None and ev.ret is not None:
-                self._shmget(ev)
-            elif name == "shmctl" and ev.errno is None:
-                self._shmctl(ev)
+            self._other(ev)
             return
-        known = self.tasks.get(ev.pid)
-        p = known if known is not None else self.process_for(ev.pid, ev)
+        p = self.tasks.get(ev.pid)
+        if p is None:
+            p = self.process_for(ev.pid, ev)
         self._last = p
         rep = self.report
         rep.calls += 1
-        tree = p.mm.tree
-        before = len(tree)
+        table = p.mm.tree._vmas  # len(tree), without the method call: map_count
+        before = len(table)
         ww = self._watch
         watch = ww is not None and not ww.sensitive
-        if watch:
-            assert ww is not None
+        if watch and name not in JUDGED_IN_HANDLER:
             # mmap and mprotect may move an image first (ASLR): they judge after that
-            self._pre = None if name in JUDGED_IN_HANDLER else ww.before(p, ev)
+            assert ww is not None
+            self._pre = ww.before(p, ev)
         try:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
@@ -598,11 +583,12 @@ class Replayer:
         if watch:
             assert ww is not None
             pre = self._pre
-            if pre is False:
-                ww.sensitive = True
-            elif isinstance(pre, tuple):
-                ww.after(p, ev, result, err, pre)
-        after = len(tree)
+            if pre is not None:
+                if pre is False:
+                    ww.sensitive = True
+                elif type(pre) is tuple:
+                    ww.after(p, ev, result, err, pre)
+        after = len(table)
         if self.counts_only:
             if after != before:
                 if self.track_deltas:
@@ -615,30 +601,64 @@ class Replayer:
         if err is not None or ev.errno is not None or result != ev.ret:
             self._compare(ev, result, err, before)
         if after != before:
+            delta = after - before
             if self.track_deltas:
                 file = self.files.get(ev.pid) if self.files and ev.pid is not None else None
-                rep.deltas[(file, ev.lineno)] = after - before
-            if after > before:
-                rep.vmas_by_site[call_site(ev.stack) if ev.stack else _NO_STACK] += after - before
-                rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
+                rep.deltas[(file, ev.lineno)] = delta
+            if delta > 0:
+                stack = ev.stack
+                rep.vmas_by_site[self._site(stack) if stack else _NO_STACK] += delta
+                rep.vmas_by_cause[self._cause(p, ev, err)] += delta
                 if after > rep.peak_map_count:
                     rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
-            self._sample(ev, after)
-        elif rep.calls % self.series_every == 0:
-            self._sample(ev, after)
-
-    SERIES_MAX = 20000
-
-    def _sample(self, ev: Syscall, count: int) -> None:
-        """Keep at most SERIES_MAX points of map_count for the plot (halving when full)."""
-        rep = self.report
+        elif rep.calls % self.series_every:
+            return
+        # _sample(ev, after), inline: every call that changes map_count is a point
         self._tick += 1
         if self._tick % self._stride:
             return
-        rep.series.append((ev.lineno, ev.time, count))
-        if len(rep.series) >= self.SERIES_MAX:
-            rep.series = rep.series[::2]
+        series = rep.series
+        series.append((ev.lineno, ev.time, after))
+        if len(series) >= self.SERIES_MAX:
+            rep.series = series[::2]
             self._stride *= 2
+
+    def _other(self, ev: Syscall) -> None:
+        """A call without a handler: execve, clone and friends, shmget/shmctl, or one the
+        model does not replay."""
+        name = ev.name
+        if name == "execve" or name == "execveat":
+            if ev.ret == 0:
+                if not self.tasks:
+                    self.process_for(ev.pid, ev)
+                else:
+                    self._execve(ev)
+            return
+        if name in ("clone", "clone3", "fork", "vfork"):
+            self._clone(ev)
+            return
+        if name in UNMODELLED and ev.ret is not None and ev.errno is None:
+            self._unmodelled[name] = self._unmodelled.get(name, 0) + 1
+            self.report.drop(Dropped(ev.lineno, _fmt_call(ev), UNMODELLED[name], self._file_of(ev)))
+        elif name == "shmget" and ev.errno is None and ev.ret is not None:
+            self._shmget(ev)
+        elif name == "shmctl" and ev.errno is None:
+            self._shmctl(ev)
+
+    SITE_CACHE_MAX = 4096
+
+    def _site(self, stack: tuple[str, ...]) -> str:
+        """call_site(stack), remembered per stack: a -k trace repeats a few stacks."""
+        cache = self._sites
+        site = cache.get(stack)
+        if site is None:
+            site = call_site(stack)
+            if len(cache) >= self.SITE_CACHE_MAX:
+                cache.clear()
+            cache[stack] = site
+        return site
+
+    SERIES_MAX = 20000
 
     def _clone(self, ev: Syscall) -> None:
         if ev.ret is None or ev.ret < 0:
@@ -836,8 +856,9 @@ class Replayer:
             if own == ev.ret:
                 self.report.placements_agreed += 1
             mm.placement_hint = ev.ret
-        if self._watch is not None:
-            self._pre = self._watch.before(p, ev)
+        ww = self._watch
+        if ww is not None:
+            self._pre = ww.before(p, ev) if not ww.sensitive else None
         try:
             return p.mmap(addr, length, prot, flags, fd, off), None
         except MmError as e:
@@ -881,8 +902,9 @@ class Replayer:
             and p.mm.tree.lookup(addr) is None
         ):
             self._anchor(p, addr, length)
-        if self._watch is not None:
-            self._pre = self._watch.before(p, ev)
+        ww = self._watch
+        if ww is not None:
+            self._pre = ww.before(p, ev) if not ww.sensitive else None
         try:
             p.mprotect(addr, length, prot)
             return 0, None
