@@ -95,7 +95,7 @@ MEMORY_CALLS = frozenset(
         "mseal",
     }
 )
-GC_THRESHOLD = 70_000  # the young generation's threshold while replaying (700 by default)
+GC_SPACES = 256  # forks and execs between collections while replaying (see replay())
 UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
@@ -201,6 +201,7 @@ class Replayer:
         self.resume: tuple[Replayer, Syscall] | None = None
         self._handlers = self._make_handlers()
         self._sites: dict[tuple[str, ...], str] = {}
+        self._spaces = 0  # forks and execs so far
 
     def _make_handlers(
         self,
@@ -577,6 +578,7 @@ class Replayer:
             )
             if self.strict:
                 raise ReplayError(f"cannot replay {name}: {e}", ev.lineno) from e
+            e.__traceback__ = None  # no cycle through its frames (see replay())
             return
         if self.assume_written and err is None:
             self._written(p, ev, result)
@@ -683,17 +685,27 @@ class Replayer:
             # a fork's anon_vmas are not singular: the written replay must run
             if self._watch is not None:
                 self._watch.sensitive = True
+            self._new_space()
             self.tasks[ev.ret] = parent.fork()
             self.report.processes += 1
         # a thread joins its parent's thread group; anything else (fork, vfork,
         # posix_spawn's CLONE_VM|CLONE_VFORK) is a process of its own, even sharing the mm
         self._tgid[ev.ret] = self._tgid.get(ev.pid, ev.pid) if flags & CLONE_THREAD else ev.ret
 
+    def _new_space(self) -> None:
+        """A fork or exec makes an address space (and an exec or exit drops one): with the
+        cyclic collector off while replaying (see replay()), collect the dropped ones now
+        and then."""
+        self._spaces += 1
+        if self._spaces % GC_SPACES == 0 and not gc.isenabled():
+            gc.collect()
+
     def _execve(self, ev: Syscall) -> None:
         """A successful execve: a new mm for the caller's thread group only (de_thread()
         ends its other threads). A vfork/posix_spawn child shares its parent's mm until
         this point; the parent keeps the old one."""
         group = self._tgid.get(ev.pid, ev.pid)
+        self._new_space()
         p = self.machine.spawn()
         self.report.processes += 1
         self._exec(p, ev)
@@ -812,7 +824,7 @@ class Replayer:
                 getattr(p, method)(*args)
                 return 0, None
             except MmError as e:
-                return -1, e
+                return -1, e.with_traceback(None)  # see replay()
 
         return handler
 
@@ -862,7 +874,7 @@ class Replayer:
         try:
             return p.mmap(addr, length, prot, flags, fd, off), None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
         finally:
             mm.placement_hint = None
 
@@ -909,7 +921,7 @@ class Replayer:
             p.mprotect(addr, length, prot)
             return 0, None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
 
     def _mremap(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         n = 5 if len(ev.args) >= 5 else 4
@@ -928,7 +940,7 @@ class Replayer:
         try:
             return p.mremap(old, old_len, new_len, flags, new_addr), None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
         finally:
             mm.placement_hint = None
 
@@ -975,7 +987,7 @@ class Replayer:
             p.mlock2(addr, length, flags)
             return 0, None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
 
     @property
     def written_sensitive(self) -> bool:
@@ -1038,7 +1050,7 @@ class Replayer:
         try:
             return p.shmat(shmid, addr, flags), None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
         finally:
             mm.placement_hint = None
 
@@ -1048,7 +1060,7 @@ class Replayer:
             p.shmdt(addr)
             return 0, None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
 
 
 def _clone_children(events: Iterable[Any]) -> set[int]:
@@ -1141,15 +1153,18 @@ def replay(
     The trace is parsed once when it fits in ``_Events.CACHE_LINES``.
     """
     # A replay allocates two VMAs per split and keeps them: the cyclic garbage collector's
-    # young generation fills every 700 allocations and its scans of the growing model took
-    # a quarter of a replay's time. Collected 100 times less often while replaying (the
-    # replay makes little cyclic garbage: a failed call's exception and traceback).
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
+    # scans of the growing model (every 700 allocations by default; every 70,000 was still
+    # 10-25% of a replay's time) find nothing to free, so it is off while replaying. What
+    # a replay leaves for it: the models of processes that exec'd or exited (collected
+    # after every GC_SPACES forks and execs, see _new_space()); a failed call's exception
+    # has its traceback dropped (its frames made a cycle: ~20 objects per failure).
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         return _replay(events, max_map_count=max_map_count, written_range=written_range, **options)
     finally:
-        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()
 
 
 def _replay(
