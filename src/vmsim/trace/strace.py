@@ -1,5 +1,10 @@
 """Reading strace output into events, in every shape strace 6 prints.
 
+(Over the project's ~600 lines per module: one state machine, ``_read()``, holds what spans
+lines (a call waiting for its -k frames, unfinished calls, exits, a line cut by a strace
+message), and both readers feed it: line by line, and in blocks (``read_strace_stream``),
+whose fast branch must sit in that same loop to keep the events and their order exact.)
+
 Line grammar (strace ``printleader()`` and ``syscall_exiting_trace()``)::
 
     [PID-PREFIX][TIME ][[IP] ]NAME(ARGS) = RET[ ERRNAME (strerror)][ <SECONDS>]
@@ -18,7 +23,9 @@ Line grammar (strace ``printleader()`` and ``syscall_exiting_trace()``)::
   rest of that line follows on the next one. The two pieces are joined again.
 
 Speed: the common complete-call line is one precompiled regex match; everything else takes the
-slower path. Arguments are decoded only for :data:`~vmsim.trace.decode.DECODED_SYSCALLS`.
+slower path. Arguments are decoded only for :data:`~vmsim.trace.decode.DECODED_SYSCALLS`. A
+file is read in blocks of lines (``read_strace_stream``, what ``vmsim replay`` uses): one
+``findall()`` per block splits it and reads its plain complete calls at once.
 """
 
 from __future__ import annotations
