@@ -8,6 +8,7 @@ the reader.
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,9 +26,11 @@ from vmsim.trace import (
     open_trace,
     read_strace,
     read_strace_files,
+    read_strace_stream,
     sniff_and_read,
     split_args,
 )
+from vmsim.trace import strace as strace_module
 from vmsim.trace.events import mutable_twin
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -506,6 +509,55 @@ def test_fixture_parses_without_problems(name: str):
     events = list(sniff_and_read(path))
     assert [e for e in events if isinstance(e, Problem)] == []
     assert len(calls(events)) > 10
+
+
+@pytest.mark.parametrize("block", [1, 64, 4096, 1 << 20])
+def test_block_reader_reads_every_fixture_as_the_line_reader(
+    block: int, monkeypatch: pytest.MonkeyPatch
+):
+    """read_strace_stream() (findall over blocks of whole lines, what vmsim replay reads
+    with) gives the events read_strace() gives line by line, whatever the block size."""
+    monkeypatch.setattr(strace_module, "_BLOCK_CHARS", block)
+    paths = [p for p in sorted(TRACES.rglob("*strace*")) if p.is_file()]
+    paths += sorted((TRACES / "threads-ff").iterdir())
+    assert len(paths) > 20
+    for path in paths:
+        with open_trace(path) as f:
+            by_line = list(read_strace(f))
+        with open_trace(path) as f:
+            head = [next(f) for _ in range(3)]
+            by_block = list(read_strace_stream(f, head))
+        assert by_block == by_line, path
+        assert by_line, path
+
+
+def test_block_reader_edge_lines():
+    text = (
+        "1 mprotect(0x7f0000001000, 4096, PROT_READ) = 0 <0.000008>\n"
+        "\n"
+        "mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+        "2 munmap(0x7f0000000000, 4096)      = -1 EINVAL (Invalid argument)\n"
+        "3 brk(NULL = 0x1000\n"  # cut: a Problem
+        "4 munmap(0x7f0000000000) = 0\n"  # too few arguments: a Problem
+        "5 getpid() = 5\n"
+        " > /usr/lib/libc.so.6(getpid+0x1) [0x1]\n"
+        "6 mprotect(0x7f0000001000, 4096, PROT_READ) = 0 \n"  # a trailing space
+        "7 mprotect(0x7f0000001000, 4096, PROT_READ) = 0x10000000000000000\n"  # 17 digits
+        "8 strace: Process 9 attached\n"
+        "mprotect(0x7f0000001000, 4096, PROT_NONE) = 0\n"  # no pid: joined to nothing
+        "10 exit_group(0) = ?\n"
+        "10 +++ exited with 0 +++"  # no final newline
+    )
+    by_line = list(read_strace(io.StringIO(text)))
+    assert list(read_strace_stream(io.StringIO(text))) == by_line
+    assert list(read_strace_stream(io.StringIO(text.replace("\n", "\r\n"), newline="\n"))) == list(
+        read_strace(io.StringIO(text.replace("\n", "\r\n"), newline="\n"))
+    )
+    problems = [e.lineno for e in by_line if isinstance(e, Problem)]
+    assert problems == [5, 6, 10]
+    getpid = next(e for e in calls(by_line) if e.name == "getpid")
+    assert getpid.stack == ("/usr/lib/libc.so.6(getpid+0x1) [0x1]",)
+    assert [e.lineno for e in calls(by_line)][:3] == [1, 3, 4]
 
 
 def test_fixtures_are_small():

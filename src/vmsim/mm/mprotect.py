@@ -73,7 +73,9 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
     if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
         raise oserror(errno.EINVAL)
     tree = mm.tree
-    vma = tree.find(start)
+    vma = tree.lookup(start)  # the common case: start is mapped (then it is find()'s VMA)
+    if vma is None:
+        vma = tree.find(start)
     if vma is None or vma.start >= end:
         raise oserror(errno.ENOMEM)
     if grows & PROT_GROWSDOWN:
@@ -125,7 +127,13 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
     elif oldflags & VM_ACCOUNT and vma.is_anonymous and vma.anon_vma is None:
         newflags &= ~VM_ACCOUNT
     try:
-        vma = vma_ops.vma_modify(mm, vma, start, end, newflags)
+        if vma.start < start and end < vma.end:
+            # vma_modify() of a range strictly inside the VMA (no merge to try), its
+            # fill-to-limit case taken straight
+            vma = vma_ops.split_vma_twice(mm, vma, start, end)
+            vma.flags = newflags
+        else:
+            vma = vma_ops.vma_modify(mm, vma, start, end, newflags)
     except OSError:
         mm.vm_unacct(charged)
         raise

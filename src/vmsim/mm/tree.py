@@ -389,10 +389,32 @@ class VmaTree:
 
     def insert_pair(self, low: Vma, high: Vma) -> None:
         """Insert two VMAs that start inside the range of one VMA (a split in three)."""
-        self._keys.add2(low.start, high.start)
+        x = low.start
+        y = high.start
+        # self._keys.add2(x, y), its common case inline: the fill-to-limit hot path
+        sl = self._keys.sl
+        maxes = sl._maxes
+        if maxes and not sl._index:
+            pos = bisect_right(maxes, x)
+            lists = sl._lists
+            if pos == len(maxes):
+                pos -= 1
+                sub = lists[pos]
+                sub.append(x)
+                sub.append(y)
+                maxes[pos] = y
+            else:
+                sub = lists[pos]
+                i = bisect_right(sub, x)
+                sub[i:i] = (x, y)
+            sl._len += 2
+            if len(sub) > sl._load << 1:
+                sl._expand(pos)
+        else:
+            self._keys.add2(x, y)
         vmas = self._vmas
-        vmas[low.start] = low
-        vmas[high.start] = high
+        vmas[x] = low
+        vmas[y] = high
 
     def remove(self, vma: Vma) -> None:
         self._keys.remove(vma.start)

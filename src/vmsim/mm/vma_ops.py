@@ -135,7 +135,7 @@ def split_vma_twice(mm: VmaHooks, vma: Vma, start: int, end: int) -> Vma:
     tree = mm.tree
     cfg = mm.cfg
     file = vma.file
-    n = len(tree) + 1
+    n = len(tree._vmas) + 1  # len(tree), without its method call
     if n > cfg.map_count_needed:
         cfg.map_count_needed = n
     if n > cfg.max_map_count:

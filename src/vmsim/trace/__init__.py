@@ -9,7 +9,7 @@ from vmsim.trace.decode import DECODED_SYSCALLS, split_args
 from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall
 from vmsim.trace.ltrace import read_ltrace
 from vmsim.trace.sniff import detect_format, sniff_and_read
-from vmsim.trace.strace import open_trace, read_strace, read_strace_files
+from vmsim.trace.strace import open_trace, read_strace, read_strace_files, read_strace_stream
 
 __all__ = [
     "DECODED_SYSCALLS",
@@ -24,6 +24,7 @@ __all__ = [
     "read_ltrace",
     "read_strace",
     "read_strace_files",
+    "read_strace_stream",
     "sniff_and_read",
     "split_args",
 ]

@@ -96,7 +96,7 @@ MEMORY_CALLS = frozenset(
         "mseal",
     }
 )
-GC_THRESHOLD = 70_000  # the young generation's threshold while replaying (700 by default)
+GC_SPACES = 256  # forks and execs between collections while replaying (see replay())
 UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
@@ -203,6 +203,8 @@ class Replayer:
         self._crossed = False
         self.resume: tuple[Replayer, Syscall] | None = None
         self._handlers = self._make_handlers()
+        self._sites: dict[tuple[str, ...], str] = {}
+        self._spaces = 0  # forks and execs so far
 
     def _make_handlers(
         self,
@@ -447,6 +449,7 @@ class Replayer:
         # (``open_``), and near the limit copy the replay before each call (``snap``)
         open_ = not self._crossed
         snap = open_ and self._snaps_left > 0
+        near = limit - max(self.SNAPSHOT_SLACK, self.SNAPSHOT_SLACK_MREMAP)  # below: not near
         for ev in events:
             if open_ and cfg.map_count_needed > limit:
                 self._crossing(None)  # crossed by a call held back or replayed out of line
@@ -461,7 +464,7 @@ class Replayer:
                 # the common case, which _must_wait() always lets through
                 if ev.lineno > rep.lines:
                     rep.lines = ev.lineno
-                if snap and self._near_limit(ev, limit):
+                if snap and len(tasks[ev.pid].mm.tree._vmas) > near and self._near_limit(ev, limit):
                     self._snapshot_before(ev)
                     snap = self._snaps_left > 0
                 syscall(ev)
@@ -580,41 +583,24 @@ class Replayer:
 
     def syscall(self, ev: Syscall) -> None:
         name = ev.name
-        if name == "execve" or name == "execveat":
-            if ev.ret == 0:
-                if not self.tasks:
-                    self.process_for(ev.pid, ev)
-                else:
-                    self._execve(ev)
-            return
-        if name in ("clone", "clone3", "fork", "vfork"):
-            self._clone(ev)
-            return
-        handler = self._handlers.get(name)
+        handler = self._handlers.get(name)  # no execve, clone or shm bookkeeping call
         if handler is None:
-            if name in UNMODELLED and ev.ret is not None and ev.errno is None:
-                self._unmodelled[name] = self._unmodelled.get(name, 0) + 1
-                self.report.drop(
-                    Dropped(ev.lineno, _fmt_call(ev), UNMODELLED[name], self._file_of(ev))
-                )
-            elif name == "shmget" and ev.errno is None and ev.ret is not None:
-                self._shmget(ev)
-            elif name == "shmctl" and ev.errno is None:
-                self._shmctl(ev)
+            self._other(ev)
             return
-        known = self.tasks.get(ev.pid)
-        p = known if known is not None else self.process_for(ev.pid, ev)
+        p = self.tasks.get(ev.pid)
+        if p is None:
+            p = self.process_for(ev.pid, ev)
         self._last = p
         rep = self.report
         rep.calls += 1
-        tree = p.mm.tree
-        before = len(tree)
+        table = p.mm.tree._vmas  # len(tree), without the method call: map_count
+        before = len(table)
         ww = self._watch
         watch = ww is not None and not ww.sensitive
-        if watch:
-            assert ww is not None
+        if watch and name not in JUDGED_IN_HANDLER:
             # mmap and mprotect may move an image first (ASLR): they judge after that
-            self._pre = None if name in JUDGED_IN_HANDLER else ww.before(p, ev)
+            assert ww is not None
+            self._pre = ww.before(p, ev)
         try:
             result, err = handler(p, ev)
         except (TypeError, IndexError, ValueError) as e:
@@ -626,17 +612,19 @@ class Replayer:
             )
             if self.strict:
                 raise ReplayError(f"cannot replay {name}: {e}", ev.lineno) from e
+            e.__traceback__ = None  # no cycle through its frames (see replay())
             return
         if self.assume_written and err is None:
             self._written(p, ev, result)
         if watch:
             assert ww is not None
             pre = self._pre
-            if pre is False:
-                ww.sensitive = True
-            elif isinstance(pre, tuple):
-                ww.after(p, ev, result, err, pre)
-        after = len(tree)
+            if pre is not None:
+                if pre is False:
+                    ww.sensitive = True
+                elif type(pre) is tuple:
+                    ww.after(p, ev, result, err, pre)
+        after = len(table)
         if self.counts_only:
             if after != before:
                 if self.track_deltas:
@@ -649,30 +637,64 @@ class Replayer:
         if err is not None or ev.errno is not None or result != ev.ret:
             self._compare(ev, result, err, before)
         if after != before:
+            delta = after - before
             if self.track_deltas:
                 file = self.files.get(ev.pid) if self.files and ev.pid is not None else None
-                rep.deltas[(file, ev.lineno)] = after - before
-            if after > before:
-                rep.vmas_by_site[call_site(ev.stack) if ev.stack else _NO_STACK] += after - before
-                rep.vmas_by_cause[self._cause(p, ev, err)] += after - before
+                rep.deltas[(file, ev.lineno)] = delta
+            if delta > 0:
+                stack = ev.stack
+                rep.vmas_by_site[self._site(stack) if stack else _NO_STACK] += delta
+                rep.vmas_by_cause[self._cause(p, ev, err)] += delta
                 if after > rep.peak_map_count:
                     rep.peak_map_count, rep.peak_line, rep.peak_pid = after, ev.lineno, ev.pid
-            self._sample(ev, after)
-        elif rep.calls % self.series_every == 0:
-            self._sample(ev, after)
-
-    SERIES_MAX = 20000
-
-    def _sample(self, ev: Syscall, count: int) -> None:
-        """Keep at most SERIES_MAX points of map_count for the plot (halving when full)."""
-        rep = self.report
+        elif rep.calls % self.series_every:
+            return
+        # _sample(ev, after), inline: every call that changes map_count is a point
         self._tick += 1
         if self._tick % self._stride:
             return
-        rep.series.append((ev.lineno, ev.time, count))
-        if len(rep.series) >= self.SERIES_MAX:
-            rep.series = rep.series[::2]
+        series = rep.series
+        series.append((ev.lineno, ev.time, after))
+        if len(series) >= self.SERIES_MAX:
+            rep.series = series[::2]
             self._stride *= 2
+
+    def _other(self, ev: Syscall) -> None:
+        """A call without a handler: execve, clone and friends, shmget/shmctl, or one the
+        model does not replay."""
+        name = ev.name
+        if name == "execve" or name == "execveat":
+            if ev.ret == 0:
+                if not self.tasks:
+                    self.process_for(ev.pid, ev)
+                else:
+                    self._execve(ev)
+            return
+        if name in ("clone", "clone3", "fork", "vfork"):
+            self._clone(ev)
+            return
+        if name in UNMODELLED and ev.ret is not None and ev.errno is None:
+            self._unmodelled[name] = self._unmodelled.get(name, 0) + 1
+            self.report.drop(Dropped(ev.lineno, _fmt_call(ev), UNMODELLED[name], self._file_of(ev)))
+        elif name == "shmget" and ev.errno is None and ev.ret is not None:
+            self._shmget(ev)
+        elif name == "shmctl" and ev.errno is None:
+            self._shmctl(ev)
+
+    SITE_CACHE_MAX = 4096
+
+    def _site(self, stack: tuple[str, ...]) -> str:
+        """call_site(stack), remembered per stack: a -k trace repeats a few stacks."""
+        cache = self._sites
+        site = cache.get(stack)
+        if site is None:
+            site = call_site(stack)
+            if len(cache) >= self.SITE_CACHE_MAX:
+                cache.clear()
+            cache[stack] = site
+        return site
+
+    SERIES_MAX = 20000
 
     def _clone(self, ev: Syscall) -> None:
         if ev.ret is None or ev.ret < 0:
@@ -697,17 +719,27 @@ class Replayer:
             # a fork's anon_vmas are not singular: the written replay must run
             if self._watch is not None:
                 self._watch.sensitive = True
+            self._new_space()
             self.tasks[ev.ret] = parent.fork()
             self.report.processes += 1
         # a thread joins its parent's thread group; anything else (fork, vfork,
         # posix_spawn's CLONE_VM|CLONE_VFORK) is a process of its own, even sharing the mm
         self._tgid[ev.ret] = self._tgid.get(ev.pid, ev.pid) if flags & CLONE_THREAD else ev.ret
 
+    def _new_space(self) -> None:
+        """A fork or exec makes an address space (and an exec or exit drops one): with the
+        cyclic collector off while replaying (see replay()), collect the dropped ones now
+        and then."""
+        self._spaces += 1
+        if self._spaces % GC_SPACES == 0 and not gc.isenabled():
+            gc.collect()
+
     def _execve(self, ev: Syscall) -> None:
         """A successful execve: a new mm for the caller's thread group only (de_thread()
         ends its other threads). A vfork/posix_spawn child shares its parent's mm until
         this point; the parent keeps the old one."""
         group = self._tgid.get(ev.pid, ev.pid)
+        self._new_space()
         p = self.machine.spawn()
         self.report.processes += 1
         self._exec(p, ev)
@@ -826,7 +858,7 @@ class Replayer:
                 getattr(p, method)(*args)
                 return 0, None
             except MmError as e:
-                return -1, e
+                return -1, e.with_traceback(None)  # see replay()
 
         return handler
 
@@ -870,12 +902,13 @@ class Replayer:
             if own == ev.ret:
                 self.report.placements_agreed += 1
             mm.placement_hint = ev.ret
-        if self._watch is not None:
-            self._pre = self._watch.before(p, ev)
+        ww = self._watch
+        if ww is not None:
+            self._pre = ww.before(p, ev) if not ww.sensitive else None
         try:
             return p.mmap(addr, length, prot, flags, fd, off), None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
         finally:
             mm.placement_hint = None
 
@@ -915,13 +948,14 @@ class Replayer:
             and p.mm.tree.lookup(addr) is None
         ):
             self._anchor(p, addr, length)
-        if self._watch is not None:
-            self._pre = self._watch.before(p, ev)
+        ww = self._watch
+        if ww is not None:
+            self._pre = ww.before(p, ev) if not ww.sensitive else None
         try:
             p.mprotect(addr, length, prot)
             return 0, None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
 
     def _mremap(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         n = 5 if len(ev.args) >= 5 else 4
@@ -940,7 +974,7 @@ class Replayer:
         try:
             return p.mremap(old, old_len, new_len, flags, new_addr), None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
         finally:
             mm.placement_hint = None
 
@@ -987,7 +1021,7 @@ class Replayer:
             p.mlock2(addr, length, flags)
             return 0, None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
 
     @property
     def written_sensitive(self) -> bool:
@@ -1050,7 +1084,7 @@ class Replayer:
         try:
             return p.shmat(shmid, addr, flags), None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
         finally:
             mm.placement_hint = None
 
@@ -1060,7 +1094,7 @@ class Replayer:
             p.shmdt(addr)
             return 0, None
         except MmError as e:
-            return -1, e
+            return -1, e.with_traceback(None)  # see replay()
 
 
 def _clone_children(events: Iterable[Any]) -> set[int]:
@@ -1153,15 +1187,18 @@ def replay(
     The trace is parsed once when it fits in ``_Events.CACHE_LINES``.
     """
     # A replay allocates two VMAs per split and keeps them: the cyclic garbage collector's
-    # young generation fills every 700 allocations and its scans of the growing model took
-    # a quarter of a replay's time. Collected 100 times less often while replaying (the
-    # replay makes little cyclic garbage: a failed call's exception and traceback).
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
+    # scans of the growing model (every 700 allocations by default; every 70,000 was still
+    # 10-25% of a replay's time) find nothing to free, so it is off while replaying. What
+    # a replay leaves for it: the models of processes that exec'd or exited (collected
+    # after every GC_SPACES forks and execs, see _new_space()); a failed call's exception
+    # has its traceback dropped (its frames made a cycle: ~20 objects per failure).
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         return _replay(events, max_map_count=max_map_count, written_range=written_range, **options)
     finally:
-        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()
 
 
 def _replay(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vmsim.trace.events import Event
 from vmsim.trace.ltrace import read_ltrace
-from vmsim.trace.strace import open_trace, read_strace, read_strace_files
+from vmsim.trace.strace import open_trace, read_strace_files, read_strace_stream
 
 __all__ = ["detect_format", "sniff_and_read"]
 
@@ -40,11 +40,10 @@ def sniff_and_read(path: Path) -> Iterator[Event]:
         return
     with open_trace(path) as handle:
         head = list(itertools.islice(handle, _SNIFF_LINES))
-        lines = itertools.chain(head, handle)
         if detect_format(head) == "ltrace":
-            yield from read_ltrace(lines)
+            yield from read_ltrace(itertools.chain(head, handle))
         else:
-            yield from read_strace(lines)
+            yield from read_strace_stream(handle, head)
 
 
 def _pid(path: Path) -> int:

@@ -128,11 +128,33 @@ class WrittenWatch:
         address judged, the bounds of the one participant that may hold an anon_vma or 0, 0)
         for :meth:`after`."""
         name = ev.name
-        if name in _NEVER_MERGE:
-            return None
         a = ev.args
         mm = p.mm
         tree = mm.tree
+        if (
+            name == "mprotect"
+            and len(a) >= 3
+            and type(a[0]) is int
+            and type(a[1]) is int
+            and type(a[2]) is int
+            and a[2] & (PROT_WRITE | PROT_GROWSDOWN | PROT_GROWSUP) == PROT_WRITE
+        ):
+            # the fill-to-limit hot path, as the _MODIFY_CALLS case below takes it for an
+            # mprotect that leaves the range writable (so no VM_ACCOUNT question)
+            lo = a[0]
+            hi = lo + ((a[1] + PAGE_SIZE - 1) & PAGE_MASK64)  # page_align(a[1])
+            if hi <= lo:
+                return None
+            vma = tree.lookup(lo)
+            if vma is not None and vma.start < lo and hi < vma.end:
+                entry = self._taints.get(id(mm))
+                taint = entry[1] if entry is not None else self._taint_of(p)
+                if self.may_hold_anon(vma, taint):
+                    return (lo, vma.start, vma.end)
+                return None
+            return self._participants(p, name, lo, hi)
+        if name in _NEVER_MERGE:
+            return None
         if name in _MODIFY_CALLS:
             if len(a) < 2 or type(a[0]) is not int or type(a[1]) is not int:
                 return False
@@ -181,6 +203,11 @@ class WrittenWatch:
                 return None  # a query, a refusal or a shrink: nothing merges
         else:
             return False  # mremap, mlockall, munlockall, ...
+        return self._participants(p, name, lo, hi)
+
+    def _participants(self, p: Process, name: str, lo: int, hi: int) -> Judgement:
+        """The VMAs a call on ``[lo, hi)`` may merge: at most one may hold an anon_vma."""
+        tree = p.mm.tree
         taint = self._taint_of(p)
         parts = tree.range(lo, hi)
         before = tree.prev_of(lo)
