@@ -46,10 +46,15 @@ def cases(work: Path) -> list[tuple[str, list[str]]]:
         if name.startswith("shebang"):
             opts += ["--cwd", str(PROGRAMS)]
         if name.startswith("attach"):
-            smaps = work / f"{name}.smaps"
-            with gzip.open(CORPUS / f"{name}.smaps.gz", "rt") as f:
-                smaps.write_text(f.read())
-            opts += ["--from-maps", str(smaps)]
+            one = CORPUS / f"{name}.smaps.gz"
+            # one snapshot, or NAME.PID.smaps.gz for each of several processes attached together
+            snaps = [one] if one.exists() else sorted(CORPUS.glob(f"{name}.[0-9]*.smaps.gz"))
+            for snap in snaps:
+                smaps = work / snap.name.removesuffix(".gz")
+                with gzip.open(snap, "rt") as f:
+                    smaps.write_text(f.read())
+                pid = "" if snap is one else snap.name.split(".")[-3] + "="
+                opts += ["--from-maps", f"{pid}{smaps}"]
         out.append((f"corpus/{name}", [str(p), *opts]))
     for p in sorted(TRACES.iterdir()):
         if p.is_file():
