@@ -73,8 +73,9 @@ _ANON = int(PageFlag.ANON)
 _HUGE = int(PageFlag.HUGE)
 
 # hugepages-<size>kB/stats/, in the order of 6.18's stats_attrs[] (mm/huge_memory.c). The
-# reference machine's kernel has one more file, anon_fault_declined, which upstream 6.18 does
-# not have: its source is not public, so the model cannot say when it counts (always 0 here).
+# reference machine's kernel (6.18.44-fc) has one more file, anon_fault_declined, which
+# upstream 6.18 does not have: its source is not public, so the model does not offer it rather
+# than answer a figure it cannot compute.
 MTHP_STAT_ITEMS = (
     "anon_fault_alloc",
     "anon_fault_fallback",
@@ -93,7 +94,6 @@ MTHP_STAT_ITEMS = (
     "split_deferred",
     "nr_anon",
     "nr_anon_partially_mapped",
-    "anon_fault_declined",
 )
 _COUNTED = frozenset(MTHP_STAT_ITEMS[:15])
 
