@@ -47,6 +47,7 @@ from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model, reach
 from vmsim.memtrace.engine import run as run_trace
 from vmsim.memtrace.layout import Layout
 from vmsim.memtrace.records import KIND_LOAD, KIND_STORE, Counters, TraceChunk
+from vmsim.scenarios.proctext import fields, vmstat
 
 KB = 1 << 10
 MB = 1 << 20
@@ -85,32 +86,12 @@ class Step:
 # --- reading the model --------------------------------------------------------------------
 
 
-def _kv(text: str) -> dict[str, int]:
-    """``Name: value [kB]`` lines (smaps_rollup, meminfo) -> {name: value}."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        name, sep, rest = line.partition(":")
-        words = rest.split()
-        if sep and words and words[0].isdigit():
-            out[name.strip()] = int(words[0])
-    return out
-
-
-def _vmstat(m: vmsim.Machine) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in m.vmstat().splitlines():
-        name, _, value = line.partition(" ")
-        if value.strip().lstrip("-").isdigit():
-            out[name] = int(value)
-    return out
-
-
 def _rss_kb(p: vmsim.Process) -> int:
-    return _kv(p.smaps_rollup()).get("Rss", 0)
+    return fields(p.smaps_rollup()).get("Rss", 0)
 
 
 def _anon_huge_kb(p: vmsim.Process) -> int:
-    return _kv(p.smaps_rollup()).get("AnonHugePages", 0)
+    return fields(p.smaps_rollup()).get("AnonHugePages", 0)
 
 
 def buddy_counts(m: vmsim.Machine) -> list[int]:
@@ -120,7 +101,7 @@ def buddy_counts(m: vmsim.Machine) -> list[int]:
 
 
 def _free_kb(m: vmsim.Machine) -> int:
-    return _kv(m.meminfo())["MemFree"]
+    return fields(m.meminfo())["MemFree"]
 
 
 def _aligned_region(p: vmsim.Process, size: int) -> int:
@@ -131,7 +112,7 @@ def _aligned_region(p: vmsim.Process, size: int) -> int:
 
 def _has_thp(m: vmsim.Machine) -> bool:
     """Whether this build models THPs: /proc/vmstat has the thp_* event lines."""
-    return "thp_fault_alloc" in _vmstat(m)
+    return "thp_fault_alloc" in vmstat(m)
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -207,7 +188,7 @@ def khugepaged_bloat(ticks: int = KHUGEPAGED_TICKS) -> Step:
         "ticks": waited,
         "rss_kb_after_khugepaged": after,
         "anon_huge_kb_after_khugepaged": huge,
-        "thp_collapse_alloc": _vmstat(m).get("thp_collapse_alloc", 0),
+        "thp_collapse_alloc": vmstat(m).get("thp_collapse_alloc", 0),
     }
     if huge:
         explain = (
@@ -233,7 +214,7 @@ def _pressure(m: vmsim.Machine, size: int) -> tuple[int, bool]:
     b = q.mmap(0, size, RW, ANON)
 
     def gone() -> int:
-        vm = _vmstat(m)
+        vm = vmstat(m)
         return vm.get("thp_split_page", 0) + vm.get("thp_swpout", 0)
 
     before = gone()
@@ -268,7 +249,7 @@ def dontneed_split() -> Step:
     p.madvise(a + PAGE_SIZE, HPAGE - PAGE_SIZE, MADV_DONTNEED)
     free2 = _free_kb(m)
     rss2 = _rss_kb(p)
-    vm = _vmstat(m)
+    vm = vmstat(m)
     figures: dict[str, int | float | str | list[int]] = {
         "rss_kb_after_write": rss,
         "anon_huge_kb_after_write": huge,
@@ -289,8 +270,8 @@ def dontneed_split() -> Step:
     written, killed = _pressure(m, PRESSURE)
     figures["pressure_written_kb"] = written
     figures["pressure_oom_killed"] = int(killed)
-    figures["thp_split_page_after_pressure"] = _vmstat(m).get("thp_split_page", 0)
-    figures["thp_swpout_after_pressure"] = _vmstat(m).get("thp_swpout", 0)
+    figures["thp_split_page_after_pressure"] = vmstat(m).get("thp_split_page", 0)
+    figures["thp_swpout_after_pressure"] = vmstat(m).get("thp_swpout", 0)
     figures["free_kb_after_pressure_exit_minus_before"] = _free_kb(m) - free2
     explain = (
         f"MADV_DONTNEED of {HPAGE_NR - 1} of a THP's {HPAGE_NR} pages: one write made a "
@@ -332,20 +313,20 @@ def fragmentation() -> Step:
     }
     thp = _has_thp(m)
     if thp:
-        before = _vmstat(m)
+        before = vmstat(m)
         b = _aligned_region(p, HPAGE)
         p.madvise(b, HPAGE, MADV_HUGEPAGE)
         p.write(b, b"t")
-        after = _vmstat(m)
+        after = vmstat(m)
         figures["thp_fault_alloc"] = after["thp_fault_alloc"] - before["thp_fault_alloc"]
         figures["thp_fault_fallback"] = after.get("thp_fault_fallback", 0) - before.get(
             "thp_fault_fallback", 0
         )
         figures["thp_fault_compact_stall"] = after["compact_stall"] - before["compact_stall"]
         figures["thp_fault_anon_huge_kb"] = _anon_huge_kb(p)
-    before = _vmstat(m)
+    before = vmstat(m)
     got = m.set_nr_hugepages("2M", 1)
-    after = _vmstat(m)
+    after = vmstat(m)
     figures["pool_pages_got"] = got
     for name in ("compact_stall", "compact_success", "compact_fail", "compact_isolated"):
         figures[name] = after.get(name, 0) - before.get(name, 0)
@@ -402,7 +383,7 @@ def hugetlb_pool(
             break
         ok += 1
     s4 = m.hugepage_stats("2M")
-    mi = _kv(m.meminfo())
+    mi = fields(m.meminfo())
     figures: dict[str, int | float | str | list[int]] = {
         "pool": s0["nr_hugepages"],
         "rsvd_after_mmap": s1["resv_hugepages"],

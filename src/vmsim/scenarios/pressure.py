@@ -48,6 +48,7 @@ from vmsim.constants import (
 from vmsim.errors import OomKilled
 from vmsim.phys.frames import OutOfMemory
 from vmsim.scenarios import ScenarioError
+from vmsim.scenarios.proctext import fields, vmstat
 
 PAGE = PAGE_SIZE
 KB = 1024
@@ -220,19 +221,6 @@ class _Proc:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _kv(text: str, sep: str | None = None) -> dict[str, int]:
-    """``name value [kB]`` lines (/proc/vmstat, or /proc/meminfo with sep ':') as a dict."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        if sep is None:
-            name, value = line.split()
-        else:
-            name, rest = line.split(sep, 1)
-            value = rest.split()[0]
-        out[name.strip()] = int(value)
-    return out
 
 
 class Pressure:
@@ -454,8 +442,8 @@ class Pressure:
 
     def sample(self, step: int, event: str, written: int, read: int) -> Sample:
         m = self.machine
-        info = _kv(m.meminfo(), ":")
-        vm = _kv(m.vmstat())
+        info = fields(m.meminfo())
+        vm = vmstat(m)
         z = m.zswap_stats()
         k = m.ksm_stats()
         return Sample(

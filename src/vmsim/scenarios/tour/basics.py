@@ -20,7 +20,8 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.scenarios import walk as walk_story
-from vmsim.scenarios.tour.chapter import Chapter, Figures, kv, size
+from vmsim.scenarios.proctext import fields
+from vmsim.scenarios.tour.chapter import Chapter, Figures, size
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -183,18 +184,18 @@ def demand_paging(number: int) -> Chapter:
     m = vmsim.Machine(ram="64M")
     p = m.spawn()
     addr = p.mmap(0, DEMAND_MAPPED, RW, ANON)
-    rss_mapped = kv(p.smaps_rollup())["Rss"]
+    rss_mapped = fields(p.smaps_rollup())["Rss"]
     before = p.stats
     p.read(addr, 8)
     after_read = p.stats
-    rss_read = kv(p.smaps_rollup())["Rss"]
+    rss_read = fields(p.smaps_rollup())["Rss"]
     for i in range(DEMAND_WRITTEN):
         p.write(addr + i * PAGE_SIZE, b"x")
     after_write = p.stats
     for i in range(DEMAND_WRITTEN):
         p.write(addr + i * PAGE_SIZE + 8, b"y")
     after_again = p.stats
-    rss_written = kv(p.smaps_rollup())["Rss"]
+    rss_written = fields(p.smaps_rollup())["Rss"]
 
     def delta(a: dict[str, int], b: dict[str, int], name: str) -> int:
         return b[name] - a[name]

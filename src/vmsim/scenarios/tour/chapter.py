@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import vmsim
-
 Figures = dict[str, Any]  # JSON-ready: ints, floats, strings, bools, lists and dicts of them
 
 
@@ -37,27 +35,6 @@ class Chapter:
         return self.key
 
 
-def kv(text: str) -> dict[str, int]:
-    """``Name: value [kB]`` lines (meminfo, smaps_rollup) -> {name: value}."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        name, sep, rest = line.partition(":")
-        words = rest.split()
-        if sep and words and words[0].isdigit():
-            out[name.strip()] = int(words[0])
-    return out
-
-
-def vmstat(m: vmsim.Machine) -> dict[str, int]:
-    """/proc/vmstat of the model machine -> {name: value}."""
-    out: dict[str, int] = {}
-    for line in m.vmstat().splitlines():
-        name, _, value = line.partition(" ")
-        if value.strip().lstrip("-").isdigit():
-            out[name] = int(value)
-    return out
-
-
 def size(n: int) -> str:
     """Bytes in the largest binary unit that divides them (KiB .. EiB), else bytes."""
     for shift, unit in (
@@ -83,4 +60,4 @@ def checked(steps: Any) -> tuple[bool, str]:
     return not off, "; ".join(f"{s.id}: {s.expected}" for s in off)
 
 
-__all__ = ["Chapter", "Figures", "checked", "kv", "pct", "size", "vmstat"]
+__all__ = ["Chapter", "Figures", "checked", "pct", "size"]

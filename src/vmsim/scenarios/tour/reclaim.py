@@ -20,7 +20,8 @@ from vmsim.constants import (
     PROT_READ,
     PROT_WRITE,
 )
-from vmsim.scenarios.tour.chapter import Chapter, Figures, kv, size, vmstat
+from vmsim.scenarios.proctext import fields, vmstat
+from vmsim.scenarios.tour.chapter import Chapter, Figures, size
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -64,7 +65,7 @@ def pressure_run(zswap: str | None) -> Figures:
         p.write(addr + i * PAGE_SIZE, data)
     m.tick(4)
     written = vmstat(m)
-    info = kv(m.meminfo())
+    info = fields(m.meminfo())
     z = m.zswap_stats() if zswap else {}
     wrong = sum(p.read(addr + i * PAGE_SIZE, PAGE_SIZE) != d for i, d in enumerate(pages))
     read = vmstat(m)

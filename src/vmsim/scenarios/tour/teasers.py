@@ -27,9 +27,10 @@ from vmsim.memtrace.cpus import DEFAULT_CPU, cpu_model, reach
 from vmsim.scenarios import hugepages as hugepages_story
 from vmsim.scenarios import sidechannel
 from vmsim.scenarios.maps_text import parse_maps
+from vmsim.scenarios.proctext import fields
 from vmsim.scenarios.tlb import measure, regime
 from vmsim.scenarios.tour.basics import first_refused
-from vmsim.scenarios.tour.chapter import Chapter, Figures, kv, pct, size
+from vmsim.scenarios.tour.chapter import Chapter, Figures, pct, size
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -59,7 +60,7 @@ SIDECHANNEL_MISSING = (
 
 
 def _page_tables_kb(m: vmsim.Machine) -> int:
-    return kv(m.meminfo())["PageTables"]
+    return fields(m.meminfo())["PageTables"]
 
 
 def sparse(number: int) -> Chapter:
