@@ -279,7 +279,8 @@ def test_maps_fast_path_writes_what_the_general_header_writes():
     _vma_header() (every prot, private and shared, heap and stack lines among them)."""
     import random
 
-    from vmsim import Machine, procfs
+    from vmsim import Machine
+    from vmsim.procfs import task_mmu as procfs
 
     rng = random.Random(5)
     p = Machine().spawn(layout="linux")

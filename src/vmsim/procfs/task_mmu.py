@@ -1,4 +1,5 @@
-"""/proc/<pid>/maps and /proc/<pid>/smaps text, byte for byte as fs/proc/task_mmu.c prints it.
+"""/proc/<pid>/maps, smaps, smaps_rollup and pagemap, byte for byte as fs/proc/task_mmu.c
+prints them.
 
 Page counters of smaps come from the page tables as smaps_pte_entry()/smaps_account() count
 them: the zero page is not counted; a page whose refcount is 1 is private; otherwise its
@@ -38,12 +39,10 @@ from vmsim.mm.flags import (
 )
 from vmsim.mm.swapops import pte_to_swp_entry
 from vmsim.mm.vma import Vma
-from vmsim.mm.vmstat import VMSTAT_ORDER
 from vmsim.phys.frames import PageFlag
 
 if TYPE_CHECKING:
-    from vmsim.mm.core import AddressSpace, MmConfig
-    from vmsim.mm.kernel import Kernel
+    from vmsim.mm.core import AddressSpace
 
 _PRESENT = PAGE_PRESENT | PAGE_PROTNONE
 _ANON = int(PageFlag.ANON)
@@ -51,8 +50,6 @@ _SWAPBACKED = int(PageFlag.SWAPBACKED)
 _DIRTY = int(PageFlag.DIRTY)
 _KSM = int(PageFlag.KSM)
 _REFERENCED = int(PageFlag.REFERENCED)
-_LRU_FLAG = int(PageFlag.LRU)
-_HUGE_FLAG = int(PageFlag.HUGE)
 
 GATE_START = 0xFFFFFFFFFF600000
 GATE_END = 0xFFFFFFFFFF601000
@@ -512,166 +509,6 @@ def pagemap_entries(mm: AddressSpace, addr: int, npages: int, show_pfn: bool = T
     return out
 
 
-def ksm_stat_text(mm: AddressSpace) -> str:
-    """/proc/PID/ksm_stat (proc_pid_ksm_stat() in fs/proc/base.c; ``vmsim.mm.ksm``)."""
-    ksm = mm.mem.ksm
-    assert ksm is not None
-    return ksm.ksm_stat(mm)
-
-
-def ksm_merging_pages_text(mm: AddressSpace) -> str:
-    """/proc/PID/ksm_merging_pages (proc_pid_ksm_merging_pages())."""
-    ksm = mm.mem.ksm
-    assert ksm is not None
-    return ksm.merging_pages_text(mm)
-
-
-# /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h, and the kernel-internal
-# KPF_MLOCKED); PageFlag already uses these bit numbers for the flags it copies
-KPF_MMAP = 1 << 11
-KPF_COMPOUND_HEAD = 1 << 15
-KPF_COMPOUND_TAIL = 1 << 16
-KPF_HUGE = 1 << 17
-KPF_NOPAGE = 1 << 20
-KPF_THP = 1 << 22
-KPF_ZERO_PAGE = 1 << 24
-KPF_BUDDY = 1 << 10
-KPF_RESERVED = 1 << 32
-_KPF_COPIED = int(
-    PageFlag.LOCKED
-    | PageFlag.REFERENCED
-    | PageFlag.UPTODATE
-    | PageFlag.DIRTY
-    | PageFlag.LRU
-    | PageFlag.ACTIVE
-    | PageFlag.WRITEBACK
-    | PageFlag.RECLAIM
-    | PageFlag.ANON
-    | PageFlag.SWAPCACHE
-    | PageFlag.SWAPBACKED
-    | PageFlag.UNEVICTABLE
-    | PageFlag.KSM
-    | PageFlag.PAGETABLE
-    | PageFlag.MLOCKED
-    | PageFlag.HUGE
-)
-
-
-def kpageflags(mem: Kernel, pfn: int) -> int:
-    """/proc/kpageflags: stable_page_flags() of frame ``pfn`` (fs/proc/page.c). The folio's
-    flags for every page of it; KPF_MMAP while the folio is mapped (folio_mapped());
-    COMPOUND_HEAD / COMPOUND_TAIL, and THP for a large anonymous folio or the huge zero
-    page (with ZERO_PAGE), HUGE for a hugetlb folio; BUDDY for a free frame; NOPAGE past the end of RAM. PG_anon_exclusive
-    (KPF_OWNER_2, bit 34) is not modelled."""
-    frames = mem.frames
-    if not 0 <= pfn < frames.nr_pages:
-        return KPF_NOPAGE
-    if pfn == frames.zero_pfn:
-        return KPF_ZERO_PAGE | KPF_RESERVED
-    if not frames.is_allocated(pfn):
-        return KPF_BUDDY
-    head = frames.head(pfn)
-    flags = int(frames.flags(head))
-    u = flags & _KPF_COPIED
-    if frames.mapcount(head):
-        u |= KPF_MMAP
-    if frames.order(head):
-        u |= KPF_COMPOUND_HEAD if pfn == head else KPF_COMPOUND_TAIL
-        if head == mem.thp.huge_zero_pfn:
-            u |= KPF_THP | KPF_ZERO_PAGE
-        elif flags & (_ANON | _LRU_FLAG) and not flags & _HUGE_FLAG:  # hugetlb: KPF_HUGE
-            u |= KPF_THP
-    return u
-
-
-def meminfo_text(mem: Kernel, cfg: MmConfig) -> str:
-    """/proc/meminfo, for the lines the model keeps (kernel order and format)."""
-    frames = mem.frames
-    info = frames.meminfo()
-    kb = PAGE_SIZE >> 10
-    sizes = mem.node.lru.sizes()
-    swap = mem.swap
-    z = swap.zswap
-    commit_limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
-    swapcached = len(swap.cache)
-    # si_mem_available(): free above the reserve (one zone: its high watermark) plus the
-    # page cache that can go (at least half of it, or the low watermark's worth, stays)
-    pagecache = sizes["active_file"] + sizes["inactive_file"]
-    pagecache -= min(pagecache // 2, mem.node.wmark_low)
-    available = max(frames.free_pages - mem.node.wmark_high + pagecache, 0)
-    rows = [
-        ("MemTotal", info["MemTotal"]),
-        ("MemFree", info["MemFree"]),
-        ("MemAvailable", available * kb),
-        ("Buffers", 0),
-        ("Cached", info["Cached"]),
-        ("SwapCached", swapcached * kb),
-        ("Active", (sizes["active_anon"] + sizes["active_file"]) * kb),
-        ("Inactive", (sizes["inactive_anon"] + sizes["inactive_file"]) * kb),
-        ("Active(anon)", sizes["active_anon"] * kb),
-        ("Inactive(anon)", sizes["inactive_anon"] * kb),
-        ("Active(file)", sizes["active_file"] * kb),
-        ("Inactive(file)", sizes["inactive_file"] * kb),
-        ("Unevictable", sizes["unevictable"] * kb),
-        ("Mlocked", info["Mlocked"]),
-        ("SwapTotal", swap.total * kb),
-        ("SwapFree", swap.free * kb),
-        ("Zswap", (z.pool_total_size >> 10) if z else 0),
-        ("Zswapped", (z.stored_pages * kb) if z else 0),
-        ("Dirty", info["Dirty"]),
-        ("Writeback", 0),
-        ("AnonPages", info["AnonPages"]),
-        ("Mapped", info["Mapped"]),
-        ("Shmem", info["Shmem"]),
-        ("PageTables", info["PageTables"]),
-        ("CommitLimit", commit_limit * kb),
-        ("Committed_AS", cfg.committed_pages * kb),
-        ("AnonHugePages", frames.nr_anon_thps * kb),
-    ]
-    text = "".join(f"{label + ':':<16}{value:>8} kB\n" for label, value in rows)
-    if mem.hugetlb is not None:  # hugetlb_report_meminfo(): its own formats
-        text += "".join(f"{label}{value}\n" for label, value in mem.hugetlb.meminfo_rows())
-    return text
-
-
-def vmstat_text(mem: Kernel) -> str:
-    """/proc/vmstat, for the counters the model keeps, in the kernel's order."""
-    f = mem.frames
-    sizes = mem.node.lru.sizes()
-    z = mem.swap.zswap
-    st = mem.stats
-    ev = mem.vmstat
-    values = {
-        "nr_free_pages": f.free_pages,
-        "nr_inactive_anon": sizes["inactive_anon"],
-        "nr_active_anon": sizes["active_anon"],
-        "nr_inactive_file": sizes["inactive_file"],
-        "nr_active_file": sizes["active_file"],
-        "nr_unevictable": sizes["unevictable"],
-        "nr_mlock": f.nr_mlock,
-        "nr_anon_pages": f.nr_anon_mapped,
-        "nr_mapped": f.nr_file_mapped,
-        "nr_file_pages": f.nr_file_pages,
-        "nr_dirty": f.nr_file_dirty,
-        "nr_shmem": f.nr_shmem,
-        "nr_anon_transparent_hugepages": f.nr_anon_thps >> 9,
-        "nr_page_table_pages": f.nr_pagetable,
-        "nr_swapcached": len(mem.swap.cache),
-        "pswpin": mem.swap.pswpin,
-        "pswpout": mem.swap.pswpout,
-        "pgfault": st.pgfault,
-        "pgmajfault": st.pgmajfault,
-        "zswpin": z.zswpin if z else 0,
-        "zswpout": z.zswpout if z else 0,
-        "zswpwb": z.zswpwb if z else 0,
-        "cow_ksm": st.cow_ksm,
-        "swpin_zero": mem.swap.swpin_zero,
-        "swpout_zero": mem.swap.swpout_zero,
-    }
-    rows = [(k, values[k] if k in values else ev[k]) for k in VMSTAT_ORDER]
-    return "".join(f"{k} {v}\n" for k, v in rows)
-
-
 __all__ = [
     "GATE_END",
     "GATE_LINE",
@@ -688,16 +525,11 @@ __all__ = [
     "SMAPS_KB_FIELDS",
     "MemSizeStats",
     "header",
-    "kpageflags",
-    "ksm_merging_pages_text",
-    "ksm_stat_text",
     "maps_text",
-    "meminfo_text",
     "pagemap_entries",
     "smaps_account",
     "smaps_rollup_text",
     "smaps_text",
     "thp_eligible",
     "vma_name",
-    "vmstat_text",
 ]
