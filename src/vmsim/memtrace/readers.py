@@ -18,23 +18,20 @@ The formats are described in ``docs/memtrace.md``.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import lzma
 import os
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Final, cast
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import zstandard
 
 from vmsim.memtrace import reader_parse as rp
+from vmsim.memtrace.npz import NPZ_DTYPES, NPZ_LAYOUT_VERSION, NpzReader, npz_header
 from vmsim.memtrace.records import TraceChunk, TraceError
+from vmsim.memtrace.streams import Stream
 
 __all__ = [
     "BLOCK_BYTES",
@@ -70,11 +67,6 @@ no padding. Newer ChampSim (2024+) appends a ``load_type`` byte (72 bytes with p
 read here (a file of those is rejected at its first record whose branch bytes are not 0/1)."""
 assert CHAMPSIM_DTYPE.itemsize == CHAMPSIM_RECORD
 
-_MAGIC: Final = {
-    b"\x1f\x8b": "gz",
-    b"\xfd7zXZ\x00": "xz",
-    b"\x28\xb5\x2f\xfd": "zst",
-}
 _NPZ_MAGIC: Final = b"PK\x03\x04"
 _EMPTY_ZIP: Final = b"PK\x05\x06"
 
@@ -100,138 +92,6 @@ class TraceEvent:
     record: int
     line: int
     text: str
-
-
-# --- byte streams ------------------------------------------------------------------------
-
-
-class _Counting(io.RawIOBase):
-    """A raw file that counts the bytes read from it (the offset of a truncated stream)."""
-
-    def __init__(self, raw: io.BufferedReader) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        got = self.raw.readinto(b)
-        self.count += got or 0
-        return got or 0
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
-
-
-class _ZstdReader(io.RawIOBase):
-    """zstd frames one after another, decompressed; unlike ``stream_reader`` it notices a
-    stream that ends inside a frame (a truncated file) and raises."""
-
-    def __init__(self, raw: _Counting, path: str) -> None:
-        self.raw = raw
-        self.path = path
-        self.dctx = zstandard.ZstdDecompressor()
-        self.obj = self.dctx.decompressobj()
-        self.in_frame = False
-        self.pending = b""
-        self.done = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self.pending:
-            data = self.raw.raw.read(1 << 18)
-            if not data:
-                if self.in_frame:
-                    raise TraceError(
-                        self.path,
-                        "zstd stream ends inside a frame: the file is truncated",
-                        offset=self.raw.count,
-                    )
-                return 0
-            self.raw.count += len(data)
-            out = []
-            try:
-                out.append(self.obj.decompress(data))
-                self.in_frame = True
-                while self.obj.eof:
-                    rest = self.obj.unused_data
-                    self.obj = self.dctx.decompressobj()
-                    self.in_frame = False
-                    if not rest:
-                        break
-                    out.append(self.obj.decompress(rest))
-                    self.in_frame = True
-            except zstandard.ZstdError as exc:
-                raise TraceError(
-                    self.path, f"corrupt zstd data: {exc}", offset=self.raw.count
-                ) from None
-            self.pending = b"".join(out)
-        m = memoryview(b).cast("B")
-        k = min(len(m), len(self.pending))
-        m[:k] = self.pending[:k]
-        self.pending = self.pending[k:]
-        self.done += k
-        return k
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
-
-
-class _Stream:
-    """A trace file's bytes, decompressed; read errors become TraceErrors with the offset of
-    the compressed input where decompression stopped."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        raw = open(path, "rb")  # noqa: SIM115 (closed by close())
-        head = raw.read(6)
-        raw.seek(0)
-        self.raw = _Counting(raw)
-        self.compression = next((c for m, c in _MAGIC.items() if head.startswith(m)), "")
-        self.f: Any
-        if self.compression == "gz":
-            self.f = gzip.GzipFile(fileobj=self.raw, mode="rb")
-        elif self.compression == "xz":
-            self.f = lzma.LZMAFile(cast(IO[bytes], self.raw), mode="rb")  # noqa: SIM115
-        elif self.compression == "zst":
-            self.f = io.BufferedReader(_ZstdReader(self.raw, path), buffer_size=1 << 20)
-        else:
-            self.f = raw
-        self.offset = 0  # decompressed bytes delivered
-
-    def readinto(self, buf: npt.NDArray[np.uint8]) -> int:
-        """Fill ``buf`` as far as the input goes; the count (less only at the end)."""
-        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
-        total = 0
-        while total < len(view):
-            try:
-                got = self.f.readinto(view[total:])
-            except TraceError:
-                raise
-            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
-                if isinstance(exc, EOFError):
-                    problem = f"{self.compression} stream ends early: the file is truncated"
-                else:
-                    problem = f"corrupt {self.compression} data: {exc}"
-                raise TraceError(self.path, problem, offset=self.raw.count) from None
-            if not got:
-                break
-            total += got
-        self.offset += total
-        return total
-
-    def read(self, n: int) -> bytes:
-        buf = np.empty(n, np.uint8)
-        return buf[: self.readinto(buf)].tobytes()
-
-    def close(self) -> None:
-        self.f.close()
-        self.raw.close()
 
 
 # --- sniffing ----------------------------------------------------------------------------
@@ -271,7 +131,7 @@ def sniff(path: str | os.PathLike[str]) -> tuple[str, str]:
     the magic bytes, the format from the first bytes of the decompressed data (the file name
     breaks no tie: a ``.zst`` lackey trace is lackey). Raises TraceError when it is none."""
     p = os.fspath(path)
-    s = _Stream(p)
+    s = Stream(p)
     try:
         head = s.read(1 << 16)
     finally:
@@ -329,7 +189,7 @@ class MemTrace:
         if fmt == "lackey":
             self.header = _lackey_header(path)
         elif fmt == "npz":
-            self.header = _npz_header(path)
+            self.header = npz_header(path)
 
     def __repr__(self) -> str:
         return f"MemTrace({self.path!r}, format={self.format!r})"
@@ -385,7 +245,7 @@ class MemTrace:
         events: list[TraceEvent] = []
         carry = 0
         total = 0
-        stream = _Stream(self.path)
+        stream = Stream(self.path)
         try:
             while True:
                 got = stream.readinto(buf[carry:])
@@ -473,7 +333,7 @@ class MemTrace:
         per_block = max(1, self.block_bytes // CHAMPSIM_RECORD)
         buf = np.empty(per_block * CHAMPSIM_RECORD, np.uint8)
         index = 0  # records read before this block
-        stream = _Stream(self.path)
+        stream = Stream(self.path)
         pending: list[TraceChunk] = []
         try:
             while True:
@@ -530,7 +390,7 @@ class MemTrace:
     # -- npz -------------------------------------------------------------------------------
 
     def _npz(self) -> Iterator[TraceChunk]:
-        with _NpzReader(self.path) as z:
+        with NpzReader(self.path) as z:
             yield from z.chunks(self.chunk_records)
             self.records = z.records
 
@@ -560,7 +420,7 @@ def open_memtrace(
 def _checked(path: str, fmt: str) -> tuple[str, str]:
     """The compression of ``path``, read as ``fmt``; the binary formats are checked now
     (text formats at their first bad line, while reading)."""
-    s = _Stream(path)
+    s = Stream(path)
     try:
         head = s.read(1 << 12)
     finally:
@@ -577,7 +437,7 @@ def _checked(path: str, fmt: str) -> tuple[str, str]:
 
 def _lackey_header(path: str) -> dict[str, Any]:
     """What the ``==PID==`` lines before the first record say (read from the first 64 KiB)."""
-    s = _Stream(path)
+    s = Stream(path)
     try:
         head = s.read(1 << 16)
     finally:
@@ -607,140 +467,6 @@ def _lackey_header(path: str) -> dict[str, Any]:
     return header
 
 
-# --- npz ---------------------------------------------------------------------------------
-
-NPZ_LAYOUT_VERSION: Final = 1
-_NPZ_DTYPES: Final[dict[str, np.dtype[Any]]] = {
-    "addr": np.dtype("<u8"),
-    "kind": np.dtype("u1"),
-    "size": np.dtype("<u2"),
-}
-
-
-class _NpzReader:
-    """vmsim's npz, streamed member by member (docs/memtrace.md): either chunked
-    (``header.npy`` + ``addr_000000.npy``, ``kind_000000.npy``, ``size_000000.npy``, ...)
-    or plain (``addr.npy``, ``kind.npy``, ``size.npy``), read in slices, never whole."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise TraceError(path, f"not a readable npz (zip) file: {exc}") from None
-        names = set(self.zip.namelist())
-        self.records = 0
-        self.parts: list[tuple[str, str, str]] = []
-        if {"addr.npy", "kind.npy", "size.npy"} <= names:
-            self.parts = [("addr.npy", "kind.npy", "size.npy")]
-        else:
-            i = 0
-            while f"addr_{i:06d}.npy" in names:
-                self.parts.append((f"addr_{i:06d}.npy", f"kind_{i:06d}.npy", f"size_{i:06d}.npy"))
-                i += 1
-            missing = [m for part in self.parts for m in part if m not in names]
-            if missing:
-                raise TraceError(path, f"npz member {missing[0]} is missing")
-            if not self.parts:
-                raise TraceError(
-                    path, "not a vmsim npz trace: no addr/kind/size arrays (docs/memtrace.md)"
-                )
-
-    def __enter__(self) -> _NpzReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.zip.close()
-
-    def _open(self, name: str) -> tuple[IO[bytes], np.dtype[Any], int]:
-        f = self.zip.open(name)
-        try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            f.close()
-            raise TraceError(self.path, f"npz member {name} is not a .npy array: {exc}") from None
-        key = name.split("_")[0].split(".")[0]
-        want = _NPZ_DTYPES[key]
-        if len(shape) != 1 or fortran or dtype.hasobject or dtype.kind not in "ui":
-            f.close()
-            raise TraceError(
-                self.path, f"npz member {name}: a 1-D integer array expected, not {dtype} {shape}"
-            )
-        if dtype.itemsize > want.itemsize:
-            f.close()
-            raise TraceError(
-                self.path, f"npz member {name}: dtype {dtype} does not fit {want} losslessly"
-            )
-        return f, dtype, int(shape[0])
-
-    def chunks(self, chunk_records: int) -> Iterator[TraceChunk]:
-        for names in self.parts:
-            files = [self._open(name) for name in names]
-            try:
-                lengths = {length for _f, _d, length in files}
-                if len(lengths) != 1:
-                    raise TraceError(
-                        self.path,
-                        f"npz arrays {', '.join(names)} differ in length "
-                        f"({', '.join(str(ln) for _f, _d, ln in files)})",
-                    )
-                left = lengths.pop()
-                while left:
-                    n = min(left, chunk_records)
-                    arrays = []
-                    for (f, dtype, _ln), name in zip(files, names, strict=True):
-                        data = f.read(n * dtype.itemsize)
-                        if len(data) != n * dtype.itemsize:
-                            raise TraceError(self.path, f"npz member {name} is truncated")
-                        a = np.frombuffer(data, dtype)
-                        if dtype.kind == "i" and (a < 0).any():
-                            raise TraceError(
-                                self.path,
-                                f"npz member {name}: negative value at record "
-                                f"{self.records + int(np.flatnonzero(a < 0)[0]) + 1}",
-                            )
-                        arrays.append(a)
-                    addr = arrays[0].astype(np.uint64)
-                    kind = arrays[1].astype(np.uint8)
-                    size = arrays[2].astype(np.uint16)
-                    if (arrays[1] > 3).any():
-                        i = int(np.flatnonzero(arrays[1] > 3)[0])
-                        raise TraceError(
-                            self.path,
-                            f"npz record {self.records + i + 1}: kind {int(arrays[1][i])} "
-                            "(0 I, 1 L, 2 S, 3 M expected)",
-                        )
-                    if arrays[2].dtype.itemsize > 2 and (arrays[2] > 65535).any():
-                        raise TraceError(self.path, "npz sizes larger than 65535")
-                    yield TraceChunk(addr, kind, size, self.records + 1)
-                    self.records += n
-                    left -= n
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise TraceError(self.path, f"npz data unreadable: {exc}") from None
-            finally:
-                for f, _d, _ln in files:
-                    f.close()
-
-
-def _npz_header(path: str) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(path) as z:
-            if "header.npy" not in z.namelist():
-                return {}
-            with z.open("header.npy") as f:
-                text = np.load(f, allow_pickle=False)
-            value = json.loads(str(text))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
-        raise TraceError(path, f"npz header unreadable: {exc}") from None
-    if not isinstance(value, dict):
-        raise TraceError(path, "npz header.npy is not a JSON object")
-    return value
-
-
 def convert(
     src: str | os.PathLike[str],
     dst_npz: str | os.PathLike[str],
@@ -762,7 +488,7 @@ def convert(
                 for name, arr in (("addr", chunk.addr), ("kind", chunk.kind), ("size", chunk.size)):
                     with z.open(f"{name}_{i:06d}.npy", "w", force_zip64=True) as f:
                         np.lib.format.write_array(
-                            f, np.ascontiguousarray(arr, _NPZ_DTYPES[name]), allow_pickle=False
+                            f, np.ascontiguousarray(arr, NPZ_DTYPES[name]), allow_pickle=False
                         )
                 records += len(chunk.addr)
             header = {
