@@ -9,7 +9,7 @@ from vmsim import snapshot
 from vmsim.constants import DEFAULT_MAX_MAP_COUNT, MAX_MAP_COUNT_LIMIT, PAGE_SHIFT, PAGE_SIZE
 from vmsim.hw.pte import PAGE_DIRTY, PAGE_NX, PAGE_PRESENT, PAGE_RW, pfn_of
 from vmsim.hw.tlb import DEFAULT_TLB_CONFIG, TlbConfig
-from vmsim.mm import compaction, hugetlb, mthp, vmscan
+from vmsim.mm import compaction, hugetlb, mthp, page_writeback, vmscan
 from vmsim.mm.core import AddressSpace, MmConfig
 from vmsim.mm.flags import VM_HUGETLB, VM_LOCKED
 from vmsim.mm.huge_memory import ThpSettings, thp_settings
@@ -572,7 +572,7 @@ class Machine:
         mem = self.memory
         for _ in range(n):
             self.ticks += 1
-            vmscan.flush(mem)  # the flusher threads write dirty file pages back
+            page_writeback.flush(mem)  # the flusher threads write dirty file pages back
             if mem.node.kswapd_wanted or mem.frames.free_pages <= mem.node.wmark_low:
                 vmscan.kswapd(mem)
             self.ksm.scan()

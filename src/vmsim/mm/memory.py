@@ -33,7 +33,7 @@ from vmsim.hw.pte import (
     PAGE_SWP_EXCLUSIVE,
     pfn_pte,
 )
-from vmsim.mm import huge_memory, mthp, thp_swap, vmscan
+from vmsim.mm import huge_memory, mthp, page_writeback, thp_swap
 from vmsim.mm.filemap import eof_pages
 from vmsim.mm.filemap_fault import fault_around, find_or_create_page
 from vmsim.mm.flags import (
@@ -334,7 +334,7 @@ def _do_shared_fault(mm: AddressSpace, vma: Vma, addr: int) -> FaultResult:
 def _dirtied(mem: Kernel, vma: Vma, pfn: int) -> None:
     """fault_dirty_shared_page(): page ``pfn`` of a file that writes back was dirtied."""
     if vma.file is not None and not vma.file.inode.shmem:
-        vmscan.balance_dirty_pages(mem, pfn)
+        page_writeback.balance_dirty_pages(mem, pfn)
 
 
 def _do_wp_page(mm: AddressSpace, vma: Vma, addr: int, entry: int) -> FaultResult:

@@ -20,7 +20,7 @@ from vmsim.constants import MS_ASYNC, MS_INVALIDATE, MS_SYNC, PAGE_SIZE
 from vmsim.errors import oserror
 from vmsim.mm.core import U64, AddressSpace, page_align
 from vmsim.mm.flags import VM_LOCKED, VM_SHARED
-from vmsim.mm.vmscan import write_range
+from vmsim.mm.page_writeback import write_range
 
 __all__ = ["do_msync"]
 
