@@ -13,6 +13,12 @@ one more reference on each of its pages (``Inode.pages``: page offset -> pfn). T
 zero page is mapped by special PTEs and never counted. After every change that removes or
 narrows a translation the TLB is flushed for the range (``Cpu.flush_range``): a stale entry
 can never grant more than the tables.
+
+(Over the project's ~600 lines per module: the four parts of mm/memory.c kept here, the fault
+handlers, zapping, fork's copy and swap-in, share the PTE-level helpers and FaultResult. What
+is an idea of its own lives apart, as far as the kernel's own files allow: large folios on
+the fault path in ``mthp``, THP swap in ``thp_swap``, PMD-level THP in ``huge_memory``, the
+page-cache side in ``filemap_fault``, dirty-page writeback in ``page_writeback``.)
 """
 
 from __future__ import annotations
