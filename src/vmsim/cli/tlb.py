@@ -27,8 +27,9 @@ from vmsim.cli.commands import add_command
 from vmsim.cli.errors import CliError
 from vmsim.cli.render import write_json
 from vmsim.memtrace.cpus import CPU_NAMES, DEFAULT_CPU, cpu_model
+from vmsim.memtrace.engine import run as engine_run
 from vmsim.memtrace.layout import Layout
-from vmsim.memtrace.passes import inferred_layout, translate, translate_windows
+from vmsim.memtrace.passes import inferred_layout, translate_windows
 from vmsim.memtrace.readers import open_memtrace
 from vmsim.memtrace.records import TraceChunk, TraceError
 from vmsim.memtrace.report import (
@@ -196,10 +197,10 @@ def run_passes(
                 progress.update(task, completed=done)
 
         try:
-            counters = translate(
+            counters = engine_run(
                 source.chunks(label),
+                layout,
                 cpu,
-                layout=layout,
                 page_size=config.page_size,
                 five_level=config.five_level,
                 pwc=config.pwc,

@@ -1,45 +1,20 @@
-"""Passes of the access-trace engine over a trace: one whole pass (:func:`translate`), a pass
-read after every chunk (:func:`translate_steps`) or every window of records
-(:func:`translate_windows`), and the two layouts that need no file (a region, or inferred from
+"""Passes of the access-trace engine read as they go (a whole pass is
+:func:`vmsim.memtrace.engine.run`): after every chunk (:func:`translate_steps`) or every
+window of records (:func:`translate_windows`), and the two layouts that need no file (a region, or inferred from
 the trace). ``vmsim tlb``, ``vmsim demo tlb`` and the tour call these; the files a user names
 (maps snapshots, strace logs) are read by :mod:`vmsim.cli.tlb`, which owns their errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from vmsim.memtrace.engine import EngineConfig, FastEngine, Model
-from vmsim.memtrace.engine import run as engine_run
 from vmsim.memtrace.layout import Layout
 from vmsim.memtrace.records import Counters, CpuModel, TraceChunk
 from vmsim.memtrace.report import Window
-
-
-def translate(
-    chunks: Iterable[TraceChunk],
-    cpu: CpuModel,
-    *,
-    layout: Layout,
-    page_size: str,
-    five_level: bool,
-    pwc: bool,
-    engine: str,
-    progress: Callable[[int], None] | None = None,
-) -> Counters:
-    """One pass of the engine over ``chunks`` in the address space ``layout``."""
-    return engine_run(
-        chunks,
-        layout,
-        cpu,
-        page_size=page_size,
-        five_level=five_level,
-        pwc=pwc,
-        engine=engine,
-        progress=progress,
-    )
 
 
 def translate_steps(
@@ -53,7 +28,7 @@ def translate_steps(
 ) -> list[Counters]:
     """One pass of the fast engine over ``chunks``, reading its counters after each chunk:
     the counters of each chunk (the difference of two readings; the engine's state carries
-    over from one chunk to the next, as in one :func:`translate` pass)."""
+    over from one chunk to the next, as in one :func:`vmsim.memtrace.engine.run` pass)."""
     return [counters for _, counters in _steps(chunks, cpu, layout, page_size, five_level, pwc)]
 
 
