@@ -36,44 +36,100 @@ LINE_SHIFT = 6  # 64-byte lines
 DRAM = 3
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma: no cover
-    mask = desc[lv, 3]
-    index = line & mask if mask >= 0 else line % desc[lv, 1]
-    return desc[lv, 0] + index * desc[lv, 2]  # type: ignore[no-any-return]
+# Every compiled function runs without numba's reference counting (``_nrt=False``): nothing
+# here allocates, and with NRT on, each inlined call that passes an array costs an atomic
+# incref/decref pair through a function call (it halved the cache model's speed).
+POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free; the
+    usual way counts get loops of constant length (unrolled into compare/cmov chains)."""
+    p = -1
+    if ways == 8:
+        for j in range(8):
+            p = j if tags[b + j] == line else p
+    elif ways == 4:
+        for j in range(4):
+            p = j if tags[b + j] == line else p
+    elif ways == 16:
+        for j in range(16):
+            p = j if tags[b + j] == line else p
+    elif ways == 12:
+        for j in range(12):
+            p = j if tags[b + j] == line else p
+    else:
+        for j in range(ways):
+            p = j if tags[b + j] == line else p
+    return p
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
+    """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
+    position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot."""
+    prev = line
+    if ways == 8:
+        for j in range(8):
+            cur = tags[b + j]
+            tags[b + j] = prev if j <= p else cur
+            prev = cur
+    elif ways == 4:
+        for j in range(4):
+            cur = tags[b + j]
+            tags[b + j] = prev if j <= p else cur
+            prev = cur
+    elif ways == 16:
+        for j in range(16):
+            cur = tags[b + j]
+            tags[b + j] = prev if j <= p else cur
+            prev = cur
+    else:
+        for j in range(ways):
+            cur = tags[b + j]
+            tags[b + j] = prev if j <= p else cur
+            prev = cur
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
     """The array twin of :meth:`CacheModel.access`."""
     line = paddr >> LINE_SHIFT
     found = DRAM
+    b0 = 0
+    b1 = 0
+    b2 = 0
+    p = -1
     for lv in range(3):
-        base = _set_base(desc, lv, line)
+        mask = desc[lv, 3]
+        index = line & mask if mask >= 0 else line % desc[lv, 1]
         ways = desc[lv, 2]
-        if tags[base] == line:
+        b = (desc[lv, 0] + index * ways) & POS
+        if lv == 0:
+            if tags[b] == line:
+                return 0  # the most recent line of its L1D set: a hit that moves nothing
+            b0 = b
+        elif lv == 1:
+            b1 = b
+        else:
+            b2 = b
+        p = _find(tags, b, ways, line)
+        if p >= 0:
             found = lv
             break
-        for w in range(base + 1, base + ways):
-            if tags[w] == line:
-                for j in range(w, base, -1):  # move to the front
-                    tags[j] = tags[j - 1]
-                tags[base] = line
-                found = lv
-                break
-        if found != DRAM:
+    for lv in range(3):
+        if lv > found:
             break
-    for lv in range(found):
-        base = _set_base(desc, lv, line)
-        for j in range(base + desc[lv, 2] - 1, base, -1):  # the LRU (or an empty) slot drops
-            tags[j] = tags[j - 1]
-        tags[base] = line
+        b = b0 if lv == 0 else (b1 if lv == 1 else b2)
+        ways = desc[lv, 2]
+        _to_front(tags, b, ways, line, p if lv == found else ways - 1)
     return found
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def cache_run(
     tags: npt.NDArray[np.int64],
     desc: npt.NDArray[np.int64],
@@ -147,6 +203,7 @@ EV_LOG = 3
 EV_STALE = 4
 EV_BADADDR = 5
 
+SCRATCH_LEN = 32  # run_chunk scratch: walk refs, walk result, local counters, memos
 LOG_SLACK = 16  # entries one access can add to the write-back log at most (5 levels + leaf)
 
 # Structures of the TLB: 0 L1 dTLB, 1 L1 iTLB, 2 STLB.
@@ -158,7 +215,7 @@ S_STLB = 2
 # --------------------------------------------------------------------------- page-table mirror
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
     """The home slot of key ``k`` in a table of ``2**bits`` slots. Unsigned arithmetic: a
     signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
@@ -167,7 +224,7 @@ def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
     return np.int64(x >> np.uint64(64 - bits))  # type: ignore[return-value]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k`` (flags clear), or -1."""
     mask = (1 << bits) - 1
@@ -181,7 +238,7 @@ def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
         h = (h + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
     """Slot of mirror key ``k``, claimed (empty key written) if absent: the caller counts."""
     mask = (1 << bits) - 1
@@ -196,7 +253,7 @@ def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
         h = (h + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pt_update(
     keys: I64, vals: I64, st: I64, levels: I64, vkeys: I64, values: I64
 ) -> None:  # pragma: no cover - compiled
@@ -213,7 +270,7 @@ def pt_update(
         vals[slot] = values[i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pt_rehash(
     keys: I64, vals: I64, new_keys: I64, new_vals: I64, new_bits: int
 ) -> None:  # pragma: no cover - compiled
@@ -228,7 +285,7 @@ def pt_rehash(
 # --------------------------------------------------------------------------- TLB
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _tlb_probe(
     tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
@@ -247,7 +304,7 @@ def _tlb_probe(
     return -1, -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _tlb_fill(
     tkey: I64,
     tpfn: I64,
@@ -285,7 +342,7 @@ def _tlb_fill(
     tstamp[victim] = now
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tlb_invlpg(
     tkey: I64, arr: I64, probe: I64, vaddr: int, pcid: int
 ) -> None:  # pragma: no cover - compiled
@@ -304,7 +361,7 @@ def tlb_invlpg(
                     tkey[w] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
     """flush_pcid(pcid) (pcid >= 0) or flush_all (pcid == -1: non-global; -2: everything)."""
     for w in range(tkey.shape[0]):
@@ -319,14 +376,14 @@ def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- PWC
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
     for lv in range(pkey.shape[0]):
         for i in range(pkey.shape[1]):
             pkey[lv, i] = -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _pwc_fill(
     pkey: I64,
     pval: I64,
@@ -370,7 +427,7 @@ def _pwc_fill(
 # --------------------------------------------------------------------------- walk
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover - compiled
     if not keys[slot] & LOGGED:
         keys[slot] |= LOGGED
@@ -378,7 +435,7 @@ def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover -
         st[ST_LOG_N] += 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _walk(
     m: int,
     write: bool,
@@ -485,7 +542,7 @@ def _walk(
 # --------------------------------------------------------------------------- the loop
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cover - compiled
     """Add the hot loop's local counters to ``cnt``: local = (L1 hits, STLB hits, instruction
     records, 4K, 2M, 1G translations, data lines found in L1D)."""
@@ -502,7 +559,7 @@ def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cov
     st[ST_TLB_CLOCK] = clock
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def run_chunk(
     addr: I64,
     kind: npt.NDArray[np.uint8],
@@ -524,21 +581,29 @@ def run_chunk(
     cdesc: I64,
     st: I64,
     cnt: I64,
+    scr: I64,
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """Translate ``addr[start:]`` (user_access() per record) until the end (EV_DONE) or an
     event Python must handle; returns (event, index of the record it concerns).
 
     ``memo_*[s]`` remembers the entry of L1 structure ``s`` (dTLB, iTLB) that answered last:
     it is that structure's most recently used entry, so a repeated hit on it changes no LRU
-    order and needs no probe. Any L1 miss of ``s``, any INVLPG and every return forget it."""
+    order and needs no probe. Any L1 miss of ``s``, any INVLPG and every return forget it.
+    ``scr``: SCRATCH_LEN int64 of scratch (nothing here allocates: compiled without NRT)."""
     pcid = st[ST_PCID]
     va_mask = st[ST_VA_MASK]
-    wbuf = np.zeros(8, dtype=np.int64)
-    out = np.zeros(8, dtype=np.int64)
-    local = np.zeros(8, dtype=np.int64)
-    memo_key = np.full(2, -1, dtype=np.int64)
-    memo_slot = np.zeros(2, dtype=np.int64)
-    memo_code = np.zeros(2, dtype=np.int64)
+    wbuf = scr[0:8]
+    out = scr[8:16]
+    local = scr[16:24]
+    memo_key = scr[24:26]
+    memo_slot = scr[26:28]
+    memo_code = scr[28:30]
+    for j in range(8):
+        local[j] = 0
+    for j in range(2):
+        memo_key[j] = -1
+        memo_slot[j] = 0
+        memo_code[j] = 0
     l1d_mask = cdesc[0, 3]
     l1d_base = cdesc[0, 0]
     l1d_ways = cdesc[0, 2]

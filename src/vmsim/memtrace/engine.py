@@ -196,6 +196,7 @@ class FastEngine:
         self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
         self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
         self.st = np.zeros(core.ST_LEN, dtype=np.int64)
+        self.scr = np.zeros(core.SCRATCH_LEN, dtype=np.int64)
         pt = model.mm.pt
         self.st[core.ST_PCID] = model.pcid
         self.st[core.ST_ROOT] = pt.root_pfn
@@ -331,6 +332,7 @@ class FastEngine:
                 self.cdesc,
                 self.st,
                 self.cnt,
+                self.scr,
             )
             if ev == core.EV_DONE:
                 return
