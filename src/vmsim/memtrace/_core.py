@@ -177,6 +177,7 @@ ST_LOG_N = 8
 ST_LAST_VPN = 9
 ST_VA_MASK = 10
 ST_FAULT_ACCESS = 11  # 0 read, 1 write, 2 exec: the access that faulted
+ST_FILLED = 12  # bit 3 * structure + size code: that structure was ever filled with that size
 ST_LEN = 16
 
 # cnt[] slots: the counters (vmsim.memtrace.records.Counters).
@@ -286,21 +287,51 @@ def pt_rehash(
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _oldest(tkey: I64, tstamp: I64, b: int, ways: int) -> int:  # pragma: no cover - compiled
+    """Position of the first empty way of the set at ``b``, else of its least recently used
+    (smallest stamp: stamps within a set are distinct). Branch-free, like :func:`_find`."""
+    best = tstamp[b] if tkey[b] != -1 else -1
+    bi = 0
+    if ways == 4:
+        for j in range(1, 4):
+            v = tstamp[b + j] if tkey[b + j] != -1 else -1
+            bi = j if v < best else bi
+            best = v if v < best else best
+    elif ways == 8:
+        for j in range(1, 8):
+            v = tstamp[b + j] if tkey[b + j] != -1 else -1
+            bi = j if v < best else bi
+            best = v if v < best else best
+    elif ways == 12:
+        for j in range(1, 12):
+            v = tstamp[b + j] if tkey[b + j] != -1 else -1
+            bi = j if v < best else bi
+            best = v if v < best else best
+    else:
+        for j in range(1, ways):
+            v = tstamp[b + j] if tkey[b + j] != -1 else -1
+            bi = j if v < best else bi
+            best = v if v < best else best
+    return bi
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _tlb_probe(
-    tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int
+    tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int, filled: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """(slot, size code) of the entry of structure ``s`` for ``vaddr``, smallest page first;
-    (-1, -1) on a miss. No global entries: user accesses never fill one."""
+    (-1, -1) on a miss. No global entries: user accesses never fill one. A page size never
+    filled into ``s`` (bit ``3 * s + code`` of ``filled`` clear) has no entry to find."""
     for code in range(3):
         a = probe[s, code]
-        if a < 0:
+        if a < 0 or not (filled >> (3 * s + code)) & 1:
             continue
         pn = vaddr >> (12 + 9 * code)
-        base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
-        key = (pn << 15) | (code << 13) | pcid
-        for w in range(base, base + arr[a, 2]):
-            if tkey[w] == key:
-                return w, code
+        ways = arr[a, 2]
+        base = (arr[a, 0] + (pn & (arr[a, 1] - 1)) * ways) & POS
+        p = _find(tkey, base, ways, (pn << 15) | (code << 13) | pcid)
+        if p >= 0:
+            return base + p, code
     return -1, -1
 
 
@@ -320,22 +351,12 @@ def _tlb_fill(
 ) -> None:  # pragma: no cover - compiled
     """vmsim.hw.tlb._fill(): refresh the key if present, else take an empty way, else evict
     the least recently used."""
-    base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
-    victim = -1
-    empty = -1
-    oldest = base
-    for w in range(base, base + arr[a, 2]):
-        k = tkey[w]
-        if k == key:
-            victim = w
-            break
-        if k == -1:
-            if empty < 0:
-                empty = w
-        elif tstamp[w] < tstamp[oldest] or tkey[oldest] == -1:
-            oldest = w
-    if victim < 0:
-        victim = empty if empty >= 0 else oldest
+    ways = arr[a, 2]
+    base = (arr[a, 0] + (pn & (arr[a, 1] - 1)) * ways) & POS
+    p = _find(tkey, base, ways, key)
+    if p < 0:
+        p = _oldest(tkey, tstamp, base, ways)
+    victim = base + p
     tkey[victim] = key
     tpfn[victim] = pfn
     tperm[victim] = perms
@@ -384,6 +405,22 @@ def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _pwc_find(pkey: I64, lv: int, n: int, key: int) -> int:  # pragma: no cover - compiled
+    """Index of ``key`` among the ``n`` entries of level ``lv``, or -1 (branch-free)."""
+    hit = -1
+    if n == 32:
+        for i in range(32):
+            hit = i if pkey[lv, i] == key else hit
+    elif n == 4:
+        for i in range(4):
+            hit = i if pkey[lv, i] == key else hit
+    else:
+        for i in range(n):
+            hit = i if pkey[lv, i] == key else hit
+    return hit
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _pwc_fill(
     pkey: I64,
     pval: I64,
@@ -401,21 +438,14 @@ def _pwc_fill(
     if n == 0:
         return
     st[ST_PWC_CLOCK] += 1
-    victim = -1
-    empty = -1
-    oldest = -1
-    for i in range(n):
-        k = pkey[level, i]
-        if k == key:
-            victim = i
-            break
-        if k == -1:
-            if empty < 0:
-                empty = i
-        elif oldest < 0 or pstamp[level, i] < pstamp[level, oldest]:
-            oldest = i
-    if victim < 0:
-        victim = empty if empty >= 0 else oldest
+    victim = _pwc_find(pkey, level, n, key)
+    if victim < 0:  # the first empty entry, else the least recently used (distinct stamps)
+        best = pstamp[level, 0] if pkey[level, 0] != -1 else -1
+        victim = 0
+        for i in range(1, n):
+            v = pstamp[level, i] if pkey[level, i] != -1 else -1
+            victim = i if v < best else victim
+            best = v if v < best else best
     pkey[level, victim] = key
     pval[level, victim, 0] = pfn
     pval[level, victim, 1] = rw
@@ -467,11 +497,7 @@ def _walk(
         if n == 0:
             continue
         key = m >> (12 + 9 * (lv - 1))
-        hit = -1
-        for i in range(n):
-            if pkey[lv, i] == key:
-                hit = i
-                break
+        hit = _pwc_find(pkey, lv, n, key)
         if hit >= 0:
             st[ST_PWC_CLOCK] += 1
             pstamp[lv, hit] = st[ST_PWC_CLOCK]
@@ -543,7 +569,9 @@ def _walk(
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cover - compiled
+def _store(
+    cnt: I64, local: I64, st: I64, clock: int, filled: int
+) -> None:  # pragma: no cover - compiled
     """Add the hot loop's local counters to ``cnt``: local = (L1 hits, STLB hits, instruction
     records, 4K, 2M, 1G translations, data lines found in L1D)."""
     cnt[C_L1] += local[0]
@@ -557,6 +585,7 @@ def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cov
     cnt[C_BY_SIZE + 2] += local[5]
     cnt[C_DATA_LV] += local[6]
     st[ST_TLB_CLOCK] = clock
+    st[ST_FILLED] = filled
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -611,16 +640,17 @@ def run_chunk(
     pt_limit = st[ST_PT_LIMIT]
     log_limit = log.shape[0] - LOG_SLACK
     clock = st[ST_TLB_CLOCK]
+    filled = st[ST_FILLED]
     for i in range(start, n):
         if st[ST_PT_COUNT] >= pt_limit:
-            _store(cnt, local, st, clock)
+            _store(cnt, local, st, clock, filled)
             return EV_GROW, i
         if st[ST_LOG_N] > log_limit:
-            _store(cnt, local, st, clock)
+            _store(cnt, local, st, clock, filled)
             return EV_LOG, i
         va = addr[i]
         if va < 0 or va > va_mask >> 1:
-            _store(cnt, local, st, clock)
+            _store(cnt, local, st, clock, filled)
             return EV_BADADDR, i
         k = kind[i]
         fetch = k == 0
@@ -633,10 +663,10 @@ def run_chunk(
         if memo_key[s] == (((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid):
             slot = memo_slot[s]
         else:
-            slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid)
+            slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid, filled)
             if slot < 0:
                 memo_key[s] = -1
-                slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid)
+                slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid, filled)
                 level_hit = 2
             if slot >= 0:
                 clock += 1
@@ -649,6 +679,7 @@ def run_chunk(
                 else:
                     a1 = probe[s, code]
                     if a1 >= 0:
+                        filled |= 1 << (3 * s + code)
                         _tlb_fill(
                             tkey,
                             tpfn,
@@ -685,14 +716,14 @@ def run_chunk(
                 if not (write and perms & RW):
                     pwc_flush(pkey)
                     st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
-                    _store(cnt, local, st, clock)
+                    _store(cnt, local, st, clock, filled)
                     return EV_FAULT, i
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
             r = _walk(m, write, fetch, keys, vals, log, pkey, pval, pstamp, psize, st, wbuf, out)
             if r != 0:
-                _store(cnt, local, st, clock)
+                _store(cnt, local, st, clock, filled)
                 if r == 2:
                     return EV_STALE, i
                 memo_key[0] = -1
@@ -720,9 +751,11 @@ def run_chunk(
             key = (pn << 15) | (code << 13) | pcid
             a1 = probe[s, code]
             if a1 >= 0:
+                filled |= 1 << (3 * s + code)
                 _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a1, pn, key, base_pfn, perms, now)
             a2 = probe[S_STLB, code]
             if a2 >= 0:
+                filled |= 1 << (3 * S_STLB + code)
                 _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a2, pn, key, base_pfn, perms, now)
             pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
             if code == 0:
@@ -753,5 +786,5 @@ def run_chunk(
                 local[6] += 1  # the most recent line of its L1D set: a hit that moves nothing
             else:
                 cnt[C_DATA_LV + cache_access(ctags, cdesc, paddr)] += 1
-    _store(cnt, local, st, clock)
+    _store(cnt, local, st, clock, filled)
     return EV_DONE, n
