@@ -27,6 +27,7 @@ import numpy.typing as npt
 from numba import njit
 
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 
 # The data-cache model's compiled twin (vmsim.memtrace.cache has the rules and the Python
 # twin). It lives here, in the file of the loop that inlines it: numba keys its on-disk cache
@@ -155,14 +156,14 @@ PERMS = RW | US | D | NX | PKEY_MASK  # what the TLB keeps of a leaf (vmsim.mm.a
 LARGE_RSVD2 = ((1 << 21) - 1) & ~0x1FFF
 LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
 
-# Page-table mirror keys: level << 57 | (va >> shift(level)); bit 62 = the 4 KiB page was
-# touched by the trace, bit 61 = the entry is in the write-back log.
-KEY_LEVEL_SHIFT = 57
-KEY_MASK = (1 << 60) - 1
-TOUCHED = 1 << 62
-LOGGED = 1 << 61
-EMPTY = 0
-HASH_MUL = 0x9E3779B97F4A7C15  # Fibonacci hashing (multiplied as uint64: no signed overflow)
+# The page-table mirror is a radix tree over virtual addresses, shaped like the page tables:
+# node n holds 512 entries ``ent[n * 512 + i]`` of one level; ``sub[n * 512 + i]`` is the node
+# one level down for entry i (0: none; node 0 is the root, never a child) or, in a level-1
+# node, 1 once the trace touched that 4 KiB page. ``meta[n] = (level, key >> 9)`` names the
+# node's entries for the model: entry i is ``entries[level][(key >> 9) * 512 + i]``.
+NODE_SHIFT = 9
+NODE_MASK = 511
+NODE_SLACK = 5  # nodes one access or one mirrored entry can add at most (a 5-level path)
 
 # st[] slots: small scalar state.
 ST_TLB_CLOCK = 0
@@ -172,7 +173,6 @@ ST_ROOT = 3
 ST_LEVELS = 4
 ST_PT_COUNT = 5
 ST_PT_LIMIT = 6
-ST_PT_BITS = 7
 ST_LOG_N = 8
 ST_LAST_VPN = 9
 ST_VA_MASK = 10
@@ -217,70 +217,53 @@ S_STLB = 2
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
-def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
-    """The home slot of key ``k`` in a table of ``2**bits`` slots. Unsigned arithmetic: a
-    signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
-    the hash into a constant."""
-    x = np.uint64(k) * np.uint64(HASH_MUL)
-    return np.int64(x >> np.uint64(64 - bits))  # type: ignore[return-value]
-
-
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
-def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
-    """Slot of mirror key ``k`` (flags clear), or -1."""
-    mask = (1 << bits) - 1
-    h = _home(k, bits)
-    while True:
-        s = keys[h]
-        if s == EMPTY:
+def _node(sub: I32, m: int, top: int, lv: int) -> int:  # pragma: no cover - compiled
+    """The mirror node of level ``lv`` that holds the entry for address ``m``, or -1."""
+    node = 0
+    for level in range(top, lv, -1):
+        node = sub[(node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)]
+        if node <= 0:
             return -1
-        if s & KEY_MASK == k:
-            return h
-        h = (h + 1) & mask
+    return node
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
-    """Slot of mirror key ``k``, claimed (empty key written) if absent: the caller counts."""
-    mask = (1 << bits) - 1
-    h = _home(k, bits)
-    while True:
-        s = keys[h]
-        if s == EMPTY:
-            keys[h] = k
-            return h
-        if s & KEY_MASK == k:
-            return h
-        h = (h + 1) & mask
+def _node_make(sub: I32, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma: no cover
+    """:func:`_node`, adding the missing nodes (the caller keeps NODE_SLACK nodes free)."""
+    node = 0
+    for level in range(st[ST_LEVELS], lv, -1):
+        pos = (node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)
+        nxt = sub[pos]
+        if nxt <= 0:
+            nxt = st[ST_PT_COUNT]
+            st[ST_PT_COUNT] += 1
+            sub[pos] = nxt
+            meta[nxt, 0] = level - 1
+            meta[nxt, 1] = m >> (3 + 9 * level)
+        node = nxt
+    return node
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def pt_update(
-    keys: I64, vals: I64, st: I64, levels: I64, vkeys: I64, values: I64
-) -> None:  # pragma: no cover - compiled
-    """Mirror the model's entries: ``entries[levels[i]][vkeys[i]] = values[i]`` (0: none)."""
-    bits = st[ST_PT_BITS]
-    for i in range(levels.shape[0]):
-        k = (levels[i] << KEY_LEVEL_SHIFT) | vkeys[i]
-        slot = pt_find(keys, bits, k)
-        if slot < 0:
+    ent: I64, sub: I32, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
+) -> int:  # pragma: no cover - compiled
+    """Mirror the model's entries from ``start`` on: ``entries[levels[i]][vkeys[i]] =
+    values[i]`` (0: none). Returns where it stopped: ``len(levels)``, or earlier when fewer
+    than NODE_SLACK nodes are left (the caller grows the arrays and calls again)."""
+    top = st[ST_LEVELS]
+    for i in range(start, levels.shape[0]):
+        lv = levels[i]
+        m = vkeys[i] << (3 + 9 * lv)
+        node = _node(sub, m, top, lv)
+        if node < 0:
             if values[i] == 0:
                 continue
-            slot = pt_slot(keys, bits, k)
-            st[ST_PT_COUNT] += 1
-        vals[slot] = values[i]
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def pt_rehash(
-    keys: I64, vals: I64, new_keys: I64, new_vals: I64, new_bits: int
-) -> None:  # pragma: no cover - compiled
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        if k != EMPTY:
-            slot = pt_slot(new_keys, new_bits, k & KEY_MASK)
-            new_keys[slot] = k
-            new_vals[slot] = vals[i]
+            if st[ST_PT_COUNT] >= st[ST_PT_LIMIT]:
+                return i
+            node = _node_make(sub, meta, st, m, lv)
+        ent[(node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)] = values[i]
+    return levels.shape[0]
 
 
 # --------------------------------------------------------------------------- TLB
@@ -458,11 +441,11 @@ def _pwc_fill(
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
-def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover - compiled
-    if not keys[slot] & LOGGED:
-        keys[slot] |= LOGGED
-        log[st[ST_LOG_N]] = slot
-        st[ST_LOG_N] += 1
+def _log(log: I64, st: I64, pos: int) -> None:  # pragma: no cover - compiled
+    """Remember a mirror entry whose A/D bits changed (an entry logs at most twice, A then D,
+    between write-backs: no de-duplication needed)."""
+    log[st[ST_LOG_N]] = pos
+    st[ST_LOG_N] += 1
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
@@ -470,8 +453,8 @@ def _walk(
     m: int,
     write: bool,
     fetch: bool,
-    keys: I64,
-    vals: I64,
+    ent: I64,
+    sub: I32,
     log: I64,
     pkey: I64,
     pval: I64,
@@ -483,9 +466,8 @@ def _walk(
 ) -> int:  # pragma: no cover - compiled
     """vmsim.hw.mmu.walk() for a user access (CPL 3, SMEP, WP, no SMAP, PKRU 0, MAXPHYADDR 52).
     Returns 0 (translated), 1 (page fault) or 2 (stale PWC entry). On success ``out`` holds
-    (leaf level, leaf entry, memory refs, pwc hit, leaf slot) and ``wbuf[:refs]`` the physical
-    address of every entry read."""
-    bits = st[ST_PT_BITS]
+    (leaf level, leaf entry, memory refs, pwc hit, leaf's mirror position) and ``wbuf[:refs]``
+    the physical address of every entry read."""
     rw = RW
     us = US
     nx = 0
@@ -512,10 +494,11 @@ def _walk(
             level = lv - 1
             break
     refs = 0
+    node = 0 if level == st[ST_LEVELS] else _node(sub, m, st[ST_LEVELS], level)
     while True:
         key = m >> (12 + 9 * (level - 1))
-        slot = pt_find(keys, bits, (level << KEY_LEVEL_SHIFT) | key)
-        e = vals[slot] if slot >= 0 else 0
+        pos = (node << NODE_SHIFT) | (key & NODE_MASK)
+        e = ent[pos] if node >= 0 else 0
         wbuf[refs] = (table << 12) | ((key & 511) << 3)
         refs += 1
         if not e & P:
@@ -538,11 +521,14 @@ def _walk(
             break
         if not e & A:
             e |= A
-            vals[slot] = e
-            _log(keys, log, st, slot)
+            ent[pos] = e
+            _log(log, st, pos)
         _pwc_fill(pkey, pval, pstamp, psize, st, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
         table = (e & PFN_MASK) >> 12
         level -= 1
+        node = sub[pos]
+        if node <= 0:
+            node = -1
     if not us & US:
         return 1
     if fetch:
@@ -554,14 +540,14 @@ def _walk(
     if write:
         new |= D
     if new != e:
-        vals[slot] = new
-        _log(keys, log, st, slot)
+        ent[pos] = new
+        _log(log, st, pos)
         e = new
     out[0] = level
     out[1] = e
     out[2] = refs
     out[3] = pwc_hit
-    out[4] = slot
+    out[4] = pos
     return 0
 
 
@@ -603,8 +589,9 @@ def run_chunk(
     pval: I64,
     pstamp: I64,
     psize: I64,
-    keys: I64,
-    vals: I64,
+    ent: I64,
+    sub: I32,
+    meta: I64,
     log: I64,
     ctags: I64,
     cdesc: I64,
@@ -721,7 +708,7 @@ def run_chunk(
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
-            r = _walk(m, write, fetch, keys, vals, log, pkey, pval, pstamp, psize, st, wbuf, out)
+            r = _walk(m, write, fetch, ent, sub, log, pkey, pval, pstamp, psize, st, wbuf, out)
             if r != 0:
                 _store(cnt, local, st, clock, filled)
                 if r == 2:
@@ -760,8 +747,8 @@ def run_chunk(
             pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
             if code == 0:
                 ls = out[4]
-                if not keys[ls] & TOUCHED:
-                    keys[ls] |= TOUCHED
+                if sub[ls] == 0:
+                    sub[ls] = 1
                     cnt[C_TOUCHED] += 1
         # -- translated: count, touched pages under large pages, the data line
         local[3 + code] += 1
@@ -771,13 +758,9 @@ def run_chunk(
             vpn = va >> 12
             if vpn != st[ST_LAST_VPN]:
                 st[ST_LAST_VPN] = vpn
-                tk = (1 << KEY_LEVEL_SHIFT) | vpn
-                ts = pt_find(keys, st[ST_PT_BITS], tk)
-                if ts < 0:
-                    ts = pt_slot(keys, st[ST_PT_BITS], tk)
-                    st[ST_PT_COUNT] += 1
-                if not keys[ts] & TOUCHED:
-                    keys[ts] |= TOUCHED
+                ts = (_node_make(sub, meta, st, va & va_mask, 1) << NODE_SHIFT) | (vpn & NODE_MASK)
+                if sub[ts] == 0:
+                    sub[ts] = 1
                     cnt[C_TOUCHED] += 1
         if not fetch:
             paddr = (pfn << 12) | (va & 4095)

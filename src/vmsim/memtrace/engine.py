@@ -40,7 +40,8 @@ record's line (instruction fetches are not cache-modelled); ``touched_pages``: d
 pages referenced; ``by_page_size``: translations by page size (sizes never used are absent).
 
 How the fast engine stays the model: it keeps arrays that mirror the model's page tables
-(``pt.entries``: an open-addressing hash of ``level << 57 | va >> shift`` -> entry). Everything
+(``pt.entries``: a radix tree over virtual addresses with one 512-entry node per page
+table). Everything
 the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to Python,
 which first writes the A/D bits the engine set back into the model's page tables, then calls
 the model's ``do_user_addr_fault()``, then copies every page-table entry the model changed (a
@@ -204,7 +205,7 @@ class FastEngine:
         self.st[core.ST_VA_MASK] = pt.va_mask
         self.st[core.ST_LAST_VPN] = -1
         self.faults = 0
-        self._alloc_pt(10)
+        self._alloc_pt(16)
         # Mirror what the layout already mapped (a snapshot maps nothing; be general).
         levels, vkeys, values = [], [], []
         for lv in range(1, pt.levels + 1):
@@ -217,42 +218,37 @@ class FastEngine:
 
     # -- the page-table mirror ------------------------------------------------------------
 
-    def _alloc_pt(self, bits: int) -> None:
-        # keys and values interleaved: a lookup touches one host cache line, not two
-        self.kv = np.zeros(2 << bits, dtype=np.int64)
-        self.keys = self.kv[0::2]
-        self.vals = self.kv[1::2]
-        self.st[core.ST_PT_BITS] = bits
-        self.st[core.ST_PT_COUNT] = 0
-        self.st[core.ST_PT_LIMIT] = (7 << bits) // 10  # load factor 0.7
+    def _alloc_pt(self, nodes: int) -> None:
+        """An empty radix mirror (``_core``: NODE_SHIFT) with room for ``nodes`` nodes."""
+        self.ent = np.zeros(nodes << core.NODE_SHIFT, dtype=np.int64)
+        self.sub = np.zeros(nodes << core.NODE_SHIFT, dtype=np.int32)
+        self.meta = np.zeros((nodes, 2), dtype=np.int64)
+        self.meta[0] = (self.st[core.ST_LEVELS], 0)  # the root
+        self.st[core.ST_PT_COUNT] = 1
+        self.st[core.ST_PT_LIMIT] = nodes - core.NODE_SLACK
 
     def _grow(self) -> None:
-        old_k, old_v = self.keys, self.vals
-        count = int(self.st[core.ST_PT_COUNT])
-        bits = int(self.st[core.ST_PT_BITS]) + 1
-        self._alloc_pt(bits)
-        core.pt_rehash(old_k, old_v, self.keys, self.vals, bits)
-        self.st[core.ST_PT_COUNT] = count
-        # the log holds slot numbers: rebuild it from the LOGGED flags
-        n = 0
-        for slot in np.nonzero(self.keys & core.LOGGED)[0]:
-            self.log[n] = slot
-            n += 1
-        self.st[core.ST_LOG_N] = n
+        """Half as much room again; node numbers (and so the write-back log) stay valid."""
+        ent, sub, meta = self.ent, self.sub, self.meta
+        used = int(self.st[core.ST_PT_COUNT])
+        self._alloc_pt(len(meta) * 3 // 2)
+        self.ent[: len(ent)] = ent
+        self.sub[: len(sub)] = sub
+        self.meta[: len(meta)] = meta
+        self.st[core.ST_PT_COUNT] = used
 
     def _mirror(self, levels: list[int], vkeys: list[int], values: list[int]) -> None:
         if not levels:
             return
-        while self.st[core.ST_PT_COUNT] + len(levels) >= self.st[core.ST_PT_LIMIT]:
+        lv = np.asarray(levels, dtype=np.int64)
+        keys = np.asarray(vkeys, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.int64)
+        i = 0
+        while True:
+            i = core.pt_update(self.ent, self.sub, self.meta, self.st, lv, keys, vals, i)
+            if i == len(lv):
+                return
             self._grow()
-        core.pt_update(
-            self.keys,
-            self.vals,
-            self.st,
-            np.asarray(levels, dtype=np.int64),
-            np.asarray(vkeys, dtype=np.int64),
-            np.asarray(values, dtype=np.int64),
-        )
 
     def _writeback(self) -> None:
         """The A/D bits the engine set, into the model's page tables (not journalled)."""
@@ -260,12 +256,10 @@ class FastEngine:
         if not n:
             return
         ents = self.model.mm.pt.entries
-        for slot in self.log[:n].tolist():
-            k = int(self.keys[slot])
-            self.keys[slot] = k & ~core.LOGGED
-            level = (k & core.KEY_MASK) >> core.KEY_LEVEL_SHIFT
-            key = k & ((1 << core.KEY_LEVEL_SHIFT) - 1)
-            v = int(self.vals[slot]) & ((1 << 64) - 1)
+        for pos in dict.fromkeys(self.log[:n].tolist()):
+            level, prefix = self.meta[pos >> core.NODE_SHIFT].tolist()
+            key = (prefix << core.NODE_SHIFT) | (pos & core.NODE_MASK)
+            v = int(self.ent[pos]) & ((1 << 64) - 1)
             d = ents[level]
             if v and key in d:
                 dict.__setitem__(d, key, v)
@@ -325,8 +319,9 @@ class FastEngine:
                 self.pval,
                 self.pstamp,
                 self.psize,
-                self.keys,
-                self.vals,
+                self.ent,
+                self.sub,
+                self.meta,
                 self.log,
                 self.ctags,
                 self.cdesc,
@@ -390,7 +385,9 @@ class FastEngine:
         """Bytes of engine state that grow with the trace (the page-table mirror and the
         touched-page flags in it) plus the fixed arrays (TLBs, PWC, caches, log)."""
         arrays = (
-            self.kv,
+            self.ent,
+            self.sub,
+            self.meta,
             self.tkey,
             self.tpfn,
             self.tperm,
@@ -405,4 +402,4 @@ class FastEngine:
 
     def mirror_bytes(self) -> int:
         """Bytes of the part that grows with the trace: the page-table mirror."""
-        return int(self.kv.nbytes)
+        return int(self.ent.nbytes + self.sub.nbytes + self.meta.nbytes)
