@@ -167,7 +167,6 @@ NODE_SLACK = 5  # nodes one access or one mirrored entry can add at most (a 5-le
 
 # st[] slots: small scalar state.
 ST_TLB_CLOCK = 0
-ST_PWC_CLOCK = 1
 ST_PCID = 2
 ST_ROOT = 3
 ST_LEVELS = 4
@@ -403,13 +402,40 @@ def _pwc_find(pkey: I64, lv: int, n: int, key: int) -> int:  # pragma: no cover 
     return hit
 
 
+def pwc_links(psize: I64, width: int) -> I64:
+    """The recency lists of the paging-structure caches: ``link[level, i] = (previous, next)``
+    over the ``n = psize[level]`` entries, slot ``n`` being the list's head (next: the most
+    recently used entry; previous: the least). Every entry is always on its list; empty ones
+    (key -1) stay behind every used one, because only a hit or a fill moves an entry to the
+    front and a flush empties them all: the last entry is the first empty one, else the LRU."""
+    link = np.zeros((6, width + 1, 2), dtype=np.int64)
+    for lv in range(6):
+        n = int(psize[lv])
+        for i in range(n + 1):
+            link[lv, i] = (i - 1 if i > 0 else n, i + 1 if i < n else 0)
+    return link
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _pwc_front(link: I64, lv: int, n: int, i: int) -> None:  # pragma: no cover - compiled
+    """Entry ``i`` of level ``lv`` becomes the most recently used (O(1))."""
+    p = link[lv, i, 0]
+    q = link[lv, i, 1]
+    link[lv, p, 1] = q
+    link[lv, q, 0] = p
+    h = link[lv, n, 1]
+    link[lv, i, 0] = n
+    link[lv, i, 1] = h
+    link[lv, h, 0] = i
+    link[lv, n, 1] = i
+
+
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _pwc_fill(
     pkey: I64,
     pval: I64,
-    pstamp: I64,
+    link: I64,
     psize: I64,
-    st: I64,
     level: int,
     key: int,
     pfn: int,
@@ -420,21 +446,15 @@ def _pwc_fill(
     n = psize[level]
     if n == 0:
         return
-    st[ST_PWC_CLOCK] += 1
     victim = _pwc_find(pkey, level, n, key)
-    if victim < 0:  # the first empty entry, else the least recently used (distinct stamps)
-        best = pstamp[level, 0] if pkey[level, 0] != -1 else -1
-        victim = 0
-        for i in range(1, n):
-            v = pstamp[level, i] if pkey[level, i] != -1 else -1
-            victim = i if v < best else victim
-            best = v if v < best else best
+    if victim < 0:
+        victim = link[level, n, 0]  # the first empty entry, else the least recently used
     pkey[level, victim] = key
     pval[level, victim, 0] = pfn
     pval[level, victim, 1] = rw
     pval[level, victim, 2] = us
     pval[level, victim, 3] = nx
-    pstamp[level, victim] = st[ST_PWC_CLOCK]
+    _pwc_front(link, level, n, victim)
 
 
 # --------------------------------------------------------------------------- walk
@@ -458,7 +478,7 @@ def _walk(
     log: I64,
     pkey: I64,
     pval: I64,
-    pstamp: I64,
+    link: I64,
     psize: I64,
     st: I64,
     wbuf: I64,
@@ -481,8 +501,7 @@ def _walk(
         key = m >> (12 + 9 * (lv - 1))
         hit = _pwc_find(pkey, lv, n, key)
         if hit >= 0:
-            st[ST_PWC_CLOCK] += 1
-            pstamp[lv, hit] = st[ST_PWC_CLOCK]
+            _pwc_front(link, lv, n, hit)
             # The model (strict=True) checks the hit against the live upper entry and raises
             # StalePagingStructure if it changed without a flush. Here it cannot have: page
             # tables change only in Python, and every return from Python flushes this PWC.
@@ -523,7 +542,7 @@ def _walk(
             e |= A
             ent[pos] = e
             _log(log, st, pos)
-        _pwc_fill(pkey, pval, pstamp, psize, st, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
+        _pwc_fill(pkey, pval, link, psize, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
         table = (e & PFN_MASK) >> 12
         level -= 1
         node = sub[pos]
@@ -587,7 +606,7 @@ def run_chunk(
     probe: I64,
     pkey: I64,
     pval: I64,
-    pstamp: I64,
+    link: I64,
     psize: I64,
     ent: I64,
     sub: I32,
@@ -708,7 +727,7 @@ def run_chunk(
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
-            r = _walk(m, write, fetch, ent, sub, log, pkey, pval, pstamp, psize, st, wbuf, out)
+            r = _walk(m, write, fetch, ent, sub, log, pkey, pval, link, psize, st, wbuf, out)
             if r != 0:
                 _store(cnt, local, st, clock, filled)
                 if r == 2:

@@ -192,7 +192,7 @@ class FastEngine:
         width = max(1, max(sizes.values()))
         self.pkey = np.full((6, width), -1, dtype=np.int64)
         self.pval = np.zeros((6, width, 4), dtype=np.int64)
-        self.pstamp = np.zeros((6, width), dtype=np.int64)
+        self.pstamp = core.pwc_links(self.psize, width)  # the PWC's LRU lists
         self.ctags, self.cdesc = cache_arrays(cfg.caches)
         self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
         self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
