@@ -247,7 +247,7 @@ def test_engine_state_is_small_per_touched_page() -> None:
     trace = [chunk([BASE + i * PAGE for i in range(pages)], KIND_STORE)]
     res = run_full(trace, Layout.of_regions([(BASE, BASE + pages * PAGE)]), SKYLAKE)
     assert res.counters.touched_pages == pages
-    # the page-table mirror: a radix tree of 512-entry nodes, 12 bytes an entry (8 entry, 4
+    # the page-table mirror: a radix tree of 512-entry nodes, 16 bytes an entry (8 entry, 8
     # child or touched flag): 8 leaf nodes for 4,000 dense pages, 3 upper ones, room to grow
     from vmsim.memtrace.engine import FastEngine, Model
 

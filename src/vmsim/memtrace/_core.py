@@ -27,7 +27,6 @@ import numpy.typing as npt
 from numba import njit
 
 I64 = npt.NDArray[np.int64]
-I32 = npt.NDArray[np.int32]
 
 # The data-cache model's compiled twin (vmsim.memtrace.cache has the rules and the Python
 # twin). It lives here, in the file of the loop that inlines it: numba keys its on-disk cache
@@ -157,9 +156,10 @@ LARGE_RSVD2 = ((1 << 21) - 1) & ~0x1FFF
 LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
 
 # The page-table mirror is a radix tree over virtual addresses, shaped like the page tables:
-# node n holds 512 entries ``ent[n * 512 + i]`` of one level; ``sub[n * 512 + i]`` is the node
-# one level down for entry i (0: none; node 0 is the root, never a child) or, in a level-1
-# node, 1 once the trace touched that 4 KiB page. ``meta[n] = (level, key >> 9)`` names the
+# node n holds 512 entries of one level; entry i of it has position ``pos = n * 512 + i``,
+# its value is ``ent[2 * pos]`` and ``ent[2 * pos + 1]`` is the node one level down (0: none;
+# node 0 is the root, never a child) or, in a level-1 node, 1 once the trace touched that
+# 4 KiB page. Value and link share a host cache line: a walk step is one host memory access. ``meta[n] = (level, key >> 9)`` names the
 # node's entries for the model: entry i is ``entries[level][(key >> 9) * 512 + i]``.
 NODE_SHIFT = 9
 NODE_MASK = 511
@@ -216,27 +216,27 @@ S_STLB = 2
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
-def _node(sub: I32, m: int, top: int, lv: int) -> int:  # pragma: no cover - compiled
+def _node(ent: I64, m: int, top: int, lv: int) -> int:  # pragma: no cover - compiled
     """The mirror node of level ``lv`` that holds the entry for address ``m``, or -1."""
     node = 0
     for level in range(top, lv, -1):
-        node = sub[(node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)]
+        node = ent[(((node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)) << 1) | 1]
         if node <= 0:
             return -1
     return node
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _node_make(sub: I32, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma: no cover
+def _node_make(ent: I64, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma: no cover
     """:func:`_node`, adding the missing nodes (the caller keeps NODE_SLACK nodes free)."""
     node = 0
     for level in range(st[ST_LEVELS], lv, -1):
         pos = (node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)
-        nxt = sub[pos]
+        nxt = ent[(pos << 1) | 1]
         if nxt <= 0:
             nxt = st[ST_PT_COUNT]
             st[ST_PT_COUNT] += 1
-            sub[pos] = nxt
+            ent[(pos << 1) | 1] = nxt
             meta[nxt, 0] = level - 1
             meta[nxt, 1] = m >> (3 + 9 * level)
         node = nxt
@@ -245,7 +245,7 @@ def _node_make(sub: I32, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma:
 
 @njit(cache=True, nogil=True, _nrt=False)
 def pt_update(
-    ent: I64, sub: I32, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
+    ent: I64, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
 ) -> int:  # pragma: no cover - compiled
     """Mirror the model's entries from ``start`` on: ``entries[levels[i]][vkeys[i]] =
     values[i]`` (0: none). Returns where it stopped: ``len(levels)``, or earlier when fewer
@@ -254,14 +254,14 @@ def pt_update(
     for i in range(start, levels.shape[0]):
         lv = levels[i]
         m = vkeys[i] << (3 + 9 * lv)
-        node = _node(sub, m, top, lv)
+        node = _node(ent, m, top, lv)
         if node < 0:
             if values[i] == 0:
                 continue
             if st[ST_PT_COUNT] >= st[ST_PT_LIMIT]:
                 return i
-            node = _node_make(sub, meta, st, m, lv)
-        ent[(node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)] = values[i]
+            node = _node_make(ent, meta, st, m, lv)
+        ent[((node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)) << 1] = values[i]
     return levels.shape[0]
 
 
@@ -474,7 +474,6 @@ def _walk(
     write: bool,
     fetch: bool,
     ent: I64,
-    sub: I32,
     log: I64,
     pkey: I64,
     pval: I64,
@@ -513,11 +512,11 @@ def _walk(
             level = lv - 1
             break
     refs = 0
-    node = 0 if level == st[ST_LEVELS] else _node(sub, m, st[ST_LEVELS], level)
+    node = 0 if level == st[ST_LEVELS] else _node(ent, m, st[ST_LEVELS], level)
     while True:
         key = m >> (12 + 9 * (level - 1))
         pos = (node << NODE_SHIFT) | (key & NODE_MASK)
-        e = ent[pos] if node >= 0 else 0
+        e = ent[pos << 1] if node >= 0 else 0
         wbuf[refs] = (table << 12) | ((key & 511) << 3)
         refs += 1
         if not e & P:
@@ -540,12 +539,12 @@ def _walk(
             break
         if not e & A:
             e |= A
-            ent[pos] = e
+            ent[pos << 1] = e
             _log(log, st, pos)
         _pwc_fill(pkey, pval, link, psize, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
         table = (e & PFN_MASK) >> 12
         level -= 1
-        node = sub[pos]
+        node = ent[(pos << 1) | 1]
         if node <= 0:
             node = -1
     if not us & US:
@@ -559,7 +558,7 @@ def _walk(
     if write:
         new |= D
     if new != e:
-        ent[pos] = new
+        ent[pos << 1] = new
         _log(log, st, pos)
         e = new
     out[0] = level
@@ -609,7 +608,6 @@ def run_chunk(
     link: I64,
     psize: I64,
     ent: I64,
-    sub: I32,
     meta: I64,
     log: I64,
     ctags: I64,
@@ -727,7 +725,7 @@ def run_chunk(
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
-            r = _walk(m, write, fetch, ent, sub, log, pkey, pval, link, psize, st, wbuf, out)
+            r = _walk(m, write, fetch, ent, log, pkey, pval, link, psize, st, wbuf, out)
             if r != 0:
                 _store(cnt, local, st, clock, filled)
                 if r == 2:
@@ -766,8 +764,8 @@ def run_chunk(
             pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
             if code == 0:
                 ls = out[4]
-                if sub[ls] == 0:
-                    sub[ls] = 1
+                if ent[(ls << 1) | 1] == 0:
+                    ent[(ls << 1) | 1] = 1
                     cnt[C_TOUCHED] += 1
         # -- translated: count, touched pages under large pages, the data line
         local[3 + code] += 1
@@ -777,9 +775,9 @@ def run_chunk(
             vpn = va >> 12
             if vpn != st[ST_LAST_VPN]:
                 st[ST_LAST_VPN] = vpn
-                ts = (_node_make(sub, meta, st, va & va_mask, 1) << NODE_SHIFT) | (vpn & NODE_MASK)
-                if sub[ts] == 0:
-                    sub[ts] = 1
+                ts = (_node_make(ent, meta, st, va & va_mask, 1) << NODE_SHIFT) | (vpn & NODE_MASK)
+                if ent[(ts << 1) | 1] == 0:
+                    ent[(ts << 1) | 1] = 1
                     cnt[C_TOUCHED] += 1
         if not fetch:
             paddr = (pfn << 12) | (va & 4095)

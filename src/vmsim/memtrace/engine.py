@@ -220,8 +220,7 @@ class FastEngine:
 
     def _alloc_pt(self, nodes: int) -> None:
         """An empty radix mirror (``_core``: NODE_SHIFT) with room for ``nodes`` nodes."""
-        self.ent = np.zeros(nodes << core.NODE_SHIFT, dtype=np.int64)
-        self.sub = np.zeros(nodes << core.NODE_SHIFT, dtype=np.int32)
+        self.ent = np.zeros(nodes << (core.NODE_SHIFT + 1), dtype=np.int64)
         self.meta = np.zeros((nodes, 2), dtype=np.int64)
         self.meta[0] = (self.st[core.ST_LEVELS], 0)  # the root
         self.st[core.ST_PT_COUNT] = 1
@@ -229,11 +228,10 @@ class FastEngine:
 
     def _grow(self) -> None:
         """Half as much room again; node numbers (and so the write-back log) stay valid."""
-        ent, sub, meta = self.ent, self.sub, self.meta
+        ent, meta = self.ent, self.meta
         used = int(self.st[core.ST_PT_COUNT])
         self._alloc_pt(len(meta) * 3 // 2)
         self.ent[: len(ent)] = ent
-        self.sub[: len(sub)] = sub
         self.meta[: len(meta)] = meta
         self.st[core.ST_PT_COUNT] = used
 
@@ -245,7 +243,7 @@ class FastEngine:
         vals = np.asarray(values, dtype=np.int64)
         i = 0
         while True:
-            i = core.pt_update(self.ent, self.sub, self.meta, self.st, lv, keys, vals, i)
+            i = core.pt_update(self.ent, self.meta, self.st, lv, keys, vals, i)
             if i == len(lv):
                 return
             self._grow()
@@ -259,7 +257,7 @@ class FastEngine:
         for pos in dict.fromkeys(self.log[:n].tolist()):
             level, prefix = self.meta[pos >> core.NODE_SHIFT].tolist()
             key = (prefix << core.NODE_SHIFT) | (pos & core.NODE_MASK)
-            v = int(self.ent[pos]) & ((1 << 64) - 1)
+            v = int(self.ent[pos << 1]) & ((1 << 64) - 1)
             d = ents[level]
             if v and key in d:
                 dict.__setitem__(d, key, v)
@@ -320,7 +318,6 @@ class FastEngine:
                 self.pstamp,
                 self.psize,
                 self.ent,
-                self.sub,
                 self.meta,
                 self.log,
                 self.ctags,
@@ -386,7 +383,6 @@ class FastEngine:
         touched-page flags in it) plus the fixed arrays (TLBs, PWC, caches, log)."""
         arrays = (
             self.ent,
-            self.sub,
             self.meta,
             self.tkey,
             self.tpfn,
@@ -402,4 +398,4 @@ class FastEngine:
 
     def mirror_bytes(self) -> int:
         """Bytes of the part that grows with the trace: the page-table mirror."""
-        return int(self.ent.nbytes + self.sub.nbytes + self.meta.nbytes)
+        return int(self.ent.nbytes + self.meta.nbytes)
