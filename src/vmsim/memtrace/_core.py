@@ -22,9 +22,14 @@ are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 I64 = npt.NDArray[np.int64]
 
@@ -263,6 +268,46 @@ def pt_update(
             node = _node_make(ent, meta, st, m, lv)
         ent[((node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)) << 1] = values[i]
     return levels.shape[0]
+
+
+@intrinsic  # type: ignore[misc]
+def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:  # pragma: no cover - compiled
+    """``prefetcht0`` of ``arr[idx]`` (LLVM's llvm.prefetch): a hint that changes no state."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i32 = ir.IntType(32)
+        vp = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [vp, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, vp), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _prefetch_walk(
+    ent: I64, ctags: I64, cdesc: I64, m: int, top: int
+) -> None:  # pragma: no cover - compiled
+    """Start loading what a 4 KiB walk of ``m`` will read from host memory: its PTE in the
+    mirror and the LLC set of the PTE's line in the cache model (a random stream's walks
+    wait on both). Reads nothing the walk depends on; a hint only."""
+    node = _node(ent, m, top, 2)
+    if node < 0:
+        return
+    pos = (node << NODE_SHIFT) | ((m >> 21) & NODE_MASK)
+    e = ent[pos << 1]
+    leaf = ent[(pos << 1) | 1]
+    if leaf <= 0 or e & PS:
+        return
+    _prefetch(ent, (((leaf << NODE_SHIFT) | ((m >> 12) & NODE_MASK)) << 1) & POS)
+    line = ((e & PFN_MASK) | (((m >> 12) & NODE_MASK) << 3)) >> LINE_SHIFT
+    mask = cdesc[2, 3]
+    index = line & mask if mask >= 0 else line % cdesc[2, 1]
+    _prefetch(ctags, (cdesc[2, 0] + index * cdesc[2, 2]) & POS)
 
 
 # --------------------------------------------------------------------------- TLB
@@ -725,6 +770,8 @@ def run_chunk(
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
+            if i + 1 < n:  # the next record probably walks too (a random stream)
+                _prefetch_walk(ent, ctags, cdesc, addr[i + 1] & va_mask, st[ST_LEVELS])
             r = _walk(m, write, fetch, ent, log, pkey, pval, link, psize, st, wbuf, out)
             if r != 0:
                 _store(cnt, local, st, clock, filled)
