@@ -114,8 +114,6 @@ def cache_access(
         ways = desc[lv, 2]
         b = (desc[lv, 0] + index * ways) & POS
         if lv == 0:
-            if tags[b] == line:
-                return 0  # the most recent line of its L1D set: a hit that moves nothing
             b0 = b
         elif lv == 1:
             b1 = b
@@ -208,7 +206,7 @@ EV_LOG = 3
 EV_STALE = 4
 EV_BADADDR = 5
 
-SCRATCH_LEN = 32  # run_chunk scratch: walk refs, walk result, local counters, memos
+SCRATCH_LEN = 40  # run_chunk scratch: walk refs, walk result, local counters, memos
 LOG_SLACK = 16  # entries one access can add to the write-back log at most (5 levels + leaf)
 
 # Structures of the TLB: 0 L1 dTLB, 1 L1 iTLB, 2 STLB.
@@ -622,7 +620,7 @@ def _store(
     cnt: I64, local: I64, st: I64, clock: int, filled: int
 ) -> None:  # pragma: no cover - compiled
     """Add the hot loop's local counters to ``cnt``: local = (L1 hits, STLB hits, instruction
-    records, 4K, 2M, 1G translations, data lines found in L1D)."""
+    records, 4K, 2M, 1G translations; then, from 8, data lines by the level that answered)."""
     cnt[C_L1] += local[0]
     cnt[C_STLB] += local[1]
     cnt[C_INSTR] += local[2]
@@ -632,7 +630,8 @@ def _store(
     cnt[C_BY_SIZE] += local[3]
     cnt[C_BY_SIZE + 1] += local[4]
     cnt[C_BY_SIZE + 2] += local[5]
-    cnt[C_DATA_LV] += local[6]
+    for lv in range(4):
+        cnt[C_DATA_LV + lv] += local[8 + lv]
     st[ST_TLB_CLOCK] = clock
     st[ST_FILLED] = filled
 
@@ -672,19 +671,16 @@ def run_chunk(
     va_mask = st[ST_VA_MASK]
     wbuf = scr[0:8]
     out = scr[8:16]
-    local = scr[16:24]
-    memo_key = scr[24:26]
-    memo_slot = scr[26:28]
-    memo_code = scr[28:30]
-    for j in range(8):
+    local = scr[16:32]
+    memo_key = scr[32:34]
+    memo_slot = scr[34:36]
+    memo_code = scr[36:38]
+    for j in range(16):
         local[j] = 0
     for j in range(2):
         memo_key[j] = -1
         memo_slot[j] = 0
         memo_code[j] = 0
-    l1d_mask = cdesc[0, 3]
-    l1d_base = cdesc[0, 0]
-    l1d_ways = cdesc[0, 2]
     n = addr.shape[0]
     pt_limit = st[ST_PT_LIMIT]
     log_limit = log.shape[0] - LOG_SLACK
@@ -827,11 +823,6 @@ def run_chunk(
                     ent[(ts << 1) | 1] = 1
                     cnt[C_TOUCHED] += 1
         if not fetch:
-            paddr = (pfn << 12) | (va & 4095)
-            line = paddr >> 6
-            if l1d_mask >= 0 and ctags[l1d_base + (line & l1d_mask) * l1d_ways] == line:
-                local[6] += 1  # the most recent line of its L1D set: a hit that moves nothing
-            else:
-                cnt[C_DATA_LV + cache_access(ctags, cdesc, paddr)] += 1
+            local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1
     _store(cnt, local, st, clock, filled)
     return EV_DONE, n
