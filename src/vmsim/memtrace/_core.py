@@ -98,37 +98,36 @@ def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragm
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _set_index(desc: I64, lv: int, line: int) -> int:  # pragma: no cover - compiled
+    mask = desc[lv, 3]
+    return line & mask if mask >= 0 else line % desc[lv, 1]  # type: ignore[no-any-return]
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
-    """The array twin of :meth:`CacheModel.access`."""
+    """The array twin of :meth:`CacheModel.access`. L1D and L2 are probed and updated
+    without a branch on where the line was found (a hit stream's level is random); the LLC
+    only when both miss."""
     line = paddr >> LINE_SHIFT
-    found = DRAM
-    b0 = 0
-    b1 = 0
-    b2 = 0
-    p = -1
-    for lv in range(3):
-        mask = desc[lv, 3]
-        index = line & mask if mask >= 0 else line % desc[lv, 1]
-        ways = desc[lv, 2]
-        b = (desc[lv, 0] + index * ways) & POS
-        if lv == 0:
-            b0 = b
-        elif lv == 1:
-            b1 = b
-        else:
-            b2 = b
-        p = _find(tags, b, ways, line)
-        if p >= 0:
-            found = lv
-            break
-    for lv in range(3):
-        if lv > found:
-            break
-        b = b0 if lv == 0 else (b1 if lv == 1 else b2)
-        ways = desc[lv, 2]
-        _to_front(tags, b, ways, line, p if lv == found else ways - 1)
+    w0 = desc[0, 2]
+    w1 = desc[1, 2]
+    b0 = (desc[0, 0] + _set_index(desc, 0, line) * w0) & POS
+    b1 = (desc[1, 0] + _set_index(desc, 1, line) * w1) & POS
+    p0 = _find(tags, b0, w0, line)
+    p1 = _find(tags, b1, w1, line)
+    found = 0 if p0 >= 0 else (1 if p1 >= 0 else DRAM)
+    if found == DRAM:
+        w2 = desc[2, 2]
+        b2 = (desc[2, 0] + _set_index(desc, 2, line) * w2) & POS
+        p2 = _find(tags, b2, w2, line)
+        if p2 >= 0:
+            found = 2
+        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
+    # L1D: the line moves to the front (the LRU drops on a miss); L2 only when L1D missed
+    _to_front(tags, b0, w0, line, p0 if p0 >= 0 else w0 - 1)
+    _to_front(tags, b1, w1, line, -1 if p0 >= 0 else (p1 if p1 >= 0 else w1 - 1))
     return found
 
 
