@@ -22,16 +22,26 @@ are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 I64 = npt.NDArray[np.int64]
+
+# Every compiled function runs without numba's reference counting (``_nrt=False``, an option
+# numba's typing stubs do not list): nothing here allocates, and with NRT on, each inlined
+# call that passes an array costs an atomic incref/decref pair through a function call (it
+# halved the cache model's speed).
+_OPTS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
+_F = TypeVar("_F", bound=Callable[..., Any])
+_jit: Callable[[_F], _F] = njit(**_OPTS)
+_inline: Callable[[_F], _F] = njit(inline="always", **_OPTS)  # numba-IR inlined into callers
 
 # The data-cache model's compiled twin (vmsim.memtrace.cache has the rules and the Python
 # twin). It lives here, in the file of the loop that inlines it: numba keys its on-disk cache
@@ -41,55 +51,36 @@ LINE_SHIFT = 6  # 64-byte lines
 DRAM = 3
 
 
-# Every compiled function runs without numba's reference counting (``_nrt=False``): nothing
-# here allocates, and with NRT on, each inlined call that passes an array costs an atomic
-# incref/decref pair through a function call (it halved the cache model's speed).
 POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
-    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free; the
-    usual way counts get loops of constant length (unrolled into compare/cmov chains)."""
+    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free: a way
+    count that is a multiple of 4 runs in blocks of 4 (unrolled into compare/cmov chains)."""
     p = -1
-    if ways == 8:
-        for j in range(8):
-            p = j if tags[b + j] == line else p
-    elif ways == 4:
-        for j in range(4):
-            p = j if tags[b + j] == line else p
-    elif ways == 16:
-        for j in range(16):
-            p = j if tags[b + j] == line else p
-    elif ways == 12:
-        for j in range(12):
-            p = j if tags[b + j] == line else p
+    if ways & 3 == 0:
+        for q in range(0, ways, 4):
+            for j in range(q, q + 4):
+                p = j if tags[b + j] == line else p
     else:
         for j in range(ways):
             p = j if tags[b + j] == line else p
     return p
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
     """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
-    position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot."""
+    position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot;
+    ``p = -1`` changes nothing. Branch-free, in blocks of 4 like :func:`_find`."""
     prev = line
-    if ways == 8:
-        for j in range(8):
-            cur = tags[b + j]
-            tags[b + j] = prev if j <= p else cur
-            prev = cur
-    elif ways == 4:
-        for j in range(4):
-            cur = tags[b + j]
-            tags[b + j] = prev if j <= p else cur
-            prev = cur
-    elif ways == 16:
-        for j in range(16):
-            cur = tags[b + j]
-            tags[b + j] = prev if j <= p else cur
-            prev = cur
+    if ways & 3 == 0:
+        for q in range(0, ways, 4):
+            for j in range(q, q + 4):
+                cur = tags[b + j]
+                tags[b + j] = prev if j <= p else cur
+                prev = cur
     else:
         for j in range(ways):
             cur = tags[b + j]
@@ -97,13 +88,13 @@ def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragm
             prev = cur
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _set_index(desc: I64, lv: int, line: int) -> int:  # pragma: no cover - compiled
     mask = desc[lv, 3]
     return line & mask if mask >= 0 else line % desc[lv, 1]  # type: ignore[no-any-return]
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
@@ -131,7 +122,7 @@ def cache_access(
     return found
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def cache_run(
     tags: npt.NDArray[np.int64],
     desc: npt.NDArray[np.int64],
@@ -161,8 +152,9 @@ LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
 # node n holds 512 entries of one level; entry i of it has position ``pos = n * 512 + i``,
 # its value is ``ent[2 * pos]`` and ``ent[2 * pos + 1]`` is the node one level down (0: none;
 # node 0 is the root, never a child) or, in a level-1 node, 1 once the trace touched that
-# 4 KiB page. Value and link share a host cache line: a walk step is one host memory access. ``meta[n] = (level, key >> 9)`` names the
-# node's entries for the model: entry i is ``entries[level][(key >> 9) * 512 + i]``.
+# 4 KiB page. Value and link share a host cache line: a walk step is one host memory access.
+# ``meta[n] = (level, key >> 9)`` names the node's entries for the model: entry i is
+# ``entries[level][(key >> 9) * 512 + i]``.
 NODE_SHIFT = 9
 NODE_MASK = 511
 NODE_SLACK = 5  # nodes one access or one mirrored entry can add at most (a 5-level path)
@@ -217,7 +209,7 @@ S_STLB = 2
 # --------------------------------------------------------------------------- page-table mirror
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _node(ent: I64, m: int, top: int, lv: int) -> int:  # pragma: no cover - compiled
     """The mirror node of level ``lv`` that holds the entry for address ``m``, or -1."""
     node = 0
@@ -228,7 +220,7 @@ def _node(ent: I64, m: int, top: int, lv: int) -> int:  # pragma: no cover - com
     return node
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def _node_make(ent: I64, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma: no cover
     """:func:`_node`, adding the missing nodes (the caller keeps NODE_SLACK nodes free)."""
     node = 0
@@ -245,7 +237,7 @@ def _node_make(ent: I64, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma:
     return node
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def pt_update(
     ent: I64, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
 ) -> int:  # pragma: no cover - compiled
@@ -264,28 +256,32 @@ def pt_update(
                 return i
             node = _node_make(ent, meta, st, m, lv)
         ent[((node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)) << 1] = values[i]
-    return levels.shape[0]
+    return int(levels.shape[0])
 
 
-@intrinsic  # type: ignore[misc]
+@intrinsic
 def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:  # pragma: no cover - compiled
     """``prefetcht0`` of ``arr[idx]`` (LLVM's llvm.prefetch): a hint that changes no state."""
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+            context, builder, aryty, ary, [args[1]], wraparound=False
+        )
         i32 = ir.IntType(32)
         vp = ir.IntType(8).as_pointer()
         fnty = ir.FunctionType(ir.VoidType(), [vp, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.prefetch.p0"
+        )
         builder.call(fn, [builder.bitcast(ptr, vp), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _prefetch_walk(
     ent: I64, ctags: I64, cdesc: I64, m: int, top: int
 ) -> None:  # pragma: no cover - compiled
@@ -300,7 +296,8 @@ def _prefetch_walk(
     leaf = ent[(pos << 1) | 1]
     if leaf <= 0 or e & PS:
         return
-    _prefetch(ent, (((leaf << NODE_SHIFT) | ((m >> 12) & NODE_MASK)) << 1) & POS)
+    pte = (((leaf << NODE_SHIFT) | ((m >> 12) & NODE_MASK)) << 1) & POS
+    _prefetch(ent, pte)  # type: ignore[call-arg]
     line = ((e & PFN_MASK) | (((m >> 12) & NODE_MASK) << 3)) >> LINE_SHIFT
     mask = cdesc[2, 3]
     index = line & mask if mask >= 0 else line % cdesc[2, 1]
@@ -310,36 +307,20 @@ def _prefetch_walk(
 # --------------------------------------------------------------------------- TLB
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _oldest(tkey: I64, tstamp: I64, b: int, ways: int) -> int:  # pragma: no cover - compiled
     """Position of the first empty way of the set at ``b``, else of its least recently used
     (smallest stamp: stamps within a set are distinct). Branch-free, like :func:`_find`."""
     best = tstamp[b] if tkey[b] != -1 else -1
     bi = 0
-    if ways == 4:
-        for j in range(1, 4):
-            v = tstamp[b + j] if tkey[b + j] != -1 else -1
-            bi = j if v < best else bi
-            best = v if v < best else best
-    elif ways == 8:
-        for j in range(1, 8):
-            v = tstamp[b + j] if tkey[b + j] != -1 else -1
-            bi = j if v < best else bi
-            best = v if v < best else best
-    elif ways == 12:
-        for j in range(1, 12):
-            v = tstamp[b + j] if tkey[b + j] != -1 else -1
-            bi = j if v < best else bi
-            best = v if v < best else best
-    else:
-        for j in range(1, ways):
-            v = tstamp[b + j] if tkey[b + j] != -1 else -1
-            bi = j if v < best else bi
-            best = v if v < best else best
+    for j in range(1, ways):
+        v = tstamp[b + j] if tkey[b + j] != -1 else -1
+        bi = j if v < best else bi
+        best = v if v < best else best
     return bi
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _tlb_probe(
     tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int, filled: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
@@ -359,7 +340,7 @@ def _tlb_probe(
     return -1, -1
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _tlb_fill(
     tkey: I64,
     tpfn: I64,
@@ -387,7 +368,7 @@ def _tlb_fill(
     tstamp[victim] = now
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def tlb_invlpg(
     tkey: I64, arr: I64, probe: I64, vaddr: int, pcid: int
 ) -> None:  # pragma: no cover - compiled
@@ -406,7 +387,7 @@ def tlb_invlpg(
                     tkey[w] = -1
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
     """flush_pcid(pcid) (pcid >= 0) or flush_all (pcid == -1: non-global; -2: everything)."""
     for w in range(tkey.shape[0]):
@@ -421,14 +402,14 @@ def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- PWC
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
     for lv in range(pkey.shape[0]):
         for i in range(pkey.shape[1]):
             pkey[lv, i] = -1
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _pwc_find(pkey: I64, lv: int, n: int, key: int) -> int:  # pragma: no cover - compiled
     """Index of ``key`` among the ``n`` entries of level ``lv``, or -1 (branch-free)."""
     hit = -1
@@ -458,7 +439,7 @@ def pwc_links(psize: I64, width: int) -> I64:
     return link
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _pwc_front(link: I64, lv: int, n: int, i: int) -> None:  # pragma: no cover - compiled
     """Entry ``i`` of level ``lv`` becomes the most recently used (O(1))."""
     p = link[lv, i, 0]
@@ -472,7 +453,7 @@ def _pwc_front(link: I64, lv: int, n: int, i: int) -> None:  # pragma: no cover 
     link[lv, n, 1] = i
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _pwc_fill(
     pkey: I64,
     pval: I64,
@@ -502,7 +483,7 @@ def _pwc_fill(
 # --------------------------------------------------------------------------- walk
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _log(log: I64, st: I64, pos: int) -> None:  # pragma: no cover - compiled
     """Remember a mirror entry whose A/D bits changed (an entry logs at most twice, A then D,
     between write-backs: no de-duplication needed)."""
@@ -510,7 +491,7 @@ def _log(log: I64, st: I64, pos: int) -> None:  # pragma: no cover - compiled
     st[ST_LOG_N] += 1
 
 
-@njit(cache=True, nogil=True, inline="always", _nrt=False)
+@_inline
 def _walk(
     m: int,
     write: bool,
@@ -614,7 +595,7 @@ def _walk(
 # --------------------------------------------------------------------------- the loop
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
 def _store(
     cnt: I64, local: I64, st: I64, clock: int, filled: int
 ) -> None:  # pragma: no cover - compiled
@@ -635,7 +616,16 @@ def _store(
     st[ST_FILLED] = filled
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@_jit
+def _fault(pkey: I64, st: I64, fetch: bool, write: bool) -> int:  # pragma: no cover - compiled
+    """A page fault goes to Python: the PWC is flushed (the model flushes its own), the
+    access kind noted. Returns EV_FAULT."""
+    pwc_flush(pkey)
+    st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
+    return EV_FAULT
+
+
+@_jit
 def run_chunk(
     addr: I64,
     kind: npt.NDArray[np.uint8],
@@ -758,10 +748,8 @@ def run_chunk(
                 tlb_invlpg(tkey, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
                 if not (write and perms & RW):
-                    pwc_flush(pkey)
-                    st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
                     _store(cnt, local, st, clock, filled)
-                    return EV_FAULT, i
+                    return _fault(pkey, st, fetch, write), i
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
@@ -772,13 +760,9 @@ def run_chunk(
                 _store(cnt, local, st, clock, filled)
                 if r == 2:
                     return EV_STALE, i
-                memo_key[0] = -1
-                memo_key[1] = -1
                 tlb_invlpg(tkey, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
-                pwc_flush(pkey)
-                st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
-                return EV_FAULT, i
+                return _fault(pkey, st, fetch, write), i
             leaf_level = out[0]
             e = out[1]
             refs = out[2]
