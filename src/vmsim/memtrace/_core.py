@@ -16,8 +16,17 @@ Everything here is a faster execution of the Python model, statement for stateme
 * ``run_chunk``: the loop of ``vmsim.mm.access.user_access`` (TLB, on a permission miss an
   INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python).
 
-All state is in int64 arrays (see ``vmsim.memtrace.engine.EngineState``). Page-table entries
+All state is in int64 arrays (see ``vmsim.memtrace.engine.FastEngine``). Page-table entries
 are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
+
+Where the speed comes from (issue 12; each measured, each keeping the semantics bit for bit):
+no NRT reference counting; probes and LRU choices as fixed, branch-free passes over a set (a
+TLB hit's way and a cache line's level are random: branches on them mispredict); page sizes
+never filled into a TLB structure are not probed; the PWC's LRU as O(1) linked lists; the
+page-table mirror as a radix tree whose entry and child link share a host cache line; and a
+walk prefetching the next record's PTE (a random stream waits on host memory, not on work).
+The slot a TLB or PWC entry occupies is not part of the model (a set is a set): only which
+entries a set holds and their recency order are, and those are the model's exactly.
 """
 
 from __future__ import annotations

@@ -40,10 +40,9 @@ record's line (instruction fetches are not cache-modelled); ``touched_pages``: d
 pages referenced; ``by_page_size``: translations by page size (sizes never used are absent).
 
 How the fast engine stays the model: it keeps arrays that mirror the model's page tables
-(``pt.entries``: a radix tree over virtual addresses with one 512-entry node per page
-table). Everything
-the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to Python,
-which first writes the A/D bits the engine set back into the model's page tables, then calls
+(``pt.entries``: a radix tree over virtual addresses, one 512-entry node per page table).
+Everything the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to
+Python, which first writes the A/D bits the engine set back into the model's page tables, then calls
 the model's ``do_user_addr_fault()``, then copies every page-table entry the model changed (a
 journal on the model's page-table dicts) into the mirror and applies every TLB/PWC
 invalidation the model issued to the engine's arrays. At the end the A/D bits are written back,
