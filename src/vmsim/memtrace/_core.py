@@ -319,14 +319,12 @@ def _prefetch_walk(
 @_inline
 def _oldest(tkey: I64, tstamp: I64, b: int, ways: int) -> int:  # pragma: no cover - compiled
     """Position of the first empty way of the set at ``b``, else of its least recently used
-    (smallest stamp: stamps within a set are distinct). Branch-free, like :func:`_find`."""
-    best = tstamp[b] if tkey[b] != -1 else -1
-    bi = 0
+    (smallest stamp: stamps within a set are distinct): the minimum of ``stamp << 16 | way``,
+    0 | way for an empty way (key -1), without a branch or a select (ways < 65536)."""
+    best = (tstamp[b] << 16) & ~(tkey[b] >> 63)
     for j in range(1, ways):
-        v = tstamp[b + j] if tkey[b + j] != -1 else -1
-        bi = j if v < best else bi
-        best = v if v < best else best
-    return bi
+        best = min(best, ((tstamp[b + j] << 16) & ~(tkey[b + j] >> 63)) | j)
+    return best & 0xFFFF  # type: ignore[no-any-return]
 
 
 @_inline
