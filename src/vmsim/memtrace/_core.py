@@ -114,6 +114,8 @@ def cache_access(
     w0 = desc[0, 2]
     w1 = desc[1, 2]
     b0 = (desc[0, 0] + _set_index(desc, 0, line) * w0) & POS
+    if tags[b0] == line:
+        return 0  # the most recent line of its L1D set (a real trace's usual case): no change
     b1 = (desc[1, 0] + _set_index(desc, 1, line) * w1) & POS
     p0 = _find(tags, b0, w0, line)
     p1 = _find(tags, b1, w1, line)
