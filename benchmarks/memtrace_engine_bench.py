@@ -177,6 +177,11 @@ def bench(quick: bool) -> dict[str, Any]:
     out["touched_pages"] = c.touched_pages
     out["mirror_bytes_per_page"] = eng.mirror_bytes() / c.touched_pages
     out["fixed_bytes"] = eng.state_bytes() - eng.mirror_bytes()
+    # the other extreme: one page in each of 256 page tables (2 MiB regions)
+    sparse = chunk(BASE + np.arange(256) * (2 << 20), KIND_STORE)
+    eng = FastEngine(Model(Layout.of_regions([(BASE, BASE + (512 << 20))]), EngineConfig()))
+    eng.run_chunk(sparse)
+    out["sparse_mirror_bytes_per_page"] = eng.mirror_bytes() / eng.counters().touched_pages
     out["model_bytes_per_page"] = model_bytes_per_page(2000 if quick else 20000)
     return out
 
@@ -205,6 +210,10 @@ def render(r: dict[str, Any]) -> None:
         f"({r['touched_pages']} pages; target <= 72) + {r['fixed_bytes'] / 1024:.0f} KiB fixed "
         f"(TLBs, PWC, caches, log); the model's own metadata: "
         f"{r['model_bytes_per_page']:.0f} bytes per resident page"
+    )
+    print(
+        f"  sparse (one page in each of 256 page tables): "
+        f"{r['sparse_mirror_bytes_per_page']:.0f} bytes per touched page (a 512-entry node each)"
     )
 
 

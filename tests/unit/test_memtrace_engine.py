@@ -16,6 +16,7 @@ import pytest
 from memtrace_helpers import SKYLAKE, anon, both, chunk, diff, page_tables, split
 
 from vmsim.memtrace.cache import CacheModel, cache_arrays, cache_run
+from vmsim.memtrace.cpus import cpu_model
 from vmsim.memtrace.engine import EngineConfig, run, run_full
 from vmsim.memtrace.layout import GRANULE, Layout
 from vmsim.memtrace.records import (
@@ -174,6 +175,23 @@ def test_engines_agree_with_huge_pages(page_size: str) -> None:
     assert f.by_page_size.get({"thp": "2M"}.get(page_size, page_size), 0) > 0
 
 
+@pytest.mark.parametrize("cpu", ["icelake", "zen4"])
+@pytest.mark.parametrize("page_size", ["4K", "2M"])
+def test_engines_agree_on_every_cpu_preset(cpu: str, page_size: str) -> None:
+    # the presets' geometries differ from Skylake's: 16-way and 8-way arrays, Zen 4's fully
+    # associative 72-entry L1 dTLB holding all three page sizes in one array
+    rng = np.random.default_rng(5)
+    n = 20000
+    addrs = np.concatenate(
+        [BASE + rng.integers(0, 6000 * PAGE, n), BASE + rng.integers(0, 40 * PAGE, n)]
+    )
+    kinds = rng.integers(0, 4, len(addrs))
+    factory = anon((BASE, BASE + 6000 * PAGE))
+    f, r, fp, rp = both([chunk(addrs, kinds)], factory, cpu_model(cpu), page_size=page_size)
+    assert diff(f, r) == {}
+    assert page_tables(fp) == page_tables(rp)
+
+
 def test_maps_snapshot_layout_and_accesses_outside_it() -> None:
     # Fetches from the program's text, loads from libc's data, stores to the heap, and a few
     # stores to an address no line of the snapshot maps (covered on the fly).
@@ -247,7 +265,8 @@ def test_engine_state_is_small_per_touched_page() -> None:
     trace = [chunk([BASE + i * PAGE for i in range(pages)], KIND_STORE)]
     res = run_full(trace, Layout.of_regions([(BASE, BASE + pages * PAGE)]), SKYLAKE)
     assert res.counters.touched_pages == pages
-    # the page-table mirror: 16 bytes a slot at a load factor between 0.35 and 0.7
+    # the page-table mirror: a radix tree of 512-entry nodes, 16 bytes an entry (8 entry, 8
+    # child or touched flag): 8 leaf nodes for 4,000 dense pages, 3 upper ones, room to grow
     from vmsim.memtrace.engine import FastEngine, Model
 
     eng = FastEngine(Model(Layout.of_regions([(BASE, BASE + pages * PAGE)]), EngineConfig()))

@@ -16,17 +16,41 @@ Everything here is a faster execution of the Python model, statement for stateme
 * ``run_chunk``: the loop of ``vmsim.mm.access.user_access`` (TLB, on a permission miss an
   INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python).
 
-All state is in int64 arrays (see ``vmsim.memtrace.engine.EngineState``). Page-table entries
+All state is in int64 arrays (see ``vmsim.memtrace.engine.FastEngine``). Page-table entries
 are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
+
+Where the speed comes from (issue 12; each measured, each keeping the semantics bit for bit):
+no NRT reference counting; probes and LRU choices as fixed, branch-free passes over a set (a
+TLB hit's way and a cache line's level are random: branches on them mispredict); page sizes
+never filled into a TLB structure are not probed; the PWC's LRU as O(1) linked lists; the
+page-table mirror as a radix tree whose entry and child link share a host cache line; and a
+walk prefetching the next record's PTE (a random stream waits on host memory, not on work).
+The slot a TLB or PWC entry occupies is not part of the model (a set is a set): only which
+entries a set holds and their recency order are, and those are the model's exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 I64 = npt.NDArray[np.int64]
+
+# Every compiled function runs without numba's reference counting (``_nrt=False``, an option
+# numba's typing stubs do not list): nothing here allocates, and with NRT on, each inlined
+# call that passes an array costs an atomic incref/decref pair through a function call (it
+# halved the cache model's speed).
+_OPTS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
+_F = TypeVar("_F", bound=Callable[..., Any])
+_jit: Callable[[_F], _F] = njit(**_OPTS)
+_inline: Callable[[_F], _F] = njit(inline="always", **_OPTS)  # numba-IR inlined into callers
 
 # The data-cache model's compiled twin (vmsim.memtrace.cache has the rules and the Python
 # twin). It lives here, in the file of the loop that inlines it: numba keys its on-disk cache
@@ -36,44 +60,80 @@ LINE_SHIFT = 6  # 64-byte lines
 DRAM = 3
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _set_base(desc: npt.NDArray[np.int64], lv: int, line: int) -> int:  # pragma: no cover
+POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
+
+
+@_inline
+def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free: a way
+    count that is a multiple of 4 runs in blocks of 4 (unrolled into compare/cmov chains)."""
+    p = -1
+    if ways & 3 == 0:
+        for q in range(0, ways, 4):
+            for j in range(q, q + 4):
+                p = j if tags[b + j] == line else p
+    else:
+        for j in range(ways):
+            p = j if tags[b + j] == line else p
+    return p
+
+
+@_inline
+def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
+    """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
+    position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot;
+    ``p = -1`` changes nothing. Branch-free, in blocks of 4 like :func:`_find`."""
+    prev = line
+    if ways & 3 == 0:
+        for q in range(0, ways, 4):
+            for j in range(q, q + 4):
+                cur = tags[b + j]
+                tags[b + j] = prev if j <= p else cur
+                prev = cur
+    else:
+        for j in range(ways):
+            cur = tags[b + j]
+            tags[b + j] = prev if j <= p else cur
+            prev = cur
+
+
+@_inline
+def _set_index(desc: I64, lv: int, line: int) -> int:  # pragma: no cover - compiled
     mask = desc[lv, 3]
-    index = line & mask if mask >= 0 else line % desc[lv, 1]
-    return desc[lv, 0] + index * desc[lv, 2]  # type: ignore[no-any-return]
+    return line & mask if mask >= 0 else line % desc[lv, 1]  # type: ignore[no-any-return]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_inline
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
-    """The array twin of :meth:`CacheModel.access`."""
+    """The array twin of :meth:`CacheModel.access`. L1D and L2 are probed and updated
+    without a branch on where the line was found (a hit stream's level is random); the LLC
+    only when both miss."""
     line = paddr >> LINE_SHIFT
-    found = DRAM
-    for lv in range(3):
-        base = _set_base(desc, lv, line)
-        ways = desc[lv, 2]
-        if tags[base] == line:
-            found = lv
-            break
-        for w in range(base + 1, base + ways):
-            if tags[w] == line:
-                for j in range(w, base, -1):  # move to the front
-                    tags[j] = tags[j - 1]
-                tags[base] = line
-                found = lv
-                break
-        if found != DRAM:
-            break
-    for lv in range(found):
-        base = _set_base(desc, lv, line)
-        for j in range(base + desc[lv, 2] - 1, base, -1):  # the LRU (or an empty) slot drops
-            tags[j] = tags[j - 1]
-        tags[base] = line
+    w0 = desc[0, 2]
+    w1 = desc[1, 2]
+    b0 = (desc[0, 0] + _set_index(desc, 0, line) * w0) & POS
+    if tags[b0] == line:
+        return 0  # the most recent line of its L1D set (a real trace's usual case): no change
+    b1 = (desc[1, 0] + _set_index(desc, 1, line) * w1) & POS
+    p0 = _find(tags, b0, w0, line)
+    p1 = _find(tags, b1, w1, line)
+    found = 0 if p0 >= 0 else (1 if p1 >= 0 else DRAM)
+    if found == DRAM:
+        w2 = desc[2, 2]
+        b2 = (desc[2, 0] + _set_index(desc, 2, line) * w2) & POS
+        p2 = _find(tags, b2, w2, line)
+        if p2 >= 0:
+            found = 2
+        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
+    # L1D: the line moves to the front (the LRU drops on a miss); L2 only when L1D missed
+    _to_front(tags, b0, w0, line, p0 if p0 >= 0 else w0 - 1)
+    _to_front(tags, b1, w1, line, -1 if p0 >= 0 else (p1 if p1 >= 0 else w1 - 1))
     return found
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def cache_run(
     tags: npt.NDArray[np.int64],
     desc: npt.NDArray[np.int64],
@@ -99,28 +159,29 @@ PERMS = RW | US | D | NX | PKEY_MASK  # what the TLB keeps of a leaf (vmsim.mm.a
 LARGE_RSVD2 = ((1 << 21) - 1) & ~0x1FFF
 LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
 
-# Page-table mirror keys: level << 57 | (va >> shift(level)); bit 62 = the 4 KiB page was
-# touched by the trace, bit 61 = the entry is in the write-back log.
-KEY_LEVEL_SHIFT = 57
-KEY_MASK = (1 << 60) - 1
-TOUCHED = 1 << 62
-LOGGED = 1 << 61
-EMPTY = 0
-HASH_MUL = 0x9E3779B97F4A7C15  # Fibonacci hashing (multiplied as uint64: no signed overflow)
+# The page-table mirror is a radix tree over virtual addresses, shaped like the page tables:
+# node n holds 512 entries of one level; entry i of it has position ``pos = n * 512 + i``,
+# its value is ``ent[2 * pos]`` and ``ent[2 * pos + 1]`` is the node one level down (0: none;
+# node 0 is the root, never a child) or, in a level-1 node, 1 once the trace touched that
+# 4 KiB page. Value and link share a host cache line: a walk step is one host memory access.
+# ``meta[n] = (level, key >> 9)`` names the node's entries for the model: entry i is
+# ``entries[level][(key >> 9) * 512 + i]``.
+NODE_SHIFT = 9
+NODE_MASK = 511
+NODE_SLACK = 5  # nodes one access or one mirrored entry can add at most (a 5-level path)
 
 # st[] slots: small scalar state.
 ST_TLB_CLOCK = 0
-ST_PWC_CLOCK = 1
 ST_PCID = 2
 ST_ROOT = 3
 ST_LEVELS = 4
 ST_PT_COUNT = 5
 ST_PT_LIMIT = 6
-ST_PT_BITS = 7
 ST_LOG_N = 8
 ST_LAST_VPN = 9
 ST_VA_MASK = 10
 ST_FAULT_ACCESS = 11  # 0 read, 1 write, 2 exec: the access that faulted
+ST_FILLED = 12  # bit 3 * structure + size code: that structure was ever filled with that size
 ST_LEN = 16
 
 # cnt[] slots: the counters (vmsim.memtrace.records.Counters).
@@ -147,6 +208,7 @@ EV_LOG = 3
 EV_STALE = 4
 EV_BADADDR = 5
 
+SCRATCH_LEN = 40  # run_chunk scratch: walk refs, walk result, local counters, memos
 LOG_SLACK = 16  # entries one access can add to the write-back log at most (5 levels + leaf)
 
 # Structures of the TLB: 0 L1 dTLB, 1 L1 iTLB, 2 STLB.
@@ -158,96 +220,136 @@ S_STLB = 2
 # --------------------------------------------------------------------------- page-table mirror
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _home(k: int, bits: int) -> int:  # pragma: no cover - compiled
-    """The home slot of key ``k`` in a table of ``2**bits`` slots. Unsigned arithmetic: a
-    signed multiplication that overflows is undefined behaviour to LLVM, which then "optimises"
-    the hash into a constant."""
-    x = np.uint64(k) * np.uint64(HASH_MUL)
-    return np.int64(x >> np.uint64(64 - bits))  # type: ignore[return-value]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def pt_find(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
-    """Slot of mirror key ``k`` (flags clear), or -1."""
-    mask = (1 << bits) - 1
-    h = _home(k, bits)
-    while True:
-        s = keys[h]
-        if s == EMPTY:
+@_inline
+def _node(ent: I64, m: int, top: int, lv: int) -> int:  # pragma: no cover - compiled
+    """The mirror node of level ``lv`` that holds the entry for address ``m``, or -1."""
+    node = 0
+    for level in range(top, lv, -1):
+        node = ent[(((node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)) << 1) | 1]
+        if node <= 0:
             return -1
-        if s & KEY_MASK == k:
-            return h
-        h = (h + 1) & mask
+    return node
 
 
-@njit(cache=True, nogil=True)
-def pt_slot(keys: I64, bits: int, k: int) -> int:  # pragma: no cover - compiled
-    """Slot of mirror key ``k``, claimed (empty key written) if absent: the caller counts."""
-    mask = (1 << bits) - 1
-    h = _home(k, bits)
-    while True:
-        s = keys[h]
-        if s == EMPTY:
-            keys[h] = k
-            return h
-        if s & KEY_MASK == k:
-            return h
-        h = (h + 1) & mask
+@_jit
+def _node_make(ent: I64, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma: no cover
+    """:func:`_node`, adding the missing nodes (the caller keeps NODE_SLACK nodes free)."""
+    node = 0
+    for level in range(st[ST_LEVELS], lv, -1):
+        pos = (node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)
+        nxt = ent[(pos << 1) | 1]
+        if nxt <= 0:
+            nxt = st[ST_PT_COUNT]
+            st[ST_PT_COUNT] += 1
+            ent[(pos << 1) | 1] = nxt
+            meta[nxt, 0] = level - 1
+            meta[nxt, 1] = m >> (3 + 9 * level)
+        node = nxt
+    return node
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def pt_update(
-    keys: I64, vals: I64, st: I64, levels: I64, vkeys: I64, values: I64
-) -> None:  # pragma: no cover - compiled
-    """Mirror the model's entries: ``entries[levels[i]][vkeys[i]] = values[i]`` (0: none)."""
-    bits = st[ST_PT_BITS]
-    for i in range(levels.shape[0]):
-        k = (levels[i] << KEY_LEVEL_SHIFT) | vkeys[i]
-        slot = pt_find(keys, bits, k)
-        if slot < 0:
+    ent: I64, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
+) -> int:  # pragma: no cover - compiled
+    """Mirror the model's entries from ``start`` on: ``entries[levels[i]][vkeys[i]] =
+    values[i]`` (0: none). Returns where it stopped: ``len(levels)``, or earlier when fewer
+    than NODE_SLACK nodes are left (the caller grows the arrays and calls again)."""
+    top = st[ST_LEVELS]
+    for i in range(start, levels.shape[0]):
+        lv = levels[i]
+        m = vkeys[i] << (3 + 9 * lv)
+        node = _node(ent, m, top, lv)
+        if node < 0:
             if values[i] == 0:
                 continue
-            slot = pt_slot(keys, bits, k)
-            st[ST_PT_COUNT] += 1
-        vals[slot] = values[i]
+            if st[ST_PT_COUNT] >= st[ST_PT_LIMIT]:
+                return i
+            node = _node_make(ent, meta, st, m, lv)
+        ent[((node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)) << 1] = values[i]
+    return int(levels.shape[0])
 
 
-@njit(cache=True, nogil=True)
-def pt_rehash(
-    keys: I64, vals: I64, new_keys: I64, new_vals: I64, new_bits: int
+@intrinsic
+def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:  # pragma: no cover - compiled
+    """``prefetcht0`` of ``arr[idx]`` (LLVM's llvm.prefetch): a hint that changes no state."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+            context, builder, aryty, ary, [args[1]], wraparound=False
+        )
+        i32 = ir.IntType(32)
+        vp = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [vp, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.prefetch.p0"
+        )
+        builder.call(fn, [builder.bitcast(ptr, vp), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
+@_inline
+def _prefetch_walk(
+    ent: I64, ctags: I64, cdesc: I64, m: int, top: int
 ) -> None:  # pragma: no cover - compiled
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        if k != EMPTY:
-            slot = pt_slot(new_keys, new_bits, k & KEY_MASK)
-            new_keys[slot] = k
-            new_vals[slot] = vals[i]
+    """Start loading what a 4 KiB walk of ``m`` will read from host memory: its PTE in the
+    mirror and the LLC set of the PTE's line in the cache model (a random stream's walks
+    wait on both). Reads nothing the walk depends on; a hint only."""
+    node = _node(ent, m, top, 2)
+    if node < 0:
+        return
+    pos = (node << NODE_SHIFT) | ((m >> 21) & NODE_MASK)
+    e = ent[pos << 1]
+    leaf = ent[(pos << 1) | 1]
+    if leaf <= 0 or e & PS:
+        return
+    pte = (((leaf << NODE_SHIFT) | ((m >> 12) & NODE_MASK)) << 1) & POS
+    _prefetch(ent, pte)  # type: ignore[call-arg]
+    line = ((e & PFN_MASK) | (((m >> 12) & NODE_MASK) << 3)) >> LINE_SHIFT
+    mask = cdesc[2, 3]
+    index = line & mask if mask >= 0 else line % cdesc[2, 1]
+    _prefetch(ctags, (cdesc[2, 0] + index * cdesc[2, 2]) & POS)
 
 
 # --------------------------------------------------------------------------- TLB
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_inline
+def _oldest(tkey: I64, tstamp: I64, b: int, ways: int) -> int:  # pragma: no cover - compiled
+    """Position of the first empty way of the set at ``b``, else of its least recently used
+    (smallest stamp: stamps within a set are distinct): the minimum of ``stamp << 16 | way``,
+    0 | way for an empty way (key -1), without a branch or a select (ways < 65536)."""
+    best = (tstamp[b] << 16) & ~(tkey[b] >> 63)
+    for j in range(1, ways):
+        best = min(best, ((tstamp[b + j] << 16) & ~(tkey[b + j] >> 63)) | j)
+    return best & 0xFFFF  # type: ignore[no-any-return]
+
+
+@_inline
 def _tlb_probe(
-    tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int
+    tkey: I64, arr: I64, probe: I64, s: int, vaddr: int, pcid: int, filled: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """(slot, size code) of the entry of structure ``s`` for ``vaddr``, smallest page first;
-    (-1, -1) on a miss. No global entries: user accesses never fill one."""
+    (-1, -1) on a miss. No global entries: user accesses never fill one. A page size never
+    filled into ``s`` (bit ``3 * s + code`` of ``filled`` clear) has no entry to find."""
     for code in range(3):
         a = probe[s, code]
-        if a < 0:
+        if a < 0 or not (filled >> (3 * s + code)) & 1:
             continue
         pn = vaddr >> (12 + 9 * code)
-        base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
-        key = (pn << 15) | (code << 13) | pcid
-        for w in range(base, base + arr[a, 2]):
-            if tkey[w] == key:
-                return w, code
+        ways = arr[a, 2]
+        base = (arr[a, 0] + (pn & (arr[a, 1] - 1)) * ways) & POS
+        p = _find(tkey, base, ways, (pn << 15) | (code << 13) | pcid)
+        if p >= 0:
+            return base + p, code
     return -1, -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_inline
 def _tlb_fill(
     tkey: I64,
     tpfn: I64,
@@ -263,29 +365,19 @@ def _tlb_fill(
 ) -> None:  # pragma: no cover - compiled
     """vmsim.hw.tlb._fill(): refresh the key if present, else take an empty way, else evict
     the least recently used."""
-    base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
-    victim = -1
-    empty = -1
-    oldest = base
-    for w in range(base, base + arr[a, 2]):
-        k = tkey[w]
-        if k == key:
-            victim = w
-            break
-        if k == -1:
-            if empty < 0:
-                empty = w
-        elif tstamp[w] < tstamp[oldest] or tkey[oldest] == -1:
-            oldest = w
-    if victim < 0:
-        victim = empty if empty >= 0 else oldest
+    ways = arr[a, 2]
+    base = (arr[a, 0] + (pn & (arr[a, 1] - 1)) * ways) & POS
+    p = _find(tkey, base, ways, key)
+    if p < 0:
+        p = _oldest(tkey, tstamp, base, ways)
+    victim = base + p
     tkey[victim] = key
     tpfn[victim] = pfn
     tperm[victim] = perms
     tstamp[victim] = now
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def tlb_invlpg(
     tkey: I64, arr: I64, probe: I64, vaddr: int, pcid: int
 ) -> None:  # pragma: no cover - compiled
@@ -304,7 +396,7 @@ def tlb_invlpg(
                     tkey[w] = -1
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
     """flush_pcid(pcid) (pcid >= 0) or flush_all (pcid == -1: non-global; -2: everything)."""
     for w in range(tkey.shape[0]):
@@ -319,20 +411,63 @@ def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- PWC
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
     for lv in range(pkey.shape[0]):
         for i in range(pkey.shape[1]):
             pkey[lv, i] = -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_inline
+def _pwc_find(pkey: I64, lv: int, n: int, key: int) -> int:  # pragma: no cover - compiled
+    """Index of ``key`` among the ``n`` entries of level ``lv``, or -1 (branch-free)."""
+    hit = -1
+    if n == 32:
+        for i in range(32):
+            hit = i if pkey[lv, i] == key else hit
+    elif n == 4:
+        for i in range(4):
+            hit = i if pkey[lv, i] == key else hit
+    else:
+        for i in range(n):
+            hit = i if pkey[lv, i] == key else hit
+    return hit
+
+
+def pwc_links(psize: I64, width: int) -> I64:
+    """The recency lists of the paging-structure caches: ``link[level, i] = (previous, next)``
+    over the ``n = psize[level]`` entries, slot ``n`` being the list's head (next: the most
+    recently used entry; previous: the least). Every entry is always on its list; empty ones
+    (key -1) stay behind every used one, because only a hit or a fill moves an entry to the
+    front and a flush empties them all: the last entry is the first empty one, else the LRU."""
+    link = np.zeros((6, width + 1, 2), dtype=np.int64)
+    for lv in range(6):
+        n = int(psize[lv])
+        for i in range(n + 1):
+            link[lv, i] = (i - 1 if i > 0 else n, i + 1 if i < n else 0)
+    return link
+
+
+@_inline
+def _pwc_front(link: I64, lv: int, n: int, i: int) -> None:  # pragma: no cover - compiled
+    """Entry ``i`` of level ``lv`` becomes the most recently used (O(1))."""
+    p = link[lv, i, 0]
+    q = link[lv, i, 1]
+    link[lv, p, 1] = q
+    link[lv, q, 0] = p
+    h = link[lv, n, 1]
+    link[lv, i, 0] = n
+    link[lv, i, 1] = h
+    link[lv, h, 0] = i
+    link[lv, n, 1] = i
+
+
+@_inline
 def _pwc_fill(
     pkey: I64,
     pval: I64,
-    pstamp: I64,
+    link: I64,
     psize: I64,
-    st: I64,
     level: int,
     key: int,
     pfn: int,
@@ -343,52 +478,38 @@ def _pwc_fill(
     n = psize[level]
     if n == 0:
         return
-    st[ST_PWC_CLOCK] += 1
-    victim = -1
-    empty = -1
-    oldest = -1
-    for i in range(n):
-        k = pkey[level, i]
-        if k == key:
-            victim = i
-            break
-        if k == -1:
-            if empty < 0:
-                empty = i
-        elif oldest < 0 or pstamp[level, i] < pstamp[level, oldest]:
-            oldest = i
+    victim = _pwc_find(pkey, level, n, key)
     if victim < 0:
-        victim = empty if empty >= 0 else oldest
+        victim = link[level, n, 0]  # the first empty entry, else the least recently used
     pkey[level, victim] = key
     pval[level, victim, 0] = pfn
     pval[level, victim, 1] = rw
     pval[level, victim, 2] = us
     pval[level, victim, 3] = nx
-    pstamp[level, victim] = st[ST_PWC_CLOCK]
+    _pwc_front(link, level, n, victim)
 
 
 # --------------------------------------------------------------------------- walk
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _log(keys: I64, log: I64, st: I64, slot: int) -> None:  # pragma: no cover - compiled
-    if not keys[slot] & LOGGED:
-        keys[slot] |= LOGGED
-        log[st[ST_LOG_N]] = slot
-        st[ST_LOG_N] += 1
+@_inline
+def _log(log: I64, st: I64, pos: int) -> None:  # pragma: no cover - compiled
+    """Remember a mirror entry whose A/D bits changed (an entry logs at most twice, A then D,
+    between write-backs: no de-duplication needed)."""
+    log[st[ST_LOG_N]] = pos
+    st[ST_LOG_N] += 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_inline
 def _walk(
     m: int,
     write: bool,
     fetch: bool,
-    keys: I64,
-    vals: I64,
+    ent: I64,
     log: I64,
     pkey: I64,
     pval: I64,
-    pstamp: I64,
+    link: I64,
     psize: I64,
     st: I64,
     wbuf: I64,
@@ -396,9 +517,8 @@ def _walk(
 ) -> int:  # pragma: no cover - compiled
     """vmsim.hw.mmu.walk() for a user access (CPL 3, SMEP, WP, no SMAP, PKRU 0, MAXPHYADDR 52).
     Returns 0 (translated), 1 (page fault) or 2 (stale PWC entry). On success ``out`` holds
-    (leaf level, leaf entry, memory refs, pwc hit, leaf slot) and ``wbuf[:refs]`` the physical
-    address of every entry read."""
-    bits = st[ST_PT_BITS]
+    (leaf level, leaf entry, memory refs, pwc hit, leaf's mirror position) and ``wbuf[:refs]``
+    the physical address of every entry read."""
     rw = RW
     us = US
     nx = 0
@@ -410,14 +530,9 @@ def _walk(
         if n == 0:
             continue
         key = m >> (12 + 9 * (lv - 1))
-        hit = -1
-        for i in range(n):
-            if pkey[lv, i] == key:
-                hit = i
-                break
+        hit = _pwc_find(pkey, lv, n, key)
         if hit >= 0:
-            st[ST_PWC_CLOCK] += 1
-            pstamp[lv, hit] = st[ST_PWC_CLOCK]
+            _pwc_front(link, lv, n, hit)
             # The model (strict=True) checks the hit against the live upper entry and raises
             # StalePagingStructure if it changed without a flush. Here it cannot have: page
             # tables change only in Python, and every return from Python flushes this PWC.
@@ -429,10 +544,11 @@ def _walk(
             level = lv - 1
             break
     refs = 0
+    node = 0 if level == st[ST_LEVELS] else _node(ent, m, st[ST_LEVELS], level)
     while True:
         key = m >> (12 + 9 * (level - 1))
-        slot = pt_find(keys, bits, (level << KEY_LEVEL_SHIFT) | key)
-        e = vals[slot] if slot >= 0 else 0
+        pos = (node << NODE_SHIFT) | (key & NODE_MASK)
+        e = ent[pos << 1] if node >= 0 else 0
         wbuf[refs] = (table << 12) | ((key & 511) << 3)
         refs += 1
         if not e & P:
@@ -455,11 +571,14 @@ def _walk(
             break
         if not e & A:
             e |= A
-            vals[slot] = e
-            _log(keys, log, st, slot)
-        _pwc_fill(pkey, pval, pstamp, psize, st, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
+            ent[pos << 1] = e
+            _log(log, st, pos)
+        _pwc_fill(pkey, pval, link, psize, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
         table = (e & PFN_MASK) >> 12
         level -= 1
+        node = ent[(pos << 1) | 1]
+        if node <= 0:
+            node = -1
     if not us & US:
         return 1
     if fetch:
@@ -471,24 +590,26 @@ def _walk(
     if write:
         new |= D
     if new != e:
-        vals[slot] = new
-        _log(keys, log, st, slot)
+        ent[pos << 1] = new
+        _log(log, st, pos)
         e = new
     out[0] = level
     out[1] = e
     out[2] = refs
     out[3] = pwc_hit
-    out[4] = slot
+    out[4] = pos
     return 0
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-@njit(cache=True, nogil=True)
-def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cover - compiled
+@_jit
+def _store(
+    cnt: I64, local: I64, st: I64, clock: int, filled: int
+) -> None:  # pragma: no cover - compiled
     """Add the hot loop's local counters to ``cnt``: local = (L1 hits, STLB hits, instruction
-    records, 4K, 2M, 1G translations, data lines found in L1D)."""
+    records, 4K, 2M, 1G translations; then, from 8, data lines by the level that answered)."""
     cnt[C_L1] += local[0]
     cnt[C_STLB] += local[1]
     cnt[C_INSTR] += local[2]
@@ -498,11 +619,22 @@ def _store(cnt: I64, local: I64, st: I64, clock: int) -> None:  # pragma: no cov
     cnt[C_BY_SIZE] += local[3]
     cnt[C_BY_SIZE + 1] += local[4]
     cnt[C_BY_SIZE + 2] += local[5]
-    cnt[C_DATA_LV] += local[6]
+    for lv in range(4):
+        cnt[C_DATA_LV + lv] += local[8 + lv]
     st[ST_TLB_CLOCK] = clock
+    st[ST_FILLED] = filled
 
 
-@njit(cache=True, nogil=True)
+@_jit
+def _fault(pkey: I64, st: I64, fetch: bool, write: bool) -> int:  # pragma: no cover - compiled
+    """A page fault goes to Python: the PWC is flushed (the model flushes its own), the
+    access kind noted. Returns EV_FAULT."""
+    pwc_flush(pkey)
+    st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
+    return EV_FAULT
+
+
+@_jit
 def run_chunk(
     addr: I64,
     kind: npt.NDArray[np.uint8],
@@ -515,47 +647,53 @@ def run_chunk(
     probe: I64,
     pkey: I64,
     pval: I64,
-    pstamp: I64,
+    link: I64,
     psize: I64,
-    keys: I64,
-    vals: I64,
+    ent: I64,
+    meta: I64,
     log: I64,
     ctags: I64,
     cdesc: I64,
     st: I64,
     cnt: I64,
+    scr: I64,
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """Translate ``addr[start:]`` (user_access() per record) until the end (EV_DONE) or an
     event Python must handle; returns (event, index of the record it concerns).
 
     ``memo_*[s]`` remembers the entry of L1 structure ``s`` (dTLB, iTLB) that answered last:
     it is that structure's most recently used entry, so a repeated hit on it changes no LRU
-    order and needs no probe. Any L1 miss of ``s``, any INVLPG and every return forget it."""
+    order and needs no probe. Any L1 miss of ``s``, any INVLPG and every return forget it.
+    ``scr``: SCRATCH_LEN int64 of scratch (nothing here allocates: compiled without NRT)."""
     pcid = st[ST_PCID]
     va_mask = st[ST_VA_MASK]
-    wbuf = np.zeros(8, dtype=np.int64)
-    out = np.zeros(8, dtype=np.int64)
-    local = np.zeros(8, dtype=np.int64)
-    memo_key = np.full(2, -1, dtype=np.int64)
-    memo_slot = np.zeros(2, dtype=np.int64)
-    memo_code = np.zeros(2, dtype=np.int64)
-    l1d_mask = cdesc[0, 3]
-    l1d_base = cdesc[0, 0]
-    l1d_ways = cdesc[0, 2]
+    wbuf = scr[0:8]
+    out = scr[8:16]
+    local = scr[16:32]
+    memo_key = scr[32:34]
+    memo_slot = scr[34:36]
+    memo_code = scr[36:38]
+    for j in range(16):
+        local[j] = 0
+    for j in range(2):
+        memo_key[j] = -1
+        memo_slot[j] = 0
+        memo_code[j] = 0
     n = addr.shape[0]
     pt_limit = st[ST_PT_LIMIT]
     log_limit = log.shape[0] - LOG_SLACK
     clock = st[ST_TLB_CLOCK]
+    filled = st[ST_FILLED]
     for i in range(start, n):
         if st[ST_PT_COUNT] >= pt_limit:
-            _store(cnt, local, st, clock)
+            _store(cnt, local, st, clock, filled)
             return EV_GROW, i
         if st[ST_LOG_N] > log_limit:
-            _store(cnt, local, st, clock)
+            _store(cnt, local, st, clock, filled)
             return EV_LOG, i
         va = addr[i]
         if va < 0 or va > va_mask >> 1:
-            _store(cnt, local, st, clock)
+            _store(cnt, local, st, clock, filled)
             return EV_BADADDR, i
         k = kind[i]
         fetch = k == 0
@@ -568,10 +706,10 @@ def run_chunk(
         if memo_key[s] == (((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid):
             slot = memo_slot[s]
         else:
-            slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid)
+            slot, code = _tlb_probe(tkey, arr, probe, s, va, pcid, filled)
             if slot < 0:
                 memo_key[s] = -1
-                slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid)
+                slot, code = _tlb_probe(tkey, arr, probe, S_STLB, va, pcid, filled)
                 level_hit = 2
             if slot >= 0:
                 clock += 1
@@ -584,6 +722,7 @@ def run_chunk(
                 else:
                     a1 = probe[s, code]
                     if a1 >= 0:
+                        filled |= 1 << (3 * s + code)
                         _tlb_fill(
                             tkey,
                             tpfn,
@@ -618,25 +757,21 @@ def run_chunk(
                 tlb_invlpg(tkey, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
                 if not (write and perms & RW):
-                    pwc_flush(pkey)
-                    st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
-                    _store(cnt, local, st, clock)
-                    return EV_FAULT, i
+                    _store(cnt, local, st, clock, filled)
+                    return _fault(pkey, st, fetch, write), i
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
-            r = _walk(m, write, fetch, keys, vals, log, pkey, pval, pstamp, psize, st, wbuf, out)
+            if i + 1 < n:  # the next record probably walks too (a random stream)
+                _prefetch_walk(ent, ctags, cdesc, addr[i + 1] & va_mask, st[ST_LEVELS])
+            r = _walk(m, write, fetch, ent, log, pkey, pval, link, psize, st, wbuf, out)
             if r != 0:
-                _store(cnt, local, st, clock)
+                _store(cnt, local, st, clock, filled)
                 if r == 2:
                     return EV_STALE, i
-                memo_key[0] = -1
-                memo_key[1] = -1
                 tlb_invlpg(tkey, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
-                pwc_flush(pkey)
-                st[ST_FAULT_ACCESS] = 2 if fetch else (1 if write else 0)
-                return EV_FAULT, i
+                return _fault(pkey, st, fetch, write), i
             leaf_level = out[0]
             e = out[1]
             refs = out[2]
@@ -655,15 +790,17 @@ def run_chunk(
             key = (pn << 15) | (code << 13) | pcid
             a1 = probe[s, code]
             if a1 >= 0:
+                filled |= 1 << (3 * s + code)
                 _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a1, pn, key, base_pfn, perms, now)
             a2 = probe[S_STLB, code]
             if a2 >= 0:
+                filled |= 1 << (3 * S_STLB + code)
                 _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a2, pn, key, base_pfn, perms, now)
             pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
             if code == 0:
                 ls = out[4]
-                if not keys[ls] & TOUCHED:
-                    keys[ls] |= TOUCHED
+                if ent[(ls << 1) | 1] == 0:
+                    ent[(ls << 1) | 1] = 1
                     cnt[C_TOUCHED] += 1
         # -- translated: count, touched pages under large pages, the data line
         local[3 + code] += 1
@@ -673,20 +810,11 @@ def run_chunk(
             vpn = va >> 12
             if vpn != st[ST_LAST_VPN]:
                 st[ST_LAST_VPN] = vpn
-                tk = (1 << KEY_LEVEL_SHIFT) | vpn
-                ts = pt_find(keys, st[ST_PT_BITS], tk)
-                if ts < 0:
-                    ts = pt_slot(keys, st[ST_PT_BITS], tk)
-                    st[ST_PT_COUNT] += 1
-                if not keys[ts] & TOUCHED:
-                    keys[ts] |= TOUCHED
+                ts = (_node_make(ent, meta, st, va & va_mask, 1) << NODE_SHIFT) | (vpn & NODE_MASK)
+                if ent[(ts << 1) | 1] == 0:
+                    ent[(ts << 1) | 1] = 1
                     cnt[C_TOUCHED] += 1
         if not fetch:
-            paddr = (pfn << 12) | (va & 4095)
-            line = paddr >> 6
-            if l1d_mask >= 0 and ctags[l1d_base + (line & l1d_mask) * l1d_ways] == line:
-                local[6] += 1  # the most recent line of its L1D set: a hit that moves nothing
-            else:
-                cnt[C_DATA_LV + cache_access(ctags, cdesc, paddr)] += 1
-    _store(cnt, local, st, clock)
+            local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1
+    _store(cnt, local, st, clock, filled)
     return EV_DONE, n

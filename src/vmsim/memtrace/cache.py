@@ -91,8 +91,8 @@ CacheArrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
     """The fast twin's state: ``(tags, desc)``. Each set is ``ways`` consecutive slots of
-    ``tags`` in recency order, most recent first, empty slots (-1) last: a hit on the most
-    recent line (the common case) costs one comparison and no write. ``desc[lv] = (first slot,
+    ``tags`` in recency order, most recent first, empty slots (-1) last: the LRU line is the
+    last slot, and a probe or a move to the front is a fixed, branch-free pass over the set. ``desc[lv] = (first slot,
     sets, ways, sets - 1 if sets is a power of two else -1)`` for lv 0..2."""
     _check(geoms)
     desc = np.zeros((3, 4), dtype=np.int64)

@@ -42,9 +42,9 @@ record's line (instruction fetches are not cache-modelled); ``touched_pages``: d
 pages referenced; ``by_page_size``: translations by page size (sizes never used are absent).
 
 How the fast engine stays the model: it keeps arrays that mirror the model's page tables
-(``pt.entries``: an open-addressing hash of ``level << 57 | va >> shift`` -> entry). Everything
-the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to Python,
-which first writes the A/D bits the engine set back into the model's page tables, then calls
+(``pt.entries``: a radix tree over virtual addresses, one 512-entry node per page table).
+Everything the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to
+Python, which first writes the A/D bits the engine set back into the model's page tables, then calls
 the model's ``do_user_addr_fault()``, then copies every page-table entry the model changed (a
 journal on the model's page-table dicts) into the mirror and applies every TLB/PWC
 invalidation the model issued to the engine's arrays. At the end the A/D bits are written back,
@@ -195,11 +195,12 @@ class FastEngine:
         width = max(1, max(sizes.values()))
         self.pkey = np.full((6, width), -1, dtype=np.int64)
         self.pval = np.zeros((6, width, 4), dtype=np.int64)
-        self.pstamp = np.zeros((6, width), dtype=np.int64)
+        self.pstamp = core.pwc_links(self.psize, width)  # the PWC's LRU lists
         self.ctags, self.cdesc = cache_arrays(cfg.caches)
         self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
         self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
         self.st = np.zeros(core.ST_LEN, dtype=np.int64)
+        self.scr = np.zeros(core.SCRATCH_LEN, dtype=np.int64)
         pt = model.mm.pt
         self.st[core.ST_PCID] = model.pcid
         self.st[core.ST_ROOT] = pt.root_pfn
@@ -207,7 +208,7 @@ class FastEngine:
         self.st[core.ST_VA_MASK] = pt.va_mask
         self.st[core.ST_LAST_VPN] = -1
         self.faults = 0
-        self._alloc_pt(10)
+        self._alloc_pt(16)
         # Mirror what the layout already mapped (a snapshot maps nothing; be general).
         levels, vkeys, values = [], [], []
         for lv in range(1, pt.levels + 1):
@@ -220,42 +221,35 @@ class FastEngine:
 
     # -- the page-table mirror ------------------------------------------------------------
 
-    def _alloc_pt(self, bits: int) -> None:
-        # keys and values interleaved: a lookup touches one host cache line, not two
-        self.kv = np.zeros(2 << bits, dtype=np.int64)
-        self.keys = self.kv[0::2]
-        self.vals = self.kv[1::2]
-        self.st[core.ST_PT_BITS] = bits
-        self.st[core.ST_PT_COUNT] = 0
-        self.st[core.ST_PT_LIMIT] = (7 << bits) // 10  # load factor 0.7
+    def _alloc_pt(self, nodes: int) -> None:
+        """An empty radix mirror (``_core``: NODE_SHIFT) with room for ``nodes`` nodes."""
+        self.ent = np.zeros(nodes << (core.NODE_SHIFT + 1), dtype=np.int64)
+        self.meta = np.zeros((nodes, 2), dtype=np.int64)
+        self.meta[0] = (self.st[core.ST_LEVELS], 0)  # the root
+        self.st[core.ST_PT_COUNT] = 1
+        self.st[core.ST_PT_LIMIT] = nodes - core.NODE_SLACK
 
     def _grow(self) -> None:
-        old_k, old_v = self.keys, self.vals
-        count = int(self.st[core.ST_PT_COUNT])
-        bits = int(self.st[core.ST_PT_BITS]) + 1
-        self._alloc_pt(bits)
-        core.pt_rehash(old_k, old_v, self.keys, self.vals, bits)
-        self.st[core.ST_PT_COUNT] = count
-        # the log holds slot numbers: rebuild it from the LOGGED flags
-        n = 0
-        for slot in np.nonzero(self.keys & core.LOGGED)[0]:
-            self.log[n] = slot
-            n += 1
-        self.st[core.ST_LOG_N] = n
+        """Half as much room again; node numbers (and so the write-back log) stay valid."""
+        ent, meta = self.ent, self.meta
+        used = int(self.st[core.ST_PT_COUNT])
+        self._alloc_pt(len(meta) * 3 // 2)
+        self.ent[: len(ent)] = ent
+        self.meta[: len(meta)] = meta
+        self.st[core.ST_PT_COUNT] = used
 
     def _mirror(self, levels: list[int], vkeys: list[int], values: list[int]) -> None:
         if not levels:
             return
-        while self.st[core.ST_PT_COUNT] + len(levels) >= self.st[core.ST_PT_LIMIT]:
+        lv = np.asarray(levels, dtype=np.int64)
+        keys = np.asarray(vkeys, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.int64)
+        i = 0
+        while True:
+            i = core.pt_update(self.ent, self.meta, self.st, lv, keys, vals, i)
+            if i == len(lv):
+                return
             self._grow()
-        core.pt_update(
-            self.keys,
-            self.vals,
-            self.st,
-            np.asarray(levels, dtype=np.int64),
-            np.asarray(vkeys, dtype=np.int64),
-            np.asarray(values, dtype=np.int64),
-        )
 
     def _writeback(self) -> None:
         """The A/D bits the engine set, into the model's page tables (not journalled)."""
@@ -263,12 +257,10 @@ class FastEngine:
         if not n:
             return
         ents = self.model.mm.pt.entries
-        for slot in self.log[:n].tolist():
-            k = int(self.keys[slot])
-            self.keys[slot] = k & ~core.LOGGED
-            level = (k & core.KEY_MASK) >> core.KEY_LEVEL_SHIFT
-            key = k & ((1 << core.KEY_LEVEL_SHIFT) - 1)
-            v = int(self.vals[slot]) & ((1 << 64) - 1)
+        for pos in dict.fromkeys(self.log[:n].tolist()):
+            level, prefix = self.meta[pos >> core.NODE_SHIFT].tolist()
+            key = (prefix << core.NODE_SHIFT) | (pos & core.NODE_MASK)
+            v = int(self.ent[pos << 1]) & ((1 << 64) - 1)
             d = ents[level]
             if v and key in d:
                 dict.__setitem__(d, key, v)
@@ -328,13 +320,14 @@ class FastEngine:
                 self.pval,
                 self.pstamp,
                 self.psize,
-                self.keys,
-                self.vals,
+                self.ent,
+                self.meta,
                 self.log,
                 self.ctags,
                 self.cdesc,
                 self.st,
                 self.cnt,
+                self.scr,
             )
             if ev == core.EV_DONE:
                 return
@@ -392,7 +385,8 @@ class FastEngine:
         """Bytes of engine state that grow with the trace (the page-table mirror and the
         touched-page flags in it) plus the fixed arrays (TLBs, PWC, caches, log)."""
         arrays = (
-            self.kv,
+            self.ent,
+            self.meta,
             self.tkey,
             self.tpfn,
             self.tperm,
@@ -407,4 +401,4 @@ class FastEngine:
 
     def mirror_bytes(self) -> int:
         """Bytes of the part that grows with the trace: the page-table mirror."""
-        return int(self.kv.nbytes)
+        return int(self.ent.nbytes + self.meta.nbytes)
