@@ -259,3 +259,25 @@ def test_record_missing_program(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 1
     assert err.startswith("vmsim: valgrind recorded no access of")
     assert err.count("\n") == 1
+
+
+def test_maps_sampler_leaves_out_the_child_before_its_exec() -> None:
+    """A child that is still this Python when sampled (the exec comes late on a busy
+    machine) has more maps lines than the program it becomes: the sampler must keep only the
+    program's (a flake of test_record_bin_true under load: .maps held Python's maps)."""
+    import subprocess
+    import sys
+
+    from vmsim.cli.record import _MapsSampler
+
+    sleep = "/bin/sleep"
+    code = f"import os, time; time.sleep(0.3); os.execv({sleep!r}, ['sleep', '0.3'])"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    sampler = _MapsSampler(proc.pid, 0.005)
+    sampler.start()
+    proc.wait()
+    sampler.stop.set()
+    sampler.join(timeout=5)
+    assert sampler.samples > 0
+    assert "sleep" in sampler.best
+    assert "python" not in sampler.best.lower()

@@ -61,7 +61,9 @@ PIPE_READ = 1 << 20
 
 class _MapsSampler(threading.Thread):
     """Reads /proc/PID/maps every ``interval`` seconds until the process is gone; keeps the
-    sample with the most lines (the latest among equals)."""
+    sample with the most lines (the latest among equals). A sample read while the child is
+    still this Python between fork and exec (a busy machine can delay the exec past the first
+    sample) is not the program's and is left out: it would win on line count."""
 
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
@@ -70,17 +72,24 @@ class _MapsSampler(threading.Thread):
         self.best = ""
         self.samples = 0
         self.stop = threading.Event()
+        self.parent_exe = os.readlink("/proc/self/exe")
 
     def run(self) -> None:
         path = f"/proc/{self.pid}/maps"
         while not self.stop.is_set():
             try:
+                # before the read: once the exe is not this Python, the exec has happened and
+                # every maps read after it is the program's (exec never goes back)
+                exe = os.readlink(f"/proc/{self.pid}/exe")
                 with open(path) as f:
                     text = f.read()
             except OSError:
                 break
             if not text:  # a zombie: the address space is gone
                 break
+            if exe == self.parent_exe:  # not exec'd yet: the forked Python's maps
+                self.stop.wait(self.interval)
+                continue
             self.samples += 1
             if text.count("\n") >= self.best.count("\n"):
                 self.best = text
