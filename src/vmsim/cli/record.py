@@ -60,10 +60,13 @@ PIPE_READ = 1 << 20
 
 
 class _MapsSampler(threading.Thread):
-    """Reads /proc/PID/maps every ``interval`` seconds until the process is gone; keeps the
-    sample with the most lines (the latest among equals). A sample read while the child is
-    still this Python between fork and exec (a busy machine can delay the exec past the first
-    sample) is not the program's and is left out: it would win on line count."""
+    """Reads /proc/PID/maps every ``interval`` seconds until the recorder stops it (after
+    reaping the process); keeps the sample with the most lines (the latest among equals).
+    A failed or empty read (the process mid-exec: valgrind's wrapper script execs the
+    launcher, which execs the tool; or already a zombie) is skipped, never the end of
+    sampling: ending there left .maps empty. A sample read while the child is still this
+    Python between fork and exec is not the program's and is left out: it would win on line
+    count."""
 
     def __init__(self, pid: int, interval: float) -> None:
         super().__init__(daemon=True)
@@ -77,17 +80,16 @@ class _MapsSampler(threading.Thread):
     def run(self) -> None:
         path = f"/proc/{self.pid}/maps"
         while not self.stop.is_set():
+            exe = ""
             try:
                 # before the read: once the exe is not this Python, the exec has happened and
                 # every maps read after it is the program's (exec never goes back)
                 exe = os.readlink(f"/proc/{self.pid}/exe")
                 with open(path) as f:
                     text = f.read()
-            except OSError:
-                break
-            if not text:  # a zombie: the address space is gone
-                break
-            if exe == self.parent_exe:  # not exec'd yet: the forked Python's maps
+            except OSError:  # mid-exec (valgrind's wrapper execs the tool) or gone: the
+                text = ""  # recorder stops the sampler once the process is reaped
+            if not text or exe == self.parent_exe:  # no address space, or not exec'd yet
                 self.stop.wait(self.interval)
                 continue
             self.samples += 1
