@@ -23,6 +23,9 @@ by hand from Linux 6.18:
 from __future__ import annotations
 
 import pytest
+from thp_helpers import KPF_HEAD, KPF_TAIL, KPF_THP, M2, PFN, RW, P
+from thp_helpers import smaps as _smaps
+from thp_helpers import vmstat as _vmstat
 
 import vmsim
 from vmsim.constants import (
@@ -33,39 +36,10 @@ from vmsim.constants import (
     MAP_ANONYMOUS,
     MAP_PRIVATE,
     PROT_READ,
-    PROT_WRITE,
 )
 from vmsim.hw.pagetable import PMD_LEVEL, PTE_LEVEL
 from vmsim.mm.huge_memory import deferred_split_scan
 from vmsim.phys.frames import OutOfMemory
-
-M2 = 2 << 20
-P = 4096
-RW = PROT_READ | PROT_WRITE
-PFN = (1 << 55) - 1
-KPF_THP = 1 << 22
-KPF_HEAD = 1 << 15
-KPF_TAIL = 1 << 16
-
-
-def _vmstat(m: vmsim.Machine) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in m.vmstat().splitlines())}
-
-
-def _smaps(p: vmsim.Process, addr: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    on = False
-    for line in p.smaps().splitlines():
-        first = line.split(" ", 1)[0]
-        if "-" in first and ":" not in first:
-            on = int(first.split("-")[0], 16) == addr
-            continue
-        if on and line.endswith(" kB"):
-            k, v = line.split(":", 1)
-            out[k] = int(v.split()[0])
-        elif on and line.startswith("THPeligible:"):
-            out["THPeligible"] = int(line.split()[1])
-    return out
 
 
 def _machine(ram: str = "256M", **mthp: str) -> vmsim.Machine:

@@ -6,6 +6,9 @@ tests/differential/test_thp.py, which runs them against it)."""
 from __future__ import annotations
 
 import pytest
+from thp_helpers import KPF_HEAD, KPF_TAIL, KPF_THP, KPF_ZERO, M2, PFN, RW, P
+from thp_helpers import smaps as _smaps
+from thp_helpers import vmstat as _vmstat
 
 import vmsim
 from vmsim.constants import (
@@ -15,39 +18,9 @@ from vmsim.constants import (
     MAP_ANONYMOUS,
     MAP_PRIVATE,
     PROT_READ,
-    PROT_WRITE,
 )
 from vmsim.hw.pagetable import PMD_LEVEL, PTE_LEVEL
 from vmsim.mm.huge_memory import DEFAULT_THP, ThpSettings, deferred_split_scan, thp_settings
-
-M2 = 2 << 20
-P = 4096
-RW = PROT_READ | PROT_WRITE
-PFN = (1 << 55) - 1
-KPF_THP = 1 << 22
-KPF_HEAD = 1 << 15
-KPF_TAIL = 1 << 16
-KPF_ZERO = 1 << 24
-
-
-def _vmstat(m: vmsim.Machine) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in m.vmstat().splitlines())}
-
-
-def _smaps(p: vmsim.Process, addr: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    on = False
-    for line in p.smaps().splitlines():
-        first = line.split(" ", 1)[0]
-        if "-" in first and ":" not in first:
-            on = int(first.split("-")[0], 16) == addr
-            continue
-        if on and line.endswith(" kB"):
-            k, v = line.split(":", 1)
-            out[k] = int(v.split()[0])
-        elif on and line.startswith("THPeligible:"):
-            out["THPeligible"] = int(line.split()[1])
-    return out
 
 
 def _huge(m: vmsim.Machine, length: int = 2 * M2) -> tuple[vmsim.Process, int]:
