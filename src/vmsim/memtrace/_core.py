@@ -342,13 +342,36 @@ def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:  # pragma: no cover - 
     return types.void(arr, idx), codegen
 
 
+PF_AHEAD = 3  # records between prefetching a PTE's slot and the walk that reads it
+
+
+@_inline
+def _prefetch_llc(ctags: I64, cdesc: I64, paddr: int) -> None:  # pragma: no cover - compiled
+    """Prefetch the cache model's LLC set of the line of ``paddr`` (its first two host lines:
+    16 ways of 8-byte tags)."""
+    line = paddr >> LINE_SHIFT
+    mask = cdesc[2, 3]
+    index = line & mask if mask >= 0 else line % cdesc[2, 1]
+    b = (cdesc[2, 0] + index * cdesc[2, 2]) & POS
+    _prefetch(ctags, b)  # type: ignore[call-arg]
+    _prefetch(ctags, (b + 8) & POS)
+
+
+@_inline
+def _prefetch_pte(ent: I64, meta: I64, m: int) -> None:  # pragma: no cover - compiled
+    """Start loading the mirror slot where the search for the PTE of ``m`` starts (a hint
+    computed from ``m`` alone: no load)."""
+    _prefetch(ent, ((meta[1, M_FIRST] + _home(m >> 12, meta[1, M_SLOTS])) << 1) & POS)  # type: ignore[call-arg]
+
+
 @_inline
 def _prefetch_walk(
-    ent: I64, meta: I64, ctags: I64, cdesc: I64, m: int
+    ent: I64, meta: I64, ctags: I64, cdesc: I64, m: int, data: bool
 ) -> None:  # pragma: no cover - compiled
-    """Start loading what a 4 KiB walk of ``m`` will read from host memory: its PTE's slot in
-    the mirror and the LLC set of the PTE's line in the cache model (a random stream's walks
-    wait on both). Reads nothing the walk depends on; a hint only."""
+    """Start loading what a 4 KiB walk of ``m`` and its data access will read from host
+    memory, the PTE's slot being (probably) loaded already by :func:`_prefetch_pte`: the
+    cache model's LLC sets of the PTE's line and, when ``data`` (a load or store), of the
+    data line. Changes no state; a hint only."""
     j = _slot(ent, meta, 2, m >> 21)
     if j < 0:
         return
@@ -356,11 +379,13 @@ def _prefetch_walk(
     if not e & P or e & PS:
         return
     vpn = m >> 12
-    _prefetch(ent, ((meta[1, M_FIRST] + _home(vpn, meta[1, M_SLOTS])) << 1) & POS)  # type: ignore[call-arg]
-    line = ((e & PFN_MASK) | ((vpn & 511) << 3)) >> LINE_SHIFT
-    mask = cdesc[2, 3]
-    index = line & mask if mask >= 0 else line % cdesc[2, 1]
-    _prefetch(ctags, (cdesc[2, 0] + index * cdesc[2, 2]) & POS)
+    _prefetch_llc(ctags, cdesc, (e & PFN_MASK) | ((vpn & 511) << 3))
+    if data:
+        k = _slot(ent, meta, 1, vpn)
+        if k >= 0:
+            pte = ent[(k << 1) | 1]
+            if pte & P:
+                _prefetch_llc(ctags, cdesc, (pte & PFN_MASK) | (m & 4095))
 
 
 # --------------------------------------------------------------------------- TLB
@@ -526,9 +551,10 @@ def _pwc_fill(
     n = psize[level]
     if n == 0:
         return
-    victim = _pwc_find(pkey, level, n, key)
-    if victim < 0:
-        victim = link[level, n, 0]  # the first empty entry, else the least recently used
+    # The walk probed this level for ``key`` and missed (it fills only the levels below the
+    # one that hit): the key is absent, and the entry taken is the first empty one, else the
+    # least recently used.
+    victim = link[level, n, 0]
     pkey[level, victim] = key
     pval[level, victim, 0] = pfn
     pval[level, victim, 1] = rw
@@ -807,8 +833,10 @@ def run_chunk(
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
-            if i + 1 < n:  # the next record probably walks too (a random stream)
-                _prefetch_walk(ent, meta, ctags, cdesc, addr[i + 1] & va_mask)
+            if i + PF_AHEAD < n:  # the next records probably walk too (a random stream)
+                _prefetch_pte(ent, meta, addr[i + PF_AHEAD] & va_mask)
+            if i + 1 < n:
+                _prefetch_walk(ent, meta, ctags, cdesc, addr[i + 1] & va_mask, kind[i + 1] != 0)
             r = _walk(m, write, fetch, ent, meta, log, pkey, pval, link, psize, st, wbuf, out)
             if r != 0:
                 _store(cnt, local, st, clock, filled)
