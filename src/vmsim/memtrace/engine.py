@@ -269,12 +269,13 @@ class FastEngine:
         if not n:
             return
         ents = self.model.mm.pt.entries
-        firsts = self.meta[:, core.M_FIRST].tolist()
         top = int(self.st[core.ST_LEVELS])
-        for pos in dict.fromkeys(self.log[:n].tolist()):
-            level = max(lv for lv in range(1, top + 1) if firsts[lv] <= pos)
-            key = int(self.ent[pos << 1]) & core.KEY_MASK
-            v = int(self.ent[(pos << 1) | 1]) & ((1 << 64) - 1)
+        pos = np.asarray(list(dict.fromkeys(self.log[:n].tolist())), dtype=np.int64)
+        # the level of a slot: the last table that starts at or before it
+        levels = np.searchsorted(self.meta[1 : top + 1, core.M_FIRST], pos, side="right")
+        keys = (self.ent[pos << 1] & core.KEY_MASK).tolist()
+        values = self.ent[(pos << 1) | 1].view(np.uint64).tolist()
+        for level, key, v in zip(levels.tolist(), keys, values, strict=True):
             d = ents[level]
             if v and key in d:
                 dict.__setitem__(d, key, v)
