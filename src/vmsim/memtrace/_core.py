@@ -523,7 +523,10 @@ def pwc_links(psize: I64, width: int) -> I64:
 
 @_inline
 def _pwc_front(link: I64, lv: int, n: int, i: int) -> None:  # pragma: no cover - compiled
-    """Entry ``i`` of level ``lv`` becomes the most recently used (O(1))."""
+    """Entry ``i`` of level ``lv`` becomes the most recently used (O(1); nothing to do when
+    it is already: a walk's PWC hit is usually the same entry as the last walk's)."""
+    if link[lv, n, 1] == i:
+        return
     p = link[lv, i, 0]
     q = link[lv, i, 1]
     link[lv, p, 1] = q
