@@ -25,8 +25,11 @@ TLB hit's way and a cache line's level are random: branches on them mispredict);
 never filled into a TLB structure are not probed; the PWC's LRU as O(1) linked lists; the
 page-table mirror as one hash table per level (a walk step is one probe, usually one host
 cache line, with no pointer chase from the root; 16 to 32 bytes per mirrored entry whatever
-the pattern); and a walk prefetching the next record's PTE (a random stream waits on host
-memory, not on work).
+the pattern); PWC fills that take their victim without a search (the walk has just missed
+that level) and hits on the most recent entry that leave the recency list alone; and walks
+that prefetch (a random stream waits on host memory, not on work): the PTE's mirror slot
+PF_AHEAD records ahead, the cache model's LLC sets of the next record's PTE line and data
+line one record ahead.
 The slot a TLB or PWC entry occupies is not part of the model (a set is a set): only which
 entries a set holds and their recency order are, and those are the model's exactly.
 """
