@@ -8,7 +8,11 @@ Streams (the same addresses for every side):
   are not cache-modelled), against the dict and reference rates of ``tlb-hit``;
 * ``random-1g``: loads at uniform random addresses over 1 GiB of 4 KiB pages, every page
   faulted in (written) first, untimed: almost every translation is a page walk (PWC, and the
-  L1D/L2/LLC model for each walk reference and each data line).
+  L1D/L2/LLC model for each walk reference and each data line);
+* ``real``: a real program's lackey trace, ``ls -l /usr/bin`` recorded by ``vmsim record``
+  (``--real PATH`` takes another recording; skipped with a note without valgrind and with
+  ``--quick``), laid out as ``vmsim tlb`` does (its .strace over its .maps), held in memory:
+  the fast engine alone, its faults through the model included (mostly TLB hits).
 
 Sides: the fast engine (vmsim.memtrace.engine, compiled), the naive dict + LRU translator of
 translate_bench.py (a dict page table and an OrderedDict TLB of the STLB's 4 KiB capacity: no
@@ -18,12 +22,13 @@ wall time would measure the other tenants too), ratios are against the dict tran
 same run (the machine may be shared: absolute rates move with its load, ratios much less).
 
 Also: the fast engine's state bytes per touched page (the page-table mirror; the fixed TLB,
-PWC and cache arrays reported apart), beside the model's own per-page metadata (tracemalloc
-over the model faulting pages in).
+PWC and cache arrays reported apart) on the dense 1 GiB, on the real trace and at the sparse
+extreme (one touched page in each of 256 page tables), beside the model's own per-page
+metadata (tracemalloc over the model faulting pages in).
 
 Targets (issue 12): >= 50 M translations/s on the hit stream, >= 10 M/s on random-1g, <= 72
 bytes of engine state per touched page. Run: ``.venv/bin/python
-benchmarks/memtrace_engine_bench.py [--quick] [--json]``.
+benchmarks/memtrace_engine_bench.py [--quick] [--json] [--real TRACE] [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -116,7 +124,69 @@ def model_bytes_per_page(pages: int) -> float:
     return (after - before) / (pages - 1)
 
 
-def bench(quick: bool) -> dict[str, Any]:
+def record_ls(workdir: Path) -> Path:
+    """``ls -l /usr/bin`` under lackey (its listing to /dev/null: the recorded program's
+    stdout is this process's)."""
+    from vmsim.cli.record import record
+
+    out = workdir / "ls.lackey.zst"
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stdout.flush()
+        os.dup2(null, 1)
+        record(["ls", "-l", "/usr/bin"], out)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+    return out
+
+
+def time_real(path: Path, repeat: int) -> dict[str, Any]:
+    """The fast engine over a recorded trace held in memory, laid out as vmsim tlb does:
+    best CPU time of ``repeat`` passes, and the mirror's bytes per touched page."""
+    from vmsim.cli.tlb import strace_layout
+    from vmsim.memtrace.readers import open_memtrace
+
+    chunks = list(open_memtrace(path))
+    records = sum(len(c.addr) for c in chunks)
+    best = float("inf")
+    for _ in range(repeat):
+        lay = strace_layout(Path(f"{path}.strace"), Path(f"{path}.maps"))
+        eng = FastEngine(Model(lay, EngineConfig()))
+        gc.collect()
+        t0 = time.process_time()
+        for c in chunks:
+            eng.run_chunk(c)
+        eng.finish()
+        best = min(best, time.process_time() - t0)
+    c = eng.counters()
+    return {
+        "stream": "real",
+        "trace": str(path),
+        "records": records,
+        "fast_per_s": records / best,
+        "hit_rate": (c.l1_hits + c.stlb_hits) / c.accesses,
+        "touched_pages": c.touched_pages,
+        "mirror_bytes_per_page": eng.mirror_bytes() / c.touched_pages,
+    }
+
+
+def real_trace(path: Path | None, quick: bool, repeat: int) -> dict[str, Any] | str:
+    """:func:`time_real` of ``path``, else of ``ls -l /usr/bin`` recorded now; a note when
+    there is none."""
+    if path is not None:
+        return time_real(path, repeat)
+    if quick:
+        return "real trace skipped (--quick)"
+    if shutil.which("valgrind") is None:
+        return "real trace skipped: valgrind is not installed"
+    with tempfile.TemporaryDirectory() as work:
+        return time_real(record_ls(Path(work)), repeat)
+
+
+def bench(quick: bool, real: Path | None = None, repeat: int = 3) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     out: dict[str, Any] = {"streams": []}
     n_fast, n_dict, n_ref = (
@@ -183,6 +253,7 @@ def bench(quick: bool) -> dict[str, Any]:
     eng.run_chunk(sparse)
     out["sparse_mirror_bytes_per_page"] = eng.mirror_bytes() / eng.counters().touched_pages
     out["model_bytes_per_page"] = model_bytes_per_page(2000 if quick else 20000)
+    out["real"] = real_trace(real, quick, repeat)
     return out
 
 
@@ -213,16 +284,28 @@ def render(r: dict[str, Any]) -> None:
     )
     print(
         f"  sparse (one page in each of 256 page tables): "
-        f"{r['sparse_mirror_bytes_per_page']:.0f} bytes per touched page (a 512-entry node each)"
+        f"{r['sparse_mirror_bytes_per_page']:.0f} bytes per touched page"
     )
+    real = r["real"]
+    if isinstance(real, str):
+        print(f"  {real}")
+    else:
+        print(
+            f"  real trace {real['trace']}: {real['records']:,} records, fast engine "
+            f"{real['fast_per_s'] / 1e6:.1f} M/s (faults through the model included), hit rate "
+            f"{real['hit_rate']:.4f}, {real['mirror_bytes_per_page']:.0f} bytes per touched page "
+            f"({real['touched_pages']} pages)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller streams and region")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--real", type=Path, help="a vmsim record trace (default: ls -l /usr/bin)")
+    ap.add_argument("--repeat", type=int, default=3, help="passes over the real trace (best)")
     args = ap.parse_args(argv)
-    r = bench(args.quick)
+    r = bench(args.quick, args.real, args.repeat)
     if args.json:
         print(json.dumps(r))
     else:

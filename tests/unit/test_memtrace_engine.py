@@ -265,13 +265,34 @@ def test_engine_state_is_small_per_touched_page() -> None:
     trace = [chunk([BASE + i * PAGE for i in range(pages)], KIND_STORE)]
     res = run_full(trace, Layout.of_regions([(BASE, BASE + pages * PAGE)]), SKYLAKE)
     assert res.counters.touched_pages == pages
-    # the page-table mirror: a radix tree of 512-entry nodes, 16 bytes an entry (8 entry, 8
-    # child or touched flag): 8 leaf nodes for 4,000 dense pages, 3 upper ones, room to grow
+    # the page-table mirror: one hash table per level, 16-byte slots, at most twice as many
+    # slots as keys (plus SLACK) once past MIN_SLOTS: 32 bytes a key or less
     from vmsim.memtrace.engine import FastEngine, Model
 
     eng = FastEngine(Model(Layout.of_regions([(BASE, BASE + pages * PAGE)]), EngineConfig()))
     eng.run_chunk(trace[0])
     assert eng.mirror_bytes() / pages <= 72
+
+
+def test_mirror_state_per_page_at_the_sparse_extreme() -> None:
+    """One touched page in each of 256 page tables (2 MiB apart): the model has 256 PTEs, 256
+    PMD entries, one PUD and one PGD entry; the mirror keeps one key for each, in tables of
+    at most max(MIN_SLOTS, 2 * (keys + SLACK)) 16-byte slots: under 72 bytes a page."""
+    from vmsim.memtrace import _core as core
+    from vmsim.memtrace.engine import FastEngine, Model
+
+    n = 256
+    base = 1 << 32  # 1 GiB aligned: the 256 page tables share one PMD table
+    eng = FastEngine(Model(Layout.of_regions([(base, base + n * (2 << 20))]), EngineConfig()))
+    eng.run_chunk(chunk([base + i * (2 << 20) for i in range(n)], KIND_STORE))
+    assert eng.counters().touched_pages == n
+    used = [int(eng.meta[lv, core.M_USED]) for lv in (1, 2, 3, 4)]
+    assert used == [n, n, 1, 1]
+    for lv in (1, 2, 3, 4):
+        slots = int(eng.meta[lv, core.M_SLOTS])
+        assert slots <= max(core.MIN_SLOTS, 2 * (used[lv - 1] + core.SLACK))
+    assert eng.mirror_bytes() == eng.ent.nbytes + eng.meta.nbytes
+    assert eng.mirror_bytes() / n <= 72
 
 
 # --------------------------------------------------------------------------- checks that cannot be tuned

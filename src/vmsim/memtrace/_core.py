@@ -23,8 +23,13 @@ Where the speed comes from (issue 12; each measured, each keeping the semantics 
 no NRT reference counting; probes and LRU choices as fixed, branch-free passes over a set (a
 TLB hit's way and a cache line's level are random: branches on them mispredict); page sizes
 never filled into a TLB structure are not probed; the PWC's LRU as O(1) linked lists; the
-page-table mirror as a radix tree whose entry and child link share a host cache line; and a
-walk prefetching the next record's PTE (a random stream waits on host memory, not on work).
+page-table mirror as one hash table per level (a walk step is one probe, usually one host
+cache line, with no pointer chase from the root; 16 to 32 bytes per mirrored entry whatever
+the pattern); PWC fills that take their victim without a search (the walk has just missed
+that level) and hits on the most recent entry that leave the recency list alone; and walks
+that prefetch (a random stream waits on host memory, not on work): the PTE's mirror slot
+PF_AHEAD records ahead, the cache model's LLC sets of the next record's PTE line and data
+line one record ahead.
 The slot a TLB or PWC entry occupies is not part of the model (a set is a set): only which
 entries a set holds and their recency order are, and those are the model's exactly.
 """
@@ -159,24 +164,36 @@ PERMS = RW | US | D | NX | PKEY_MASK  # what the TLB keeps of a leaf (vmsim.mm.a
 LARGE_RSVD2 = ((1 << 21) - 1) & ~0x1FFF
 LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
 
-# The page-table mirror is a radix tree over virtual addresses, shaped like the page tables:
-# node n holds 512 entries of one level; entry i of it has position ``pos = n * 512 + i``,
-# its value is ``ent[2 * pos]`` and ``ent[2 * pos + 1]`` is the node one level down (0: none;
-# node 0 is the root, never a child) or, in a level-1 node, 1 once the trace touched that
-# 4 KiB page. Value and link share a host cache line: a walk step is one host memory access.
-# ``meta[n] = (level, key >> 9)`` names the node's entries for the model: entry i is
-# ``entries[level][(key >> 9) * 512 + i]``.
-NODE_SHIFT = 9
-NODE_MASK = 511
-NODE_SLACK = 5  # nodes one access or one mirrored entry can add at most (a 5-level path)
+# The page-table mirror: one hash table per level (open addressing, linear probing) in one
+# int64 array ``ent`` of 16-byte slots. Slot j holds an entry of the model's page tables:
+# ``ent[2 * j]`` its key (``entries[level][key]``: ``va >> (12 + 9 * (level - 1))``), with
+# TOUCHED set in a level-1 slot once the trace touched that 4 KiB page, or EMPTY;
+# ``ent[2 * j + 1]`` its value (0: no entry). ``meta[level] = (first slot, slots, used,
+# limit)``: level ``level``'s table is slots ``first .. first + slots - 1``. A table has
+# room for SLACK more keys past its limit; one access or one mirrored entry adds at most one
+# key to one table, and reaching a limit sets ``st[ST_PT_COUNT]`` (Python then rebuilds the
+# tables bigger: :func:`rehash`). Sized by the engine at twice the keys they hold plus SLACK
+# (at least MIN_SLOTS), grown at three quarters full: 16 to 32 bytes a key whatever the
+# pattern, where a table of 512 entries per page table spends 8 KiB on a page table holding
+# one page.
+EMPTY = -1
+KEY_MASK = (1 << 58) - 1
+TOUCHED = 1 << 60
+HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as an int64
+M_FIRST = 0
+M_SLOTS = 1
+M_USED = 2
+M_LIMIT = 3
+SLACK = 5
+MIN_SLOTS = 16
 
 # st[] slots: small scalar state.
 ST_TLB_CLOCK = 0
 ST_PCID = 2
 ST_ROOT = 3
 ST_LEVELS = 4
-ST_PT_COUNT = 5
-ST_PT_LIMIT = 6
+ST_PT_COUNT = 5  # 1 once a mirror table reached its limit (Python grows the mirror)
+ST_PT_LIMIT = 6  # 1
 ST_LOG_N = 8
 ST_LAST_VPN = 9
 ST_VA_MASK = 10
@@ -221,31 +238,51 @@ S_STLB = 2
 
 
 @_inline
-def _node(ent: I64, m: int, top: int, lv: int) -> int:  # pragma: no cover - compiled
-    """The mirror node of level ``lv`` that holds the entry for address ``m``, or -1."""
-    node = 0
-    for level in range(top, lv, -1):
-        node = ent[(((node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)) << 1) | 1]
-        if node <= 0:
+def _home(key: int, slots: int) -> int:  # pragma: no cover - compiled
+    """The slot (0 .. slots - 1) where the search for ``key`` starts: the high half of a
+    Fibonacci hash, scaled to ``slots`` by a multiply (no division; any table size)."""
+    return (((key * HASH_MUL) >> 32) & 0xFFFFFFFF) * slots >> 32
+
+
+@_inline
+def _slot(ent: I64, meta: I64, lv: int, key: int) -> int:  # pragma: no cover - compiled
+    """The mirror slot of the level-``lv`` entry ``key``, or -1 (never mirrored)."""
+    first = meta[lv, M_FIRST]
+    slots = meta[lv, M_SLOTS]
+    i = _home(key, slots)
+    while True:
+        kw = ent[((first + i) << 1) & POS]
+        if kw & KEY_MASK == key:
+            return first + i  # type: ignore[no-any-return]
+        if kw == EMPTY:
             return -1
-    return node
+        i += 1
+        if i == slots:
+            i = 0
 
 
 @_jit
-def _node_make(ent: I64, meta: I64, st: I64, m: int, lv: int) -> int:  # pragma: no cover
-    """:func:`_node`, adding the missing nodes (the caller keeps NODE_SLACK nodes free)."""
-    node = 0
-    for level in range(st[ST_LEVELS], lv, -1):
-        pos = (node << NODE_SHIFT) | ((m >> (3 + 9 * level)) & NODE_MASK)
-        nxt = ent[(pos << 1) | 1]
-        if nxt <= 0:
-            nxt = st[ST_PT_COUNT]
-            st[ST_PT_COUNT] += 1
-            ent[(pos << 1) | 1] = nxt
-            meta[nxt, 0] = level - 1
-            meta[nxt, 1] = m >> (3 + 9 * level)
-        node = nxt
-    return node
+def _insert(ent: I64, meta: I64, st: I64, lv: int, key: int) -> int:  # pragma: no cover
+    """:func:`_slot`, adding ``key`` (value 0) when missing (the table has SLACK keys of room
+    past its limit; reaching the limit sets ``st[ST_PT_COUNT]``)."""
+    first = meta[lv, M_FIRST]
+    slots = meta[lv, M_SLOTS]
+    i = _home(key, slots)
+    while True:
+        j = first + i
+        kw = ent[j << 1]
+        if kw & KEY_MASK == key:
+            return j  # type: ignore[no-any-return]
+        if kw == EMPTY:
+            ent[j << 1] = key
+            ent[(j << 1) | 1] = 0
+            meta[lv, M_USED] += 1
+            if meta[lv, M_USED] >= meta[lv, M_LIMIT]:
+                st[ST_PT_COUNT] = 1
+            return j  # type: ignore[no-any-return]
+        i += 1
+        if i == slots:
+            i = 0
 
 
 @_jit
@@ -253,21 +290,37 @@ def pt_update(
     ent: I64, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
 ) -> int:  # pragma: no cover - compiled
     """Mirror the model's entries from ``start`` on: ``entries[levels[i]][vkeys[i]] =
-    values[i]`` (0: none). Returns where it stopped: ``len(levels)``, or earlier when fewer
-    than NODE_SLACK nodes are left (the caller grows the arrays and calls again)."""
-    top = st[ST_LEVELS]
+    values[i]`` (0: none). Returns where it stopped: ``len(levels)``, or earlier when the
+    table of the next new key is at its limit (the caller grows the mirror and calls again)."""
     for i in range(start, levels.shape[0]):
         lv = levels[i]
-        m = vkeys[i] << (3 + 9 * lv)
-        node = _node(ent, m, top, lv)
-        if node < 0:
+        j = _slot(ent, meta, lv, vkeys[i])
+        if j < 0:
             if values[i] == 0:
                 continue
-            if st[ST_PT_COUNT] >= st[ST_PT_LIMIT]:
+            if meta[lv, M_USED] >= meta[lv, M_LIMIT]:
                 return i
-            node = _node_make(ent, meta, st, m, lv)
-        ent[((node << NODE_SHIFT) | (vkeys[i] & NODE_MASK)) << 1] = values[i]
+            j = _insert(ent, meta, st, lv, vkeys[i])
+        ent[(j << 1) | 1] = values[i]
     return int(levels.shape[0])
+
+
+@_jit
+def rehash(old: I64, old_meta: I64, ent: I64, meta: I64, st: I64) -> None:  # pragma: no cover
+    """Every key of the mirror ``old`` into the empty mirror ``ent`` laid out by ``meta``
+    (bigger tables), but keys with neither an entry nor a TOUCHED mark (entries the model
+    removed). Slot numbers change: the write-back log must be empty. Sets
+    ``st[ST_PT_COUNT]`` if a table reached its limit."""
+    for lv in range(1, 6):
+        first = old_meta[lv, M_FIRST]
+        for j in range(first, first + old_meta[lv, M_SLOTS]):
+            kw = old[j << 1]
+            v = old[(j << 1) | 1]
+            if kw == EMPTY or (v == 0 and not kw & TOUCHED):
+                continue
+            k = _insert(ent, meta, st, lv, kw & KEY_MASK)
+            ent[k << 1] = kw
+            ent[(k << 1) | 1] = v
 
 
 @intrinsic
@@ -292,27 +345,50 @@ def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:  # pragma: no cover - 
     return types.void(arr, idx), codegen
 
 
+PF_AHEAD = 3  # records between prefetching a PTE's slot and the walk that reads it
+
+
 @_inline
-def _prefetch_walk(
-    ent: I64, ctags: I64, cdesc: I64, m: int, top: int
-) -> None:  # pragma: no cover - compiled
-    """Start loading what a 4 KiB walk of ``m`` will read from host memory: its PTE in the
-    mirror and the LLC set of the PTE's line in the cache model (a random stream's walks
-    wait on both). Reads nothing the walk depends on; a hint only."""
-    node = _node(ent, m, top, 2)
-    if node < 0:
-        return
-    pos = (node << NODE_SHIFT) | ((m >> 21) & NODE_MASK)
-    e = ent[pos << 1]
-    leaf = ent[(pos << 1) | 1]
-    if leaf <= 0 or e & PS:
-        return
-    pte = (((leaf << NODE_SHIFT) | ((m >> 12) & NODE_MASK)) << 1) & POS
-    _prefetch(ent, pte)  # type: ignore[call-arg]
-    line = ((e & PFN_MASK) | (((m >> 12) & NODE_MASK) << 3)) >> LINE_SHIFT
+def _prefetch_llc(ctags: I64, cdesc: I64, paddr: int) -> None:  # pragma: no cover - compiled
+    """Prefetch the cache model's LLC set of the line of ``paddr`` (its first two host lines:
+    16 ways of 8-byte tags)."""
+    line = paddr >> LINE_SHIFT
     mask = cdesc[2, 3]
     index = line & mask if mask >= 0 else line % cdesc[2, 1]
-    _prefetch(ctags, (cdesc[2, 0] + index * cdesc[2, 2]) & POS)
+    b = (cdesc[2, 0] + index * cdesc[2, 2]) & POS
+    _prefetch(ctags, b)  # type: ignore[call-arg]
+    _prefetch(ctags, (b + 8) & POS)
+
+
+@_inline
+def _prefetch_pte(ent: I64, meta: I64, m: int) -> None:  # pragma: no cover - compiled
+    """Start loading the mirror slot where the search for the PTE of ``m`` starts (a hint
+    computed from ``m`` alone: no load)."""
+    _prefetch(ent, ((meta[1, M_FIRST] + _home(m >> 12, meta[1, M_SLOTS])) << 1) & POS)  # type: ignore[call-arg]
+
+
+@_inline
+def _prefetch_walk(
+    ent: I64, meta: I64, ctags: I64, cdesc: I64, m: int, data: bool
+) -> None:  # pragma: no cover - compiled
+    """Start loading what a 4 KiB walk of ``m`` and its data access will read from host
+    memory, the PTE's slot being (probably) loaded already by :func:`_prefetch_pte`: the
+    cache model's LLC sets of the PTE's line and, when ``data`` (a load or store), of the
+    data line. Changes no state; a hint only."""
+    j = _slot(ent, meta, 2, m >> 21)
+    if j < 0:
+        return
+    e = ent[(j << 1) | 1]
+    if not e & P or e & PS:
+        return
+    vpn = m >> 12
+    _prefetch_llc(ctags, cdesc, (e & PFN_MASK) | ((vpn & 511) << 3))
+    if data:
+        k = _slot(ent, meta, 1, vpn)
+        if k >= 0:
+            pte = ent[(k << 1) | 1]
+            if pte & P:
+                _prefetch_llc(ctags, cdesc, (pte & PFN_MASK) | (m & 4095))
 
 
 # --------------------------------------------------------------------------- TLB
@@ -450,7 +526,10 @@ def pwc_links(psize: I64, width: int) -> I64:
 
 @_inline
 def _pwc_front(link: I64, lv: int, n: int, i: int) -> None:  # pragma: no cover - compiled
-    """Entry ``i`` of level ``lv`` becomes the most recently used (O(1))."""
+    """Entry ``i`` of level ``lv`` becomes the most recently used (O(1); nothing to do when
+    it is already: a walk's PWC hit is usually the same entry as the last walk's)."""
+    if link[lv, n, 1] == i:
+        return
     p = link[lv, i, 0]
     q = link[lv, i, 1]
     link[lv, p, 1] = q
@@ -478,9 +557,10 @@ def _pwc_fill(
     n = psize[level]
     if n == 0:
         return
-    victim = _pwc_find(pkey, level, n, key)
-    if victim < 0:
-        victim = link[level, n, 0]  # the first empty entry, else the least recently used
+    # The walk probed this level for ``key`` and missed (it fills only the levels below the
+    # one that hit): the key is absent, and the entry taken is the first empty one, else the
+    # least recently used.
+    victim = link[level, n, 0]
     pkey[level, victim] = key
     pval[level, victim, 0] = pfn
     pval[level, victim, 1] = rw
@@ -506,6 +586,7 @@ def _walk(
     write: bool,
     fetch: bool,
     ent: I64,
+    meta: I64,
     log: I64,
     pkey: I64,
     pval: I64,
@@ -517,7 +598,7 @@ def _walk(
 ) -> int:  # pragma: no cover - compiled
     """vmsim.hw.mmu.walk() for a user access (CPL 3, SMEP, WP, no SMAP, PKRU 0, MAXPHYADDR 52).
     Returns 0 (translated), 1 (page fault) or 2 (stale PWC entry). On success ``out`` holds
-    (leaf level, leaf entry, memory refs, pwc hit, leaf's mirror position) and ``wbuf[:refs]``
+    (leaf level, leaf entry, memory refs, pwc hit, leaf's mirror slot) and ``wbuf[:refs]``
     the physical address of every entry read."""
     rw = RW
     us = US
@@ -544,11 +625,10 @@ def _walk(
             level = lv - 1
             break
     refs = 0
-    node = 0 if level == st[ST_LEVELS] else _node(ent, m, st[ST_LEVELS], level)
     while True:
         key = m >> (12 + 9 * (level - 1))
-        pos = (node << NODE_SHIFT) | (key & NODE_MASK)
-        e = ent[pos << 1] if node >= 0 else 0
+        pos = _slot(ent, meta, level, key)
+        e = ent[((pos << 1) | 1) & POS] if pos >= 0 else 0
         wbuf[refs] = (table << 12) | ((key & 511) << 3)
         refs += 1
         if not e & P:
@@ -571,14 +651,11 @@ def _walk(
             break
         if not e & A:
             e |= A
-            ent[pos << 1] = e
+            ent[(pos << 1) | 1] = e
             _log(log, st, pos)
         _pwc_fill(pkey, pval, link, psize, level, key, (e & PFN_MASK) >> 12, rw, us, nx)
         table = (e & PFN_MASK) >> 12
         level -= 1
-        node = ent[(pos << 1) | 1]
-        if node <= 0:
-            node = -1
     if not us & US:
         return 1
     if fetch:
@@ -590,7 +667,7 @@ def _walk(
     if write:
         new |= D
     if new != e:
-        ent[pos << 1] = new
+        ent[(pos << 1) | 1] = new
         _log(log, st, pos)
         e = new
     out[0] = level
@@ -762,9 +839,11 @@ def run_chunk(
         if not translated:
             memo_key[s] = -1
             m = va & va_mask
-            if i + 1 < n:  # the next record probably walks too (a random stream)
-                _prefetch_walk(ent, ctags, cdesc, addr[i + 1] & va_mask, st[ST_LEVELS])
-            r = _walk(m, write, fetch, ent, log, pkey, pval, link, psize, st, wbuf, out)
+            if i + PF_AHEAD < n:  # the next records probably walk too (a random stream)
+                _prefetch_pte(ent, meta, addr[i + PF_AHEAD] & va_mask)
+            if i + 1 < n:
+                _prefetch_walk(ent, meta, ctags, cdesc, addr[i + 1] & va_mask, kind[i + 1] != 0)
+            r = _walk(m, write, fetch, ent, meta, log, pkey, pval, link, psize, st, wbuf, out)
             if r != 0:
                 _store(cnt, local, st, clock, filled)
                 if r == 2:
@@ -798,9 +877,9 @@ def run_chunk(
                 _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a2, pn, key, base_pfn, perms, now)
             pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
             if code == 0:
-                ls = out[4]
-                if ent[(ls << 1) | 1] == 0:
-                    ent[(ls << 1) | 1] = 1
+                ls = out[4] << 1
+                if not ent[ls] & TOUCHED:
+                    ent[ls] |= TOUCHED
                     cnt[C_TOUCHED] += 1
         # -- translated: count, touched pages under large pages, the data line
         local[3 + code] += 1
@@ -810,9 +889,9 @@ def run_chunk(
             vpn = va >> 12
             if vpn != st[ST_LAST_VPN]:
                 st[ST_LAST_VPN] = vpn
-                ts = (_node_make(ent, meta, st, va & va_mask, 1) << NODE_SHIFT) | (vpn & NODE_MASK)
-                if ent[(ts << 1) | 1] == 0:
-                    ent[(ts << 1) | 1] = 1
+                ts = _insert(ent, meta, st, 1, vpn) << 1
+                if not ent[ts] & TOUCHED:
+                    ent[ts] |= TOUCHED
                     cnt[C_TOUCHED] += 1
         if not fetch:
             local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1

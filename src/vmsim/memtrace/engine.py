@@ -42,7 +42,7 @@ record's line (instruction fetches are not cache-modelled); ``touched_pages``: d
 pages referenced; ``by_page_size``: translations by page size (sizes never used are absent).
 
 How the fast engine stays the model: it keeps arrays that mirror the model's page tables
-(``pt.entries``: a radix tree over virtual addresses, one 512-entry node per page table).
+(``pt.entries``: one hash table per level, keyed like the model's dicts, 16-byte slots).
 Everything the hardware does (TLB, PWC, walk, A/D bits) runs compiled; a page fault returns to
 Python, which first writes the A/D bits the engine set back into the model's page tables, then calls
 the model's ``do_user_addr_fault()``, then copies every page-table entry the model changed (a
@@ -208,7 +208,7 @@ class FastEngine:
         self.st[core.ST_VA_MASK] = pt.va_mask
         self.st[core.ST_LAST_VPN] = -1
         self.faults = 0
-        self._alloc_pt(16)
+        self._alloc_pt([0] * 6)
         # Mirror what the layout already mapped (a snapshot maps nothing; be general).
         levels, vkeys, values = [], [], []
         for lv in range(1, pt.levels + 1):
@@ -221,22 +221,34 @@ class FastEngine:
 
     # -- the page-table mirror ------------------------------------------------------------
 
-    def _alloc_pt(self, nodes: int) -> None:
-        """An empty radix mirror (``_core``: NODE_SHIFT) with room for ``nodes`` nodes."""
-        self.ent = np.zeros(nodes << (core.NODE_SHIFT + 1), dtype=np.int64)
-        self.meta = np.zeros((nodes, 2), dtype=np.int64)
-        self.meta[0] = (self.st[core.ST_LEVELS], 0)  # the root
-        self.st[core.ST_PT_COUNT] = 1
-        self.st[core.ST_PT_LIMIT] = nodes - core.NODE_SLACK
+    def _alloc_pt(self, used: list[int]) -> None:
+        """An empty mirror (``_core``: one hash table per level) sized for ``used[lv]`` keys
+        of level ``lv``: twice that plus SLACK slots, at least MIN_SLOTS, grown at 3/4."""
+        self.meta = np.zeros((6, 4), dtype=np.int64)
+        first = 0
+        for lv in range(1, int(self.st[core.ST_LEVELS]) + 1):
+            slots = max(core.MIN_SLOTS, 2 * (used[lv] + core.SLACK))
+            limit = slots * 3 // 4 - core.SLACK
+            self.meta[lv] = (first, slots, 0, limit)
+            first += slots
+        self.ent = np.full(2 * first, core.EMPTY, dtype=np.int64)
+        self.st[core.ST_PT_COUNT] = 0
+        self.st[core.ST_PT_LIMIT] = 1
 
     def _grow(self) -> None:
-        """Half as much room again; node numbers (and so the write-back log) stay valid."""
+        """Rebuild the mirror with bigger tables where one reached its limit (after the
+        write-back: slot numbers change)."""
+        self._writeback()
         ent, meta = self.ent, self.meta
-        used = int(self.st[core.ST_PT_COUNT])
-        self._alloc_pt(len(meta) * 3 // 2)
-        self.ent[: len(ent)] = ent
-        self.meta[: len(meta)] = meta
-        self.st[core.ST_PT_COUNT] = used
+        used = [int(meta[lv, core.M_USED]) for lv in range(6)]
+        keep = [
+            used[lv]
+            if used[lv] >= meta[lv, core.M_LIMIT]
+            else (int(meta[lv, core.M_SLOTS]) // 2 - core.SLACK)
+            for lv in range(6)
+        ]
+        self._alloc_pt(keep)
+        core.rehash(ent, meta, self.ent, self.meta, self.st)
 
     def _mirror(self, levels: list[int], vkeys: list[int], values: list[int]) -> None:
         if not levels:
@@ -257,10 +269,13 @@ class FastEngine:
         if not n:
             return
         ents = self.model.mm.pt.entries
-        for pos in dict.fromkeys(self.log[:n].tolist()):
-            level, prefix = self.meta[pos >> core.NODE_SHIFT].tolist()
-            key = (prefix << core.NODE_SHIFT) | (pos & core.NODE_MASK)
-            v = int(self.ent[pos << 1]) & ((1 << 64) - 1)
+        top = int(self.st[core.ST_LEVELS])
+        pos = np.asarray(list(dict.fromkeys(self.log[:n].tolist())), dtype=np.int64)
+        # the level of a slot: the last table that starts at or before it
+        levels = np.searchsorted(self.meta[1 : top + 1, core.M_FIRST], pos, side="right")
+        keys = (self.ent[pos << 1] & core.KEY_MASK).tolist()
+        values = self.ent[(pos << 1) | 1].view(np.uint64).tolist()
+        for level, key, v in zip(levels.tolist(), keys, values, strict=True):
             d = ents[level]
             if v and key in d:
                 dict.__setitem__(d, key, v)
