@@ -26,7 +26,7 @@ from vmsim.constants import (
 from vmsim.errors import oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_RW, PAGE_SPECIAL, pfn_pte
 from vmsim.mm import huge_memory, hugetlb, vma_ops
-from vmsim.mm.core import U64, AddressSpace, page_align
+from vmsim.mm.core import PAGE_MASK64, U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -41,7 +41,6 @@ from vmsim.mm.flags import (
     VM_SHARED,
     VM_SPECIAL,
     VM_WRITE,
-    calc_vm_prot_bits,
 )
 from vmsim.mm.internal import entry_pfn, page_prot, present
 from vmsim.mm.mlock import mlock_pages
@@ -66,7 +65,7 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
         raise oserror(errno.EINVAL)
     if not length:
         return
-    length = page_align(length)
+    length = (length + PAGE_SIZE - 1) & PAGE_MASK64  # page_align(), inline: the hot path
     end = (start + length) & U64
     if end <= start:
         raise oserror(errno.ENOMEM)
@@ -89,7 +88,7 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
             raise oserror(errno.EINVAL)
     nstart = start
     tmp = vma.start
-    newprot = calc_vm_prot_bits(prot)
+    newprot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC)  # calc_vm_prot_bits(), inline
     cur: Vma | None = vma
     while cur is not None and cur.start < end:
         if cur.start != tmp:
@@ -139,7 +138,8 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
         raise
     if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
         mm.vm_unacct(nrpages)
-    change_protection(mm, vma, start, end)
+    if vma.flags & VM_HUGETLB or mm.pt.table_pages > 1:  # else change_protection() does nothing
+        change_protection(mm, vma, start, end)
     # Private pages of a locked VMA made writable are faulted in (write faults) right away,
     # so they stay locked after the copy-on-write.
     if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
