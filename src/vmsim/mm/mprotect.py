@@ -55,21 +55,33 @@ _HEAD = int(PageFlag.HEAD)
 _CHG_MASK = PAGE_ACCESSED | PAGE_DIRTY | PAGE_SPECIAL
 
 
+# The masks do_mprotect() tests, computed once (module constants: it is the fill-to-limit hot
+# path, where each `A | B` of two globals costs as much as the test itself)
+_GROWS = PROT_GROWSDOWN | PROT_GROWSUP
+_PROT_VALID = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
+_PROT_VM = PROT_READ | PROT_WRITE | PROT_EXEC  # calc_vm_prot_bits(): the same bit values
+_PAGE_OFFSET = PAGE_SIZE - 1
+# mprotect_fixup(): a VMA made writable is charged (VM_ACCOUNT) unless it has one of these
+_NOT_CHARGED = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE
+# ... and populated if it was locked, private and not writable (== VM_LOCKED)
+_PRIVATE_LOCKED = VM_WRITE | VM_SHARED | VM_LOCKED
+
+
 def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
     """do_mprotect_pkey() with pkey -1."""
-    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
-    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
-    if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
+    grows = prot & _GROWS
+    prot &= ~_GROWS
+    if grows == _GROWS:
         raise oserror(errno.EINVAL)
-    if start & (PAGE_SIZE - 1):
+    if start & _PAGE_OFFSET:
         raise oserror(errno.EINVAL)
     if not length:
         return
-    length = (length + PAGE_SIZE - 1) & PAGE_MASK64  # page_align(), inline: the hot path
+    length = (length + _PAGE_OFFSET) & PAGE_MASK64  # page_align(), inline
     end = (start + length) & U64
     if end <= start:
         raise oserror(errno.ENOMEM)
-    if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
+    if prot & ~_PROT_VALID:
         raise oserror(errno.EINVAL)
     tree = mm.tree
     vma = tree.lookup(start)  # the common case: start is mapped (then it is find()'s VMA)
@@ -88,7 +100,7 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
             raise oserror(errno.EINVAL)
     nstart = start
     tmp = vma.start
-    newprot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC)  # calc_vm_prot_bits(), inline
+    newprot = prot & _PROT_VM  # calc_vm_prot_bits(), inline
     cur: Vma | None = vma
     while cur is not None and cur.start < end:
         if cur.start != tmp:
@@ -97,7 +109,7 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
         # VM_MAY* shifted right by 4 must allow every requested access bit
         if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
             raise oserror(errno.EACCES)
-        tmp = min(cur.end, end)
+        tmp = cur.end if cur.end < end else end  # min(), without the call
         cur = mprotect_fixup(mm, cur, nstart, tmp, newflags)
         tmp = cur.end
         if tmp >= end:  # done: the next VMA starts at or after end
@@ -118,7 +130,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
     nrpages = (end - start) >> PAGE_SHIFT
     charged = 0
     if newflags & VM_WRITE:
-        if not (oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE)):
+        if not (oldflags & _NOT_CHARGED):
             if not mm.vm_enough_memory(nrpages):
                 raise mm.commit_error(nrpages)
             charged = nrpages
@@ -142,7 +154,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
         change_protection(mm, vma, start, end)
     # Private pages of a locked VMA made writable are faulted in (write faults) right away,
     # so they stay locked after the copy-on-write.
-    if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
+    if (oldflags & _PRIVATE_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
         mm.populate(start, end, ignore_errors=True)
     return vma
 

@@ -103,6 +103,9 @@ GC_SPACES = 256  # forks and execs between collections while replaying (see repl
 UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
+# an mprotect that leaves its range writable, without PROT_GROWSDOWN/UP, is judged by
+# WrittenWatch.before_writable(): prot & _WRITE_OR_GROWS == PROT_WRITE
+_WRITE_OR_GROWS = PROT_WRITE | PROT_GROWSDOWN | PROT_GROWSUP
 # Memory syscalls a trace may hold that the model does not replay, and why.
 UNMODELLED = {
     "remap_file_pages": "remap_file_pages is not modelled",
@@ -962,11 +965,7 @@ class Replayer:
         if ww is not None:
             if ww.sensitive:
                 self._pre = None
-            elif (
-                ints
-                and prot & (PROT_WRITE | PROT_GROWSDOWN | PROT_GROWSUP) == PROT_WRITE
-                and ev.name == "mprotect"
-            ):
+            elif ints and prot & _WRITE_OR_GROWS == PROT_WRITE and ev.name == "mprotect":
                 # the fill-to-limit hot path: ww.before(p, ev) without its argument checks
                 self._pre = ww.before_writable(p, addr, length)
             else:

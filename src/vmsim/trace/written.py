@@ -70,6 +70,9 @@ _PAGE_ADVICE = frozenset(
         MADV_GUARD_REMOVE,
     }
 )
+# masks of the hot path (before_writable()), computed once
+_PAGE_OFFSET = PAGE_SIZE - 1
+_WRITE_OR_SHARED = VM_WRITE | VM_SHARED
 # calls the replay's handler judges itself, after it may have moved an image (ASLR)
 JUDGED_IN_HANDLER = frozenset({"mmap", "mprotect", "pkey_mprotect"})
 # calls that change a range's flags through vma_modify()
@@ -209,7 +212,7 @@ class WrittenWatch:
         """:meth:`before` of ``mprotect(lo, length, prot)`` with three int arguments and a
         ``prot`` that leaves the range writable, without PROT_GROWSDOWN/UP (the replay's
         handler has checked them): the fill-to-limit hot path, the same judgement."""
-        hi = lo + ((length + PAGE_SIZE - 1) & PAGE_MASK64)  # page_align(length)
+        hi = lo + ((length + _PAGE_OFFSET) & PAGE_MASK64)  # page_align(length)
         if hi <= lo:
             return None
         mm = p.mm
@@ -219,7 +222,7 @@ class WrittenWatch:
         # strictly inside one VMA: vma_modify() splits, it tries no merge; may_hold_anon()
         # inline (an mm with no taint entry has no tainted range)
         start, end = vma.start, vma.end
-        if vma.anon_vma is not None or vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE:
+        if vma.anon_vma is not None or vma.flags & _WRITE_OR_SHARED == VM_WRITE:
             return (lo, start, end)
         entry = self._taints.get(id(mm))
         if entry is not None:
