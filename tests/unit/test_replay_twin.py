@@ -22,8 +22,11 @@ from typing import Any
 
 import pytest
 
+from vmsim.constants import PROT_READ, PROT_WRITE
 from vmsim.errors import CAUSE_MAP_COUNT
+from vmsim.process import Process
 from vmsim.trace import read_strace, sniff_and_read
+from vmsim.trace.events import Syscall
 from vmsim.trace.replay import (
     UNLIMITED,
     Replayer,
@@ -33,6 +36,7 @@ from vmsim.trace.replay import (
     _starts_with_execve,
     replay,
 )
+from vmsim.trace.written import Judgement, WrittenWatch
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 TRACES = FIXTURES / "traces"
@@ -232,6 +236,32 @@ def test_sparse_random_traces_exercise_both_paths() -> None:
         r.feed(read_strace(sparse_trace(seed)))
         skipped += not r.written_sensitive
     assert 10 <= skipped <= 70
+
+
+def test_the_writable_mprotect_fast_path_judges_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WrittenWatch.before_writable(), the replay's fast path for mprotect(PROT_READ |
+    PROT_WRITE), judges each call of the random traces as before() does: a split inside a
+    VMA that may hold an anon_vma, inside one that may not, and the calls at a VMA's ends
+    (before()'s participants); the traces are the two kinds above."""
+    fast = WrittenWatch.before_writable
+    seen: list[Judgement] = []
+
+    def both(self: WrittenWatch, p: Process, lo: int, length: int) -> Judgement:
+        got = fast(self, p, lo, length)
+        prot = PROT_READ | PROT_WRITE
+        ev = Syscall(0, None, None, "mprotect", (lo, length, prot), {}, 0, None, None, (), "")
+        assert got == self.before(p, ev), (hex(lo), length)
+        seen.append(got)
+        return got
+
+    monkeypatch.setattr(WrittenWatch, "before_writable", both)
+    for seed in range(60, 140):
+        Replayer(watch_written=True, from_maps=STACK_ONLY).feed(read_strace(sparse_trace(seed)))
+    for seed in range(20):
+        r = Replayer(watch_written=True, from_maps=STACK_ONLY, max_map_count=12)
+        r.feed(read_strace(random_trace(seed)))
+    inside = [j for j in seen if isinstance(j, tuple) and j[1] < j[0]]
+    assert None in seen and False in seen and inside, seen
 
 
 def test_the_written_replay_is_skipped_for_the_fill_trace(tmp_path: Path) -> None:

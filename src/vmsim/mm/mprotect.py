@@ -26,7 +26,7 @@ from vmsim.constants import (
 from vmsim.errors import oserror
 from vmsim.hw.pte import PAGE_ACCESSED, PAGE_DIRTY, PAGE_PRESENT, PAGE_RW, PAGE_SPECIAL, pfn_pte
 from vmsim.mm import huge_memory, hugetlb, vma_ops
-from vmsim.mm.core import U64, AddressSpace, page_align
+from vmsim.mm.core import PAGE_MASK64, U64, AddressSpace, page_align
 from vmsim.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -41,7 +41,6 @@ from vmsim.mm.flags import (
     VM_SHARED,
     VM_SPECIAL,
     VM_WRITE,
-    calc_vm_prot_bits,
 )
 from vmsim.mm.internal import entry_pfn, page_prot, present
 from vmsim.mm.mlock import mlock_pages
@@ -56,21 +55,33 @@ _HEAD = int(PageFlag.HEAD)
 _CHG_MASK = PAGE_ACCESSED | PAGE_DIRTY | PAGE_SPECIAL
 
 
+# The masks do_mprotect() tests, computed once (module constants: it is the fill-to-limit hot
+# path, where each `A | B` of two globals costs as much as the test itself)
+_GROWS = PROT_GROWSDOWN | PROT_GROWSUP
+_PROT_VALID = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
+_PROT_VM = PROT_READ | PROT_WRITE | PROT_EXEC  # calc_vm_prot_bits(): the same bit values
+_PAGE_OFFSET = PAGE_SIZE - 1
+# mprotect_fixup(): a VMA made writable is charged (VM_ACCOUNT) unless it has one of these
+_NOT_CHARGED = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE
+# ... and populated if it was locked, private and not writable (== VM_LOCKED)
+_PRIVATE_LOCKED = VM_WRITE | VM_SHARED | VM_LOCKED
+
+
 def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
     """do_mprotect_pkey() with pkey -1."""
-    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
-    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
-    if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
+    grows = prot & _GROWS
+    prot &= ~_GROWS
+    if grows == _GROWS:
         raise oserror(errno.EINVAL)
-    if start & (PAGE_SIZE - 1):
+    if start & _PAGE_OFFSET:
         raise oserror(errno.EINVAL)
     if not length:
         return
-    length = page_align(length)
+    length = (length + _PAGE_OFFSET) & PAGE_MASK64  # page_align(), inline
     end = (start + length) & U64
     if end <= start:
         raise oserror(errno.ENOMEM)
-    if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
+    if prot & ~_PROT_VALID:
         raise oserror(errno.EINVAL)
     tree = mm.tree
     vma = tree.lookup(start)  # the common case: start is mapped (then it is find()'s VMA)
@@ -89,7 +100,7 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
             raise oserror(errno.EINVAL)
     nstart = start
     tmp = vma.start
-    newprot = calc_vm_prot_bits(prot)
+    newprot = prot & _PROT_VM  # calc_vm_prot_bits(), inline
     cur: Vma | None = vma
     while cur is not None and cur.start < end:
         if cur.start != tmp:
@@ -98,7 +109,7 @@ def do_mprotect(mm: AddressSpace, start: int, length: int, prot: int) -> None:
         # VM_MAY* shifted right by 4 must allow every requested access bit
         if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
             raise oserror(errno.EACCES)
-        tmp = min(cur.end, end)
+        tmp = cur.end if cur.end < end else end  # min(), without the call
         cur = mprotect_fixup(mm, cur, nstart, tmp, newflags)
         tmp = cur.end
         if tmp >= end:  # done: the next VMA starts at or after end
@@ -119,7 +130,7 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
     nrpages = (end - start) >> PAGE_SHIFT
     charged = 0
     if newflags & VM_WRITE:
-        if not (oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE)):
+        if not (oldflags & _NOT_CHARGED):
             if not mm.vm_enough_memory(nrpages):
                 raise mm.commit_error(nrpages)
             charged = nrpages
@@ -139,10 +150,11 @@ def mprotect_fixup(mm: AddressSpace, vma: Vma, start: int, end: int, newflags: i
         raise
     if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
         mm.vm_unacct(nrpages)
-    change_protection(mm, vma, start, end)
+    if vma.flags & VM_HUGETLB or mm.pt.table_pages > 1:  # else change_protection() does nothing
+        change_protection(mm, vma, start, end)
     # Private pages of a locked VMA made writable are faulted in (write faults) right away,
     # so they stay locked after the copy-on-write.
-    if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
+    if (oldflags & _PRIVATE_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
         mm.populate(start, end, ignore_errors=True)
     return vma
 

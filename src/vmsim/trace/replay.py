@@ -48,8 +48,11 @@ from vmsim.constants import (
     MREMAP_FIXED,
     MREMAP_MAYMOVE,
     PAGE_SIZE,
+    PROT_GROWSDOWN,
+    PROT_GROWSUP,
     PROT_NONE,
     PROT_READ,
+    PROT_WRITE,
 )
 from vmsim.errors import CAUSE_MAP_COUNT, MmError
 from vmsim.loader import ExecError, place_top, relocate, resolve
@@ -100,6 +103,9 @@ GC_SPACES = 256  # forks and execs between collections while replaying (see repl
 UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
+# an mprotect that leaves its range writable, without PROT_GROWSDOWN/UP, is judged by
+# WrittenWatch.before_writable(): prot & _WRITE_OR_GROWS == PROT_WRITE
+_WRITE_OR_GROWS = PROT_WRITE | PROT_GROWSDOWN | PROT_GROWSUP
 # Memory syscalls a trace may hold that the model does not replay, and why.
 UNMODELLED = {
     "remap_file_pages": "remap_file_pages is not modelled",
@@ -806,16 +812,19 @@ class Replayer:
         if name == "munmap":
             return "partial munmap"
         if name in ("mprotect", "pkey_mprotect"):
-            vma = p.mm.tree.lookup(int(a[0])) if isinstance(a[0], int) else None
-            if vma is not None and vma.flags & VM_NOHUGEPAGE and vma.is_anonymous:
-                return "thread stack"  # MAP_STACK sets VM_NOHUGEPAGE: stack + guard split
-            if (
-                vma is not None
-                and vma.is_anonymous
-                and vma.flags & VM_NORESERVE
-                and vma.start % (64 << 20) == 0
-            ):
-                return "malloc arena"  # glibc grows a HEAP_MAX-aligned arena heap
+            if type(a[0]) is int:
+                # the VMA at a[0]: after a split there, the one that starts there (a dict
+                # get of the tree's table, which is keyed by start), else a lookup
+                tree = p.mm.tree
+                vma = tree._vmas.get(a[0]) or tree.lookup(a[0])
+            else:
+                vma = p.mm.tree.lookup(int(a[0])) if isinstance(a[0], int) else None
+            if vma is not None and vma.file is None and vma.name is None:  # is_anonymous
+                flags = vma.flags
+                if flags & VM_NOHUGEPAGE:
+                    return "thread stack"  # MAP_STACK sets VM_NOHUGEPAGE: stack + guard split
+                if flags & VM_NORESERVE and vma.start % (64 << 20) == 0:
+                    return "malloc arena"  # glibc grows a HEAP_MAX-aligned arena heap
             return "mprotect guard" if a[2] == PROT_NONE else "mprotect split"
         if name == "mmap":
             flags = a[3] if isinstance(a[3], int) else 0
@@ -936,9 +945,13 @@ class Replayer:
 
     def _mprotect(self, p: Process, ev: Syscall) -> tuple[int, MmError | None]:
         a = ev.args
+        ints = False
         if len(a) == 3:
-            addr, length, prot = a  # the common case, without _ints()'s copy
-        if not (len(a) == 3 and type(addr) is int and type(length) is int and type(prot) is int):
+            x, y, z = a  # the common case, without _ints()'s copy
+            if type(x) is int and type(y) is int and type(z) is int:
+                addr, length, prot = x, y, z
+                ints = True
+        if not ints:
             addr, length, prot = self._ints(ev, 3)
         if (
             self.use_recorded
@@ -950,7 +963,13 @@ class Replayer:
             self._anchor(p, addr, length)
         ww = self._watch
         if ww is not None:
-            self._pre = ww.before(p, ev) if not ww.sensitive else None
+            if ww.sensitive:
+                self._pre = None
+            elif ints and prot & _WRITE_OR_GROWS == PROT_WRITE and ev.name == "mprotect":
+                # the fill-to-limit hot path: ww.before(p, ev) without its argument checks
+                self._pre = ww.before_writable(p, addr, length)
+            else:
+                self._pre = ww.before(p, ev)
         try:
             p.mprotect(addr, length, prot)
             return 0, None

@@ -70,6 +70,9 @@ _PAGE_ADVICE = frozenset(
         MADV_GUARD_REMOVE,
     }
 )
+# masks of the hot path (before_writable()), computed once
+_PAGE_OFFSET = PAGE_SIZE - 1
+_WRITE_OR_SHARED = VM_WRITE | VM_SHARED
 # calls the replay's handler judges itself, after it may have moved an image (ASLR)
 JUDGED_IN_HANDLER = frozenset({"mmap", "mprotect", "pkey_mprotect"})
 # calls that change a range's flags through vma_modify()
@@ -204,6 +207,29 @@ class WrittenWatch:
         else:
             return False  # mremap, mlockall, munlockall, ...
         return self._participants(p, name, lo, hi)
+
+    def before_writable(self, p: Process, lo: int, length: int) -> Judgement:
+        """:meth:`before` of ``mprotect(lo, length, prot)`` with three int arguments and a
+        ``prot`` that leaves the range writable, without PROT_GROWSDOWN/UP (the replay's
+        handler has checked them): the fill-to-limit hot path, the same judgement."""
+        hi = lo + ((length + _PAGE_OFFSET) & PAGE_MASK64)  # page_align(length)
+        if hi <= lo:
+            return None
+        mm = p.mm
+        vma = mm.tree.lookup(lo)
+        if vma is None or not (vma.start < lo and hi < vma.end):
+            return self._participants(p, "mprotect", lo, hi)
+        # strictly inside one VMA: vma_modify() splits, it tries no merge; may_hold_anon()
+        # inline (an mm with no taint entry has no tainted range)
+        start, end = vma.start, vma.end
+        if vma.anon_vma is not None or vma.flags & _WRITE_OR_SHARED == VM_WRITE:
+            return (lo, start, end)
+        entry = self._taints.get(id(mm))
+        if entry is not None:
+            for t_lo, t_hi in entry[1]:
+                if t_lo < end and start < t_hi:
+                    return (lo, start, end)
+        return None
 
     def _participants(self, p: Process, name: str, lo: int, hi: int) -> Judgement:
         """The VMAs a call on ``[lo, hi)`` may merge: at most one may hold an anon_vma."""
