@@ -63,74 +63,237 @@ DRAM = 3
 POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
 
 
+# -- set operations as LLVM vector code (one set of 4, 8, 12 or 16 int64 slots: one to two
+# AVX-512 registers; on a host without AVX-512 LLVM splits the vectors, the result is the same).
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_VEC_WAYS = (4, 8, 12, 16)  # the set sizes with a vector twin; others take the scalar loops
+
+
+def _lanes(n: int) -> int:
+    """The vector width for a set of ``n`` slots: the next power of two (12 -> 16, masked)."""
+    return 1 << (n - 1).bit_length()
+
+
+def _splat(builder: Any, val: Any, vt: Any) -> Any:
+    undef = ir.Constant(vt, ir.Undefined)
+    v = builder.insert_element(undef, val, _I32(0))
+    return builder.shuffle_vector(
+        v, undef, ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
+    )
+
+
+def _set_ptr(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+    """The address of ``arr[b]`` (the set's first slot): ``args[0]`` the array, ``args[1]`` b."""
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+        context, builder, aryty, ary, [args[1]], wraparound=False
+    )
+
+
+def _active(n: int) -> Any:
+    w = _lanes(n)
+    return ir.Constant(ir.VectorType(ir.IntType(1), w), [int(j < n) for j in range(w)])
+
+
+def _vload(builder: Any, ptr: Any, n: int) -> Any:
+    """The ``n`` slots at ``ptr`` as a vector of ``_lanes(n)``; lanes past ``n`` read as -2
+    (no key, no line and not the empty mark -1: they never match)."""
+    w = _lanes(n)
+    vt = ir.VectorType(_I64, w)
+    vp = builder.bitcast(ptr, vt.as_pointer())
+    if n == w:
+        return builder.load(vp, align=8)
+    fnty = ir.FunctionType(vt, [vt.as_pointer(), _I32, _active(n).type, vt])
+    fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+        builder.module, fnty, f"llvm.masked.load.v{w}i64.p0"
+    )
+    return builder.call(fn, [vp, _I32(8), _active(n), _splat(builder, _I64(-2), vt)])
+
+
+def _vstore(builder: Any, ptr: Any, val: Any, n: int) -> None:
+    w = _lanes(n)
+    vt = ir.VectorType(_I64, w)
+    vp = builder.bitcast(ptr, vt.as_pointer())
+    if n == w:
+        builder.store(val, vp, align=8)
+        return
+    fnty = ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), _I32, _active(n).type])
+    fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+        builder.module, fnty, f"llvm.masked.store.v{w}i64.p0"
+    )
+    builder.call(fn, [val, vp, _I32(8), _active(n)])
+
+
+def _vfind_of(n: int) -> Any:
+    """An intrinsic ``find(arr, b, key)``: the first of the ``n`` slots at ``arr[b]`` equal to
+    ``key``, or -1 (one vector compare, a mask, a count of trailing zeros)."""
+    w = _lanes(n)
+
+    @intrinsic
+    def find(typingctx: Any, arr: Any, b: Any, key: Any) -> Any:  # pragma: no cover
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            vt = ir.VectorType(_I64, w)
+            v = _vload(builder, _set_ptr(context, builder, sig, args), n)
+            eq = builder.icmp_signed("==", v, _splat(builder, args[2], vt))
+            mty = ir.IntType(w)
+            m = builder.bitcast(eq, mty)
+            fnty = ir.FunctionType(mty, [mty, ir.IntType(1)])
+            cttz = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+                builder.module, fnty, f"llvm.cttz.i{w}"
+            )
+            tz = builder.zext(builder.call(cttz, [m, ir.IntType(1)(0)]), _I64)
+            return builder.select(builder.icmp_unsigned("==", m, mty(0)), _I64(-1), tz)
+
+        return types.int64(arr, types.int64, types.int64), codegen
+
+    return find
+
+
+def _vfront_of(n: int) -> Any:
+    """An intrinsic ``front(arr, b, key, p)``: :func:`_to_front` on the ``n`` slots at
+    ``arr[b]`` (a lane shift with ``key`` coming in first, kept in lanes ``0..p``)."""
+    w = _lanes(n)
+
+    @intrinsic
+    def front(typingctx: Any, arr: Any, b: Any, key: Any, p: Any) -> Any:  # pragma: no cover
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            vt = ir.VectorType(_I64, w)
+            ptr = _set_ptr(context, builder, sig, args)
+            v = _vload(builder, ptr, n)
+            order = ir.Constant(ir.VectorType(_I32, w), [w, *range(w - 1)])
+            shifted = builder.shuffle_vector(v, _splat(builder, args[2], vt), order)
+            keep = builder.icmp_signed(
+                "<=", ir.Constant(vt, list(range(w))), _splat(builder, args[3], vt)
+            )
+            _vstore(builder, ptr, builder.select(keep, shifted, v), n)
+            return context.get_dummy_value()
+
+        return types.void(arr, types.int64, types.int64, types.int64), codegen
+
+    return front
+
+
+_vfind4, _vfind8, _vfind12, _vfind16 = (_vfind_of(n) for n in _VEC_WAYS)
+_vfront4, _vfront8, _vfront12, _vfront16 = (_vfront_of(n) for n in _VEC_WAYS)
+
+
+@_inline
+def _find_loop(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+    """:func:`_find` for any set size: a fixed, branch-free pass (compare/cmov chains)."""
+    p = -1
+    for j in range(ways):
+        p = j if tags[b + j] == line else p
+    return p
+
+
 @_inline
 def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
-    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free: a way
-    count that is a multiple of 4 runs in blocks of 4 (unrolled into compare/cmov chains)."""
-    p = -1
-    if ways & 3 == 0:
-        for q in range(0, ways, 4):
-            for j in range(q, q + 4):
-                p = j if tags[b + j] == line else p
-    else:
-        for j in range(ways):
-            p = j if tags[b + j] == line else p
-    return p
+    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free within
+    the set (a vector compare for 4, 8, 12 or 16 ways); the branch on ``ways`` always goes
+    the same way for a given structure."""
+    if ways == 8:
+        return _vfind8(tags, b, line)  # type: ignore[no-any-return]
+    if ways == 4:
+        return _vfind4(tags, b, line)  # type: ignore[no-any-return]
+    if ways == 16:
+        return _vfind16(tags, b, line)  # type: ignore[no-any-return]
+    if ways == 12:
+        return _vfind12(tags, b, line)  # type: ignore[no-any-return]
+    return _find_loop(tags, b, ways, line)
 
 
 @_inline
 def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
     """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
     position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot;
-    ``p = -1`` changes nothing. Branch-free, in blocks of 4 like :func:`_find`."""
-    prev = line
-    if ways & 3 == 0:
-        for q in range(0, ways, 4):
-            for j in range(q, q + 4):
-                cur = tags[b + j]
-                tags[b + j] = prev if j <= p else cur
-                prev = cur
+    ``p = -1`` changes nothing. Branch-free within the set, like :func:`_find`."""
+    if ways == 8:
+        _vfront8(tags, b, line, p)
+    elif ways == 4:
+        _vfront4(tags, b, line, p)
+    elif ways == 16:
+        _vfront16(tags, b, line, p)
+    elif ways == 12:
+        _vfront12(tags, b, line, p)
     else:
+        prev = line
         for j in range(ways):
             cur = tags[b + j]
             tags[b + j] = prev if j <= p else cur
             prev = cur
 
 
+Geometry = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+
+
 @_inline
-def _set_index(desc: I64, lv: int, line: int) -> int:  # pragma: no cover - compiled
-    mask = desc[lv, 3]
-    return line & mask if mask >= 0 else line % desc[lv, 1]  # type: ignore[no-any-return]
+def cache_geometry(desc: I64) -> Geometry:  # pragma: no cover - compiled
+    """``desc`` as 12 scalars, (first slot, ways, sets - 1 or -1, sets) per level: a loop
+    that keeps them in locals does not reload them after every store to the tags."""
+    return (
+        desc[0, 0],
+        desc[0, 2],
+        desc[0, 3],
+        desc[0, 1],
+        desc[1, 0],
+        desc[1, 2],
+        desc[1, 3],
+        desc[1, 1],
+        desc[2, 0],
+        desc[2, 2],
+        desc[2, 3],
+        desc[2, 1],
+    )
+
+
+@_inline
+def _set_base(first: int, ways: int, mask: int, sets: int, line: int) -> int:  # pragma: no cover
+    """The first slot of ``line``'s set: index ``line % sets`` (a mask for a power of two)."""
+    index = line & mask if mask >= 0 else line % sets
+    return (first + index * ways) & POS
+
+
+@_inline
+def cache_line(tags: I64, g: Geometry, line: int) -> int:  # pragma: no cover - compiled
+    """:meth:`CacheModel.access` of line number ``line`` (``g``: :func:`cache_geometry`).
+
+    L1D and L2 are probed and updated without a branch on where the line was found (a hit
+    stream's level is random: a branch would mispredict), the LLC only when both miss. The
+    line that is already the most recent of its L1D set returns at once: an L1D hit there
+    changes no set (the L2 is updated only on an L1D miss)."""
+    w0 = g[1]
+    w1 = g[5]
+    b0 = _set_base(g[0], w0, g[2], g[3], line)
+    if tags[b0] == line:
+        return 0  # the most recent line of its L1D set (a real trace's usual case): no change
+    b1 = _set_base(g[4], w1, g[6], g[7], line)
+    p0 = _find(tags, b0, w0, line)
+    p1 = _find(tags, b1, w1, line)
+    if p0 & p1 < 0:  # neither: the LLC (a branch that goes one way in a hit or a miss stream)
+        w2 = g[9]
+        b2 = _set_base(g[8], w2, g[10], g[11], line)
+        p2 = _find(tags, b2, w2, line)
+        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
+        _to_front(tags, b0, w0, line, w0 - 1)  # filled into L1D and L2, dropping their LRU
+        _to_front(tags, b1, w1, line, w1 - 1)
+        return 2 if p2 >= 0 else DRAM
+    # L1D or L2 hit (which one is random in a hit stream): arithmetic, not a branch. L1D:
+    # the line moves to the front (an L1D miss drops its LRU: position w0 - 1); the L2 only
+    # when L1D missed (position -1: no change).
+    m0 = p0 >> 63  # -1: an L1D miss
+    _to_front(tags, b0, w0, line, p0 + (m0 & w0))
+    _to_front(tags, b1, w1, line, p1 | ~m0)
+    return m0 & 1
 
 
 @_inline
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
-    """The array twin of :meth:`CacheModel.access`. L1D and L2 are probed and updated
-    without a branch on where the line was found (a hit stream's level is random); the LLC
-    only when both miss."""
-    line = paddr >> LINE_SHIFT
-    w0 = desc[0, 2]
-    w1 = desc[1, 2]
-    b0 = (desc[0, 0] + _set_index(desc, 0, line) * w0) & POS
-    if tags[b0] == line:
-        return 0  # the most recent line of its L1D set (a real trace's usual case): no change
-    b1 = (desc[1, 0] + _set_index(desc, 1, line) * w1) & POS
-    p0 = _find(tags, b0, w0, line)
-    p1 = _find(tags, b1, w1, line)
-    found = 0 if p0 >= 0 else (1 if p1 >= 0 else DRAM)
-    if found == DRAM:
-        w2 = desc[2, 2]
-        b2 = (desc[2, 0] + _set_index(desc, 2, line) * w2) & POS
-        p2 = _find(tags, b2, w2, line)
-        if p2 >= 0:
-            found = 2
-        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
-    # L1D: the line moves to the front (the LRU drops on a miss); L2 only when L1D missed
-    _to_front(tags, b0, w0, line, p0 if p0 >= 0 else w0 - 1)
-    _to_front(tags, b1, w1, line, -1 if p0 >= 0 else (p1 if p1 >= 0 else w1 - 1))
-    return found
+    """The array twin of :meth:`CacheModel.access`: 0 L1D, 1 L2, 2 LLC, 3 DRAM."""
+    return cache_line(tags, cache_geometry(desc), paddr >> LINE_SHIFT)
 
 
 @_jit
@@ -141,8 +304,9 @@ def cache_run(
     out: npt.NDArray[np.int64],
 ) -> None:  # pragma: no cover - compiled
     """``out[i] = cache_access(..., paddrs[i])`` for every address (tests, benchmarks)."""
+    g = cache_geometry(desc)
     for i in range(paddrs.shape[0]):
-        out[i] = cache_access(tags, desc, paddrs[i])
+        out[i] = cache_line(tags, g, paddrs[i] >> LINE_SHIFT)
 
 
 # Page-table entry bits (vmsim.hw.pte).

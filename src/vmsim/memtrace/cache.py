@@ -101,5 +101,8 @@ def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
         pow2 = g.sets & (g.sets - 1) == 0
         desc[lv] = (base, g.sets, g.ways, g.sets - 1 if pow2 else -1)
         base += g.sets * g.ways
-    tags = np.full(base, -1, dtype=np.int64)
-    return tags, desc
+    # 64-byte aligned: a set of 8 ways is one host cache line, one of 4 half of one (a set
+    # that straddled two lines would cost the vector probe a second load)
+    buf = np.full(base + 8, -1, dtype=np.int64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + base], desc
