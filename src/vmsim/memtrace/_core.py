@@ -799,6 +799,132 @@ def _fault(pkey: I64, st: I64, fetch: bool, write: bool) -> int:  # pragma: no c
 
 
 @_jit
+def hit_run(
+    addr: I64,
+    kind: npt.NDArray[np.uint8],
+    i: int,
+    tkey: I64,
+    tpfn: I64,
+    tperm: I64,
+    tstamp: I64,
+    arr: I64,
+    probe: I64,
+    ctags: I64,
+    cdesc: I64,
+    st: I64,
+    scr: I64,
+    clock: int,
+    filled: int,
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """run_chunk's hit path: from record ``i`` on, the records whose translation is an L1 hit
+    (the memo or the 4 KiB array of the L1 structure) with the rights the access needs, with
+    nothing for Python to do. It is user_access() for those records exactly (the TLB recency,
+    the counters, the data line), in a small function whose loop keeps its state in registers;
+    the first other record ends it before changing anything. Returns (that record, clock).
+    The memo and the local counters are run_chunk's (``scr``)."""
+    n = addr.shape[0]
+    pcid = st[ST_PCID]
+    va_top = st[ST_VA_MASK] >> 1
+    # invariants in locals (a store to an int64 state array could alias them, so loads in
+    # the loop would be repeated): the cache geometry and, per L1 structure, its 4 KiB array
+    # as (first slot, sets - 1, ways; ways 0: none)
+    g = cache_geometry(cdesc)
+    a = probe[S_L1D, 0]
+    d_first = arr[a, 0] if a >= 0 else 0
+    d_mask = arr[a, 1] - 1 if a >= 0 else 0
+    d_ways = arr[a, 2] if a >= 0 else 0
+    a = probe[S_L1I, 0]
+    i_first = arr[a, 0] if a >= 0 else 0
+    i_mask = arr[a, 1] - 1 if a >= 0 else 0
+    i_ways = arr[a, 2] if a >= 0 else 0
+    mk0 = scr[32]
+    mk1 = scr[33]
+    ms0 = scr[34]
+    ms1 = scr[35]
+    mc0 = scr[36]
+    mc1 = scr[37]
+    h_l1 = 0
+    h_instr = 0
+    h_4k = 0
+    h_2m = 0
+    h_1g = 0
+    h_d0 = 0
+    h_d1 = 0
+    h_d2 = 0
+    h_d3 = 0
+    while i < n:
+        va = addr[i & POS]
+        if va < 0 or va > va_top:
+            break
+        k = kind[i & POS]
+        fetch = k == 0
+        write = k >= 2
+        code = mc1 if fetch else mc0
+        slot = ms1 if fetch else ms0
+        probed = (mk1 if fetch else mk0) != (((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid)
+        if probed:
+            ways = i_ways if fetch else d_ways
+            if ways == 0 or not (filled >> (3 if fetch else 0)) & 1:
+                break
+            pn = va >> 12
+            first = i_first if fetch else d_first
+            base = (first + (pn & (i_mask if fetch else d_mask)) * ways) & POS
+            p = _find(tkey, base, ways, (pn << 15) | pcid)
+            if p < 0:
+                break
+            slot = (base + p) & POS
+            code = 0
+        perms = tperm[slot]
+        if fetch:
+            if perms & NX:
+                break
+        elif write and (perms & (RW | D)) != RW | D:
+            break
+        if code > 0 and va >> 12 != st[ST_LAST_VPN]:
+            break  # a large page's 4 KiB page not counted as touched yet
+        if probed:  # a hit on an L1 entry that was not the most recent: it becomes so
+            clock += 1
+            tstamp[slot] = clock
+            if fetch:
+                mk1 = tkey[slot]
+                ms1 = slot
+                mc1 = 0
+            else:
+                mk0 = tkey[slot]
+                ms0 = slot
+                mc0 = 0
+        h_l1 += 1
+        h_instr += fetch
+        h_4k += code == 0
+        h_2m += code == 1
+        h_1g += code == 2
+        if not fetch:
+            pfn = tpfn[slot] + ((va & ((1 << (12 + 9 * code)) - 1)) >> 12)
+            lv = cache_line(ctags, g, ((pfn << 12) | (va & 4095)) >> LINE_SHIFT)
+            h_d0 += lv == 0
+            h_d1 += lv == 1
+            h_d2 += lv == 2
+            h_d3 += lv == 3
+        i += 1
+    scr[32] = mk0
+    scr[33] = mk1
+    scr[34] = ms0
+    scr[35] = ms1
+    scr[36] = mc0
+    scr[37] = mc1
+    scr[16] += h_l1  # local[0]: L1 hits
+    scr[18] += h_instr
+    scr[19] += h_4k
+    scr[20] += h_2m
+    scr[21] += h_1g
+    scr[24] += h_d0  # local[8 + level]: data lines
+    scr[25] += h_d1
+    scr[26] += h_d2
+    scr[27] += h_d3
+    return i, clock
+
+
+@_jit
 def run_chunk(
     addr: I64,
     kind: npt.NDArray[np.uint8],
@@ -848,115 +974,30 @@ def run_chunk(
     log_limit = log.shape[0] - LOG_SLACK
     clock = st[ST_TLB_CLOCK]
     filled = st[ST_FILLED]
-    # The hit path's invariants in locals (stores to the int64 state arrays could alias them,
-    # so loads inside the loop would be repeated): the data-cache geometry and, per L1
-    # structure, its 4 KiB array as (first slot, sets - 1, ways; ways 0: none).
-    g = cache_geometry(cdesc)
-    va_top = va_mask >> 1
-    a = probe[S_L1D, 0]
-    d_first = arr[a, 0] if a >= 0 else 0
-    d_mask = arr[a, 1] - 1 if a >= 0 else 0
-    d_ways = arr[a, 2] if a >= 0 else 0
-    a = probe[S_L1I, 0]
-    i_first = arr[a, 0] if a >= 0 else 0
-    i_mask = arr[a, 1] - 1 if a >= 0 else 0
-    i_ways = arr[a, 2] if a >= 0 else 0
     i = start
+    hits = True  # try the hit path first; not right after a walk (the next record of a walk
+    # stream walks too, and a call of hit_run that returns at once costs as much as a hit)
     while i < n:
-        # -- the hit path: records whose translation is an L1 hit (the memo or the 4 KiB
-        # array) with the rights the access needs, nothing for Python to do. It is
-        # user_access() for those records exactly (the TLB recency, the counters, the data
-        # line), in a small loop that keeps its state in registers; any other record leaves
-        # it before changing anything and takes the general path below.
-        mk0 = memo_key[0]
-        ms0 = memo_slot[0]
-        mc0 = memo_code[0]
-        mk1 = memo_key[1]
-        ms1 = memo_slot[1]
-        mc1 = memo_code[1]
-        h_l1 = 0
-        h_instr = 0
-        h_4k = 0
-        h_2m = 0
-        h_1g = 0
-        h_d0 = 0
-        h_d1 = 0
-        h_d2 = 0
-        h_d3 = 0
-        while i < n:
-            va = addr[i]
-            if va < 0 or va > va_top:
-                break
-            k = kind[i]
-            fetch = k == 0
-            write = k >= 2
-            code = mc1 if fetch else mc0
-            slot = ms1 if fetch else ms0
-            probed = (mk1 if fetch else mk0) != (
-                ((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid
+        if hits:  # -- the hit path: the records whose translation is an L1 hit
+            i, clock = hit_run(
+                addr,
+                kind,
+                i,
+                tkey,
+                tpfn,
+                tperm,
+                tstamp,
+                arr,
+                probe,
+                ctags,
+                cdesc,
+                st,
+                scr,
+                clock,
+                filled,
             )
-            if probed:
-                ways = i_ways if fetch else d_ways
-                if ways == 0 or not (filled >> (3 if fetch else 0)) & 1:
-                    break
-                pn = va >> 12
-                base = (
-                    (i_first if fetch else d_first) + (pn & (i_mask if fetch else d_mask)) * ways
-                ) & POS
-                p = _find(tkey, base, ways, (pn << 15) | pcid)
-                if p < 0:
-                    break
-                slot = base + p
-                code = 0
-            perms = tperm[slot]
-            if fetch:
-                if perms & NX:
-                    break
-            elif write and (perms & (RW | D)) != RW | D:
+            if i >= n:
                 break
-            if code > 0 and va >> 12 != st[ST_LAST_VPN]:
-                break  # a large page's 4 KiB page not counted as touched yet
-            if probed:  # a hit on an L1 entry that was not the most recent: it becomes so
-                clock += 1
-                tstamp[slot] = clock
-                if fetch:
-                    mk1 = tkey[slot]
-                    ms1 = slot
-                    mc1 = 0
-                else:
-                    mk0 = tkey[slot]
-                    ms0 = slot
-                    mc0 = 0
-            h_l1 += 1
-            h_instr += fetch
-            h_4k += code == 0
-            h_2m += code == 1
-            h_1g += code == 2
-            if not fetch:
-                pfn = tpfn[slot] + ((va & ((1 << (12 + 9 * code)) - 1)) >> 12)
-                lv = cache_line(ctags, g, ((pfn << 12) | (va & 4095)) >> LINE_SHIFT)
-                h_d0 += lv == 0
-                h_d1 += lv == 1
-                h_d2 += lv == 2
-                h_d3 += lv == 3
-            i += 1
-        memo_key[0] = mk0
-        memo_slot[0] = ms0
-        memo_code[0] = mc0
-        memo_key[1] = mk1
-        memo_slot[1] = ms1
-        memo_code[1] = mc1
-        local[0] += h_l1
-        local[2] += h_instr
-        local[3] += h_4k
-        local[4] += h_2m
-        local[5] += h_1g
-        local[8] += h_d0
-        local[9] += h_d1
-        local[10] += h_d2
-        local[11] += h_d3
-        if i >= n:
-            break
         # -- the general path: one record, anything may happen
         if st[ST_PT_COUNT] >= pt_limit:
             _store(cnt, local, st, clock, filled)
@@ -1089,6 +1130,7 @@ def run_chunk(
                     cnt[C_TOUCHED] += 1
         if not fetch:
             local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1
+        hits = translated
         i += 1
     _store(cnt, local, st, clock, filled)
     return EV_DONE, n
