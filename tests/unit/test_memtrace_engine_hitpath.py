@@ -177,9 +177,11 @@ _records = st.lists(
 @given(_records)
 def test_engines_agree_on_set_colliding_traces(records: list[tuple[int, int, int, bool]]) -> None:
     # 24 pages in 4 L1 dTLB sets (6 per 4-way set): evictions in every set; the flag repeats
-    # the previous record's page (a memo hit when the kind's structure answered last).
-    addrs: list[int] = []
-    kinds: list[int] = []
+    # the previous record's page (a memo hit when the kind's structure answered last). The
+    # pages are faulted in first (stored to, fetched from), so that the records are mostly
+    # TLB hits: the hit path's regime.
+    addrs = [_page(i) for i in range(24)] * 2
+    kinds = [KIND_STORE] * 24 + [KIND_INSTR] * 24
     for page, off, kind, again in records:
         base = addrs[-1] & ~(PAGE - 1) if again and addrs else _page(page)
         addrs.append(base + off)
@@ -192,9 +194,9 @@ def test_engines_agree_on_set_colliding_traces(records: list[tuple[int, int, int
 def test_engines_agree_on_a_shared_writable_mapping(
     records: list[tuple[int, int, int, bool]],
 ) -> None:
-    # the same shapes over a shared mapping: loads leave writable clean entries behind
-    addrs: list[int] = []
-    kinds: list[int] = []
+    # the same shapes over a shared mapping, its pages read first: writable clean entries
+    addrs = [_page(i) for i in range(24)]
+    kinds = [KIND_LOAD] * 24
     for page, off, kind, again in records:
         base = addrs[-1] & ~(PAGE - 1) if again and addrs else _page(page)
         addrs.append(base + off)
