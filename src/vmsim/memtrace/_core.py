@@ -814,7 +814,6 @@ def hit_run(
     st: I64,
     scr: I64,
     clock: int,
-    filled: int,
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """run_chunk's hit path: from record ``i`` on, the records whose translation is an L1 hit
     (the memo or the 4 KiB array of the L1 structure) with the rights the access needs, with
@@ -857,54 +856,67 @@ def hit_run(
         if va < 0 or va > va_top:
             break
         k = kind[i & POS]
-        fetch = k == 0
-        write = k >= 2
-        code = mc1 if fetch else mc0
-        slot = ms1 if fetch else ms0
-        probed = (mk1 if fetch else mk0) != (((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid)
-        if probed:
-            ways = i_ways if fetch else d_ways
-            if ways == 0 or not (filled >> (3 if fetch else 0)) & 1:
-                break
-            pn = va >> 12
-            first = i_first if fetch else d_first
-            base = (first + (pn & (i_mask if fetch else d_mask)) * ways) & POS
-            p = _find(tkey, base, ways, (pn << 15) | pcid)
-            if p < 0:
-                break
-            slot = (base + p) & POS
-            code = 0
-        perms = tperm[slot]
-        if fetch:
-            if perms & NX:
-                break
-        elif write and (perms & (RW | D)) != RW | D:
-            break
-        if code > 0 and va >> 12 != st[ST_LAST_VPN]:
-            break  # a large page's 4 KiB page not counted as touched yet
-        if probed:  # a hit on an L1 entry that was not the most recent: it becomes so
-            clock += 1
-            tstamp[slot] = clock
-            if fetch:
+        if k == 0:
+            # an instruction fetch: the iTLB's memo (a fetch stream stays on one page for
+            # long), else its 4 KiB array
+            code = mc1
+            if mk1 == ((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid:
+                if tperm[ms1] & NX or (code > 0 and va >> 12 != st[ST_LAST_VPN]):
+                    break  # (a large page's 4 KiB page not counted as touched yet)
+            else:
+                pn = va >> 12
+                base = (i_first + (pn & i_mask) * i_ways) & POS
+                p = _find(tkey, base, i_ways, (pn << 15) | pcid)  # never filled: all -1
+                if p < 0:
+                    break
+                slot = (base + p) & POS
+                if tperm[slot] & NX:
+                    break
+                clock += 1  # the entry becomes the most recent of its set
+                tstamp[slot] = clock
                 mk1 = tkey[slot]
                 ms1 = slot
                 mc1 = 0
+                code = 0
+            h_instr += 1
+        else:
+            # a data access: the dTLB's 4 KiB array first (a data stream changes pages
+            # often: a memo hit would be a coin toss for the branch predictor), else the
+            # memo (a large page)
+            pn = va >> 12
+            base = (d_first + (pn & d_mask) * d_ways) & POS
+            p = _find(tkey, base, d_ways, (pn << 15) | pcid)
+            if p >= 0:
+                slot = (base + p) & POS
+                code = 0
+            elif mk0 == ((va >> (12 + 9 * mc0)) << 15) | (mc0 << 13) | pcid:
+                slot = ms0
+                code = mc0
+                if pn != st[ST_LAST_VPN]:
+                    break  # a large page's 4 KiB page not counted as touched yet
             else:
+                break
+            perms = tperm[slot]
+            if k >= 2 and (perms & (RW | D)) != RW | D:
+                break
+            if p >= 0:
+                # the entry becomes the most recent of its set (if it was, its recency
+                # stamp only grows: the set's order is the same)
+                clock += 1
+                tstamp[slot] = clock
                 mk0 = tkey[slot]
                 ms0 = slot
                 mc0 = 0
-        h_l1 += 1
-        h_instr += fetch
-        h_4k += code == 0
-        h_2m += code == 1
-        h_1g += code == 2
-        if not fetch:
             pfn = tpfn[slot] + ((va & ((1 << (12 + 9 * code)) - 1)) >> 12)
             lv = cache_line(ctags, g, ((pfn << 12) | (va & 4095)) >> LINE_SHIFT)
             h_d0 += lv == 0
             h_d1 += lv == 1
             h_d2 += lv == 2
             h_d3 += lv == 3
+        h_l1 += 1
+        h_4k += code == 0
+        h_2m += code == 1
+        h_1g += code == 2
         i += 1
     scr[32] = mk0
     scr[33] = mk1
@@ -994,7 +1006,6 @@ def run_chunk(
                 st,
                 scr,
                 clock,
-                filled,
             )
             if i >= n:
                 break
