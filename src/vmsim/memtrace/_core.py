@@ -13,20 +13,37 @@ Everything here is a faster execution of the Python model, statement for stateme
   the rights combined so far);
 * ``_walk``: ``vmsim.hw.mmu.walk`` (P, reserved-bit and user/write/NX checks, A set on every
   upper entry used, A and D on the leaf, one memory reference per entry read);
+* ``cache_line`` / ``cache_access``: ``vmsim.memtrace.cache.CacheModel`` (the data-cache
+  model: its rules and its Python twin are there);
 * ``run_chunk``: the loop of ``vmsim.mm.access.user_access`` (TLB, on a permission miss an
-  INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python).
+  INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python);
+  ``hit_run`` is its hit path: user_access() for the records whose translation is an L1 hit
+  with the rights they need (nothing for Python to do), the same statements in a small loop.
 
 All state is in int64 arrays (see ``vmsim.memtrace.engine.FastEngine``). Page-table entries
 are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
 
 Where the speed comes from (issue 12; each measured, each keeping the semantics bit for bit):
 no NRT reference counting; probes and LRU choices as fixed, branch-free passes over a set (a
-TLB hit's way and a cache line's level are random: branches on them mispredict); page sizes
-never filled into a TLB structure are not probed; the PWC's LRU as O(1) linked lists; the
-page-table mirror as a radix tree whose entry and child link share a host cache line; and a
-walk prefetching the next record's PTE (a random stream waits on host memory, not on work).
-The slot a TLB or PWC entry occupies is not part of the model (a set is a set): only which
-entries a set holds and their recency order are, and those are the model's exactly.
+TLB hit's way and a cache line's level are random: branches on them mispredict), for sets of
+4, 8, 12 or 16 as LLVM vector code (a probe is one compare of the whole set, a mask and a
+count of trailing zeros; a move to the front one lane shift and one blend), over arrays that
+start on a 64-byte boundary (a set of 8 is one host cache line; a set straddling two made
+the iTLB probe 1.5x slower); the cache model's L1D/L2 update computed from where the line was
+found (which level answers is random in a hit stream) and the LLC behind one branch (taken
+in a miss stream, not in a hit stream); page sizes never filled into a TLB structure are not
+probed; the hit path (``hit_run``) as its own small function, so that its loop keeps its
+state in registers, called unless the record before walked (a walk stream's next record
+walks too), with one branch on the record's kind and straight code for each: a fetch tries
+the iTLB's memo first (code runs on one page for long), a data access the dTLB's 4 KiB array
+(a data stream changes pages every other record: a branch on a memo hit mispredicts; a stamp
+refreshed on a set's most recent entry changes no order); the PWC's LRU as O(1) linked
+lists; the page-table mirror as a radix tree whose entry and child link share a host cache
+line; and a walk prefetching the next record's PTE (a random stream waits on host memory,
+not on work). The slot a TLB or PWC entry occupies and the value of a recency stamp are not
+part of the model (a set is a set): only which entries a set holds and their recency order
+are, and those are the model's exactly (tests/unit/test_memtrace_engine_hitpath.py compares
+them, set by set, with the model's TLBs).
 """
 
 from __future__ import annotations
