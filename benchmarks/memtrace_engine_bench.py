@@ -22,7 +22,10 @@ PWC and cache arrays reported apart), beside the model's own per-page metadata (
 over the model faulting pages in).
 
 Targets (issue 12): >= 50 M translations/s on the hit stream, >= 10 M/s on random-1g, <= 72
-bytes of engine state per touched page. Run: ``.venv/bin/python
+bytes of engine state per touched page. ``tlb-hit`` and ``tlb-hit-fetch`` run on the engine's
+hit path (``_core.hit_run``: every record an L1 hit, then the data line through the cache
+model); ``random-1g`` on its general path (a walk per record). The figures measured and where
+the time goes: docs/memtrace.md, "The engine's speed". Run: ``.venv/bin/python
 benchmarks/memtrace_engine_bench.py [--quick] [--json]``.
 """
 
