@@ -1004,8 +1004,9 @@ def run_chunk(
     clock = st[ST_TLB_CLOCK]
     filled = st[ST_FILLED]
     i = start
-    hits = True  # try the hit path first; not right after a walk (the next record of a walk
-    # stream walks too, and a call of hit_run that returns at once costs as much as a hit)
+    hits = True  # try the hit path first; then only after an L1 hit (the next record of a
+    # walk or an STLB-hit stream misses the L1 too, and a call of hit_run that returns at once
+    # costs as much as an STLB hit)
     while i < n:
         if hits:  # -- the hit path: the records whose translation is an L1 hit
             i, clock = hit_run(
@@ -1158,7 +1159,7 @@ def run_chunk(
                     cnt[C_TOUCHED] += 1
         if not fetch:
             local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1
-        hits = translated
+        hits = translated and level_hit == 1
         i += 1
     _store(cnt, local, st, clock, filled)
     return EV_DONE, n
