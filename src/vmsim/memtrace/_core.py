@@ -1003,6 +1003,7 @@ def run_chunk(
     log_limit = log.shape[0] - LOG_SLACK
     clock = st[ST_TLB_CLOCK]
     filled = st[ST_FILLED]
+    g = cache_geometry(cdesc)  # in locals: not reloaded after every store to the state arrays
     i = start
     hits = True  # try the hit path first; then only after an L1 hit (the next record of a
     # walk or an STLB-hit stream misses the L1 too, and a call of hit_run that returns at once
@@ -1158,7 +1159,7 @@ def run_chunk(
                     ent[(ts << 1) | 1] = 1
                     cnt[C_TOUCHED] += 1
         if not fetch:
-            local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1
+            local[8 + cache_line(ctags, g, ((pfn << 12) | (va & 4095)) >> LINE_SHIFT)] += 1
         hits = translated and level_hit == 1
         i += 1
     _store(cnt, local, st, clock, filled)
