@@ -33,8 +33,8 @@ the iTLB probe 1.5x slower); the cache model's L1D/L2 update computed from where
 found (which level answers is random in a hit stream) and the LLC behind one branch (taken
 in a miss stream, not in a hit stream); page sizes never filled into a TLB structure are not
 probed; the hit path (``hit_run``) as its own small function, so that its loop keeps its
-state in registers, called unless the record before walked (a walk stream's next record
-walks too), with one branch on the record's kind and straight code for each: a fetch tries
+state in registers, tried after an L1 hit only (the next record of a walk or STLB-hit
+stream misses the L1 too: a call that returns at once costs as much as an STLB hit), with one branch on the record's kind and straight code for each: a fetch tries
 the iTLB's memo first (code runs on one page for long), a data access the dTLB's 4 KiB array
 (a data stream changes pages every other record: a branch on a memo hit mispredicts; a stamp
 refreshed on a set's most recent entry changes no order); the PWC's LRU as O(1) linked
