@@ -6,6 +6,8 @@ Streams (the same addresses for every side):
   translation an L1 dTLB hit once warm;
 * ``tlb-hit-fetch``: the same addresses as instruction fetches: the TLB path alone (fetches
   are not cache-modelled), against the dict and reference rates of ``tlb-hit``;
+* ``stlb-hit`` (listed last): loads at random offsets of 1000 pages (4 MB: past the L1 dTLB's
+  reach, within the STLB's): mostly STLB hits, each refilling the L1;
 * ``random-1g``: loads at uniform random addresses over 1 GiB of 4 KiB pages, every page
   faulted in (written) first, untimed: almost every translation is a page walk (PWC, and the
   L1D/L2/LLC model for each walk reference and each data line);
@@ -27,7 +29,10 @@ extreme (one touched page in each of 256 page tables), beside the model's own pe
 metadata (tracemalloc over the model faulting pages in).
 
 Targets (issue 12): >= 50 M translations/s on the hit stream, >= 10 M/s on random-1g, <= 72
-bytes of engine state per touched page. Run: ``.venv/bin/python
+bytes of engine state per touched page. ``tlb-hit`` and ``tlb-hit-fetch`` run on the engine's
+hit path (``_core.hit_run``: every record an L1 hit, then the data line through the cache
+model); ``random-1g`` on its general path (a walk per record). The figures measured and where
+the time goes: docs/memtrace.md, "The engine's speed". Run: ``.venv/bin/python
 benchmarks/memtrace_engine_bench.py [--quick] [--json] [--real TRACE] [--repeat N]``.
 """
 
@@ -242,6 +247,26 @@ def bench(quick: bool, real: Path | None = None, repeat: int = 3) -> dict[str, A
             "data_refs_by_level": c.data_refs_by_level,
             "fault_in_s": fault_in,
             "faults_per_s": pages / fault_in,
+        }
+    )
+    # -- STLB hits: loads over 1000 pages (4 MB: past the L1 dTLB's 64 entries, within the
+    # STLB's 1536): mostly STLB hits, the general path with an L1 refill per record
+    stlb_pages = 1000
+    stlb = (
+        BASE + rng.integers(0, stlb_pages, n_fast // 4) * PAGE + rng.integers(0, PAGE, n_fast // 4)
+    )
+    warm_s = chunk(BASE + np.arange(stlb_pages) * PAGE, KIND_STORE)
+    dt_fast, eng_s = time_fast(warm_s, chunk(stlb, KIND_LOAD), stlb_pages * PAGE)
+    cs = eng_s.counters()
+    dt_dict_s = time_dict(stlb_pages, stlb[:n_dict])
+    dt_ref_s = time_reference(warm_s, chunk(stlb[:n_ref], KIND_LOAD), stlb_pages * PAGE)
+    out["streams"].append(
+        {
+            "stream": "stlb-hit",
+            "fast_per_s": len(stlb) / dt_fast,
+            "dict_per_s": min(n_dict, len(stlb)) / dt_dict_s,
+            "reference_per_s": n_ref / dt_ref_s,
+            "hit_rate": (cs.l1_hits + cs.stlb_hits) / cs.accesses,
         }
     )
     out["touched_pages"] = c.touched_pages

@@ -86,6 +86,56 @@ def test_cache_non_power_of_two_sets() -> None:
     assert out.tolist() == [py.access(a) for a in lines]
 
 
+def _twin_contents(tags: np.ndarray, desc: np.ndarray) -> list[list[list[int]]]:  # type: ignore[type-arg]
+    """The array twin's sets, least recently used first (CacheModel.contents()'s order)."""
+    out = []
+    for lv in range(3):
+        base, sets, ways = (int(x) for x in desc[lv, :3])
+        rows = tags[base : base + sets * ways].reshape(sets, ways).tolist()
+        out.append([[t for t in row if t >= 0][::-1] for row in rows])
+    return out
+
+
+@pytest.mark.parametrize(
+    "ways",
+    [(1, 1, 1), (2, 3, 5), (4, 4, 4), (8, 4, 16), (12, 8, 16), (16, 16, 16), (8, 12, 24)],
+)
+def test_cache_twins_every_set_size(ways: tuple[int, int, int]) -> None:
+    # Sets of 4, 8, 12 and 16 ways take the vector code (12: a masked vector of 16), the
+    # others the scalar loops. The stream mixes the cases each must get right: the line that
+    # is already the most recent of its L1D set (including right after that set evicted),
+    # a hit at every position of a set (a working set a little over each level's size), and
+    # misses that evict; the levels' contents are compared set by set after every segment.
+    geoms = (
+        CacheGeometry(2 * ways[0] * 64, ways[0], 4),
+        CacheGeometry(4 * ways[1] * 64, ways[1], 12),
+        CacheGeometry(8 * ways[2] * 64, ways[2], 40),
+    )
+    py = CacheModel(geoms)
+    tags, desc = cache_arrays(geoms)
+    rng = random.Random(sum(ways))
+    spans = [2 * ways[0] + 1, 4 * ways[1] + 3, 8 * ways[2] + 5, 40 * ways[2]]
+    seen: set[int] = set()
+    for _segment in range(12):
+        lines: list[int] = []
+        for _ in range(400):
+            r = rng.random()
+            if r < 0.2 and lines:
+                line = lines[-1]  # the L1D set's most recent line again
+            elif r < 0.3 and lines:
+                line = lines[-1] + 2 * rng.randrange(1, 4)  # same L1D set (2 sets): evicts
+            else:
+                line = rng.randrange(rng.choice(spans))
+            lines.append(line)
+        want = [py.access(line * 64 + rng.randrange(64)) for line in lines]
+        out = np.zeros(len(lines), dtype=np.int64)
+        cache_run(tags, desc, np.asarray(lines, dtype=np.int64) * 64, out)
+        assert out.tolist() == want
+        assert _twin_contents(tags, desc) == py.contents()
+        seen |= set(want)
+    assert seen == {0, 1, 2, 3}  # every level answered
+
+
 def test_cache_geometry_errors() -> None:
     with pytest.raises(ValueError, match="three levels"):
         CacheModel(TINY_CACHES[:2])

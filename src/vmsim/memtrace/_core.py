@@ -13,25 +13,42 @@ Everything here is a faster execution of the Python model, statement for stateme
   the rights combined so far);
 * ``_walk``: ``vmsim.hw.mmu.walk`` (P, reserved-bit and user/write/NX checks, A set on every
   upper entry used, A and D on the leaf, one memory reference per entry read);
+* ``cache_line`` / ``cache_access``: ``vmsim.memtrace.cache.CacheModel`` (the data-cache
+  model: its rules and its Python twin are there);
 * ``run_chunk``: the loop of ``vmsim.mm.access.user_access`` (TLB, on a permission miss an
-  INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python).
+  INVLPG and a re-walk or a fault, on a walk fault an INVLPG and a return to Python);
+  ``hit_run`` is its hit path: user_access() for the records whose translation is an L1 hit
+  with the rights they need (nothing for Python to do), the same statements in a small loop.
 
 All state is in int64 arrays (see ``vmsim.memtrace.engine.FastEngine``). Page-table entries
 are the model's 64-bit values reinterpreted as int64 (NX is the sign bit).
 
 Where the speed comes from (issue 12; each measured, each keeping the semantics bit for bit):
 no NRT reference counting; probes and LRU choices as fixed, branch-free passes over a set (a
-TLB hit's way and a cache line's level are random: branches on them mispredict); page sizes
-never filled into a TLB structure are not probed; the PWC's LRU as O(1) linked lists; the
-page-table mirror as one hash table per level (a walk step is one probe, usually one host
-cache line, with no pointer chase from the root; 16 to 32 bytes per mirrored entry whatever
-the pattern); PWC fills that take their victim without a search (the walk has just missed
-that level) and hits on the most recent entry that leave the recency list alone; and walks
-that prefetch (a random stream waits on host memory, not on work): the PTE's mirror slot
-PF_AHEAD records ahead, the cache model's LLC sets of the next record's PTE line and data
-line one record ahead.
-The slot a TLB or PWC entry occupies is not part of the model (a set is a set): only which
-entries a set holds and their recency order are, and those are the model's exactly.
+TLB hit's way and a cache line's level are random: branches on them mispredict), for sets of
+4, 8, 12 or 16 as LLVM vector code (a probe is one compare of the whole set, a mask and a
+count of trailing zeros; a move to the front one lane shift and one blend), over arrays that
+start on a 64-byte boundary (a set of 8 is one host cache line; a set straddling two made
+the iTLB probe 1.5x slower); the cache model's L1D/L2 update computed from where the line was
+found (which level answers is random in a hit stream) and the LLC behind one branch (taken
+in a miss stream, not in a hit stream); page sizes never filled into a TLB structure are not
+probed; the hit path (``hit_run``) as its own small function, so that its loop keeps its
+state in registers, tried after an L1 hit only (the next record of a walk or STLB-hit
+stream misses the L1 too: a call that returns at once costs as much as an STLB hit), with
+one branch on the record's kind and straight code for each: a fetch tries the iTLB's memo
+first (code runs on one page for long), a data access the dTLB's 4 KiB array (a data stream
+changes pages every other record: a branch on a memo hit mispredicts; a stamp refreshed on a
+set's most recent entry changes no order); the PWC's LRU as O(1) linked lists, fills that
+take their victim without a search (the walk has just missed that level) and hits on the
+most recent entry that leave the recency list alone; the page-table mirror as one hash table
+per level (a walk step is one probe, usually one host cache line, with no pointer chase from
+the root; 16 to 32 bytes per mirrored entry whatever the pattern); and walks that prefetch (a
+random stream waits on host memory, not on work): the PTE's mirror slot PF_AHEAD records
+ahead, the cache model's LLC sets of the next record's PTE line and data line one record
+ahead. The slot a TLB or PWC entry occupies and the value of a recency stamp are not part of
+the model (a set is a set): only which entries a set holds and their recency order are, and
+those are the model's exactly (tests/unit/test_memtrace_engine_hitpath.py compares them, set
+by set, with the model's TLBs).
 """
 
 from __future__ import annotations
@@ -68,74 +85,237 @@ DRAM = 3
 POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
 
 
+# -- set operations as LLVM vector code (one set of 4, 8, 12 or 16 int64 slots: one to two
+# AVX-512 registers; on a host without AVX-512 LLVM splits the vectors, the result is the same).
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_VEC_WAYS = (4, 8, 12, 16)  # the set sizes with a vector twin; others take the scalar loops
+
+
+def _lanes(n: int) -> int:
+    """The vector width for a set of ``n`` slots: the next power of two (12 -> 16, masked)."""
+    return 1 << (n - 1).bit_length()
+
+
+def _splat(builder: Any, val: Any, vt: Any) -> Any:
+    undef = ir.Constant(vt, ir.Undefined)
+    v = builder.insert_element(undef, val, _I32(0))
+    return builder.shuffle_vector(
+        v, undef, ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
+    )
+
+
+def _set_ptr(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+    """The address of ``arr[b]`` (the set's first slot): ``args[0]`` the array, ``args[1]`` b."""
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+        context, builder, aryty, ary, [args[1]], wraparound=False
+    )
+
+
+def _active(n: int) -> Any:
+    w = _lanes(n)
+    return ir.Constant(ir.VectorType(ir.IntType(1), w), [int(j < n) for j in range(w)])
+
+
+def _vload(builder: Any, ptr: Any, n: int) -> Any:
+    """The ``n`` slots at ``ptr`` as a vector of ``_lanes(n)``; lanes past ``n`` read as -2
+    (no key, no line and not the empty mark -1: they never match)."""
+    w = _lanes(n)
+    vt = ir.VectorType(_I64, w)
+    vp = builder.bitcast(ptr, vt.as_pointer())
+    if n == w:
+        return builder.load(vp, align=8)
+    fnty = ir.FunctionType(vt, [vt.as_pointer(), _I32, _active(n).type, vt])
+    fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+        builder.module, fnty, f"llvm.masked.load.v{w}i64.p0"
+    )
+    return builder.call(fn, [vp, _I32(8), _active(n), _splat(builder, _I64(-2), vt)])
+
+
+def _vstore(builder: Any, ptr: Any, val: Any, n: int) -> None:
+    w = _lanes(n)
+    vt = ir.VectorType(_I64, w)
+    vp = builder.bitcast(ptr, vt.as_pointer())
+    if n == w:
+        builder.store(val, vp, align=8)
+        return
+    fnty = ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), _I32, _active(n).type])
+    fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+        builder.module, fnty, f"llvm.masked.store.v{w}i64.p0"
+    )
+    builder.call(fn, [val, vp, _I32(8), _active(n)])
+
+
+def _vfind_of(n: int) -> Any:
+    """An intrinsic ``find(arr, b, key)``: the first of the ``n`` slots at ``arr[b]`` equal to
+    ``key``, or -1 (one vector compare, a mask, a count of trailing zeros)."""
+    w = _lanes(n)
+
+    @intrinsic
+    def find(typingctx: Any, arr: Any, b: Any, key: Any) -> Any:  # pragma: no cover
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            vt = ir.VectorType(_I64, w)
+            v = _vload(builder, _set_ptr(context, builder, sig, args), n)
+            eq = builder.icmp_signed("==", v, _splat(builder, args[2], vt))
+            mty = ir.IntType(w)
+            m = builder.bitcast(eq, mty)
+            fnty = ir.FunctionType(mty, [mty, ir.IntType(1)])
+            cttz = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+                builder.module, fnty, f"llvm.cttz.i{w}"
+            )
+            tz = builder.zext(builder.call(cttz, [m, ir.IntType(1)(0)]), _I64)
+            return builder.select(builder.icmp_unsigned("==", m, mty(0)), _I64(-1), tz)
+
+        return types.int64(arr, types.int64, types.int64), codegen
+
+    return find
+
+
+def _vfront_of(n: int) -> Any:
+    """An intrinsic ``front(arr, b, key, p)``: :func:`_to_front` on the ``n`` slots at
+    ``arr[b]`` (a lane shift with ``key`` coming in first, kept in lanes ``0..p``)."""
+    w = _lanes(n)
+
+    @intrinsic
+    def front(typingctx: Any, arr: Any, b: Any, key: Any, p: Any) -> Any:  # pragma: no cover
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            vt = ir.VectorType(_I64, w)
+            ptr = _set_ptr(context, builder, sig, args)
+            v = _vload(builder, ptr, n)
+            order = ir.Constant(ir.VectorType(_I32, w), [w, *range(w - 1)])
+            shifted = builder.shuffle_vector(v, _splat(builder, args[2], vt), order)
+            keep = builder.icmp_signed(
+                "<=", ir.Constant(vt, list(range(w))), _splat(builder, args[3], vt)
+            )
+            _vstore(builder, ptr, builder.select(keep, shifted, v), n)
+            return context.get_dummy_value()
+
+        return types.void(arr, types.int64, types.int64, types.int64), codegen
+
+    return front
+
+
+_vfind4, _vfind8, _vfind12, _vfind16 = (_vfind_of(n) for n in _VEC_WAYS)
+_vfront4, _vfront8, _vfront12, _vfront16 = (_vfront_of(n) for n in _VEC_WAYS)
+
+
+@_inline
+def _find_loop(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+    """:func:`_find` for any set size: a fixed, branch-free pass (compare/cmov chains)."""
+    p = -1
+    for j in range(ways):
+        p = j if tags[b + j] == line else p
+    return p
+
+
 @_inline
 def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
-    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free: a way
-    count that is a multiple of 4 runs in blocks of 4 (unrolled into compare/cmov chains)."""
-    p = -1
-    if ways & 3 == 0:
-        for q in range(0, ways, 4):
-            for j in range(q, q + 4):
-                p = j if tags[b + j] == line else p
-    else:
-        for j in range(ways):
-            p = j if tags[b + j] == line else p
-    return p
+    """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free within
+    the set (a vector compare for 4, 8, 12 or 16 ways); the branch on ``ways`` always goes
+    the same way for a given structure."""
+    if ways == 8:
+        return _vfind8(tags, b, line)  # type: ignore[no-any-return]
+    if ways == 4:
+        return _vfind4(tags, b, line)  # type: ignore[no-any-return]
+    if ways == 16:
+        return _vfind16(tags, b, line)  # type: ignore[no-any-return]
+    if ways == 12:
+        return _vfind12(tags, b, line)  # type: ignore[no-any-return]
+    return _find_loop(tags, b, ways, line)
 
 
 @_inline
 def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
     """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
     position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot;
-    ``p = -1`` changes nothing. Branch-free, in blocks of 4 like :func:`_find`."""
-    prev = line
-    if ways & 3 == 0:
-        for q in range(0, ways, 4):
-            for j in range(q, q + 4):
-                cur = tags[b + j]
-                tags[b + j] = prev if j <= p else cur
-                prev = cur
+    ``p = -1`` changes nothing. Branch-free within the set, like :func:`_find`."""
+    if ways == 8:
+        _vfront8(tags, b, line, p)
+    elif ways == 4:
+        _vfront4(tags, b, line, p)
+    elif ways == 16:
+        _vfront16(tags, b, line, p)
+    elif ways == 12:
+        _vfront12(tags, b, line, p)
     else:
+        prev = line
         for j in range(ways):
             cur = tags[b + j]
             tags[b + j] = prev if j <= p else cur
             prev = cur
 
 
+Geometry = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+
+
 @_inline
-def _set_index(desc: I64, lv: int, line: int) -> int:  # pragma: no cover - compiled
-    mask = desc[lv, 3]
-    return line & mask if mask >= 0 else line % desc[lv, 1]  # type: ignore[no-any-return]
+def cache_geometry(desc: I64) -> Geometry:  # pragma: no cover - compiled
+    """``desc`` as 12 scalars, (first slot, ways, sets - 1 or -1, sets) per level: a loop
+    that keeps them in locals does not reload them after every store to the tags."""
+    return (
+        desc[0, 0],
+        desc[0, 2],
+        desc[0, 3],
+        desc[0, 1],
+        desc[1, 0],
+        desc[1, 2],
+        desc[1, 3],
+        desc[1, 1],
+        desc[2, 0],
+        desc[2, 2],
+        desc[2, 3],
+        desc[2, 1],
+    )
+
+
+@_inline
+def _set_base(first: int, ways: int, mask: int, sets: int, line: int) -> int:  # pragma: no cover
+    """The first slot of ``line``'s set: index ``line % sets`` (a mask for a power of two)."""
+    index = line & mask if mask >= 0 else line % sets
+    return (first + index * ways) & POS
+
+
+@_inline
+def cache_line(tags: I64, g: Geometry, line: int) -> int:  # pragma: no cover - compiled
+    """:meth:`CacheModel.access` of line number ``line`` (``g``: :func:`cache_geometry`).
+
+    L1D and L2 are probed and updated without a branch on where the line was found (a hit
+    stream's level is random: a branch would mispredict), the LLC only when both miss. The
+    line that is already the most recent of its L1D set returns at once: an L1D hit there
+    changes no set (the L2 is updated only on an L1D miss)."""
+    w0 = g[1]
+    w1 = g[5]
+    b0 = _set_base(g[0], w0, g[2], g[3], line)
+    if tags[b0] == line:
+        return 0  # the most recent line of its L1D set (a real trace's usual case): no change
+    b1 = _set_base(g[4], w1, g[6], g[7], line)
+    p0 = _find(tags, b0, w0, line)
+    p1 = _find(tags, b1, w1, line)
+    if p0 & p1 < 0:  # neither: the LLC (a branch that goes one way in a hit or a miss stream)
+        w2 = g[9]
+        b2 = _set_base(g[8], w2, g[10], g[11], line)
+        p2 = _find(tags, b2, w2, line)
+        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
+        _to_front(tags, b0, w0, line, w0 - 1)  # filled into L1D and L2, dropping their LRU
+        _to_front(tags, b1, w1, line, w1 - 1)
+        return 2 if p2 >= 0 else DRAM
+    # L1D or L2 hit (which one is random in a hit stream): arithmetic, not a branch. L1D:
+    # the line moves to the front (an L1D miss drops its LRU: position w0 - 1); the L2 only
+    # when L1D missed (position -1: no change).
+    m0 = p0 >> 63  # -1: an L1D miss
+    _to_front(tags, b0, w0, line, p0 + (m0 & w0))
+    _to_front(tags, b1, w1, line, p1 | ~m0)
+    return m0 & 1
 
 
 @_inline
 def cache_access(
     tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
-    """The array twin of :meth:`CacheModel.access`. L1D and L2 are probed and updated
-    without a branch on where the line was found (a hit stream's level is random); the LLC
-    only when both miss."""
-    line = paddr >> LINE_SHIFT
-    w0 = desc[0, 2]
-    w1 = desc[1, 2]
-    b0 = (desc[0, 0] + _set_index(desc, 0, line) * w0) & POS
-    if tags[b0] == line:
-        return 0  # the most recent line of its L1D set (a real trace's usual case): no change
-    b1 = (desc[1, 0] + _set_index(desc, 1, line) * w1) & POS
-    p0 = _find(tags, b0, w0, line)
-    p1 = _find(tags, b1, w1, line)
-    found = 0 if p0 >= 0 else (1 if p1 >= 0 else DRAM)
-    if found == DRAM:
-        w2 = desc[2, 2]
-        b2 = (desc[2, 0] + _set_index(desc, 2, line) * w2) & POS
-        p2 = _find(tags, b2, w2, line)
-        if p2 >= 0:
-            found = 2
-        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
-    # L1D: the line moves to the front (the LRU drops on a miss); L2 only when L1D missed
-    _to_front(tags, b0, w0, line, p0 if p0 >= 0 else w0 - 1)
-    _to_front(tags, b1, w1, line, -1 if p0 >= 0 else (p1 if p1 >= 0 else w1 - 1))
-    return found
+    """The array twin of :meth:`CacheModel.access`: 0 L1D, 1 L2, 2 LLC, 3 DRAM."""
+    return cache_line(tags, cache_geometry(desc), paddr >> LINE_SHIFT)
 
 
 @_jit
@@ -146,8 +326,9 @@ def cache_run(
     out: npt.NDArray[np.int64],
 ) -> None:  # pragma: no cover - compiled
     """``out[i] = cache_access(..., paddrs[i])`` for every address (tests, benchmarks)."""
+    g = cache_geometry(desc)
     for i in range(paddrs.shape[0]):
-        out[i] = cache_access(tags, desc, paddrs[i])
+        out[i] = cache_line(tags, g, paddrs[i] >> LINE_SHIFT)
 
 
 # Page-table entry bits (vmsim.hw.pte).
@@ -712,6 +893,144 @@ def _fault(pkey: I64, st: I64, fetch: bool, write: bool) -> int:  # pragma: no c
 
 
 @_jit
+def hit_run(
+    addr: I64,
+    kind: npt.NDArray[np.uint8],
+    i: int,
+    tkey: I64,
+    tpfn: I64,
+    tperm: I64,
+    tstamp: I64,
+    arr: I64,
+    probe: I64,
+    ctags: I64,
+    cdesc: I64,
+    st: I64,
+    scr: I64,
+    clock: int,
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """run_chunk's hit path: from record ``i`` on, the records whose translation is an L1 hit
+    (the memo or the 4 KiB array of the L1 structure) with the rights the access needs, with
+    nothing for Python to do. It is user_access() for those records exactly (the TLB recency,
+    the counters, the data line), in a small function whose loop keeps its state in registers;
+    the first other record ends it before changing anything. Returns (that record, clock).
+    The memo and the local counters are run_chunk's (``scr``)."""
+    n = addr.shape[0]
+    pcid = st[ST_PCID]
+    va_top = st[ST_VA_MASK] >> 1
+    # invariants in locals (a store to an int64 state array could alias them, so loads in
+    # the loop would be repeated): the cache geometry and, per L1 structure, its 4 KiB array
+    # as (first slot, sets - 1, ways; ways 0: none)
+    g = cache_geometry(cdesc)
+    a = probe[S_L1D, 0]
+    d_first = arr[a, 0] if a >= 0 else 0
+    d_mask = arr[a, 1] - 1 if a >= 0 else 0
+    d_ways = arr[a, 2] if a >= 0 else 0
+    a = probe[S_L1I, 0]
+    i_first = arr[a, 0] if a >= 0 else 0
+    i_mask = arr[a, 1] - 1 if a >= 0 else 0
+    i_ways = arr[a, 2] if a >= 0 else 0
+    mk0 = scr[32]
+    mk1 = scr[33]
+    ms0 = scr[34]
+    ms1 = scr[35]
+    mc0 = scr[36]
+    mc1 = scr[37]
+    h_l1 = 0
+    h_instr = 0
+    h_4k = 0
+    h_2m = 0
+    h_1g = 0
+    h_d0 = 0
+    h_d1 = 0
+    h_d2 = 0
+    h_d3 = 0
+    while i < n:
+        va = addr[i & POS]
+        if va < 0 or va > va_top:
+            break
+        k = kind[i & POS]
+        if k == 0:
+            # an instruction fetch: the iTLB's memo (a fetch stream stays on one page for
+            # long), else its 4 KiB array
+            code = mc1
+            if mk1 == ((va >> (12 + 9 * code)) << 15) | (code << 13) | pcid:
+                if tperm[ms1] & NX or (code > 0 and va >> 12 != st[ST_LAST_VPN]):
+                    break  # (a large page's 4 KiB page not counted as touched yet)
+            else:
+                pn = va >> 12
+                base = (i_first + (pn & i_mask) * i_ways) & POS
+                p = _find(tkey, base, i_ways, (pn << 15) | pcid)  # never filled: all -1
+                if p < 0:
+                    break
+                slot = (base + p) & POS
+                if tperm[slot] & NX:
+                    break
+                clock += 1  # the entry becomes the most recent of its set
+                tstamp[slot] = clock
+                mk1 = tkey[slot]
+                ms1 = slot
+                mc1 = 0
+                code = 0
+            h_instr += 1
+        else:
+            # a data access: the dTLB's 4 KiB array first (a data stream changes pages
+            # often: a memo hit would be a coin toss for the branch predictor), else the
+            # memo (a large page)
+            pn = va >> 12
+            base = (d_first + (pn & d_mask) * d_ways) & POS
+            p = _find(tkey, base, d_ways, (pn << 15) | pcid)
+            if p >= 0:
+                slot = (base + p) & POS
+                code = 0
+            elif mk0 == ((va >> (12 + 9 * mc0)) << 15) | (mc0 << 13) | pcid:
+                slot = ms0
+                code = mc0
+                if pn != st[ST_LAST_VPN]:
+                    break  # a large page's 4 KiB page not counted as touched yet
+            else:
+                break
+            perms = tperm[slot]
+            if k >= 2 and (perms & (RW | D)) != RW | D:
+                break
+            if p >= 0:
+                # the entry becomes the most recent of its set (if it was, its recency
+                # stamp only grows: the set's order is the same)
+                clock += 1
+                tstamp[slot] = clock
+                mk0 = tkey[slot]
+                ms0 = slot
+                mc0 = 0
+            pfn = tpfn[slot] + ((va & ((1 << (12 + 9 * code)) - 1)) >> 12)
+            lv = cache_line(ctags, g, ((pfn << 12) | (va & 4095)) >> LINE_SHIFT)
+            h_d0 += lv == 0
+            h_d1 += lv == 1
+            h_d2 += lv == 2
+            h_d3 += lv == 3
+        h_l1 += 1
+        h_4k += code == 0
+        h_2m += code == 1
+        h_1g += code == 2
+        i += 1
+    scr[32] = mk0
+    scr[33] = mk1
+    scr[34] = ms0
+    scr[35] = ms1
+    scr[36] = mc0
+    scr[37] = mc1
+    scr[16] += h_l1  # local[0]: L1 hits
+    scr[18] += h_instr
+    scr[19] += h_4k
+    scr[20] += h_2m
+    scr[21] += h_1g
+    scr[24] += h_d0  # local[8 + level]: data lines
+    scr[25] += h_d1
+    scr[26] += h_d2
+    scr[27] += h_d3
+    return i, clock
+
+
+@_jit
 def run_chunk(
     addr: I64,
     kind: npt.NDArray[np.uint8],
@@ -761,7 +1080,32 @@ def run_chunk(
     log_limit = log.shape[0] - LOG_SLACK
     clock = st[ST_TLB_CLOCK]
     filled = st[ST_FILLED]
-    for i in range(start, n):
+    g = cache_geometry(cdesc)  # in locals: not reloaded after every store to the state arrays
+    i = start
+    hits = True  # try the hit path first; then only after an L1 hit (the next record of a
+    # walk or an STLB-hit stream misses the L1 too, and a call of hit_run that returns at once
+    # costs as much as an STLB hit)
+    while i < n:
+        if hits:  # -- the hit path: the records whose translation is an L1 hit
+            i, clock = hit_run(
+                addr,
+                kind,
+                i,
+                tkey,
+                tpfn,
+                tperm,
+                tstamp,
+                arr,
+                probe,
+                ctags,
+                cdesc,
+                st,
+                scr,
+                clock,
+            )
+            if i >= n:
+                break
+        # -- the general path: one record, anything may happen
         if st[ST_PT_COUNT] >= pt_limit:
             _store(cnt, local, st, clock, filled)
             return EV_GROW, i
@@ -894,6 +1238,8 @@ def run_chunk(
                     ent[ts] |= TOUCHED
                     cnt[C_TOUCHED] += 1
         if not fetch:
-            local[8 + cache_access(ctags, cdesc, (pfn << 12) | (va & 4095))] += 1
+            local[8 + cache_line(ctags, g, ((pfn << 12) | (va & 4095)) >> LINE_SHIFT)] += 1
+        hits = translated and level_hit == 1
+        i += 1
     _store(cnt, local, st, clock, filled)
     return EV_DONE, n

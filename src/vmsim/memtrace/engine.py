@@ -72,7 +72,7 @@ import numpy as np
 from vmsim.hw.mmu import StalePagingStructure
 from vmsim.hw.tlb import PAGE_SIZE_1G, PAGE_SIZE_2M, PAGE_SIZE_4K
 from vmsim.memtrace import _core as core
-from vmsim.memtrace.cache import cache_arrays
+from vmsim.memtrace.cache import aligned_full, cache_arrays
 from vmsim.memtrace.layout import Layout
 from vmsim.memtrace.model import (
     PAGE_SIZES,
@@ -184,7 +184,7 @@ class FastEngine:
                     self.probe[s, (PAGE_SIZE_4K, PAGE_SIZE_2M, PAGE_SIZE_1G).index(size)] = a
                 slots += ac.entries
                 a += 1
-        self.tkey = np.full(slots, -1, dtype=np.int64)
+        self.tkey = aligned_full(slots, -1)  # a set of 8 keys: one host cache line
         self.tpfn = np.zeros(slots, dtype=np.int64)
         self.tperm = np.zeros(slots, dtype=np.int64)
         self.tstamp = np.zeros(slots, dtype=np.int64)
