@@ -620,14 +620,14 @@ def _tlb_fill(
     perms: int,
     now: int,
 ) -> None:  # pragma: no cover - compiled
-    """vmsim.hw.tlb._fill(): refresh the key if present, else take an empty way, else evict
-    the least recently used."""
+    """vmsim.hw.tlb._fill() of a key that is not in the set: take an empty way, else evict
+    the least recently used. The model's _fill() first looks for the key to refresh it, but
+    every fill here follows a probe of that structure that has just missed the key (an STLB
+    hit refilling the L1, a walk after a miss of both) or an INVLPG that has just removed it
+    (a walk after a permission miss), so that search would find nothing: it is left out."""
     ways = arr[a, 2]
     base = (arr[a, 0] + (pn & (arr[a, 1] - 1)) * ways) & POS
-    p = _find(tkey, base, ways, key)
-    if p < 0:
-        p = _oldest(tkey, tstamp, base, ways)
-    victim = base + p
+    victim = base + _oldest(tkey, tstamp, base, ways)
     tkey[victim] = key
     tpfn[victim] = pfn
     tperm[victim] = perms
