@@ -107,6 +107,34 @@ def time_dict(pages: int, timed: np.ndarray) -> float:  # type: ignore[type-arg]
     return time.process_time() - t0
 
 
+def measure(
+    name: str,
+    pages: int,
+    addrs: np.ndarray,  # type: ignore[type-arg]
+    n_dict: int,
+    n_ref: int,
+) -> tuple[dict[str, Any], FastEngine, float]:
+    """One stream of loads over ``pages`` pages faulted in (written) first, on the three
+    sides: (its row, the fast engine after it, the seconds the fault-in took)."""
+    region = pages * PAGE
+    warm = chunk(BASE + np.arange(pages) * PAGE, KIND_STORE)
+    t0 = time.process_time()
+    dt_fast, eng = time_fast(warm, chunk(addrs, KIND_LOAD), region)
+    fault_in = time.process_time() - t0 - dt_fast
+    c = eng.counters()
+    n_dict = min(n_dict, len(addrs))
+    dt_dict = time_dict(pages, addrs[:n_dict])
+    dt_ref = time_reference(warm, chunk(addrs[:n_ref], KIND_LOAD), region)
+    row = {
+        "stream": name,
+        "fast_per_s": len(addrs) / dt_fast,
+        "dict_per_s": n_dict / dt_dict,
+        "reference_per_s": n_ref / dt_ref,
+        "hit_rate": (c.l1_hits + c.stlb_hits) / c.accesses,
+    }
+    return row, eng, fault_in
+
+
 def model_bytes_per_page(pages: int) -> float:
     """tracemalloc'd bytes the Python model keeps per resident page it faulted in (page
     tables, frame metadata, LRU, rmap...), over ``pages`` anonymous pages each written with
@@ -200,75 +228,32 @@ def bench(quick: bool, real: Path | None = None, repeat: int = 3) -> dict[str, A
     # -- tlb-hit
     hit_pages = 32
     hit = BASE + rng.integers(0, hit_pages, n_fast) * PAGE + rng.integers(0, PAGE, n_fast)
-    warm = chunk(BASE + np.arange(hit_pages) * PAGE, KIND_STORE)
-    dt_fast, eng = time_fast(warm, chunk(hit, KIND_LOAD), hit_pages * PAGE)
-    c = eng.counters()
-    dt_dict = time_dict(hit_pages, hit[:n_dict])
-    dt_ref = time_reference(warm, chunk(hit[:n_ref], KIND_LOAD), hit_pages * PAGE)
-    out["streams"].append(
-        {
-            "stream": "tlb-hit",
-            "fast_per_s": n_fast / dt_fast,
-            "dict_per_s": n_dict / dt_dict,
-            "reference_per_s": n_ref / dt_ref,
-            "hit_rate": (c.l1_hits + c.stlb_hits) / c.accesses,
-        }
-    )
+    row, _, _ = measure("tlb-hit", hit_pages, hit, n_dict, n_ref)
+    out["streams"].append(row)
     # -- the same hit stream as instruction fetches: the TLB path alone (no data-cache model)
-    dt_fetch, eng = time_fast(warm, chunk(hit, KIND_INSTR), hit_pages * PAGE)
+    warm = chunk(BASE + np.arange(hit_pages) * PAGE, KIND_STORE)
+    dt_fetch, _ = time_fast(warm, chunk(hit, KIND_INSTR), hit_pages * PAGE)
     out["streams"].append(
-        {
-            "stream": "tlb-hit-fetch",
-            "fast_per_s": n_fast / dt_fetch,
-            "dict_per_s": n_dict / dt_dict,
-            "reference_per_s": n_ref / dt_ref,
-            "hit_rate": 1.0,
-        }
+        {**row, "stream": "tlb-hit-fetch", "fast_per_s": n_fast / dt_fetch, "hit_rate": 1.0}
     )
     # -- random over 1 GiB of 4 KiB pages
     region = (256 << 20) if quick else GIB
     pages = region // PAGE
-    warm = chunk(BASE + np.arange(pages) * PAGE, KIND_STORE)
     rnd = BASE + rng.integers(0, region, n_fast // 2)
-    t0 = time.process_time()
-    dt_fast, eng = time_fast(warm, chunk(rnd, KIND_LOAD), region)
-    fault_in = time.process_time() - t0 - dt_fast
+    row, eng, fault_in = measure(f"random-{region >> 20}m", pages, rnd, n_dict, n_ref)
     c = eng.counters()
-    dt_dict = time_dict(pages, rnd[:n_dict])
-    dt_ref = time_reference(warm, chunk(rnd[:n_ref], KIND_LOAD), region)
-    out["streams"].append(
-        {
-            "stream": f"random-{region >> 20}m",
-            "fast_per_s": len(rnd) / dt_fast,
-            "dict_per_s": n_dict / dt_dict,
-            "reference_per_s": n_ref / dt_ref,
-            "hit_rate": (c.l1_hits + c.stlb_hits) / c.accesses,
-            "walk_refs_by_level": c.walk_refs_by_level,
-            "data_refs_by_level": c.data_refs_by_level,
-            "fault_in_s": fault_in,
-            "faults_per_s": pages / fault_in,
-        }
-    )
+    row["walk_refs_by_level"] = c.walk_refs_by_level
+    row["data_refs_by_level"] = c.data_refs_by_level
+    row["fault_in_s"] = fault_in
+    row["faults_per_s"] = pages / fault_in
+    out["streams"].append(row)
     # -- STLB hits: loads over 1000 pages (4 MB: past the L1 dTLB's 64 entries, within the
     # STLB's 1536): mostly STLB hits, the general path with an L1 refill per record
     stlb_pages = 1000
     stlb = (
         BASE + rng.integers(0, stlb_pages, n_fast // 4) * PAGE + rng.integers(0, PAGE, n_fast // 4)
     )
-    warm_s = chunk(BASE + np.arange(stlb_pages) * PAGE, KIND_STORE)
-    dt_fast, eng_s = time_fast(warm_s, chunk(stlb, KIND_LOAD), stlb_pages * PAGE)
-    cs = eng_s.counters()
-    dt_dict_s = time_dict(stlb_pages, stlb[:n_dict])
-    dt_ref_s = time_reference(warm_s, chunk(stlb[:n_ref], KIND_LOAD), stlb_pages * PAGE)
-    out["streams"].append(
-        {
-            "stream": "stlb-hit",
-            "fast_per_s": len(stlb) / dt_fast,
-            "dict_per_s": min(n_dict, len(stlb)) / dt_dict_s,
-            "reference_per_s": n_ref / dt_ref_s,
-            "hit_rate": (cs.l1_hits + cs.stlb_hits) / cs.accesses,
-        }
-    )
+    out["streams"].append(measure("stlb-hit", stlb_pages, stlb, n_dict, n_ref)[0])
     out["touched_pages"] = c.touched_pages
     out["mirror_bytes_per_page"] = eng.mirror_bytes() / c.touched_pages
     out["fixed_bytes"] = eng.state_bytes() - eng.mirror_bytes()
