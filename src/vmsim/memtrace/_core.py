@@ -352,7 +352,7 @@ LARGE_RSVD3 = ((1 << 30) - 1) & ~0x1FFF
 # ``ent[2 * j + 1]`` its value (0: no entry). ``meta[level] = (first slot, slots, used,
 # limit)``: level ``level``'s table is slots ``first .. first + slots - 1``. A table has
 # room for SLACK more keys past its limit; one access or one mirrored entry adds at most one
-# key to one table, and reaching a limit sets ``st[ST_PT_COUNT]`` (Python then rebuilds the
+# key to one table, and reaching a limit sets ``st[ST_PT_FULL]`` (Python then rebuilds the
 # tables bigger: :func:`rehash`). Sized by the engine at twice the keys they hold plus SLACK
 # (at least MIN_SLOTS), grown at three quarters full: 16 to 32 bytes a key whatever the
 # pattern, where a table of 512 entries per page table spends 8 KiB on a page table holding
@@ -373,8 +373,7 @@ ST_TLB_CLOCK = 0
 ST_PCID = 2
 ST_ROOT = 3
 ST_LEVELS = 4
-ST_PT_COUNT = 5  # 1 once a mirror table reached its limit (Python grows the mirror)
-ST_PT_LIMIT = 6  # 1
+ST_PT_FULL = 5  # 1 once a mirror table reached its limit (Python grows the mirror)
 ST_LOG_N = 8
 ST_LAST_VPN = 9
 ST_VA_MASK = 10
@@ -445,7 +444,7 @@ def _slot(ent: I64, meta: I64, lv: int, key: int) -> int:  # pragma: no cover - 
 @_jit
 def _insert(ent: I64, meta: I64, st: I64, lv: int, key: int) -> int:  # pragma: no cover
     """:func:`_slot`, adding ``key`` (value 0) when missing (the table has SLACK keys of room
-    past its limit; reaching the limit sets ``st[ST_PT_COUNT]``)."""
+    past its limit; reaching the limit sets ``st[ST_PT_FULL]``)."""
     first = meta[lv, M_FIRST]
     slots = meta[lv, M_SLOTS]
     i = _home(key, slots)
@@ -459,7 +458,7 @@ def _insert(ent: I64, meta: I64, st: I64, lv: int, key: int) -> int:  # pragma: 
             ent[(j << 1) | 1] = 0
             meta[lv, M_USED] += 1
             if meta[lv, M_USED] >= meta[lv, M_LIMIT]:
-                st[ST_PT_COUNT] = 1
+                st[ST_PT_FULL] = 1
             return j  # type: ignore[no-any-return]
         i += 1
         if i == slots:
@@ -491,7 +490,7 @@ def rehash(old: I64, old_meta: I64, ent: I64, meta: I64, st: I64) -> None:  # pr
     """Every key of the mirror ``old`` into the empty mirror ``ent`` laid out by ``meta``
     (bigger tables), but keys with neither an entry nor a TOUCHED mark (entries the model
     removed). Slot numbers change: the write-back log must be empty. Sets
-    ``st[ST_PT_COUNT]`` if a table reached its limit."""
+    ``st[ST_PT_FULL]`` if a table reached its limit."""
     for lv in range(1, 6):
         first = old_meta[lv, M_FIRST]
         for j in range(first, first + old_meta[lv, M_SLOTS]):
@@ -1076,7 +1075,6 @@ def run_chunk(
         memo_slot[j] = 0
         memo_code[j] = 0
     n = addr.shape[0]
-    pt_limit = st[ST_PT_LIMIT]
     log_limit = log.shape[0] - LOG_SLACK
     clock = st[ST_TLB_CLOCK]
     filled = st[ST_FILLED]
@@ -1106,7 +1104,7 @@ def run_chunk(
             if i >= n:
                 break
         # -- the general path: one record, anything may happen
-        if st[ST_PT_COUNT] >= pt_limit:
+        if st[ST_PT_FULL]:
             _store(cnt, local, st, clock, filled)
             return EV_GROW, i
         if st[ST_LOG_N] > log_limit:

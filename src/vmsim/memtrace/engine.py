@@ -232,8 +232,7 @@ class FastEngine:
             self.meta[lv] = (first, slots, 0, limit)
             first += slots
         self.ent = np.full(2 * first, core.EMPTY, dtype=np.int64)
-        self.st[core.ST_PT_COUNT] = 0
-        self.st[core.ST_PT_LIMIT] = 1
+        self.st[core.ST_PT_FULL] = 0
 
     def _grow(self) -> None:
         """Rebuild the mirror with bigger tables where one reached its limit (after the
