@@ -30,22 +30,27 @@ where nothing is published, the preset says what it assumes instead.
     cycles are assumed. Paging-structure caches: as Skylake (assumed, not published).
 
 ``zen4`` (AMD Zen 4, Ryzen 7000 / EPYC 9004)
-    TLBs (AMD Software Optimization Guide for Family 19h Models 10h and later, pub. 57647;
-    chips-and-cheese, "AMD's Zen 4 Part 2: Memory Subsystem"): L1 dTLB 72 entries, fully
-    associative, all page sizes in one array (here: one array of 72 ways and one set holding
-    4 KiB, 2 MiB and 1 GiB pages); L1 iTLB 64 entries fully associative, all sizes; L2 dTLB
-    3072 entries holding 4 KiB and 2 MiB pages (1 GiB pages are "smashed" into 2 MiB entries
-    by the hardware), L2 iTLB 512 entries 8-way. Caches: L1D 32 KiB 8-way, L2 1 MiB 8-way,
-    L3 32 MiB per CCD 16-way. Latencies (chips-and-cheese's Zen 4 latency sweep; 7-cpu.com's
+    TLBs, as a Zen 4 core reports them through CPUID (read on an AMD EPYC, family 19h model
+    11h, with :mod:`vmsim.hw.cpuid`; ``tests/unit/test_cpuid.py`` compares this preset with
+    the host whenever it is a Zen 4 core): L1 dTLB 72 entries, fully associative, for 4 KiB
+    and for 2 MiB pages (here: one array of 72 ways and one set holding 4 KiB, 2 MiB and
+    1 GiB pages); L1 iTLB 64 entries fully associative; L2 dTLB 3072 entries for 4 KiB and
+    for 2 MiB pages (associativity code 6 for 4 KiB, which the kernel's ``assocs[]`` reads
+    as 8 ways); L2 iTLB 512 entries (code 4). The 1 GiB leaf (Fn8000_0019) read as zeros
+    under the hypervisor; that 1 GiB pages are "smashed" into 2 MiB L2 entries is from the
+    Zen 2 description below. Caches (CPUID Fn8000_001D, the same as the kernel's
+    /sys/devices/system/cpu/cpu0/cache): L1D 32 KiB 8-way, L2 1 MiB 8-way, L3 32 MiB
+    16-way. Latencies (chips-and-cheese's Zen 4 latency sweep; 7-cpu.com's
     Zen pages for the earlier cores): L1 4 cycles, L2 14, L3 about 50, DRAM about 75 ns
     (about 400 cycles at 5.4 GHz); an L1 dTLB miss that hits the L2 dTLB costs about 7 cycles.
 
 Where the zen4 preset approximates (vmsim's ``TlbConfig`` has one second-level TLB shared by
 data and instructions, set-indexed with a power-of-two set count):
 
-* the STLB is the 3072-entry L2 dTLB, mapped as 12 ways x 256 sets (AMD documents its L2 dTLB
-  as skewed-associative, not simply set-indexed); instruction fetches that miss the L1 iTLB use
-  it too, where the hardware has its own 512-entry L2 iTLB;
+* the STLB is the 3072-entry L2 dTLB, mapped as 12 ways x 256 sets: 3072 entries in 8 ways
+  would need 384 sets, not a power of two (AMD documents its L2 dTLB as skewed-associative,
+  not simply set-indexed); instruction fetches that miss the L1 iTLB use it too, where the
+  hardware has its own 512-entry L2 iTLB;
 * 1 GiB pages are kept whole in the unified L2 array instead of being smashed into 2 MiB
   entries;
 * AMD's page-walk caches (a page directory cache and PDEs held in the L2 TLB) are modelled as
@@ -69,13 +74,13 @@ Checked against sources found (2026-12, with the project's search tool), and wha
   L2 iTLB 512 entries 8-way. That supports the 12-way mapping of the 3072-entry Zen 4 array
   and the smashing noted above. Chips and Cheese, "AMD's Zen 4, Part 2: Memory Subsystem and
   Conclusion" (https://chipsandcheese.com/p/amds-zen-4-part-2-memory-subsystem-and-conclusion)
-  is the source for the Zen 4 sizes and latencies; the excerpt reachable here does not show
-  its TLB figures.
+  is the source for the Zen 4 latencies; the excerpt reachable here does not show them.
+* Zen 4 TLB sizes and cache geometry, verified on the core itself (CPUID, above; 2026-12).
 * **Not verified** here (from the vendors' manuals and reviews as recalled, unchecked against
   a text): the Ice Lake TLB geometry (64/32/8 L1 dTLB entries, 128/16 L1 iTLB, 2048-entry
   16-way STLB, 1024 x 1 GiB 8-way), its latencies (L1 5, L2 13, LLC 40, DRAM 300 cycles) and
-  STLB hit latency (assumed 9); the Zen 4 L1 dTLB 72 entries, L2 dTLB 3072 entries, L1D 32 KiB
-  4 cycles, L2 1 MiB 14, L3 32 MiB 50, DRAM 400 cycles, and the 7-cycle L2 TLB hit.
+  STLB hit latency (assumed 9); the Zen 4 latencies (L1 4 cycles, L2 14, L3 50, DRAM 400
+  cycles) and the 7-cycle L2 TLB hit.
 
 The walk overhead (the fixed cost of a walk beyond its memory references) is charged as the
 core's STLB lookup that found the miss; no published figure isolates the walker's own time.
@@ -188,7 +193,7 @@ def zen4() -> CpuModel:
         stlb_hit_latency=7,
         walk_overhead=7,
         base_cpi=1.0,
-        source="AMD Software Optimization Guide, Family 19h Models 10h+ (TLBs); "
+        source="CPUID of a Zen 4 core (TLB sizes, caches: vmsim.hw.cpuid); "
         "chips-and-cheese Zen 4 memory subsystem (latencies); see vmsim.memtrace.cpus for "
         "where the TLB mapping approximates",
     )
