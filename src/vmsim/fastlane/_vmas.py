@@ -1,0 +1,753 @@
+"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect and munmap of
+one address space held in arrays. ``vmsim.fastlane.vmas`` is its Python side and says what
+is modelled and what is declined (BAIL); every function here mirrors the Python model
+statement for statement, named after it.
+
+One file on purpose: numba keys its on-disk cache by the source file of each compiled
+function, so everything the entry points call lives here. The constants are this file's
+own (a compiled function freezes the globals it reads; a constant imported from another
+file would not invalidate the cache when that file changed); a unit test checks each against
+``vmsim.mm.flags`` / ``vmsim.constants``.
+
+Layout (all int64; ``vm`` addresses fit: every VMA lies below TASK_SIZE < 2**63):
+
+* ``vm[C, NF, B]``: C blocks of up to B VMAs each, field by field (``F_*``), each block
+  sorted by start; a block is never empty once in use.
+* ``ix[3 * C]``: ``ix[k]`` (k < nb) the block holding the k-th run of VMAs in address order;
+  ``ix[C + b]`` the number of VMAs in block b; ``ix[2C : 2C + nfree]`` the unused blocks.
+* ``mm[NMM]``: the mm-level numbers (``M_*``), ``info[4]``: why the last call failed
+  (``I_*``: the MmError cause and the numbers of its detail text).
+
+A position is ``k << 16 | i`` (logical block k, slot i); any insert or removal may move
+positions, so the functions find a VMA again by its address after one.
+
+Arguments arrive as int64 bit patterns of the 64-bit registers; the checks on them are made
+in uint64 (numba's signed arithmetic may not wrap: LLVM assumes it does not overflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+I64 = npt.NDArray[np.int64]
+
+_OPTS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
+_F = TypeVar("_F", bound=Callable[..., Any])
+_jit: Callable[[_F], _F] = njit(**_OPTS)
+
+# ------------------------------------------------------------------ layout
+B = 256  # VMAs per block at most
+HALF = B // 2
+POS_SHIFT = 16
+POS_MASK = (1 << POS_SHIFT) - 1
+NF = 9
+F_START = 0
+F_END = 1
+F_FLAGS = 2  # vm_flags
+F_PGOFF = 3
+F_FILE = 4  # 0: none; else index << FA_SHIFT | FA_* attributes (one key per OpenFile)
+F_ANON = 5  # 0: none; else the AnonVma's index
+F_SING = 6  # anon_singular (0/1)
+F_NAME = 7  # 0: none; else the special mapping's name index
+F_AUX = 8  # 0: swap_ra None; else its index (carried by splits, untouched by merges)
+
+# attributes of a file key (the low bits): what decides behaviour
+FA_SYSV = 1  # a SysV shm attach: can_merge_remove_vma() refuses it (vm_ops->close)
+FA_HUGE = 2  # a hugetlbfs file (inode.huge_shift): may_split() would ask: BAIL
+FA_DELETED = 4  # an unlinked file: remove_vma() would call on_file_unmapped: BAIL
+FA_SHIFT = 3
+
+M_COUNT = 0  # map_count
+M_MAX = 1  # cfg.max_map_count
+M_NEEDED = 2  # cfg.map_count_needed
+M_COMMITTED = 3  # cfg.committed_pages (machine-wide)
+M_OVERCOMMIT = 4  # cfg.overcommit_memory
+M_RATIO = 5  # cfg.overcommit_ratio
+M_RAM = 6  # cfg.ram_pages
+M_SWAP = 7  # cfg.swap_pages
+M_LOCKED = 8  # mm.locked_vm
+M_USED = 9  # bytes mapped (tree.free.used)
+M_TASK = 10  # cfg.task_size
+M_NB = 11  # blocks in use
+M_NFREE = 12  # unused blocks
+M_NOMODEL = 13  # nonzero: page tables, guards or PMD leaves exist: every call BAILs
+M_NODRAIN = 14  # nonzero: the mlock batch is not empty (munmap would drain it): BAIL
+NMM = 16
+
+I_CAUSE = 0
+I_SITE = 1
+I_A = 2
+I_B = 3
+CAUSE_NONE = 0
+CAUSE_MAP_COUNT = 1
+CAUSE_OVERCOMMIT = 2
+SITE_SPLIT = 1  # "split_vma()"
+SITE_GATHER = 2  # "vms_gather_munmap_vmas()"
+
+BAIL = -1  # return code: not modelled here, nothing changed
+
+# ------------------------------------------------------------------ constants
+EPERM = 1
+ENOMEM = 12
+EACCES = 13
+EINVAL = 22
+
+PAGE_SHIFT = 12
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+PROT_EXEC = 0x4
+PROT_SEM = 0x8
+PROT_GROWSDOWN = 0x01000000
+PROT_GROWSUP = 0x02000000
+GROWS = PROT_GROWSDOWN | PROT_GROWSUP
+PROT_VALID = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
+
+VM_WRITE = 1 << 1
+VM_SHARED = 1 << 3
+VM_GROWSDOWN = 1 << 8
+VM_PFNMAP = 1 << 10
+VM_MAYBE_GUARD = 1 << 11
+VM_LOCKED = 1 << 13
+VM_IO = 1 << 14
+VM_DONTEXPAND = 1 << 18
+VM_ACCOUNT = 1 << 20
+VM_NORESERVE = 1 << 21
+VM_HUGETLB = 1 << 22
+VM_MIXEDMAP = 1 << 28
+VM_SEALED = 1 << 42
+VM_ACCESS_FLAGS = 7
+VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
+VM_IGNORE_MERGE = VM_MAYBE_GUARD  # | VM_SOFTDIRTY, which is 0
+NOT_CHARGED = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE
+PRIVATE_LOCKED = VM_WRITE | VM_SHARED | VM_LOCKED
+
+INT64_MAX = (1 << 63) - 1
+_U_OFFSET = np.uint64(4095)
+_U_MASK = np.uint64((1 << 64) - 4096)
+_U_ZERO = np.uint64(0)
+_U_TOP = np.uint64(1 << 63)
+
+
+# ------------------------------------------------------------------ positions
+@_jit
+def _i64(u: np.uint64) -> int:  # pragma: no cover - compiled
+    """The int64 of a uint64 below 2**63 (for mypy: an int)."""
+    return np.int64(u)  # type: ignore[return-value]
+
+
+@_jit
+def _get(vm: I64, ix: I64, p: int, f: int) -> int:  # pragma: no cover - compiled
+    return vm[ix[p >> POS_SHIFT], f, p & POS_MASK]  # type: ignore[no-any-return]
+
+
+@_jit
+def _set(vm: I64, ix: I64, p: int, f: int, v: int) -> None:  # pragma: no cover - compiled
+    vm[ix[p >> POS_SHIFT], f, p & POS_MASK] = v
+
+
+@_jit
+def _next(vm: I64, ix: I64, mm: I64, p: int) -> int:  # pragma: no cover - compiled
+    """The VMA after ``p`` (-1: none)."""
+    c = vm.shape[0]
+    k = p >> POS_SHIFT
+    i = p & POS_MASK
+    if i + 1 < ix[c + ix[k]]:
+        return p + 1
+    if k + 1 < mm[M_NB]:
+        return (k + 1) << POS_SHIFT
+    return -1
+
+
+@_jit
+def _prev(vm: I64, ix: I64, p: int) -> int:  # pragma: no cover - compiled
+    """The VMA before ``p`` (-1: none)."""
+    c = vm.shape[0]
+    k = p >> POS_SHIFT
+    i = p & POS_MASK
+    if i > 0:
+        return p - 1
+    if k > 0:
+        return ((k - 1) << POS_SHIFT) | (ix[c + ix[k - 1]] - 1)  # type: ignore[no-any-return]
+    return -1
+
+
+@_jit
+def find(vm: I64, ix: I64, mm: I64, addr: int) -> int:  # pragma: no cover - compiled
+    """find_vma(): the position of the first VMA with ``end > addr`` (-1: none)."""
+    nb = mm[M_NB]
+    if nb == 0:
+        return -1
+    c = vm.shape[0]
+    lo = 0
+    hi = nb
+    while lo < hi:  # the blocks whose first VMA starts at or below addr
+        mid = (lo + hi) >> 1
+        if vm[ix[mid], F_START, 0] <= addr:
+            lo = mid + 1
+        else:
+            hi = mid
+    k = lo - 1
+    if k < 0:
+        return 0  # every VMA starts above addr: the first one
+    b = ix[k]
+    lo = 0
+    hi = ix[c + b]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if vm[b, F_START, mid] <= addr:
+            lo = mid + 1
+        else:
+            hi = mid
+    p = (k << POS_SHIFT) | (lo - 1)
+    if vm[b, F_END, lo - 1] > addr:
+        return p
+    return _next(vm, ix, mm, p)
+
+
+# ------------------------------------------------------------------ blocks
+@_jit
+def _open_slot(vm: I64, ix: I64, mm: I64, k: int, i: int) -> int:  # pragma: no cover - compiled
+    """Make room for one VMA at slot ``i`` of logical block ``k`` (``i`` may be the block's
+    count: after its last VMA); a full block is split in two first. Returns the new slot's
+    position (its fields are the caller's to fill). Needs one unused block."""
+    c = vm.shape[0]
+    nb = mm[M_NB]
+    if nb == 0:  # the first VMA: a block of its own
+        nfree = mm[M_NFREE] - 1
+        mm[M_NFREE] = nfree
+        ix[0] = ix[2 * c + nfree]
+        ix[c + ix[0]] = 0
+        mm[M_NB] = 1
+        k = 0
+        i = 0
+    b = ix[k]
+    n = ix[c + b]
+    if n == B:
+        nfree = mm[M_NFREE] - 1
+        mm[M_NFREE] = nfree
+        b2 = ix[2 * c + nfree]
+        for f in range(NF):
+            for j in range(HALF, B):
+                vm[b2, f, j - HALF] = vm[b, f, j]
+        ix[c + b] = HALF
+        ix[c + b2] = B - HALF
+        nb = mm[M_NB]
+        for j in range(nb, k + 1, -1):
+            ix[j] = ix[j - 1]
+        ix[k + 1] = b2
+        mm[M_NB] = nb + 1
+        if i > HALF:
+            k += 1
+            i -= HALF
+            b = b2
+        n = ix[c + b]
+    for f in range(NF):
+        for j in range(n, i, -1):
+            vm[b, f, j] = vm[b, f, j - 1]
+    ix[c + b] = n + 1
+    mm[M_COUNT] += 1
+    return (k << POS_SHIFT) | i
+
+
+@_jit
+def _drop_block(vm: I64, ix: I64, mm: I64, k: int) -> None:  # pragma: no cover - compiled
+    """Logical block ``k`` (empty) leaves the order; its block becomes unused."""
+    c = vm.shape[0]
+    b = ix[k]
+    nb = mm[M_NB] - 1
+    for j in range(k, nb):
+        ix[j] = ix[j + 1]
+    mm[M_NB] = nb
+    nfree = mm[M_NFREE]
+    ix[2 * c + nfree] = b
+    mm[M_NFREE] = nfree + 1
+
+
+@_jit
+def _remove_run(vm: I64, ix: I64, mm: I64, p: int, count: int) -> None:  # pragma: no cover
+    """Remove ``count`` consecutive VMAs from position ``p`` on (the tree only: accounting is
+    the caller's). A block left empty is dropped; a small one takes in its next neighbour
+    when both fit in half a block (so that blocks stay O(n / B))."""
+    c = vm.shape[0]
+    k = p >> POS_SHIFT
+    i = p & POS_MASK
+    mm[M_COUNT] -= count
+    while count > 0:
+        b = ix[k]
+        n = ix[c + b]
+        take = n - i
+        if take > count:
+            take = count
+        for f in range(NF):
+            for j in range(i, n - take):
+                vm[b, f, j] = vm[b, f, j + take]
+        n -= take
+        count -= take
+        ix[c + b] = n
+        if n == 0:
+            _drop_block(vm, ix, mm, k)
+        else:
+            k += 1
+            i = 0
+    # k: the block after the last one cut (or the one the cut ended in, when it was emptied
+    # and dropped); try to merge the block before it (where the cut began) with it
+    k0 = p >> POS_SHIFT
+    if k0 < mm[M_NB] - 1:
+        b = ix[k0]
+        b2 = ix[k0 + 1]
+        n = ix[c + b]
+        n2 = ix[c + b2]
+        if n + n2 <= HALF:
+            for f in range(NF):
+                for j in range(n2):
+                    vm[b, f, n + j] = vm[b2, f, j]
+            ix[c + b] = n + n2
+            ix[c + b2] = 0
+            _drop_block(vm, ix, mm, k0 + 1)
+
+
+@_jit
+def split_vma_nocheck(vm: I64, ix: I64, mm: I64, p: int, addr: int) -> int:  # pragma: no cover
+    """__split_vma() without the map_count check: the VMA at ``p`` keeps ``[start, addr)``,
+    a copy (vm_area_dup(): file, anon_vma, name, swap_ra too) covers ``[addr, end)``;
+    returns the new VMA's position."""
+    q = _open_slot(vm, ix, mm, p >> POS_SHIFT, (p & POS_MASK) + 1)
+    p = _prev(vm, ix, q)
+    bp = ix[p >> POS_SHIFT]
+    ip = p & POS_MASK
+    bq = ix[q >> POS_SHIFT]
+    iq = q & POS_MASK
+    for f in range(NF):
+        vm[bq, f, iq] = vm[bp, f, ip]
+    vm[bq, F_START, iq] = addr
+    vm[bq, F_PGOFF, iq] = vm[bp, F_PGOFF, ip] + ((addr - vm[bp, F_START, ip]) >> PAGE_SHIFT)
+    vm[bp, F_END, ip] = addr
+    return q
+
+
+# ------------------------------------------------------------------ accounting
+@_jit
+def check_map_count(mm: I64, info: I64, need: int, site: int) -> bool:  # pragma: no cover
+    """check_map_count(): record ``need`` in map_count_needed; False (info filled) when it
+    exceeds max_map_count."""
+    if need > mm[M_NEEDED]:
+        mm[M_NEEDED] = need
+    if need > mm[M_MAX]:
+        info[I_CAUSE] = CAUSE_MAP_COUNT
+        info[I_SITE] = site
+        info[I_A] = mm[M_COUNT]
+        return False
+    return True
+
+
+@_jit
+def vm_enough_memory(mm: I64, pages: int) -> bool:  # pragma: no cover - compiled
+    """AddressSpace.vm_enough_memory() (__vm_enough_memory())."""
+    mode = mm[M_OVERCOMMIT]
+    if mode == 1:
+        mm[M_COMMITTED] += pages
+        return True
+    if mode == 0:
+        if pages > mm[M_RAM] + mm[M_SWAP]:
+            return False
+        mm[M_COMMITTED] += pages
+        return True
+    allowed = mm[M_RAM] * mm[M_RATIO] // 100 + mm[M_SWAP]
+    if mm[M_COMMITTED] + pages > allowed:
+        return False
+    mm[M_COMMITTED] += pages
+    return True
+
+
+@_jit
+def vm_unacct(mm: I64, pages: int) -> None:  # pragma: no cover - compiled
+    v = mm[M_COMMITTED] - pages
+    mm[M_COMMITTED] = v if v > 0 else 0
+
+
+# ------------------------------------------------------------------ splits
+@_jit
+def split_vma(vm: I64, ix: I64, mm: I64, info: I64, p: int, addr: int) -> int:  # pragma: no cover
+    """split_vma(): the map_count check, then the split (may_split: hugetlb BAILs before);
+    returns the new (upper) VMA's position or -ENOMEM."""
+    if not check_map_count(mm, info, mm[M_COUNT] + 1, SITE_SPLIT):
+        return -ENOMEM
+    return split_vma_nocheck(vm, ix, mm, p, addr)
+
+
+@_jit
+def split_vma_twice(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, p: int, start: int, end: int
+) -> int:
+    """split_vma_twice(): both checks first; the second failing leaves the first split made.
+    Returns the position of the VMA of ``[start, end)`` or -ENOMEM."""
+    n = mm[M_COUNT] + 1
+    if not check_map_count(mm, info, n, SITE_SPLIT):
+        return -ENOMEM
+    n += 1
+    if n > mm[M_NEEDED]:
+        mm[M_NEEDED] = n
+    if n > mm[M_MAX]:
+        split_vma_nocheck(vm, ix, mm, p, start)
+        check_map_count(mm, info, n, SITE_SPLIT)
+        return -ENOMEM
+    q = split_vma_nocheck(vm, ix, mm, p, start)
+    r = split_vma_nocheck(vm, ix, mm, q, end)
+    return _prev(vm, ix, r)
+
+
+# ------------------------------------------------------------------ merges
+@_jit
+def _mergeable(  # pragma: no cover - compiled
+    vm: I64, ix: I64, t: int, flags: int, file: int, anon: int, singular: int
+) -> bool:
+    """is_mergeable_vma() and is_mergeable_anon_vma() of the target VMA ``t``."""
+    if _get(vm, ix, t, F_NAME) != 0:
+        return False
+    if (_get(vm, ix, t, F_FLAGS) ^ flags) & ~VM_IGNORE_MERGE:
+        return False
+    if _get(vm, ix, t, F_FILE) != file:
+        return False
+    tgt = _get(vm, ix, t, F_ANON)
+    if tgt == 0 and anon != 0:
+        return singular != 0
+    if tgt != 0 and anon == 0:
+        return _get(vm, ix, t, F_SING) != 0
+    return tgt == anon
+
+
+@_jit
+def _can_merge_remove(vm: I64, ix: I64, p: int) -> bool:  # pragma: no cover - compiled
+    """can_merge_remove_vma(): no vm_ops->close (hugetlb, SysV shm)."""
+    return not (_get(vm, ix, p, F_FLAGS) & VM_HUGETLB or _get(vm, ix, p, F_FILE) & FA_SYSV)
+
+
+@_jit
+def _dup_anon_vma(vm: I64, ix: I64, dst: int, src: int) -> bool:  # pragma: no cover - compiled
+    """One source of _dup_anon_vma(): True when ``dst`` (which lacked one) took its anon_vma."""
+    if _get(vm, ix, dst, F_ANON) == 0 and _get(vm, ix, src, F_ANON) != 0:
+        _set(vm, ix, dst, F_ANON, _get(vm, ix, src, F_ANON))
+        _set(vm, ix, dst, F_SING, _get(vm, ix, src, F_SING))
+        return True
+    return False
+
+
+@_jit
+def vma_merge_existing_range(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, p: int, prv: int, nxt: int, start: int, end: int, flags: int
+) -> int:
+    """vma_merge_existing_range() of ``[start, end)`` of the VMA at ``p`` given ``flags``;
+    ``prv``/``nxt`` the candidates (-1: not considered). Returns the merged VMA's position,
+    or -1 when no merge is made (nothing changed)."""
+    vstart = _get(vm, ix, p, F_START)
+    vend = _get(vm, ix, p, F_END)
+    file = _get(vm, ix, p, F_FILE)
+    anon = _get(vm, ix, p, F_ANON)
+    singular = _get(vm, ix, p, F_SING)
+    pgoff = _get(vm, ix, p, F_PGOFF) + ((start - vstart) >> PAGE_SHIFT)
+    left_side = start == vstart
+    right_side = end == vend
+    merge_left = (
+        left_side
+        and prv >= 0
+        and _get(vm, ix, prv, F_END) == start
+        and _mergeable(vm, ix, prv, flags, file, anon, singular)
+        and _get(vm, ix, prv, F_PGOFF)
+        + ((_get(vm, ix, prv, F_END) - _get(vm, ix, prv, F_START)) >> PAGE_SHIFT)
+        == pgoff
+    )
+    merge_right = False
+    if (
+        right_side
+        and nxt >= 0
+        and _get(vm, ix, nxt, F_START) == end
+        and _mergeable(vm, ix, nxt, flags, file, anon, singular)
+        and _get(vm, ix, nxt, F_PGOFF) == pgoff + ((end - start) >> PAGE_SHIFT)
+    ):
+        merge_right = True
+        if merge_left:  # are_anon_vmas_compatible(prev, next)
+            a = _get(vm, ix, prv, F_ANON)
+            b = _get(vm, ix, nxt, F_ANON)
+            merge_right = a == 0 or b == 0 or a == b
+    if not (merge_left or merge_right):
+        return -1
+    if left_side and right_side and not _can_merge_remove(vm, ix, p):
+        return -1
+    if merge_left and merge_right and not _can_merge_remove(vm, ix, nxt):
+        merge_right = False
+    sticky = (flags | _get(vm, ix, p, F_FLAGS)) & VM_MAYBE_GUARD
+    if merge_left:
+        sticky |= _get(vm, ix, prv, F_FLAGS) & VM_MAYBE_GUARD
+        at = _get(vm, ix, prv, F_START)
+        if merge_right:  # prev + whole vma + next
+            sticky |= _get(vm, ix, nxt, F_FLAGS) & VM_MAYBE_GUARD
+            _set(vm, ix, prv, F_END, _get(vm, ix, nxt, F_END))
+            if not _dup_anon_vma(vm, ix, prv, p):
+                _dup_anon_vma(vm, ix, prv, nxt)
+            _remove_run(vm, ix, mm, p, 2)
+        elif right_side:  # prev + whole vma
+            _set(vm, ix, prv, F_END, vend)
+            _dup_anon_vma(vm, ix, prv, p)
+            _remove_run(vm, ix, mm, p, 1)
+        else:  # prev grows over the head of vma
+            _set(vm, ix, prv, F_END, end)
+            _set(vm, ix, p, F_START, end)
+            _set(vm, ix, p, F_PGOFF, _get(vm, ix, p, F_PGOFF) + ((end - start) >> PAGE_SHIFT))
+            _dup_anon_vma(vm, ix, prv, p)
+    else:
+        at = start
+        if left_side:  # whole vma + next
+            _set(vm, ix, nxt, F_START, start)
+            _set(vm, ix, nxt, F_PGOFF, _get(vm, ix, p, F_PGOFF))
+            _dup_anon_vma(vm, ix, nxt, p)
+            sticky |= _get(vm, ix, nxt, F_FLAGS) & VM_MAYBE_GUARD
+            _remove_run(vm, ix, mm, p, 1)
+        else:  # next grows down over the tail of vma
+            _set(vm, ix, p, F_END, start)
+            _set(vm, ix, nxt, F_START, start)
+            _set(vm, ix, nxt, F_PGOFF, pgoff)
+            _dup_anon_vma(vm, ix, nxt, p)
+            sticky |= _get(vm, ix, nxt, F_FLAGS) & VM_MAYBE_GUARD
+    q = find(vm, ix, mm, at)
+    _set(vm, ix, q, F_FLAGS, flags | sticky)
+    return q
+
+
+@_jit
+def vma_modify(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, p: int, start: int, end: int, flags: int
+) -> int:
+    """vma_modify_flags(): merge, else split; the position of the VMA of exactly
+    ``[start, end)`` afterwards, or -ENOMEM."""
+    left_side = start == _get(vm, ix, p, F_START)
+    right_side = end == _get(vm, ix, p, F_END)
+    if (left_side or right_side) and not (flags & VM_SPECIAL):
+        prv = _prev(vm, ix, p) if left_side else -1
+        nxt = _next(vm, ix, mm, p) if right_side else -1
+        q = vma_merge_existing_range(vm, ix, mm, p, prv, nxt, start, end, flags)
+        if q >= 0:
+            return q
+    if left_side:
+        if not right_side:
+            q = split_vma(vm, ix, mm, info, p, end)
+            if q < 0:
+                return q
+            p = _prev(vm, ix, q)
+    elif right_side:
+        p = split_vma(vm, ix, mm, info, p, start)
+        if p < 0:
+            return p
+    else:
+        p = split_vma_twice(vm, ix, mm, info, p, start, end)
+        if p < 0:
+            return p
+    _set(vm, ix, p, F_FLAGS, flags)
+    return p
+
+
+# ------------------------------------------------------------------ mprotect
+@_jit
+def mprotect_fixup(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, p: int, start: int, end: int, newflags: int
+) -> int:
+    """mprotect_fixup(): EPERM when sealed, VM_ACCOUNT follows write permission, then the
+    flags change. Returns the position of the VMA now covering the range, or -errno."""
+    oldflags = _get(vm, ix, p, F_FLAGS)
+    if oldflags & VM_SEALED:
+        return -EPERM
+    if newflags == oldflags:
+        return p
+    nrpages = (end - start) >> PAGE_SHIFT
+    charged = 0
+    if newflags & VM_WRITE:
+        if not (oldflags & NOT_CHARGED):
+            if not vm_enough_memory(mm, nrpages):
+                info[I_CAUSE] = CAUSE_OVERCOMMIT
+                info[I_A] = nrpages
+                info[I_B] = mm[M_COMMITTED]
+                return -ENOMEM
+            charged = nrpages
+            newflags |= VM_ACCOUNT
+    elif (
+        oldflags & VM_ACCOUNT
+        and _get(vm, ix, p, F_FILE) == 0
+        and _get(vm, ix, p, F_NAME) == 0
+        and _get(vm, ix, p, F_ANON) == 0
+    ):
+        newflags &= ~VM_ACCOUNT
+    if _get(vm, ix, p, F_START) < start and end < _get(vm, ix, p, F_END):
+        q = split_vma_twice(vm, ix, mm, info, p, start, end)
+        if q >= 0:
+            _set(vm, ix, q, F_FLAGS, newflags)
+    else:
+        q = vma_modify(vm, ix, mm, info, p, start, end, newflags)
+    if q < 0:
+        vm_unacct(mm, charged)
+        return q
+    if oldflags & VM_ACCOUNT and not (newflags & VM_ACCOUNT):
+        vm_unacct(mm, nrpages)
+    return q
+
+
+@_jit
+def mprotect(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, start_arg: int, len_arg: int, prot: int
+) -> int:
+    """do_mprotect() (do_mprotect_pkey(), pkey -1) of the registers ``start_arg`` and
+    ``len_arg`` (int64 bit patterns) and ``prot`` (its low 32 bits). Returns 0, an errno
+    (``info``: the cause), or BAIL before any change."""
+    info[I_CAUSE] = CAUSE_NONE
+    info[I_SITE] = 0
+    info[I_A] = 0
+    info[I_B] = 0
+    if mm[M_NOMODEL]:
+        return BAIL
+    grows = prot & GROWS
+    prot &= ~GROWS
+    if grows == GROWS:
+        return EINVAL
+    ustart = np.uint64(start_arg)
+    ulen = np.uint64(len_arg)
+    if ustart & _U_OFFSET:
+        return EINVAL
+    if ulen == _U_ZERO:
+        return 0
+    ulen = (ulen + _U_OFFSET) & _U_MASK
+    uend = ustart + ulen
+    if uend <= ustart:
+        return ENOMEM
+    if prot & ~PROT_VALID:
+        return EINVAL
+    if ustart >= _U_TOP:  # above every VMA: find() finds none
+        return ENOMEM
+    start = _i64(ustart)
+    end = _i64(uend) if uend < _U_TOP else INT64_MAX  # above every VMA: the same tests
+    p = find(vm, ix, mm, start)
+    if p < 0 or _get(vm, ix, p, F_START) >= end:
+        return ENOMEM
+    if grows & PROT_GROWSDOWN:
+        start = _get(vm, ix, p, F_START)
+        if not (_get(vm, ix, p, F_FLAGS) & VM_GROWSDOWN):
+            return EINVAL
+    else:
+        if _get(vm, ix, p, F_START) > start:
+            return ENOMEM
+        if grows & PROT_GROWSUP:
+            return EINVAL
+    # BAIL, decided over every VMA the walk may reach, before any change
+    q = p
+    while q >= 0 and _get(vm, ix, q, F_START) < end:
+        flags = _get(vm, ix, q, F_FLAGS)
+        if flags & VM_HUGETLB or _get(vm, ix, q, F_FILE) & FA_HUGE:
+            return BAIL  # change_protection() of hugetlb, may_split()
+        if (flags & PRIVATE_LOCKED) == VM_LOCKED and prot & PROT_WRITE:
+            return BAIL  # populate of a locked private VMA made writable
+        q = _next(vm, ix, mm, q)
+    nstart = start
+    tmp = _get(vm, ix, p, F_START)
+    newprot = prot & VM_ACCESS_FLAGS
+    while p >= 0 and _get(vm, ix, p, F_START) < end:
+        if _get(vm, ix, p, F_START) != tmp:
+            return ENOMEM
+        newflags = newprot | (_get(vm, ix, p, F_FLAGS) & ~VM_ACCESS_FLAGS)
+        if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+            return EACCES
+        vend = _get(vm, ix, p, F_END)
+        tmp = vend if vend < end else end
+        p = mprotect_fixup(vm, ix, mm, info, p, nstart, tmp, newflags)
+        if p < 0:
+            return -p
+        tmp = _get(vm, ix, p, F_END)
+        if tmp >= end:
+            return 0
+        nstart = tmp
+        p = _next(vm, ix, mm, p)
+    if tmp < end:
+        return ENOMEM
+    return 0
+
+
+# ------------------------------------------------------------------ munmap
+@_jit
+def munmap(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, start_arg: int, len_arg: int
+) -> int:
+    """do_munmap_syscall() -> do_vmi_munmap(): validate, gather (split the edges, the
+    map_count check of a range strictly inside one VMA, EPERM when sealed), complete
+    (locked_vm, the commit charge of VM_ACCOUNT pages). Returns 0, an errno or BAIL."""
+    info[I_CAUSE] = CAUSE_NONE
+    info[I_SITE] = 0
+    info[I_A] = 0
+    info[I_B] = 0
+    if mm[M_NOMODEL]:
+        return BAIL
+    ustart = np.uint64(start_arg)
+    ulen = np.uint64(len_arg)
+    task = np.uint64(mm[M_TASK])
+    if ustart & _U_OFFSET or ustart > task or ulen > task - ustart:
+        return EINVAL
+    uend = ustart + ((ulen + _U_OFFSET) & _U_MASK)
+    if uend == ustart:
+        return EINVAL
+    start = _i64(ustart)
+    end = _i64(uend)
+    p = find(vm, ix, mm, start)
+    if p < 0 or _get(vm, ix, p, F_START) >= end:
+        return 0
+    if mm[M_NODRAIN]:
+        return BAIL  # lru_add_drain() would move the pending mlocked folios
+    q = p
+    while q >= 0 and _get(vm, ix, q, F_START) < end:
+        if _get(vm, ix, q, F_FLAGS) & VM_HUGETLB or _get(vm, ix, q, F_FILE) & (
+            FA_HUGE | FA_DELETED
+        ):
+            return BAIL  # unmap_hugepage_range(), may_split(), on_file_unmapped()
+        q = _next(vm, ix, mm, q)
+    # vms_gather_munmap_vmas()
+    if start > _get(vm, ix, p, F_START):
+        if end < _get(vm, ix, p, F_END) and not check_map_count(
+            mm, info, mm[M_COUNT] + 1, SITE_GATHER
+        ):
+            return ENOMEM
+        if _get(vm, ix, p, F_FLAGS) & VM_SEALED:
+            return EPERM
+        p = split_vma_nocheck(vm, ix, mm, p, start)
+    first = _get(vm, ix, p, F_START)
+    q = p
+    last = p
+    n = 0
+    while q >= 0 and _get(vm, ix, q, F_START) < end:
+        if _get(vm, ix, q, F_FLAGS) & VM_SEALED:
+            return EPERM
+        last = q
+        n += 1
+        q = _next(vm, ix, mm, q)
+    if _get(vm, ix, last, F_END) > end:
+        split_vma_nocheck(vm, ix, mm, last, end)
+    # vms_complete_munmap_vmas()
+    p = find(vm, ix, mm, first)
+    q = p
+    accounted = 0
+    locked = 0
+    mapped = 0
+    for _ in range(n):
+        flags = _get(vm, ix, q, F_FLAGS)
+        pages = (_get(vm, ix, q, F_END) - _get(vm, ix, q, F_START)) >> PAGE_SHIFT
+        mapped += pages
+        if flags & VM_ACCOUNT:
+            accounted += pages
+        if flags & VM_LOCKED:
+            locked += pages
+        q = _next(vm, ix, mm, q)
+    _remove_run(vm, ix, mm, p, n)
+    mm[M_USED] -= mapped << PAGE_SHIFT
+    if locked:
+        mm[M_LOCKED] -= locked
+    if accounted:
+        vm_unacct(mm, accounted)
+    return 0
