@@ -30,7 +30,8 @@ with the values of ``vmsim.trace.decode.decode_value`` (``_to_int``, ``_decode_e
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from numba import njit
@@ -38,6 +39,8 @@ from numba import njit
 # numba's on-disk cache (cache=True) per file; no reference counting needed: nothing here
 # allocates (see vmsim.memtrace._core for why _nrt=False matters).
 _OPTS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
+_F = TypeVar("_F", bound=Callable[..., Any])
+_jit: Callable[[_F], _F] = njit(**_OPTS)
 
 KIND_FLAG = 0
 KIND_ERRNO = 1
@@ -60,8 +63,8 @@ _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)  # each exact
 _MARKER = np.frombuffer(b"strace: Process ", dtype=np.uint8).copy()
 
 
-@njit(**_OPTS)
-def sym_hash(kind: int, buf: Any, a: int, b: int) -> int:
+@_jit
+def sym_hash(kind: int, buf: Any, a: int, b: int) -> Any:
     """FNV-1a of the kind byte and ``buf[a:b]``, as an int64 (scan.py hashes the same way)."""
     h = _FNV_OFFSET
     h = (h ^ np.uint64(kind)) * _FNV_PRIME
@@ -70,10 +73,10 @@ def sym_hash(kind: int, buf: Any, a: int, b: int) -> int:
     return np.int64(h)
 
 
-@njit(**_OPTS)
+@_jit
 def _lookup(
     kind: int, buf: Any, a: int, b: int, tb_bytes: Any, tb_off: Any, tb_kind: Any, slots: Any
-) -> int:
+) -> Any:
     """Index of the table entry (kind, ``buf[a:b]``), -1 if there is none."""
     mask = slots.shape[0] - 1
     s = sym_hash(kind, buf, a, b) & mask
@@ -94,12 +97,12 @@ def _lookup(
         s = (s + 1) & mask
 
 
-@njit(**_OPTS)
+@_jit
 def _is_digit(c: int) -> bool:
     return 48 <= c <= 57
 
 
-@njit(**_OPTS)
+@_jit
 def _hexval(c: int) -> int:
     if 48 <= c <= 57:
         return c - 48
@@ -110,12 +113,12 @@ def _hexval(c: int) -> int:
     return -1
 
 
-@njit(**_OPTS)
+@_jit
 def _is_name(c: int) -> bool:
     return (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 95
 
 
-@njit(**_OPTS)
+@_jit
 def _number(buf: Any, p: int, e: int, out: Any) -> int:
     """``vmsim.trace.decode._to_int`` of the number at ``buf[p:]``: ``["-"] ("0x" HEX{1,16} |
     DEC{1,20})``, octal with a leading 0, within -2**63 .. 2**64-1. The number is the longest
@@ -167,13 +170,13 @@ def _number(buf: Any, p: int, e: int, out: Any) -> int:
     return q
 
 
-@njit(**_OPTS)
+@_jit
 def _token_end(c: int) -> bool:
     """What may follow an atom and its spaces: '|', ',', ')', '/' (a comment)."""
     return c == 124 or c == 44 or c == 41 or c == 47
 
 
-@njit(**_OPTS)
+@_jit
 def _arg(
     buf: Any,
     p: int,
@@ -312,7 +315,7 @@ def _arg(
     return p
 
 
-@njit(**_OPTS)
+@_jit
 def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
     """``TASK_AND_TIME`` at ``buf[s:e]`` (it always matches, maybe empty): returns its end;
     lead[0] the pid (-1 none), lead[1] the stamp kind (0 none, 1 'H:MM:SS[.f]', 2 'I.F'),
@@ -401,8 +404,8 @@ def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
     return p
 
 
-@njit(**_OPTS)
-def _tick(buf: Any, lead: Any, ck: Any, ckf: Any) -> float:
+@_jit
+def _tick(buf: Any, lead: Any, ck: Any, ckf: Any) -> Any:
     """``Timestamps.parse`` of the stamp ``lead`` found: the time (NaN: not known exactly
     here), the clock ``ck``/``ckf`` advanced; CK_LOST set when its new state is unknown."""
     a = lead[2]
@@ -473,7 +476,7 @@ def _tick(buf: Any, lead: Any, ck: Any, ckf: Any) -> float:
     return np.float64(total) / 1e9
 
 
-@njit(**_OPTS)
+@_jit
 def _carries(buf: Any, s: int, e: int) -> bool:
     """Whether the reader may carry the head of ``buf[s:e]`` (not taken) into the next line:
     it holds 'strace: Process ' after something."""
@@ -497,7 +500,7 @@ def _carries(buf: Any, s: int, e: int) -> bool:
     return False
 
 
-@njit(**_OPTS)
+@_jit
 def scan_lines(
     buf: Any,
     first_lineno: int,
@@ -609,7 +612,7 @@ def scan_lines(
     return 1 if carry else 0
 
 
-@njit(**_OPTS)
+@_jit
 def _call(
     buf: Any,
     p: int,
@@ -759,7 +762,7 @@ def _call(
     return True
 
 
-@njit(**_OPTS)
+@_jit
 def _duration(buf: Any, a: int, e: int, row: int, duration: Any) -> bool:
     """DEC '.' DEC '>' at the end of the line: float() of it, exact or not taken."""
     q = a
