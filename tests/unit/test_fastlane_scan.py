@@ -174,6 +174,8 @@ _NUMBERS = [
     b"MAP_HUGE_2MB|MAP_FILE",
     b"AT_FDCWD",
     b"3<>",
+    b"3</usr/lib/x86_64-linux-gnu/libc.so.6>",
+    b"0</x>",
     b"3</x>(deleted)",
 ]
 _BYTES = b'0123456789 ,|()<>-xE:.?=*/[]"\r\t\x0b\x1c\x85\xff\xc2\xa0aZ_;'

@@ -511,6 +511,7 @@ def scan_lines(
     tb_val: Any,
     slots: Any,
     min_args: Any,
+    fd_arg: Any,
     ck: Any,
     ckf: Any,
     lead: Any,
@@ -583,7 +584,7 @@ def scan_lines(
         row_taken = False
         if ok:
             row_taken = _call(
-                buf, p, e, row, tb_bytes, tb_off, tb_kind, tb_val, slots, min_args, num, res,
+                buf, p, e, row, tb_bytes, tb_off, tb_kind, tb_val, slots, min_args, fd_arg, num, res,
                 call, args, argneg, nargs, ret, ret_unknown, errno, duration, path_start,
                 path_end,
             )  # fmt: skip
@@ -624,6 +625,7 @@ def _call(
     tb_val: Any,
     slots: Any,
     min_args: Any,
+    fd_arg: Any,
     num: Any,
     res: Any,
     call: Any,
@@ -667,6 +669,8 @@ def _call(
             if res[1]:
                 mask |= 1 << n
             if np.int64(res[2]) >= 0:
+                if n != fd_arg[code]:
+                    return False  # a -y path only on the call's fd argument
                 paths += 1
                 path_start[row] = np.int64(res[2])
                 path_end[row] = np.int64(res[3])

@@ -128,6 +128,8 @@ def _table() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[
 _TABLE: Final = _table()
 _MIN_ARGS: Final = np.array([MIN_ARGS.get(name, 0) for name in CALLS], dtype=np.int64)
 _CODES: Final = {name: i for i, name in enumerate(CALLS) if name}
+# the argument that is an fd, whose -y path the scanner reads (mmap's fifth); -1: none
+_FD_ARG: Final = np.array([4 if name == "mmap" else -1 for name in CALLS], dtype=np.int64)
 
 
 def call_code(name: str) -> int:
@@ -210,6 +212,9 @@ class ScannedBlock:
     path_end: npt.NDArray[np.int64]
     clock: Clock
     """The clock after the block's last line."""
+    cr: bool
+    """The block holds a ``\\r``, a line break to the reader (universal newlines): its line
+    numbers past it are not the reader's, and nothing in it is taken."""
     carry: bool
     """The reader joins the block's last line with the next block's first: pass
     ``carry=True`` to the next scan_block() (that line is then not taken)."""
@@ -277,12 +282,12 @@ def scan_block(
     path_end = np.empty(n, dtype=np.int64)
     tb_bytes, tb_off, tb_kind, tb_val, slots = _TABLE
     carry_out = _scan.scan_lines(
-        data, first_lineno, carry, tb_bytes, tb_off, tb_kind, tb_val, slots, _MIN_ARGS,
+        data, first_lineno, carry, tb_bytes, tb_off, tb_kind, tb_val, slots, _MIN_ARGS, _FD_ARG,
         ck.words, ck.last, np.zeros(5, dtype=np.int64), np.zeros(2, dtype=np.uint64),
         np.zeros(4, dtype=np.uint64), taken, pid, call, args, argneg, nargs, ret, ret_unknown, errno,
         start, end, time, duration, lineno, path_start, path_end,
     )  # fmt: skip
     return ScannedBlock(
         taken, pid, call, args, argneg, nargs, ret, ret_unknown, errno, start, end, time,
-        duration, lineno, path_start, path_end, ck, bool(carry_out),
+        duration, lineno, path_start, path_end, ck, b"\r" in buf, bool(carry_out),
     )  # fmt: skip
