@@ -1,0 +1,293 @@
+"""The fast lane's strace scanner: a block of whole lines -> one row of numbers per line.
+
+:func:`scan_block` reads the bytes of whole strace lines with the compiled kernel
+(:mod:`vmsim.fastlane._scan`, which has the grammar) and marks each line ``taken`` or not. A
+taken line is a complete memory call on one line (:data:`CALLS`) decoded completely, to
+exactly the :class:`~vmsim.trace.events.Syscall` fields that
+:func:`vmsim.trace.strace.read_strace_stream` gives for it: pid, name, int arguments, return
+value, errno name, time, ``-T`` duration, the ``-y`` path of an fd argument, line number (the
+twin tests, tests/unit/test_fastlane_scan.py, hold it to that). Every other line (other
+calls, unfinished or resumed halves, ``-k`` frames, signals, exits, strings, unknown flag
+names, lines over 4 KiB, anything the kernel is unsure of) is left to the Python reader.
+
+The flag, errno and call names come from the tables the Python reader uses
+(:data:`vmsim.trace.decode.FLAG_VALUES`, :mod:`errno`), handed to the kernel as one hashed
+table built here.
+
+Times: the reader's clock (:class:`~vmsim.trace.decode.Timestamps`) carries state from line
+to line (``-t``/``-tt`` add a day when the clock runs back; ``-r`` stamps are summed; the
+first ``I.F`` stamp decides ``-ttt`` or ``-r``). The scanner runs that clock over every line
+of the block, taken or not, from the :class:`Clock` it is given, so ``time`` holds each
+line's time as the reader computes it (NaN when the line has no stamp, or when the clock
+was lost: after a line the reader joins with the next, or in a block with a ``\\r``). A
+stamped line whose time is not known is not taken. The block's clock after its last line is
+``ScannedBlock.clock``, for the next block.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from vmsim.fastlane import _scan
+from vmsim.trace.decode import DECODED_SYSCALLS, FLAG_VALUES, MIN_ARGS, Timestamps
+from vmsim.trace.events import Syscall
+
+__all__ = [
+    "CALLS",
+    "ERRNO_NAMES",
+    "Clock",
+    "ScannedBlock",
+    "call_code",
+    "scan_block",
+]
+
+CALLS: Final = (
+    "",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "pkey_mprotect",
+    "brk",
+    "madvise",
+    "mremap",
+    "mlock",
+    "mlock2",
+    "munlock",
+    "mlockall",
+    "munlockall",
+    "mseal",
+)
+"""The lane's calls: ``call`` holds the index of the name here (0: not taken)."""
+assert all(name in DECODED_SYSCALLS for name in CALLS[1:])
+
+# strace's names for the kernel's internal restart codes (include/linux/errno.h), which the
+# errno module does not list
+_KERNEL_ERRNOS: Final = (
+    "ERESTARTSYS",
+    "ERESTARTNOINTR",
+    "ERESTARTNOHAND",
+    "ENOIOCTLCMD",
+    "ERESTART_RESTARTBLOCK",
+    "EPROBE_DEFER",
+    "EOPENSTALE",
+    "ENOPARAM",
+)
+ERRNO_NAMES: Final = (
+    "",
+    *sorted({n for n in dir(errno_mod) if n[:1] == "E"} | set(_KERNEL_ERRNOS)),
+)
+"""The errno names the scanner knows: ``errno`` holds the index of the name here (0: none)."""
+
+U64: Final = (1 << 64) - 1
+
+
+def _fnv(kind: int, name: bytes) -> int:
+    """FNV-1a 64 of the kind byte then ``name``: the kernel's ``sym_hash``, as an int64."""
+    h = 14695981039346656037
+    for c in (kind, *name):
+        h = ((h ^ c) * 1099511628211) & U64
+    return h - (1 << 64) if h >> 63 else h
+
+
+def _table() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64],
+                      npt.NDArray[np.int64], npt.NDArray[np.int32]]:  # fmt: skip
+    """(bytes, offsets, kinds, values, hash slots) of every name the kernel looks up."""
+    entries: list[tuple[int, bytes, int]] = []
+    entries += [(_scan.KIND_FLAG, name.encode(), value) for name, value in FLAG_VALUES.items()]
+    entries += [(_scan.KIND_ERRNO, name.encode(), i) for i, name in enumerate(ERRNO_NAMES)][1:]
+    entries += [(_scan.KIND_CALL, name.encode(), i) for i, name in enumerate(CALLS)][1:]
+    for kind, name, value in entries:  # the kernel reads values as int64
+        assert -(1 << 63) <= value < (1 << 63), (kind, name)
+    size = 1
+    while size < 4 * len(entries):
+        size *= 2
+    slots = np.full(size, -1, dtype=np.int32)
+    for index, (kind, name, _) in enumerate(entries):
+        s = _fnv(kind, name) & (size - 1)
+        while slots[s] >= 0:
+            s = (s + 1) & (size - 1)
+        slots[s] = index
+    data = b"".join(name for _, name, _ in entries)
+    offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(name) for _, name, _ in entries])
+    return (
+        np.frombuffer(data, dtype=np.uint8).copy(),
+        offsets,
+        np.array([kind for kind, _, _ in entries], dtype=np.int64),
+        np.array([value for _, _, value in entries], dtype=np.int64),
+        slots,
+    )
+
+
+_TABLE: Final = _table()
+_MIN_ARGS: Final = np.array([MIN_ARGS.get(name, 0) for name in CALLS], dtype=np.int64)
+_CODES: Final = {name: i for i, name in enumerate(CALLS) if name}
+# the argument that is an fd, whose -y path the scanner reads (mmap's fifth); -1: none
+_FD_ARG: Final = np.array([4 if name == "mmap" else -1 for name in CALLS], dtype=np.int64)
+
+
+def call_code(name: str) -> int:
+    """The lane's code for a call name (0: not one of the lane's calls)."""
+    return _CODES.get(name, 0)
+
+
+@dataclass(slots=True)
+class Clock:
+    """The state of the reader's :class:`~vmsim.trace.decode.Timestamps` as the kernel keeps
+    it: ``words`` = [relative (-1 undecided, 0, 1), day, total_ns, lost], ``last``."""
+
+    words: npt.NDArray[np.int64]
+    last: npt.NDArray[np.float64]
+
+    @classmethod
+    def fresh(cls) -> Clock:
+        return cls(np.array([-1, 0, 0, 0], dtype=np.int64), np.zeros(1, dtype=np.float64))
+
+    @classmethod
+    def of(cls, ts: Timestamps) -> Clock:
+        """The state of ``ts`` (a reader's clock)."""
+        rel = -1 if ts.relative is None else int(ts.relative)
+        words = np.array([rel, ts._day, ts._total_ns, 0], dtype=np.int64)
+        return cls(words, np.array([ts._last], dtype=np.float64))
+
+    @property
+    def lost(self) -> bool:
+        """A line's effect on the clock was not followed: the state is unknown."""
+        return bool(self.words[_scan.CK_LOST])
+
+    def into(self, ts: Timestamps) -> None:
+        """Give ``ts`` this state (not when lost)."""
+        if self.lost:
+            raise ValueError("the scanner lost the clock: its state is unknown")
+        rel = int(self.words[_scan.CK_RELATIVE])
+        ts.relative = None if rel < 0 else bool(rel)
+        ts._day = int(self.words[_scan.CK_DAY])
+        ts._total_ns = int(self.words[_scan.CK_TOTAL_NS])
+        ts._last = float(self.last[0])
+
+    def copy(self) -> Clock:
+        return Clock(self.words.copy(), self.last.copy())
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedBlock:
+    """One row per line of a scanned block. Only ``taken`` rows hold a decoded call; ``pid``,
+    ``start``, ``end``, ``lineno`` and ``time`` are filled for every line."""
+
+    taken: npt.NDArray[np.uint8]
+    """1: a complete call of :data:`CALLS` decoded fully; 0: the Python reader's line."""
+    pid: npt.NDArray[np.int64]
+    """The line's pid prefix, -1 when it has none (the reader's ``default_pid``)."""
+    call: npt.NDArray[np.uint8]
+    """Index in :data:`CALLS`."""
+    args: npt.NDArray[np.uint64]
+    """n x 6: the arguments as 64-bit registers (two's complement), 0 past ``nargs``."""
+    argneg: npt.NDArray[np.uint8]
+    """Bit i set: argument i was a negative number in the trace (its int is args - 2**64)."""
+    nargs: npt.NDArray[np.int8]
+    ret: npt.NDArray[np.int64]
+    """The return value (-1 with an errno, as the reader sets it); 0 when ``ret_unknown``."""
+    ret_unknown: npt.NDArray[np.uint8]
+    """1: ``= ?`` (the reader's ``ret`` None)."""
+    errno: npt.NDArray[np.int16]
+    """Index in :data:`ERRNO_NAMES` (0: no errno)."""
+    start: npt.NDArray[np.int64]
+    """Byte offset of the line in the block."""
+    end: npt.NDArray[np.int64]
+    """Byte offset of its end (its newline, or the block's end)."""
+    time: npt.NDArray[np.float64]
+    """Seconds as the reader's clock gives them; NaN: no stamp, or not known here."""
+    duration: npt.NDArray[np.float64]
+    """``-T`` seconds; NaN: none."""
+    lineno: npt.NDArray[np.int64]
+    path_start: npt.NDArray[np.int64]
+    """Byte span of the ``-y`` path of the fd argument (``3</lib/libc.so.6>``); -1: none.
+    The fd is that argument's value (mmap's fifth)."""
+    path_end: npt.NDArray[np.int64]
+    clock: Clock
+    """The clock after the block's last line."""
+    cr: bool
+    """The block holds a ``\\r``, a line break to the reader (universal newlines): its line
+    numbers past it are not the reader's, and nothing in it is taken."""
+    carry: bool
+    """The reader joins the block's last line with the next block's first: pass
+    ``carry=True`` to the next scan_block() (that line is then not taken)."""
+
+    def __len__(self) -> int:
+        return int(self.taken.shape[0])
+
+    def syscall(self, buf: bytes, i: int, default_pid: int | None = None) -> Syscall:
+        """Row ``i`` (taken) as the reader's Syscall, without ``-k`` frames (they follow)."""
+        if not self.taken[i]:
+            raise ValueError(f"line {int(self.lineno[i])} was not taken")
+        n = int(self.nargs[i])
+        neg = int(self.argneg[i])
+        args = tuple(
+            int(self.args[i, k]) - (1 << 64) if neg >> k & 1 else int(self.args[i, k])
+            for k in range(n)
+        )
+        fd_paths: dict[int, str] = {}
+        if self.path_start[i] >= 0:
+            path = buf[int(self.path_start[i]) : int(self.path_end[i])].decode("ascii")
+            fd_paths[args[4]] = path
+        pid = int(self.pid[i])
+        t = float(self.time[i])
+        d = float(self.duration[i])
+        return Syscall(
+            int(self.lineno[i]),
+            pid if pid >= 0 else default_pid,
+            None if math.isnan(t) else t,
+            CALLS[int(self.call[i])],
+            args,
+            fd_paths,
+            None if self.ret_unknown[i] else int(self.ret[i]),
+            ERRNO_NAMES[int(self.errno[i])] or None,
+            None if math.isnan(d) else d,
+            (),
+            buf[int(self.start[i]) : int(self.end[i])].decode("ascii"),
+        )
+
+
+def scan_block(
+    buf: bytes, first_lineno: int, clock: Clock | None = None, carry: bool = False
+) -> ScannedBlock:
+    """Scan ``buf``, whole strace lines (the last newline optional), the first being line
+    ``first_lineno``; ``clock`` is the reader's clock before it (fresh if None; not
+    changed), ``carry`` whether the reader joins the first line to the previous block's
+    last (ScannedBlock.carry of that block)."""
+    data = np.frombuffer(buf, dtype=np.uint8)
+    n = buf.count(b"\n") + (1 if buf and not buf.endswith(b"\n") else 0)
+    ck = (clock or Clock.fresh()).copy()
+    taken = np.zeros(n, dtype=np.uint8)
+    pid = np.empty(n, dtype=np.int64)
+    call = np.zeros(n, dtype=np.uint8)
+    args = np.zeros((n, _scan.MAX_ARGS), dtype=np.uint64)
+    argneg = np.zeros(n, dtype=np.uint8)
+    nargs = np.zeros(n, dtype=np.int8)
+    ret = np.zeros(n, dtype=np.int64)
+    ret_unknown = np.zeros(n, dtype=np.uint8)
+    errno = np.zeros(n, dtype=np.int16)
+    start = np.empty(n, dtype=np.int64)
+    end = np.empty(n, dtype=np.int64)
+    time = np.empty(n, dtype=np.float64)
+    duration = np.empty(n, dtype=np.float64)
+    lineno = np.empty(n, dtype=np.int64)
+    path_start = np.empty(n, dtype=np.int64)
+    path_end = np.empty(n, dtype=np.int64)
+    tb_bytes, tb_off, tb_kind, tb_val, slots = _TABLE
+    carry_out = _scan.scan_lines(
+        data, first_lineno, carry, tb_bytes, tb_off, tb_kind, tb_val, slots, _MIN_ARGS, _FD_ARG,
+        ck.words, ck.last, np.zeros(5, dtype=np.int64), np.zeros(2, dtype=np.uint64),
+        np.zeros(4, dtype=np.uint64), taken, pid, call, args, argneg, nargs, ret, ret_unknown, errno,
+        start, end, time, duration, lineno, path_start, path_end,
+    )  # fmt: skip
+    return ScannedBlock(
+        taken, pid, call, args, argneg, nargs, ret, ret_unknown, errno, start, end, time,
+        duration, lineno, path_start, path_end, ck, b"\r" in buf, bool(carry_out),
+    )  # fmt: skip

@@ -1,0 +1,247 @@
+"""Twin tests of the fast lane's strace scanner (vmsim.fastlane.scan) against the Python
+reader (vmsim.trace.strace.read_strace_stream, what ``vmsim replay`` reads with): every line
+the scanner takes must decode to the reader's Syscall for that line, field for field, and
+every time it computes must be the reader's."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import math
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vmsim.fastlane.scan import Clock, ScannedBlock, scan_block
+from vmsim.trace.events import Event, Problem, Syscall
+from vmsim.trace.strace import read_strace_stream
+
+TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
+_PID_SUFFIX = re.compile(r"\.(\d+)(?:\.gz)?$")
+
+
+def _strace_fixtures() -> list[Path]:
+    out = []
+    for path in sorted(TRACES.rglob("*")):
+        if path.is_dir() or "ltrace" in path.name:
+            continue
+        if ".strace" in path.name or path.parent.name == "threads-ff":
+            out.append(path)
+    return out
+
+
+FIXTURES = _strace_fixtures()
+
+
+def _bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def _reader(data: bytes, pid: int | None = None) -> list[Event]:
+    """The reader's events of ``data`` read as open_trace() reads a file."""
+    handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+    return list(read_strace_stream(handle, pid=pid))
+
+
+def _scan(data: bytes, block_lines: int) -> tuple[list[tuple[int, ScannedBlock, bytes]], Clock]:
+    """Scan ``data`` in blocks of ``block_lines`` lines, the clock and carry handed on."""
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    out = []
+    clock = Clock.fresh()
+    carry = False
+    for i in range(0, max(len(lines), 1), block_lines):
+        chunk = b"\n".join(lines[i : i + block_lines])
+        if i + block_lines < len(lines) or data.endswith(b"\n"):
+            chunk += b"\n"
+        block = scan_block(chunk, i + 1, clock, carry)
+        out.append((i, block, chunk))
+        clock, carry = block.clock, block.carry
+    return out, clock
+
+
+def _check(data: bytes, block_lines: int, pid: int | None = None) -> tuple[int, int]:
+    """Every taken line equals the reader's event; every known time the reader's. Returns
+    (lines taken, lines)."""
+    events = _reader(data, pid)
+    by_line: dict[int, Event] = {}
+    for ev in events:
+        by_line.setdefault(ev.lineno, ev)
+    blocks, _ = _scan(data, block_lines)
+    taken = total = 0
+    for _, block, chunk in blocks:
+        for i in range(len(block)):
+            total += 1
+            lineno = int(block.lineno[i])
+            ev = by_line.get(lineno)
+            t = float(block.time[i])
+            if not block.taken[i]:
+                if (
+                    not math.isnan(t)
+                    and ev is not None
+                    and not isinstance(ev, Problem)
+                    and "\n" not in ev.raw
+                ):
+                    assert ev.time == t, (lineno, ev, t)
+                continue
+            taken += 1
+            mine = block.syscall(chunk, i, pid)
+            assert isinstance(ev, Syscall), (lineno, ev, mine)
+            assert dataclasses.replace(ev, stack=()) == mine, (lineno, ev, mine)
+    return taken, total
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[str(p.relative_to(TRACES)) for p in FIXTURES])
+def test_fixture_twin(path: Path) -> None:
+    data = _bytes(path)
+    m = _PID_SUFFIX.search(path.name) if path.parent.name == "threads-ff" else None
+    pid = int(m.group(1)) if m else None
+    taken, total = _check(data, 4096, pid)
+    assert total > 0
+    if path.name.startswith("fill_map_count"):
+        # all but execve, the exit_group and the '+++' line, and the first lines that are
+        # other calls (access, openat, read, ...)
+        assert taken / total > 0.99, (taken, total)
+
+
+# ---------------------------------------------------------------- mutated real lines
+def _pool() -> list[bytes]:
+    """Real lines of the fixtures (every shape the readers meet), and a few the fixtures
+    lack: -X verbose remainders, shifts, negative and octal numbers, errno forms, '= ?'."""
+    lines: list[bytes] = []
+    for name, count in (
+        ("fill_map_count.exec.strace.gz", 120),
+        ("threads.strace", 200),
+        ("threads.raw.strace", 200),
+        ("threads.stderr.strace", 226),
+        ("tiny.verbose.strace", 19),
+        ("arenas.ttt.strace", 120),
+        ("arenas.r.strace", 120),
+        ("corpus/java-zgc.strace.gz", 400),
+    ):
+        lines += _bytes(TRACES / name).split(b"\n")[:count]
+    lines += [
+        b"mmap(NULL, 4096, 0x3 /* PROT_READ|PROT_WRITE */, 0x20 /* MAP_??? */, -1, 0) = 0x7f00",
+        b"mmap(NULL, 2097152, PROT_READ|0x100, MAP_PRIVATE|MAP_ANONYMOUS|21<<MAP_HUGE_SHIFT,"
+        b" -1, 0) = -1 ENOMEM (Cannot allocate memory) <0.000011>",
+        b"[pid  12] 00:00:01.5 mremap(0x7f0000000000, 8192, 16384, MREMAP_MAYMOVE) = 0x7f1000",
+        b"12 madvise(0x1000, 4096, MADV_DONTNEED) = -1 EINVAL",
+        b"12 23:59:59.999999 munmap(0x1000, 010) = ? <0.1>",
+        b"pkey_mprotect(0x1000, 4096, PROT_READ, -1) = 0",
+        b"mlockall(MCL_CURRENT|MCL_FUTURE) = 0",
+        b"munlockall() = 0",
+        b"brk(0x55) = 0x55 <12345678901234.5>",
+        b"12 0.000001 mmap(NULL, -4096, PROT_NONE, MAP_SHARED, 3</tmp/a b>, 0) = -1 EPERM",
+        b"mprotect(0x1000, 4096, PROT_READ | PROT_WRITE) = 0",
+        b"munmap(-0x10, 1<<12) = 0",
+        b"--- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=0x10} ---",
+        b"+++ exited with 0 +++",
+        b" > /usr/lib/libc.so.6(mmap+0x1) [0x1]",
+    ]
+    return [line for line in lines if line]
+
+
+POOL = _pool()
+_NUMBERS = [
+    b"18446744073709551616",  # 2**64
+    b"18446744073709551615",
+    b"9223372036854775808",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"99999999999999999999",
+    b"0xffffffffffffffff",
+    b"0x10000000000000000",
+    b"-0x8000000000000000",
+    b"-0x8000000000000001",
+    b"0777",
+    b"089",
+    b"-1",
+    b"-0",
+    b"1<<63",
+    b"1<<64",
+    b"2<<63",
+    b"-1<<2",
+    b"0x1_0",
+    b"0XFF",
+    b"PROT_BOGUS",
+    b"prot_read",
+    b"MAP_HUGE_2MB|MAP_FILE",
+    b"AT_FDCWD",
+    b"3<>",
+    b"3</usr/lib/x86_64-linux-gnu/libc.so.6>",
+    b"0</x>",
+    b"3</x>(deleted)",
+]
+_BYTES = b'0123456789 ,|()<>-xE:.?=*/[]"\r\t\x0b\x1c\x85\xff\xc2\xa0aZ_;'
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    line = bytearray(draw(st.sampled_from(POOL)))
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.integers(0, 5))
+        pos = draw(st.integers(0, len(line)))
+        if op == 0:  # insert bytes
+            line[pos:pos] = (
+                draw(st.binary(min_size=1, max_size=3))
+                if draw(st.booleans())
+                else bytes([draw(st.sampled_from(_BYTES))])
+            )
+        elif op == 1:  # delete a range
+            line[pos : pos + draw(st.integers(1, 4))] = b""
+        elif op == 2 and pos < len(line):  # replace a byte
+            line[pos] = draw(st.sampled_from(_BYTES))
+        elif op == 3:  # truncate
+            del line[pos:]
+        else:  # a number or name where one stood
+            spans = [m.span() for m in re.finditer(rb"-?\w+", bytes(line))]
+            if spans:
+                a, b = draw(st.sampled_from(spans))
+                line[a:b] = draw(st.sampled_from(_NUMBERS))
+    return bytes(line).replace(b"\n", b"")
+
+
+_STAMPS = st.one_of(
+    st.just(b""),
+    st.builds(
+        lambda h, m, s, f: b"%02d:%02d:%02d%s " % (h, m, s, f),
+        st.sampled_from([0, 11, 12, 23, 24, 99]),
+        st.integers(0, 59),
+        st.integers(0, 59),
+        st.sampled_from([b"", b".5", b".000001", b".999999", b".123456789012"]),
+    ),
+    st.builds(
+        lambda i, f: b"%d.%s " % (i, f),
+        st.sampled_from([0, 1, 99999999, 100000000, 1795709776, 10**19]),
+        st.sampled_from([b"0", b"000001", b"999999", b"123456789", b"123456789012"]),
+    ),
+)
+
+
+def _with_stamp(line: bytes, stamp: bytes) -> bytes:
+    """``line`` with its time column replaced by ``stamp`` (or put after its pid)."""
+    m = re.match(rb"( *(?:\[pid +\d+\] |\d+ +)?)(?:[0-9:.]+ +)?", line)
+    assert m is not None
+    return m.group(1) + stamp + line[m.end() :]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(_mutated(), _STAMPS, st.booleans()), min_size=1, max_size=8),
+    st.integers(1, 8),
+    st.booleans(),
+)
+def test_mutated_lines_twin(
+    items: list[tuple[bytes, bytes, bool]], block_lines: int, newline: bool
+) -> None:
+    """Mutated real lines, in blocks: never an exception, every taken line the reader's
+    Syscall, every known time the reader's time (lines it makes a Problem are not taken)."""
+    lines = [_with_stamp(line, stamp) if restamp else line for line, stamp, restamp in items]
+    data = b"\n".join(lines) + (b"\n" if newline else b"")
+    _check(data, block_lines)
