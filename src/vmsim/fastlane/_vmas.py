@@ -751,3 +751,280 @@ def munmap(  # pragma: no cover - compiled
     if accounted:
         vm_unacct(mm, accounted)
     return 0
+
+
+# ------------------------------------------------------------------ the replay's step
+# One compiled call per replayed line (vmsim.fastlane.lane): what Replayer's handler and
+# WrittenWatch do around the model's call, on the same VMAs.
+S_JUDGE = 0  # WrittenWatch's judgement: 0 None, 1 (lo, S_A, S_B), 2 False
+S_A = 1
+S_B = 2
+S_BEFORE = 3  # map_count before the call
+S_AFTER = 4  # ... and after it
+S_CAUSE = 5  # a C_* code when the call added VMAs
+S_NTAINT = 6  # tainted ranges in ``taint`` (in and out)
+S_SENSITIVE = 7  # 1: the watch found a call the written replay could do differently
+S_ANCHOR = 8  # 1: BAIL because Replayer._anchor() must look at the call
+NST = 9
+
+C_NONE = 0
+C_THREAD_STACK = 1
+C_MALLOC_ARENA = 2
+C_GUARD = 3
+C_SPLIT = 4
+C_PARTIAL_MUNMAP = 5
+CAUSE_NAMES = (
+    "",
+    "thread stack",
+    "malloc arena",
+    "mprotect guard",
+    "mprotect split",
+    "partial munmap",
+)  # Replayer._cause()'s strings
+
+VM_NORESERVE_ = 1 << 21
+VM_NOHUGEPAGE_ = 1 << 30
+ARENA_ALIGN = 64 << 20
+J_NONE = 0
+J_HOLD = 1
+J_FALSE = 2
+
+
+@_jit
+def _last_pos(vm: I64, ix: I64, mm: I64) -> int:  # pragma: no cover - compiled
+    nb = mm[M_NB]
+    if nb == 0:
+        return -1
+    c = vm.shape[0]
+    return ((nb - 1) << POS_SHIFT) | (ix[c + ix[nb - 1]] - 1)  # type: ignore[no-any-return]
+
+
+@_jit
+def _lookup(vm: I64, ix: I64, mm: I64, addr: int) -> int:  # pragma: no cover - compiled
+    """vma_lookup(): the VMA containing ``addr`` (int64 >= 0; INT64_MAX: above all), -1."""
+    p = find(vm, ix, mm, addr)
+    if p >= 0 and _get(vm, ix, p, F_START) <= addr:
+        return p
+    return -1
+
+
+@_jit
+def _prev_of(vm: I64, ix: I64, mm: I64, addr: int) -> int:  # pragma: no cover - compiled
+    """VmaTree.prev_of(): the last VMA that starts below ``addr``."""
+    if addr <= 0:
+        return -1
+    p = find(vm, ix, mm, addr)
+    if p < 0:
+        return _last_pos(vm, ix, mm)
+    if _get(vm, ix, p, F_START) < addr:
+        return p
+    return _prev(vm, ix, p)
+
+
+@_jit
+def _may_hold(vm: I64, ix: I64, p: int, taint: I64, st: I64) -> bool:  # pragma: no cover
+    """WrittenWatch.may_hold_anon()."""
+    if _get(vm, ix, p, F_ANON) != 0:
+        return True
+    if _get(vm, ix, p, F_FLAGS) & (VM_WRITE | VM_SHARED) == VM_WRITE:
+        return True
+    start = _get(vm, ix, p, F_START)
+    end = _get(vm, ix, p, F_END)
+    for t in range(st[S_NTAINT]):  # noqa: SIM110 (numba: no generator in any())
+        if taint[2 * t] < end and start < taint[2 * t + 1]:
+            return True
+    return False
+
+
+@_jit
+def _participants(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, taint: I64, st: I64, lo: int, hi: int
+) -> None:
+    """WrittenWatch._participants() of an mprotect over ``[lo, hi)``."""
+    held = -1
+    first = find(vm, ix, mm, lo)
+    last = -1
+    q = first
+    if first >= 0 and _get(vm, ix, first, F_START) >= hi:
+        first = -1
+        q = -1
+    while q >= 0 and _get(vm, ix, q, F_START) < hi:
+        if _may_hold(vm, ix, q, taint, st):
+            if held >= 0:
+                st[S_JUDGE] = J_FALSE
+                return
+            held = q
+        last = q
+        q = _next(vm, ix, mm, q)
+    before = _prev_of(vm, ix, mm, lo)
+    if (
+        before >= 0
+        and _get(vm, ix, before, F_END) == lo
+        and before != first
+        and _may_hold(vm, ix, before, taint, st)
+    ):
+        if held >= 0:
+            st[S_JUDGE] = J_FALSE
+            return
+        held = before
+    after = find(vm, ix, mm, hi)
+    if (
+        after >= 0
+        and _get(vm, ix, after, F_START) == hi
+        and after != last
+        and _may_hold(vm, ix, after, taint, st)
+    ):
+        if held >= 0:
+            st[S_JUDGE] = J_FALSE
+            return
+        held = after
+    if held >= 0:
+        st[S_JUDGE] = J_HOLD
+        st[S_A] = _get(vm, ix, held, F_START)
+        st[S_B] = _get(vm, ix, held, F_END)
+    else:
+        st[S_JUDGE] = J_NONE
+
+
+@_jit
+def _watch_mprotect(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, taint: I64, st: I64, addr: int, length: int, prot: int
+) -> None:
+    """WrittenWatch.before() of mprotect(addr, length, prot), three ints >= 0 (the bits of
+    ``addr``/``length`` as uint64)."""
+    st[S_JUDGE] = J_NONE
+    grows_or_write = prot & (PROT_WRITE | GROWS)
+    if grows_or_write != PROT_WRITE and prot & GROWS:
+        st[S_JUDGE] = J_FALSE  # PROT_GROWSDOWN widens the range to the VMA's start
+        return
+    ulo = np.uint64(addr)
+    al = (np.uint64(length) + _U_OFFSET) & _U_MASK
+    if al == _U_ZERO:
+        return  # hi <= lo: nothing to change
+    lo = _i64(ulo) if ulo < _U_TOP else INT64_MAX
+    uhi = ulo + al
+    hi = _i64(uhi) if (ulo < _U_TOP and al < _U_TOP and uhi < _U_TOP) else INT64_MAX
+    p = _lookup(vm, ix, mm, lo) if lo != INT64_MAX else -1
+    if grows_or_write != PROT_WRITE and not prot & PROT_WRITE:
+        # _keeps_account() over range(lo, hi)
+        q = find(vm, ix, mm, lo) if lo != INT64_MAX else -1
+        while q >= 0 and _get(vm, ix, q, F_START) < hi:
+            if (
+                _get(vm, ix, q, F_FLAGS) & VM_ACCOUNT
+                and _get(vm, ix, q, F_FILE) == 0
+                and _get(vm, ix, q, F_NAME) == 0
+                and _get(vm, ix, q, F_ANON) == 0
+                and _may_hold(vm, ix, q, taint, st)
+            ):
+                st[S_JUDGE] = J_FALSE
+                return
+            q = _next(vm, ix, mm, q)
+    if p >= 0 and _get(vm, ix, p, F_START) < lo and hi < _get(vm, ix, p, F_END):
+        if _may_hold(vm, ix, p, taint, st):
+            st[S_JUDGE] = J_HOLD
+            st[S_A] = _get(vm, ix, p, F_START)
+            st[S_B] = _get(vm, ix, p, F_END)
+        return
+    _participants(vm, ix, mm, taint, st, lo, hi)
+
+
+@_jit
+def _watch_after(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, taint: I64, st: I64, taint_max: int
+) -> None:
+    """WrittenWatch.after() of a cleared call: the VMAs over [S_A, S_B) the predicate no
+    longer covers join the taint (sensitive past ``taint_max`` ranges)."""
+    start = st[S_A]
+    end = st[S_B]
+    if start == end:
+        return
+    q = find(vm, ix, mm, start)
+    cap = taint.shape[0] // 2
+    while q >= 0 and _get(vm, ix, q, F_START) < end:
+        if not _may_hold(vm, ix, q, taint, st):
+            n = st[S_NTAINT]
+            if n >= cap:
+                st[S_SENSITIVE] = 1  # past taint_max already: the watch stops here
+                return
+            taint[2 * n] = _get(vm, ix, q, F_START)
+            taint[2 * n + 1] = _get(vm, ix, q, F_END)
+            st[S_NTAINT] = n + 1
+        q = _next(vm, ix, mm, q)
+    if st[S_NTAINT] > taint_max:
+        st[S_SENSITIVE] = 1
+
+
+@_jit
+def _mprotect_cause(vm: I64, ix: I64, mm: I64, addr: int, prot: int) -> int:  # pragma: no cover
+    """Replayer._cause() of an mprotect that added VMAs (``addr`` int64 >= 0)."""
+    p = _lookup(vm, ix, mm, addr)
+    if p >= 0 and _get(vm, ix, p, F_FILE) == 0 and _get(vm, ix, p, F_NAME) == 0:
+        flags = _get(vm, ix, p, F_FLAGS)
+        if flags & VM_NOHUGEPAGE_:
+            return C_THREAD_STACK
+        if flags & VM_NORESERVE_ and _get(vm, ix, p, F_START) % ARENA_ALIGN == 0:
+            return C_MALLOC_ARENA
+    return C_GUARD if prot == 0 else C_SPLIT
+
+
+@_jit
+def lane_mprotect(  # pragma: no cover - compiled
+    vm: I64,
+    ix: I64,
+    mm: I64,
+    info: I64,
+    taint: I64,
+    st: I64,
+    addr: int,
+    length: int,
+    prot: int,
+    watching: bool,
+    anchoring: bool,
+    taint_max: int,
+) -> int:
+    """One mprotect line of the replay (Replayer._mprotect and syscall()): the RELRO anchor
+    question (BAIL with S_ANCHOR when _anchor() must see it: ``anchoring`` says the replay
+    would ask), the written watch's judgement before and its taint after (``watching``),
+    the model's call, and its cause. ``addr``/``length`` the uint64 bits as int64, ``prot``
+    the argument (>= 0). Returns what mprotect() returns."""
+    st[S_ANCHOR] = 0
+    st[S_CAUSE] = C_NONE
+    before = mm[M_COUNT]
+    st[S_BEFORE] = before
+    ulo = np.uint64(addr)
+    if anchoring and prot == PROT_READ and (ulo >= _U_TOP or _lookup(vm, ix, mm, _i64(ulo)) < 0):
+        st[S_ANCHOR] = 1
+        return BAIL
+    if watching:
+        _watch_mprotect(vm, ix, mm, taint, st, addr, length, prot)
+    code = mprotect(vm, ix, mm, info, addr, length, prot & 0xFFFFFFFF)
+    if code == BAIL:
+        return BAIL
+    if watching:
+        j = st[S_JUDGE]
+        if j == J_FALSE:
+            st[S_SENSITIVE] = 1
+        elif j == J_HOLD:
+            _watch_after(vm, ix, mm, taint, st, taint_max)
+    after = mm[M_COUNT]
+    st[S_AFTER] = after
+    if after > before:
+        st[S_CAUSE] = _mprotect_cause(vm, ix, mm, _i64(ulo) if ulo < _U_TOP else INT64_MAX, prot)
+    return code
+
+
+@_jit
+def lane_munmap(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, st: I64, addr: int, length: int
+) -> int:
+    """One munmap line of the replay (WrittenWatch judges nothing: munmap never merges)."""
+    st[S_CAUSE] = C_NONE
+    before = mm[M_COUNT]
+    st[S_BEFORE] = before
+    code = munmap(vm, ix, mm, info, addr, length)
+    if code == BAIL:
+        return BAIL
+    st[S_AFTER] = mm[M_COUNT]
+    if mm[M_COUNT] > before:
+        st[S_CAUSE] = C_PARTIAL_MUNMAP
+    return code

@@ -189,12 +189,24 @@ class VmaArrays:
 
     def to_mm(self, mm: AddressSpace) -> None:
         """Give ``mm`` these VMAs (a new tree and free-space index) and numbers."""
-        tree = VmaTree()
-        for r in self.vmas():
-            v = Vma(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-            v.swap_ra = r[8]
-            tree.insert_new(v)
-        mm.tree = tree
+        out: list[Vma] = []
+        add = out.append
+        files, anons, names, aux = self.files, self.anons, self.names, self.aux
+        c = self.vm.shape[0]
+        vm = self.vm
+        shift = k.FA_SHIFT
+        for j in range(int(self.mm[k.M_NB])):
+            b = int(self.ix[j])
+            cnt = int(self.ix[c + b])
+            for start, end, flags, pgoff, file, anon, sing, name, ra in vm[b, :, :cnt].T.tolist():
+                v = Vma(
+                    start, end, flags, pgoff, files[file >> shift], anons[anon], sing != 0,
+                    names[name],
+                )  # fmt: skip
+                if ra:
+                    v.swap_ra = aux[ra]
+                add(v)
+        mm.tree = VmaTree.from_sorted(out)
         self.store_globals(mm)
 
     def vmas(self) -> list[VmaRecord]:
