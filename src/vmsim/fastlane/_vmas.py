@@ -1028,3 +1028,102 @@ def lane_munmap(  # pragma: no cover - compiled
     if mm[M_COUNT] > before:
         st[S_CAUSE] = C_PARTIAL_MUNMAP
     return code
+
+
+# stretches: many rows of one process in one call (vmsim.fastlane.lane.run_rows)
+S_STOP = 9  # why lane_stretch() stopped: R_* bits
+S_CODE = 10  # the return code of the last row it replayed
+NST_STRETCH = 11
+R_END = 0  # every row replayed
+R_PID = 1  # the next row is another process's (or an unknown task's)
+R_NEG = 2  # the next row has a negative argument: the Python replay reads it
+R_SNAP = 4  # the next row is near the limit: copy the replay first
+R_BAIL = 8  # the next row is not modelled here (nothing changed; S_ANCHOR: the loader's)
+R_COMPARE = 16  # the last row replayed differs from the trace (or failed): compare it
+R_CROSS = 32  # the last row replayed needed more than max_map_count
+R_ROOM = 64  # the blocks are nearly all in use: VmaArrays._reserve() before the next row
+
+
+@_jit
+def lane_stretch(  # pragma: no cover - compiled
+    vm: I64,
+    ix: I64,
+    mm: I64,
+    info: I64,
+    taint: I64,
+    st: I64,
+    ok_pids: I64,
+    pids: I64,
+    calls: I64,
+    a0: I64,
+    a1: I64,
+    a2: I64,
+    neg: I64,
+    rets: I64,
+    unknown: I64,
+    errnos: I64,
+    j0: int,
+    n: int,
+    mprotect_code: int,
+    watching: bool,
+    anchor_base: bool,
+    taint_max: int,
+    snap_check: bool,
+    skip_first_snap: bool,
+    cross_check: bool,
+    counts_only: bool,
+    limit: int,
+    slack: int,
+    out_before: I64,
+    out_after: I64,
+    out_cause: I64,
+) -> int:
+    """The rows ``j0`` to ``n`` of a run (mprotect or munmap lines of the processes whose
+    pids are ``ok_pids``), each as lane_mprotect()/lane_munmap() replays it, until one
+    needs Python (S_STOP says why). Returns the index of the first row not replayed."""
+    st[S_STOP] = R_END
+    for j in range(j0, n):
+        pid = pids[j]
+        found = False
+        for q in range(ok_pids.shape[0]):
+            if ok_pids[q] == pid:
+                found = True
+                break
+        if not found:
+            st[S_STOP] = R_PID
+            return j
+        is_mprotect = calls[j] == mprotect_code
+        if neg[j] & (7 if is_mprotect else 3):
+            st[S_STOP] = R_NEG
+            return j
+        if snap_check and not (skip_first_snap and j == j0) and mm[M_COUNT] + slack > limit:
+            st[S_STOP] = R_SNAP
+            return j
+        if mm[M_NFREE] < 4:
+            st[S_STOP] = R_ROOM
+            return j
+        if is_mprotect:
+            anchoring = anchor_base and unknown[j] == 0 and rets[j] == 0 and errnos[j] == 0
+            code = lane_mprotect(
+                vm, ix, mm, info, taint, st, a0[j], a1[j], a2[j], watching, anchoring, taint_max
+            )
+        else:
+            code = lane_munmap(vm, ix, mm, info, st, a0[j], a1[j])
+        if code == BAIL:
+            st[S_STOP] = R_BAIL
+            return j
+        if watching and st[S_SENSITIVE]:
+            watching = False
+        out_before[j] = st[S_BEFORE]
+        out_after[j] = st[S_AFTER]
+        out_cause[j] = st[S_CAUSE]
+        stop = 0
+        if not counts_only and (code != 0 or errnos[j] != 0 or unknown[j] != 0 or rets[j] != 0):
+            stop |= R_COMPARE
+        if cross_check and mm[M_NEEDED] > limit:
+            stop |= R_CROSS
+        if stop:
+            st[S_CODE] = code
+            st[S_STOP] = stop
+            return j + 1
+    return n

@@ -45,6 +45,10 @@ _MPROTECT = CALLS.index("mprotect")
 _MUNMAP = CALLS.index("munmap")
 _CAUSES = list(k.CAUSE_NAMES)
 _SLACK = 2  # Replayer.SNAPSHOT_SLACK: mprotect and munmap
+# a process's VMAs go into arrays for a run of at least _MIN_ROWS rows and a quarter of its
+# VMA count (each VMA costs about a quarter of what a row saves, taken in and given back)
+_MIN_ROWS = 64
+_ROW_GAIN = 4
 _TAINT_ROOM = 2 * 300  # WrittenWatch.TAINT_MAX (256) ranges and the one that passes it
 
 
@@ -55,7 +59,7 @@ class LaneState:
 
     def __init__(self, arrays: VmaArrays, taint_list: list[tuple[int, int]] | None) -> None:
         self.arrays = arrays
-        self.st = np.zeros(k.NST, np.int64)
+        self.st = np.zeros(k.NST_STRETCH, np.int64)
         self.taint = np.zeros(_TAINT_ROOM, np.int64)
         self.taint_list = taint_list
         if taint_list:
@@ -90,72 +94,84 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
             yield run.syscall(i)
         return
     blk = run.block
-    pids = blk.pid[lo:hi].tolist()
-    calls = blk.call[lo:hi].tolist()
+    pids = blk.pid[lo:hi]
+    if run.default_pid is not None:
+        pids = np.where(pids < 0, run.default_pid, pids)
+    calls = blk.call[lo:hi].astype(np.int64)
     args = blk.args[lo:hi].view(np.int64)
-    a0 = args[:, 0].tolist()
-    a1 = args[:, 1].tolist()
-    a2 = args[:, 2].tolist()
-    neg = blk.argneg[lo:hi].tolist()
-    rets = blk.ret[lo:hi].tolist()
-    unknown = blk.ret_unknown[lo:hi].tolist()
-    errnos = blk.errno[lo:hi].tolist()
-    linenos = blk.lineno[lo:hi].tolist()
-    default_pid = run.default_pid
+    a0 = np.ascontiguousarray(args[:, 0])
+    a1 = np.ascontiguousarray(args[:, 1])
+    a2 = np.ascontiguousarray(args[:, 2])
+    neg = blk.argneg[lo:hi].astype(np.int64)
+    rets = blk.ret[lo:hi]
+    unknown = blk.ret_unknown[lo:hi].astype(np.int64)
+    errnos = blk.errno[lo:hi].astype(np.int64)
+    linenos = blk.lineno[lo:hi]
+    n = hi - lo
+    out_before = np.zeros(n, np.int64)
+    out_after = np.zeros(n, np.int64)
+    out_cause = np.zeros(n, np.int64)
     rep = r.report
     tasks = r.tasks
     limit = r.machine.cfg.max_map_count
     counts_only = r.counts_only
-    # the log of the rows taken since the last flush
-    log_line: list[int] = []
-    log_pid: list[int] = []
-    log_before: list[int] = []
-    log_after: list[int] = []
-    log_cause: list[int] = []
+    done = 0  # rows [0, done) are replayed or handed back
+    logged = 0  # rows [logged, done) replayed by the lane and not yet booked
+    booked: list[tuple[int, int]] = []  # spans of rows replayed by the lane, to book
 
     def flush() -> None:
-        if log_line:
-            n = len(log_line)
-            book(
-                r,
-                CallLog(
-                    lineno=np.array(log_line, np.int64),
-                    pid=np.array(log_pid, np.int64),
-                    time=np.full(n, math.nan),  # rows in runs carry no timestamp
-                    before=np.array(log_before, np.int64),
-                    after=np.array(log_after, np.int64),
-                    site=np.zeros(n, np.int32),
-                    cause=np.array(log_cause, np.int32),
-                ),
-                [_NO_STACK],
-                _CAUSES,
-            )
-            log_line.clear()
-            log_pid.clear()
-            log_before.clear()
-            log_after.clear()
-            log_cause.clear()
+        """Book the spans in ``booked`` (the callers add the rows up to ``done`` first)."""
+        if not booked:
+            return
+        idx = np.concatenate([np.arange(a, b) for a, b in booked])
+        booked.clear()
+        if not len(idx):
+            return
+        book(
+            r,
+            CallLog(
+                lineno=linenos[idx],
+                pid=pids[idx],
+                time=np.full(len(idx), math.nan),  # rows in runs carry no timestamp
+                before=out_before[idx],
+                after=out_after[idx],
+                site=np.zeros(len(idx), np.int32),
+                cause=out_cause[idx].astype(np.int32),
+            ),
+            [_NO_STACK],
+            _CAUSES,
+        )
 
     cur: Process | None = None
     state: LaneState | None = None
-
-    def hand_back() -> None:
-        flush()
-        if cur is not None and state is not None:
-            state.arrays.store_globals(cur.mm)
-
-    for j in range(hi - lo):
-        i = lo + j
-        pid = pids[j] if pids[j] >= 0 else default_pid
-        p = tasks.get(pid)
-        call = calls[j]
-        mask = 7 if call == _MPROTECT else 3
-        if p is None or r._held or neg[j] & mask or p in r._lane_off:
-            hand_back()
+    snapped: LaneRow | None = None  # the copy of the replay made before row ``done``
+    while done < n:
+        pid = int(pids[done])
+        p = tasks.get(pid if pid >= 0 else None)
+        if p is None or r._held or p in r._lane_off:
+            booked.append((logged, done))
+            flush()
+            if cur is not None and state is not None:
+                state.arrays.store_globals(cur.mm)
             cur = state = None
-            yield run.syscall(i)
+            yield run.syscall(lo + done)
+            done += 1
+            logged = done
             continue
         if p is not cur:
+            if p not in r._lane and (n - done) * _ROW_GAIN < len(p.mm.tree) + _MIN_ROWS:
+                # taking the VMAs into arrays, and back later, would cost more than the
+                # Python replay of the rest of this run
+                booked.append((logged, done))
+                flush()
+                if cur is not None and state is not None:
+                    state.arrays.store_globals(cur.mm)
+                cur = state = None
+                while done < n:
+                    yield run.syscall(lo + done)
+                    done += 1
+                logged = done
+                break
             if cur is not None and state is not None:
                 state.arrays.store_globals(cur.mm)
             state = _state(r, p)
@@ -163,62 +179,76 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
         assert state is not None
         arr = state.arrays
         st = state.st
-        marker: LaneRow | None = None
-        if not r._crossed and r._snaps_left > 0 and int(arr.mm[k.M_COUNT]) + _SLACK > limit:
-            # Replayer.feed: a copy of the replay before a call near the limit
-            flush()
-            arr.store_globals(p.mm)
-            if linenos[j] > rep.lines:
-                rep.lines = linenos[j]
-            marker = LaneRow(run, i)
-            r._snapshot_before(marker)
-        r._last = p
         ww = r._watch
         watching = ww is not None and not ww.sensitive
+        ok_pids = np.array([-1 if t is None else t for t, q in tasks.items() if q is p], np.int64)
         arr._reserve()
-        if call == _MPROTECT:
-            anchoring = (
-                r.use_recorded
-                and bool(p.images)
-                and not unknown[j]
-                and rets[j] == 0
-                and errnos[j] == 0
-            )
-            code = k.lane_mprotect(
-                arr.vm, arr.ix, arr.mm, arr.info, state.taint, st, a0[j], a1[j], a2[j],
-                watching, anchoring, ww.TAINT_MAX if ww is not None else 0,
-            )  # fmt: skip
-        else:
-            code = k.lane_munmap(arr.vm, arr.ix, arr.mm, arr.info, st, a0[j], a1[j])
-        if code == k.BAIL:
-            if not st[k.S_ANCHOR]:
-                r._lane_off.add(p)  # the engine does not model this process now
-            hand_back()
-            release(r, p)
-            cur = state = None
-            yield run.syscall(i)
-            continue
+        r._last = p
+        stop_at = k.lane_stretch(
+            arr.vm, arr.ix, arr.mm, arr.info, state.taint, st, ok_pids, pids, calls, a0, a1,
+            a2, neg, rets, unknown, errnos, done, n, _MPROTECT, watching,
+            r.use_recorded and bool(p.images), ww.TAINT_MAX if ww is not None else 0,
+            not r._crossed and r._snaps_left > 0, snapped is not None, not r._crossed,
+            counts_only, limit, _SLACK, out_before, out_after, out_cause,
+        )  # fmt: skip
+        stop = int(st[k.S_STOP])
         if watching:
             assert ww is not None
             tl = state.taint_list
-            n = int(st[k.S_NTAINT])
-            if tl is not None and n != len(tl):
+            nt = int(st[k.S_NTAINT])
+            if tl is not None and nt != len(tl):
                 t = state.taint
-                tl.extend((int(t[2 * x]), int(t[2 * x + 1])) for x in range(len(tl), n))
+                tl.extend((int(t[2 * x]), int(t[2 * x + 1])) for x in range(len(tl), nt))
             if st[k.S_SENSITIVE]:
                 ww.sensitive = True
-        before = int(st[k.S_BEFORE])
-        after = int(st[k.S_AFTER])
-        if not counts_only and (code or errnos[j] or unknown[j] or rets[j] != 0):
-            err = arr.error(code) if code else None
-            r._compare(run.syscall(i), -1 if code else 0, err, before)
-        log_line.append(linenos[j])
-        log_pid.append(-1 if pid is None else pid)
-        log_before.append(before)
-        log_after.append(after)
-        log_cause.append(int(st[k.S_CAUSE]))
-        if not r._crossed and int(arr.mm[k.M_NEEDED]) > limit:
+        if stop_at > done:
+            snapped_row = snapped
+            snapped = None
+            done = stop_at
+            if stop & (k.R_COMPARE | k.R_CROSS):
+                j = done - 1  # the row that stopped the stretch, replayed
+                if stop & k.R_COMPARE:
+                    code = int(st[k.S_CODE])
+                    err = arr.error(code) if code else None
+                    r._compare(run.syscall(lo + j), -1 if code else 0, err, int(out_before[j]))
+                if stop & k.R_CROSS:
+                    booked.append((logged, done))
+                    logged = done
+                    flush()
+                    arr.store_globals(p.mm)
+                    mark = (
+                        snapped_row if snapped_row is not None and snapped_row.i == lo + j else None
+                    )
+                    r._crossing(mark if mark is not None else LaneRow(run, lo + j))
+                continue
+        if stop == k.R_END:
+            break
+        if stop & k.R_SNAP:
+            # Replayer.feed: a copy of the replay before a call near the limit
+            booked.append((logged, done))
+            logged = done
             flush()
             arr.store_globals(p.mm)
-            r._crossing(marker if marker is not None else LaneRow(run, i))
-    hand_back()
+            if int(linenos[done]) > rep.lines:
+                rep.lines = int(linenos[done])
+            snapped = LaneRow(run, lo + done)
+            r._snapshot_before(snapped)
+            continue
+        if stop & (k.R_PID | k.R_ROOM):
+            continue  # the loop above finds the row's process, or makes room
+        # R_NEG, R_BAIL: the Python replay takes this row
+        if stop & k.R_BAIL and not st[k.S_ANCHOR]:
+            r._lane_off.add(p)  # the engine does not model this process now
+        booked.append((logged, done))
+        flush()
+        state.arrays.store_globals(p.mm)
+        if stop & k.R_BAIL:
+            release(r, p)
+        cur = state = None
+        yield run.syscall(lo + done)
+        done += 1
+        logged = done
+    booked.append((logged, done))
+    flush()
+    if cur is not None and state is not None:
+        state.arrays.store_globals(cur.mm)
