@@ -49,7 +49,10 @@ _SLACK = 2  # Replayer.SNAPSHOT_SLACK: mprotect and munmap
 # VMA count (each VMA costs about a quarter of what a row saves, taken in and given back)
 _MIN_ROWS = 64
 _ROW_GAIN = 4
-_TAINT_ROOM = 2 * 300  # WrittenWatch.TAINT_MAX (256) ranges and the one that passes it
+_TAINT_ROOM = 2 * 300
+ROWS_TAKEN = [
+    0
+]  # rows replayed by the lane in this process, for tests and benchmarks  # WrittenWatch.TAINT_MAX (256) ranges and the one that passes it
 
 
 class LaneState:
@@ -202,6 +205,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
             if st[k.S_SENSITIVE]:
                 ww.sensitive = True
         if stop_at > done:
+            ROWS_TAKEN[0] += stop_at - done
             snapped_row = snapped
             snapped = None
             done = stop_at
