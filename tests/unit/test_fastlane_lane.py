@@ -153,3 +153,44 @@ def test_the_written_watch_taint_is_kept_as_in_the_python_replay(tmp_path: Path)
     assert _twins(path, from_maps=STACK_ONLY) > 0
     rep = replay(lambda: lane_events(path), from_maps=STACK_ONLY)
     assert rep.passes == ["limited"]
+
+
+@pytest.mark.parametrize("limit", ["65530", "1000"])
+def test_vmsim_replay_engine_lane_prints_what_engine_python_prints(
+    limit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vmsim.cli.main import main
+
+    out = {}
+    for engine in ("python", "lane"):
+        code = main(
+            ["replay", str(TRACES / "fill_map_count.exec.strace.gz"), "--engine", engine,
+             "--json", "--no-plot", "--cwd", str(PROGRAMS), "--max-map-count", limit]
+        )  # fmt: skip
+        out[engine] = (code, capsys.readouterr().out)
+    assert out["lane"] == out["python"]
+    assert out["lane"][0] == 3  # the limit was hit (EXIT_LIMIT)
+
+
+def test_engine_auto_takes_the_lane_only_for_a_long_trace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from vmsim.cli import replay as cli
+
+    seen: list[str] = []
+    real = cli._events
+
+    def spy(paths: list[Path], progress: Any, engine: str = "python") -> Any:
+        seen.append(engine)
+        return real(paths, progress, engine)
+
+    monkeypatch.setattr(cli, "_events", spy)
+    from vmsim.cli.main import main
+
+    trace = TRACES / "fill_map_count.exec.strace.gz"  # 1.5 MB once decompressed
+    main(["replay", str(trace), "--json", "--no-plot", "--cwd", str(PROGRAMS)])
+    assert set(seen) == {"python"}
+    seen.clear()
+    monkeypatch.setattr(cli, "LANE_AUTO_BYTES", 1 << 20)
+    main(["replay", str(trace), "--json", "--no-plot", "--cwd", str(PROGRAMS)])
+    assert set(seen) == {"lane"}

@@ -192,7 +192,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
             a2, neg, rets, unknown, errnos, done, n, _MPROTECT, watching,
             r.use_recorded and bool(p.images), ww.TAINT_MAX if ww is not None else 0,
             not r._crossed and r._snaps_left > 0, snapped is not None, not r._crossed,
-            counts_only, limit, _SLACK, out_before, out_after, out_cause,
+            counts_only, limit, r.SNAPSHOT_SLACK, out_before, out_after, out_cause,
         )  # fmt: skip
         stop = int(st[k.S_STOP])
         if watching:

@@ -17,6 +17,7 @@ there too). Which rows the replay then replays with the lane is its decision
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import math
@@ -48,15 +49,15 @@ def _blocks(raw: IO[bytes]) -> Iterator[bytes]:
         yield block
 
 
-def _open(path: Path) -> IO[bytes]:
-    raw = open(path, "rb")  # noqa: SIM115 (closed by the caller, or by GzipFile's owner)
-    try:
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed when it is gzip (by its name or its magic bytes)."""
+    with open(path, "rb") as raw:
         if raw.peek(2)[:2] == b"\x1f\x8b" or path.suffix == ".gz":
-            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-        return raw
-    except BaseException:
-        raw.close()
-        raise
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                yield gz  # type: ignore[misc]
+        else:
+            yield raw
 
 
 def _eligible(block: ScannedBlock, buf: bytes, framed_next: bool) -> list[bool]:
