@@ -194,3 +194,28 @@ def test_engine_auto_takes_the_lane_only_for_a_long_trace(
     monkeypatch.setattr(cli, "LANE_AUTO_BYTES", 1 << 20)
     main(["replay", str(trace), "--json", "--no-plot", "--cwd", str(PROGRAMS)])
     assert set(seen) == {"lane"}
+
+
+def test_brk_through_the_lane_as_in_the_python_replay(tmp_path: Path) -> None:
+    """do_brk() in the lane: a heap made read-only does not take the next growth (a new
+    VMA), the growth stops a page short of the next mapping, a shrink unmaps."""
+    h = 0x555500000000
+    fixed = "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0"
+    lines = [
+        f"1 brk(NULL) = {h:#x}",
+        f"1 brk({h + 0x4000:#x}) = {h + 0x4000:#x}",
+        f"1 mprotect({h:#x}, 16384, PROT_READ) = 0",
+        f"1 brk({h + 0x8000:#x}) = {h + 0x8000:#x}",
+        f"1 mmap({h + 0xB000:#x}, 4096, PROT_READ, {fixed}) = {h + 0xB000:#x}",
+        f"1 brk({h + 0xA000:#x}) = {h + 0xA000:#x}",
+        f"1 brk({h + 0xB000:#x}) = {h + 0xA000:#x}",
+        f"1 brk({h + 0xC000:#x}) = {h + 0xA000:#x}",
+        f"1 brk({h + 0x6000:#x}) = {h + 0x6000:#x}",
+        f"1 brk(NULL) = {h + 0x6000:#x}",
+    ]
+    path = tmp_path / "brk.strace"
+    path.write_text("\n".join(lines) + "\n")
+    assert _twins(path, from_maps=STACK_ONLY) >= 6
+    rep = replay(lambda: lane_events(path), from_maps=STACK_ONLY)
+    assert rep.divergences == []
+    assert rep.peak_map_count == 4  # stack, heap (r--), its growth (rw-), the mapping above

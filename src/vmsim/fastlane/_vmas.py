@@ -780,6 +780,7 @@ CAUSE_NAMES = (
     "mprotect guard",
     "mprotect split",
     "partial munmap",
+    "brk",
 )  # Replayer._cause()'s strings
 
 VM_NORESERVE_ = 1 << 21
@@ -1065,6 +1066,7 @@ def lane_stretch(  # pragma: no cover - compiled
     j0: int,
     n: int,
     mprotect_code: int,
+    brk_code: int,
     watching: bool,
     anchor_base: bool,
     taint_max: int,
@@ -1102,6 +1104,9 @@ def lane_stretch(  # pragma: no cover - compiled
         if mm[M_NFREE] < 4:
             st[S_STOP] = R_ROOM
             return j
+        if calls[j] == brk_code:
+            st[S_STOP] = R_CALL
+            return j
         if is_mprotect:
             anchoring = anchor_base and unknown[j] == 0 and rets[j] == 0 and errnos[j] == 0
             code = lane_mprotect(
@@ -1127,3 +1132,185 @@ def lane_stretch(  # pragma: no cover - compiled
             st[S_STOP] = stop
             return j + 1
     return n
+
+
+# ------------------------------------------------------------------ brk
+C_BRK = 6
+R_CALL = 128  # the next row is a call lane_stretch() leaves to its caller (brk)
+SITE_BRK = 3  # "do_brk_flags()"
+VM_DATA_DEFAULT = 1 | 2 | 16 | 32 | 64  # VM_READ|VM_WRITE|VM_MAYREAD|VM_MAYWRITE|VM_MAYEXEC
+VM_SHADOW_STACK_ = 1 << 39
+GUARD_GAP = 256 << PAGE_SHIFT  # stack_guard_gap
+
+
+@_jit
+def _start_gap(vm: I64, ix: I64, p: int) -> int:  # pragma: no cover - compiled
+    """vm_start_gap()."""
+    start = _get(vm, ix, p, F_START)
+    flags = _get(vm, ix, p, F_FLAGS)
+    if flags & VM_GROWSDOWN:
+        gap = start - GUARD_GAP
+        return gap if 0 < gap <= start else 0
+    if flags & VM_SHADOW_STACK_:
+        return start - 4096 if start > 4096 else 0
+    return start
+
+
+@_jit
+def _insert_new(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, start: int, end: int, flags: int, pgoff: int
+) -> int:
+    """VmaTree.insert_new() of a new anonymous VMA over free ``[start, end)``."""
+    p = find(vm, ix, mm, start)
+    if p >= 0:
+        q = _open_slot(vm, ix, mm, p >> POS_SHIFT, p & POS_MASK)
+    else:
+        last = _last_pos(vm, ix, mm)
+        if last < 0:
+            q = _open_slot(vm, ix, mm, 0, 0)
+        else:
+            q = _open_slot(vm, ix, mm, last >> POS_SHIFT, (last & POS_MASK) + 1)
+    _set(vm, ix, q, F_START, start)
+    _set(vm, ix, q, F_END, end)
+    _set(vm, ix, q, F_FLAGS, flags)
+    _set(vm, ix, q, F_PGOFF, pgoff)
+    _set(vm, ix, q, F_FILE, 0)
+    _set(vm, ix, q, F_ANON, 0)
+    _set(vm, ix, q, F_SING, 1)
+    _set(vm, ix, q, F_NAME, 0)
+    _set(vm, ix, q, F_AUX, 0)
+    mm[M_USED] += end - start
+    return q
+
+
+@_jit
+def _brk_flags(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, info: I64, prev: int, addr: int, length: int
+) -> bool:
+    """do_brk_flags() with no RLIMIT_AS/RLIMIT_DATA, no mm->def_flags and no KSM (the
+    caller's conditions): extend the heap VMA ``prev`` or add a new one."""
+    if not check_map_count(mm, info, mm[M_COUNT], SITE_BRK):
+        return False
+    if not vm_enough_memory(mm, length >> PAGE_SHIFT):
+        return False
+    flags = VM_DATA_DEFAULT | VM_ACCOUNT
+    end = addr + length
+    pgoff = addr >> PAGE_SHIFT
+    if (
+        prev >= 0
+        and _get(vm, ix, prev, F_END) == addr
+        and _mergeable(vm, ix, prev, flags, 0, 0, 1)
+        and _get(vm, ix, prev, F_PGOFF)
+        + ((_get(vm, ix, prev, F_END) - _get(vm, ix, prev, F_START)) >> PAGE_SHIFT)
+        == pgoff
+    ):
+        # vma_merge_new_range(just_expand): prev takes the range
+        _set(vm, ix, prev, F_END, end)
+        mm[M_USED] += length
+        return True
+    _insert_new(vm, ix, mm, addr, end, flags, pgoff)
+    return True
+
+
+@_jit
+def _brk(  # pragma: no cover - compiled
+    vm: I64,
+    ix: I64,
+    mm: I64,
+    info: I64,
+    st: I64,
+    brk: np.uint64,
+    cur: np.uint64,
+    start_brk: np.uint64,
+) -> np.uint64:
+    """do_brk() of the register ``brk`` with mm->brk ``cur``: the new break, or ``cur``
+    when it does not move; st[S_CODE] 1 where the engine does not model it (nothing
+    changed)."""
+    if brk < start_brk:
+        return cur
+    newbrk = (brk + _U_OFFSET) & _U_MASK
+    oldbrk = (cur + _U_OFFSET) & _U_MASK
+    if oldbrk == newbrk:
+        return brk
+    if brk <= cur:
+        # shrink: find_intersection(newbrk, oldbrk), then gather and remove (munmap's code)
+        p = find(vm, ix, mm, _i64(newbrk))
+        if p < 0 or _get(vm, ix, p, F_START) >= _i64(oldbrk):
+            return cur
+        code = munmap(vm, ix, mm, info, _i64(newbrk), _i64(oldbrk - newbrk))
+        if code == BAIL:
+            st[S_CODE] = 1
+            return cur
+        if code != 0:
+            return cur
+        return brk
+    reach = newbrk + np.uint64(4096 + (256 << 12))
+    hi = _i64(reach) if reach < _U_TOP and reach > newbrk else INT64_MAX
+    lo = _i64(oldbrk) if oldbrk < _U_TOP else INT64_MAX
+    p = find(vm, ix, mm, lo) if lo != INT64_MAX else -1
+    if p >= 0 and _get(vm, ix, p, F_START) < hi:
+        gap = _start_gap(vm, ix, p)
+        top = newbrk + np.uint64(4096)
+        if top < newbrk or top >= _U_TOP or _i64(top) > gap:
+            return cur
+    length = newbrk - oldbrk
+    task = np.uint64(mm[M_TASK])
+    if length > task or oldbrk > task - length:
+        return cur
+    prev = _prev_of(vm, ix, mm, _i64(oldbrk))
+    if prev >= 0 and _get(vm, ix, prev, F_END) <= _i64(start_brk):
+        prev = -1
+    if not _brk_flags(vm, ix, mm, info, prev, _i64(oldbrk), _i64(length)):
+        return cur
+    return brk
+
+
+@_jit
+def lane_brk(  # pragma: no cover - compiled
+    vm: I64,
+    ix: I64,
+    mm: I64,
+    info: I64,
+    taint: I64,
+    st: I64,
+    brk_arg: int,
+    cur_arg: int,
+    start_brk_arg: int,
+    watching: bool,
+    taint_max: int,
+) -> int:
+    """One brk line of the replay: the written watch's judgement before (WrittenWatch.before
+    of brk: the range the heap would grow over), do_brk(), the taint after. Returns the new
+    break (int64 bits; S_CODE: 1 when the engine does not model it, nothing changed)."""
+    st[S_CODE] = 0
+    st[S_CAUSE] = C_NONE
+    before = mm[M_COUNT]
+    st[S_BEFORE] = before
+    if mm[M_NOMODEL]:
+        st[S_CODE] = 1
+        return 0
+    brk = np.uint64(brk_arg)
+    cur = np.uint64(cur_arg)
+    start_brk = np.uint64(start_brk_arg)
+    st[S_JUDGE] = J_NONE
+    if watching:
+        ulo = (cur + _U_OFFSET) & _U_MASK
+        uhi = (brk + _U_OFFSET) & _U_MASK
+        if not (brk < start_brk or uhi <= ulo):
+            lo = _i64(ulo) if ulo < _U_TOP else INT64_MAX
+            hi = _i64(uhi) if uhi < _U_TOP else INT64_MAX
+            _participants(vm, ix, mm, taint, st, lo, hi)
+    out = _brk(vm, ix, mm, info, st, brk, cur, start_brk)
+    if st[S_CODE]:
+        return 0  # munmap() declined before changing anything
+    if watching:
+        j = st[S_JUDGE]
+        if j == J_FALSE:
+            st[S_SENSITIVE] = 1
+        elif j == J_HOLD:
+            _watch_after(vm, ix, mm, taint, st, taint_max)
+    after = mm[M_COUNT]
+    st[S_AFTER] = after
+    if after > before:
+        st[S_CAUSE] = C_BRK
+    return np.int64(out)  # type: ignore[return-value]

@@ -36,13 +36,15 @@ from vmsim.trace.events import Syscall
 from vmsim.trace.replay import _NO_STACK
 
 if TYPE_CHECKING:
+    from vmsim.mm.core import AddressSpace
     from vmsim.process import Process
     from vmsim.trace.replay import Replayer
 
 __all__ = ["LaneState", "release", "run_rows"]
 
 _MPROTECT = CALLS.index("mprotect")
-_MUNMAP = CALLS.index("munmap")
+_BRK = CALLS.index("brk")
+_U64 = (1 << 64) - 1
 _CAUSES = list(k.CAUSE_NAMES)
 _SLACK = 2  # Replayer.SNAPSHOT_SLACK: mprotect and munmap
 # a process's VMAs go into arrays for a run of at least _MIN_ROWS rows and a quarter of its
@@ -145,6 +147,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
             _CAUSES,
         )
 
+    rows = _Rows(a0, rets, unknown, errnos, out_before, out_after, out_cause)
     cur: Process | None = None
     state: LaneState | None = None
     snapped: LaneRow | None = None  # the copy of the replay made before row ``done``
@@ -189,7 +192,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
         r._last = p
         stop_at = k.lane_stretch(
             arr.vm, arr.ix, arr.mm, arr.info, state.taint, st, ok_pids, pids, calls, a0, a1,
-            a2, neg, rets, unknown, errnos, done, n, _MPROTECT, watching,
+            a2, neg, rets, unknown, errnos, done, n, _MPROTECT, _BRK, watching,
             r.use_recorded and bool(p.images), ww.TAINT_MAX if ww is not None else 0,
             not r._crossed and r._snaps_left > 0, snapped is not None, not r._crossed,
             counts_only, limit, r.SNAPSHOT_SLACK, out_before, out_after, out_cause,
@@ -197,11 +200,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
         stop = int(st[k.S_STOP])
         if watching:
             assert ww is not None
-            tl = state.taint_list
-            nt = int(st[k.S_NTAINT])
-            if tl is not None and nt != len(tl):
-                t = state.taint
-                tl.extend((int(t[2 * x]), int(t[2 * x + 1])) for x in range(len(tl), nt))
+            _sync_taint(state)
             if st[k.S_SENSITIVE]:
                 ww.sensitive = True
         if stop_at > done:
@@ -240,6 +239,21 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
             continue
         if stop & (k.R_PID | k.R_ROOM):
             continue  # the loop above finds the row's process, or makes room
+        if stop & k.R_CALL and _brk_row(r, p, state, run, lo + done, done, locals_=rows):
+            ROWS_TAKEN[0] += 1
+            if not r._crossed and int(arr.mm[k.M_NEEDED]) > limit:
+                done += 1
+                booked.append((logged, done))
+                logged = done
+                flush()
+                arr.store_globals(p.mm)
+                mark = snapped if snapped is not None and snapped.i == lo + done - 1 else None
+                r._crossing(mark if mark is not None else LaneRow(run, lo + done - 1))
+                snapped = None
+                continue
+            snapped = None
+            done += 1
+            continue
         # R_NEG, R_BAIL: the Python replay takes this row
         if stop & k.R_BAIL and not st[k.S_ANCHOR]:
             r._lane_off.add(p)  # the engine does not model this process now
@@ -256,3 +270,84 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
     flush()
     if cur is not None and state is not None:
         state.arrays.store_globals(cur.mm)
+
+
+class _Rows:
+    """The columns of a run that a brk row reads and writes."""
+
+    __slots__ = ("a0", "after", "before", "cause", "errnos", "rets", "unknown")
+
+    def __init__(self, *cols: np.ndarray) -> None:
+        (self.a0, self.rets, self.unknown, self.errnos, self.before, self.after, self.cause) = cols
+
+
+def _brk_row(r: Replayer, p: Process, state: LaneState, run: LaneRun, i: int, j: int,
+             locals_: _Rows) -> bool:  # fmt: skip
+    """Row ``j`` (run row ``i``), a brk call, as Replayer._brk and syscall() replay it; False
+    (nothing done) where the lane leaves it to the Python replay."""
+    mm = p.mm
+    cfg = mm.cfg
+    addr = int(locals_.a0[j]) & _U64
+    unknown = bool(locals_.unknown[j])
+    ret = None if unknown else int(locals_.rets[j])
+    if (
+        id(p) in r._heap_estimated
+        or cfg.rlimit_as is not None
+        or cfg.rlimit_data is not None
+        or mm.def_flags
+        or _merge_any(mm)
+        or (
+            addr == 0
+            and ret is not None
+            and r.use_recorded
+            and ret != mm.brk
+            and mm.brk == mm.start_brk
+        )  # the first brk(NULL) shows where the heap starts: _brk() moves it there
+    ):
+        return False
+    arr = state.arrays
+    st = state.st
+    ww = r._watch
+    watching = ww is not None and not ww.sensitive
+    out = k.lane_brk(
+        arr.vm, arr.ix, arr.mm, arr.info, state.taint, st, int(locals_.a0[j]),
+        _s64(mm.brk), _s64(mm.start_brk), watching, ww.TAINT_MAX if ww is not None else 0,
+    )  # fmt: skip
+    if st[k.S_CODE]:
+        return False
+    result = int(out) & _U64
+    mm.brk = result
+    if watching:
+        assert ww is not None
+        _sync_taint(state)
+        if st[k.S_SENSITIVE]:
+            ww.sensitive = True
+    before = int(st[k.S_BEFORE])
+    locals_.before[j] = before
+    locals_.after[j] = int(st[k.S_AFTER])
+    locals_.cause[j] = int(st[k.S_CAUSE])
+    if not r.counts_only and (locals_.errnos[j] or unknown or result != ret):
+        r._compare(run.syscall(i), result, None, before)
+    return True
+
+
+def _merge_any(mm: AddressSpace) -> bool:
+    """prctl(PR_SET_MEMORY_MERGE): new VMAs are born VM_MERGEABLE (ksm_vma_flags())."""
+    ksm = mm.mem.ksm
+    if ksm is None:
+        return False
+    st = ksm.per_mm.get(mm.serial)
+    return st is not None and bool(st.merge_any)
+
+
+def _s64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _sync_taint(state: LaneState) -> None:
+    """The taint ranges the compiled watch added, into the watch's own list."""
+    tl = state.taint_list
+    n = int(state.st[k.S_NTAINT])
+    if tl is not None and n != len(tl):
+        t = state.taint
+        tl.extend((int(t[2 * x]), int(t[2 * x + 1])) for x in range(len(tl), n))

@@ -34,7 +34,7 @@ from vmsim.trace.strace import _BULK, TAKEN, read_strace_numbered
 __all__ = ["BLOCK_BYTES", "LANE_CALLS", "lane_events"]
 
 BLOCK_BYTES = 1 << 20
-LANE_CALLS = frozenset({"mprotect", "munmap"})
+LANE_CALLS = frozenset({"mprotect", "munmap", "brk"})
 _CODES = frozenset(i for i, name in enumerate(CALLS) if name in LANE_CALLS)
 _FRAME = b" > "
 
