@@ -41,10 +41,11 @@ while the engine holds the VMAs needs a new ``from_mm``. ``refresh_globals(mm)``
 machine-wide numbers (committed pages, sysctls, the mlock batch) when another process ran;
 ``store_globals(mm)`` writes back what the engine changed.
 
-The VMAs are kept in blocks of at most ``_vmas.B`` (256) sorted entries with an index of
-blocks in address order (like ``mm.tree._Ordered``): an insert moves at most one block's
-entries and a block split moves half a block and the block index (a few hundred ints),
-whatever the number of VMAs (``benchmarks/fastlane_vmas_bench.py``).
+The VMAs are kept in blocks of at most ``_vmas.B`` (64) sorted entries with an index of
+blocks in address order (like ``mm.tree._Ordered``): an insert or removal moves at most one
+block's entries (64 x 9 int64), a block split half a block and the block index (one int per
+block: ~2,000 at 65,530 VMAs), whatever the order of the splits
+(``benchmarks/fastlane_vmas_bench.py``: ascending, descending and random fills to 65k VMAs).
 """
 
 from __future__ import annotations
@@ -294,22 +295,31 @@ class VmaArrays:
     # ------------------------------------------------------------------ calls
     def _reserve(self) -> None:
         """Unused blocks for one call (it inserts at most two VMAs: two block splits)."""
-        if self.mm[k.M_NFREE] >= 4:
-            return
-        c = self.vm.shape[0]
-        c2 = 2 * c
-        vm = np.zeros((c2, k.NF, k.B), dtype=np.int64)
-        vm[:c] = self.vm
-        ix = np.zeros(3 * c2, dtype=np.int64)
-        nb = int(self.mm[k.M_NB])
-        nfree = int(self.mm[k.M_NFREE])
-        ix[:nb] = self.ix[:nb]
-        ix[c2 : c2 + c] = self.ix[c : 2 * c]
-        ix[2 * c2 : 2 * c2 + c] = np.arange(c2 - 1, c - 1, -1)
-        ix[2 * c2 + c : 2 * c2 + c + nfree] = self.ix[2 * c : 2 * c + nfree]
-        self.vm = vm
-        self.ix = ix
-        self.mm[k.M_NFREE] = nfree + c
+        if self.mm[k.M_NFREE] < 4:
+            self.reserve(2)
+
+    def reserve(self, vmas: int) -> None:
+        """Unused blocks for ``vmas`` more VMAs, for a compiled caller that makes many calls
+        (the Python calls reserve their own). Each insert splits at most one (full) block,
+        and a block made by a split takes HALF inserts before it is full again: at most
+        ``min(vmas, blocks) + vmas // HALF`` splits."""
+        m = self.mm
+        need = min(vmas, int(m[k.M_NB])) + vmas // k.HALF + 4
+        while m[k.M_NFREE] < need:
+            c = self.vm.shape[0]
+            c2 = 2 * c
+            vm = np.zeros((c2, k.NF, k.B), dtype=np.int64)
+            vm[:c] = self.vm
+            ix = np.zeros(3 * c2, dtype=np.int64)
+            nb = int(m[k.M_NB])
+            nfree = int(m[k.M_NFREE])
+            ix[:nb] = self.ix[:nb]
+            ix[c2 : c2 + c] = self.ix[c : 2 * c]
+            ix[2 * c2 : 2 * c2 + c] = np.arange(c2 - 1, c - 1, -1)
+            ix[2 * c2 + c : 2 * c2 + c + nfree] = self.ix[2 * c : 2 * c + nfree]
+            self.vm = vm
+            self.ix = ix
+            m[k.M_NFREE] = nfree + c
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         """mprotect(2) as ``Process.mprotect`` takes it: 0, an errno (``error()`` gives the
