@@ -64,25 +64,26 @@ def records(p: Process) -> list[VmaRecord]:
     ]
 
 
-def numbers(p: Process) -> tuple[int, int, int, int]:
+def numbers(p: Process) -> tuple[int, int, int, int, int | None]:
     cfg = p.mm.cfg
-    return (p.map_count, cfg.committed_pages, cfg.map_count_needed, p.mm.locked_vm)
+    mm = p.mm
+    return (p.map_count, cfg.committed_pages, cfg.map_count_needed, mm.locked_vm, mm.placement_hint)
 
 
-def engine_numbers(e: VmaArrays) -> tuple[int, int, int, int]:
-    return (e.map_count, e.committed_pages, e.map_count_needed, e.locked_vm)
+def engine_numbers(e: VmaArrays) -> tuple[int, int, int, int, int | None]:
+    return (e.map_count, e.committed_pages, e.map_count_needed, e.locked_vm, e.placement_hint)
 
 
 def model_call(p: Process, name: str, args: tuple[int, ...]) -> tuple[Any, ...]:
     """(ret, errno, cause, detail) of the model's call, or the exception type it raised
     before reaching the kernel (OverflowError)."""
     try:
-        getattr(p, name)(*args)
+        ret = getattr(p, name)(*args)
     except MmError as err:
         return (-1, err.errno, err.cause, err.detail)
     except OverflowError:
         return ("overflow",)
-    return (0, 0, None, "")
+    return (0 if ret is None else ret, 0, None, "")
 
 
 def engine_call(e: VmaArrays, name: str, args: tuple[int, ...]) -> tuple[Any, ...] | None:
@@ -94,7 +95,7 @@ def engine_call(e: VmaArrays, name: str, args: tuple[int, ...]) -> tuple[Any, ..
     if code == BAIL:
         return None
     if code == 0:
-        return (0, 0, None, "")
+        return (e.address if name == "mmap" else 0, 0, None, "")
     err = e.error(code)
     return (-1, err.errno, err.cause, err.detail)
 
@@ -121,7 +122,8 @@ class Twin:
         want = model_call(self.p, name, args)
         self.calls += 1
         if currently_in_test_context():
-            event(f"{name}: {'BAIL' if got is None else want[:3] if want[0] == -1 else want[0]}")
+            what = "BAIL" if got is None else want[:3] if want[0] in (-1, "overflow") else "ok"
+            event(f"{name}: {what}")
         if got is None:  # BAIL: nothing changed; the model ran it, the engine starts again
             self.bails += 1
             assert self.e.vmas() == before
@@ -152,10 +154,11 @@ def build(
     fork: bool = False,
     overcommit: int = 0,
     big: bool = False,
+    thp: str = "madvise",
 ) -> Process:
     """A process holding ``segments`` from BASE on (see ``segment``)."""
     ram = "16M" if overcommit != 1 else "64M"
-    m = vmsim.Machine(overcommit_memory=overcommit, ram=ram)
+    m = vmsim.Machine(overcommit_memory=overcommit, ram=ram, thp=thp)
     p = m.spawn("linux")
     inode = m.inode_for("/data/file", (8, 1), 77, 64 * PAGE)
     fd = p.open_inode(inode)
@@ -267,9 +270,34 @@ def call(draw: st.DrawFn, p: Process) -> tuple[str, tuple[int, ...]]:
         length = draw(st.sampled_from((*HOSTILE_LENGTHS, PAGE)))
     if draw(st.integers(0, 40)) == 0:
         addr = draw(st.sampled_from((1 << 64, -(1 << 63) - 1)))  # fits no register
-    if draw(st.booleans()):
+    what = draw(st.integers(0, 4))
+    if what <= 1:
         return ("mprotect", (addr, length, draw(st.sampled_from(PROTS))))
-    return ("munmap", (addr, length))
+    if what <= 3:
+        return ("munmap", (addr, length))
+    flags = draw(st.sampled_from(MAP_TYPES)) | draw(st.sampled_from(MAP_EXTRAS))
+    if draw(st.booleans()):
+        flags |= C.MAP_FIXED
+    elif draw(st.integers(0, 3)) == 0:
+        flags |= C.MAP_FIXED_NOREPLACE
+    if draw(st.integers(0, 2)) == 0:
+        addr = 0
+    if draw(st.integers(0, 3)) == 0:
+        length = draw(st.sampled_from((C.PMD_SIZE, 2 * C.PMD_SIZE, 5000 * PAGE)))
+    offset = draw(st.sampled_from((0, 0, 0, PAGE, 1, 1 << 64)))
+    prot = draw(st.sampled_from((C.PROT_NONE, C.PROT_READ, RW, RW, C.PROT_EXEC | RW, -1)))
+    return ("mmap", (addr, length, prot, flags, -1, offset))
+
+
+MAP_TYPES = (C.MAP_PRIVATE | C.MAP_ANONYMOUS,) * 6 + (
+    C.MAP_SHARED | C.MAP_ANONYMOUS,  # BAIL: shmem
+    C.MAP_SHARED_VALIDATE | C.MAP_ANONYMOUS,  # EINVAL
+    C.MAP_ANONYMOUS,  # EINVAL
+    C.MAP_DROPPABLE | C.MAP_ANONYMOUS,
+    C.MAP_PRIVATE,  # BAIL: a file (fd -1: EBADF in the model)
+)
+MAP_EXTRAS = (0, 0, 0, 0, C.MAP_NORESERVE, C.MAP_GROWSDOWN, C.MAP_STACK, C.MAP_SYNC)
+MAP_EXTRAS += (C.MAP_POPULATE | C.MAP_NONBLOCK, C.MAP_POPULATE, C.MAP_LOCKED, C.MAP_32BIT)
 
 
 _SETTINGS = settings(
@@ -286,6 +314,7 @@ _SETTINGS = settings(
     overcommit=st.sampled_from([0, 0, 1, 2]),
     big=st.booleans(),
     slack=st.sampled_from([0, 1, 2, 3, 5, 1000]),
+    thp=st.sampled_from(["madvise", "never"]),
     data=st.data(),
 )
 def test_twin_random_layouts_and_calls(
@@ -294,9 +323,10 @@ def test_twin_random_layouts_and_calls(
     overcommit: int,
     big: bool,
     slack: int,
+    thp: str,
     data: st.DataObject,
 ) -> None:
-    p = build(segments, fork=fork, overcommit=overcommit, big=big)
+    p = build(segments, fork=fork, overcommit=overcommit, big=big, thp=thp)
     cfg = p.mm.cfg
     p.machine.max_map_count = p.map_count + slack  # at the limit, and just above it
     if overcommit == 2:  # the commit limit a few pages above what is charged
@@ -305,7 +335,68 @@ def test_twin_random_layouts_and_calls(
     t = Twin(p)
     for _ in range(data.draw(st.integers(1, 14))):
         name, args = data.draw(call(p))
+        if name == "mmap" and data.draw(st.integers(0, 3)) == 0:  # the replay's hint
+            hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, args[0], 1 << 47, 1)))
+            t.e.placement_hint = p.mm.placement_hint = hint
         t.call(name, *args)
+
+
+@st.composite
+def mmap_call(draw: st.DrawFn, p: Process) -> tuple[str, tuple[int, ...]]:
+    """Mostly valid anonymous private mmaps: no address, a hint, MAP_FIXED(_NOREPLACE)
+    over or beside the layout; 2 MiB multiples (the THP-aligned search)."""
+    vmas = [v for v in p.mm.tree if BASE - (64 << 20) <= v.start < BASE + (64 << 20)]
+    bounds = sorted({v.start for v in vmas} | {v.end for v in vmas}) or [BASE]
+    length = draw(
+        st.sampled_from((PAGE, 2 * PAGE, 5 * PAGE, 64 * PAGE, C.PMD_SIZE, 2 * C.PMD_SIZE))
+    )
+    flags = C.MAP_PRIVATE | C.MAP_ANONYMOUS | draw(st.sampled_from(MAP_EXTRAS[:8]))
+    how = draw(st.integers(0, 5))
+    addr = 0
+    if how == 1:
+        addr = draw(st.sampled_from(bounds)) + draw(st.sampled_from((0, PAGE, -PAGE, 1)))
+    elif how >= 2:
+        addr = draw(st.sampled_from(bounds)) + draw(st.integers(-3, 3)) * PAGE
+        flags |= C.MAP_FIXED if how <= 4 else C.MAP_FIXED_NOREPLACE
+    prot = draw(st.sampled_from((C.PROT_NONE, C.PROT_READ, RW, RW)))
+    return ("mmap", (addr, length, prot, flags))
+
+
+@_SETTINGS
+@given(
+    segments=st.lists(segment, min_size=0, max_size=6),
+    overcommit=st.sampled_from([0, 1, 2]),
+    slack=st.sampled_from([0, 1, 2, 1000]),
+    thp=st.sampled_from(["madvise", "never"]),
+    data=st.data(),
+)
+def test_twin_mmap_sequences(
+    segments: list[tuple[int, int, str, int, int, int]],
+    overcommit: int,
+    slack: int,
+    thp: str,
+    data: st.DataObject,
+) -> None:
+    """mmap-heavy sequences: placement (top-down gaps, hints, stack guard gaps, THP
+    alignment), MAP_FIXED over VMAs (gather, accounting carried over), merges with the
+    neighbours, at and below the map_count limit."""
+    p = build(segments, overcommit=overcommit, thp=thp)
+    p.machine.max_map_count = p.map_count + slack
+    if overcommit == 2:
+        cfg = p.mm.cfg
+        limit = cfg.ram_pages * cfg.overcommit_ratio // 100 + cfg.swap_pages
+        cfg.committed_pages = max(0, limit - data.draw(st.integers(0, 600)))
+    t = Twin(p)
+    for _ in range(data.draw(st.integers(1, 20))):
+        if data.draw(st.integers(0, 4)) < 3:
+            name, args = data.draw(mmap_call(p))
+            if data.draw(st.integers(0, 4)) == 0:
+                hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, args[0] or BASE)))
+                t.e.placement_hint = p.mm.placement_hint = hint
+        else:
+            name, args = data.draw(call(p))
+        t.call(name, *args)
+    p.mm.check()
 
 
 # ------------------------------------------------------------------ fixed cases
@@ -368,6 +459,38 @@ def test_fork_keeps_inherited_anon_vmas_apart() -> None:
     t = Twin(child)
     t.call("mprotect", a + 4 * PAGE, 2 * PAGE, RW)
     t.call("mprotect", a, 2 * PAGE, C.PROT_READ)
+    assert t.bails == 0
+
+
+def test_an_inherited_anon_vma_is_not_shared_with_a_neighbour() -> None:
+    """is_mergeable_anon_vma(): a neighbour whose anon_vma came through fork (chain not
+    singular) does not give it to the range (left), a neighbour without one takes the
+    range (right)."""
+    p = fresh()
+    a = p.mmap(BASE, 2 * PAGE, RW, ANON)
+    p.mmap(BASE + 2 * PAGE, 2 * PAGE, C.PROT_READ, ANON)
+    p.mmap(BASE + 4 * PAGE, 2 * PAGE, RW | C.PROT_EXEC, ANON)
+    p.mm.anon_vma_prepare(p.mm.tree.lookup(a))
+    child = p.fork()
+    t = Twin(child)
+    t.call("mprotect", a + 2 * PAGE, 2 * PAGE, RW)  # prev inherited: no merge
+    t.call("mprotect", a + 4 * PAGE, 2 * PAGE, RW)  # next without anon_vma: merges
+    assert [(v.start - BASE) // PAGE for v in child.mm.tree if v.start >= BASE][:2] == [0, 2]
+    assert t.bails == 0
+
+
+def test_a_sysv_attach_is_not_merged_away() -> None:
+    """can_merge_remove_vma(): a SysV attach split by mprotect and made whole again keeps
+    its pieces (a merge would delete one without shm_close())."""
+    p = fresh()
+    shmid = p.shmget(0, 16 * PAGE, 0o1000 | 0o600)
+    a = p.shmat(shmid, BASE)
+    p.mprotect(a + 4 * PAGE, 4 * PAGE, C.PROT_READ)
+    t = Twin(p)
+    t.call("mprotect", a + 4 * PAGE, 4 * PAGE, RW)
+    t.call("mprotect", a, 4 * PAGE, C.PROT_READ)
+    t.call("mprotect", a, 4 * PAGE, RW)
+    assert len([v for v in p.mm.tree if BASE <= v.start < BASE + 16 * PAGE]) == 3
     assert t.bails == 0
 
 

@@ -54,7 +54,13 @@ import errno as _errno
 
 import numpy as np
 
-from vmsim.errors import CAUSE_MAP_COUNT, CAUSE_OVERCOMMIT, MmError, oserror
+from vmsim.errors import (
+    CAUSE_ADDRESS_SPACE,
+    CAUSE_MAP_COUNT,
+    CAUSE_OVERCOMMIT,
+    MmError,
+    oserror,
+)
 from vmsim.fastlane import _vmas as k
 from vmsim.mm.core import AddressSpace
 from vmsim.mm.tree import VmaTree
@@ -67,7 +73,11 @@ BAIL = k.BAIL
 _U64 = (1 << 64) - 1
 _TOP = 1 << 63
 _FIT = 1 << 62  # mm numbers the compiled code multiplies must stay far below 2**63
-_SITES = {k.SITE_SPLIT: "split_vma()", k.SITE_GATHER: "vms_gather_munmap_vmas()"}
+_SITES = {
+    k.SITE_SPLIT: "split_vma()",
+    k.SITE_GATHER: "vms_gather_munmap_vmas()",
+    k.SITE_MMAP: "do_mmap()",
+}
 
 # One VMA as the tests and to_mm() read it back: start, end, flags, pgoff, file, anon_vma,
 # anon_singular, name, swap_ra
@@ -179,6 +189,23 @@ class VmaArrays:
         )
         mem = mm.mem
         m[k.M_NODRAIN] = int(bool(mem.mlock_pending) or mem.mlock_batch != 0)
+        hint = mm.placement_hint
+        bases = (mm.mmap_base, mm.mmap_legacy_base, cfg.mmap_min_addr, cfg.effective_mmap_min_addr)
+        mmap_fits = all(0 <= x < _FIT for x in bases) and (hint is None or hint >= 0)
+        m[k.M_NOMMAP] = int(
+            not mmap_fits
+            or (mem.ksm is not None and mm.serial in mem.ksm.per_mm)
+            or cfg.rlimit_as is not None
+            or cfg.rlimit_data is not None
+            or mm.def_flags != 0
+        )
+        m[k.M_MMAP_BASE] = mm.mmap_base if mmap_fits else 0
+        m[k.M_LEGACY_BASE] = mm.mmap_legacy_base if mmap_fits else 0
+        m[k.M_MIN_ADDR] = cfg.mmap_min_addr if mmap_fits else 0
+        m[k.M_EFF_MIN_ADDR] = cfg.effective_mmap_min_addr if mmap_fits else 0
+        m[k.M_RAWIO] = int(cfg.cap_sys_rawio)
+        m[k.M_THP] = int(cfg.thp != "never")
+        self.placement_hint = hint if mmap_fits else None
 
     def store_globals(self, mm: AddressSpace) -> None:
         """Write back the numbers the calls change: committed pages, map_count_needed,
@@ -187,6 +214,7 @@ class VmaArrays:
         mm.cfg.committed_pages = int(m[k.M_COMMITTED])
         mm.cfg.map_count_needed = max(mm.cfg.map_count_needed, int(m[k.M_NEEDED]))
         mm.locked_vm = int(m[k.M_LOCKED])
+        mm.placement_hint = self.placement_hint
 
     def to_mm(self, mm: AddressSpace) -> None:
         """Give ``mm`` these VMAs (a new tree and free-space index) and numbers."""
@@ -222,6 +250,21 @@ class VmaArrays:
                     )
                 )
         return out
+
+    @property
+    def placement_hint(self) -> int | None:
+        """mm.placement_hint: where the replay says the next mapping goes (None: none)."""
+        return int(self.mm[k.M_HINT]) if self.mm[k.M_HAS_HINT] else None
+
+    @placement_hint.setter
+    def placement_hint(self, value: int | None) -> None:
+        self.mm[k.M_HAS_HINT] = int(value is not None)
+        self.mm[k.M_HINT] = 0 if value is None else min(value, (1 << 63) - 1)
+
+    @property
+    def address(self) -> int:
+        """The address the last successful mmap returned."""
+        return int(self.info[k.I_A])
 
     @property
     def map_count(self) -> int:
@@ -338,6 +381,20 @@ class VmaArrays:
         self._reserve()
         return int(k.munmap(self.vm, self.ix, self.mm, self.info, _s64(a), _s64(n)))
 
+    def mmap(
+        self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
+    ) -> int:
+        """mmap(2) as ``Process.mmap`` takes it, for anonymous private mappings: 0 (the
+        address is ``address``), an errno, or BAIL (nothing changed)."""
+        a = _reg(addr, "addr")
+        n = _reg(length, "length")
+        off = _reg(offset, "offset")
+        p = _reg(prot, "prot") & U32
+        f = _reg(flags, "flags") & U32
+        _reg(fd, "fd")  # read as an int, unused by an anonymous mapping
+        self._reserve()
+        return int(k.mmap(self.vm, self.ix, self.mm, self.info, _s64(a), _s64(n), p, f, _s64(off)))
+
     def error(self, code: int) -> MmError:
         """The MmError the Python model raises for the last call, which returned ``code``."""
         info = self.info
@@ -362,6 +419,13 @@ class VmaArrays:
                     f"> CommitLimit {limit} pages"
                 )
             return oserror(_errno.ENOMEM, CAUSE_OVERCOMMIT, why)
+        if cause == k.CAUSE_ADDRESS_SPACE:
+            length = int(info[k.I_A]) & _U64
+            return oserror(
+                _errno.ENOMEM,
+                CAUSE_ADDRESS_SPACE,
+                f"no free range of {length:#x} bytes in the address space",
+            )
         return oserror(code)
 
     def outcome(self, code: int) -> tuple[int, int, str | None]:
