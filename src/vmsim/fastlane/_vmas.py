@@ -1,7 +1,7 @@
-"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect and munmap of
-one address space held in arrays. ``vmsim.fastlane.vmas`` is its Python side and says what
-is modelled and what is declined (BAIL); every function here mirrors the Python model
-statement for statement, named after it.
+"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect, munmap and
+anonymous mmap of one address space held in arrays. ``vmsim.fastlane.vmas`` is its Python
+side and says what is modelled and what is declined (BAIL); every function here mirrors the
+Python model statement for statement, named after it.
 
 One file on purpose: numba keys its on-disk cache by the source file of each compiled
 function, so everything the entry points call lives here. The constants are this file's
@@ -840,7 +840,8 @@ def _last(vm: I64, ix: I64, mm: I64) -> int:  # pragma: no cover - compiled
     nb = mm[M_NB]
     if nb == 0:
         return -1
-    return ((nb - 1) << POS_SHIFT) | (ix[vm.shape[0] + ix[nb - 1]] - 1)  # type: ignore[no-any-return]
+    n = ix[vm.shape[0] + ix[nb - 1]]
+    return ((nb - 1) << POS_SHIFT) | (n - 1)  # type: ignore[no-any-return]
 
 
 @_jit

@@ -1,5 +1,6 @@
-"""The fast lane's VMA engine: the VMAs of one address space in arrays, and mprotect /
-munmap over them, compiled (``vmsim.fastlane._vmas``), the twin of the Python model.
+"""The fast lane's VMA engine: the VMAs of one address space in arrays, and mprotect,
+munmap and anonymous mmap over them, compiled (``vmsim.fastlane._vmas``), the twin of the
+Python model.
 
 ``VmaArrays.from_mm(mm)`` takes an ``AddressSpace``; ``mprotect`` / ``munmap`` run the
 calls; ``to_mm(mm)`` writes the VMAs back (new ``Vma`` objects pointing at the same
@@ -24,6 +25,16 @@ Modelled exactly (the Python model is the reference; tests/unit/test_fastlane_vm
   against TASK_SIZE, the split at each end (the map_count check only for a range strictly
   inside one VMA), EPERM from a sealed VMA (after the first split, which stays),
   locked_vm, the commit charge of VM_ACCOUNT pages, the VMAs' ``swap_ra`` kept by splits.
+* ``Process.mmap`` of an anonymous private mapping (MAP_PRIVATE or MAP_DROPPABLE, with or
+  without MAP_FIXED / MAP_FIXED_NOREPLACE / a hint, MAP_NORESERVE, MAP_GROWSDOWN, MAP_STACK,
+  MAP_SYNC, MAP_POPULATE|MAP_NONBLOCK) -> ``do_mmap`` -> ``mmap_region``: the argument
+  checks and errnos in their order (EINVAL, ENOMEM, the do_mmap() map_count check, EEXIST),
+  ``get_unmapped_area`` (the replay's ``placement_hint``, consumed; the THP-aligned search
+  for a multiple of 2 MiB without a hint unless thp=never; arch_get_unmapped_area_topdown()
+  with a hint, the highest gap below mmap_base, the stack guard gap of a VM_GROWSDOWN
+  neighbour, the bottom-up fallback; TASK_SIZE, alignment and mmap_min_addr checks, the
+  "address_space" cause), MAP_FIXED over VMAs (gather and complete as munmap, the commit
+  charge carried over), vm_enough_memory(), ``vma_merge_new_range`` with prev / next.
 * Errors: ``error()`` gives the MmError the Python path raises (errno, cause, detail text).
 
 Declined (the call returns ``BAIL`` before any change; the Python model must run it):
@@ -34,7 +45,15 @@ Declined (the call returns ``BAIL`` before any change; the Python model must run
   range) holding a VM_HUGETLB VMA or a hugetlbfs file (change_protection, may_split), or a
   locked private read-only VMA made writable (populate);
 * munmap while the mlock batch is not empty (lru_add_drain() would move folios), or over
-  a range holding a VM_HUGETLB VMA, a hugetlbfs file, or a deleted file (on_file_unmapped).
+  a range holding a VM_HUGETLB VMA, a hugetlbfs file, or a deleted file (on_file_unmapped);
+* mmap of a file, of shared memory (MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()),
+  MAP_HUGETLB, MAP_32BIT, MAP_LOCKED or MAP_POPULATE without MAP_NONBLOCK (populate), in an
+  mm with KSM merge-any state, RLIMIT_AS / RLIMIT_DATA set, or mm.def_flags (mlockall
+  MCL_FUTURE) (``M_NOMMAP``), and MAP_FIXED over VMAs that munmap would decline.
+
+The engine has no free-space index: mmap's gap search walks the VMAs down from mmap_base
+(O(VMAs above the gap found), as cheap as the Python model's walk over its free ranges when
+the VMAs have gaps between them, slower behind a long run of adjacent VMAs).
 
 A file's attributes (SysV, hugetlbfs, deleted) are read at ``from_mm``: a file unlinked
 while the engine holds the VMAs needs a new ``from_mm``. ``refresh_globals(mm)`` reloads the
