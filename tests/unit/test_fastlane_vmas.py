@@ -470,12 +470,17 @@ def test_an_inherited_anon_vma_is_not_shared_with_a_neighbour() -> None:
     a = p.mmap(BASE, 2 * PAGE, RW, ANON)
     p.mmap(BASE + 2 * PAGE, 2 * PAGE, C.PROT_READ, ANON)
     p.mmap(BASE + 4 * PAGE, 2 * PAGE, RW | C.PROT_EXEC, ANON)
+    d = p.mmap(BASE + 16 * PAGE, 2 * PAGE, RW, ANON)
+    p.mmap(BASE + 18 * PAGE, 2 * PAGE, C.PROT_READ, ANON)
     p.mm.anon_vma_prepare(p.mm.tree.lookup(a))
+    p.mm.anon_vma_prepare(p.mm.tree.lookup(d + 2 * PAGE))
     child = p.fork()
     t = Twin(child)
     t.call("mprotect", a + 2 * PAGE, 2 * PAGE, RW)  # prev inherited: no merge
     t.call("mprotect", a + 4 * PAGE, 2 * PAGE, RW)  # next without anon_vma: merges
-    assert [(v.start - BASE) // PAGE for v in child.mm.tree if v.start >= BASE][:2] == [0, 2]
+    t.call("mprotect", d + 2 * PAGE, 2 * PAGE, RW)  # the range's own is inherited: no merge
+    starts = [(v.start - BASE) // PAGE for v in child.mm.tree if BASE <= v.start < BASE + PAGE * 32]
+    assert starts == [0, 2, 16, 18]
     assert t.bails == 0
 
 
