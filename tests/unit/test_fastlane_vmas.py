@@ -499,6 +499,53 @@ def test_a_sysv_attach_is_not_merged_away() -> None:
     assert t.bails == 0
 
 
+def test_merge_refusals_and_sticky_flags() -> None:
+    """Page-offset continuity with prev (a file mapped at offsets 0 and 4 stays two VMAs,
+    at 0 and 2 merges), the sticky VM_MAYBE_GUARD of a neighbour kept by the merge."""
+    m = vmsim.Machine()
+    p = m.spawn("linux")
+    fd = p.open_inode(m.inode_for("/data/f", (8, 1), 9, 64 * PAGE))
+    fixed = C.MAP_PRIVATE | C.MAP_FIXED
+    p.mmap(BASE, 2 * PAGE, RW, fixed, fd, 0)
+    p.mmap(BASE + 2 * PAGE, 2 * PAGE, C.PROT_READ, fixed, fd, 4 * PAGE)
+    p.mmap(BASE + 8 * PAGE, 2 * PAGE, RW, fixed, fd, 0)
+    p.mmap(BASE + 10 * PAGE, 2 * PAGE, C.PROT_READ, fixed, fd, 2 * PAGE)
+    g = p.mmap(BASE + 32 * PAGE, 2 * PAGE, RW, ANON)
+    vma = p.mm.tree.lookup(g)
+    assert vma is not None
+    vma.flags |= F.VM_MAYBE_GUARD  # what MADV_GUARD_INSTALL + REMOVE leave
+    p.mmap(BASE + 34 * PAGE, 2 * PAGE, C.PROT_READ, ANON)
+    t = Twin(p)
+    t.call("mprotect", BASE + 2 * PAGE, 2 * PAGE, RW)  # pgoff 2 != 4: no merge
+    t.call("mprotect", BASE + 10 * PAGE, 2 * PAGE, RW)  # continuous: merges
+    t.call("mprotect", BASE + 34 * PAGE, 2 * PAGE, RW)  # merges into the guard-marked one
+    mine = [v for v in p.mm.tree if BASE <= v.start < BASE + 64 * PAGE]
+    assert [(v.start - BASE) // PAGE for v in mine] == [0, 2, 8, 32]
+    assert mine[-1].end == BASE + 36 * PAGE and mine[-1].flags & F.VM_MAYBE_GUARD
+    assert t.bails == 0
+
+
+SMAPS_NAMED_NEIGHBOUR = """\
+00000000-00002000 r--p 00000000 00:00 0                                  [uprobes]
+VmFlags: rd mr mw me
+00002000-00004000 rw-p 00000000 00:00 0
+Anonymous:             0 kB
+VmFlags: rd wr mr mw me
+"""
+
+
+def test_a_named_neighbour_never_merges() -> None:
+    """is_mergeable_vma(): a neighbour with a name (a special mapping) does not take the
+    range, flags, file, anon_vma and page offset all matching."""
+    p = vmsim.Machine().spawn(maps=SMAPS_NAMED_NEIGHBOUR)
+    t = Twin(p)
+    t.call("mprotect", 0x2000, 0x2000, C.PROT_READ)
+    assert [v.start for v in p.mm.tree] == [0, 0x2000]
+    first, last = p.mm.tree.first(), p.mm.tree.last()
+    assert first is not None and last is not None and first.flags == last.flags
+    assert t.bails == 0
+
+
 def test_special_mappings_and_the_stack() -> None:
     """[vvar] (VM_PFNMAP|VM_IO: no VM_MAYWRITE), [vdso], the stack with PROT_GROWSDOWN."""
     p = fresh()
