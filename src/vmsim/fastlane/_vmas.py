@@ -1,7 +1,7 @@
-"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect and munmap of
-one address space held in arrays. ``vmsim.fastlane.vmas`` is its Python side and says what
-is modelled and what is declined (BAIL); every function here mirrors the Python model
-statement for statement, named after it.
+"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect, munmap and
+anonymous mmap of one address space held in arrays. ``vmsim.fastlane.vmas`` is its Python
+side and says what is modelled and what is declined (BAIL); every function here mirrors the
+Python model statement for statement, named after it.
 
 One file on purpose: numba keys its on-disk cache by the source file of each compiled
 function, so everything the entry points call lives here. The constants are this file's
@@ -41,7 +41,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _jit: Callable[[_F], _F] = njit(**_OPTS)
 
 # ------------------------------------------------------------------ layout
-B = 256  # VMAs per block at most
+B = 64  # VMAs per block at most
 HALF = B // 2
 POS_SHIFT = 16
 POS_MASK = (1 << POS_SHIFT) - 1
@@ -77,7 +77,16 @@ M_NB = 11  # blocks in use
 M_NFREE = 12  # unused blocks
 M_NOMODEL = 13  # nonzero: page tables, guards or PMD leaves exist: every call BAILs
 M_NODRAIN = 14  # nonzero: the mlock batch is not empty (munmap would drain it): BAIL
-NMM = 16
+M_NOMMAP = 15  # nonzero: mmap BAILs (KSM merge-any, rlimits, mm.def_flags)
+M_MMAP_BASE = 16  # mm.mmap_base
+M_LEGACY_BASE = 17  # mm.mmap_legacy_base
+M_MIN_ADDR = 18  # cfg.mmap_min_addr
+M_EFF_MIN_ADDR = 19  # cfg.effective_mmap_min_addr
+M_RAWIO = 20  # cfg.cap_sys_rawio
+M_THP = 21  # cfg.thp != "never"
+M_HAS_HINT = 22  # mm.placement_hint is not None
+M_HINT = 23  # mm.placement_hint
+NMM = 32
 
 I_CAUSE = 0
 I_SITE = 1
@@ -86,8 +95,10 @@ I_B = 3
 CAUSE_NONE = 0
 CAUSE_MAP_COUNT = 1
 CAUSE_OVERCOMMIT = 2
+CAUSE_ADDRESS_SPACE = 3  # I_A: the length asked for
 SITE_SPLIT = 1  # "split_vma()"
 SITE_GATHER = 2  # "vms_gather_munmap_vmas()"
+SITE_MMAP = 3  # "do_mmap()"
 
 BAIL = -1  # return code: not modelled here, nothing changed
 
@@ -95,6 +106,7 @@ BAIL = -1  # return code: not modelled here, nothing changed
 EPERM = 1
 ENOMEM = 12
 EACCES = 13
+EEXIST = 17
 EINVAL = 22
 
 PAGE_SHIFT = 12
@@ -120,11 +132,42 @@ VM_NORESERVE = 1 << 21
 VM_HUGETLB = 1 << 22
 VM_MIXEDMAP = 1 << 28
 VM_SEALED = 1 << 42
+VM_MAYREAD = 1 << 4
+VM_MAYWRITE = 1 << 5
+VM_MAYEXEC = 1 << 6
+VM_SYNC = 1 << 23
+VM_WIPEONFORK = 1 << 25
+VM_DONTDUMP = 1 << 26
+VM_NOHUGEPAGE = 1 << 30
+VM_SHADOW_STACK = 1 << 39
+VM_DROPPABLE = 1 << 40
+VM_STARTGAP_FLAGS = VM_GROWSDOWN | VM_SHADOW_STACK
 VM_ACCESS_FLAGS = 7
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_IGNORE_MERGE = VM_MAYBE_GUARD  # | VM_SOFTDIRTY, which is 0
 NOT_CHARGED = VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE
 PRIVATE_LOCKED = VM_WRITE | VM_SHARED | VM_LOCKED
+
+PAGE_SIZE = 1 << PAGE_SHIFT
+PMD_SIZE = 2 << 20
+STACK_GUARD_GAP = 256 << PAGE_SHIFT
+DEFAULT_WINDOW = (1 << 47) - PAGE_SIZE  # DEFAULT_MAP_WINDOW
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_DROPPABLE = 0x08
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_32BIT = 0x40
+MAP_GROWSDOWN = 0x0100
+MAP_LOCKED = 0x2000
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_NONBLOCK = 0x10000
+MAP_STACK = 0x20000
+MAP_HUGETLB = 0x40000
+MAP_SYNC = 0x80000
+MAP_FIXED_NOREPLACE = 0x100000
 
 INT64_MAX = (1 << 63) - 1
 _U_OFFSET = np.uint64(4095)
@@ -210,6 +253,51 @@ def find(vm: I64, ix: I64, mm: I64, addr: int) -> int:  # pragma: no cover - com
 
 
 # ------------------------------------------------------------------ blocks
+# The entry moves index rows with uint64: numba's wraparound test of a signed index (one
+# branch per element) keeps LLVM from vectorising them (4x slower measured).
+@_jit
+def _move_up(vm: I64, b: int, i: int, n: int) -> None:  # pragma: no cover - compiled
+    """Slots ``i .. n-1`` of block ``b`` move up by one (``n`` < B)."""
+    lo = np.uint64(i)
+    hi = np.uint64(n)
+    one = np.uint64(1)
+    for f in range(NF):
+        row = vm[b, f]
+        j = hi
+        while j > lo:
+            row[j] = row[j - one]
+            j -= one
+
+
+@_jit
+def _move_down(vm: I64, b: int, i: int, n: int, by: int) -> None:  # pragma: no cover
+    """Slots ``i + by .. n-1`` of block ``b`` move down by ``by`` (to ``i`` on)."""
+    lo = np.uint64(i)
+    hi = np.uint64(n - by)
+    d = np.uint64(by)
+    for f in range(NF):
+        row = vm[b, f]
+        j = lo
+        while j < hi:
+            row[j] = row[j + d]
+            j += np.uint64(1)
+
+
+@_jit
+def _copy_rows(vm: I64, dst: int, at: int, src: int, lo: int, hi: int) -> None:  # pragma: no cover
+    """Slots ``lo .. hi-1`` of block ``src`` copied to block ``dst`` from slot ``at`` on."""
+    a = np.uint64(at)
+    s0 = np.uint64(lo)
+    s1 = np.uint64(hi)
+    for f in range(NF):
+        out = vm[dst, f]
+        row = vm[src, f]
+        j = s0
+        while j < s1:
+            out[a + j - s0] = row[j]
+            j += np.uint64(1)
+
+
 @_jit
 def _open_slot(vm: I64, ix: I64, mm: I64, k: int, i: int) -> int:  # pragma: no cover - compiled
     """Make room for one VMA at slot ``i`` of logical block ``k`` (``i`` may be the block's
@@ -231,9 +319,7 @@ def _open_slot(vm: I64, ix: I64, mm: I64, k: int, i: int) -> int:  # pragma: no 
         nfree = mm[M_NFREE] - 1
         mm[M_NFREE] = nfree
         b2 = ix[2 * c + nfree]
-        for f in range(NF):
-            for j in range(HALF, B):
-                vm[b2, f, j - HALF] = vm[b, f, j]
+        _copy_rows(vm, b2, 0, b, HALF, B)
         ix[c + b] = HALF
         ix[c + b2] = B - HALF
         nb = mm[M_NB]
@@ -246,9 +332,7 @@ def _open_slot(vm: I64, ix: I64, mm: I64, k: int, i: int) -> int:  # pragma: no 
             i -= HALF
             b = b2
         n = ix[c + b]
-    for f in range(NF):
-        for j in range(n, i, -1):
-            vm[b, f, j] = vm[b, f, j - 1]
+    _move_up(vm, b, i, n)
     ix[c + b] = n + 1
     mm[M_COUNT] += 1
     return (k << POS_SHIFT) | i
@@ -283,9 +367,7 @@ def _remove_run(vm: I64, ix: I64, mm: I64, p: int, count: int) -> None:  # pragm
         take = n - i
         if take > count:
             take = count
-        for f in range(NF):
-            for j in range(i, n - take):
-                vm[b, f, j] = vm[b, f, j + take]
+        _move_down(vm, b, i, n, take)
         n -= take
         count -= take
         ix[c + b] = n
@@ -303,9 +385,7 @@ def _remove_run(vm: I64, ix: I64, mm: I64, p: int, count: int) -> None:  # pragm
         n = ix[c + b]
         n2 = ix[c + b2]
         if n + n2 <= HALF:
-            for f in range(NF):
-                for j in range(n2):
-                    vm[b, f, n + j] = vm[b2, f, j]
+            _copy_rows(vm, b, n, b2, 0, n2)
             ix[c + b] = n + n2
             ix[c + b2] = 0
             _drop_block(vm, ix, mm, k0 + 1)
@@ -753,6 +833,464 @@ def munmap(  # pragma: no cover - compiled
     return 0
 
 
+# ------------------------------------------------------------------ mmap
+@_jit
+def _last(vm: I64, ix: I64, mm: I64) -> int:  # pragma: no cover - compiled
+    """The position of the last VMA (-1: none)."""
+    nb = mm[M_NB]
+    if nb == 0:
+        return -1
+    n = ix[vm.shape[0] + ix[nb - 1]]
+    return ((nb - 1) << POS_SHIFT) | (n - 1)  # type: ignore[no-any-return]
+
+
+@_jit
+def vm_start_gap(vm: I64, ix: I64, p: int) -> int:  # pragma: no cover - compiled
+    """vm_start_gap(): a stack's start minus the guard gap."""
+    start = _get(vm, ix, p, F_START)
+    flags = _get(vm, ix, p, F_FLAGS)
+    if flags & VM_GROWSDOWN:
+        gap = start - STACK_GUARD_GAP
+        return gap if gap > 0 else 0
+    if flags & VM_SHADOW_STACK:
+        gap = start - PAGE_SIZE
+        return gap if gap > 0 else 0
+    return start
+
+
+@_jit
+def _hint_fits(vm: I64, ix: I64, mm: I64, addr: int, length: int) -> bool:  # pragma: no cover
+    p = find(vm, ix, mm, addr)
+    return p < 0 or addr + length <= vm_start_gap(vm, ix, p)
+
+
+@_jit
+def _highest_gap(
+    vm: I64, ix: I64, mm: I64, need: int, low: int, high: int
+) -> int:  # pragma: no cover
+    """_highest_gap() (mas_empty_area_rev()): the end of the highest free range inside
+    ``[low, high)`` with room for ``need`` bytes (-1: none). Walks the gaps between VMAs
+    down from ``high``, the empty ones (adjacent VMAs) not being free ranges."""
+    if high <= low or high - low < need:
+        return -1
+    r = find(vm, ix, mm, high - 1)  # the first VMA ending at or above high
+    cur = _prev(vm, ix, r) if r >= 0 else _last(vm, ix, mm)  # the last ending below it
+    nx = r if r >= 0 else -1
+    if cur >= 0:
+        nx = _next(vm, ix, mm, cur)
+    elif mm[M_NB] > 0:
+        nx = 0
+    while True:
+        fs = _get(vm, ix, cur, F_END) if cur >= 0 else 0
+        fe = _get(vm, ix, nx, F_START) if nx >= 0 else INT64_MAX
+        if fs < fe:
+            if fe <= low:
+                return -1
+            ge = fe if fe < high else high
+            gs = fs if fs > low else low
+            if ge - gs >= need:
+                return ge
+        if cur < 0:
+            return -1
+        nx = cur
+        cur = _prev(vm, ix, cur)
+
+
+@_jit
+def _lowest_gap(
+    vm: I64, ix: I64, mm: I64, need: int, low: int, high: int
+) -> int:  # pragma: no cover
+    """_lowest_gap() (mas_empty_area()): the start of the lowest free range inside
+    ``[low, high)`` with room for ``need`` bytes (-1: none)."""
+    if high <= low or high - low < need:
+        return -1
+    nx = find(vm, ix, mm, low)  # the first VMA ending above low
+    cur = _prev(vm, ix, nx) if nx >= 0 else _last(vm, ix, mm)
+    while True:
+        fs = _get(vm, ix, cur, F_END) if cur >= 0 else 0
+        fe = _get(vm, ix, nx, F_START) if nx >= 0 else INT64_MAX
+        if fs < fe:
+            gs = fs if fs > low else low
+            if gs >= high:
+                return -1
+            ge = fe if fe < high else high
+            if ge - gs >= need:
+                return gs
+        if nx < 0:
+            return -1
+        cur = nx
+        nx = _next(vm, ix, mm, nx)
+
+
+@_jit
+def unmapped_area_topdown(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, length: int, low: int, high: int
+) -> int:
+    """unmapped_area_topdown() (no start gap: no shadow stacks here); -ENOMEM if none."""
+    eff = mm[M_EFF_MIN_ADDR]
+    if eff > low:
+        low = eff
+    while True:
+        ge = _highest_gap(vm, ix, mm, length, low, high)
+        if ge < 0:
+            return -ENOMEM
+        nx = find(vm, ix, mm, ge)
+        if nx >= 0 and _get(vm, ix, nx, F_FLAGS) & VM_STARTGAP_FLAGS:
+            g = vm_start_gap(vm, ix, nx)
+            if g < ge:
+                high = g
+                continue
+        return ge - length
+
+
+@_jit
+def unmapped_area(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, length: int, low: int, high: int
+) -> int:
+    """unmapped_area() (no start gap); -ENOMEM if none."""
+    eff = mm[M_EFF_MIN_ADDR]
+    if eff > low:
+        low = eff
+    while True:
+        gap = _lowest_gap(vm, ix, mm, length, low, high)
+        if gap < 0:
+            return -ENOMEM
+        nx = find(vm, ix, mm, gap)
+        if (
+            nx >= 0
+            and _get(vm, ix, nx, F_FLAGS) & VM_STARTGAP_FLAGS
+            and vm_start_gap(vm, ix, nx) < gap + length - 1
+        ):
+            low = _get(vm, ix, nx, F_END)
+            continue
+        return gap
+
+
+@_jit
+def arch_get_unmapped_area(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, addr: int, length: int, flags: int
+) -> int:
+    """arch_get_unmapped_area(): bottom-up from mmap_legacy_base (MAP_32BIT BAILs before)."""
+    if length > mm[M_TASK]:
+        return -ENOMEM
+    if flags & MAP_FIXED:
+        return addr
+    end = DEFAULT_WINDOW
+    if length > end:
+        return -ENOMEM
+    # a hint is page-aligned already (do_mmap() rounded it)
+    if addr and end - length >= addr and _hint_fits(vm, ix, mm, addr, length):
+        return addr
+    return unmapped_area(vm, ix, mm, length, mm[M_LEGACY_BASE], end)
+
+
+@_jit
+def arch_get_unmapped_area_topdown(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, addr0: int, length: int, flags: int
+) -> int:
+    """arch_get_unmapped_area_topdown(): MAP_FIXED as given, a free hint, else the highest
+    gap below mmap_base; bottom-up when that fails."""
+    task = mm[M_TASK]
+    if length > task:
+        return -ENOMEM
+    if flags & MAP_FIXED:
+        return addr0
+    addr = addr0
+    if addr:
+        addr &= ~(PAGE_SIZE - 1)
+        valid = task - length >= addr and (addr > DEFAULT_WINDOW) == (
+            addr + length > DEFAULT_WINDOW
+        )
+        if valid and _hint_fits(vm, ix, mm, addr, length):
+            return addr
+    high = mm[M_MMAP_BASE]
+    if addr > DEFAULT_WINDOW:
+        high += task - DEFAULT_WINDOW
+    found = unmapped_area_topdown(vm, ix, mm, length, PAGE_SIZE, high)
+    if found >= 0:
+        return found
+    return arch_get_unmapped_area(vm, ix, mm, addr0, length, flags)
+
+
+@_jit
+def get_unmapped_area(  # pragma: no cover - compiled
+    vm: I64, ix: I64, mm: I64, addr: int, length: int, flags: int
+) -> int:
+    """get_unmapped_area() of an anonymous private mapping: the replay's placement hint
+    (consumed), the THP-aligned search for a multiple of 2 MiB without a hint, else
+    arch_get_unmapped_area_topdown(); then the range and mmap_min_addr checks. A negative
+    errno when it fails. ``addr`` is at most 2**63 - PAGE_SIZE (larger hints: the same
+    outcomes)."""
+    task = mm[M_TASK]
+    if length > task:
+        return -ENOMEM
+    if mm[M_HAS_HINT] and not (flags & MAP_FIXED):
+        mm[M_HAS_HINT] = 0
+        forced = mm[M_HINT]
+        if not (forced & (PAGE_SIZE - 1)) and forced <= task - length:
+            p = find(vm, ix, mm, forced)
+            if p < 0 or _get(vm, ix, p, F_START) >= forced + length:
+                return forced  # type: ignore[no-any-return]
+    if mm[M_THP] and not (flags & MAP_SHARED) and not addr and length % PMD_SIZE == 0:
+        # _thp_get_unmapped_area(addr 0, file offset 0): room for len + 2 MiB, aligned
+        ret = 0
+        pad = arch_get_unmapped_area_topdown(vm, ix, mm, 0, length + PMD_SIZE, flags)
+        if pad > 0:
+            sub = (0 - pad) & (PMD_SIZE - 1)
+            ret = pad + PMD_SIZE if not sub else pad + sub
+        if not ret:
+            ret = arch_get_unmapped_area_topdown(vm, ix, mm, addr, length, flags)
+        addr = ret
+    else:
+        addr = arch_get_unmapped_area_topdown(vm, ix, mm, addr, length, flags)
+    if addr < 0:
+        return addr
+    if addr > task - length:
+        return -ENOMEM
+    if addr & (PAGE_SIZE - 1):
+        return -EINVAL
+    if addr < mm[M_MIN_ADDR] and not mm[M_RAWIO]:
+        return -EPERM
+    return addr
+
+
+@_jit
+def vma_merge_new_range(  # pragma: no cover - compiled
+    vm: I64,
+    ix: I64,
+    mm: I64,
+    prv: int,
+    nxt: int,
+    start: int,
+    end: int,
+    flags: int,
+    pgoff: int,
+) -> int:
+    """vma_merge_new_range() of a new anonymous range (no file, no anon_vma of its own):
+    expand prev, next or both; -1 when neither can take it (nothing changed)."""
+    if flags & VM_SPECIAL or (prv < 0 and nxt < 0):
+        return -1
+    can_left = (
+        prv >= 0
+        and _get(vm, ix, prv, F_END) == start
+        and _mergeable(vm, ix, prv, flags, 0, 0, 1)
+        and _get(vm, ix, prv, F_PGOFF)
+        + ((_get(vm, ix, prv, F_END) - _get(vm, ix, prv, F_START)) >> PAGE_SHIFT)
+        == pgoff
+    )
+    can_right = False
+    if (
+        nxt >= 0
+        and _get(vm, ix, nxt, F_START) == end
+        and _mergeable(vm, ix, nxt, flags, 0, 0, 1)
+        and _get(vm, ix, nxt, F_PGOFF) == pgoff + ((end - start) >> PAGE_SHIFT)
+    ):
+        can_right = True
+        if can_left:
+            a = _get(vm, ix, prv, F_ANON)
+            b = _get(vm, ix, nxt, F_ANON)
+            can_right = a == 0 or b == 0 or a == b
+    if not (can_left or can_right):
+        return -1
+    if can_left and can_right and not _can_merge_remove(vm, ix, nxt):
+        can_right = False
+    sticky = flags & VM_MAYBE_GUARD
+    mm[M_USED] += end - start  # tree.occupy()
+    if can_left:
+        at = _get(vm, ix, prv, F_START)
+        if can_right:
+            _set(vm, ix, prv, F_END, _get(vm, ix, nxt, F_END))
+            _dup_anon_vma(vm, ix, prv, nxt)
+            sticky |= _get(vm, ix, nxt, F_FLAGS) & VM_MAYBE_GUARD
+            _remove_run(vm, ix, mm, nxt, 1)
+        else:
+            _set(vm, ix, prv, F_END, end)
+        q = find(vm, ix, mm, at)
+    else:
+        _set(vm, ix, nxt, F_START, start)
+        _set(vm, ix, nxt, F_PGOFF, pgoff)
+        q = nxt
+    _set(vm, ix, q, F_FLAGS, _get(vm, ix, q, F_FLAGS) | sticky)
+    return q
+
+
+@_jit
+def mmap(  # pragma: no cover - compiled
+    vm: I64,
+    ix: I64,
+    mm: I64,
+    info: I64,
+    addr_arg: int,
+    len_arg: int,
+    prot: int,
+    flags: int,
+    offset_arg: int,
+) -> int:
+    """Process.mmap() -> do_mmap() -> mmap_region() of an anonymous private mapping
+    (registers as int64 bit patterns; ``prot``, ``flags`` their low 32 bits). Returns 0
+    (``info[I_A]``: the address), an errno, or BAIL before any change: a file, shared,
+    hugetlb, MAP_32BIT, MAP_LOCKED or populating mapping, M_NOMMAP, or a MAP_FIXED range
+    over VMAs munmap would decline."""
+    info[I_CAUSE] = CAUSE_NONE
+    info[I_SITE] = 0
+    info[I_A] = 0
+    info[I_B] = 0
+    if mm[M_NOMODEL] or mm[M_NOMMAP]:
+        return BAIL
+    if not (flags & MAP_ANONYMOUS) or flags & (MAP_HUGETLB | MAP_32BIT | MAP_LOCKED):
+        return BAIL
+    if (flags & MAP_TYPE) == MAP_SHARED:
+        return BAIL  # shmem_zero_setup()
+    if (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE:
+        return BAIL  # populate: faults
+    if np.uint64(offset_arg) & _U_OFFSET:
+        return EINVAL
+    ulen = np.uint64(len_arg)
+    if ulen == _U_ZERO:
+        return EINVAL
+    if flags & MAP_FIXED_NOREPLACE:
+        flags |= MAP_FIXED
+    uaddr = np.uint64(addr_arg)
+    if not (flags & MAP_FIXED):
+        uaddr &= _U_MASK
+        eff = np.uint64(mm[M_EFF_MIN_ADDR])
+        if uaddr != _U_ZERO and uaddr < eff:
+            uaddr = (eff + _U_OFFSET) & _U_MASK
+    ulen = (ulen + _U_OFFSET) & _U_MASK
+    if ulen == _U_ZERO:
+        return ENOMEM
+    # (pgoff + pages > U64, EOVERFLOW, cannot happen: both are below 2**52)
+    needed_was = mm[M_NEEDED]
+    if not check_map_count(mm, info, mm[M_COUNT], SITE_MMAP):
+        return ENOMEM
+    vm_flags = (prot & VM_ACCESS_FLAGS) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    if flags & MAP_GROWSDOWN:
+        vm_flags |= VM_GROWSDOWN
+    if flags & MAP_SYNC:
+        vm_flags |= VM_SYNC
+    if flags & MAP_STACK:
+        vm_flags |= VM_NOHUGEPAGE
+    if ulen > np.uint64(mm[M_TASK]):  # get_unmapped_area()'s first test
+        info[I_CAUSE] = CAUSE_ADDRESS_SPACE
+        info[I_A] = np.int64(ulen)  # the bits of the length (Python reads them unsigned)
+        return ENOMEM
+    length = _i64(ulen)
+    top = np.uint64(INT64_MAX - PAGE_SIZE + 1)
+    addr = _i64(uaddr if uaddr < top else top)  # above TASK_SIZE either way
+    hint_was = mm[M_HAS_HINT]
+    addr = get_unmapped_area(vm, ix, mm, addr, length, flags)
+    if addr < 0:
+        if addr == -ENOMEM:
+            info[I_CAUSE] = CAUSE_ADDRESS_SPACE
+            info[I_A] = length
+        return -addr
+    end = addr + length
+    p = find(vm, ix, mm, addr)
+    doomed = p >= 0 and _get(vm, ix, p, F_START) < end
+    if flags & MAP_FIXED_NOREPLACE and doomed:
+        return EEXIST
+    maptype = flags & MAP_TYPE
+    if maptype == MAP_DROPPABLE:
+        if vm_flags & VM_GROWSDOWN:
+            return EINVAL
+        vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
+    elif maptype != MAP_PRIVATE:
+        return EINVAL
+    pgoff = addr >> PAGE_SHIFT
+    if flags & MAP_NORESERVE and mm[M_OVERCOMMIT] != 2:
+        vm_flags |= VM_NORESERVE
+    # mmap_region(): BAIL where munmap would, before any change (the placement hint, taken
+    # by get_unmapped_area(), is given back)
+    if doomed:
+        q = p
+        bail = mm[M_NODRAIN] != 0
+        while not bail and q >= 0 and _get(vm, ix, q, F_START) < end:
+            if _get(vm, ix, q, F_FLAGS) & VM_HUGETLB or _get(vm, ix, q, F_FILE) & (
+                FA_HUGE | FA_DELETED
+            ):
+                bail = True
+            q = _next(vm, ix, mm, q)
+        if bail:
+            mm[M_HAS_HINT] = hint_was
+            mm[M_NEEDED] = needed_was
+            return BAIL
+    n = 0
+    accounted = 0
+    locked = 0
+    mapped = 0
+    if doomed:  # vms_gather_munmap_vmas()
+        if addr > _get(vm, ix, p, F_START):
+            if end < _get(vm, ix, p, F_END) and not check_map_count(
+                mm, info, mm[M_COUNT] + 1, SITE_GATHER
+            ):
+                return ENOMEM
+            if _get(vm, ix, p, F_FLAGS) & VM_SEALED:
+                return EPERM
+            p = split_vma_nocheck(vm, ix, mm, p, addr)
+        q = p
+        last = p
+        while q >= 0 and _get(vm, ix, q, F_START) < end:
+            if _get(vm, ix, q, F_FLAGS) & VM_SEALED:
+                return EPERM
+            last = q
+            n += 1
+            q = _next(vm, ix, mm, q)
+        if _get(vm, ix, last, F_END) > end:
+            split_vma_nocheck(vm, ix, mm, last, end)
+        q = find(vm, ix, mm, addr)
+        for _ in range(n):
+            fl = _get(vm, ix, q, F_FLAGS)
+            pages = (_get(vm, ix, q, F_END) - _get(vm, ix, q, F_START)) >> PAGE_SHIFT
+            mapped += pages
+            if fl & VM_ACCOUNT:
+                accounted += pages
+            if fl & VM_LOCKED:
+                locked += pages
+            q = _next(vm, ix, mm, q)
+    if (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:
+        charged = (length >> PAGE_SHIFT) - accounted
+        if charged > 0 and not vm_enough_memory(mm, charged):
+            info[I_CAUSE] = CAUSE_OVERCOMMIT
+            info[I_A] = charged
+            info[I_B] = mm[M_COMMITTED]
+            return ENOMEM
+        if charged < 0:
+            vm_unacct(mm, -charged)
+        vm_flags |= VM_ACCOUNT
+        accounted = 0  # the doomed VMAs' pages carry over to this mapping
+    if doomed:  # vms_complete_munmap_vmas()
+        _remove_run(vm, ix, mm, find(vm, ix, mm, addr), n)
+        mm[M_USED] -= mapped << PAGE_SHIFT
+        if locked:
+            mm[M_LOCKED] -= locked
+        if accounted:
+            vm_unacct(mm, accounted)
+    nx = find(vm, ix, mm, addr)
+    pv = _prev(vm, ix, nx) if nx >= 0 else _last(vm, ix, mm)
+    if vma_merge_new_range(vm, ix, mm, pv, nx, addr, end, vm_flags, pgoff) < 0:
+        c = vm.shape[0]
+        if nx >= 0:
+            q = _open_slot(vm, ix, mm, nx >> POS_SHIFT, nx & POS_MASK)
+        elif mm[M_NB] > 0:
+            q = _open_slot(vm, ix, mm, mm[M_NB] - 1, ix[c + ix[mm[M_NB] - 1]])
+        else:
+            q = _open_slot(vm, ix, mm, 0, 0)
+        b = ix[q >> POS_SHIFT]
+        i = q & POS_MASK
+        vm[b, F_START, i] = addr
+        vm[b, F_END, i] = end
+        vm[b, F_FLAGS, i] = vm_flags
+        vm[b, F_PGOFF, i] = pgoff
+        vm[b, F_FILE, i] = 0
+        vm[b, F_ANON, i] = 0
+        vm[b, F_SING, i] = 1
+        vm[b, F_NAME, i] = 0
+        vm[b, F_AUX, i] = 0
+        mm[M_USED] += length
+    info[I_A] = addr
+    return 0
+
+
 # ------------------------------------------------------------------ the replay's step
 # One compiled call per replayed line (vmsim.fastlane.lane): what Replayer's handler and
 # WrittenWatch do around the model's call, on the same VMAs.
@@ -792,15 +1330,6 @@ J_FALSE = 2
 
 
 @_jit
-def _last_pos(vm: I64, ix: I64, mm: I64) -> int:  # pragma: no cover - compiled
-    nb = mm[M_NB]
-    if nb == 0:
-        return -1
-    c = vm.shape[0]
-    return ((nb - 1) << POS_SHIFT) | (ix[c + ix[nb - 1]] - 1)  # type: ignore[no-any-return]
-
-
-@_jit
 def _lookup(vm: I64, ix: I64, mm: I64, addr: int) -> int:  # pragma: no cover - compiled
     """vma_lookup(): the VMA containing ``addr`` (int64 >= 0; INT64_MAX: above all), -1."""
     p = find(vm, ix, mm, addr)
@@ -816,7 +1345,7 @@ def _prev_of(vm: I64, ix: I64, mm: I64, addr: int) -> int:  # pragma: no cover -
         return -1
     p = find(vm, ix, mm, addr)
     if p < 0:
-        return _last_pos(vm, ix, mm)
+        return _last(vm, ix, mm)
     if _get(vm, ix, p, F_START) < addr:
         return p
     return _prev(vm, ix, p)
@@ -1137,23 +1666,8 @@ def lane_stretch(  # pragma: no cover - compiled
 # ------------------------------------------------------------------ brk
 C_BRK = 6
 R_CALL = 128  # the next row is a call lane_stretch() leaves to its caller (brk)
-SITE_BRK = 3  # "do_brk_flags()"
+SITE_BRK = 4  # "do_brk_flags()"
 VM_DATA_DEFAULT = 1 | 2 | 16 | 32 | 64  # VM_READ|VM_WRITE|VM_MAYREAD|VM_MAYWRITE|VM_MAYEXEC
-VM_SHADOW_STACK_ = 1 << 39
-GUARD_GAP = 256 << PAGE_SHIFT  # stack_guard_gap
-
-
-@_jit
-def _start_gap(vm: I64, ix: I64, p: int) -> int:  # pragma: no cover - compiled
-    """vm_start_gap()."""
-    start = _get(vm, ix, p, F_START)
-    flags = _get(vm, ix, p, F_FLAGS)
-    if flags & VM_GROWSDOWN:
-        gap = start - GUARD_GAP
-        return gap if 0 < gap <= start else 0
-    if flags & VM_SHADOW_STACK_:
-        return start - 4096 if start > 4096 else 0
-    return start
 
 
 @_jit
@@ -1165,7 +1679,7 @@ def _insert_new(  # pragma: no cover - compiled
     if p >= 0:
         q = _open_slot(vm, ix, mm, p >> POS_SHIFT, p & POS_MASK)
     else:
-        last = _last_pos(vm, ix, mm)
+        last = _last(vm, ix, mm)
         if last < 0:
             q = _open_slot(vm, ix, mm, 0, 0)
         else:
@@ -1196,18 +1710,8 @@ def _brk_flags(  # pragma: no cover - compiled
     flags = VM_DATA_DEFAULT | VM_ACCOUNT
     end = addr + length
     pgoff = addr >> PAGE_SHIFT
-    if (
-        prev >= 0
-        and _get(vm, ix, prev, F_END) == addr
-        and _mergeable(vm, ix, prev, flags, 0, 0, 1)
-        and _get(vm, ix, prev, F_PGOFF)
-        + ((_get(vm, ix, prev, F_END) - _get(vm, ix, prev, F_START)) >> PAGE_SHIFT)
-        == pgoff
-    ):
-        # vma_merge_new_range(just_expand): prev takes the range
-        _set(vm, ix, prev, F_END, end)
-        mm[M_USED] += length
-        return True
+    if prev >= 0 and vma_merge_new_range(vm, ix, mm, prev, -1, addr, end, flags, pgoff) >= 0:
+        return True  # just_expand: prev takes the range, next is not tried
     _insert_new(vm, ix, mm, addr, end, flags, pgoff)
     return True
 
@@ -1249,7 +1753,7 @@ def _brk(  # pragma: no cover - compiled
     lo = _i64(oldbrk) if oldbrk < _U_TOP else INT64_MAX
     p = find(vm, ix, mm, lo) if lo != INT64_MAX else -1
     if p >= 0 and _get(vm, ix, p, F_START) < hi:
-        gap = _start_gap(vm, ix, p)
+        gap = vm_start_gap(vm, ix, p)
         top = newbrk + np.uint64(4096)
         if top < newbrk or top >= _U_TOP or _i64(top) > gap:
             return cur

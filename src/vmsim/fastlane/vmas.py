@@ -1,5 +1,6 @@
-"""The fast lane's VMA engine: the VMAs of one address space in arrays, and mprotect /
-munmap over them, compiled (``vmsim.fastlane._vmas``), the twin of the Python model.
+"""The fast lane's VMA engine: the VMAs of one address space in arrays, and mprotect,
+munmap and anonymous mmap over them, compiled (``vmsim.fastlane._vmas``), the twin of the
+Python model.
 
 ``VmaArrays.from_mm(mm)`` takes an ``AddressSpace``; ``mprotect`` / ``munmap`` run the
 calls; ``to_mm(mm)`` writes the VMAs back (new ``Vma`` objects pointing at the same
@@ -24,6 +25,16 @@ Modelled exactly (the Python model is the reference; tests/unit/test_fastlane_vm
   against TASK_SIZE, the split at each end (the map_count check only for a range strictly
   inside one VMA), EPERM from a sealed VMA (after the first split, which stays),
   locked_vm, the commit charge of VM_ACCOUNT pages, the VMAs' ``swap_ra`` kept by splits.
+* ``Process.mmap`` of an anonymous private mapping (MAP_PRIVATE or MAP_DROPPABLE, with or
+  without MAP_FIXED / MAP_FIXED_NOREPLACE / a hint, MAP_NORESERVE, MAP_GROWSDOWN, MAP_STACK,
+  MAP_SYNC, MAP_POPULATE|MAP_NONBLOCK) -> ``do_mmap`` -> ``mmap_region``: the argument
+  checks and errnos in their order (EINVAL, ENOMEM, the do_mmap() map_count check, EEXIST),
+  ``get_unmapped_area`` (the replay's ``placement_hint``, consumed; the THP-aligned search
+  for a multiple of 2 MiB without a hint unless thp=never; arch_get_unmapped_area_topdown()
+  with a hint, the highest gap below mmap_base, the stack guard gap of a VM_GROWSDOWN
+  neighbour, the bottom-up fallback; TASK_SIZE, alignment and mmap_min_addr checks, the
+  "address_space" cause), MAP_FIXED over VMAs (gather and complete as munmap, the commit
+  charge carried over), vm_enough_memory(), ``vma_merge_new_range`` with prev / next.
 * Errors: ``error()`` gives the MmError the Python path raises (errno, cause, detail text).
 
 Declined (the call returns ``BAIL`` before any change; the Python model must run it):
@@ -34,17 +45,26 @@ Declined (the call returns ``BAIL`` before any change; the Python model must run
   range) holding a VM_HUGETLB VMA or a hugetlbfs file (change_protection, may_split), or a
   locked private read-only VMA made writable (populate);
 * munmap while the mlock batch is not empty (lru_add_drain() would move folios), or over
-  a range holding a VM_HUGETLB VMA, a hugetlbfs file, or a deleted file (on_file_unmapped).
+  a range holding a VM_HUGETLB VMA, a hugetlbfs file, or a deleted file (on_file_unmapped);
+* mmap of a file, of shared memory (MAP_SHARED|MAP_ANONYMOUS: shmem_zero_setup()),
+  MAP_HUGETLB, MAP_32BIT, MAP_LOCKED or MAP_POPULATE without MAP_NONBLOCK (populate), in an
+  mm with KSM merge-any state, RLIMIT_AS / RLIMIT_DATA set, or mm.def_flags (mlockall
+  MCL_FUTURE) (``M_NOMMAP``), and MAP_FIXED over VMAs that munmap would decline.
+
+The engine has no free-space index: mmap's gap search walks the VMAs down from mmap_base
+(O(VMAs above the gap found), as cheap as the Python model's walk over its free ranges when
+the VMAs have gaps between them, slower behind a long run of adjacent VMAs).
 
 A file's attributes (SysV, hugetlbfs, deleted) are read at ``from_mm``: a file unlinked
 while the engine holds the VMAs needs a new ``from_mm``. ``refresh_globals(mm)`` reloads the
 machine-wide numbers (committed pages, sysctls, the mlock batch) when another process ran;
 ``store_globals(mm)`` writes back what the engine changed.
 
-The VMAs are kept in blocks of at most ``_vmas.B`` (256) sorted entries with an index of
-blocks in address order (like ``mm.tree._Ordered``): an insert moves at most one block's
-entries and a block split moves half a block and the block index (a few hundred ints),
-whatever the number of VMAs (``benchmarks/fastlane_vmas_bench.py``).
+The VMAs are kept in blocks of at most ``_vmas.B`` (64) sorted entries with an index of
+blocks in address order (like ``mm.tree._Ordered``): an insert or removal moves at most one
+block's entries (64 x 9 int64), a block split half a block and the block index (one int per
+block: ~2,000 at 65,530 VMAs), whatever the order of the splits
+(``benchmarks/fastlane_vmas_bench.py``: ascending, descending and random fills to 65k VMAs).
 """
 
 from __future__ import annotations
@@ -53,7 +73,13 @@ import errno as _errno
 
 import numpy as np
 
-from vmsim.errors import CAUSE_MAP_COUNT, CAUSE_OVERCOMMIT, MmError, oserror
+from vmsim.errors import (
+    CAUSE_ADDRESS_SPACE,
+    CAUSE_MAP_COUNT,
+    CAUSE_OVERCOMMIT,
+    MmError,
+    oserror,
+)
 from vmsim.fastlane import _vmas as k
 from vmsim.mm.core import AddressSpace
 from vmsim.mm.tree import VmaTree
@@ -66,7 +92,12 @@ BAIL = k.BAIL
 _U64 = (1 << 64) - 1
 _TOP = 1 << 63
 _FIT = 1 << 62  # mm numbers the compiled code multiplies must stay far below 2**63
-_SITES = {k.SITE_SPLIT: "split_vma()", k.SITE_GATHER: "vms_gather_munmap_vmas()"}
+_SITES = {
+    k.SITE_SPLIT: "split_vma()",
+    k.SITE_GATHER: "vms_gather_munmap_vmas()",
+    k.SITE_MMAP: "do_mmap()",
+    k.SITE_BRK: "do_brk_flags()",
+}
 
 # One VMA as the tests and to_mm() read it back: start, end, flags, pgoff, file, anon_vma,
 # anon_singular, name, swap_ra
@@ -178,6 +209,23 @@ class VmaArrays:
         )
         mem = mm.mem
         m[k.M_NODRAIN] = int(bool(mem.mlock_pending) or mem.mlock_batch != 0)
+        hint = mm.placement_hint
+        bases = (mm.mmap_base, mm.mmap_legacy_base, cfg.mmap_min_addr, cfg.effective_mmap_min_addr)
+        mmap_fits = all(0 <= x < _FIT for x in bases) and (hint is None or hint >= 0)
+        m[k.M_NOMMAP] = int(
+            not mmap_fits
+            or (mem.ksm is not None and mm.serial in mem.ksm.per_mm)
+            or cfg.rlimit_as is not None
+            or cfg.rlimit_data is not None
+            or mm.def_flags != 0
+        )
+        m[k.M_MMAP_BASE] = mm.mmap_base if mmap_fits else 0
+        m[k.M_LEGACY_BASE] = mm.mmap_legacy_base if mmap_fits else 0
+        m[k.M_MIN_ADDR] = cfg.mmap_min_addr if mmap_fits else 0
+        m[k.M_EFF_MIN_ADDR] = cfg.effective_mmap_min_addr if mmap_fits else 0
+        m[k.M_RAWIO] = int(cfg.cap_sys_rawio)
+        m[k.M_THP] = int(cfg.thp != "never")
+        self.placement_hint = hint if mmap_fits else None
 
     def store_globals(self, mm: AddressSpace) -> None:
         """Write back the numbers the calls change: committed pages, map_count_needed,
@@ -186,6 +234,7 @@ class VmaArrays:
         mm.cfg.committed_pages = int(m[k.M_COMMITTED])
         mm.cfg.map_count_needed = max(mm.cfg.map_count_needed, int(m[k.M_NEEDED]))
         mm.locked_vm = int(m[k.M_LOCKED])
+        mm.placement_hint = self.placement_hint
 
     def to_mm(self, mm: AddressSpace) -> None:
         """Give ``mm`` these VMAs (a new tree and free-space index) and numbers."""
@@ -233,6 +282,21 @@ class VmaArrays:
                     )
                 )
         return out
+
+    @property
+    def placement_hint(self) -> int | None:
+        """mm.placement_hint: where the replay says the next mapping goes (None: none)."""
+        return int(self.mm[k.M_HINT]) if self.mm[k.M_HAS_HINT] else None
+
+    @placement_hint.setter
+    def placement_hint(self, value: int | None) -> None:
+        self.mm[k.M_HAS_HINT] = int(value is not None)
+        self.mm[k.M_HINT] = 0 if value is None else min(value, (1 << 63) - 1)
+
+    @property
+    def address(self) -> int:
+        """The address the last successful mmap returned."""
+        return int(self.info[k.I_A])
 
     @property
     def map_count(self) -> int:
@@ -306,22 +370,31 @@ class VmaArrays:
     # ------------------------------------------------------------------ calls
     def _reserve(self) -> None:
         """Unused blocks for one call (it inserts at most two VMAs: two block splits)."""
-        if self.mm[k.M_NFREE] >= 4:
-            return
-        c = self.vm.shape[0]
-        c2 = 2 * c
-        vm = np.zeros((c2, k.NF, k.B), dtype=np.int64)
-        vm[:c] = self.vm
-        ix = np.zeros(3 * c2, dtype=np.int64)
-        nb = int(self.mm[k.M_NB])
-        nfree = int(self.mm[k.M_NFREE])
-        ix[:nb] = self.ix[:nb]
-        ix[c2 : c2 + c] = self.ix[c : 2 * c]
-        ix[2 * c2 : 2 * c2 + c] = np.arange(c2 - 1, c - 1, -1)
-        ix[2 * c2 + c : 2 * c2 + c + nfree] = self.ix[2 * c : 2 * c + nfree]
-        self.vm = vm
-        self.ix = ix
-        self.mm[k.M_NFREE] = nfree + c
+        if self.mm[k.M_NFREE] < 4:
+            self.reserve(2)
+
+    def reserve(self, vmas: int) -> None:
+        """Unused blocks for ``vmas`` more VMAs, for a compiled caller that makes many calls
+        (the Python calls reserve their own). Each insert splits at most one (full) block,
+        and a block made by a split takes HALF inserts before it is full again: at most
+        ``min(vmas, blocks) + vmas // HALF`` splits."""
+        m = self.mm
+        need = min(vmas, int(m[k.M_NB])) + vmas // k.HALF + 4
+        while m[k.M_NFREE] < need:
+            c = self.vm.shape[0]
+            c2 = 2 * c
+            vm = np.zeros((c2, k.NF, k.B), dtype=np.int64)
+            vm[:c] = self.vm
+            ix = np.zeros(3 * c2, dtype=np.int64)
+            nb = int(m[k.M_NB])
+            nfree = int(m[k.M_NFREE])
+            ix[:nb] = self.ix[:nb]
+            ix[c2 : c2 + c] = self.ix[c : 2 * c]
+            ix[2 * c2 : 2 * c2 + c] = np.arange(c2 - 1, c - 1, -1)
+            ix[2 * c2 + c : 2 * c2 + c + nfree] = self.ix[2 * c : 2 * c + nfree]
+            self.vm = vm
+            self.ix = ix
+            m[k.M_NFREE] = nfree + c
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         """mprotect(2) as ``Process.mprotect`` takes it: 0, an errno (``error()`` gives the
@@ -339,6 +412,20 @@ class VmaArrays:
         n = _reg(length, "length")
         self._reserve()
         return int(k.munmap(self.vm, self.ix, self.mm, self.info, _s64(a), _s64(n)))
+
+    def mmap(
+        self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
+    ) -> int:
+        """mmap(2) as ``Process.mmap`` takes it, for anonymous private mappings: 0 (the
+        address is ``address``), an errno, or BAIL (nothing changed)."""
+        a = _reg(addr, "addr")
+        n = _reg(length, "length")
+        off = _reg(offset, "offset")
+        p = _reg(prot, "prot") & U32
+        f = _reg(flags, "flags") & U32
+        _reg(fd, "fd")  # read as an int, unused by an anonymous mapping
+        self._reserve()
+        return int(k.mmap(self.vm, self.ix, self.mm, self.info, _s64(a), _s64(n), p, f, _s64(off)))
 
     def error(self, code: int) -> MmError:
         """The MmError the Python model raises for the last call, which returned ``code``."""
@@ -364,6 +451,13 @@ class VmaArrays:
                     f"> CommitLimit {limit} pages"
                 )
             return oserror(_errno.ENOMEM, CAUSE_OVERCOMMIT, why)
+        if cause == k.CAUSE_ADDRESS_SPACE:
+            length = int(info[k.I_A]) & _U64
+            return oserror(
+                _errno.ENOMEM,
+                CAUSE_ADDRESS_SPACE,
+                f"no free range of {length:#x} bytes in the address space",
+            )
         return oserror(code)
 
     def outcome(self, code: int) -> tuple[int, int, str | None]:
