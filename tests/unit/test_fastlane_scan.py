@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmsim.fastlane.scan import Clock, ScannedBlock, scan_block
+from vmsim.fastlane.scan import Clock, ScannedBlock, reader_lines, scan_block
 from vmsim.trace.events import Event, Problem, Syscall
 from vmsim.trace.strace import read_strace_stream
 
@@ -56,13 +56,15 @@ def _scan(data: bytes, block_lines: int) -> tuple[list[tuple[int, ScannedBlock, 
     out = []
     clock = Clock.fresh()
     carry = False
+    lineno = 1
     for i in range(0, max(len(lines), 1), block_lines):
         chunk = b"\n".join(lines[i : i + block_lines])
         if i + block_lines < len(lines) or data.endswith(b"\n"):
             chunk += b"\n"
-        block = scan_block(chunk, i + 1, clock, carry)
+        block = scan_block(chunk, lineno, clock, carry)
         out.append((i, block, chunk))
         clock, carry = block.clock, block.carry
+        lineno += reader_lines(chunk)
     return out, clock
 
 
