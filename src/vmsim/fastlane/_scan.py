@@ -57,16 +57,27 @@ CK_LOST = 3  # 1: a line's effect on the clock is unknown; no time after it is k
 MAX_LINE = 4096  # longer lines are never taken
 MAX_ARGS = 6
 
-# The name table, one int64 array ``tb`` (scan.py builds it): tb[TB_MASK] the hash slots'
-# mask, then the slots (entry index or -1) from TB_SLOTS; entry i's four words (byte
-# offset, length, kind, value) from tb[TB_ENTRIES] + 4 * i; the names' bytes (one a word)
-# from tb[TB_BYTES]; per call code, its MIN_ARGS and its fd argument (-1: none) from
-# tb[TB_CALLS] + 2 * code.
-TB_MASK = 0
-TB_ENTRIES = 1
-TB_BYTES = 2
-TB_CALLS = 3
-TB_SLOTS = 4
+# The name table, one int64 array ``tb`` (scan.py builds it): tb[TB_SHIFT] and tb[TB_MASK]
+# for the hash slots (entry index or -1) from TB_SLOTS; entry i's words (E_*) from
+# tb[TB_ENTRIES] + E_SIZE * i; the names' bytes (one a word) from tb[TB_BYTES]; per call
+# code, its MIN_ARGS and its fd argument (-1: none) from tb[TB_CALLS] + 2 * code. A name is
+# keyed by its length and two little-endian words: its first 8 bytes and its last 8 (0 when
+# shorter than 8), which hold all of it up to 16 bytes; longer names compare the rest.
+TB_SHIFT = 0
+TB_MASK = 1
+TB_ENTRIES = 2
+TB_BYTES = 3
+TB_CALLS = 4
+TB_SLOTS = 5
+E_W0 = 0
+E_W1 = 1
+E_LEN = 2
+E_KIND = 3
+E_VALUE = 4
+E_OFFSET = 5
+E_SIZE = 6
+HASH_K1 = 0x9E3779B97F4A7C15
+HASH_K2 = 0xC2B2AE3D27D4EB4F
 
 # The int64 outputs, one row each: rows[R_..., line]
 R_TAKEN = 0
@@ -99,41 +110,50 @@ S_PATH_A = 6  # an argument's -y path span (-1: none)
 S_PATH_B = 7
 N_SCRATCH = 8
 
-_FNV_OFFSET = np.uint64(14695981039346656037)
-_FNV_PRIME = np.uint64(1099511628211)
+_K1 = np.uint64(HASH_K1)
+_K2 = np.uint64(HASH_K2)
 _U64_MAX = np.uint64(18446744073709551615)
+_NL8 = np.uint64(0x0A0A0A0A0A0A0A0A)
+_ONE8 = np.uint64(0x0101010101010101)
+_HIGH8 = np.uint64(0x8080808080808080)
 _EXACT = 9007199254740992  # 2**53: integers up to it are exact doubles
 _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)  # each exact
+_HEX = np.full(256, -1, dtype=np.int64)  # a hex digit's value, else -1
+for _c, _v in zip(b"0123456789abcdefABCDEF", [*range(16), *range(10, 16)], strict=True):
+    _HEX[_c] = _v
 _MARKER = np.frombuffer(b"strace: Process ", dtype=np.uint8).copy()
 
 
 @_jit
-def sym_hash(kind: int, buf: Any, a: int, b: int) -> Any:
-    """FNV-1a of the kind byte and ``buf[a:b]``, as an int64 (scan.py hashes the same way)."""
-    h = _FNV_OFFSET
-    h = (h ^ np.uint64(kind)) * _FNV_PRIME
-    for i in range(a, b):
-        h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
-    return np.int64(h)
-
-
-@_jit
 def _lookup(kind: int, buf: Any, a: int, b: int, tb: Any) -> Any:
-    """Index of the table entry (kind, ``buf[a:b]``), -1 if there is none."""
-    mask = tb[TB_MASK]
-    s = sym_hash(kind, buf, a, b) & mask
+    """The word index of the table entry (kind, ``buf[a:b]``) (its value at + E_VALUE), -1
+    if there is none. ``buf[a:b]`` holds name bytes only (ASCII)."""
     n = b - a
+    w0 = 0
+    for j in range(min(n, 8)):
+        w0 |= int(buf[a + j]) << (8 * j)
+    w1 = 0
+    if n >= 8:
+        for j in range(8):
+            w1 |= int(buf[b - 8 + j]) << (8 * j)
+    h = (np.uint64(w0) ^ (np.uint64(w1) * _K1) ^ np.uint64((n << 8) | kind)) * _K2
+    s = np.int64(h >> np.uint64(tb[TB_SHIFT]))
+    mask = tb[TB_MASK]
     entries = tb[TB_ENTRIES]
-    names = tb[TB_BYTES]
     while True:
         e = tb[TB_SLOTS + s]
         if e < 0:
             return -1
-        w = entries + 4 * e
-        if tb[w + 2] == kind and tb[w + 1] == n:
-            o = names + tb[w]
+        w = entries + E_SIZE * e
+        if (
+            tb[w + E_W0] == w0
+            and tb[w + E_W1] == w1
+            and tb[w + E_LEN] == n
+            and tb[w + E_KIND] == kind
+        ):
             same = True
-            for j in range(n):
+            o = tb[TB_BYTES] + tb[w + E_OFFSET]
+            for j in range(8, n - 8):  # the bytes the two words leave out
                 if tb[o + j] != buf[a + j]:
                     same = False
                     break
@@ -145,17 +165,6 @@ def _lookup(kind: int, buf: Any, a: int, b: int, tb: Any) -> Any:
 @_inline
 def _is_digit(c: int) -> bool:
     return 48 <= c <= 57
-
-
-@_inline
-def _hexval(c: int) -> int:
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
 
 
 @_inline
@@ -178,13 +187,15 @@ def _number(buf: Any, p: int, e: int, u: Any, sc: Any) -> int:
     v = np.uint64(0)
     if buf[p] == 48 and p + 1 < e and buf[p + 1] == 120:  # '0x'
         q = p + 2
-        while q < e and _hexval(buf[q]) >= 0:
+        while q < e:
+            h = _HEX[buf[q]]
+            if h < 0:
+                break
+            v = (v << np.uint64(4)) | np.uint64(h)
             q += 1
         n = q - p - 2
         if n < 1 or n > 16:
             return -1
-        for i in range(p + 2, q):
-            v = (v << np.uint64(4)) | np.uint64(_hexval(buf[i]))
     else:
         q = p
         while q < e and _is_digit(buf[q]):
@@ -199,8 +210,11 @@ def _number(buf: Any, p: int, e: int, u: Any, sc: Any) -> int:
                     return -1
                 v = (v << np.uint64(3)) | np.uint64(d)
         else:
-            for i in range(p, q):
-                d = np.uint64(buf[i] - 48)
+            last = min(q, p + 19)  # 19 digits stay below 2**64
+            for i in range(p, last):
+                v = v * np.uint64(10) + np.uint64(buf[i] - 48)
+            if q > last:  # the 20th digit
+                d = np.uint64(buf[last] - 48)
                 if v > (_U64_MAX - d) // np.uint64(10):
                     return -1  # past 2**64-1
                 v = v * np.uint64(10) + d
@@ -296,9 +310,9 @@ def _arg(buf: Any, p: int, e: int, tb: Any, u: Any, sc: Any) -> int:
                     if q == s0:
                         return -1
                     k = _lookup(KIND_FLAG, buf, s0, q, tb)
-                    if k < 0 or tb[k + 3] < 0:
+                    if k < 0 or tb[k + E_VALUE] < 0:
                         return -1
-                    shift = np.uint64(tb[k + 3])
+                    shift = np.uint64(tb[k + E_VALUE])
                 if shift >= np.uint64(64):
                     return -1
                 if shift > np.uint64(0) and (value >> (np.uint64(64) - shift)) != np.uint64(0):
@@ -312,7 +326,7 @@ def _arg(buf: Any, p: int, e: int, tb: Any, u: Any, sc: Any) -> int:
             k = _lookup(KIND_FLAG, buf, p, q, tb)
             if k < 0:
                 return -1
-            v = tb[k + 3]
+            v = tb[k + E_VALUE]
             value = np.uint64(v)
             vneg = 1 if v < 0 else 0
             p = q
@@ -546,7 +560,7 @@ def _may_skip_tick(buf: Any, p: int, e: int, tb: Any) -> Any:
     k = _lookup(KIND_MIN_ARGS, buf, a, q, tb)
     if k < 0:
         return False
-    want = tb[k + 3]
+    want = tb[k + E_VALUE]
     # the fewest arguments either of decode_args()'s splits can give: 1 + the ', ' before
     # anything that nests (a string, bracket, parenthesis, decoration or comment)
     n = 1
@@ -592,10 +606,33 @@ def _carries(buf: Any, s: int, e: int) -> bool:
 
 
 @_jit
+def _line_end(buf: Any, words: Any, s: int) -> int:
+    """Index of the first newline at or after ``s`` (``len(buf)`` if none), a word at a time
+    (a word holds a newline when ``word ^ NL8`` holds a zero byte)."""
+    n = buf.shape[0]
+    e = s
+    while e < n and (e & 7) != 0:
+        if buf[e] == 10:
+            return e
+        e += 1
+    nw = words.shape[0]
+    while (e >> 3) < nw:
+        x = words[e >> 3] ^ _NL8
+        if (x - _ONE8) & ~x & _HIGH8:
+            break
+        e += 8
+    while e < n and buf[e] != 10:
+        e += 1
+    return e
+
+
+@_jit
 def scan_lines(
     buf: Any,
+    words: Any,
     first_lineno: int,
     carry_in: bool,
+    has_cr: bool,
     tb: Any,
     ck: Any,
     ckf: Any,
@@ -605,26 +642,20 @@ def scan_lines(
     floats: Any,
     args: Any,
 ) -> int:
-    """Scan every line of ``buf`` into ``rows`` (int64, N_ROWS x lines), ``floats``
+    """Scan every line of ``buf`` (``words``: its whole 8-byte words, as uint64; ``has_cr``:
+    it holds a \\r) into ``rows`` (int64, N_ROWS x lines), ``floats``
     (float64, N_FLOATS x lines) and ``args`` (uint64, lines x MAX_ARGS, zeroed by the
     caller); ``sc`` (int64[N_SCRATCH]) and ``u`` (uint64[2]) are scratch. Returns 1 if the
     reader carries the last line's head into the next block ('strace: Process ' inside it),
     else 0."""
     n_buf = buf.shape[0]
-    has_cr = False
-    for i in range(n_buf):
-        if buf[i] == 13:
-            has_cr = True
-            break
     if has_cr or carry_in:
         ck[CK_LOST] = 1
     carry = carry_in
     row = 0
     s = 0
     while s < n_buf:
-        e = s
-        while e < n_buf and buf[e] != 10:
-            e += 1
+        e = _line_end(buf, words, s)
         rows[R_TAKEN, row] = 0
         rows[R_CALL, row] = 0
         rows[R_ARGNEG, row] = 0
@@ -704,7 +735,7 @@ def _call(
     k = _lookup(KIND_CALL, buf, p, q, tb)
     if k < 0:
         return False
-    code = tb[k + 3]
+    code = tb[k + E_VALUE]
     rows[R_CALL, row] = code
     p = q + 1
     # the arguments
@@ -763,7 +794,7 @@ def _call(
         if q - p - 2 == 16 and buf[p + 2] > 55:  # '7': >= 2**63 does not fit
             return False
         for i in range(p + 2, q):
-            v = v * 16 + _hexval(buf[i])
+            v = v * 16 + _HEX[buf[i]]
         rows[R_RET, row] = v
         p = q
     else:
@@ -798,7 +829,7 @@ def _call(
         k = _lookup(KIND_ERRNO, buf, a, q, tb)
         if k < 0:
             return False
-        rows[R_ERRNO, row] = tb[k + 3]
+        rows[R_ERRNO, row] = tb[k + E_VALUE]
         if not unknown:
             rows[R_RET, row] = -1
         p = q

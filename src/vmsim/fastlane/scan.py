@@ -88,12 +88,13 @@ ERRNO_NAMES: Final = (
 U64: Final = (1 << 64) - 1
 
 
-def _fnv(kind: int, name: bytes) -> int:
-    """FNV-1a 64 of the kind byte then ``name``: the kernel's ``sym_hash``, as an int64."""
-    h = 14695981039346656037
-    for c in (kind, *name):
-        h = ((h ^ c) * 1099511628211) & U64
-    return h - (1 << 64) if h >> 63 else h
+def _key(kind: int, name: bytes) -> tuple[int, int, int]:
+    """The kernel's key words of ``name`` (see ``_scan._lookup``) and its unmasked hash."""
+    n = len(name)
+    w0 = int.from_bytes(name[:8], "little")
+    w1 = int.from_bytes(name[-8:], "little") if n >= 8 else 0
+    h = ((w0 ^ (w1 * _scan.HASH_K1 & U64) ^ (n << 8 | kind)) * _scan.HASH_K2) & U64
+    return w0, w1, h
 
 
 def _table() -> npt.NDArray[np.int64]:
@@ -106,25 +107,35 @@ def _table() -> npt.NDArray[np.int64]:
     entries += [(_scan.KIND_MIN_ARGS, name.encode(), n) for name, n in MIN_ARGS.items()]
     for kind, name, value in entries:  # the kernel reads values as int64
         assert -(1 << 63) <= value < (1 << 63), (kind, name)
-    size = 1
-    while size < 4 * len(entries):
-        size *= 2
+    bits = 1
+    while 1 << bits < 4 * len(entries):
+        bits += 1
+    size = 1 << bits
     slots = [-1] * size
-    for index, (kind, name, _) in enumerate(entries):
-        s = _fnv(kind, name) & (size - 1)
+    words: list[int] = []
+    names = b""
+    for index, (kind, name, value) in enumerate(entries):
+        assert name.isascii() and name.replace(b"_", b"").isalnum(), name
+        w0, w1, h = _key(kind, name)
+        s = h >> (64 - bits)
         while slots[s] >= 0:
             s = (s + 1) & (size - 1)
         slots[s] = index
-    words: list[int] = []
-    names = b""
-    for kind, name, value in entries:
-        words += [len(names), len(name), kind, value]
+        entry = [0] * _scan.E_SIZE
+        entry[_scan.E_W0] = w0
+        entry[_scan.E_W1] = w1
+        entry[_scan.E_LEN] = len(name)
+        entry[_scan.E_KIND] = kind
+        entry[_scan.E_VALUE] = value
+        entry[_scan.E_OFFSET] = len(names)
+        words += entry
         names += name
     calls: list[int] = []
     for call in CALLS:  # the argument that is an fd, whose -y path is read: mmap's fifth
         calls += [MIN_ARGS.get(call, 0), 4 if call == "mmap" else -1]
     start = _scan.TB_SLOTS
     head = [
+        64 - bits,
         size - 1,
         start + size,
         start + size + len(words),
@@ -288,8 +299,10 @@ def scan_block(
     rows = np.empty((_scan.N_ROWS, n), dtype=np.int64)
     floats = np.empty((_scan.N_FLOATS, n), dtype=np.float64)
     args = np.zeros((n, _scan.MAX_ARGS), dtype=np.uint64)
+    words = np.frombuffer(buf, dtype=np.uint64, count=len(buf) // 8)
+    cr = b"\r" in buf
     carry_out = _scan.scan_lines(
-        data, first_lineno, carry, _TABLE, ck.words, ck.last,
+        data, words, first_lineno, carry, cr, _TABLE, ck.words, ck.last,
         np.zeros(_scan.N_SCRATCH, dtype=np.int64), np.zeros(2, dtype=np.uint64),
         rows, floats, args,
     )  # fmt: skip
@@ -298,5 +311,5 @@ def scan_block(
         rows[r.R_TAKEN], rows[r.R_PID], rows[r.R_CALL], rows[r.R_ARGNEG], rows[r.R_NARGS],
         rows[r.R_RET], rows[r.R_RET_UNKNOWN], rows[r.R_ERRNO], rows[r.R_START], rows[r.R_END],
         rows[r.R_LINENO], rows[r.R_PATH_START], rows[r.R_PATH_END], floats[r.F_TIME],
-        floats[r.F_DURATION], args, ck, b"\r" in buf, bool(carry_out),
+        floats[r.F_DURATION], args, ck, cr, bool(carry_out),
     )  # fmt: skip
