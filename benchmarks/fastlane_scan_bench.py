@@ -92,12 +92,31 @@ def cold_compile() -> float:
     return float(out.stdout.strip())
 
 
+def fixture_shares() -> dict[str, tuple[int, int]]:
+    """(lines, taken) of every strace fixture (as tests/unit/test_fastlane_scan.py finds
+    them), each scanned in 1 MiB blocks."""
+    traces = FILL.parent
+    out = {}
+    for path in sorted(traces.rglob("*")):
+        if path.is_dir() or "ltrace" in path.name:
+            continue
+        if ".strace" not in path.name and path.parent.name != "threads-ff":
+            continue
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        out[str(path.relative_to(traces))] = scan_all(data, 1 << 20)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--block-bytes", type=int, default=1 << 20)
     ap.add_argument("--compile", action="store_true", help="measure a cold numba compile")
     ap.add_argument("--wall", action="store_true", help="wall time, not CPU time")
+    ap.add_argument(
+        "--fixtures", action="store_true", help="also the share taken of each strace fixture"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -118,6 +137,8 @@ def main() -> None:
     }
     if args.compile:
         result["cold_compile_s"] = cold_compile()
+    if args.fixtures:
+        result["fixtures"] = fixture_shares()
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -132,6 +153,10 @@ def main() -> None:
         f"({result['reader_ns_per_line']:.0f} ns/line)"
     )
     print(f"ratio:   {result['ratio']:.1f}x")
+    if args.fixtures:
+        print("share of lines taken per strace fixture:")
+        for name, (n, k) in result["fixtures"].items():  # type: ignore[union-attr]
+            print(f"  {name:42s} {k:6d} / {n:6d}  {k / n:6.1%}")
     if args.compile:
         print(
             f"cold numba compile (first scan_block, empty cache): {result['cold_compile_s']:.1f} s"

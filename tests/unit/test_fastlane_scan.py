@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vmsim.fastlane.scan import Clock, ScannedBlock, reader_lines, scan_block
+from vmsim.trace import strace
+from vmsim.trace.decode import Timestamps
 from vmsim.trace.events import Event, Problem, Syscall
 from vmsim.trace.strace import read_strace_stream
 
@@ -99,12 +101,15 @@ def _check(data: bytes, block_lines: int, pid: int | None = None) -> tuple[int, 
     return taken, total
 
 
+@pytest.mark.parametrize("block_lines", [4096, 7])
 @pytest.mark.parametrize("path", FIXTURES, ids=[str(p.relative_to(TRACES)) for p in FIXTURES])
-def test_fixture_twin(path: Path) -> None:
+def test_fixture_twin(path: Path, block_lines: int) -> None:
+    """Every line of every strace fixture, in blocks of many lines and of a few (the clock
+    and a line cut by a strace message handed from block to block)."""
     data = _bytes(path)
     m = _PID_SUFFIX.search(path.name) if path.parent.name == "threads-ff" else None
     pid = int(m.group(1)) if m else None
-    taken, total = _check(data, 4096, pid)
+    taken, total = _check(data, block_lines, pid)
     assert total > 0
     if path.name.startswith("fill_map_count"):
         # all but execve, the exit_group and the '+++' line, and the first lines that are
@@ -112,7 +117,80 @@ def test_fixture_twin(path: Path) -> None:
         assert taken / total > 0.99, (taken, total)
 
 
+@pytest.mark.parametrize(
+    "name", ["arenas.strace.gz", "arenas.r.strace", "arenas.ttt.strace", "threads.strace"]
+)
+def test_clock_after_fixture(name: str) -> None:
+    """The clock the scanner hands on is the reader's clock at the end of the trace (-tt,
+    -r, -ttt), read back into a Timestamps."""
+    data = _bytes(TRACES / name)
+    reader_clock = Timestamps()
+    lines = data.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    for _ in strace._read(lines, None, reader_clock):
+        pass
+    _, clock = _scan(data, 50)
+    assert not clock.lost
+    mine = Timestamps()
+    clock.into(mine)
+    assert (mine.relative, mine._day, mine._total_ns, mine._last) == (
+        reader_clock.relative,
+        reader_clock._day,
+        reader_clock._total_ns,
+        reader_clock._last,
+    )
+    assert Clock.of(reader_clock).words.tolist() == clock.words.tolist()
+
+
+def test_lost_clock_is_not_handed_on() -> None:
+    """After a line cut by a strace message (the reader joins it with the next), the clock
+    is lost: stamped lines are not taken, and into() refuses."""
+    data = (
+        b"5 12:00:00.000001 mmap(NULL, 4096, PROT_READstrace: Process 6 attached\n"
+        b", MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+        b"5 12:00:01.000001 munmap(0x7f0000000000, 4096) = 0\n"
+        b"5 munmap(0x7f0000000000, 4096) = 0\n"
+    )
+    block = scan_block(data, 1)
+    assert block.taken.tolist() == [0, 0, 0, 1]
+    assert block.clock.lost
+    with pytest.raises(ValueError, match="lost"):
+        block.clock.into(Timestamps())
+    events = _reader(data)
+    assert [type(ev).__name__ for ev in events] == ["Syscall", "Syscall", "Syscall"]
+    assert block.syscall(data, 3) == dataclasses.replace(events[2], stack=())
+
+
 # ---------------------------------------------------------------- mutated real lines
+# One line per feature of the grammar, each a twin check on its own: the fixtures lack some
+# of them, and the hypothesis test need not draw them.
+EXAMPLES = [
+    b"mmap(NULL, 4096, 0x3 /* PROT_READ|PROT_WRITE */, 0x20 /* MAP_??? */, -1, 0) = 0x7f00",
+    b"mmap(NULL, 2097152, PROT_READ|0x100, MAP_PRIVATE|MAP_ANONYMOUS|21<<MAP_HUGE_SHIFT, -1, 0)"
+    b" = -1 ENOMEM (Cannot allocate memory) <0.000011>",
+    b"munmap(-0x10, 1<<12) = 0",
+    b"munmap(0x10, 3<<0x4) = 0",
+    b"munmap(0x1000, 0777) = 0",
+    b"munmap(0x1000, 18446744073709551615) = 0",
+    b"munmap(0x1000, 12345678901234567890) = 0",
+    b"munmap(-9223372036854775808, -1) = 0",
+    b"mprotect(0x1000, 4096, PROT_READ | PROT_WRITE) = 0",
+    b"mprotect(0xABCDEF000, 4096, AT_FDCWD|PROT_READ) = 0",
+    b"madvise(0x1000, 4096, MADV_DONTNEED) = -1 EINVAL",
+    b"madvise(0x1000, 4096, MADV_DONTNEED) = -1 EINVAL <0.5>",
+    b"madvise(0x1000, 4096, MADV_DONTNEED) = ? ERESTARTSYS (To be restarted) <0.25>",
+    b"pkey_mprotect(0x1000, 4096, PROT_READ, -1) = 0",
+    b"mlockall(MCL_CURRENT|MCL_FUTURE) = 0",
+    b"munlockall() = 0",
+    b"brk(0x55) = 0x55 <12345678901234.5>",
+    b"brk(NULL) = 0x7fffffffffffffff",
+    b"brk(NULL) = -123456789012345678",
+    b"mremap(0x7f0000000000, 8192, 16384, MREMAP_MAYMOVE|MREMAP_FIXED, 0x7f1000000000) = 0x7f1000000000",
+    b"[pid  12] mmap(NULL, 1, PROT_EXEC, MAP_SHARED, 3</usr/lib/x86_64-linux-gnu/libc.so.6>, 0x1000) = 0x7f00",
+    b"  12  mmap(NULL, 1, PROT_NONE, MAP_SHARED|MAP_FILE, 0, 0) = 0x7f00",
+    b"12 10:00:00 munmap(0x1000, 010) = ? <0.1>",
+]
+
+
 def _pool() -> list[bytes]:
     """Real lines of the fixtures (every shape the readers meet), and a few the fixtures
     lack: -X verbose remainders, shifts, negative and octal numbers, errno forms, '= ?'."""
@@ -128,6 +206,7 @@ def _pool() -> list[bytes]:
         ("corpus/java-zgc.strace.gz", 400),
     ):
         lines += _bytes(TRACES / name).split(b"\n")[:count]
+    lines += EXAMPLES
     lines += [
         b"mmap(NULL, 4096, 0x3 /* PROT_READ|PROT_WRITE */, 0x20 /* MAP_??? */, -1, 0) = 0x7f00",
         b"mmap(NULL, 2097152, PROT_READ|0x100, MAP_PRIVATE|MAP_ANONYMOUS|21<<MAP_HUGE_SHIFT,"
@@ -150,6 +229,54 @@ def _pool() -> list[bytes]:
 
 
 POOL = _pool()
+
+STAMPED = [  # a -tt clock across midnight, a -r sum, a -ttt epoch
+    b"1 23:59:59.999999 munmap(0x1000, 4096) = 0\n1 00:00:00.000001 munmap(0x1000, 4096) = 0\n"
+    b"1 12:00:00.5 munmap(0x1000, 4096) = 0\n1 00:00:01 munmap(0x1000, 4096) = 0\n",
+    b"1 0.000001 brk(NULL) = 0x1000\n1 0.100000 brk(NULL) = 0x1000\n1 1.5 brk(NULL) = 0x1000\n",
+    b"1 1795709776.755996 brk(NULL) = 0x1000\n1 1795709776.1 brk(NULL) = 0x1000\n",
+]
+
+
+# Lines the scanner leaves to the reader: a Problem to it, an argument it keeps as text, or
+# (the scanner's choice) the path of an unlinked file, a -y path on another argument.
+DECLINED = [
+    b"munmap(0x1000) = 0",  # fewer than MIN_ARGS: a Problem
+    b"brk(NULL) = -9999999999999999999",  # below -2**63: a Problem
+    b"munmap(0x1000, 18446744073709551616) = 0",  # past 2**64: kept as text
+    b"mprotect(0x1000, 4096, PROT_BOGUS) = 0",
+    b"mprotect(0x1000, 4096, 1<<64) = 0",
+    b"mprotect(0x1000, 4096, -1<<2) = 0",  # a Python int, but not taken
+    b"mmap(NULL, 1, PROT_READ, MAP_SHARED, 4</memfd:x>(deleted), 0) = 0x7f00",
+    b"munmap(3</x>, 4096) = 0",
+    b"mmap(NULL, 1, PROT_READ, MAP_SHARED, 3, 0 <unfinished ...>",
+    b"<... mmap resumed>) = 0x7f00",
+    b"mmap(NULL, 1, PROT_READ,MAP_SHARED, 3, 0) = 0x7f00",
+    b"munmap(0x1000, 4096) = 0 ",
+    b"munmap(0x1000, 4096) = 0x8000000000000000",
+]
+
+
+@pytest.mark.parametrize("line", EXAMPLES, ids=range(len(EXAMPLES)))
+def test_grammar_example(line: bytes) -> None:
+    """Each a complete memory call the reader decodes to ints: taken, and its twin."""
+    taken, total = _check(line + b"\n", 1)
+    assert (taken, total) == (1, 1)
+
+
+@pytest.mark.parametrize("line", DECLINED, ids=range(len(DECLINED)))
+def test_declined_example(line: bytes) -> None:
+    taken, total = _check(line + b"\n", 1)
+    assert (taken, total) == (0, 1)
+
+
+@pytest.mark.parametrize("data", STAMPED, ids=["tt-midnight", "r", "ttt"])
+def test_clock_examples(data: bytes) -> None:
+    for block_lines in (1, 100):
+        taken, total = _check(data, block_lines)
+        assert taken == total  # every line taken: its time too
+
+
 # the pool's complete memory calls: drawn from more often, the lines a scanner bug would show
 CALL_POOL = [
     line
