@@ -41,10 +41,12 @@ from numba import njit
 _OPTS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
 _F = TypeVar("_F", bound=Callable[..., Any])
 _jit: Callable[[_F], _F] = njit(**_OPTS)
+_inline: Callable[[_F], _F] = njit(inline="always", **_OPTS)  # numba-IR inlined into callers
 
 KIND_FLAG = 0
 KIND_ERRNO = 1
 KIND_CALL = 2
+KIND_MIN_ARGS = 3  # every name in vmsim.trace.decode.MIN_ARGS, with its minimum
 
 # clock state: int64 words, then the float64 word (the last -t/-tt time)
 CK_RELATIVE = 0  # -1 undecided, 0 absolute (-ttt), 1 relative (-r): Timestamps.relative
@@ -55,75 +57,127 @@ CK_LOST = 3  # 1: a line's effect on the clock is unknown; no time after it is k
 MAX_LINE = 4096  # longer lines are never taken
 MAX_ARGS = 6
 
-_FNV_OFFSET = np.uint64(14695981039346656037)
-_FNV_PRIME = np.uint64(1099511628211)
+# The name table, one int64 array ``tb`` (scan.py builds it): tb[TB_SHIFT] and tb[TB_MASK]
+# for the hash slots (entry index or -1) from TB_SLOTS; entry i's words (E_*) from
+# tb[TB_ENTRIES] + E_SIZE * i; the names' bytes (one a word) from tb[TB_BYTES]; per call
+# code, its MIN_ARGS and its fd argument (-1: none) from tb[TB_CALLS] + 2 * code. A name is
+# keyed by its length and two little-endian words: its first 8 bytes and its last 8 (0 when
+# shorter than 8), which hold all of it up to 16 bytes; longer names compare the rest.
+TB_SHIFT = 0
+TB_MASK = 1
+TB_ENTRIES = 2
+TB_BYTES = 3
+TB_CALLS = 4
+TB_SLOTS = 5
+E_W0 = 0
+E_W1 = 1
+E_LEN = 2
+E_KIND = 3
+E_VALUE = 4
+E_OFFSET = 5
+E_SIZE = 6
+HASH_K1 = 0x9E3779B97F4A7C15
+HASH_K2 = 0xC2B2AE3D27D4EB4F
+
+# The int64 outputs, one row each: rows[R_..., line]
+R_TAKEN = 0
+R_PID = 1
+R_CALL = 2
+R_ARGNEG = 3
+R_NARGS = 4
+R_RET = 5
+R_RET_UNKNOWN = 6
+R_ERRNO = 7
+R_START = 8
+R_END = 9
+R_LINENO = 10
+R_PATH_START = 11
+R_PATH_END = 12
+N_ROWS = 13
+# the float64 outputs: floats[F_..., line]
+F_TIME = 0
+F_DURATION = 1
+N_FLOATS = 2
+
+# scratch words (sc, int64): the leader, then an argument's results
+S_PID = 0
+S_STAMP = 1  # 0 none, 1 'H:MM:SS[.f]', 2 'I.F'
+S_STAMP_A = 2
+S_STAMP_B = 3
+S_STAMP_SEP = 4  # the stamp's first ':' or its '.'
+S_NEG = 5  # the number or argument is negative
+S_PATH_A = 6  # an argument's -y path span (-1: none)
+S_PATH_B = 7
+N_SCRATCH = 8
+
+_K1 = np.uint64(HASH_K1)
+_K2 = np.uint64(HASH_K2)
 _U64_MAX = np.uint64(18446744073709551615)
+_NL8 = np.uint64(0x0A0A0A0A0A0A0A0A)
+_ONE8 = np.uint64(0x0101010101010101)
+_HIGH8 = np.uint64(0x8080808080808080)
 _EXACT = 9007199254740992  # 2**53: integers up to it are exact doubles
 _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)  # each exact
+_HEX = np.full(256, -1, dtype=np.int64)  # a hex digit's value, else -1
+for _c, _v in zip(b"0123456789abcdefABCDEF", [*range(16), *range(10, 16)], strict=True):
+    _HEX[_c] = _v
 _MARKER = np.frombuffer(b"strace: Process ", dtype=np.uint8).copy()
 
 
 @_jit
-def sym_hash(kind: int, buf: Any, a: int, b: int) -> Any:
-    """FNV-1a of the kind byte and ``buf[a:b]``, as an int64 (scan.py hashes the same way)."""
-    h = _FNV_OFFSET
-    h = (h ^ np.uint64(kind)) * _FNV_PRIME
-    for i in range(a, b):
-        h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
-    return np.int64(h)
-
-
-@_jit
-def _lookup(
-    kind: int, buf: Any, a: int, b: int, tb_bytes: Any, tb_off: Any, tb_kind: Any, slots: Any
-) -> Any:
-    """Index of the table entry (kind, ``buf[a:b]``), -1 if there is none."""
-    mask = slots.shape[0] - 1
-    s = sym_hash(kind, buf, a, b) & mask
+def _lookup(kind: int, buf: Any, a: int, b: int, tb: Any) -> Any:
+    """The word index of the table entry (kind, ``buf[a:b]``) (its value at + E_VALUE), -1
+    if there is none. ``buf[a:b]`` holds name bytes only (ASCII)."""
     n = b - a
+    w0 = 0
+    for j in range(min(n, 8)):
+        w0 |= int(buf[a + j]) << (8 * j)
+    w1 = 0
+    if n >= 8:
+        for j in range(8):
+            w1 |= int(buf[b - 8 + j]) << (8 * j)
+    h = (np.uint64(w0) ^ (np.uint64(w1) * _K1) ^ np.uint64((n << 8) | kind)) * _K2
+    s = np.int64(h >> np.uint64(tb[TB_SHIFT]))
+    mask = tb[TB_MASK]
+    entries = tb[TB_ENTRIES]
     while True:
-        e = slots[s]
+        e = tb[TB_SLOTS + s]
         if e < 0:
             return -1
-        if tb_kind[e] == kind and tb_off[e + 1] - tb_off[e] == n:
-            o = tb_off[e]
+        w = entries + E_SIZE * e
+        if (
+            tb[w + E_W0] == w0
+            and tb[w + E_W1] == w1
+            and tb[w + E_LEN] == n
+            and tb[w + E_KIND] == kind
+        ):
             same = True
-            for j in range(n):
-                if tb_bytes[o + j] != buf[a + j]:
+            o = tb[TB_BYTES] + tb[w + E_OFFSET]
+            for j in range(8, n - 8):  # the bytes the two words leave out
+                if tb[o + j] != buf[a + j]:
                     same = False
                     break
             if same:
-                return e
+                return w
         s = (s + 1) & mask
 
 
-@_jit
+@_inline
 def _is_digit(c: int) -> bool:
     return 48 <= c <= 57
 
 
-@_jit
-def _hexval(c: int) -> int:
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
-
-
-@_jit
+@_inline
 def _is_name(c: int) -> bool:
     return (65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57) or c == 95
 
 
 @_jit
-def _number(buf: Any, p: int, e: int, out: Any) -> int:
+def _number(buf: Any, p: int, e: int, u: Any, sc: Any) -> int:
     """``vmsim.trace.decode._to_int`` of the number at ``buf[p:]``: ``["-"] ("0x" HEX{1,16} |
     DEC{1,20})``, octal with a leading 0, within -2**63 .. 2**64-1. The number is the longest
     such run; the caller checks what follows. Returns its end (-1: no number, or one
-    ``_to_int`` refuses), the value (two's complement) in out[0] and 1 in out[1] if negative."""
+    ``_to_int`` refuses), the value (two's complement) in u[0], sc[S_NEG] 1 if negative."""
     neg = False
     if p < e and buf[p] == 45:  # '-'
         neg = True
@@ -133,13 +187,15 @@ def _number(buf: Any, p: int, e: int, out: Any) -> int:
     v = np.uint64(0)
     if buf[p] == 48 and p + 1 < e and buf[p + 1] == 120:  # '0x'
         q = p + 2
-        while q < e and _hexval(buf[q]) >= 0:
+        while q < e:
+            h = _HEX[buf[q]]
+            if h < 0:
+                break
+            v = (v << np.uint64(4)) | np.uint64(h)
             q += 1
         n = q - p - 2
         if n < 1 or n > 16:
             return -1
-        for i in range(p + 2, q):
-            v = (v << np.uint64(4)) | np.uint64(_hexval(buf[i]))
     else:
         q = p
         while q < e and _is_digit(buf[q]):
@@ -154,8 +210,11 @@ def _number(buf: Any, p: int, e: int, out: Any) -> int:
                     return -1
                 v = (v << np.uint64(3)) | np.uint64(d)
         else:
-            for i in range(p, q):
-                d = np.uint64(buf[i] - 48)
+            last = min(q, p + 19)  # 19 digits stay below 2**64
+            for i in range(p, last):
+                v = v * np.uint64(10) + np.uint64(buf[i] - 48)
+            if q > last:  # the 20th digit
+                d = np.uint64(buf[last] - 48)
                 if v > (_U64_MAX - d) // np.uint64(10):
                     return -1  # past 2**64-1
                 v = v * np.uint64(10) + d
@@ -163,36 +222,26 @@ def _number(buf: Any, p: int, e: int, out: Any) -> int:
         if v > np.uint64(9223372036854775808):
             return -1  # below -2**63
         v = (_U64_MAX - v) + np.uint64(1)  # two's complement
-        out[1] = 1
+        sc[S_NEG] = 1
     else:
-        out[1] = 0
-    out[0] = v
+        sc[S_NEG] = 0
+    u[0] = v
     return q
 
 
-@_jit
+@_inline
 def _token_end(c: int) -> bool:
     """What may follow an atom and its spaces: '|', ',', ')', '/' (a comment)."""
     return c == 124 or c == 44 or c == 41 or c == 47
 
 
 @_jit
-def _arg(
-    buf: Any,
-    p: int,
-    e: int,
-    tb_bytes: Any,
-    tb_off: Any,
-    tb_kind: Any,
-    tb_val: Any,
-    slots: Any,
-    num: Any,
-    res: Any,
-) -> int:
+def _arg(buf: Any, p: int, e: int, tb: Any, u: Any, sc: Any) -> int:
     """One argument at ``buf[p:]`` as ``decode_value`` reads it: its end (at ', ' or ')'),
-    -1 if not taken. res[0] value (uint64), res[1] negative, res[2..3] a -y path's span."""
-    res[2] = -1
-    res[3] = -1
+    -1 if not taken. u[1] its value, sc[S_NEG] 1 if negative, sc[S_PATH_A:S_PATH_B + 1] the
+    span of a -y path (-1: none)."""
+    sc[S_PATH_A] = -1
+    sc[S_PATH_B] = -1
     # FD "<" PATH ">": decode_value's -y branch (the whole token)
     if p < e and _is_digit(buf[p]):
         q = p
@@ -226,10 +275,10 @@ def _arg(
                 return -1
             if r + 1 >= e or not (buf[r + 1] == 44 or buf[r + 1] == 41):
                 return -1
-            res[0] = np.uint64(fd)
-            res[1] = 0
-            res[2] = a
-            res[3] = r
+            u[1] = np.uint64(fd)
+            sc[S_NEG] = 0
+            sc[S_PATH_A] = a
+            sc[S_PATH_B] = r
             return r + 1
     total = np.uint64(0)
     neg = 0
@@ -240,30 +289,30 @@ def _arg(
             return -1
         c = buf[p]
         if c == 45 or _is_digit(c):
-            q = _number(buf, p, e, num)
+            q = _number(buf, p, e, u, sc)
             if q < 0:
                 return -1
-            value = num[0]
-            vneg = num[1]
+            value = u[0]
+            vneg = sc[S_NEG]
             if q + 1 < e and buf[q] == 60 and buf[q + 1] == 60:  # '<<'
                 if vneg:
                     return -1
                 s0 = q + 2
                 if s0 < e and _is_digit(buf[s0]):
-                    q = _number(buf, s0, e, num)
-                    if q < 0 or num[1] != 0:
+                    q = _number(buf, s0, e, u, sc)
+                    if q < 0 or sc[S_NEG] != 0:
                         return -1
-                    shift = num[0]
+                    shift = u[0]
                 else:
                     q = s0
                     while q < e and _is_name(buf[q]):
                         q += 1
                     if q == s0:
                         return -1
-                    k = _lookup(KIND_FLAG, buf, s0, q, tb_bytes, tb_off, tb_kind, slots)
-                    if k < 0 or tb_val[k] < 0:
+                    k = _lookup(KIND_FLAG, buf, s0, q, tb)
+                    if k < 0 or tb[k + E_VALUE] < 0:
                         return -1
-                    shift = np.uint64(tb_val[k])
+                    shift = np.uint64(tb[k + E_VALUE])
                 if shift >= np.uint64(64):
                     return -1
                 if shift > np.uint64(0) and (value >> (np.uint64(64) - shift)) != np.uint64(0):
@@ -274,10 +323,10 @@ def _arg(
             q = p
             while q < e and _is_name(buf[q]):
                 q += 1
-            k = _lookup(KIND_FLAG, buf, p, q, tb_bytes, tb_off, tb_kind, slots)
+            k = _lookup(KIND_FLAG, buf, p, q, tb)
             if k < 0:
                 return -1
-            v = tb_val[k]
+            v = tb[k + E_VALUE]
             value = np.uint64(v)
             vneg = 1 if v < 0 else 0
             p = q
@@ -310,18 +359,18 @@ def _arg(
             if p >= e or not (buf[p] == 44 or buf[p] == 41):
                 return -1
         break  # at ',' or ')'
-    res[0] = total
-    res[1] = neg
+    u[1] = total
+    sc[S_NEG] = neg
     return p
 
 
 @_jit
-def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
+def _leader(buf: Any, s: int, e: int, sc: Any) -> int:
     """``TASK_AND_TIME`` at ``buf[s:e]`` (it always matches, maybe empty): returns its end;
-    lead[0] the pid (-1 none), lead[1] the stamp kind (0 none, 1 'H:MM:SS[.f]', 2 'I.F'),
-    lead[2..3] the stamp's span, lead[4] its colon or point."""
-    lead[0] = -1
-    lead[1] = 0
+    sc[S_PID] the pid (-1 none), sc[S_STAMP] the stamp's kind (0 none, 1 'H:MM:SS[.f]', 2
+    'I.F'), sc[S_STAMP_A:S_STAMP_B + 1] its span, sc[S_STAMP_SEP] its first colon or point."""
+    sc[S_PID] = -1
+    sc[S_STAMP] = 0
     p = s
     while p < e and buf[p] == 32:
         p += 1
@@ -344,7 +393,7 @@ def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
             v = 0
             for i in range(a, q):
                 v = v * 10 + (buf[i] - 48)
-            lead[0] = v
+            sc[S_PID] = v
             p = q + 2
     elif p < e and _is_digit(buf[p]):
         q = p
@@ -354,7 +403,7 @@ def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
             v = 0
             for i in range(p, q):
                 v = v * 10 + (buf[i] - 48)
-            lead[0] = v
+            sc[S_PID] = v
             p = q
             while p < e and buf[p] == 32:
                 p += 1
@@ -394,10 +443,10 @@ def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
                 end = f
                 kind = 2
         if end >= 0:
-            lead[1] = kind
-            lead[2] = p
-            lead[3] = end
-            lead[4] = q
+            sc[S_STAMP] = kind
+            sc[S_STAMP_A] = p
+            sc[S_STAMP_B] = end
+            sc[S_STAMP_SEP] = q
             p = end
             while p < e and buf[p] == 32:
                 p += 1
@@ -405,15 +454,15 @@ def _leader(buf: Any, s: int, e: int, lead: Any) -> int:
 
 
 @_jit
-def _tick(buf: Any, lead: Any, ck: Any, ckf: Any) -> Any:
-    """``Timestamps.parse`` of the stamp ``lead`` found: the time (NaN: not known exactly
+def _tick(buf: Any, sc: Any, ck: Any, ckf: Any) -> Any:
+    """``Timestamps.parse`` of the stamp _leader() found: the time (NaN: not known exactly
     here), the clock ``ck``/``ckf`` advanced; CK_LOST set when its new state is unknown."""
-    a = lead[2]
-    b = lead[3]
-    q = lead[4]
+    a = sc[S_STAMP_A]
+    b = sc[S_STAMP_B]
+    q = sc[S_STAMP_SEP]
     if ck[CK_LOST]:
         return np.nan
-    if lead[1] == 1:
+    if sc[S_STAMP] == 1:
         hours = 0
         for i in range(a, q):
             hours = hours * 10 + (buf[i] - 48)
@@ -477,6 +526,62 @@ def _tick(buf: Any, lead: Any, ck: Any, ckf: Any) -> Any:
 
 
 @_jit
+def _may_skip_tick(buf: Any, p: int, e: int, tb: Any) -> Any:
+    """Whether the reader may not read the stamp of this line (not taken; its leader ends at
+    ``p``): a complete call on one line that it makes a Problem before it reads the stamp
+    (``_read()``: too few arguments for MIN_ARGS, a return value below -2**63). False only
+    when that cannot be: no such name, or enough ', ' before anything nested, no 19-digit
+    negative number after a '='."""
+    q = p
+    if q < e and buf[q] == 91:  # -i: '[' ' '* hex+ '] '
+        q += 1
+        while q < e and buf[q] == 32:
+            q += 1
+        a = q
+        while q < e and (_is_digit(buf[q]) or 97 <= buf[q] <= 102):
+            q += 1
+        if q == a or q + 1 >= e or buf[q] != 93 or buf[q + 1] != 32:
+            return False  # no call on this line to the reader: its stamp is read
+        q += 2
+    a = q
+    if q >= e or not ((97 <= buf[q] <= 122) or buf[q] == 95):
+        return False
+    while q < e and (97 <= buf[q] <= 122 or _is_digit(buf[q]) or buf[q] == 95):
+        q += 1
+    if q >= e or buf[q] != 40:
+        return False
+    for i in range(q, e - 21):  # '= -' and 19 digits: may be below -2**63
+        if buf[i] == 61 and buf[i + 1] == 32 and buf[i + 2] == 45:
+            digits = 0
+            while i + 3 + digits < e and _is_digit(buf[i + 3 + digits]):
+                digits += 1
+            if digits >= 19:
+                return True
+    k = _lookup(KIND_MIN_ARGS, buf, a, q, tb)
+    if k < 0:
+        return False
+    want = tb[k + E_VALUE]
+    # the fewest arguments either of decode_args()'s splits can give: 1 + the ', ' before
+    # anything that nests (a string, bracket, parenthesis, decoration or comment)
+    n = 1
+    r = q + 1
+    if r < e and buf[r] == 41:
+        return True  # maybe no arguments at all
+    while r < e:
+        c = buf[r]
+        if c == 34 or c == 91 or c == 93 or c == 123 or c == 125 or c == 40 or c == 41:
+            break
+        if c == 60 or c == 62 or (c == 47 and r + 1 < e and buf[r + 1] == 42):
+            break
+        if c == 44 and r + 1 < e and buf[r + 1] == 32:
+            n += 1
+            if n >= want:
+                return False
+        r += 1
+    return n < want
+
+
+@_jit
 def _carries(buf: Any, s: int, e: int) -> bool:
     """Whether the reader may carry the head of ``buf[s:e]`` (not taken) into the next line:
     it holds 'strace: Process ' after something."""
@@ -501,113 +606,113 @@ def _carries(buf: Any, s: int, e: int) -> bool:
 
 
 @_jit
+def _line_end(buf: Any, words: Any, s: int) -> int:
+    """Index of the first newline at or after ``s`` (``len(buf)`` if none), a word at a time
+    (a word holds a newline when ``word ^ NL8`` holds a zero byte)."""
+    n = buf.shape[0]
+    e = s
+    while e < n and (e & 7) != 0:
+        if buf[e] == 10:
+            return e
+        e += 1
+    nw = words.shape[0]
+    while (e >> 3) < nw:
+        x = words[e >> 3] ^ _NL8
+        if (x - _ONE8) & ~x & _HIGH8:
+            break
+        e += 8
+    while e < n and buf[e] != 10:
+        e += 1
+    return e
+
+
+@_jit
 def scan_lines(
     buf: Any,
+    words: Any,
     first_lineno: int,
     carry_in: bool,
-    tb_bytes: Any,
-    tb_off: Any,
-    tb_kind: Any,
-    tb_val: Any,
-    slots: Any,
-    min_args: Any,
-    fd_arg: Any,
+    has_cr: bool,
+    tb: Any,
     ck: Any,
     ckf: Any,
-    lead: Any,
-    num: Any,
-    res: Any,
-    taken: Any,
-    pid: Any,
-    call: Any,
+    sc: Any,
+    u: Any,
+    rows: Any,
+    floats: Any,
     args: Any,
-    argneg: Any,
-    nargs: Any,
-    ret: Any,
-    ret_unknown: Any,
-    errno: Any,
-    start: Any,
-    end: Any,
-    time: Any,
-    duration: Any,
-    lineno: Any,
-    path_start: Any,
-    path_end: Any,
 ) -> int:
-    """Scan every line of ``buf`` into the output arrays (one row per line; sized by the
-    caller); ``lead`` (int64[5]), ``num`` (uint64[2]), ``res`` (uint64[4]) are scratch. Returns 1 if the reader would carry the last line's head into the next block
-    (a 'strace: Process ' message inside it), else 0."""
+    """Scan every line of ``buf`` (``words``: its whole 8-byte words, as uint64; ``has_cr``:
+    it holds a \\r) into ``rows`` (int64, N_ROWS x lines), ``floats``
+    (float64, N_FLOATS x lines) and ``args`` (uint64, lines x MAX_ARGS, zeroed by the
+    caller); ``sc`` (int64[N_SCRATCH]) and ``u`` (uint64[2]) are scratch. Returns 1 if the
+    reader carries the last line's head into the next block ('strace: Process ' inside it),
+    else 0."""
     n_buf = buf.shape[0]
-    has_cr = False
-    for i in range(n_buf):
-        if buf[i] == 13:
-            has_cr = True
-            break
     if has_cr or carry_in:
         ck[CK_LOST] = 1
     carry = carry_in
     row = 0
     s = 0
     while s < n_buf:
-        e = s
-        while e < n_buf and buf[e] != 10:
-            e += 1
-        taken[row] = 0
-        pid[row] = -1
-        call[row] = 0
-        nargs[row] = 0
-        argneg[row] = 0
-        ret[row] = 0
-        ret_unknown[row] = 0
-        errno[row] = 0
-        start[row] = s
-        end[row] = e
-        time[row] = np.nan
-        duration[row] = np.nan
-        lineno[row] = first_lineno + row
-        path_start[row] = -1
-        path_end[row] = -1
-        for k in range(MAX_ARGS):
-            args[row, k] = 0
+        e = _line_end(buf, words, s)
+        rows[R_TAKEN, row] = 0
+        rows[R_CALL, row] = 0
+        rows[R_ARGNEG, row] = 0
+        rows[R_NARGS, row] = 0
+        rows[R_RET, row] = 0
+        rows[R_RET_UNKNOWN, row] = 0
+        rows[R_ERRNO, row] = 0
+        rows[R_START, row] = s
+        rows[R_END, row] = e
+        rows[R_LINENO, row] = first_lineno + row
+        rows[R_PATH_START, row] = -1
+        rows[R_PATH_END, row] = -1
+        floats[F_TIME, row] = np.nan
+        floats[F_DURATION, row] = np.nan
         joined = carry
         carry = False
-        p = _leader(buf, s, e, lead)
-        pid[row] = lead[0]
+        p = _leader(buf, s, e, sc)
+        rows[R_PID, row] = sc[S_PID]
         stamp_ok = True
-        if lead[1] != 0:
+        if sc[S_STAMP] != 0:
             if joined:
                 ck[CK_LOST] = 1
-            t = _tick(buf, lead, ck, ckf)
-            time[row] = t
+            # as if the reader reads this stamp: if the line is not taken and the reader
+            # may not read it, the clock is lost below
+            t = _tick(buf, sc, ck, ckf)
+            floats[F_TIME, row] = t
             stamp_ok = not np.isnan(t)
-        ok = not joined and not has_cr and stamp_ok and e - s <= MAX_LINE
-        row_taken = False
-        if ok:
-            row_taken = _call(
-                buf, p, e, row, tb_bytes, tb_off, tb_kind, tb_val, slots, min_args, fd_arg, num, res,
-                call, args, argneg, nargs, ret, ret_unknown, errno, duration, path_start,
-                path_end,
-            )  # fmt: skip
-        if row_taken:
-            taken[row] = 1
+        if (
+            not joined
+            and not has_cr
+            and stamp_ok
+            and e - s <= MAX_LINE
+            and _call(buf, p, e, row, tb, sc, u, rows, floats, args)
+        ):
+            rows[R_TAKEN, row] = 1
         else:
-            call[row] = 0
-            nargs[row] = 0
-            argneg[row] = 0
-            ret[row] = 0
-            ret_unknown[row] = 0
-            errno[row] = 0
-            duration[row] = np.nan
-            path_start[row] = -1
-            path_end[row] = -1
-            for k in range(MAX_ARGS):
-                args[row, k] = 0
+            if sc[S_STAMP] != 0 and not ck[CK_LOST] and _may_skip_tick(buf, p, e, tb):
+                ck[CK_LOST] = 1
+                floats[F_TIME, row] = np.nan
+            if rows[R_CALL, row] != 0:  # a call read in part: its fields back to none
+                rows[R_CALL, row] = 0
+                rows[R_ARGNEG, row] = 0
+                rows[R_NARGS, row] = 0
+                rows[R_RET, row] = 0
+                rows[R_RET_UNKNOWN, row] = 0
+                rows[R_ERRNO, row] = 0
+                rows[R_PATH_START, row] = -1
+                rows[R_PATH_END, row] = -1
+                floats[F_DURATION, row] = np.nan
+                for k in range(MAX_ARGS):
+                    args[row, k] = 0
             if _carries(buf, s, e):
                 # the reader carries this line's head into the next one, joined: which
                 # stamp that reads is not followed here
                 carry = True
                 ck[CK_LOST] = 1
-                time[row] = np.nan
+                floats[F_TIME, row] = np.nan
         row += 1
         s = e + 1
     return 1 if carry else 0
@@ -615,31 +720,10 @@ def scan_lines(
 
 @_jit
 def _call(
-    buf: Any,
-    p: int,
-    e: int,
-    row: int,
-    tb_bytes: Any,
-    tb_off: Any,
-    tb_kind: Any,
-    tb_val: Any,
-    slots: Any,
-    min_args: Any,
-    fd_arg: Any,
-    num: Any,
-    res: Any,
-    call: Any,
+    buf: Any, p: int, e: int, row: int, tb: Any, sc: Any, u: Any, rows: Any, floats: Any,
     args: Any,
-    argneg: Any,
-    nargs: Any,
-    ret: Any,
-    ret_unknown: Any,
-    errno: Any,
-    duration: Any,
-    path_start: Any,
-    path_end: Any,
-) -> bool:
-    """The call after the leader, ``buf[p:e]``: True if taken (fields written)."""
+) -> bool:  # fmt: skip
+    """The call after the leader, ``buf[p:e]``: True if taken (its fields written)."""
     # NAME "("
     if p >= e or not ((97 <= buf[p] <= 122) or buf[p] == 95):
         return False
@@ -648,11 +732,11 @@ def _call(
         q += 1
     if q >= e or buf[q] != 40:
         return False
-    k = _lookup(KIND_CALL, buf, p, q, tb_bytes, tb_off, tb_kind, slots)
+    k = _lookup(KIND_CALL, buf, p, q, tb)
     if k < 0:
         return False
-    code = tb_val[k]
-    call[row] = code
+    code = tb[k + E_VALUE]
+    rows[R_CALL, row] = code
     p = q + 1
     # the arguments
     n = 0
@@ -662,18 +746,18 @@ def _call(
         while True:
             if n >= MAX_ARGS:
                 return False
-            q = _arg(buf, p, e, tb_bytes, tb_off, tb_kind, tb_val, slots, num, res)
+            q = _arg(buf, p, e, tb, u, sc)
             if q < 0:
                 return False
-            args[row, n] = res[0]
-            if res[1]:
+            args[row, n] = u[1]
+            if sc[S_NEG]:
                 mask |= 1 << n
-            if np.int64(res[2]) >= 0:
-                if n != fd_arg[code]:
+            if sc[S_PATH_A] >= 0:
+                if n != tb[tb[TB_CALLS] + 2 * code + 1]:
                     return False  # a -y path only on the call's fd argument
                 paths += 1
-                path_start[row] = np.int64(res[2])
-                path_end[row] = np.int64(res[3])
+                rows[R_PATH_START, row] = sc[S_PATH_A]
+                rows[R_PATH_END, row] = sc[S_PATH_B]
             n += 1
             if buf[q] == 41:
                 p = q
@@ -684,10 +768,10 @@ def _call(
             p = q + 2
     if p >= e or buf[p] != 41:
         return False
-    if paths > 1 or n < min_args[code]:
+    if paths > 1 or n < tb[tb[TB_CALLS] + 2 * code]:
         return False
-    nargs[row] = n
-    argneg[row] = mask
+    rows[R_NARGS, row] = n
+    rows[R_ARGNEG, row] = mask
     p += 1
     # " "* "= " RET
     while p < e and buf[p] == 32:
@@ -695,8 +779,10 @@ def _call(
     if p + 2 >= e or buf[p] != 61 or buf[p + 1] != 32:
         return False
     p += 2
+    unknown = False
     if buf[p] == 63:  # '?'
-        ret_unknown[row] = 1
+        unknown = True
+        rows[R_RET_UNKNOWN, row] = 1
         p += 1
     elif buf[p] == 48 and p + 1 < e and buf[p + 1] == 120:  # 0x + lower-case hex
         q = p + 2
@@ -708,8 +794,8 @@ def _call(
         if q - p - 2 == 16 and buf[p + 2] > 55:  # '7': >= 2**63 does not fit
             return False
         for i in range(p + 2, q):
-            v = v * 16 + _hexval(buf[i])
-        ret[row] = v
+            v = v * 16 + _HEX[buf[i]]
+        rows[R_RET, row] = v
         p = q
     else:
         neg = buf[p] == 45
@@ -722,14 +808,14 @@ def _call(
         v = 0
         for i in range(a, q):
             v = v * 10 + (buf[i] - 48)
-        ret[row] = -v if neg else v
+        rows[R_RET, row] = -v if neg else v
         p = q
     # (?=[ <]|$), then the tail
     if p < e:
         if buf[p] != 32:
             return False
         if p + 1 < e and buf[p + 1] == 60:  # ' <' DUR '>' at the end
-            return _duration(buf, p + 2, e, row, duration)
+            return _duration(buf, p + 2, e, row, floats)
         # ' ' ERRNO
         a = p + 1
         q = a
@@ -740,14 +826,14 @@ def _call(
             q += 1
         if q - a < 2:
             return False
-        k = _lookup(KIND_ERRNO, buf, a, q, tb_bytes, tb_off, tb_kind, slots)
+        k = _lookup(KIND_ERRNO, buf, a, q, tb)
         if k < 0:
             return False
-        errno[row] = tb_val[k]
-        if not ret_unknown[row]:
-            ret[row] = -1
+        rows[R_ERRNO, row] = tb[k + E_VALUE]
+        if not unknown:
+            rows[R_RET, row] = -1
         p = q
-        if p < e and p + 1 < e and buf[p] == 32 and buf[p + 1] == 40:  # ' (' MSG ')'
+        if p + 1 < e and buf[p] == 32 and buf[p + 1] == 40:  # ' (' MSG ')'
             q = p + 2
             while q < e:
                 c = buf[q]
@@ -761,13 +847,12 @@ def _call(
         if p < e:
             if p + 1 >= e or buf[p] != 32 or buf[p + 1] != 60:
                 return False
-            if not _duration(buf, p + 2, e, row, duration):
-                return False
+            return _duration(buf, p + 2, e, row, floats)
     return True
 
 
 @_jit
-def _duration(buf: Any, a: int, e: int, row: int, duration: Any) -> bool:
+def _duration(buf: Any, a: int, e: int, row: int, floats: Any) -> bool:
     """DEC '.' DEC '>' at the end of the line: float() of it, exact or not taken."""
     q = a
     while q < e and _is_digit(buf[q]):
@@ -787,5 +872,5 @@ def _duration(buf: Any, a: int, e: int, row: int, duration: Any) -> bool:
             m = m * 10 + (buf[i] - 48)
     if m > _EXACT or r - q - 1 > 22:
         return False
-    duration[row] = np.float64(m) / _POW10[r - q - 1]
+    floats[F_DURATION, row] = np.float64(m) / _POW10[r - q - 1]
     return True

@@ -44,6 +44,7 @@ __all__ = [
     "Clock",
     "ScannedBlock",
     "call_code",
+    "reader_lines",
     "scan_block",
 ]
 
@@ -87,49 +88,67 @@ ERRNO_NAMES: Final = (
 U64: Final = (1 << 64) - 1
 
 
-def _fnv(kind: int, name: bytes) -> int:
-    """FNV-1a 64 of the kind byte then ``name``: the kernel's ``sym_hash``, as an int64."""
-    h = 14695981039346656037
-    for c in (kind, *name):
-        h = ((h ^ c) * 1099511628211) & U64
-    return h - (1 << 64) if h >> 63 else h
+def _key(kind: int, name: bytes) -> tuple[int, int, int]:
+    """The kernel's key words of ``name`` (see ``_scan._lookup``) and its unmasked hash."""
+    n = len(name)
+    w0 = int.from_bytes(name[:8], "little")
+    w1 = int.from_bytes(name[-8:], "little") if n >= 8 else 0
+    h = ((w0 ^ (w1 * _scan.HASH_K1 & U64) ^ (n << 8 | kind)) * _scan.HASH_K2) & U64
+    return w0, w1, h
 
 
-def _table() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64],
-                      npt.NDArray[np.int64], npt.NDArray[np.int32]]:  # fmt: skip
-    """(bytes, offsets, kinds, values, hash slots) of every name the kernel looks up."""
+def _table() -> npt.NDArray[np.int64]:
+    """Every name the kernel looks up, hashed, and the calls' MIN_ARGS and fd argument, in
+    one int64 array (the layout: ``_scan.TB_*``)."""
     entries: list[tuple[int, bytes, int]] = []
     entries += [(_scan.KIND_FLAG, name.encode(), value) for name, value in FLAG_VALUES.items()]
     entries += [(_scan.KIND_ERRNO, name.encode(), i) for i, name in enumerate(ERRNO_NAMES)][1:]
     entries += [(_scan.KIND_CALL, name.encode(), i) for i, name in enumerate(CALLS)][1:]
+    entries += [(_scan.KIND_MIN_ARGS, name.encode(), n) for name, n in MIN_ARGS.items()]
     for kind, name, value in entries:  # the kernel reads values as int64
         assert -(1 << 63) <= value < (1 << 63), (kind, name)
-    size = 1
-    while size < 4 * len(entries):
-        size *= 2
-    slots = np.full(size, -1, dtype=np.int32)
-    for index, (kind, name, _) in enumerate(entries):
-        s = _fnv(kind, name) & (size - 1)
+    bits = 1
+    while 1 << bits < 4 * len(entries):
+        bits += 1
+    size = 1 << bits
+    slots = [-1] * size
+    words: list[int] = []
+    names = b""
+    for index, (kind, name, value) in enumerate(entries):
+        assert name.isascii() and name.replace(b"_", b"").isalnum(), name
+        w0, w1, h = _key(kind, name)
+        s = h >> (64 - bits)
         while slots[s] >= 0:
             s = (s + 1) & (size - 1)
         slots[s] = index
-    data = b"".join(name for _, name, _ in entries)
-    offsets = np.zeros(len(entries) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(name) for _, name, _ in entries])
-    return (
-        np.frombuffer(data, dtype=np.uint8).copy(),
-        offsets,
-        np.array([kind for kind, _, _ in entries], dtype=np.int64),
-        np.array([value for _, _, value in entries], dtype=np.int64),
-        slots,
-    )
+        entry = [0] * _scan.E_SIZE
+        entry[_scan.E_W0] = w0
+        entry[_scan.E_W1] = w1
+        entry[_scan.E_LEN] = len(name)
+        entry[_scan.E_KIND] = kind
+        entry[_scan.E_VALUE] = value
+        entry[_scan.E_OFFSET] = len(names)
+        words += entry
+        names += name
+    calls: list[int] = []
+    for call in CALLS:  # the argument that is an fd, whose -y path is read: mmap's fifth
+        calls += [MIN_ARGS.get(call, 0), 4 if call == "mmap" else -1]
+    start = _scan.TB_SLOTS
+    head = [
+        64 - bits,
+        size - 1,
+        start + size,
+        start + size + len(words),
+        start + size + len(words) + len(names),
+    ]
+    assert len(head) == _scan.TB_SLOTS
+    return np.array([*head, *slots, *words, *names, *calls], dtype=np.int64)
 
 
 _TABLE: Final = _table()
-_MIN_ARGS: Final = np.array([MIN_ARGS.get(name, 0) for name in CALLS], dtype=np.int64)
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 _CODES: Final = {name: i for i, name in enumerate(CALLS) if name}
-# the argument that is an fd, whose -y path the scanner reads (mmap's fifth); -1: none
-_FD_ARG: Final = np.array([4 if name == "mmap" else -1 for name in CALLS], dtype=np.int64)
 
 
 def call_code(name: str) -> int:
@@ -180,36 +199,38 @@ class ScannedBlock:
     """One row per line of a scanned block. Only ``taken`` rows hold a decoded call; ``pid``,
     ``start``, ``end``, ``lineno`` and ``time`` are filled for every line."""
 
-    taken: npt.NDArray[np.uint8]
+    # int64 rows, in the order of _scan.R_*
+    taken: I64
     """1: a complete call of :data:`CALLS` decoded fully; 0: the Python reader's line."""
-    pid: npt.NDArray[np.int64]
+    pid: I64
     """The line's pid prefix, -1 when it has none (the reader's ``default_pid``)."""
-    call: npt.NDArray[np.uint8]
+    call: I64
     """Index in :data:`CALLS`."""
-    args: npt.NDArray[np.uint64]
-    """n x 6: the arguments as 64-bit registers (two's complement), 0 past ``nargs``."""
-    argneg: npt.NDArray[np.uint8]
+    argneg: I64
     """Bit i set: argument i was a negative number in the trace (its int is args - 2**64)."""
-    nargs: npt.NDArray[np.int8]
-    ret: npt.NDArray[np.int64]
+    nargs: I64
+    ret: I64
     """The return value (-1 with an errno, as the reader sets it); 0 when ``ret_unknown``."""
-    ret_unknown: npt.NDArray[np.uint8]
+    ret_unknown: I64
     """1: ``= ?`` (the reader's ``ret`` None)."""
-    errno: npt.NDArray[np.int16]
+    errno: I64
     """Index in :data:`ERRNO_NAMES` (0: no errno)."""
-    start: npt.NDArray[np.int64]
+    start: I64
     """Byte offset of the line in the block."""
-    end: npt.NDArray[np.int64]
+    end: I64
     """Byte offset of its end (its newline, or the block's end)."""
-    time: npt.NDArray[np.float64]
-    """Seconds as the reader's clock gives them; NaN: no stamp, or not known here."""
-    duration: npt.NDArray[np.float64]
-    """``-T`` seconds; NaN: none."""
-    lineno: npt.NDArray[np.int64]
-    path_start: npt.NDArray[np.int64]
+    lineno: I64
+    path_start: I64
     """Byte span of the ``-y`` path of the fd argument (``3</lib/libc.so.6>``); -1: none.
     The fd is that argument's value (mmap's fifth)."""
-    path_end: npt.NDArray[np.int64]
+    path_end: I64
+    # float64 rows, in the order of _scan.F_*
+    time: F64
+    """Seconds as the reader's clock gives them; NaN: no stamp, or not known here."""
+    duration: F64
+    """``-T`` seconds; NaN: none."""
+    args: npt.NDArray[np.uint64]
+    """n x 6: the arguments as 64-bit registers (two's complement), 0 past ``nargs``."""
     clock: Clock
     """The clock after the block's last line."""
     cr: bool
@@ -254,6 +275,17 @@ class ScannedBlock:
         )
 
 
+def reader_lines(buf: bytes) -> int:
+    """How many lines the reader reads in ``buf`` (whole lines): ``\\r\\n``, ``\\r`` and
+    ``\\n`` each end one (universal newlines). The first line of the block after ``buf`` is
+    line ``first_lineno + reader_lines(buf)``; ``len(block)`` only when ``block.cr`` is
+    False."""
+    if b"\r" not in buf:
+        return buf.count(b"\n") + (1 if buf and not buf.endswith(b"\n") else 0)
+    text = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
+
+
 def scan_block(
     buf: bytes, first_lineno: int, clock: Clock | None = None, carry: bool = False
 ) -> ScannedBlock:
@@ -264,30 +296,20 @@ def scan_block(
     data = np.frombuffer(buf, dtype=np.uint8)
     n = buf.count(b"\n") + (1 if buf and not buf.endswith(b"\n") else 0)
     ck = (clock or Clock.fresh()).copy()
-    taken = np.zeros(n, dtype=np.uint8)
-    pid = np.empty(n, dtype=np.int64)
-    call = np.zeros(n, dtype=np.uint8)
+    rows = np.empty((_scan.N_ROWS, n), dtype=np.int64)
+    floats = np.empty((_scan.N_FLOATS, n), dtype=np.float64)
     args = np.zeros((n, _scan.MAX_ARGS), dtype=np.uint64)
-    argneg = np.zeros(n, dtype=np.uint8)
-    nargs = np.zeros(n, dtype=np.int8)
-    ret = np.zeros(n, dtype=np.int64)
-    ret_unknown = np.zeros(n, dtype=np.uint8)
-    errno = np.zeros(n, dtype=np.int16)
-    start = np.empty(n, dtype=np.int64)
-    end = np.empty(n, dtype=np.int64)
-    time = np.empty(n, dtype=np.float64)
-    duration = np.empty(n, dtype=np.float64)
-    lineno = np.empty(n, dtype=np.int64)
-    path_start = np.empty(n, dtype=np.int64)
-    path_end = np.empty(n, dtype=np.int64)
-    tb_bytes, tb_off, tb_kind, tb_val, slots = _TABLE
+    words = np.frombuffer(buf, dtype=np.uint64, count=len(buf) // 8)
+    cr = b"\r" in buf
     carry_out = _scan.scan_lines(
-        data, first_lineno, carry, tb_bytes, tb_off, tb_kind, tb_val, slots, _MIN_ARGS, _FD_ARG,
-        ck.words, ck.last, np.zeros(5, dtype=np.int64), np.zeros(2, dtype=np.uint64),
-        np.zeros(4, dtype=np.uint64), taken, pid, call, args, argneg, nargs, ret, ret_unknown, errno,
-        start, end, time, duration, lineno, path_start, path_end,
+        data, words, first_lineno, carry, cr, _TABLE, ck.words, ck.last,
+        np.zeros(_scan.N_SCRATCH, dtype=np.int64), np.zeros(2, dtype=np.uint64),
+        rows, floats, args,
     )  # fmt: skip
+    r = _scan
     return ScannedBlock(
-        taken, pid, call, args, argneg, nargs, ret, ret_unknown, errno, start, end, time,
-        duration, lineno, path_start, path_end, ck, b"\r" in buf, bool(carry_out),
+        rows[r.R_TAKEN], rows[r.R_PID], rows[r.R_CALL], rows[r.R_ARGNEG], rows[r.R_NARGS],
+        rows[r.R_RET], rows[r.R_RET_UNKNOWN], rows[r.R_ERRNO], rows[r.R_START], rows[r.R_END],
+        rows[r.R_LINENO], rows[r.R_PATH_START], rows[r.R_PATH_END], floats[r.F_TIME],
+        floats[r.F_DURATION], args, ck, cr, bool(carry_out),
     )  # fmt: skip
