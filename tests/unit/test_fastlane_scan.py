@@ -126,7 +126,7 @@ def test_clock_after_fixture(name: str) -> None:
     data = _bytes(TRACES / name)
     reader_clock = Timestamps()
     lines = data.decode("utf-8", "surrogateescape").splitlines(keepends=True)
-    for _ in strace._read(lines, None, reader_clock):
+    for _ in strace._read(enumerate(lines, 1), None, reader_clock):
         pass
     _, clock = _scan(data, 50)
     assert not clock.lost
