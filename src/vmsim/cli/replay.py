@@ -41,6 +41,7 @@ from vmsim.errors import (
     CAUSE_RLIMIT_AS,
     CAUSE_RLIMIT_DATA,
 )
+from vmsim.fastlane.stream import lane_events
 from vmsim.trace import (
     detect_format,
     open_trace,
@@ -235,8 +236,6 @@ def _read_events(paths: list[Path], progress: Progress | None, engine: str) -> I
         if detect_format(head) == "ltrace":
             yield from read_ltrace(itertools.chain(head, it))
         elif engine == "lane":
-            from vmsim.fastlane.stream import lane_events
-
             size = max(1, _uncompressed_size(path))
             if task is not None and progress is not None:
                 progress.update(task, total=size, completed=0)

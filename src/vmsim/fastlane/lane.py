@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from vmsim.process import Process
     from vmsim.trace.replay import Replayer
 
-__all__ = ["LaneState", "release", "run_rows"]
+__all__ = ["DRIVER", "LaneState", "release", "run_rows"]
 
 _MPROTECT = CALLS.index("mprotect")
 _BRK = CALLS.index("brk")
@@ -72,11 +72,15 @@ class LaneState:
             self.taint[: 2 * n] = np.array(taint_list[:n], np.int64).reshape(-1)
             self.st[k.S_NTAINT] = n
 
+    def give_back(self, r: Replayer, p: Process) -> None:
+        """``p``'s VMAs back to the Python model (Replayer._lane_release)."""
+        del r._lane[p]
+        self.arrays.to_mm(p.mm)
+
 
 def release(r: Replayer, p: Process) -> None:
     """Give ``p``'s VMAs back to the Python model (the lane no longer holds them)."""
-    state = r._lane.pop(p)
-    state.arrays.to_mm(p.mm)
+    r._lane[p].give_back(r, p)
 
 
 def _state(r: Replayer, p: Process) -> LaneState:
@@ -351,3 +355,13 @@ def _sync_taint(state: LaneState) -> None:
     if tl is not None and n != len(tl):
         t = state.taint
         tl.extend((int(t[2 * x]), int(t[2 * x + 1])) for x in range(len(tl), n))
+
+
+class _Driver:
+    """The lane as the replay loop sees it (vmsim.fastlane.runs.LaneDriver)."""
+
+    def run_rows(self, r: Replayer, run: LaneRun) -> Iterator[Syscall]:
+        return run_rows(r, run)
+
+
+DRIVER = _Driver()

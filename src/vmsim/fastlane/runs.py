@@ -10,14 +10,23 @@ Python reader gives (:meth:`LaneRun.syscall`): the same call either way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from vmsim.fastlane.scan import ScannedBlock
     from vmsim.trace.events import Syscall
 
-__all__ = ["LaneRow", "LaneRun"]
+
+class LaneDriver(Protocol):
+    """What replays a LaneRun (vmsim.fastlane.lane.DRIVER): handed to the replay with each
+    run, so that the replay loop needs no import of the compiled code."""
+
+    def run_rows(self, r: Any, run: LaneRun) -> Iterator[Syscall]: ...
+
+
+__all__ = ["LaneDriver", "LaneRow", "LaneRun"]
 
 
 @dataclass(eq=False, slots=True)
@@ -28,6 +37,7 @@ class LaneRun:
     buf: bytes
     lo: int
     hi: int
+    driver: LaneDriver
     default_pid: int | None = None
 
     def __len__(self) -> int:
@@ -44,7 +54,7 @@ class LaneRun:
 
     def tail(self, i: int) -> LaneRun:
         """The rows from ``i`` on."""
-        return LaneRun(self.block, self.buf, i, self.hi, self.default_pid)
+        return LaneRun(self.block, self.buf, i, self.hi, self.driver, self.default_pid)
 
 
 @dataclass(eq=False, slots=True)

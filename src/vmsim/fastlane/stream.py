@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from vmsim.fastlane.lane import DRIVER
 from vmsim.fastlane.runs import LaneRun
 from vmsim.fastlane.scan import CALLS, ScannedBlock, scan_block
 from vmsim.trace.events import Event
@@ -130,7 +131,7 @@ def lane_events(
                         j += 1
                     yield lineno + i, TAKEN
                     # the reader asks for the next line: every event before the run is out
-                    pending.append(LaneRun(block, buf, i, j))
+                    pending.append(LaneRun(block, buf, i, j, DRIVER))
                     i = j
                     continue
                 while j < n and not ok[j]:

@@ -490,9 +490,7 @@ class Replayer:
                     open_ = snap = False
                 continue
             if isinstance(ev, LaneRun):
-                from vmsim.fastlane.lane import run_rows
-
-                for sub in run_rows(self, ev):
+                for sub in ev.driver.run_rows(self, ev):
                     self._feed_row(sub)
                 open_ = not self._crossed
                 snap = open_ and self._snaps_left > 0
@@ -566,9 +564,7 @@ class Replayer:
 
     def _lane_release(self, p: Process) -> None:
         """The Python model takes ``p``'s VMAs back from the fast lane."""
-        from vmsim.fastlane.lane import release
-
-        release(self, p)
+        self._lane[p].give_back(self, p)
 
     # strace prints a call when the tracer sees its exit, which can lag behind the kernel's
     # own order between threads: an mmap may print its result before the munmap (of another
