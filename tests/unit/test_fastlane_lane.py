@@ -172,50 +172,42 @@ def test_vmsim_replay_engine_lane_prints_what_engine_python_prints(
     assert out["lane"][0] == 3  # the limit was hit (EXIT_LIMIT)
 
 
-def test_engine_auto_takes_the_lane_only_for_a_long_trace(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_engine_auto_takes_the_lane_only_for_a_long_trace_it_can_take(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from vmsim.cli import replay as cli
-
-    seen: list[str] = []
-    real = cli._events
-
-    def spy(paths: list[Path], progress: Any, engine: str = "python") -> Any:
-        seen.append(engine)
-        return real(paths, progress, engine)
-
-    monkeypatch.setattr(cli, "_events", spy)
     from vmsim.cli.main import main
 
-    trace = TRACES / "fill_map_count.exec.strace.gz"  # 1.5 MB once decompressed
-    main(["replay", str(trace), "--json", "--no-plot", "--cwd", str(PROGRAMS)])
-    assert set(seen) == {"python"}
-    seen.clear()
+    def rows(trace: Path) -> int:
+        before = lane.ROWS_TAKEN[0]
+        main(["replay", str(trace), "--json", "--no-plot", "--cwd", str(PROGRAMS)])
+        capsys.readouterr()
+        return lane.ROWS_TAKEN[0] - before
+
+    fill = TRACES / "fill_map_count.exec.strace.gz"  # 1.5 MB once decompressed
+    assert rows(fill) == 0
     monkeypatch.setattr(cli, "LANE_AUTO_BYTES", 1 << 20)
-    main(["replay", str(trace), "--json", "--no-plot", "--cwd", str(PROGRAMS)])
-    assert set(seen) == {"lane"}
+    assert rows(fill) > 30000
+    # with timestamps the lane would take nothing: auto leaves such a trace to Python
+    stamped = tmp_path / "stamped.strace"
+    stamped.write_text(
+        "".join(f"1 12:00:{i % 60:02d}.000001 mprotect({0x1000 * (i + 1):#x}, 4096, PROT_READ) = 0\n"
+                for i in range(40000))
+    )  # fmt: skip
+
+    def no_lane(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("--engine auto took the lane for a trace it cannot take")
+
+    monkeypatch.setattr(cli, "lane_events", no_lane)
+    rows(stamped)
 
 
-def test_brk_through_the_lane_as_in_the_python_replay(tmp_path: Path) -> None:
-    """do_brk() in the lane: a heap made read-only does not take the next growth (a new
-    VMA), the growth stops a page short of the next mapping, a shrink unmaps."""
-    h = 0x555500000000
-    fixed = "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0"
-    lines = [
-        f"1 brk(NULL) = {h:#x}",
-        f"1 brk({h + 0x4000:#x}) = {h + 0x4000:#x}",
-        f"1 mprotect({h:#x}, 16384, PROT_READ) = 0",
-        f"1 brk({h + 0x8000:#x}) = {h + 0x8000:#x}",
-        f"1 mmap({h + 0xB000:#x}, 4096, PROT_READ, {fixed}) = {h + 0xB000:#x}",
-        f"1 brk({h + 0xA000:#x}) = {h + 0xA000:#x}",
-        f"1 brk({h + 0xB000:#x}) = {h + 0xA000:#x}",
-        f"1 brk({h + 0xC000:#x}) = {h + 0xA000:#x}",
-        f"1 brk({h + 0x6000:#x}) = {h + 0x6000:#x}",
-        f"1 brk(NULL) = {h + 0x6000:#x}",
-    ]
-    path = tmp_path / "brk.strace"
-    path.write_text("\n".join(lines) + "\n")
-    assert _twins(path, from_maps=STACK_ONLY) >= 6
-    rep = replay(lambda: lane_events(path), from_maps=STACK_ONLY)
-    assert rep.divergences == []
-    assert rep.peak_map_count == 4  # stack, heap (r--), its growth (rw-), the mapping above
+def test_the_lane_may_take_a_trace_without_timestamps_or_frames() -> None:
+    from vmsim.fastlane.stream import lane_may_take
+
+    assert lane_may_take(["1 mprotect(0x1000, 4096, PROT_READ) = 0", "1 brk(NULL) = 0x5000"])
+    assert lane_may_take(["mprotect(0x1000, 4096, PROT_READ) = 0"])
+    assert not lane_may_take(["1 12:00:01.000001 mprotect(0x1000, 4096, PROT_READ) = 0"])
+    assert not lane_may_take(["[pid  7] 1795709776.755996 brk(NULL) = 0x5000"])
+    assert not lane_may_take(["12:00:01 brk(NULL) = 0x5000"])
+    assert not lane_may_take(["1 brk(NULL) = 0x5000", " > /lib/libc.so.6(brk+0xb) [0xf00b]"])

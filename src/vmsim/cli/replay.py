@@ -41,7 +41,7 @@ from vmsim.errors import (
     CAUSE_RLIMIT_AS,
     CAUSE_RLIMIT_DATA,
 )
-from vmsim.fastlane.stream import lane_events
+from vmsim.fastlane.stream import lane_events, lane_may_take
 from vmsim.trace import (
     detect_format,
     open_trace,
@@ -163,17 +163,19 @@ def register(subparsers: Any) -> None:
         default="auto",
         help="how to replay: 'python' (the model as it is written), 'lane' (the same model "
         "compiled for runs of mprotect/munmap lines: the same report, faster on long traces, "
-        "after ~1 s of start-up), 'auto' (the lane for a single strace file of at least "
-        f"{LANE_AUTO_BYTES >> 20} MiB, uncompressed; default)",
+        "after ~0.6 s of start-up), 'auto' (the lane for a single strace file of at least "
+        f"{LANE_AUTO_BYTES >> 20} MiB, uncompressed, without timestamps or -k frames; "
+        "default)",
     )
     # nothing this command prints is markup: user text (trace lines, paths) prints as is
     parser.set_defaults(markup=False)
 
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
-# --engine auto: a trace this long (~250,000 lines) pays back the lane's start-up (importing
-# numba and loading its compiled code: about 1.3 s here, against ~8 us saved per line)
-LANE_AUTO_BYTES = 16 << 20
+# --engine auto: a trace this long (~50,000 lines) pays back the lane's start-up (loading its
+# compiled code: about 0.6 s here, against ~11 us saved per line it takes), if its calls
+# carry no timestamp and no -k frames (the lane takes neither yet)
+LANE_AUTO_BYTES = 4 << 20
 
 
 def _events(paths: list[Path], progress: Progress | None, engine: str = "python") -> Iterator[Any]:
@@ -235,7 +237,9 @@ def _read_events(paths: list[Path], progress: Progress | None, engine: str) -> I
         head = list(itertools.islice(it, 20))
         if detect_format(head) == "ltrace":
             yield from read_ltrace(itertools.chain(head, it))
-        elif engine == "lane":
+        elif engine == "lane" or (
+            engine == "auto" and _uncompressed_size(path) >= LANE_AUTO_BYTES and lane_may_take(head)
+        ):
             size = max(1, _uncompressed_size(path))
             if task is not None and progress is not None:
                 progress.update(task, total=size, completed=0)
@@ -368,11 +372,7 @@ def _run(args: argparse.Namespace, console: Console, name: str) -> int:
         },
     }
     engine = args.engine
-    if engine == "auto":
-        single = len(args.trace) == 1 and not args.trace[0].is_dir()
-        big = single and _uncompressed_size(args.trace[0]) >= LANE_AUTO_BYTES
-        engine = "lane" if big else "python"
-    elif engine == "lane" and (len(args.trace) > 1 or args.trace[0].is_dir()):
+    if len(args.trace) > 1 or args.trace[0].is_dir():
         engine = "python"  # -ff files: the lane reads one file (the report says the same)
     show_progress = not (args.json or args.no_progress) and console.is_terminal
     try:

@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import io
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from vmsim.fastlane.scan import CALLS, ScannedBlock, scan_block
 from vmsim.trace.events import Event
 from vmsim.trace.strace import _BULK, TAKEN, read_strace_numbered
 
-__all__ = ["BLOCK_BYTES", "LANE_CALLS", "lane_events"]
+__all__ = ["BLOCK_BYTES", "LANE_CALLS", "lane_events", "lane_may_take"]
 
 BLOCK_BYTES = 1 << 20
 LANE_CALLS = frozenset({"mprotect", "munmap", "brk"})
@@ -91,6 +92,15 @@ def _ahead(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
         prev = buf
     if prev is not None:
         yield prev, False
+
+
+_STAMPED = re.compile(r"^(?:\[pid +[0-9]+\] |[0-9]+ +)?[0-9]+[:.][0-9]")
+
+
+def lane_may_take(head: list[str]) -> bool:
+    """Whether the lane may take lines of a trace that starts with ``head``: not when its
+    calls carry timestamps or -k frames (the lane takes neither yet)."""
+    return not any(line.startswith(" > ") or _STAMPED.match(line) for line in head)
 
 
 def lane_events(
