@@ -188,10 +188,10 @@ def test_engine_auto_takes_the_lane_only_for_a_long_trace_it_can_take(
     assert rows(fill) == 0
     monkeypatch.setattr(cli, "LANE_AUTO_BYTES", 1 << 20)
     assert rows(fill) > 30000
-    # with timestamps the lane would take nothing: auto leaves such a trace to Python
+    # with -ttt stamps the lane would take nothing: auto leaves such a trace to Python
     stamped = tmp_path / "stamped.strace"
     stamped.write_text(
-        "".join(f"1 12:00:{i % 60:02d}.000001 mprotect({0x1000 * (i + 1):#x}, 4096, PROT_READ) = 0\n"
+        "".join(f"1 1795709776.{i:06d} mprotect({0x1000 * (i + 1):#x}, 4096, PROT_READ) = 0\n"
                 for i in range(40000))
     )  # fmt: skip
 
@@ -202,12 +202,48 @@ def test_engine_auto_takes_the_lane_only_for_a_long_trace_it_can_take(
     rows(stamped)
 
 
-def test_the_lane_may_take_a_trace_without_timestamps_or_frames() -> None:
+def test_the_lane_may_take_a_trace_without_float_timestamps_or_frames() -> None:
     from vmsim.fastlane.stream import lane_may_take
 
     assert lane_may_take(["1 mprotect(0x1000, 4096, PROT_READ) = 0", "1 brk(NULL) = 0x5000"])
     assert lane_may_take(["mprotect(0x1000, 4096, PROT_READ) = 0"])
-    assert not lane_may_take(["1 12:00:01.000001 mprotect(0x1000, 4096, PROT_READ) = 0"])
+    assert lane_may_take(["1 12:00:01.000001 mprotect(0x1000, 4096, PROT_READ) = 0"])
+    assert lane_may_take(["12:00:01 brk(NULL) = 0x5000"])
     assert not lane_may_take(["[pid  7] 1795709776.755996 brk(NULL) = 0x5000"])
-    assert not lane_may_take(["12:00:01 brk(NULL) = 0x5000"])
+    assert not lane_may_take(["1      0.000302 brk(NULL) = 0x5000"])
     assert not lane_may_take(["1 brk(NULL) = 0x5000", " > /lib/libc.so.6(brk+0xb) [0xf00b]"])
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_stamped_fixture_traces_replay_the_same_through_the_lane(name: str) -> None:
+    """The fixtures as recorded (-tt stamps, -T times): the lane takes lines with clock
+    stamps, and the Python reader's clock goes on from each run's last one."""
+    taken = _twins(TRACES / name, cwd=PROGRAMS)
+    if "fill" not in name:
+        assert taken > 0, "no row in the lane"
+
+
+def test_a_trace_across_midnight_keeps_its_times_through_the_lane(tmp_path: Path) -> None:
+    """-tt times past midnight: the reader adds a day when the clock runs back; across the
+    lane's runs it must still (the series carries each point's time)."""
+    base = 0x100000000000
+    fixed = "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0"
+    lines = [f"1 23:59:58.000001 mmap({base:#x}, 1048576, PROT_READ, {fixed}) = {base:#x}"]
+    for i in range(120):
+        sec = 58 + i // 20
+        frac = f"{i + 10:06d}"
+        stamp = f"23:59:{sec:02d}.{frac}" if sec < 60 else f"00:00:{sec - 60:02d}.{frac}"
+        if i == 29:  # a call the lane does not take, between runs (before midnight)
+            lines.append(f"1 {stamp} madvise({base:#x}, 4096, MADV_DONTNEED) = 0")
+        else:
+            lines.append(f"1 {stamp} mprotect({base + 2 * i * 4096:#x}, 4096, PROT_NONE) = 0")
+    # 13 hours on: not a clock that ran back, so the day must come from the runs before
+    lines.append(
+        f"1 13:00:00.000001 mmap({base + 0x200000:#x}, 4096, PROT_READ, {fixed}) = {base + 0x200000:#x}"
+    )
+    path = tmp_path / "midnight.strace"
+    path.write_text("\n".join(lines) + "\n")
+    assert _twins(path, from_maps=STACK_ONLY) > 0
+    rep = replay(lambda: lane_events(path), from_maps=STACK_ONLY)
+    times = [t for _, t, _ in rep.series if t is not None]
+    assert times == sorted(times) and times[-1] == 86400 + 13 * 3600 + 0.000001

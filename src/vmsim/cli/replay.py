@@ -164,7 +164,7 @@ def register(subparsers: Any) -> None:
         help="how to replay: 'python' (the model as it is written), 'lane' (the same model "
         "compiled for runs of mprotect/munmap lines: the same report, faster on long traces, "
         "after ~0.6 s of start-up), 'auto' (the lane for a single strace file of at least "
-        f"{LANE_AUTO_BYTES >> 20} MiB, uncompressed, without timestamps or -k frames; "
+        f"{LANE_AUTO_BYTES >> 20} MiB, uncompressed, without -ttt/-r timestamps or -k frames; "
         "default)",
     )
     # nothing this command prints is markup: user text (trace lines, paths) prints as is
@@ -174,7 +174,7 @@ def register(subparsers: Any) -> None:
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 # --engine auto: a trace this long (~50,000 lines) pays back the lane's start-up (loading its
 # compiled code: about 0.6 s here, against ~11 us saved per line it takes), if its calls
-# carry no timestamp and no -k frames (the lane takes neither yet)
+# carry no -ttt/-r timestamps and no -k frames (the lane takes neither yet)
 LANE_AUTO_BYTES = 4 << 20
 
 

@@ -21,7 +21,6 @@ pages, map_count_needed) are written back after each run and before every row ha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -116,6 +115,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
     unknown = blk.ret_unknown[lo:hi].astype(np.int64)
     errnos = blk.errno[lo:hi].astype(np.int64)
     linenos = blk.lineno[lo:hi]
+    times = blk.time[lo:hi]
     n = hi - lo
     out_before = np.zeros(n, np.int64)
     out_after = np.zeros(n, np.int64)
@@ -141,7 +141,7 @@ def run_rows(r: Replayer, run: LaneRun) -> Iterator[Syscall]:
             CallLog(
                 lineno=linenos[idx],
                 pid=pids[idx],
-                time=np.full(len(idx), math.nan),  # rows in runs carry no timestamp
+                time=times[idx],
                 before=out_before[idx],
                 after=out_after[idx],
                 site=np.zeros(len(idx), np.int32),

@@ -8,8 +8,9 @@ except that each run of lines the lane may replay is one :class:`LaneRun` instea
 (:func:`vmsim.trace.strace.read_strace_numbered`), which keeps its state across them.
 
 A line goes into a run when the scanner took it (a complete call on one line, decoded
-fully) and: it is one of the calls the lane replays (:data:`LANE_CALLS`), it has no
-timestamp (the reader's clock is not followed across runs yet), no ``-k`` frame follows it
+fully) and: it is one of the calls the lane replays (:data:`LANE_CALLS`), its timestamp if it
+has one is a ``-t``/``-tt`` clock time (the reader's clock then goes on from the run's last
+one; ``-ttt``/``-r`` stamps are not taken yet), no ``-k`` frame follows it
 (the frames are part of its call, and may start the next block), and the block holds no ``\\r`` (the reader splits lines
 there too). Which rows the replay then replays with the lane is its decision
 (``Replayer``): a run is only a place where it may.
@@ -20,16 +21,19 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
+from vmsim.fastlane._scan import CK_RELATIVE
 from vmsim.fastlane.lane import DRIVER
 from vmsim.fastlane.runs import LaneRun
 from vmsim.fastlane.scan import CALLS, ScannedBlock, scan_block
+from vmsim.trace.decode import Timestamps
 from vmsim.trace.events import Event
 from vmsim.trace.strace import _BULK, TAKEN, read_strace_numbered
 
@@ -62,25 +66,28 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
             yield raw
 
 
+_CODE_TABLE = np.array([name in LANE_CALLS for name in CALLS], dtype=bool)
+
+
 def _eligible(block: ScannedBlock, buf: bytes, framed_next: bool) -> list[bool]:
     """Which lines may go into a run; ``framed_next``: the next block starts with a -k
-    frame (which belongs to this block's last call)."""
+    frame (which belongs to this block's last call). A stamped line may, when the stamps are
+    ``-t``/``-tt`` clock times (the clock has decided nothing: no ``-ttt``/``-r`` stamp)."""
     n = len(block)
-    out = [False] * n
-    if block.cr:
-        return out
-    taken = block.taken.tolist()
-    call = block.call.tolist()
-    start = block.start.tolist()
-    times = block.time.tolist()
-    for i in range(n):
-        if taken[i] and call[i] in _CODES and math.isnan(times[i]):
-            if i + 1 < n:
-                s = start[i + 1]
-                out[i] = buf[s : s + 3] != _FRAME
-            else:
-                out[i] = not framed_next
-    return out
+    if block.cr or n == 0:
+        return [False] * n
+    ok = (block.taken != 0) & _CODE_TABLE[block.call]
+    stamped = ~np.isnan(block.time)
+    if block.clock.words[CK_RELATIVE] != -1:
+        ok &= ~stamped
+    data = np.frombuffer(buf, dtype=np.uint8)
+    nxt = block.start[1:]
+    room = nxt + 3 <= len(data)
+    frame = np.zeros(n, dtype=bool)
+    at = nxt[room]
+    frame[:-1][room] = (data[at] == 32) & (data[at + 1] == 62) & (data[at + 2] == 32)
+    frame[-1] = framed_next
+    return (ok & ~frame).tolist()  # type: ignore[no-any-return]
 
 
 def _ahead(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
@@ -94,12 +101,12 @@ def _ahead(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
         yield prev, False
 
 
-_STAMPED = re.compile(r"^(?:\[pid +[0-9]+\] |[0-9]+ +)?[0-9]+[:.][0-9]")
+_STAMPED = re.compile(r"^(?:\[pid +[0-9]+\] |[0-9]+ +)?[0-9]+\.[0-9]")
 
 
 def lane_may_take(head: list[str]) -> bool:
     """Whether the lane may take lines of a trace that starts with ``head``: not when its
-    calls carry timestamps or -k frames (the lane takes neither yet)."""
+    calls carry ``-ttt``/``-r`` timestamps or -k frames (the lane takes neither yet)."""
     return not any(line.startswith(" > ") or _STAMPED.match(line) for line in head)
 
 
@@ -131,6 +138,7 @@ def lane_events(
                     on_block(done)
                 continue
             ok = _eligible(block, buf, framed_next)
+            times = block.time.tolist()
             start = block.start.tolist()
             end = block.end.tolist()
             i = 0
@@ -140,8 +148,13 @@ def lane_events(
                     while j < n and ok[j]:
                         j += 1
                     yield lineno + i, TAKEN
-                    # the reader asks for the next line: every event before the run is out
+                    # the reader asks for the next line: every event before the run is out;
+                    # its clock goes on from the run's last stamp (-t/-tt: the day from it)
                     pending.append(LaneRun(block, buf, i, j, DRIVER))
+                    last = times[j - 1]
+                    if last == last:  # not NaN
+                        reader_clock._last = last
+                        reader_clock._day = int(last // 86400) * 86400
                     i = j
                     continue
                 while j < n and not ok[j]:
@@ -153,8 +166,9 @@ def lane_events(
             if on_block is not None:
                 on_block(done)
 
+    reader_clock = Timestamps()
     with _open(path) as raw:
-        for ev in read_strace_numbered(items(raw)):
+        for ev in read_strace_numbered(items(raw), clock=reader_clock):
             while pending:
                 yield pending.popleft()
             yield ev
