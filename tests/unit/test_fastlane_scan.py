@@ -174,6 +174,23 @@ def test_line_cut_by_strace_message(block_lines: int) -> None:
     assert _check(data, block_lines) == (1, 3)
 
 
+@pytest.mark.parametrize("block_lines", [1, 100])
+def test_carriage_return(block_lines: int) -> None:
+    """A '\\r' ends a line for the reader (universal newlines), not for the scanner: a block
+    holding one takes nothing, and the next blocks are numbered as the reader numbers."""
+    data = (
+        b"munmap(0x1000, 4096) = 0\rmunmap(0x2000, 4096) = 0\n"
+        b"munmap(0x3000, 4096) = 0\n"
+        b"munmap(0x4000, 4096) = 0\n"
+    )
+    assert reader_lines(data) == 4
+    block = scan_block(data, 1)
+    assert block.cr
+    assert block.taken.tolist() == [0, 0, 0]
+    taken, _ = _check(data, block_lines)
+    assert taken == (2 if block_lines == 1 else 0)
+
+
 def test_clock_lost_at_possible_problem() -> None:
     """A stamped call line the reader makes a Problem (too few arguments) never reaches its
     clock: the scanner, which cannot tell for every such line, loses the clock there."""

@@ -41,7 +41,9 @@ from numba import njit
 _OPTS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
 _F = TypeVar("_F", bound=Callable[..., Any])
 _jit: Callable[[_F], _F] = njit(**_OPTS)
-_inline: Callable[[_F], _F] = njit(inline="always", **_OPTS)  # numba-IR inlined into callers
+# numba-IR inlined into callers: the small predicates, and what scan_lines calls once a line
+# (a call that passes the output arrays cost ~12% of the time)
+_inline: Callable[[_F], _F] = njit(inline="always", **_OPTS)
 
 KIND_FLAG = 0
 KIND_ERRNO = 1
@@ -364,7 +366,7 @@ def _arg(buf: Any, p: int, e: int, tb: Any, u: Any, sc: Any) -> int:
     return p
 
 
-@_jit
+@_inline
 def _leader(buf: Any, s: int, e: int, sc: Any) -> int:
     """``TASK_AND_TIME`` at ``buf[s:e]`` (it always matches, maybe empty): returns its end;
     sc[S_PID] the pid (-1 none), sc[S_STAMP] the stamp's kind (0 none, 1 'H:MM:SS[.f]', 2
@@ -605,7 +607,7 @@ def _carries(buf: Any, s: int, e: int) -> bool:
     return False
 
 
-@_jit
+@_inline
 def _line_end(buf: Any, words: Any, s: int) -> int:
     """Index of the first newline at or after ``s`` (``len(buf)`` if none), a word at a time
     (a word holds a newline when ``word ^ NL8`` holds a zero byte)."""
@@ -718,7 +720,7 @@ def scan_lines(
     return 1 if carry else 0
 
 
-@_jit
+@_inline
 def _call(
     buf: Any, p: int, e: int, row: int, tb: Any, sc: Any, u: Any, rows: Any, floats: Any,
     args: Any,

@@ -18,10 +18,22 @@ Times: the reader's clock (:class:`~vmsim.trace.decode.Timestamps`) carries stat
 to line (``-t``/``-tt`` add a day when the clock runs back; ``-r`` stamps are summed; the
 first ``I.F`` stamp decides ``-ttt`` or ``-r``). The scanner runs that clock over every line
 of the block, taken or not, from the :class:`Clock` it is given, so ``time`` holds each
-line's time as the reader computes it (NaN when the line has no stamp, or when the clock
-was lost: after a line the reader joins with the next, or in a block with a ``\\r``). A
-stamped line whose time is not known is not taken. The block's clock after its last line is
-``ScannedBlock.clock``, for the next block.
+line's time as the reader computes it. It is NaN when the line has no stamp, or when the
+clock is lost: after a line the reader joins with the next (cut by ``strace: Process N
+attached``), after a stamped call line the reader may make a Problem before it reads the
+stamp (too few arguments, a result below -2**63), in a block with a ``\\r``. A stamped line
+whose time is not known is not taken. The block's clock after its last line is
+``ScannedBlock.clock``, for the next block; a lost clock stays lost.
+
+For the driver: the lines not taken go to the Python reader, in order, whose own clock then
+misses the taken lines' stamps; an event it yields for a line takes its time from ``time``
+at the event's first line (while the clock is not lost; after that, the reader must read
+from the start, or the replay does without times).
+
+``-y`` paths: the path of mmap's fd argument (``3</usr/lib/libc.so.6>``) is given as its byte
+span in the block (``path_start``, ``path_end``); a path with a byte outside
+``[A-Za-z0-9._/+:@%~-]``, an unlinked file's (``>(deleted)``) and a decoration anywhere else
+are not taken.
 """
 
 from __future__ import annotations
