@@ -525,6 +525,38 @@ def test_merge_refusals_and_sticky_flags() -> None:
     assert t.bails == 0
 
 
+def test_mmap_beside_a_moved_vma() -> None:
+    """vma_merge_new_range(): a VMA with an anon_vma moved by mremap keeps its page offset,
+    so a new mapping just below or just above it does not merge with it."""
+    p = fresh()
+    a = p.mmap(BASE + 64 * PAGE, 2 * PAGE, RW, ANON)
+    p.mm.anon_vma_prepare(p.mm.tree.lookup(a))  # (unfaulted, the move would relocate pgoff)
+    moved = p.mremap(a, 2 * PAGE, 2 * PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + 10 * PAGE)
+    assert moved == BASE + 10 * PAGE
+    p.mmap(BASE + 20 * PAGE, 2 * PAGE, RW, ANON)
+    t = Twin(p)
+    t.call("mmap", BASE + 8 * PAGE, 2 * PAGE, RW, ANON)  # next's pgoff does not follow
+    t.call("mmap", BASE + 12 * PAGE, 2 * PAGE, RW, ANON)  # nor prev's
+    t.call("mmap", BASE + 18 * PAGE, 2 * PAGE, RW, ANON)  # merges with next
+    mine = [v for v in p.mm.tree if BASE <= v.start < BASE + 64 * PAGE]
+    assert [(v.start - BASE) // PAGE for v in mine] == [8, 10, 12, 18]
+    assert t.bails == 0
+
+
+def test_mmap_bottom_up_when_nothing_is_free_below_mmap_base() -> None:
+    """arch_get_unmapped_area() after the top-down search fails: the lowest gap from
+    mmap_legacy_base, then ENOMEM address_space when no gap is large enough."""
+    p = vmsim.Machine().spawn()
+    low = 0x10000
+    p.mmap(low, p.mm.mmap_base - low, C.PROT_NONE, ANON | C.MAP_NORESERVE)
+    t = Twin(p)
+    first = t.call("mmap", 0, 4 * PAGE, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    assert first[0] == p.mm.mmap_base  # the lowest free byte above legacy base
+    t.call("mmap", 0, C.PMD_SIZE, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    t.call("mmap", 0, 1 << 46, C.PROT_READ, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    assert t.bails == 0
+
+
 SMAPS_NAMED_NEIGHBOUR = """\
 00000000-00002000 r--p 00000000 00:00 0                                  [uprobes]
 VmFlags: rd mr mw me
