@@ -336,7 +336,8 @@ def test_twin_random_layouts_and_calls(
     for _ in range(data.draw(st.integers(1, 14))):
         name, args = data.draw(call(p))
         if name == "mmap" and data.draw(st.integers(0, 3)) == 0:  # the replay's hint
-            hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, args[0], 1 << 47, 1)))
+            near = args[0] if 0 <= args[0] < 1 << 62 else BASE  # an address, as ev.ret is
+            hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, near, 1 << 47, 1)))
             t.e.placement_hint = p.mm.placement_hint = hint
         t.call(name, *args)
 
@@ -391,7 +392,8 @@ def test_twin_mmap_sequences(
         if data.draw(st.integers(0, 4)) < 3:
             name, args = data.draw(mmap_call(p))
             if data.draw(st.integers(0, 4)) == 0:
-                hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, args[0] or BASE)))
+                near = args[0] if 0 < args[0] < 1 << 62 else BASE
+                hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, near)))
                 t.e.placement_hint = p.mm.placement_hint = hint
         else:
             name, args = data.draw(call(p))
@@ -522,6 +524,38 @@ def test_merge_refusals_and_sticky_flags() -> None:
     mine = [v for v in p.mm.tree if BASE <= v.start < BASE + 64 * PAGE]
     assert [(v.start - BASE) // PAGE for v in mine] == [0, 2, 8, 32]
     assert mine[-1].end == BASE + 36 * PAGE and mine[-1].flags & F.VM_MAYBE_GUARD
+    assert t.bails == 0
+
+
+def test_mmap_beside_a_moved_vma() -> None:
+    """vma_merge_new_range(): a VMA with an anon_vma moved by mremap keeps its page offset,
+    so a new mapping just below or just above it does not merge with it."""
+    p = fresh()
+    a = p.mmap(BASE + 64 * PAGE, 2 * PAGE, RW, ANON)
+    p.mm.anon_vma_prepare(p.mm.tree.lookup(a))  # (unfaulted, the move would relocate pgoff)
+    moved = p.mremap(a, 2 * PAGE, 2 * PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, BASE + 10 * PAGE)
+    assert moved == BASE + 10 * PAGE
+    p.mmap(BASE + 20 * PAGE, 2 * PAGE, RW, ANON)
+    t = Twin(p)
+    t.call("mmap", BASE + 8 * PAGE, 2 * PAGE, RW, ANON)  # next's pgoff does not follow
+    t.call("mmap", BASE + 12 * PAGE, 2 * PAGE, RW, ANON)  # nor prev's
+    t.call("mmap", BASE + 18 * PAGE, 2 * PAGE, RW, ANON)  # merges with next
+    mine = [v for v in p.mm.tree if BASE <= v.start < BASE + 64 * PAGE]
+    assert [(v.start - BASE) // PAGE for v in mine] == [8, 10, 12, 18]
+    assert t.bails == 0
+
+
+def test_mmap_bottom_up_when_nothing_is_free_below_mmap_base() -> None:
+    """arch_get_unmapped_area() after the top-down search fails: the lowest gap from
+    mmap_legacy_base, then ENOMEM address_space when no gap is large enough."""
+    p = vmsim.Machine().spawn()
+    low = 0x10000
+    p.mmap(low, p.mm.mmap_base - low, C.PROT_NONE, ANON | C.MAP_NORESERVE)
+    t = Twin(p)
+    first = t.call("mmap", 0, 4 * PAGE, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    assert first[0] == p.mm.mmap_base  # the lowest free byte above legacy base
+    t.call("mmap", 0, C.PMD_SIZE, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    t.call("mmap", 0, 1 << 46, C.PROT_READ, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
     assert t.bails == 0
 
 

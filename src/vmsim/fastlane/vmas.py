@@ -141,6 +141,7 @@ class VmaArrays:
         self._anon_keys: dict[int, int] = {}
         self._name_keys: dict[str, int] = {}
         self._aux_keys: dict[tuple[int, int, int], int] = {}
+        self._hint_held = True
 
     # ------------------------------------------------------------- conversions
     @classmethod
@@ -211,7 +212,7 @@ class VmaArrays:
         m[k.M_NODRAIN] = int(bool(mem.mlock_pending) or mem.mlock_batch != 0)
         hint = mm.placement_hint
         bases = (mm.mmap_base, mm.mmap_legacy_base, cfg.mmap_min_addr, cfg.effective_mmap_min_addr)
-        mmap_fits = all(0 <= x < _FIT for x in bases) and (hint is None or hint >= 0)
+        mmap_fits = all(0 <= x < _FIT for x in bases) and (hint is None or 0 <= hint < _FIT)
         m[k.M_NOMMAP] = int(
             not mmap_fits
             or (mem.ksm is not None and mm.serial in mem.ksm.per_mm)
@@ -226,6 +227,7 @@ class VmaArrays:
         m[k.M_RAWIO] = int(cfg.cap_sys_rawio)
         m[k.M_THP] = int(cfg.thp != "never")
         self.placement_hint = hint if mmap_fits else None
+        self._hint_held = mmap_fits  # else mm keeps its own (every mmap BAILs)
 
     def store_globals(self, mm: AddressSpace) -> None:
         """Write back the numbers the calls change: committed pages, map_count_needed,
@@ -234,7 +236,8 @@ class VmaArrays:
         mm.cfg.committed_pages = int(m[k.M_COMMITTED])
         mm.cfg.map_count_needed = max(mm.cfg.map_count_needed, int(m[k.M_NEEDED]))
         mm.locked_vm = int(m[k.M_LOCKED])
-        mm.placement_hint = self.placement_hint
+        if self._hint_held:
+            mm.placement_hint = self.placement_hint
 
     def to_mm(self, mm: AddressSpace) -> None:
         """Give ``mm`` these VMAs (a new tree and free-space index) and numbers."""
@@ -290,8 +293,11 @@ class VmaArrays:
 
     @placement_hint.setter
     def placement_hint(self, value: int | None) -> None:
+        """Set as the replay sets mm.placement_hint: an address (a call's return value)."""
+        if value is not None and not 0 <= value < _FIT:
+            raise ValueError(f"placement hint {value:#x} is not an address the engine holds")
         self.mm[k.M_HAS_HINT] = int(value is not None)
-        self.mm[k.M_HINT] = 0 if value is None else min(value, (1 << 63) - 1)
+        self.mm[k.M_HINT] = 0 if value is None else value
 
     @property
     def address(self) -> int:
