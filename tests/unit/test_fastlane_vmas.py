@@ -27,7 +27,7 @@ from hypothesis.control import currently_in_test_context
 
 import vmsim
 from vmsim import constants as C
-from vmsim.errors import MmError
+from vmsim.errors import MmError, OomKilled
 from vmsim.fastlane import _vmas as K
 from vmsim.fastlane.vmas import BAIL, VmaArrays, VmaRecord
 from vmsim.mm import flags as F
@@ -83,6 +83,8 @@ def model_call(p: Process, name: str, args: tuple[int, ...]) -> tuple[Any, ...]:
         return (-1, err.errno, err.cause, err.detail)
     except OverflowError:
         return ("overflow",)
+    except OomKilled:  # MAP_LOCKED or MAP_POPULATE of more than RAM: the engine declines it
+        return ("oom",)
     return (0 if ret is None else ret, 0, None, "")
 
 
@@ -108,6 +110,7 @@ class Twin:
         self.e = VmaArrays.from_mm(p.mm)
         self.bails = 0
         self.calls = 0
+        self.dead = False  # the model's OOM killer took the process (on a call the engine declined)
         self.check()
 
     def check(self) -> None:
@@ -128,6 +131,9 @@ class Twin:
             self.bails += 1
             assert self.e.vmas() == before
             assert engine_numbers(self.e) == before_numbers
+            if want == ("oom",):
+                self.dead = True
+                return want
             self.e = VmaArrays.from_mm(self.p.mm)
         else:
             assert got == want, (name, [hex(a) for a in args])
@@ -340,6 +346,8 @@ def test_twin_random_layouts_and_calls(
             hint = data.draw(st.sampled_from((BASE, BASE + 64 * PAGE, near, 1 << 47, 1)))
             t.e.placement_hint = p.mm.placement_hint = hint
         t.call(name, *args)
+        if t.dead:
+            return
 
 
 @st.composite
@@ -398,6 +406,8 @@ def test_twin_mmap_sequences(
         else:
             name, args = data.draw(call(p))
         t.call(name, *args)
+        if t.dead:
+            return
     p.mm.check()
 
 
