@@ -30,6 +30,8 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/replay_bench.py
+	$(BIN)/python benchmarks/fastlane_scan_bench.py
+	$(BIN)/python benchmarks/fastlane_vmas_bench.py
 	$(BIN)/python benchmarks/translate_bench.py
 	$(BIN)/python benchmarks/pressure_bench.py
 	$(BIN)/python benchmarks/exporter_bench.py

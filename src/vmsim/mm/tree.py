@@ -375,6 +375,39 @@ class VmaTree:
         new._vmas = table
         return new
 
+    @classmethod
+    def from_sorted(cls, vmas: list[Vma], limit: int = 1 << 64) -> VmaTree:
+        """A tree of ``vmas`` (in address order, not overlapping), built in one pass: the
+        same tree as inserting each with ``insert_new``, without a search per VMA."""
+        tree = cls.__new__(cls)
+        starts = [v.start for v in vmas]
+        keys = _Ordered.__new__(_Ordered)
+        keys.sl = SortedList(starts)
+        tree._keys = keys
+        tree._vmas = dict(zip(starts, vmas, strict=True))
+        free = FreeSpace.__new__(FreeSpace)
+        gaps_start = []
+        gaps_end = []
+        cursor = 0
+        used = 0
+        for v in vmas:
+            if v.start > cursor:
+                gaps_start.append(cursor)
+                gaps_end.append(v.start)
+            cursor = v.end
+            used += v.end - v.start
+        if cursor < limit:
+            gaps_start.append(cursor)
+            gaps_end.append(limit)
+        fkeys = _Ordered.__new__(_Ordered)
+        fkeys.sl = SortedList(gaps_start)
+        free._keys = fkeys
+        free._ends = dict(zip(gaps_start, gaps_end, strict=True))
+        free._starts = dict(zip(gaps_end, gaps_start, strict=True))
+        free.used = used
+        tree.free = free
+        return tree
+
     def __len__(self) -> int:
         return len(self._vmas)
 

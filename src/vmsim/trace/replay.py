@@ -55,6 +55,7 @@ from vmsim.constants import (
     PROT_WRITE,
 )
 from vmsim.errors import CAUSE_MAP_COUNT, MmError
+from vmsim.fastlane.runs import LaneRow, LaneRun
 from vmsim.loader import ExecError, place_top, relocate, resolve
 from vmsim.machine import Machine
 from vmsim.mm.core import page_align
@@ -103,6 +104,8 @@ GC_SPACES = 256  # forks and execs between collections while replaying (see repl
 UNLIMITED = MAX_MAP_COUNT_LIMIT  # the largest vm.max_map_count: no trace comes near it
 # calls _must_wait() may hold back even for a task it knows (or that start a task)
 _MAY_WAIT = frozenset({"mmap", "mremap", "execve", "execveat"})
+# calls without a handler whose bookkeeping reads or copies the caller's VMAs (_other())
+_NEEDS_MODEL = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork"})
 # an mprotect that leaves its range writable, without PROT_GROWSDOWN/UP, is judged by
 # WrittenWatch.before_writable(): prot & _WRITE_OR_GROWS == PROT_WRITE
 _WRITE_OR_GROWS = PROT_WRITE | PROT_GROWSDOWN | PROT_GROWSUP
@@ -205,12 +208,16 @@ class Replayer:
         # before each call, and if that call is the first to cross it, ``resume`` holds the
         # copy (made unlimited) and the call, for replay() to go on from (see _snapshot())
         self._snaps_left = self.SNAPSHOTS_MAX if snapshot else 0
-        self._snapshot: tuple[Replayer, Syscall] | None = None
+        self._snapshot: tuple[Replayer, Syscall | LaneRow] | None = None
         self._crossed = False
-        self.resume: tuple[Replayer, Syscall] | None = None
+        self.resume: tuple[Replayer, Syscall | LaneRow] | None = None
         self._handlers = self._make_handlers()
         self._sites: dict[tuple[str, ...], str] = {}
         self._spaces = 0  # forks and execs so far
+        # the fast lane (vmsim.fastlane.lane): the processes whose VMAs it holds (their
+        # Python model is stale until _lane_release()), and those it no longer takes
+        self._lane: dict[Process, Any] = {}
+        self._lane_off: set[Process] = set()
 
     def _make_handlers(
         self,
@@ -245,10 +252,12 @@ class Replayer:
         p = self.tasks.get(ev.pid)
         if p is None or ev.name not in self._handlers:
             return False
+        if p in self._lane:
+            self._lane_release(p)
         slack = self.SNAPSHOT_SLACK_MREMAP if ev.name == "mremap" else self.SNAPSHOT_SLACK
         return len(p.mm.tree) + slack > limit
 
-    def _snapshot_before(self, ev: Syscall) -> None:
+    def _snapshot_before(self, ev: Syscall | LaneRow) -> None:
         """Keep a copy of this replay, about to run ``ev`` near the limit, as the replay
         without a limit would be at this point: until a call needs more than max_map_count
         the two are the same (every limit check passes in both; the limit decides nothing
@@ -257,6 +266,8 @@ class Replayer:
         here; replay() feeds it the rest of the trace if ``ev`` turns out to be the first
         call to cross the limit."""
         self._snapshot = None
+        if self._snaps_left <= 0 or self._crossed:
+            return  # (the lane's rows keep these two up to date; feed()'s copies may lag)
         self._snaps_left -= 1
         ns = self.shm
         if ns.segments or ns.files or ns.next_id:
@@ -280,7 +291,7 @@ class Replayer:
         twin._handlers = twin._make_handlers()
         self._snapshot = (twin, ev)
 
-    def _crossing(self, ev: Syscall | None) -> None:
+    def _crossing(self, ev: Syscall | LaneRow | None) -> None:
         """The first call that needed more than max_map_count (``ev``; None: one not run
         straight from feed()) has run: the copy made just before it, if any, is where the
         replay without a limit goes on from."""
@@ -443,7 +454,7 @@ class Replayer:
         return p
 
     # --------------------------------------------------------------- the loop
-    def feed(self, events: Iterable[Syscall | Signal | Exit | Problem]) -> ReplayReport:
+    def feed(self, events: Iterable[Syscall | Signal | Exit | Problem | LaneRun]) -> ReplayReport:
         rep = self.report
         per_file = bool(self.files)
         file_lines = self._file_lines
@@ -477,6 +488,12 @@ class Replayer:
                 if open_ and cfg.map_count_needed > limit:
                     self._crossing(ev)
                     open_ = snap = False
+                continue
+            if isinstance(ev, LaneRun):
+                for sub in ev.driver.run_rows(self, ev):
+                    self._feed_row(sub)
+                open_ = not self._crossed
+                snap = open_ and self._snaps_left > 0
                 continue
             if per_file:
                 file = self._file_of(ev) if not isinstance(ev, Problem) else ev.file
@@ -520,6 +537,35 @@ class Replayer:
             )
         return rep
 
+    def _feed_row(self, ev: Syscall) -> None:
+        """What feed()'s loop does with ``ev``, a call of a LaneRun the lane did not take
+        (the loop's own copy of these steps is inlined for speed)."""
+        rep = self.report
+        cfg = self.machine.cfg
+        limit = cfg.max_map_count
+        if not self._crossed and cfg.map_count_needed > limit:
+            self._crossing(None)
+        if self.files:
+            file = self._file_of(ev)
+            if ev.lineno > self._file_lines.get(file, 0):
+                self._file_lines[file] = ev.lineno
+        elif ev.lineno > rep.lines:
+            rep.lines = ev.lineno
+        if self._held:
+            self._hold_or_run(ev)
+        elif self._must_wait(ev):
+            self._held.setdefault(ev.pid, []).append((rep.lines, ev))
+        else:
+            if not self._crossed and self._snaps_left > 0 and self._near_limit(ev, limit):
+                self._snapshot_before(ev)
+            self.syscall(ev)
+            if not self._crossed and cfg.map_count_needed > limit:
+                self._crossing(ev)
+
+    def _lane_release(self, p: Process) -> None:
+        """The Python model takes ``p``'s VMAs back from the fast lane."""
+        self._lane[p].give_back(self, p)
+
     # strace prints a call when the tracer sees its exit, which can lag behind the kernel's
     # own order between threads: an mmap may print its result before the munmap (of another
     # thread) that freed the range. A call whose recorded address is still busy in the model
@@ -554,6 +600,8 @@ class Replayer:
         p = self.tasks.get(ev.pid)
         if p is None:
             return False
+        if p in self._lane:
+            self._lane_release(p)
         return p.mm.tree.find_intersection(ev.ret, ev.ret + page_align(length)) is not None
 
     def _hold_or_run(self, ev: Syscall | Exit) -> None:
@@ -596,6 +644,8 @@ class Replayer:
         p = self.tasks.get(ev.pid)
         if p is None:
             p = self.process_for(ev.pid, ev)
+        if self._lane and p in self._lane:
+            self._lane_release(p)
         self._last = p
         rep = self.report
         rep.calls += 1
@@ -669,6 +719,10 @@ class Replayer:
         """A call without a handler: execve, clone and friends, shmget/shmctl, or one the
         model does not replay."""
         name = ev.name
+        if self._lane and name in _NEEDS_MODEL:
+            p = self.tasks.get(ev.pid)
+            if p is not None and p in self._lane:
+                self._lane_release(p)
         if name == "execve" or name == "execveat":
             if ev.ret == 0:
                 if not self.tasks:
@@ -1134,6 +1188,8 @@ def _starts_with_execve(events: Iterator[Any]) -> bool:
     for ev in events:
         if type(ev) is Syscall:
             return ev.name in ("execve", "execveat") and ev.ret == 0
+        if type(ev) is LaneRun:
+            return False  # its rows are mprotect and munmap calls
     return False
 
 
@@ -1156,6 +1212,13 @@ class _Events:
         kept = self._kept
         if kept is None:
             return None
+        if type(first) is LaneRow:  # a row of a LaneRun: the run from that row on
+            for i, ev in enumerate(kept):
+                if ev is first.run:
+                    return itertools.chain(
+                        [first.run.tail(first.i)], itertools.islice(kept, i + 1, None)
+                    )
+            return None
         for i, ev in enumerate(kept):
             if ev is first:
                 return itertools.islice(kept, i, None)
@@ -1174,7 +1237,7 @@ class _Events:
         for ev in self._read():
             if kept is not None:
                 kept.append(ev)
-                room -= 1 + len(getattr(ev, "stack", ()))
+                room -= len(ev) if type(ev) is LaneRun else 1 + len(getattr(ev, "stack", ()))
                 if room < 0:
                     kept = None
                     self._too_long = True

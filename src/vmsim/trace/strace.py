@@ -52,7 +52,14 @@ from vmsim.trace.decode import (
 )
 from vmsim.trace.events import Arg, Event, Exit, Problem, Signal, Syscall, clip, mutable_twin
 
-__all__ = ["open_trace", "read_strace", "read_strace_files", "read_strace_stream"]
+__all__ = [
+    "TAKEN",
+    "open_trace",
+    "read_strace",
+    "read_strace_files",
+    "read_strace_numbered",
+    "read_strace_stream",
+]
 
 _PREFIX: Final = TASK_AND_TIME + r"(?:\[ *[0-9a-f]+\] )?"  # -i instruction pointer
 # the result: a long, or hex; then the end, an errno, -T or a -y path (' ', '<')
@@ -107,7 +114,7 @@ def read_strace(lines: Iterable[str], *, pid: int | None = None) -> Iterator[Eve
     ``pid`` is the task of lines without a pid prefix (the ``-ff`` file suffix), else None.
     Never raises on bad input: unreadable lines become :class:`Problem` events.
     """
-    return _read(lines, pid, Timestamps())
+    return _read(enumerate(lines, 1), pid, Timestamps())
 
 
 # Bulk reading (_bulk()): one findall() over a block of lines gives a tuple per line. Its
@@ -156,10 +163,39 @@ def read_strace_stream(
     """:func:`read_strace` of a text stream (its lines ``head`` already read from it), read
     in blocks: the same events, faster. ``on_block`` is called after each block is read."""
     items = itertools.chain.from_iterable(_bulk(head or [], handle, on_block))
-    return _read(items, pid, Timestamps())
+    return _read(enumerate(items, 1), pid, Timestamps())
 
 
-def _read(lines: Iterable[Any], default_pid: int | None, clock: Timestamps) -> Iterator[Event]:
+class _Taken:
+    """The type of :data:`TAKEN`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TAKEN"
+
+
+TAKEN: Final = _Taken()
+"""In :func:`read_strace_numbered`'s input, in place of a run of complete call lines that
+the fast lane (:mod:`vmsim.fastlane`) replayed itself: the call held so far is yielded."""
+
+
+def read_strace_numbered(
+    numbered: Iterable[tuple[int, Any]], *, pid: int | None = None, clock: Timestamps | None = None
+) -> Iterator[Event]:
+    """:func:`read_strace` of numbered lines, where the fast lane has taken some: each item is
+    (line number, line) or (number, :data:`TAKEN`) for a run of lines the lane replayed, the
+    next item numbered after the run. The lane takes only complete calls on one line that
+    need nothing held here: no ``-k`` frame follows them, and no line cut by a strace
+    message waits for its rest (RuntimeError: the lane broke that rule). Between runs this
+    yields exactly the events :func:`read_strace` yields for the same lines. ``clock`` is
+    the timestamp state, which the lane keeps up to date for the lines it took."""
+    return _read(numbered, pid, clock if clock is not None else Timestamps())
+
+
+def _read(
+    numbered: Iterable[tuple[int, Any]], default_pid: int | None, clock: Timestamps
+) -> Iterator[Event]:
     call_match = _CALL.match
     decoded = DECODED_SYSCALLS
     min_args = MIN_ARGS
@@ -177,7 +213,7 @@ def _read(lines: Iterable[Any], default_pid: int | None, clock: Timestamps) -> I
     carry = ""  # the head of a line cut by 'strace: Process N attached'
     carry_lineno = 0
     lineno = 0
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in numbered:
         if type(line) is tuple:
             # a line read in bulk (_bulk()): (the line, pid, name, args, result, -T seconds),
             # the last five set only for a complete call on one line that _BULK's first
@@ -219,6 +255,20 @@ def _read(lines: Iterable[Any], default_pid: int | None, clock: Timestamps) -> I
                 held_exiting = False
                 continue
             line = whole
+        elif line is TAKEN:
+            if carry:
+                raise RuntimeError(
+                    f"line {lineno}: the fast lane took lines while line {carry_lineno}, cut "
+                    "by a strace message, waited for its rest"
+                )
+            if held is not None:
+                if not held_exiting:
+                    yield _finish(held)
+                held = None
+                if after is not None:
+                    yield after
+                    after = None
+            continue
         elif line.endswith("\n"):
             line = line[:-2] if line.endswith("\r\n") else line[:-1]
         start = lineno
@@ -585,7 +635,9 @@ def read_strace_files(paths: list[Path]) -> Iterator[Event]:
             clock = Timestamps()
             handle = stack.enter_context(open_trace(path))
             items = itertools.chain.from_iterable(_bulk([], handle))
-            events = _tag_problems(_read(items, int(m.group(1)) if m else None, clock), path.name)
+            events = _tag_problems(
+                _read(enumerate(items, 1), int(m.group(1)) if m else None, clock), path.name
+            )
             head: list[Event] = []
             for event in events:  # look ahead to the first timestamp
                 head.append(event)
