@@ -64,6 +64,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 I64 = npt.NDArray[np.int64]
+# The cache model's tags: int32 where every tag fits, else int64 (vmsim.memtrace.cache).
+Tags = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 
 # Every compiled function runs without numba's reference counting (``_nrt=False``, an option
 # numba's typing stubs do not list): nothing here allocates, and with NRT on, each inlined
@@ -85,8 +87,10 @@ DRAM = 3
 POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
 
 
-# -- set operations as LLVM vector code (one set of 4, 8, 12 or 16 int64 slots: one to two
-# AVX-512 registers; on a host without AVX-512 LLVM splits the vectors, the result is the same).
+# -- set operations as LLVM vector code (one set of 4, 8, 12 or 16 slots of int64 or int32:
+# one or two AVX-512 registers; on a host without AVX-512 LLVM splits the vectors, the result
+# is the same). Each intrinsic is generic over the slot width: numba compiles one version per
+# array dtype (the TLB keys are int64; the cache model's tags int32 where they fit).
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
 _VEC_WAYS = (4, 8, 12, 16)  # the set sizes with a vector twin; others take the scalar loops
@@ -114,38 +118,50 @@ def _set_ptr(context: Any, builder: Any, sig: Any, args: Any) -> Any:
     )
 
 
+def _slot_type(sig: Any) -> Any:
+    """The LLVM integer type of the array's slots (int64 or int32)."""
+    return ir.IntType(sig.args[0].dtype.bitwidth)
+
+
+def _narrow(builder: Any, val: Any, et: Any) -> Any:
+    """An int64 scalar as a slot value (the caller keeps slot values within the slot type)."""
+    return builder.trunc(val, et) if et.width < 64 else val
+
+
 def _active(n: int) -> Any:
     w = _lanes(n)
     return ir.Constant(ir.VectorType(ir.IntType(1), w), [int(j < n) for j in range(w)])
 
 
-def _vload(builder: Any, ptr: Any, n: int) -> Any:
+def _vload(builder: Any, ptr: Any, n: int, et: Any) -> Any:
     """The ``n`` slots at ``ptr`` as a vector of ``_lanes(n)``; lanes past ``n`` read as -2
-    (no key, no line and not the empty mark -1: they never match)."""
+    (no key, no tag and not the empty mark -1: they never match)."""
     w = _lanes(n)
-    vt = ir.VectorType(_I64, w)
+    vt = ir.VectorType(et, w)
     vp = builder.bitcast(ptr, vt.as_pointer())
+    align = et.width // 8
     if n == w:
-        return builder.load(vp, align=8)
+        return builder.load(vp, align=align)
     fnty = ir.FunctionType(vt, [vt.as_pointer(), _I32, _active(n).type, vt])
     fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-        builder.module, fnty, f"llvm.masked.load.v{w}i64.p0"
+        builder.module, fnty, f"llvm.masked.load.v{w}i{et.width}.p0"
     )
-    return builder.call(fn, [vp, _I32(8), _active(n), _splat(builder, _I64(-2), vt)])
+    return builder.call(fn, [vp, _I32(align), _active(n), _splat(builder, et(-2), vt)])
 
 
-def _vstore(builder: Any, ptr: Any, val: Any, n: int) -> None:
+def _vstore(builder: Any, ptr: Any, val: Any, n: int, et: Any) -> None:
     w = _lanes(n)
-    vt = ir.VectorType(_I64, w)
+    vt = ir.VectorType(et, w)
     vp = builder.bitcast(ptr, vt.as_pointer())
+    align = et.width // 8
     if n == w:
-        builder.store(val, vp, align=8)
+        builder.store(val, vp, align=align)
         return
     fnty = ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), _I32, _active(n).type])
     fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-        builder.module, fnty, f"llvm.masked.store.v{w}i64.p0"
+        builder.module, fnty, f"llvm.masked.store.v{w}i{et.width}.p0"
     )
-    builder.call(fn, [val, vp, _I32(8), _active(n)])
+    builder.call(fn, [val, vp, _I32(align), _active(n)])
 
 
 def _vfind_of(n: int) -> Any:
@@ -156,9 +172,10 @@ def _vfind_of(n: int) -> Any:
     @intrinsic
     def find(typingctx: Any, arr: Any, b: Any, key: Any) -> Any:  # pragma: no cover
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            vt = ir.VectorType(_I64, w)
-            v = _vload(builder, _set_ptr(context, builder, sig, args), n)
-            eq = builder.icmp_signed("==", v, _splat(builder, args[2], vt))
+            et = _slot_type(sig)
+            vt = ir.VectorType(et, w)
+            v = _vload(builder, _set_ptr(context, builder, sig, args), n, et)
+            eq = builder.icmp_signed("==", v, _splat(builder, _narrow(builder, args[2], et), vt))
             mty = ir.IntType(w)
             m = builder.bitcast(eq, mty)
             fnty = ir.FunctionType(mty, [mty, ir.IntType(1)])
@@ -181,15 +198,21 @@ def _vfront_of(n: int) -> Any:
     @intrinsic
     def front(typingctx: Any, arr: Any, b: Any, key: Any, p: Any) -> Any:  # pragma: no cover
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            vt = ir.VectorType(_I64, w)
+            et = _slot_type(sig)
+            vt = ir.VectorType(et, w)
             ptr = _set_ptr(context, builder, sig, args)
-            v = _vload(builder, ptr, n)
+            v = _vload(builder, ptr, n, et)
             order = ir.Constant(ir.VectorType(_I32, w), [w, *range(w - 1)])
-            shifted = builder.shuffle_vector(v, _splat(builder, args[2], vt), order)
-            keep = builder.icmp_signed(
-                "<=", ir.Constant(vt, list(range(w))), _splat(builder, args[3], vt)
+            shifted = builder.shuffle_vector(
+                v, _splat(builder, _narrow(builder, args[2], et), vt), order
             )
-            _vstore(builder, ptr, builder.select(keep, shifted, v), n)
+            # p is -1 .. n - 1: it fits any slot type
+            keep = builder.icmp_signed(
+                "<=",
+                ir.Constant(vt, list(range(w))),
+                _splat(builder, _narrow(builder, args[3], et), vt),
+            )
+            _vstore(builder, ptr, builder.select(keep, shifted, v), n, et)
             return context.get_dummy_value()
 
         return types.void(arr, types.int64, types.int64, types.int64), codegen
@@ -202,7 +225,7 @@ _vfront4, _vfront8, _vfront12, _vfront16 = (_vfront_of(n) for n in _VEC_WAYS)
 
 
 @_inline
-def _find_loop(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+def _find_loop(tags: Tags, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
     """:func:`_find` for any set size: a fixed, branch-free pass (compare/cmov chains)."""
     p = -1
     for j in range(ways):
@@ -211,7 +234,7 @@ def _find_loop(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no co
 
 
 @_inline
-def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+def _find(tags: Tags, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
     """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free within
     the set (a vector compare for 4, 8, 12 or 16 ways); the branch on ``ways`` always goes
     the same way for a given structure."""
@@ -227,7 +250,7 @@ def _find(tags: I64, b: int, ways: int, line: int) -> int:  # pragma: no cover -
 
 
 @_inline
-def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
+def _to_front(tags: Tags, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
     """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
     position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot;
     ``p = -1`` changes nothing. Branch-free within the set, like :func:`_find`."""
@@ -247,26 +270,44 @@ def _to_front(tags: I64, b: int, ways: int, line: int, p: int) -> None:  # pragm
             prev = cur
 
 
-Geometry = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+Geometry = tuple[
+    int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int
+]
+
+# desc[lv] columns (vmsim.memtrace.cache.cache_arrays)
+D_FIRST = 0
+D_SETS = 1
+D_WAYS = 2
+D_MASK = 3  # sets - 1 for a power of two, else -1
+D_TSHIFT = 4  # tag = line >> D_TSHIFT (power-of-two sets) ...
+D_TDIV = 5  # ... or line // D_TDIV (other set counts)
+D_LEN = 6
 
 
 @_inline
 def cache_geometry(desc: I64) -> Geometry:  # pragma: no cover - compiled
-    """``desc`` as 12 scalars, (first slot, ways, sets - 1 or -1, sets) per level: a loop
-    that keeps them in locals does not reload them after every store to the tags."""
+    """``desc`` as 18 scalars, (first slot, ways, sets - 1 or -1, sets, tag shift, tag
+    divisor) per level: a loop that keeps them in locals does not reload them after every
+    store to the tags."""
     return (
-        desc[0, 0],
-        desc[0, 2],
-        desc[0, 3],
-        desc[0, 1],
-        desc[1, 0],
-        desc[1, 2],
-        desc[1, 3],
-        desc[1, 1],
-        desc[2, 0],
-        desc[2, 2],
-        desc[2, 3],
-        desc[2, 1],
+        desc[0, D_FIRST],
+        desc[0, D_WAYS],
+        desc[0, D_MASK],
+        desc[0, D_SETS],
+        desc[0, D_TSHIFT],
+        desc[0, D_TDIV],
+        desc[1, D_FIRST],
+        desc[1, D_WAYS],
+        desc[1, D_MASK],
+        desc[1, D_SETS],
+        desc[1, D_TSHIFT],
+        desc[1, D_TDIV],
+        desc[2, D_FIRST],
+        desc[2, D_WAYS],
+        desc[2, D_MASK],
+        desc[2, D_SETS],
+        desc[2, D_TSHIFT],
+        desc[2, D_TDIV],
     )
 
 
@@ -278,7 +319,15 @@ def _set_base(first: int, ways: int, mask: int, sets: int, line: int) -> int:  #
 
 
 @_inline
-def cache_line(tags: I64, g: Geometry, line: int) -> int:  # pragma: no cover - compiled
+def _tag(mask: int, tshift: int, tdiv: int, line: int) -> int:  # pragma: no cover - compiled
+    """What a set stores for ``line``: the line number without the set index bits (its
+    quotient by the set count; the set's index is the remainder), or the line number itself
+    (shift 0, divisor 1). Either is one-to-one within a set."""
+    return line >> tshift if mask >= 0 else line // tdiv
+
+
+@_inline
+def cache_line(tags: Tags, g: Geometry, line: int) -> int:  # pragma: no cover - compiled
     """:meth:`CacheModel.access` of line number ``line`` (``g``: :func:`cache_geometry`).
 
     L1D and L2 are probed and updated without a branch on where the line was found (a hit
@@ -286,33 +335,36 @@ def cache_line(tags: I64, g: Geometry, line: int) -> int:  # pragma: no cover - 
     line that is already the most recent of its L1D set returns at once: an L1D hit there
     changes no set (the L2 is updated only on an L1D miss)."""
     w0 = g[1]
-    w1 = g[5]
+    w1 = g[7]
     b0 = _set_base(g[0], w0, g[2], g[3], line)
-    if tags[b0] == line:
+    t0 = _tag(g[2], g[4], g[5], line)
+    if tags[b0] == t0:
         return 0  # the most recent line of its L1D set (a real trace's usual case): no change
-    b1 = _set_base(g[4], w1, g[6], g[7], line)
-    p0 = _find(tags, b0, w0, line)
-    p1 = _find(tags, b1, w1, line)
+    b1 = _set_base(g[6], w1, g[8], g[9], line)
+    t1 = _tag(g[8], g[10], g[11], line)
+    p0 = _find(tags, b0, w0, t0)
+    p1 = _find(tags, b1, w1, t1)
     if p0 & p1 < 0:  # neither: the LLC (a branch that goes one way in a hit or a miss stream)
-        w2 = g[9]
-        b2 = _set_base(g[8], w2, g[10], g[11], line)
-        p2 = _find(tags, b2, w2, line)
-        _to_front(tags, b2, w2, line, p2 if p2 >= 0 else w2 - 1)
-        _to_front(tags, b0, w0, line, w0 - 1)  # filled into L1D and L2, dropping their LRU
-        _to_front(tags, b1, w1, line, w1 - 1)
+        w2 = g[13]
+        b2 = _set_base(g[12], w2, g[14], g[15], line)
+        t2 = _tag(g[14], g[16], g[17], line)
+        p2 = _find(tags, b2, w2, t2)
+        _to_front(tags, b2, w2, t2, p2 if p2 >= 0 else w2 - 1)
+        _to_front(tags, b0, w0, t0, w0 - 1)  # filled into L1D and L2, dropping their LRU
+        _to_front(tags, b1, w1, t1, w1 - 1)
         return 2 if p2 >= 0 else DRAM
     # L1D or L2 hit (which one is random in a hit stream): arithmetic, not a branch. L1D:
     # the line moves to the front (an L1D miss drops its LRU: position w0 - 1); the L2 only
     # when L1D missed (position -1: no change).
     m0 = p0 >> 63  # -1: an L1D miss
-    _to_front(tags, b0, w0, line, p0 + (m0 & w0))
-    _to_front(tags, b1, w1, line, p1 | ~m0)
+    _to_front(tags, b0, w0, t0, p0 + (m0 & w0))
+    _to_front(tags, b1, w1, t1, p1 | ~m0)
     return m0 & 1
 
 
 @_inline
 def cache_access(
-    tags: npt.NDArray[np.int64], desc: npt.NDArray[np.int64], paddr: int
+    tags: Tags, desc: npt.NDArray[np.int64], paddr: int
 ) -> int:  # pragma: no cover - compiled (tested through its twin)
     """The array twin of :meth:`CacheModel.access`: 0 L1D, 1 L2, 2 LLC, 3 DRAM."""
     return cache_line(tags, cache_geometry(desc), paddr >> LINE_SHIFT)
@@ -320,7 +372,7 @@ def cache_access(
 
 @_jit
 def cache_run(
-    tags: npt.NDArray[np.int64],
+    tags: Tags,
     desc: npt.NDArray[np.int64],
     paddrs: npt.NDArray[np.int64],
     out: npt.NDArray[np.int64],
@@ -529,15 +581,14 @@ PF_AHEAD = 3  # records between prefetching a PTE's slot and the walk that reads
 
 
 @_inline
-def _prefetch_llc(ctags: I64, cdesc: I64, paddr: int) -> None:  # pragma: no cover - compiled
-    """Prefetch the cache model's LLC set of the line of ``paddr`` (its first two host lines:
-    16 ways of 8-byte tags)."""
+def _prefetch_llc(ctags: Tags, cdesc: I64, paddr: int) -> None:  # pragma: no cover - compiled
+    """Prefetch the cache model's LLC set of the line of ``paddr`` (its first and its last
+    slot: 16 ways of 4-byte tags are one host line, of 8-byte tags two)."""
     line = paddr >> LINE_SHIFT
-    mask = cdesc[2, 3]
-    index = line & mask if mask >= 0 else line % cdesc[2, 1]
-    b = (cdesc[2, 0] + index * cdesc[2, 2]) & POS
+    ways = cdesc[2, D_WAYS]
+    b = _set_base(cdesc[2, D_FIRST], ways, cdesc[2, D_MASK], cdesc[2, D_SETS], line)
     _prefetch(ctags, b)  # type: ignore[call-arg]
-    _prefetch(ctags, (b + 8) & POS)
+    _prefetch(ctags, (b + ways - 1) & POS)
 
 
 @_inline
@@ -549,7 +600,7 @@ def _prefetch_pte(ent: I64, meta: I64, m: int) -> None:  # pragma: no cover - co
 
 @_inline
 def _prefetch_walk(
-    ent: I64, meta: I64, ctags: I64, cdesc: I64, m: int, data: bool
+    ent: I64, meta: I64, ctags: Tags, cdesc: I64, m: int, data: bool
 ) -> None:  # pragma: no cover - compiled
     """Start loading what a 4 KiB walk of ``m`` and its data access will read from host
     memory, the PTE's slot being (probably) loaded already by :func:`_prefetch_pte`: the
@@ -902,7 +953,7 @@ def hit_run(
     tstamp: I64,
     arr: I64,
     probe: I64,
-    ctags: I64,
+    ctags: Tags,
     cdesc: I64,
     st: I64,
     scr: I64,
@@ -1047,7 +1098,7 @@ def run_chunk(
     ent: I64,
     meta: I64,
     log: I64,
-    ctags: I64,
+    ctags: Tags,
     cdesc: I64,
     st: I64,
     cnt: I64,

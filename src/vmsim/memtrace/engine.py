@@ -196,7 +196,10 @@ class FastEngine:
         self.pkey = np.full((6, width), -1, dtype=np.int64)
         self.pval = np.zeros((6, width, 4), dtype=np.int64)
         self.pstamp = core.pwc_links(self.psize, width)  # the PWC's LRU lists
-        self.ctags, self.cdesc = cache_arrays(cfg.caches)
+        # every physical address the engine sees is below the model's RAM (the frame
+        # allocator's pfns): the cache model's tags then fit int32 (cache_arrays)
+        self.ram_bytes = model.machine.memory.frames.ram_bytes
+        self.ctags, self.cdesc = cache_arrays(cfg.caches, self.ram_bytes)
         self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
         self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
         self.st = np.zeros(core.ST_LEN, dtype=np.int64)
@@ -255,6 +258,12 @@ class FastEngine:
         lv = np.asarray(levels, dtype=np.int64)
         keys = np.asarray(vkeys, dtype=np.int64)
         vals = np.asarray(values, dtype=np.int64)
+        present = vals[(vals & 1) != 0]
+        if present.size and int(((present & core.PFN_MASK) >> 12).max()) << 12 >= self.ram_bytes:
+            # the cache model's tags are sized for the RAM (cache_arrays): refuse, never wrap
+            raise ValueError(
+                f"a page-table entry maps a frame past the model's {self.ram_bytes}-byte RAM"
+            )
         i = 0
         while True:
             i = core.pt_update(self.ent, self.meta, self.st, lv, keys, vals, i)
