@@ -45,7 +45,10 @@ per level (a walk step is one probe, usually one host cache line, with no pointe
 the root; 16 to 32 bytes per mirrored entry whatever the pattern); and walks that prefetch (a
 random stream waits on host memory, not on work): the PTE's mirror slot PF_AHEAD records
 ahead, the cache model's LLC sets of the next record's PTE line and data line one record
-ahead. The slot a TLB or PWC entry occupies and the value of a recency stamp are not part of
+ahead; the cache model's tags as 32-bit ``line // sets`` where the model's RAM lets them fit
+(half the host memory: a 16-way set is one host line); the PWC's 32-entry level probed as
+one vector compare; and the STLB's recency order kept as a list of ways per set, so that a
+fill takes its victim from the list's end instead of searching the set's stamps. The slot a TLB or PWC entry occupies and the value of a recency stamp are not part of
 the model (a set is a set): only which entries a set holds and their recency order are, and
 those are the model's exactly (tests/unit/test_memtrace_engine_hitpath.py compares them, set
 by set, with the model's TLBs).
@@ -64,6 +67,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 I64 = npt.NDArray[np.int64]
+O16 = npt.NDArray[np.int16]  # the STLB's recency lists (way numbers)
+Slots = I64 | npt.NDArray[np.int32] | O16  # what the set operations work on
 # The cache model's tags: int32 where every tag fits, else int64 (vmsim.memtrace.cache).
 Tags = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 
@@ -87,10 +92,11 @@ DRAM = 3
 POS = (1 << 62) - 1  # an index ANDed with this is provably >= 0: no negative-index wraparound
 
 
-# -- set operations as LLVM vector code (one set of 4, 8, 12 or 16 slots of int64 or int32:
-# one or two AVX-512 registers; on a host without AVX-512 LLVM splits the vectors, the result
-# is the same). Each intrinsic is generic over the slot width: numba compiles one version per
-# array dtype (the TLB keys are int64; the cache model's tags int32 where they fit).
+# -- set operations as LLVM vector code (one set of 4, 8, 12 or 16 slots of int64, int32 or
+# int16: one or two AVX-512 registers; on a host without AVX-512 LLVM splits the vectors, the
+# result is the same). Each intrinsic is generic over the slot width: numba compiles one
+# version per array dtype (the TLB keys are int64, the cache model's tags int32 where they
+# fit, the STLB's recency lists int16).
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
 _VEC_WAYS = (4, 8, 12, 16)  # the set sizes with a vector twin; others take the scalar loops
@@ -226,7 +232,7 @@ _vfind32 = _vfind_of(32)  # the PWC's 32 PDE entries (Skylake's)
 
 
 @_inline
-def _find_loop(tags: Tags, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+def _find_loop(tags: Slots, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
     """:func:`_find` for any set size: a fixed, branch-free pass (compare/cmov chains)."""
     p = -1
     for j in range(ways):
@@ -235,7 +241,7 @@ def _find_loop(tags: Tags, b: int, ways: int, line: int) -> int:  # pragma: no c
 
 
 @_inline
-def _find(tags: Tags, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
+def _find(tags: Slots, b: int, ways: int, line: int) -> int:  # pragma: no cover - compiled
     """Position of ``line`` in the set of ``ways`` slots at ``b``, or -1. Branch-free within
     the set (a vector compare for 4, 8, 12 or 16 ways); the branch on ``ways`` always goes
     the same way for a given structure."""
@@ -251,7 +257,7 @@ def _find(tags: Tags, b: int, ways: int, line: int) -> int:  # pragma: no cover 
 
 
 @_inline
-def _to_front(tags: Tags, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
+def _to_front(tags: Slots, b: int, ways: int, line: int, p: int) -> None:  # pragma: no cover
     """Slots ``0..p`` of the set at ``b`` shift down one and ``line`` goes first: a hit at
     position ``p`` becomes the most recent; ``p = ways - 1`` drops the LRU (or empty) slot;
     ``p = -1`` changes nothing. Branch-free within the set, like :func:`_find`."""
@@ -685,9 +691,89 @@ def _tlb_fill(
     tstamp[victim] = now
 
 
+# The STLB's recency order. Every STLB fill needs its set's least recently used way, and a
+# search of the set's stamps for it (a minimum over 12 stamps, which LLVM vectorizes with a
+# remainder loop) cost a random stream's walks about a sixth of their time (random 1 GiB:
+# 10.6 -> 11.9 M/s without it, best of 12 alternating passes). So the STLB also
+# keeps, per set, the list of its ways in recency order: ``tord[base .. base + ways - 1]``
+# (int16 way numbers) for the set whose first slot is ``base``: the used ways most recent
+# first, then the empty ones (any order). A fill takes the last way of the list (an empty
+# way if there is one, else the LRU: the same entry as the stamps' minimum, or an equivalent
+# empty way) and moves it to the front, an STLB hit moves its way to the front (one vector
+# find and one lane shift, like the cache model's sets), an invalidation rebuilds the list of
+# its set from the stamps. The stamps stay what they are (the order of a set's entries).
+
+
+@_inline
+def _stlb_touch(tord: O16, base: int, ways: int, w: int) -> None:  # pragma: no cover
+    """Way ``w`` of the STLB set at ``base`` becomes the most recent of its recency list."""
+    _to_front(tord, base, ways, w, _find(tord, base, ways, w))
+
+
+@_inline
+def _stlb_fill(
+    tkey: I64,
+    tpfn: I64,
+    tperm: I64,
+    tstamp: I64,
+    tord: O16,
+    arr: I64,
+    a: int,
+    pn: int,
+    key: int,
+    pfn: int,
+    perms: int,
+    now: int,
+) -> None:  # pragma: no cover - compiled
+    """:func:`_tlb_fill` into an STLB array: the victim is the last way of the set's recency
+    list (an empty way, else the least recently used), which becomes its first."""
+    ways = arr[a, 2]
+    base = (arr[a, 0] + (pn & (arr[a, 1] - 1)) * ways) & POS
+    w = tord[(base + ways - 1) & POS]
+    victim = (base + w) & POS
+    tkey[victim] = key
+    tpfn[victim] = pfn
+    tperm[victim] = perms
+    tstamp[victim] = now
+    _to_front(tord, base, ways, w, ways - 1)
+
+
+@_jit
+def stlb_order(
+    tkey: I64, tstamp: I64, tord: O16, arr: I64, probe: I64, a_only: int, base_only: int
+) -> None:  # pragma: no cover - compiled
+    """Rebuild the STLB's recency lists from the keys and stamps: the used ways by stamp,
+    most recent first, then the empty ones. Every set of every STLB array, or
+    (``a_only >= 0``) the set at ``base_only`` of array ``a_only`` alone."""
+    for code in range(3):
+        a = probe[S_STLB, code]
+        if a < 0 or (a_only >= 0 and a != a_only):
+            continue
+        if code > 0 and (probe[S_STLB, 0] == a or (code > 1 and probe[S_STLB, 1] == a)):
+            continue  # an array holding several page sizes: done once
+        ways = arr[a, 2]
+        for b in range(arr[a, 0], arr[a, 0] + arr[a, 1] * ways, ways):
+            if a_only >= 0 and b != base_only:
+                continue
+            n = 0
+            for j in range(ways):  # insertion sort: used ways by stamp (descending)
+                if tkey[b + j] == -1:
+                    continue
+                i = n
+                while i > 0 and tstamp[b + tord[b + i - 1]] < tstamp[b + j]:
+                    tord[b + i] = tord[b + i - 1]
+                    i -= 1
+                tord[b + i] = j
+                n += 1
+            for j in range(ways):
+                if tkey[b + j] == -1:
+                    tord[b + n] = j
+                    n += 1
+
+
 @_jit
 def tlb_invlpg(
-    tkey: I64, arr: I64, probe: I64, vaddr: int, pcid: int
+    tkey: I64, tstamp: I64, tord: O16, arr: I64, probe: I64, vaddr: int, pcid: int
 ) -> None:  # pragma: no cover - compiled
     """TlbHierarchy.invlpg(): every structure, every page size, this PCID (and global)."""
     for s in range(3):
@@ -698,14 +784,20 @@ def tlb_invlpg(
             pn = vaddr >> (12 + 9 * code)
             base = arr[a, 0] + (pn & (arr[a, 1] - 1)) * arr[a, 2]
             key = (pn << 15) | (code << 13)
+            removed = False
             for w in range(base, base + arr[a, 2]):
                 k = tkey[w]
                 if k == (key | pcid) or k == (key | 4096):
                     tkey[w] = -1
+                    removed = True
+            if removed and s == S_STLB:
+                stlb_order(tkey, tstamp, tord, arr, probe, a, base)
 
 
 @_jit
-def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
+def tlb_flush(
+    tkey: I64, tstamp: I64, tord: O16, arr: I64, probe: I64, pcid: int
+) -> None:  # pragma: no cover - compiled
     """flush_pcid(pcid) (pcid >= 0) or flush_all (pcid == -1: non-global; -2: everything)."""
     for w in range(tkey.shape[0]):
         k = tkey[w]
@@ -714,6 +806,7 @@ def tlb_flush(tkey: I64, pcid: int) -> None:  # pragma: no cover - compiled
         tag = k & 8191
         if pcid == -2 or (pcid == -1 and tag != 4096) or (pcid >= 0 and tag == pcid):
             tkey[w] = -1
+    stlb_order(tkey, tstamp, tord, arr, probe, -1, -1)
 
 
 # --------------------------------------------------------------------------- PWC
@@ -1092,6 +1185,7 @@ def run_chunk(
     tpfn: I64,
     tperm: I64,
     tstamp: I64,
+    tord: O16,
     arr: I64,
     probe: I64,
     pkey: I64,
@@ -1193,6 +1287,10 @@ def run_chunk(
                     memo_slot[s] = slot
                     memo_code[s] = code
                 else:
+                    a2 = probe[S_STLB, code]  # the entry's way moves to the list's front
+                    w2 = arr[a2, 2]
+                    b2 = (arr[a2, 0] + ((va >> (12 + 9 * code)) & (arr[a2, 1] - 1)) * w2) & POS
+                    _stlb_touch(tord, b2, w2, slot - b2)
                     a1 = probe[s, code]
                     if a1 >= 0:
                         filled |= 1 << (3 * s + code)
@@ -1227,7 +1325,7 @@ def run_chunk(
             else:
                 memo_key[0] = -1
                 memo_key[1] = -1
-                tlb_invlpg(tkey, arr, probe, va, pcid)
+                tlb_invlpg(tkey, tstamp, tord, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
                 if not (write and perms & RW):
                     _store(cnt, local, st, clock, filled)
@@ -1244,7 +1342,7 @@ def run_chunk(
                 _store(cnt, local, st, clock, filled)
                 if r == 2:
                     return EV_STALE, i
-                tlb_invlpg(tkey, arr, probe, va, pcid)
+                tlb_invlpg(tkey, tstamp, tord, arr, probe, va, pcid)
                 cnt[C_FLUSHES] += 1
                 return _fault(pkey, st, fetch, write), i
             leaf_level = out[0]
@@ -1270,7 +1368,7 @@ def run_chunk(
             a2 = probe[S_STLB, code]
             if a2 >= 0:
                 filled |= 1 << (3 * S_STLB + code)
-                _tlb_fill(tkey, tpfn, tperm, tstamp, arr, a2, pn, key, base_pfn, perms, now)
+                _stlb_fill(tkey, tpfn, tperm, tstamp, tord, arr, a2, pn, key, base_pfn, perms, now)
             pfn = base_pfn + ((va & ((1 << shift) - 1)) >> 12)
             if code == 0:
                 ls = out[4] << 1

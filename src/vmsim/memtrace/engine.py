@@ -188,6 +188,13 @@ class FastEngine:
         self.tpfn = np.zeros(slots, dtype=np.int64)
         self.tperm = np.zeros(slots, dtype=np.int64)
         self.tstamp = np.zeros(slots, dtype=np.int64)
+        # the STLB's recency lists (_core.stlb_order): way numbers, set by set
+        ways = self.arr[:, 2]
+        if int(ways.max(initial=1)) > np.iinfo(np.int16).max:
+            raise ValueError(f"a TLB array of {int(ways.max())} ways (at most 32767)")
+        self.tord = np.zeros(slots, dtype=np.int16)
+        for first, sets, w in self.arr.tolist():
+            self.tord[first : first + sets * w] = np.tile(np.arange(w), sets)
         sizes = cfg.pwc_dict()
         self.psize = np.zeros(6, dtype=np.int64)
         for lv, n in sizes.items():
@@ -302,11 +309,13 @@ class FastEngine:
             self._mirror(levels, vkeys, values)
         for op, x, y in model.tlb.ops:
             if op == "invlpg":
-                core.tlb_invlpg(self.tkey, self.arr, self.probe, x, y)
+                core.tlb_invlpg(self.tkey, self.tstamp, self.tord, self.arr, self.probe, x, y)
             elif op == "pcid":
-                core.tlb_flush(self.tkey, x)
+                core.tlb_flush(self.tkey, self.tstamp, self.tord, self.arr, self.probe, x)
             else:
-                core.tlb_flush(self.tkey, -2 if x else -1)
+                core.tlb_flush(
+                    self.tkey, self.tstamp, self.tord, self.arr, self.probe, -2 if x else -1
+                )
             self.cnt[core.C_FLUSHES] += 1
         model.tlb.ops.clear()
         if model.pwc.flushes:
@@ -337,6 +346,7 @@ class FastEngine:
                 self.tpfn,
                 self.tperm,
                 self.tstamp,
+                self.tord,
                 self.arr,
                 self.probe,
                 self.pkey,
@@ -414,6 +424,7 @@ class FastEngine:
             self.tpfn,
             self.tperm,
             self.tstamp,
+            self.tord,
             self.pkey,
             self.pval,
             self.pstamp,
