@@ -92,6 +92,19 @@ def test_cache_tag_width() -> None:
         assert cache_arrays(SKYLAKE.caches, bound)[0].ctypes.data % 64 == 0
 
 
+def test_engine_refuses_a_frame_past_the_ram() -> None:
+    # The fast engine's cache tags are sized for the model's RAM (1 TiB): an entry mapping a
+    # frame at or past it would not fit them; it is refused, never wrapped. One below is fine.
+    from vmsim.memtrace.engine import FastEngine, Model
+
+    eng = FastEngine(Model(Layout.of_regions([(BASE, BASE + 16 * PAGE)]), EngineConfig()))
+    assert eng.ctags.dtype == np.int32
+    key = BASE >> 12
+    eng._mirror([1], [key], [MODEL_RAM - PAGE | 0x67])
+    with pytest.raises(ValueError, match="past the model's 1099511627776-byte RAM"):
+        eng._mirror([1], [key], [MODEL_RAM | 0x67])
+
+
 @pytest.mark.parametrize("bound", [None, 1 << 36])
 def test_cache_non_power_of_two_sets(bound: int | None) -> None:
     # 48, 5 and 11 sets; with 2**36 bytes the largest tag is (2**30 - 1) // 5: int32
