@@ -526,21 +526,33 @@ def _insert(ent: I64, meta: I64, st: I64, lv: int, key: int) -> int:  # pragma: 
 
 @_jit
 def pt_update(
-    ent: I64, meta: I64, st: I64, levels: I64, vkeys: I64, values: I64, start: int
+    ent: I64,
+    meta: I64,
+    st: I64,
+    levels: I64,
+    vkeys: I64,
+    values: I64,
+    start: int,
+    pfn_limit: int,
 ) -> int:  # pragma: no cover - compiled
     """Mirror the model's entries from ``start`` on: ``entries[levels[i]][vkeys[i]] =
     values[i]`` (0: none). Returns where it stopped: ``len(levels)``, or earlier when the
-    table of the next new key is at its limit (the caller grows the mirror and calls again)."""
+    table of the next new key is at its limit (the caller grows the mirror and calls again),
+    or ``-1 - i`` when entry ``i`` is present and maps a frame at or past ``pfn_limit`` (the
+    model's RAM: the cache model's tags are sized for it), mirroring nothing of it."""
     for i in range(start, levels.shape[0]):
+        v = values[i]
+        if v & P and (v & PFN_MASK) >> 12 >= pfn_limit:
+            return -1 - i
         lv = levels[i]
         j = _slot(ent, meta, lv, vkeys[i])
         if j < 0:
-            if values[i] == 0:
+            if v == 0:
                 continue
             if meta[lv, M_USED] >= meta[lv, M_LIMIT]:
                 return i
             j = _insert(ent, meta, st, lv, vkeys[i])
-        ent[(j << 1) | 1] = values[i]
+        ent[(j << 1) | 1] = v
     return int(levels.shape[0])
 
 

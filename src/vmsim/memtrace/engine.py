@@ -265,13 +265,15 @@ class FastEngine:
         lv = np.asarray(levels, dtype=np.int64)
         keys = np.asarray(vkeys, dtype=np.int64)
         vals = np.asarray(values, dtype=np.int64)
-        ram = self.ram_bytes
-        if any(v & 1 and v & core.PFN_MASK >= ram for v in values):  # (a few values a fault)
-            # the cache model's tags are sized for the RAM (cache_arrays): refuse, never wrap
-            raise ValueError(f"a page-table entry maps a frame past the model's {ram}-byte RAM")
         i = 0
         while True:
-            i = core.pt_update(self.ent, self.meta, self.st, lv, keys, vals, i)
+            i = core.pt_update(
+                self.ent, self.meta, self.st, lv, keys, vals, i, self.ram_bytes >> 12
+            )
+            if i < 0:  # the cache model's tags are sized for the RAM: refuse, never wrap
+                raise ValueError(
+                    f"a page-table entry maps a frame past the model's {self.ram_bytes}-byte RAM"
+                )
             if i == len(lv):
                 return
             self._grow()
