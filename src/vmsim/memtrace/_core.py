@@ -649,10 +649,24 @@ def _oldest(tkey: I64, tstamp: I64, b: int, ways: int) -> int:  # pragma: no cov
     """Position of the first empty way of the set at ``b``, else of its least recently used
     (smallest stamp: stamps within a set are distinct): the minimum of ``stamp << 16 | way``,
     0 | way for an empty way (key -1), without a branch or a select (ways < 65536)."""
+    if ways == 4:  # the L1 dTLB's sets (every walk fills one): straight code, two levels
+        # of minima (the loop below, vectorized by LLVM for any length, ran a 4-way set
+        # through its scalar remainder: random 1 GiB 5% slower)
+        m0 = min(_age(tkey, tstamp, b, 0), _age(tkey, tstamp, b, 1))
+        m1 = min(_age(tkey, tstamp, b, 2), _age(tkey, tstamp, b, 3))
+        return min(m0, m1) & 0xFFFF
     best = (tstamp[b] << 16) & ~(tkey[b] >> 63)
     for j in range(1, ways):
         best = min(best, ((tstamp[b + j] << 16) & ~(tkey[b + j] >> 63)) | j)
     return best & 0xFFFF  # type: ignore[no-any-return]
+
+
+@_inline
+def _age(tkey: I64, tstamp: I64, b: int, j: int) -> int:  # pragma: no cover - compiled
+    """Way ``j`` of the set at ``b`` as :func:`_oldest` orders it: ``stamp << 16 | j``, or
+    ``j`` alone for an empty way."""
+    w = (b + j) & POS
+    return ((tstamp[w] << 16) & ~(tkey[w] >> 63)) | j  # type: ignore[no-any-return]
 
 
 @_inline
