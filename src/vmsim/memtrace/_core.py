@@ -47,8 +47,9 @@ random stream waits on host memory, not on work): the PTE's mirror slot PF_AHEAD
 ahead, the cache model's LLC sets of the next record's PTE line and data line one record
 ahead; the cache model's tags as 32-bit ``line // sets`` where the model's RAM lets them fit
 (half the host memory: a 16-way set is one host line); the PWC's 32-entry level probed as
-one vector compare; and the STLB's recency order kept as a list of ways per set, so that a
-fill takes its victim from the list's end instead of searching the set's stamps. The slot a TLB or PWC entry occupies and the value of a recency stamp are not part of
+one vector compare; the STLB's recency order kept as a list of ways per set, so that a
+fill takes its victim from the list's end instead of searching the set's stamps; and a 4-way
+set's victim (the L1 dTLB's) as straight code. The slot a TLB or PWC entry occupies and the value of a recency stamp are not part of
 the model (a set is a set): only which entries a set holds and their recency order are, and
 those are the model's exactly (tests/unit/test_memtrace_engine_hitpath.py compares them, set
 by set, with the model's TLBs).
