@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from memtrace_helpers import SKYLAKE, anon, both, chunk, diff, page_tables, split
 
-from vmsim.memtrace.cache import CacheModel, cache_arrays, cache_run
+from vmsim.memtrace.cache import CacheModel, cache_arrays, cache_lines, cache_run
 from vmsim.memtrace.cpus import cpu_model
 from vmsim.memtrace.engine import EngineConfig, run, run_full
 from vmsim.memtrace.layout import GRANULE, Layout
@@ -52,67 +52,106 @@ def test_cache_lru_by_hand() -> None:
     assert c.contents()[0][0] == [4, 2]  # L1 set 0, LRU first: 0 was evicted by the L2 refill
 
 
+# The model's RAM (vmsim.memtrace.model: Machine(ram="1T")): with it, the cache arrays keep
+# 32-bit tags where every level has enough sets (none: no bound, whole 64-bit line numbers).
+MODEL_RAM = 1 << 40
+
+
 def test_cache_twins_agree_on_random_lines() -> None:
     rng = random.Random(5)
     for geoms in (TINY_CACHES, SKYLAKE.caches):
-        py = CacheModel(geoms)
-        tags, desc = cache_arrays(geoms)
-        lines = [rng.randrange(0, 300) * 64 + rng.randrange(64) for _ in range(3000)]
-        lines += [rng.randrange(0, 1 << 20) * 64 for _ in range(3000)]
-        want = [py.access(a) for a in lines]
-        out = np.zeros(len(lines), dtype=np.int64)
-        cache_run(tags, desc, np.asarray(lines, dtype=np.int64), out)
-        assert out.tolist() == want
-        # same contents, set by set, in LRU order (the arrays keep most recent first)
-        contents = py.contents()
-        for lv in range(3):
-            base, sets, ways = (int(x) for x in desc[lv, :3])
-            rows = tags[base : base + sets * ways].reshape(sets, ways).tolist()
-            assert [[t for t in row if t >= 0][::-1] for row in rows] == contents[lv]
+        for bound in (None, MODEL_RAM):
+            py = CacheModel(geoms)
+            tags, desc = cache_arrays(geoms, bound)
+            lines = [rng.randrange(0, 300) * 64 + rng.randrange(64) for _ in range(3000)]
+            lines += [rng.randrange(0, 1 << 20) * 64 for _ in range(3000)]
+            # and lines near the top of the model's RAM (the largest tags)
+            lines += [MODEL_RAM - 64 * rng.randrange(1, 1 << 16) for _ in range(3000)]
+            want = [py.access(a) for a in lines]
+            out = np.zeros(len(lines), dtype=np.int64)
+            cache_run(tags, desc, np.asarray(lines, dtype=np.int64), out)
+            assert out.tolist() == want
+            # same contents, set by set, in LRU order (the arrays keep most recent first)
+            assert _twin_contents(tags, desc) == py.contents()
 
 
-def test_cache_non_power_of_two_sets() -> None:
+def test_cache_tag_width() -> None:
+    # Skylake's levels have 64, 1024 and 8192 sets: with 2**40 bytes of RAM (2**34 lines)
+    # the largest tag is 2**34 // 64 - 1 = 2**28 - 1: int32. The tiny caches' L1D has 2
+    # sets: 2**33 - 1 does not fit 2**31 - 1, so int64. 8 sets over 2**40 bytes: the largest
+    # tag is (2**34 - 1) // 8 = 2**31 - 1, the largest int32 that is a tag; one more line
+    # of RAM and it does not fit.
+    assert cache_arrays(SKYLAKE.caches, MODEL_RAM)[0].dtype == np.int32
+    assert cache_arrays(SKYLAKE.caches)[0].dtype == np.int64
+    assert cache_arrays(TINY_CACHES, MODEL_RAM)[0].dtype == np.int64
+    eight = (CacheGeometry(8 * 2 * 64, 2, 4), *SKYLAKE.caches[1:])
+    assert cache_arrays(eight, MODEL_RAM)[0].dtype == np.int32
+    assert cache_arrays(eight, MODEL_RAM + 64)[0].dtype == np.int64
+    # the int32 arrays start on a 64-byte boundary: a 16-way set is one host line
+    for bound in (None, MODEL_RAM):
+        assert cache_arrays(SKYLAKE.caches, bound)[0].ctypes.data % 64 == 0
+
+
+def test_engine_refuses_a_frame_past_the_ram() -> None:
+    # The fast engine's cache tags are sized for the model's RAM (1 TiB): an entry mapping a
+    # frame at or past it would not fit them; it is refused, never wrapped. One below is fine.
+    from vmsim.memtrace.engine import FastEngine, Model
+
+    eng = FastEngine(Model(Layout.of_regions([(BASE, BASE + 16 * PAGE)]), EngineConfig()))
+    assert eng.ctags.dtype == np.int32
+    key = BASE >> 12
+    eng._mirror([1], [key], [MODEL_RAM - PAGE | 0x67])
+    with pytest.raises(ValueError, match="past the model's 1099511627776-byte RAM"):
+        eng._mirror([1], [key], [MODEL_RAM | 0x67])
+
+
+@pytest.mark.parametrize("bound", [None, 1 << 36])
+def test_cache_non_power_of_two_sets(bound: int | None) -> None:
+    # 48, 5 and 11 sets; with 2**36 bytes the largest tag is (2**30 - 1) // 5: int32
     geoms = (
-        CacheGeometry(3 * 2 * 64, 2, 4),
+        CacheGeometry(3 * 16 * 64, 2, 4),
         CacheGeometry(5 * 4 * 64, 4, 12),
         CacheGeometry(11 * 64 * 4, 4, 40),
     )
     py = CacheModel(geoms)
-    tags, desc = cache_arrays(geoms)
+    tags, desc = cache_arrays(geoms, bound)
+    assert tags.dtype == (np.int64 if bound is None else np.int32)
     rng = random.Random(9)
     lines = [rng.randrange(0, 200) * 64 for _ in range(4000)]
+    lines += [(1 << 36) - 64 * rng.randrange(1, 4000) for _ in range(4000)]  # large tags
     out = np.zeros(len(lines), dtype=np.int64)
     cache_run(tags, desc, np.asarray(lines, dtype=np.int64), out)
     assert out.tolist() == [py.access(a) for a in lines]
+    assert _twin_contents(tags, desc) == py.contents()
 
 
 def _twin_contents(tags: np.ndarray, desc: np.ndarray) -> list[list[list[int]]]:  # type: ignore[type-arg]
-    """The array twin's sets, least recently used first (CacheModel.contents()'s order)."""
-    out = []
-    for lv in range(3):
-        base, sets, ways = (int(x) for x in desc[lv, :3])
-        rows = tags[base : base + sets * ways].reshape(sets, ways).tolist()
-        out.append([[t for t in row if t >= 0][::-1] for row in rows])
-    return out
+    """The array twin's sets as line numbers, least recently used first
+    (CacheModel.contents()'s order)."""
+    return [[row[::-1] for row in level] for level in cache_lines(tags, desc)]
 
 
+@pytest.mark.parametrize("bound", [None, 1 << 32])
 @pytest.mark.parametrize(
     "ways",
     [(1, 1, 1), (2, 3, 5), (4, 4, 4), (8, 4, 16), (12, 8, 16), (16, 16, 16), (8, 12, 24)],
 )
-def test_cache_twins_every_set_size(ways: tuple[int, int, int]) -> None:
+def test_cache_twins_every_set_size(ways: tuple[int, int, int], bound: int | None) -> None:
     # Sets of 4, 8, 12 and 16 ways take the vector code (12: a masked vector of 16), the
     # others the scalar loops. The stream mixes the cases each must get right: the line that
     # is already the most recent of its L1D set (including right after that set evicted),
     # a hit at every position of a set (a working set a little over each level's size), and
     # misses that evict; the levels' contents are compared set by set after every segment.
+    # Both tag widths: whole line numbers in int64 (no bound), tags in int32 (2**32 bytes:
+    # the largest tag, 2**26 // 2, fits).
     geoms = (
         CacheGeometry(2 * ways[0] * 64, ways[0], 4),
         CacheGeometry(4 * ways[1] * 64, ways[1], 12),
         CacheGeometry(8 * ways[2] * 64, ways[2], 40),
     )
     py = CacheModel(geoms)
-    tags, desc = cache_arrays(geoms)
+    tags, desc = cache_arrays(geoms, bound)
+    assert tags.dtype == (np.int64 if bound is None else np.int32)
     rng = random.Random(sum(ways))
     spans = [2 * ways[0] + 1, 4 * ways[1] + 3, 8 * ways[2] + 5, 40 * ways[2]]
     seen: set[int] = set()

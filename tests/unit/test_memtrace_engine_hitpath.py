@@ -65,6 +65,12 @@ def _fast_tlb(eng: FastEngine) -> dict[str, list[list[list[Entry]]]]:
             for s in range(sets):
                 slots = range(first + s * ways, first + (s + 1) * ways)
                 used = sorted((int(eng.tstamp[w]), w) for w in slots if eng.tkey[w] != -1)
+                if name == "stlb":
+                    # its recency list: every way once, the used ones most recent first
+                    # (the stamps' order), then the empty ones
+                    order = [slots[0] + int(eng.tord[w]) for w in slots]
+                    assert sorted(order) == list(slots)
+                    assert order[: len(used)] == [w for _, w in reversed(used)]
                 rows.append(
                     [(int(eng.tkey[w]), int(eng.tpfn[w]), int(eng.tperm[w])) for _, w in used]
                 )
@@ -166,6 +172,27 @@ def test_two_mib_pages_count_each_touched_4k_page_once() -> None:
     assert c.touched_pages == 6
 
 
+STLB_SETS = 128  # TlbConfig(): STLB 1536 entries, 12-way; a stride of 128 pages shares a set
+
+
+def test_stlb_recency_with_hits_evictions_and_invalidations() -> None:
+    # 16 pages in one STLB set (12 ways) and one L1 dTLB set (4 ways: 128 % 16 == 0): most
+    # records miss the L1 and hit the STLB (each hit makes its entry the set's most recent),
+    # the rest walk and evict the STLB set's LRU entry; a store to a page mapped read-only
+    # (its first access a load: the zero page) removes its entries (INVLPG) before the walk.
+    # Which entry an eviction takes depends on the set's whole recency order.
+    stride = STLB_SETS * PAGE
+    region = ((BASE, BASE + 16 * stride),)
+    rng = np.random.default_rng(12)
+    hot = rng.integers(0, 13, 4000)  # 13 pages: one more than the set holds
+    cold = rng.integers(0, 16, 4000)
+    pages = np.where(rng.random(4000) < 0.9, hot, cold)
+    addrs = (BASE + pages * stride + rng.integers(0, PAGE, 4000)).tolist()
+    kinds = np.where(rng.random(4000) < 0.05, KIND_STORE, KIND_LOAD).tolist()
+    c = _check(addrs, kinds, "4K", region)
+    assert c.stlb_hits > 2000 and c.walks > 500 and c.tlb_flushes > 0
+
+
 _records = st.lists(
     st.tuples(st.integers(0, 23), st.integers(0, PAGE - 1), st.integers(0, 3), st.booleans()),
     min_size=1,
@@ -219,3 +246,29 @@ def test_engines_agree_on_large_page_traces(
         addrs.append(va + off)
         kinds.append(kind)
     _check(addrs, kinds, page_size, region)
+
+
+def test_stlb_recency_list_after_a_pcid_flush() -> None:
+    # A flush of one PCID leaves the other PCID's entries in their order; the STLB set's
+    # recency list must then name them first, most recent (largest stamp) first, then the
+    # empty ways. Set 5 of the 4 KiB STLB array, filled by hand: PCID 1 in ways 2, 7, 9
+    # (stamps 30, 10, 20), PCID 2 in ways 4, 11 (stamps 40, 5).
+    from vmsim.memtrace import _core as core
+
+    eng = FastEngine(Model(_layout(()), EngineConfig.of(SKYLAKE)))
+    a = int(eng.probe[core.S_STLB, 0])
+    first, sets, ways = (int(x) for x in eng.arr[a])
+    assert (sets, ways) == (STLB_SETS, 12)
+    b = first + 5 * ways
+    for k, (way, pcid, stamp) in enumerate(
+        [(2, 1, 30), (7, 1, 10), (9, 1, 20), (4, 2, 40), (11, 2, 5)]
+    ):
+        eng.tkey[b + way] = ((5 + STLB_SETS * k) << 15) | pcid
+        eng.tstamp[b + way] = stamp
+    core.tlb_flush(eng.tkey, eng.tstamp, eng.tord, eng.arr, eng.probe, 1)
+    order = eng.tord[b : b + ways].tolist()
+    assert order[:2] == [4, 11]
+    assert sorted(order[2:]) == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10]
+    core.tlb_flush(eng.tkey, eng.tstamp, eng.tord, eng.arr, eng.probe, -2)  # everything
+    assert sorted(eng.tord[b : b + ways].tolist()) == list(range(12))
+    assert (eng.tkey[b : b + ways] == -1).all()

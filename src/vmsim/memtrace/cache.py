@@ -33,11 +33,12 @@ of that file alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from vmsim.memtrace._core import DRAM, LINE_SHIFT, cache_access, cache_run
+from vmsim.memtrace._core import D_LEN, DRAM, LINE_SHIFT, cache_access, cache_run
 from vmsim.memtrace.records import CacheGeometry
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "aligned_full",
     "cache_access",
     "cache_arrays",
+    "cache_lines",
     "cache_run",
 ]
 
@@ -94,28 +96,67 @@ class CacheModel:
         return [[list(s) for s in level] for level in self.sets]
 
 
-CacheArrays = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+CacheArrays = tuple[npt.NDArray[np.int64] | npt.NDArray[np.int32], npt.NDArray[np.int64]]
+
+TAG32_MAX = (1 << 31) - 1  # the largest tag an int32 set holds (-1 is the empty mark)
 
 
-def cache_arrays(geoms: Sequence[CacheGeometry]) -> CacheArrays:
+def cache_arrays(geoms: Sequence[CacheGeometry], max_paddr: int | None = None) -> CacheArrays:
     """The fast twin's state: ``(tags, desc)``. Each set is ``ways`` consecutive slots of
     ``tags`` in recency order, most recent first, empty slots (-1) last: the LRU line is the
-    last slot, and a probe or a move to the front is a fixed, branch-free pass over the set. ``desc[lv] = (first slot,
-    sets, ways, sets - 1 if sets is a power of two else -1)`` for lv 0..2."""
+    last slot, and a probe or a move to the front is a fixed, branch-free pass over the set.
+    ``desc[lv]`` (columns ``_core.D_*``) = (first slot, sets, ways, sets - 1 if sets is a
+    power of two else -1, tag shift, tag divisor) for lv 0..2.
+
+    With ``max_paddr`` (the physical addresses the caller will pass are all below it: the
+    model's RAM size), a set stores each line's tag, ``line // sets`` (the set index is the
+    remainder: nothing is lost), as int32 when every level's largest tag fits: an 8 MiB LLC
+    of 16 ways then has 512 KiB of tags, and a set of 16 is one 64-byte host line. Otherwise
+    (no bound, or a tag past 2**31 - 1) a set stores whole line numbers as int64."""
     _check(geoms)
-    desc = np.zeros((3, 4), dtype=np.int64)
+    narrow = max_paddr is not None and all(
+        ((max_paddr - 1) >> LINE_SHIFT) // g.sets <= TAG32_MAX for g in geoms
+    )
+    desc = np.zeros((3, D_LEN), dtype=np.int64)
     base = 0
     for lv, g in enumerate(geoms):
         pow2 = g.sets & (g.sets - 1) == 0
-        desc[lv] = (base, g.sets, g.ways, g.sets - 1 if pow2 else -1)
+        shift = g.sets.bit_length() - 1 if narrow and pow2 else 0
+        desc[lv] = (
+            base,
+            g.sets,
+            g.ways,
+            g.sets - 1 if pow2 else -1,
+            shift,
+            g.sets if narrow else 1,
+        )
         base += g.sets * g.ways
-    return aligned_full(base, -1), desc
+    return aligned_full(base, -1, np.int32 if narrow else np.int64), desc
 
 
-def aligned_full(n: int, fill: int) -> npt.NDArray[np.int64]:
-    """``np.full(n, fill)`` (int64) starting on a 64-byte boundary: a set of 8 slots is then
-    one host cache line, one of 4 half of one. The vector probes (``_core._find``) load a
-    whole set at once; a set straddling two host lines made the iTLB probe 1.5x slower."""
-    buf = np.full(n + 8, fill, dtype=np.int64)
-    skip = (-buf.ctypes.data % 64) // 8
+def cache_lines(
+    tags: npt.NDArray[np.int64] | npt.NDArray[np.int32], desc: npt.NDArray[np.int64]
+) -> list[list[list[int]]]:
+    """The line numbers the fast twin holds, per level and set, most recent first (empty
+    slots left out): each tag back to its line (``tag * sets + set index``)."""
+    out = []
+    for lv in range(3):
+        base, sets, ways, _mask, _shift, div = (int(x) for x in desc[lv])
+        rows = tags[base : base + sets * ways].reshape(sets, ways).tolist()
+        out.append(
+            [[t * div + i if div > 1 else t for t in row if t >= 0] for i, row in enumerate(rows)]
+        )
+    return out
+
+
+def aligned_full(
+    n: int, fill: int, dtype: type[np.int64] | type[np.int32] = np.int64
+) -> npt.NDArray[Any]:
+    """``np.full(n, fill, dtype)`` starting on a 64-byte boundary: a set of 8 int64 slots (or
+    16 int32) is then one host cache line, one of 4 half of one. The vector probes
+    (``_core._find``) load a whole set at once; a set straddling two host lines made the
+    iTLB probe 1.5x slower."""
+    size = np.dtype(dtype).itemsize
+    buf = np.full(n + 64 // size, fill, dtype=dtype)
+    skip = (-buf.ctypes.data % 64) // size
     return buf[skip : skip + n]

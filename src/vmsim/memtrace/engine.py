@@ -188,6 +188,13 @@ class FastEngine:
         self.tpfn = np.zeros(slots, dtype=np.int64)
         self.tperm = np.zeros(slots, dtype=np.int64)
         self.tstamp = np.zeros(slots, dtype=np.int64)
+        # the STLB's recency lists (_core.stlb_order): way numbers, set by set
+        ways = self.arr[:, 2]
+        if int(ways.max(initial=1)) > np.iinfo(np.int16).max:
+            raise ValueError(f"a TLB array of {int(ways.max())} ways (at most 32767)")
+        self.tord = np.zeros(slots, dtype=np.int16)
+        for first, sets, w in self.arr.tolist():
+            self.tord[first : first + sets * w] = np.tile(np.arange(w), sets)
         sizes = cfg.pwc_dict()
         self.psize = np.zeros(6, dtype=np.int64)
         for lv, n in sizes.items():
@@ -196,7 +203,10 @@ class FastEngine:
         self.pkey = np.full((6, width), -1, dtype=np.int64)
         self.pval = np.zeros((6, width, 4), dtype=np.int64)
         self.pstamp = core.pwc_links(self.psize, width)  # the PWC's LRU lists
-        self.ctags, self.cdesc = cache_arrays(cfg.caches)
+        # every physical address the engine sees is below the model's RAM (the frame
+        # allocator's pfns): the cache model's tags then fit int32 (cache_arrays)
+        self.ram_bytes = model.machine.memory.frames.ram_bytes
+        self.ctags, self.cdesc = cache_arrays(cfg.caches, self.ram_bytes)
         self.log = np.zeros(self.LOG_CAP, dtype=np.int64)
         self.cnt = np.zeros(core.C_LEN, dtype=np.int64)
         self.st = np.zeros(core.ST_LEN, dtype=np.int64)
@@ -257,7 +267,13 @@ class FastEngine:
         vals = np.asarray(values, dtype=np.int64)
         i = 0
         while True:
-            i = core.pt_update(self.ent, self.meta, self.st, lv, keys, vals, i)
+            i = core.pt_update(
+                self.ent, self.meta, self.st, lv, keys, vals, i, self.ram_bytes >> 12
+            )
+            if i < 0:  # the cache model's tags are sized for the RAM: refuse, never wrap
+                raise ValueError(
+                    f"a page-table entry maps a frame past the model's {self.ram_bytes}-byte RAM"
+                )
             if i == len(lv):
                 return
             self._grow()
@@ -293,11 +309,13 @@ class FastEngine:
             self._mirror(levels, vkeys, values)
         for op, x, y in model.tlb.ops:
             if op == "invlpg":
-                core.tlb_invlpg(self.tkey, self.arr, self.probe, x, y)
+                core.tlb_invlpg(self.tkey, self.tstamp, self.tord, self.arr, self.probe, x, y)
             elif op == "pcid":
-                core.tlb_flush(self.tkey, x)
+                core.tlb_flush(self.tkey, self.tstamp, self.tord, self.arr, self.probe, x)
             else:
-                core.tlb_flush(self.tkey, -2 if x else -1)
+                core.tlb_flush(
+                    self.tkey, self.tstamp, self.tord, self.arr, self.probe, -2 if x else -1
+                )
             self.cnt[core.C_FLUSHES] += 1
         model.tlb.ops.clear()
         if model.pwc.flushes:
@@ -328,6 +346,7 @@ class FastEngine:
                 self.tpfn,
                 self.tperm,
                 self.tstamp,
+                self.tord,
                 self.arr,
                 self.probe,
                 self.pkey,
@@ -405,6 +424,7 @@ class FastEngine:
             self.tpfn,
             self.tperm,
             self.tstamp,
+            self.tord,
             self.pkey,
             self.pval,
             self.pstamp,
