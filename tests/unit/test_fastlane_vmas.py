@@ -786,6 +786,8 @@ def test_constants_match_the_model() -> None:
         "VM_ACCESS_FLAGS",
         "VM_SPECIAL",
         "VM_IGNORE_MERGE",
+        "VM_NOHUGEPAGE",
+        "VM_DATA_DEFAULT_FLAGS",
     ):
         assert getattr(K, n) == getattr(F, n), n
     for n in (

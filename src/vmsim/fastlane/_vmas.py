@@ -1,5 +1,7 @@
-"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect, munmap and
-anonymous mmap of one address space held in arrays. ``vmsim.fastlane.vmas`` is its Python
+"""The fast lane's VMA engine, compiled (numba ``@njit(cache=True)``): mprotect, munmap,
+anonymous mmap and brk of one address space held in arrays, and the replay's step around
+them (``lane_mprotect``, ``lane_munmap``, ``lane_brk``, ``lane_stretch``: what
+``vmsim.fastlane.lane`` runs per strace line). ``vmsim.fastlane.vmas`` is its Python
 side and says what is modelled and what is declined (BAIL); every function here mirrors the
 Python model statement for statement, named after it.
 
@@ -1321,8 +1323,6 @@ CAUSE_NAMES = (
     "brk",
 )  # Replayer._cause()'s strings
 
-VM_NORESERVE_ = 1 << 21
-VM_NOHUGEPAGE_ = 1 << 30
 ARENA_ALIGN = 64 << 20
 J_NONE = 0
 J_HOLD = 1
@@ -1490,9 +1490,9 @@ def _mprotect_cause(vm: I64, ix: I64, mm: I64, addr: int, prot: int) -> int:  # 
     p = _lookup(vm, ix, mm, addr)
     if p >= 0 and _get(vm, ix, p, F_FILE) == 0 and _get(vm, ix, p, F_NAME) == 0:
         flags = _get(vm, ix, p, F_FLAGS)
-        if flags & VM_NOHUGEPAGE_:
+        if flags & VM_NOHUGEPAGE:
             return C_THREAD_STACK
-        if flags & VM_NORESERVE_ and _get(vm, ix, p, F_START) % ARENA_ALIGN == 0:
+        if flags & VM_NORESERVE and _get(vm, ix, p, F_START) % ARENA_ALIGN == 0:
             return C_MALLOC_ARENA
     return C_GUARD if prot == 0 else C_SPLIT
 
@@ -1667,7 +1667,7 @@ def lane_stretch(  # pragma: no cover - compiled
 C_BRK = 6
 R_CALL = 128  # the next row is a call lane_stretch() leaves to its caller (brk)
 SITE_BRK = 4  # "do_brk_flags()"
-VM_DATA_DEFAULT = 1 | 2 | 16 | 32 | 64  # VM_READ|VM_WRITE|VM_MAYREAD|VM_MAYWRITE|VM_MAYEXEC
+VM_DATA_DEFAULT_FLAGS = 1 | 2 | 16 | 32 | 64  # VM_READ|VM_WRITE|VM_MAYREAD|VM_MAYWRITE|VM_MAYEXEC
 
 
 @_jit
@@ -1707,7 +1707,7 @@ def _brk_flags(  # pragma: no cover - compiled
         return False
     if not vm_enough_memory(mm, length >> PAGE_SHIFT):
         return False
-    flags = VM_DATA_DEFAULT | VM_ACCOUNT
+    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
     end = addr + length
     pgoff = addr >> PAGE_SHIFT
     if prev >= 0 and vma_merge_new_range(vm, ix, mm, prev, -1, addr, end, flags, pgoff) >= 0:
