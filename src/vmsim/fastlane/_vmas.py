@@ -1270,25 +1270,7 @@ def mmap(  # pragma: no cover - compiled
     nx = find(vm, ix, mm, addr)
     pv = _prev(vm, ix, nx) if nx >= 0 else _last(vm, ix, mm)
     if vma_merge_new_range(vm, ix, mm, pv, nx, addr, end, vm_flags, pgoff) < 0:
-        c = vm.shape[0]
-        if nx >= 0:
-            q = _open_slot(vm, ix, mm, nx >> POS_SHIFT, nx & POS_MASK)
-        elif mm[M_NB] > 0:
-            q = _open_slot(vm, ix, mm, mm[M_NB] - 1, ix[c + ix[mm[M_NB] - 1]])
-        else:
-            q = _open_slot(vm, ix, mm, 0, 0)
-        b = ix[q >> POS_SHIFT]
-        i = q & POS_MASK
-        vm[b, F_START, i] = addr
-        vm[b, F_END, i] = end
-        vm[b, F_FLAGS, i] = vm_flags
-        vm[b, F_PGOFF, i] = pgoff
-        vm[b, F_FILE, i] = 0
-        vm[b, F_ANON, i] = 0
-        vm[b, F_SING, i] = 1
-        vm[b, F_NAME, i] = 0
-        vm[b, F_AUX, i] = 0
-        mm[M_USED] += length
+        _insert_new(vm, ix, mm, nx, addr, end, vm_flags, pgoff)
     info[I_A] = addr
     return 0
 
@@ -1672,27 +1654,28 @@ VM_DATA_DEFAULT_FLAGS = 1 | 2 | 16 | 32 | 64  # VM_READ|VM_WRITE|VM_MAYREAD|VM_M
 
 @_jit
 def _insert_new(  # pragma: no cover - compiled
-    vm: I64, ix: I64, mm: I64, start: int, end: int, flags: int, pgoff: int
+    vm: I64, ix: I64, mm: I64, nx: int, start: int, end: int, flags: int, pgoff: int
 ) -> int:
-    """VmaTree.insert_new() of a new anonymous VMA over free ``[start, end)``."""
-    p = find(vm, ix, mm, start)
-    if p >= 0:
-        q = _open_slot(vm, ix, mm, p >> POS_SHIFT, p & POS_MASK)
+    """VmaTree.insert_new() of a new anonymous VMA over free ``[start, end)``, before the
+    VMA at ``nx`` (-1: after the last one)."""
+    c = vm.shape[0]
+    if nx >= 0:
+        q = _open_slot(vm, ix, mm, nx >> POS_SHIFT, nx & POS_MASK)
+    elif mm[M_NB] > 0:
+        q = _open_slot(vm, ix, mm, mm[M_NB] - 1, ix[c + ix[mm[M_NB] - 1]])
     else:
-        last = _last(vm, ix, mm)
-        if last < 0:
-            q = _open_slot(vm, ix, mm, 0, 0)
-        else:
-            q = _open_slot(vm, ix, mm, last >> POS_SHIFT, (last & POS_MASK) + 1)
-    _set(vm, ix, q, F_START, start)
-    _set(vm, ix, q, F_END, end)
-    _set(vm, ix, q, F_FLAGS, flags)
-    _set(vm, ix, q, F_PGOFF, pgoff)
-    _set(vm, ix, q, F_FILE, 0)
-    _set(vm, ix, q, F_ANON, 0)
-    _set(vm, ix, q, F_SING, 1)
-    _set(vm, ix, q, F_NAME, 0)
-    _set(vm, ix, q, F_AUX, 0)
+        q = _open_slot(vm, ix, mm, 0, 0)
+    b = ix[q >> POS_SHIFT]
+    i = q & POS_MASK
+    vm[b, F_START, i] = start
+    vm[b, F_END, i] = end
+    vm[b, F_FLAGS, i] = flags
+    vm[b, F_PGOFF, i] = pgoff
+    vm[b, F_FILE, i] = 0
+    vm[b, F_ANON, i] = 0
+    vm[b, F_SING, i] = 1
+    vm[b, F_NAME, i] = 0
+    vm[b, F_AUX, i] = 0
     mm[M_USED] += end - start
     return q
 
@@ -1712,7 +1695,7 @@ def _brk_flags(  # pragma: no cover - compiled
     pgoff = addr >> PAGE_SHIFT
     if prev >= 0 and vma_merge_new_range(vm, ix, mm, prev, -1, addr, end, flags, pgoff) >= 0:
         return True  # just_expand: prev takes the range, next is not tried
-    _insert_new(vm, ix, mm, addr, end, flags, pgoff)
+    _insert_new(vm, ix, mm, find(vm, ix, mm, addr), addr, end, flags, pgoff)
     return True
 
 

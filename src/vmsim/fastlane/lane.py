@@ -45,7 +45,6 @@ _MPROTECT = CALLS.index("mprotect")
 _BRK = CALLS.index("brk")
 _U64 = (1 << 64) - 1
 _CAUSES = list(k.CAUSE_NAMES)
-_SLACK = 2  # Replayer.SNAPSHOT_SLACK: mprotect and munmap
 # a process's VMAs go into arrays for a run of at least _MIN_ROWS rows and a quarter of its
 # VMA count (each VMA costs about a quarter of what a row saves, taken in and given back)
 _MIN_ROWS = 64
