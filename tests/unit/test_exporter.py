@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,18 @@ def test_map_count_equals_wc_l_minus_vsyscall(child: Child) -> None:
     child.send("threads 3")
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
+        # Popen returns once the child is forked, maybe before its execve has loaded sleep
+        # (a one-VMA address space was seen under load): wait for the exec'd sleep, its
+        # map_count the same twice in a row
+        deadline = time.monotonic() + 10
+        comm = Path(f"/proc/{sleeper.pid}/comm")
+        last = -1
+        while time.monotonic() < deadline:
+            now = wc_map_count(sleeper.pid) if comm.read_text().strip() == "sleep" else -1
+            if now > 1 and now == last:
+                break
+            last = now
+            time.sleep(0.05)
         pids = [child.pid, sleeper.pid, os.getppid()]
         pattern = "|".join(map(str, pids))
         c = VmaCollector(ExporterConfig(pid_filter=re.compile(pattern), top=10))
